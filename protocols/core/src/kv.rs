@@ -1,0 +1,150 @@
+//! The replicated key-value state machine every protocol drives.
+//!
+//! Operations are `put`, `get` and compare-and-swap on `u64` keys with byte values.
+//! A session table remembers, per client, the highest sequence number applied and its
+//! result: a retried request (same client and seq) is answered from the table and
+//! never applied twice, which is what makes client retries after a leader change safe
+//! (Raft dissertation §6.3). Clients keep one request outstanding, so one entry per
+//! client suffices.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+use crate::{ClientId, Request};
+
+pub type Key = u64;
+pub type Value = Vec<u8>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Op {
+    Put { key: Key, value: Value },
+    Get { key: Key },
+    /// Set `key` to `new` if its current value equals `expected` (`None`: absent).
+    Cas { key: Key, expected: Option<Value>, new: Value },
+}
+
+impl Op {
+    pub fn key(&self) -> Key {
+        match self {
+            Op::Put { key, .. } | Op::Get { key } | Op::Cas { key, .. } => *key,
+        }
+    }
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Op::Get { .. })
+    }
+    pub(crate) fn hash_into(&self, hasher: &mut blake3::Hasher) {
+        match self {
+            Op::Put { key, value } => {
+                hasher.update(b"P");
+                hasher.update(&key.to_le_bytes());
+                hasher.update(&(value.len() as u64).to_le_bytes());
+                hasher.update(value);
+            }
+            Op::Get { key } => {
+                hasher.update(b"G");
+                hasher.update(&key.to_le_bytes());
+            }
+            Op::Cas { key, expected, new } => {
+                hasher.update(b"C");
+                hasher.update(&key.to_le_bytes());
+                match expected {
+                    None => hasher.update(b"-"),
+                    Some(v) => {
+                        hasher.update(b"+");
+                        hasher.update(&(v.len() as u64).to_le_bytes());
+                        hasher.update(v)
+                    }
+                };
+                hasher.update(&(new.len() as u64).to_le_bytes());
+                hasher.update(new);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OpResult {
+    /// A put succeeded.
+    Ok,
+    /// The value read (`None`: absent).
+    Value(Option<Value>),
+    /// A compare-and-swap: whether it swapped, and the value it found.
+    Cas { swapped: bool, found: Option<Value> },
+}
+
+/// The state machine plus its session table.
+#[derive(Clone, Debug, Default)]
+pub struct KvStore {
+    data: HashMap<Key, Value>,
+    sessions: HashMap<ClientId, (u64, OpResult)>,
+}
+
+impl KvStore {
+    /// Apply `request` at most once. Returns the result to send back, or `None` for
+    /// a request older than the client's last applied one (its reply is long gone).
+    pub fn apply(&mut self, request: &Request) -> Option<OpResult> {
+        if let Some((last_seq, last_result)) = self.sessions.get(&request.client) {
+            if request.seq == *last_seq {
+                return Some(last_result.clone());
+            }
+            if request.seq < *last_seq {
+                return None;
+            }
+        }
+        let result = Self::execute(&mut self.data, &request.op);
+        self.sessions.insert(request.client, (request.seq, result.clone()));
+        Some(result)
+    }
+
+    /// The pure operation semantics, shared with the linearizability checker's model.
+    pub fn execute(data: &mut HashMap<Key, Value>, op: &Op) -> OpResult {
+        match op {
+            Op::Put { key, value } => {
+                data.insert(*key, value.clone());
+                OpResult::Ok
+            }
+            Op::Get { key } => OpResult::Value(data.get(key).cloned()),
+            Op::Cas { key, expected, new } => {
+                let found = data.get(key).cloned();
+                let swapped = found == *expected;
+                if swapped {
+                    data.insert(*key, new.clone());
+                }
+                OpResult::Cas { swapped, found }
+            }
+        }
+    }
+
+    pub fn get(&self, key: Key) -> Option<&Value> {
+        self.data.get(&key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(seq: u64, op: Op) -> Request {
+        Request { client: ClientId(7), seq, op }
+    }
+
+    #[test]
+    fn duplicate_request_is_applied_once() {
+        let mut kv = KvStore::default();
+        let cas = Op::Cas { key: 1, expected: None, new: b"x".to_vec() };
+        assert_eq!(kv.apply(&req(1, cas.clone())), Some(OpResult::Cas { swapped: true, found: None }));
+        // The retry must answer the first result, not re-run the CAS (which would fail).
+        assert_eq!(kv.apply(&req(1, cas)), Some(OpResult::Cas { swapped: true, found: None }));
+        assert_eq!(kv.apply(&req(0, Op::Get { key: 1 })), None);
+        assert_eq!(kv.apply(&req(2, Op::Get { key: 1 })), Some(OpResult::Value(Some(b"x".to_vec()))));
+    }
+
+    #[test]
+    fn cas_swaps_only_on_match() {
+        let mut kv = KvStore::default();
+        kv.apply(&req(1, Op::Put { key: 1, value: b"a".to_vec() }));
+        let r = kv.apply(&req(2, Op::Cas { key: 1, expected: Some(b"b".to_vec()), new: b"c".to_vec() }));
+        assert_eq!(r, Some(OpResult::Cas { swapped: false, found: Some(b"a".to_vec()) }));
+        assert_eq!(kv.get(1), Some(&b"a".to_vec()));
+    }
+}

@@ -1,0 +1,302 @@
+//! # qlab-core: the vocabulary every quorumlab protocol and driver shares
+//!
+//! A consensus protocol in quorumlab is a *sans-IO* deterministic state machine: it
+//! never reads a clock, opens a socket, spawns a task or draws from a global RNG.
+//! Everything comes in as a call on the [`Protocol`] trait (`on_start`, `on_message`,
+//! `on_timer`, `on_request`) and everything goes out through the [`Context`]
+//! handed to that call: messages, timers with exact nanosecond durations, records to
+//! persist, replies to clients and [`Event`]s for the safety checkers.
+//!
+//! The driver (the simulator in `qlab-sim`, the QUIC runtime later) drains the
+//! context's [`Outbox`] after each step and must honour one contract, the same one
+//! etcd raft's `Ready` imposes: **the records a step persisted are durable before
+//! the messages and replies of that step leave the node.** On a crash a node keeps
+//! only its persisted records and is rebuilt from them by [`Protocol::restore`].
+//!
+//! Besides the trait this crate holds the parts every protocol shares:
+//! ids and time ([`NodeId`], [`ClientId`], [`Nanos`]), client [`Request`]s and
+//! [`Reply`]s, the replicated key-value state machine with its session table
+//! ([`kv::KvStore`]), and blake3 digests with the hash chain that lets checkers
+//! compare whole committed prefixes in constant space ([`digest`]).
+
+pub mod digest;
+pub mod kv;
+
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub use digest::Digest;
+pub use kv::{KvStore, Op, OpResult};
+
+/// Time in nanoseconds since the start of a run (virtual in the simulator,
+/// monotonic in real mode).
+pub type Nanos = u64;
+
+/// Nanoseconds in one millisecond; `ms(150)` reads better than `150_000_000`.
+pub const NANOS_PER_MS: u64 = 1_000_000;
+
+/// Milliseconds to [`Nanos`].
+pub const fn ms(milliseconds: u64) -> Nanos {
+    milliseconds * NANOS_PER_MS
+}
+
+/// [`Nanos`] to fractional milliseconds, for reporting.
+pub fn nanos_to_ms(nanos: Nanos) -> f64 {
+    nanos as f64 / NANOS_PER_MS as f64
+}
+
+/// A replica's identity: `0..nodes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId(pub u32);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// A client's identity. Clients number their requests `1, 2, 3, ...`; the pair
+/// (client, seq) names an operation across retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// A client operation as it reaches a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Request {
+    pub client: ClientId,
+    /// Per-client sequence number, starting at 1; retries reuse it.
+    pub seq: u64,
+    pub op: Op,
+}
+
+impl Request {
+    /// Digest of the request, used as the log entry's identity by the checkers.
+    pub fn digest(&self) -> Digest {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.client.0.to_le_bytes());
+        hasher.update(&self.seq.to_le_bytes());
+        self.op.hash_into(&mut hasher);
+        Digest(*hasher.finalize().as_bytes())
+    }
+}
+
+/// What a replica answers a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplyBody {
+    /// The operation was applied (once) and this is its result.
+    Done(OpResult),
+    /// This replica is not the leader; `leader` is its best guess, if any.
+    NotLeader { leader: Option<NodeId> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub client: ClientId,
+    pub seq: u64,
+    pub body: ReplyBody,
+}
+
+/// What honest replicas report for the checkers. The epoch is the protocol's
+/// notion of leadership period: a Raft term, a Paxos ballot, a PBFT view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// This node became leader of `epoch`. `log_prefix_digests[i]` is the hash chain
+    /// of its log up to slot `log_from_slot + i`, so Leader Completeness can compare
+    /// the new leader's log with everything committed before it was elected.
+    Elected { epoch: u64, log_from_slot: u64, log_prefix_digests: Vec<Digest> },
+    /// This node accepted `leader` as the leader of `epoch` (Raft: the first
+    /// heartbeat or AppendEntries of the term). Election-time measurements end when
+    /// every live node has reported it.
+    LeaderKnown { epoch: u64, leader: NodeId },
+    /// This node learned that `slot` is committed. `prefix_digest` chains every
+    /// entry up to and including `slot`.
+    Committed { slot: u64, digest: Digest, prefix_digest: Digest },
+    /// This node applied the entry at `slot` to its state machine.
+    Applied { slot: u64, digest: Digest },
+    /// The node restarted from its persisted records.
+    Restarted { epoch: u64 },
+}
+
+/// A protocol-level timer chosen by the protocol; drivers keep at most one pending
+/// instance of each value (setting it again replaces it).
+pub trait TimerKey: Clone + Copy + fmt::Debug + PartialEq + Eq + std::hash::Hash + Ord {}
+impl<T: Clone + Copy + fmt::Debug + PartialEq + Eq + std::hash::Hash + Ord> TimerKey for T {}
+
+/// What a step asked the driver to do, in order.
+#[derive(Debug)]
+pub enum Action<M, T, R> {
+    Send { to: NodeId, msg: M },
+    Broadcast { msg: M },
+    SetTimer { timer: T, after: Nanos },
+    CancelTimer { timer: T },
+    Persist { record: R },
+    Reply { reply: Reply },
+    Observe { event: Event },
+}
+
+/// Outputs of one step, drained by the driver. Kept separate from [`Context`] so a
+/// driver can reuse the allocation across steps.
+#[derive(Debug)]
+pub struct Outbox<M, T, R> {
+    pub actions: Vec<Action<M, T, R>>,
+}
+
+impl<M, T, R> Default for Outbox<M, T, R> {
+    fn default() -> Self {
+        Self { actions: Vec::new() }
+    }
+}
+
+/// The world as one step of a protocol sees it.
+pub struct Context<'a, P: Protocol + ?Sized> {
+    now: Nanos,
+    rng: &'a mut ChaCha8Rng,
+    outbox: &'a mut Outbox<P::Message, P::Timer, P::Record>,
+}
+
+impl<'a, P: Protocol + ?Sized> Context<'a, P> {
+    pub fn new(
+        now: Nanos,
+        rng: &'a mut ChaCha8Rng,
+        outbox: &'a mut Outbox<P::Message, P::Timer, P::Record>,
+    ) -> Self {
+        Self { now, rng, outbox }
+    }
+    /// Current time of the driver.
+    pub fn now(&self) -> Nanos {
+        self.now
+    }
+    /// The node's own RNG, seeded by the driver.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        self.rng
+    }
+    pub fn send(&mut self, to: NodeId, msg: P::Message) {
+        self.outbox.actions.push(Action::Send { to, msg });
+    }
+    /// Send to every other replica.
+    pub fn broadcast(&mut self, msg: P::Message) {
+        self.outbox.actions.push(Action::Broadcast { msg });
+    }
+    /// Fire `timer` after exactly `after` nanoseconds, replacing a pending one.
+    pub fn set_timer(&mut self, timer: P::Timer, after: Nanos) {
+        self.outbox.actions.push(Action::SetTimer { timer, after });
+    }
+    pub fn cancel_timer(&mut self, timer: P::Timer) {
+        self.outbox.actions.push(Action::CancelTimer { timer });
+    }
+    /// Make `record` durable before anything else this step emits leaves the node.
+    pub fn persist(&mut self, record: P::Record) {
+        self.outbox.actions.push(Action::Persist { record });
+    }
+    pub fn reply(&mut self, reply: Reply) {
+        self.outbox.actions.push(Action::Reply { reply });
+    }
+    pub fn observe(&mut self, event: Event) {
+        self.outbox.actions.push(Action::Observe { event });
+    }
+}
+
+/// A replicated-state-machine protocol as a deterministic state machine.
+pub trait Protocol: Sized {
+    type Message: Clone + fmt::Debug;
+    type Timer: TimerKey;
+    type Record: Clone + fmt::Debug;
+    type Config: Clone + fmt::Debug;
+
+    /// A fresh replica `id` of a cluster of `nodes` replicas `0..nodes`.
+    fn new(config: &Self::Config, id: NodeId, nodes: u32) -> Self;
+    /// A replica rebuilt after a crash from the records it persisted, in order.
+    fn restore(config: &Self::Config, id: NodeId, nodes: u32, records: &[Self::Record]) -> Self;
+
+    fn id(&self) -> NodeId;
+    fn on_start(&mut self, ctx: &mut Context<'_, Self>);
+    fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, msg: Self::Message);
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, timer: Self::Timer);
+    fn on_request(&mut self, ctx: &mut Context<'_, Self>, request: Request);
+
+    /// A short stable name of a message's kind, for per-kind counters and for
+    /// fault filters ("drop append_entries to n3").
+    fn message_kind(msg: &Self::Message) -> &'static str;
+    /// Encoded size in bytes, for bytes-per-op metrics.
+    fn message_bytes(msg: &Self::Message) -> usize;
+    /// Whether this node currently believes it leads (for drivers and experiments).
+    fn is_leader(&self) -> bool;
+    /// The epoch (term, ballot, view) this node is in.
+    fn epoch(&self) -> u64;
+}
+
+/// The client side of a protocol: sans-IO like the replicas. The client decides
+/// which replica gets each attempt and when to retry; the driver delivers.
+pub trait Client: Sized {
+    type Timer: TimerKey;
+
+    /// Submit `request` (the client has at most one outstanding request).
+    fn submit(&mut self, now: Nanos, request: Request, out: &mut ClientOutbox<Self::Timer>);
+    /// A reply from replica `from`. Returns the result once the request is done.
+    fn on_reply(
+        &mut self,
+        now: Nanos,
+        from: NodeId,
+        reply: Reply,
+        out: &mut ClientOutbox<Self::Timer>,
+    ) -> Option<OpResult>;
+    fn on_timer(&mut self, now: Nanos, timer: Self::Timer, out: &mut ClientOutbox<Self::Timer>);
+}
+
+/// What a client asked the driver to do.
+#[derive(Debug)]
+pub enum ClientAction<T> {
+    Send { to: NodeId, request: Request },
+    SetTimer { timer: T, after: Nanos },
+    CancelTimer { timer: T },
+}
+
+#[derive(Debug)]
+pub struct ClientOutbox<T> {
+    pub actions: Vec<ClientAction<T>>,
+}
+
+impl<T> Default for ClientOutbox<T> {
+    fn default() -> Self {
+        Self { actions: Vec::new() }
+    }
+}
+
+/// The smallest number of nodes out of `nodes` that is a strict majority (a quorum).
+pub const fn majority(nodes: u32) -> u32 {
+    nodes / 2 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_of_odd_and_even_clusters() {
+        assert_eq!(majority(1), 1);
+        assert_eq!(majority(3), 2);
+        assert_eq!(majority(4), 3);
+        assert_eq!(majority(5), 3);
+    }
+
+    #[test]
+    fn request_digest_depends_on_every_field() {
+        let base = Request { client: ClientId(1), seq: 1, op: Op::Put { key: 1, value: vec![1] } };
+        let mut other = base.clone();
+        other.seq = 2;
+        assert_ne!(base.digest(), other.digest());
+        let mut other = base.clone();
+        other.client = ClientId(2);
+        assert_ne!(base.digest(), other.digest());
+        let mut other = base.clone();
+        other.op = Op::Put { key: 1, value: vec![2] };
+        assert_ne!(base.digest(), other.digest());
+    }
+}
