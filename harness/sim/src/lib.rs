@@ -1,1 +1,612 @@
+//! # qlab-sim: a deterministic discrete-event simulator for any [`Protocol`]
+//!
+//! The simulator runs a whole cluster, its clients and its network in one thread on a
+//! virtual clock. Pending work (message deliveries and timer firings) sits in a priority
+//! queue ordered by `(time, sequence number)`; [`Sim::step`] pops the earliest item, runs
+//! the protocol handler it targets, and schedules what that handler emitted. There is no
+//! wall-clock time and no thread: one `u64` seed drives every random choice (each node's
+//! protocol RNG, every latency draw, every drop, duplicate and reorder), so the same
+//! seed and configuration replay the same run bit for bit, and the seed printed next to
+//! a failure is all that is needed to reproduce it.
+//!
+//! The network model: each directed link draws a latency from a distribution (a default
+//! one, overridable per link), drops a message with probability `loss`, delivers a second
+//! copy with probability `duplicate`, and holds a message back by an extra random delay
+//! with probability `reorder`. Partitions block directed links (so symmetric, asymmetric
+//! and one-way cuts are all expressible), and a message filter lets an experiment drop
+//! chosen message kinds on chosen links. Messages already in flight when a link is cut
+//! are still delivered, as on a real network.
+//!
+//! Crash and restart follow the driver contract of `qlab-core`: a step's records are
+//! made durable before its messages leave; a crashed node loses every volatile field,
+//! its timers and the messages addressed to it, and [`Sim::restart`] rebuilds it from
+//! the records it persisted with [`Protocol::restore`].
 
+use qlab_core::{
+    Action, Client, ClientAction, ClientOutbox, Context, Event, NodeId, Nanos, OpResult, Outbox,
+    Protocol, Reply, Request,
+};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+/// A latency distribution in nanoseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Latency {
+    Constant { ns: Nanos },
+    Uniform { ns_min: Nanos, ns_max: Nanos },
+    /// Normal, truncated below at `ns_floor` (a message cannot arrive before it is sent).
+    Normal { ns_mean: f64, ns_stddev: f64, ns_floor: Nanos },
+    /// Exponential with the given mean, shifted by `ns_floor`.
+    Exponential { ns_mean: f64, ns_floor: Nanos },
+}
+
+impl Latency {
+    pub fn sample(&self, rng: &mut ChaCha8Rng) -> Nanos {
+        match *self {
+            Latency::Constant { ns } => ns,
+            Latency::Uniform { ns_min, ns_max } => {
+                if ns_min >= ns_max { ns_min } else { rng.random_range(ns_min..=ns_max) }
+            }
+            Latency::Normal { ns_mean, ns_stddev, ns_floor } => {
+                // Box–Muller: two uniforms give one standard normal.
+                let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+                let u2: f64 = rng.random::<f64>();
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                (ns_mean + ns_stddev * z).max(ns_floor as f64) as Nanos
+            }
+            Latency::Exponential { ns_mean, ns_floor } => {
+                let u: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+                ns_floor + (-ns_mean * u.ln()) as Nanos
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    pub latency: Latency,
+    /// Probability that a message is dropped.
+    pub loss: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a message is held back by an extra uniform delay in
+    /// `[0, reorder_delay_ns_max]`, overtaking order with its successors.
+    pub reorder: f64,
+    pub reorder_delay_ns_max: Nanos,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            latency: Latency::Constant { ns: qlab_core::ms(1) },
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay_ns_max: 0,
+        }
+    }
+}
+
+/// Something an honest replica reported, stamped with when and who.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub time: Nanos,
+    pub node: NodeId,
+    pub event: Event,
+}
+
+/// A client operation that finished.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    pub client: usize,
+    pub request: Request,
+    pub result: OpResult,
+    pub time: Nanos,
+    /// The replica whose reply completed it.
+    pub from: NodeId,
+}
+
+/// What one [`Sim::step`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Nothing left to do before the deadline (the clock moved to it).
+    Idle,
+    /// An event was processed; nothing for the caller.
+    Progress,
+    /// A client operation completed.
+    Completed(Completion),
+}
+
+/// Counters a run reports next to its results.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetStats {
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    pub messages_delivered: u64,
+    pub messages_dropped: u64,
+    pub sent_by_kind: HashMap<&'static str, u64>,
+}
+
+enum Work<P: Protocol, T> {
+    Deliver { from: NodeId, to: NodeId, msg: P::Message },
+    Request { client: usize, to: NodeId, request: Request },
+    Reply { from: NodeId, client: usize, reply: Reply },
+    NodeTimer { node: NodeId, incarnation: u64, timer: P::Timer, generation: u64 },
+    ClientTimer { client: usize, timer: T, generation: u64 },
+}
+
+struct Scheduled<P: Protocol, T> {
+    time: Nanos,
+    seq: u64,
+    work: Work<P, T>,
+}
+
+impl<P: Protocol, T> PartialEq for Scheduled<P, T> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl<P: Protocol, T> Eq for Scheduled<P, T> {}
+impl<P: Protocol, T> PartialOrd for Scheduled<P, T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<P: Protocol, T> Ord for Scheduled<P, T> {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+struct NodeSlot<P: Protocol> {
+    protocol: Option<P>,
+    storage: Vec<P::Record>,
+    rng: ChaCha8Rng,
+    incarnation: u64,
+    timers: HashMap<P::Timer, u64>,
+}
+
+struct ClientSlot<C: Client> {
+    client: C,
+    timers: HashMap<C::Timer, u64>,
+    outstanding: Option<Request>,
+}
+
+/// A predicate that drops a message on a link: `(from, to, message) -> drop?`.
+pub type MessageFilter<P> = Box<dyn FnMut(NodeId, NodeId, &<P as Protocol>::Message) -> bool>;
+
+/// The simulated world: replicas, clients, network, virtual clock.
+pub struct Sim<P: Protocol, C: Client> {
+    config: P::Config,
+    seed: u64,
+    now: Nanos,
+    next_seq: u64,
+    queue: BinaryHeap<Scheduled<P, C::Timer>>,
+    nodes: Vec<NodeSlot<P>>,
+    clients: Vec<ClientSlot<C>>,
+    network: NetworkConfig,
+    link_latency: HashMap<(NodeId, NodeId), Latency>,
+    /// `blocked[from * n + to]`: the directed link is cut.
+    blocked: Vec<bool>,
+    filter: Option<MessageFilter<P>>,
+    net_rng: ChaCha8Rng,
+    timer_generation: u64,
+    outbox: Outbox<P::Message, P::Timer, P::Record>,
+    client_outbox: ClientOutbox<C::Timer>,
+    pub observations: Vec<Observation>,
+    pub stats: NetStats,
+    trace: Option<Vec<String>>,
+}
+
+fn node_rng(seed: u64, node: NodeId, incarnation: u64) -> ChaCha8Rng {
+    // Distinct, seed-derived streams per node and incarnation.
+    let mixed = seed
+        ^ (node.0 as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (incarnation + 1).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    ChaCha8Rng::seed_from_u64(mixed)
+}
+
+impl<P: Protocol, C: Client> Sim<P, C> {
+    /// A cluster of `nodes` fresh replicas, each started at time 0.
+    pub fn new(config: P::Config, nodes: u32, network: NetworkConfig, seed: u64) -> Self {
+        assert!(nodes >= 1);
+        let mut sim = Sim {
+            config: config.clone(),
+            seed,
+            now: 0,
+            next_seq: 0,
+            queue: BinaryHeap::new(),
+            nodes: Vec::new(),
+            clients: Vec::new(),
+            network,
+            link_latency: HashMap::new(),
+            blocked: vec![false; (nodes * nodes) as usize],
+            filter: None,
+            net_rng: ChaCha8Rng::seed_from_u64(seed),
+            timer_generation: 0,
+            outbox: Outbox::default(),
+            client_outbox: ClientOutbox::default(),
+            observations: Vec::new(),
+            stats: NetStats::default(),
+            trace: None,
+        };
+        for i in 0..nodes {
+            let id = NodeId(i);
+            sim.nodes.push(NodeSlot {
+                protocol: Some(P::new(&config, id, nodes)),
+                storage: Vec::new(),
+                rng: node_rng(seed, id, 0),
+                incarnation: 0,
+                timers: HashMap::new(),
+            });
+        }
+        for i in 0..nodes {
+            sim.with_node(NodeId(i), |p, ctx| p.on_start(ctx));
+        }
+        sim
+    }
+
+    /// Keep a readable line per processed event (for `qlab replay` and tests).
+    pub fn enable_trace(&mut self) {
+        self.trace = Some(Vec::new());
+    }
+    pub fn trace(&self) -> &[String] {
+        self.trace.as_deref().unwrap_or(&[])
+    }
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    pub fn now(&self) -> Nanos {
+        self.now
+    }
+    pub fn node_count(&self) -> u32 {
+        self.nodes.len() as u32
+    }
+    /// The replica, if it is up.
+    pub fn node(&self, id: NodeId) -> Option<&P> {
+        self.nodes[id.0 as usize].protocol.as_ref()
+    }
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.nodes[id.0 as usize].protocol.is_some()
+    }
+    pub fn up_nodes(&self) -> Vec<NodeId> {
+        (0..self.node_count()).map(NodeId).filter(|n| self.is_up(*n)).collect()
+    }
+    /// The up replica that believes it leads in the highest epoch, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|slot| slot.protocol.as_ref())
+            .filter(|p| p.is_leader())
+            .max_by_key(|p| p.epoch())
+            .map(|p| p.id())
+    }
+    pub fn storage(&self, id: NodeId) -> &[P::Record] {
+        &self.nodes[id.0 as usize].storage
+    }
+    pub fn client(&self, index: usize) -> &C {
+        &self.clients[index].client
+    }
+    pub fn pending_work(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Add a client; its index is its `ClientId` (replies are routed by it).
+    pub fn add_client(&mut self, client: C) -> usize {
+        self.clients.push(ClientSlot { client, timers: HashMap::new(), outstanding: None });
+        self.clients.len() - 1
+    }
+
+    pub fn client_outstanding(&self, index: usize) -> Option<&Request> {
+        self.clients[index].outstanding.as_ref()
+    }
+
+    /// Hand `request` to client `index` now.
+    pub fn submit(&mut self, index: usize, request: Request) {
+        assert!(self.clients[index].outstanding.is_none(), "client {index} already busy");
+        self.clients[index].outstanding = Some(request.clone());
+        let now = self.now;
+        let mut out = std::mem::take(&mut self.client_outbox);
+        self.clients[index].client.submit(now, request, &mut out);
+        self.drain_client(index, &mut out);
+        self.client_outbox = out;
+    }
+
+    pub fn set_link_latency(&mut self, from: NodeId, to: NodeId, latency: Latency) {
+        self.link_latency.insert((from, to), latency);
+    }
+    pub fn set_network(&mut self, network: NetworkConfig) {
+        self.network = network;
+    }
+    pub fn network(&self) -> &NetworkConfig {
+        &self.network
+    }
+    pub fn set_filter(&mut self, filter: Option<MessageFilter<P>>) {
+        self.filter = filter;
+    }
+
+    /// Cut (or restore) the directed link `from → to`.
+    pub fn set_link_blocked(&mut self, from: NodeId, to: NodeId, blocked: bool) {
+        let n = self.node_count();
+        self.blocked[(from.0 * n + to.0) as usize] = blocked;
+    }
+    /// Split the cluster: links between different groups are cut both ways.
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        let n = self.node_count();
+        let group_of = |id: NodeId| groups.iter().position(|g| g.contains(&id));
+        for a in 0..n {
+            for b in 0..n {
+                let cut = a != b && group_of(NodeId(a)) != group_of(NodeId(b));
+                self.blocked[(a * n + b) as usize] = cut;
+            }
+        }
+    }
+    pub fn heal(&mut self) {
+        self.blocked.iter_mut().for_each(|b| *b = false);
+    }
+    pub fn is_link_blocked(&self, from: NodeId, to: NodeId) -> bool {
+        self.blocked[(from.0 * self.node_count() + to.0) as usize]
+    }
+
+    /// Stop `id`: it keeps only its persisted records.
+    pub fn crash(&mut self, id: NodeId) {
+        let slot = &mut self.nodes[id.0 as usize];
+        if slot.protocol.take().is_some() {
+            slot.incarnation += 1;
+            slot.timers.clear();
+            self.log_trace(|| format!("{id} CRASH"));
+        }
+    }
+
+    /// Rebuild `id` from its persisted records and start it.
+    pub fn restart(&mut self, id: NodeId) {
+        let n = self.node_count();
+        let slot = &mut self.nodes[id.0 as usize];
+        if slot.protocol.is_some() {
+            return;
+        }
+        slot.protocol = Some(P::restore(&self.config, id, n, &slot.storage));
+        slot.rng = node_rng(self.seed, id, slot.incarnation);
+        self.log_trace(|| format!("{id} RESTART"));
+        self.with_node(id, |p, ctx| p.on_start(ctx));
+    }
+
+    /// Fire `timer` on `id` now, as if it had expired (a pending one is cancelled).
+    /// Experiments use it to force e.g. a synchronized heartbeat broadcast.
+    pub fn fire_timer_now(&mut self, id: NodeId, timer: P::Timer) {
+        if !self.is_up(id) {
+            return;
+        }
+        self.nodes[id.0 as usize].timers.remove(&timer);
+        self.with_node(id, |p, ctx| p.on_timer(ctx, timer));
+    }
+
+    /// Deliver `request` straight to replica `to`, bypassing clients and network.
+    pub fn inject_request(&mut self, to: NodeId, request: Request) {
+        self.with_node(to, |p, ctx| p.on_request(ctx, request));
+    }
+
+    /// Process events until one completes a client operation or none is left at or
+    /// before `deadline` (then the clock moves to `deadline`).
+    pub fn run_until(&mut self, deadline: Nanos) -> Option<Completion> {
+        loop {
+            match self.step(deadline) {
+                Step::Idle => return None,
+                Step::Progress => {}
+                Step::Completed(c) => return Some(c),
+            }
+        }
+    }
+
+    /// Run to `deadline`, discarding client completions (the caller does not drive
+    /// closed-loop clients).
+    pub fn run_to(&mut self, deadline: Nanos) {
+        while self.run_until(deadline).is_some() {}
+    }
+
+    /// Process the single earliest event if it is due at or before `deadline`.
+    pub fn step(&mut self, deadline: Nanos) -> Step {
+        match self.queue.peek() {
+            Some(next) if next.time <= deadline => {}
+            _ => {
+                self.now = self.now.max(deadline);
+                return Step::Idle;
+            }
+        }
+        let Scheduled { time, work, .. } = self.queue.pop().expect("peeked");
+        debug_assert!(time >= self.now, "time went backwards");
+        self.now = time;
+        match work {
+            Work::Deliver { from, to, msg } => {
+                if self.nodes[to.0 as usize].protocol.is_none() {
+                    self.stats.messages_dropped += 1;
+                    return Step::Progress;
+                }
+                self.stats.messages_delivered += 1;
+                if self.trace.is_some() {
+                    self.log_trace(|| format!("{from}->{to} {msg:?}"));
+                }
+                self.with_node(to, |p, ctx| p.on_message(ctx, from, msg));
+                Step::Progress
+            }
+            Work::Request { client, to, request } => {
+                if self.nodes[to.0 as usize].protocol.is_none() {
+                    return Step::Progress;
+                }
+                self.log_trace(|| format!("c{client}->{to} {request:?}"));
+                self.with_node(to, |p, ctx| p.on_request(ctx, request));
+                Step::Progress
+            }
+            Work::Reply { from, client, reply } => {
+                self.log_trace(|| format!("{from}->c{client} {reply:?}"));
+                let mut out = std::mem::take(&mut self.client_outbox);
+                let now = self.now;
+                let result = self.clients[client].client.on_reply(now, from, reply, &mut out);
+                self.drain_client(client, &mut out);
+                self.client_outbox = out;
+                match result {
+                    Some(result) => {
+                        let request = self.clients[client].outstanding.take().expect("client had a request");
+                        Step::Completed(Completion { client, request, result, time: now, from })
+                    }
+                    None => Step::Progress,
+                }
+            }
+            Work::NodeTimer { node, incarnation, timer, generation } => {
+                let slot = &mut self.nodes[node.0 as usize];
+                if slot.protocol.is_none()
+                    || slot.incarnation != incarnation
+                    || slot.timers.get(&timer) != Some(&generation)
+                {
+                    return Step::Progress; // cancelled, replaced or crashed
+                }
+                slot.timers.remove(&timer);
+                self.log_trace(|| format!("{node} timer {timer:?}"));
+                self.with_node(node, |p, ctx| p.on_timer(ctx, timer));
+                Step::Progress
+            }
+            Work::ClientTimer { client, timer, generation } => {
+                if self.clients[client].timers.get(&timer) != Some(&generation) {
+                    return Step::Progress;
+                }
+                self.clients[client].timers.remove(&timer);
+                let mut out = std::mem::take(&mut self.client_outbox);
+                let now = self.now;
+                self.clients[client].client.on_timer(now, timer, &mut out);
+                self.drain_client(client, &mut out);
+                self.client_outbox = out;
+                Step::Progress
+            }
+        }
+    }
+
+    fn log_trace(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(format!("{:>12.3}ms {}", qlab_core::nanos_to_ms(self.now), line()));
+        }
+    }
+
+    fn schedule(&mut self, time: Nanos, work: Work<P, C::Timer>) {
+        self.next_seq += 1;
+        self.queue.push(Scheduled { time, seq: self.next_seq, work });
+    }
+
+    fn link_delay(&mut self, from: NodeId, to: NodeId) -> Nanos {
+        let mut delay = match self.link_latency.get(&(from, to)) {
+            Some(latency) => latency.sample(&mut self.net_rng),
+            None => self.network.latency.sample(&mut self.net_rng),
+        };
+        if self.network.reorder > 0.0 && self.net_rng.random_bool(self.network.reorder) {
+            delay += self.net_rng.random_range(0..=self.network.reorder_delay_ns_max);
+        }
+        delay
+    }
+
+    /// Put one replica-to-replica message on the wire, through cuts, filter and losses.
+    fn transmit(&mut self, from: NodeId, to: NodeId, msg: P::Message) {
+        self.stats.messages_sent += 1;
+        self.stats.bytes_sent += P::message_bytes(&msg) as u64;
+        *self.stats.sent_by_kind.entry(P::message_kind(&msg)).or_insert(0) += 1;
+        if self.is_link_blocked(from, to) {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        if let Some(filter) = &mut self.filter {
+            if filter(from, to, &msg) {
+                self.stats.messages_dropped += 1;
+                return;
+            }
+        }
+        if self.network.loss > 0.0 && self.net_rng.random_bool(self.network.loss) {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        if self.network.duplicate > 0.0 && self.net_rng.random_bool(self.network.duplicate) {
+            let delay = self.link_delay(from, to);
+            self.schedule(self.now + delay, Work::Deliver { from, to, msg: msg.clone() });
+        }
+        let delay = self.link_delay(from, to);
+        self.schedule(self.now + delay, Work::Deliver { from, to, msg });
+    }
+
+    /// Run one handler of replica `id` and carry out what it emitted: records first
+    /// (durable before anything leaves the node), then messages, timers and replies.
+    fn with_node(&mut self, id: NodeId, f: impl FnOnce(&mut P, &mut Context<'_, P>)) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        {
+            let slot = &mut self.nodes[id.0 as usize];
+            let Some(protocol) = slot.protocol.as_mut() else {
+                self.outbox = outbox;
+                return;
+            };
+            let mut ctx = Context::new(self.now, &mut slot.rng, &mut outbox);
+            f(protocol, &mut ctx);
+        }
+        let slot = &mut self.nodes[id.0 as usize];
+        for action in &outbox.actions {
+            if let Action::Persist { record } = action {
+                slot.storage.push(record.clone());
+            }
+        }
+        let incarnation = slot.incarnation;
+        let n = self.node_count();
+        for action in outbox.actions.drain(..) {
+            match action {
+                Action::Persist { .. } => {}
+                Action::Send { to, msg } => self.transmit(id, to, msg),
+                Action::Broadcast { msg } => {
+                    for peer in (0..n).map(NodeId).filter(|p| *p != id) {
+                        self.transmit(id, peer, msg.clone());
+                    }
+                }
+                Action::SetTimer { timer, after } => {
+                    self.timer_generation += 1;
+                    let generation = self.timer_generation;
+                    self.nodes[id.0 as usize].timers.insert(timer, generation);
+                    self.schedule(self.now + after, Work::NodeTimer { node: id, incarnation, timer, generation });
+                }
+                Action::CancelTimer { timer } => {
+                    self.nodes[id.0 as usize].timers.remove(&timer);
+                }
+                Action::Reply { reply } => {
+                    let client = reply.client.0 as usize;
+                    if client < self.clients.len() {
+                        let delay = self.network.latency.sample(&mut self.net_rng);
+                        self.schedule(self.now + delay, Work::Reply { from: id, client, reply });
+                    }
+                }
+                Action::Observe { event } => {
+                    if self.trace.is_some() {
+                        self.log_trace(|| format!("{id} observes {event:?}"));
+                    }
+                    self.observations.push(Observation { time: self.now, node: id, event });
+                }
+            }
+        }
+        self.outbox = outbox;
+    }
+
+    fn drain_client(&mut self, index: usize, out: &mut ClientOutbox<C::Timer>) {
+        for action in out.actions.drain(..) {
+            match action {
+                ClientAction::Send { to, request } => {
+                    let delay = self.network.latency.sample(&mut self.net_rng);
+                    self.schedule(self.now + delay, Work::Request { client: index, to, request });
+                }
+                ClientAction::SetTimer { timer, after } => {
+                    self.timer_generation += 1;
+                    let generation = self.timer_generation;
+                    self.clients[index].timers.insert(timer, generation);
+                    self.schedule(self.now + after, Work::ClientTimer { client: index, timer, generation });
+                }
+                ClientAction::CancelTimer { timer } => {
+                    self.clients[index].timers.remove(&timer);
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,876 @@
+//! # Raft, §5 of Ongaro & Ousterhout, "In Search of an Understandable Consensus Algorithm" (2014)
+//!
+//! Raft replicates a log of client commands across `n` servers and tolerates the crash
+//! of any minority. Time is divided into *terms*; each term begins with an election and
+//! has at most one leader, which alone accepts client requests.
+//!
+//! **Elections (§5.2).** A follower that hears nothing from a leader for a randomized
+//! *election timeout* (uniform in `[election_timeout_ns_min, election_timeout_ns_max]`,
+//! randomization being what breaks split votes) increments its term, votes for itself and
+//! asks every peer for a vote with `RequestVote`. A server grants at most one vote per
+//! term, and persists that vote *before* answering, so a crash cannot make it vote twice.
+//! A candidate with votes from a majority becomes leader.
+//!
+//! **Election restriction (§5.4.1).** A vote is granted only if the candidate's log is at
+//! least as up to date as the voter's (higher last term, or same last term and at least as
+//! long). Since a committed entry is on a majority and a winner needs a majority of votes,
+//! every leader holds every committed entry (*Leader Completeness*).
+//!
+//! **Log replication (§5.3).** The leader appends a client command to its log and sends
+//! `AppendEntries(prevLogIndex, prevLogTerm, entries, leaderCommit)`. A follower accepts
+//! only if its log holds an entry at `prevLogIndex` with term `prevLogTerm`; by induction
+//! this gives the *Log Matching Property* (same index and term ⇒ identical prefixes).
+//! Existing entries are truncated only on a real conflict (same index, different term):
+//! a delayed or duplicated `AppendEntries` whose entries already match must never cut
+//! entries that arrived later. On rejection the follower returns the conflicting term and
+//! its first index so the leader skips back a whole term at a time (the fast back-off
+//! sketched at the end of §5.3) instead of one entry per round trip.
+//!
+//! **Commit rule (§5.4.2, Figure 8).** The leader commits an index once a majority stores
+//! it, *but only for entries of its own term*; earlier-term entries are committed
+//! indirectly through them. Counting replicas of an old-term entry is unsafe: Figure 8
+//! shows such an entry being overwritten after it reached a majority. Each new leader
+//! therefore appends a no-op of its term at once, so its predecessors' entries commit
+//! without waiting for the next client command.
+//!
+//! **Heartbeats.** As in etcd raft, heartbeats are a separate message carrying
+//! `min(commitIndex, matchIndex[peer])` rather than an empty `AppendEntries`: they keep
+//! followers from starting elections and carry the commit point, while log repair goes
+//! through `AppendEntries` (the leader resends from `matchIndex + 1` when a heartbeat
+//! response shows the follower behind, which also repairs lost messages).
+//!
+//! **Check-quorum.** A leader that has not heard from a majority within one minimum
+//! election timeout steps down, so a leader cut off by a partition stops answering
+//! clients instead of holding them forever.
+//!
+//! **Clients (§8).** Followers redirect clients to the leader. Each command carries
+//! (client, seq); the replicated [`KvStore`] session table applies it once however often
+//! it is retried, and the leader answers when it applies the entry.
+//!
+//! Persistent state is `currentTerm`, `votedFor` and the log, written as [`Record`]s;
+//! `commitIndex` and the state machine are volatile and rebuilt by re-applying the log
+//! as the commit point is learned again after a restart.
 
+pub mod client;
+
+use qlab_core::{
+    Context, Digest, Event, KvStore, NodeId, Nanos, Protocol, Reply, ReplyBody, Request, majority,
+    ms,
+};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+pub use client::{RaftClient, RaftClientTimer};
+
+/// Log index; the first entry is at 1, 0 means "before the log".
+pub type Index = u64;
+pub type Term = u64;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RaftConfig {
+    pub election_timeout_ns_min: Nanos,
+    /// Inclusive upper bound; `min == max` disables randomization (Figure 16's 150–150).
+    pub election_timeout_ns_max: Nanos,
+    pub heartbeat_interval_ns: Nanos,
+    /// Bound on entries per `AppendEntries`, so one lagging follower cannot make the
+    /// leader build an unbounded message.
+    pub max_entries_per_append: usize,
+    /// Leader steps down after a minimum election timeout without hearing a majority.
+    pub check_quorum: bool,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            election_timeout_ns_min: ms(150),
+            election_timeout_ns_max: ms(300),
+            heartbeat_interval_ns: ms(50),
+            max_entries_per_append: 64,
+            check_quorum: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Payload {
+    /// Appended by every new leader so entries of earlier terms commit (§5.4.2, §8).
+    Noop,
+    Command(Request),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entry {
+    pub term: Term,
+    pub index: Index,
+    pub payload: Payload,
+}
+
+impl Entry {
+    /// Identity of the entry for the checkers: term and payload (the index is
+    /// chained in by the prefix digest).
+    pub fn digest(&self) -> Digest {
+        let mut bytes = Vec::with_capacity(48);
+        bytes.extend_from_slice(b"raft");
+        bytes.extend_from_slice(&self.term.to_le_bytes());
+        match &self.payload {
+            Payload::Noop => bytes.extend_from_slice(b"noop"),
+            Payload::Command(request) => bytes.extend_from_slice(&request.digest().0),
+        }
+        Digest::of(&bytes)
+    }
+
+    fn encoded_bytes(&self) -> usize {
+        16 + match &self.payload {
+            Payload::Noop => 1,
+            Payload::Command(request) => 24 + op_bytes(&request.op),
+        }
+    }
+}
+
+fn op_bytes(op: &qlab_core::Op) -> usize {
+    match op {
+        qlab_core::Op::Put { value, .. } => 9 + value.len(),
+        qlab_core::Op::Get { .. } => 9,
+        qlab_core::Op::Cas { expected, new, .. } => {
+            10 + expected.as_ref().map_or(0, Vec::len) + new.len()
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    RequestVote { term: Term, last_log_index: Index, last_log_term: Term },
+    VoteResponse { term: Term, granted: bool },
+    AppendEntries {
+        term: Term,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: Index,
+    },
+    /// `match_index` is meaningful on success: the follower's log matches the
+    /// leader's up to it. On rejection `conflict_term`/`conflict_index` drive the
+    /// leader's fast back-off.
+    AppendResponse {
+        term: Term,
+        success: bool,
+        match_index: Index,
+        conflict_term: Option<Term>,
+        conflict_index: Index,
+    },
+    /// `commit` is `min(leader commitIndex, matchIndex[recipient])`: never beyond
+    /// what the recipient is known to share with the leader.
+    Heartbeat { term: Term, commit: Index },
+    HeartbeatResponse { term: Term, last_log_index: Index },
+}
+
+impl Message {
+    pub fn term(&self) -> Term {
+        match self {
+            Message::RequestVote { term, .. }
+            | Message::VoteResponse { term, .. }
+            | Message::AppendEntries { term, .. }
+            | Message::AppendResponse { term, .. }
+            | Message::Heartbeat { term, .. }
+            | Message::HeartbeatResponse { term, .. } => *term,
+        }
+    }
+}
+
+/// What Raft persists: enough to rebuild `currentTerm`, `votedFor` and the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    HardState { term: Term, voted_for: Option<NodeId> },
+    /// Entries appended at the end of the log (after any truncation).
+    Append { entries: Vec<Entry> },
+    /// Remove every entry at index ≥ `from_index`.
+    Truncate { from_index: Index },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RaftTimer {
+    Election,
+    Heartbeat,
+    CheckQuorum,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+/// Per-follower replication progress, kept by the leader.
+#[derive(Clone, Debug)]
+struct Progress {
+    next_index: Index,
+    match_index: Index,
+    /// Heard from since the last check-quorum tick.
+    recently_active: bool,
+}
+
+pub struct Raft {
+    id: NodeId,
+    nodes: u32,
+    config: RaftConfig,
+    role: Role,
+    current_term: Term,
+    voted_for: Option<NodeId>,
+    log: Vec<Entry>,
+    /// `prefix_digests[i]` chains entries `1..=i`; `prefix_digests[0]` is genesis.
+    prefix_digests: Vec<Digest>,
+    commit_index: Index,
+    last_applied: Index,
+    kv: KvStore,
+    leader: Option<NodeId>,
+    /// The term for which `LeaderKnown` was last reported.
+    leader_known_term: Term,
+    votes_granted: Vec<bool>,
+    progress: Vec<Progress>,
+    /// Client → highest seq the leader appended this term, to not append a retry
+    /// that is already in flight.
+    appended_requests: HashMap<qlab_core::ClientId, u64>,
+}
+
+impl Raft {
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn current_term(&self) -> Term {
+        self.current_term
+    }
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+    pub fn commit_index(&self) -> Index {
+        self.commit_index
+    }
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    pub fn log(&self) -> &[Entry] {
+        &self.log
+    }
+    pub fn last_index(&self) -> Index {
+        self.log.len() as Index
+    }
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+    fn last_term(&self) -> Term {
+        self.log.last().map_or(0, |e| e.term)
+    }
+    /// Term of the entry at `index` (0 for index 0), `None` past the end.
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        if index == 0 {
+            Some(0)
+        } else {
+            self.log.get(index as usize - 1).map(|e| e.term)
+        }
+    }
+    fn peers(&self) -> impl Iterator<Item = NodeId> + use<> {
+        let me = self.id;
+        (0..self.nodes).map(NodeId).filter(move |n| *n != me)
+    }
+
+    fn random_election_timeout(&self, ctx: &mut Context<'_, Self>) -> Nanos {
+        let (lo, hi) = (self.config.election_timeout_ns_min, self.config.election_timeout_ns_max);
+        if lo >= hi { lo } else { ctx.rng().random_range(lo..=hi) }
+    }
+
+    fn reset_election_timer(&self, ctx: &mut Context<'_, Self>) {
+        let after = self.random_election_timeout(ctx);
+        ctx.set_timer(RaftTimer::Election, after);
+    }
+
+    fn persist_hard_state(&self, ctx: &mut Context<'_, Self>) {
+        ctx.persist(Record::HardState { term: self.current_term, voted_for: self.voted_for });
+    }
+
+    // ---- log storage -------------------------------------------------------------
+
+    fn append_local(&mut self, entries: Vec<Entry>, ctx: &mut Context<'_, Self>) {
+        if entries.is_empty() {
+            return;
+        }
+        for entry in &entries {
+            assert_eq!(entry.index, self.last_index() + 1, "log must stay contiguous");
+            self.push_entry(entry.clone());
+        }
+        ctx.persist(Record::Append { entries });
+    }
+
+    fn push_entry(&mut self, entry: Entry) {
+        let prev = *self.prefix_digests.last().expect("genesis present");
+        self.prefix_digests.push(prev.chain(entry.index, &entry.digest()));
+        self.log.push(entry);
+    }
+
+    fn truncate_local(&mut self, from_index: Index, ctx: &mut Context<'_, Self>) {
+        assert!(
+            from_index > self.commit_index,
+            "{}: truncating committed entry {from_index} (commit {})",
+            self.id,
+            self.commit_index
+        );
+        self.log.truncate(from_index as usize - 1);
+        self.prefix_digests.truncate(from_index as usize);
+        ctx.persist(Record::Truncate { from_index });
+    }
+
+    // ---- role changes: only through become_* --------------------------------------
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>, ctx: &mut Context<'_, Self>) {
+        if term > self.current_term {
+            self.current_term = term;
+            self.voted_for = None;
+            self.persist_hard_state(ctx);
+        }
+        if self.role == Role::Leader {
+            ctx.cancel_timer(RaftTimer::Heartbeat);
+            ctx.cancel_timer(RaftTimer::CheckQuorum);
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.reset_election_timer(ctx);
+    }
+
+    fn become_candidate(&mut self, ctx: &mut Context<'_, Self>) {
+        assert_ne!(self.role, Role::Leader);
+        self.role = Role::Candidate;
+        self.current_term += 1;
+        self.voted_for = Some(self.id);
+        self.leader = None;
+        // §5.2: the self-vote is durable before anyone can see the RequestVote.
+        self.persist_hard_state(ctx);
+        self.votes_granted = vec![false; self.nodes as usize];
+        self.votes_granted[self.id.0 as usize] = true;
+        self.reset_election_timer(ctx);
+        ctx.broadcast(Message::RequestVote {
+            term: self.current_term,
+            last_log_index: self.last_index(),
+            last_log_term: self.last_term(),
+        });
+        self.maybe_win_election(ctx);
+    }
+
+    fn maybe_win_election(&mut self, ctx: &mut Context<'_, Self>) {
+        let votes = self.votes_granted.iter().filter(|v| **v).count() as u32;
+        if self.role == Role::Candidate && votes >= majority(self.nodes) {
+            self.become_leader(ctx);
+        }
+    }
+
+    fn become_leader(&mut self, ctx: &mut Context<'_, Self>) {
+        assert_eq!(self.role, Role::Candidate);
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        let last = self.last_index();
+        self.progress = (0..self.nodes)
+            .map(|_| Progress { next_index: last + 1, match_index: 0, recently_active: true })
+            .collect();
+        self.appended_requests.clear();
+        let from = self.commit_index;
+        ctx.observe(Event::Elected {
+            epoch: self.current_term,
+            log_from_slot: from,
+            log_prefix_digests: self.prefix_digests[from as usize..].to_vec(),
+        });
+        self.leader_known_term = self.current_term;
+        ctx.observe(Event::LeaderKnown { epoch: self.current_term, leader: self.id });
+        ctx.cancel_timer(RaftTimer::Election);
+        // §5.4.2 / §8: a no-op of the new term lets earlier entries commit now.
+        let noop = Entry { term: self.current_term, index: last + 1, payload: Payload::Noop };
+        self.append_local(vec![noop], ctx);
+        self.progress[self.id.0 as usize].match_index = self.last_index();
+        for peer in self.peers() {
+            self.send_append(peer, ctx);
+        }
+        ctx.set_timer(RaftTimer::Heartbeat, self.config.heartbeat_interval_ns);
+        if self.config.check_quorum {
+            ctx.set_timer(RaftTimer::CheckQuorum, self.config.election_timeout_ns_min);
+        }
+        self.maybe_commit(ctx);
+    }
+
+    // ---- leader ---------------------------------------------------------------------
+
+    /// Send `peer` the entries from its `next_index` (at most the configured batch),
+    /// advancing `next_index` optimistically so replication pipelines.
+    fn send_append(&mut self, peer: NodeId, ctx: &mut Context<'_, Self>) {
+        let next = self.progress[peer.0 as usize].next_index;
+        let prev_log_index = next - 1;
+        let prev_log_term = self.term_at(prev_log_index).expect("next_index within log + 1");
+        let end = (self.last_index()).min(prev_log_index + self.config.max_entries_per_append as u64);
+        let entries: Vec<Entry> = self.log[prev_log_index as usize..end as usize].to_vec();
+        self.progress[peer.0 as usize].next_index = end + 1;
+        ctx.send(
+            peer,
+            Message::AppendEntries {
+                term: self.current_term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit: self.commit_index,
+            },
+        );
+    }
+
+    fn broadcast_heartbeats(&mut self, ctx: &mut Context<'_, Self>) {
+        for peer in self.peers() {
+            let commit = self.commit_index.min(self.progress[peer.0 as usize].match_index);
+            ctx.send(peer, Message::Heartbeat { term: self.current_term, commit });
+        }
+    }
+
+    /// §5.3/§5.4.2: the highest index stored on a majority, if it is of this term.
+    fn maybe_commit(&mut self, ctx: &mut Context<'_, Self>) {
+        let mut matched: Vec<Index> = self.progress.iter().map(|p| p.match_index).collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[majority(self.nodes) as usize - 1];
+        if candidate > self.commit_index && self.term_at(candidate) == Some(self.current_term) {
+            self.advance_commit(candidate, ctx);
+        }
+    }
+
+    fn advance_commit(&mut self, new_commit: Index, ctx: &mut Context<'_, Self>) {
+        let new_commit = new_commit.min(self.last_index());
+        if new_commit <= self.commit_index {
+            return;
+        }
+        for slot in self.commit_index + 1..=new_commit {
+            let entry = &self.log[slot as usize - 1];
+            ctx.observe(Event::Committed {
+                slot,
+                digest: entry.digest(),
+                prefix_digest: self.prefix_digests[slot as usize],
+            });
+        }
+        self.commit_index = new_commit;
+        self.apply_committed(ctx);
+    }
+
+    fn apply_committed(&mut self, ctx: &mut Context<'_, Self>) {
+        while self.last_applied < self.commit_index {
+            self.last_applied += 1;
+            let entry = &self.log[self.last_applied as usize - 1];
+            ctx.observe(Event::Applied { slot: entry.index, digest: entry.digest() });
+            if let Payload::Command(request) = &entry.payload {
+                let result = self.kv.apply(request);
+                if self.role == Role::Leader {
+                    if let Some(result) = result {
+                        ctx.reply(Reply {
+                            client: request.client,
+                            seq: request.seq,
+                            body: ReplyBody::Done(result),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- message handlers ---------------------------------------------------------
+
+    fn handle_request_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_log_index: Index,
+        last_log_term: Term,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        if term > self.current_term {
+            self.become_follower(term, None, ctx);
+        }
+        // §5.4.1 election restriction.
+        let up_to_date = last_log_term > self.last_term()
+            || (last_log_term == self.last_term() && last_log_index >= self.last_index());
+        let granted = term == self.current_term
+            && self.voted_for.is_none_or(|v| v == from)
+            && up_to_date;
+        if granted {
+            self.voted_for = Some(from);
+            // Durable before the reply leaves (driver contract): one vote per term.
+            self.persist_hard_state(ctx);
+            self.reset_election_timer(ctx);
+        }
+        ctx.send(from, Message::VoteResponse { term: self.current_term, granted });
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, term: Term, granted: bool, ctx: &mut Context<'_, Self>) {
+        if term > self.current_term {
+            self.become_follower(term, None, ctx);
+            return;
+        }
+        if self.role != Role::Candidate || term != self.current_term || !granted {
+            return;
+        }
+        self.votes_granted[from.0 as usize] = true;
+        self.maybe_win_election(ctx);
+    }
+
+    /// Common prologue of the leader's messages: step down to a valid leader of this
+    /// or a newer term, and report it once per term. Returns false when this node
+    /// itself leads `term`: a second leader in one term is what Election Safety
+    /// forbids, so an honest leader ignores the impostor and the checkers report it.
+    fn accept_leader(&mut self, from: NodeId, term: Term, ctx: &mut Context<'_, Self>) -> bool {
+        debug_assert!(term >= self.current_term);
+        if self.role == Role::Leader && term == self.current_term {
+            return false;
+        }
+        self.become_follower(term, Some(from), ctx);
+        if self.leader_known_term != term {
+            self.leader_known_term = term;
+            ctx.observe(Event::LeaderKnown { epoch: term, leader: from });
+        }
+        true
+    }
+
+    fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: Index,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        if term < self.current_term {
+            ctx.send(
+                from,
+                Message::AppendResponse {
+                    term: self.current_term,
+                    success: false,
+                    match_index: 0,
+                    conflict_term: None,
+                    conflict_index: 0,
+                },
+            );
+            return;
+        }
+        if !self.accept_leader(from, term, ctx) {
+            return;
+        }
+        // Consistency check on prevLogIndex/prevLogTerm (§5.3).
+        match self.term_at(prev_log_index) {
+            None => {
+                ctx.send(
+                    from,
+                    Message::AppendResponse {
+                        term,
+                        success: false,
+                        match_index: 0,
+                        conflict_term: None,
+                        conflict_index: self.last_index() + 1,
+                    },
+                );
+                return;
+            }
+            Some(t) if t != prev_log_term => {
+                let first_of_term = self
+                    .log
+                    .iter()
+                    .find(|e| e.term == t)
+                    .map_or(prev_log_index, |e| e.index);
+                ctx.send(
+                    from,
+                    Message::AppendResponse {
+                        term,
+                        success: false,
+                        match_index: 0,
+                        conflict_term: Some(t),
+                        conflict_index: first_of_term,
+                    },
+                );
+                return;
+            }
+            Some(_) => {}
+        }
+        let last_new = prev_log_index + entries.len() as Index;
+        // Skip entries we already hold; truncate only at a real conflict.
+        let mut to_append = Vec::new();
+        for entry in entries {
+            match self.term_at(entry.index) {
+                Some(existing) if existing == entry.term => continue,
+                Some(_) => {
+                    self.truncate_local(entry.index, ctx);
+                    to_append.push(entry);
+                }
+                None => to_append.push(entry),
+            }
+        }
+        self.append_local(to_append, ctx);
+        if leader_commit > self.commit_index {
+            self.advance_commit(leader_commit.min(last_new), ctx);
+        }
+        ctx.send(
+            from,
+            Message::AppendResponse {
+                term,
+                success: true,
+                match_index: last_new,
+                conflict_term: None,
+                conflict_index: 0,
+            },
+        );
+    }
+
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        success: bool,
+        match_index: Index,
+        conflict_term: Option<Term>,
+        conflict_index: Index,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        if term > self.current_term {
+            self.become_follower(term, None, ctx);
+            return;
+        }
+        if self.role != Role::Leader || term != self.current_term {
+            return;
+        }
+        let last = self.last_index();
+        let progress = &mut self.progress[from.0 as usize];
+        progress.recently_active = true;
+        if success {
+            if match_index > progress.match_index {
+                progress.match_index = match_index;
+            }
+            progress.next_index = progress.next_index.max(progress.match_index + 1);
+            self.maybe_commit(ctx);
+            if self.progress[from.0 as usize].next_index <= last {
+                self.send_append(from, ctx);
+            }
+            return;
+        }
+        // Fast back-off: skip the follower's whole conflicting term in one step.
+        let hinted = match conflict_term {
+            Some(t) => self
+                .log
+                .iter()
+                .rev()
+                .find(|e| e.term == t)
+                .map_or(conflict_index, |e| e.index + 1),
+            None => conflict_index,
+        };
+        let progress = &mut self.progress[from.0 as usize];
+        progress.next_index = hinted.clamp(progress.match_index + 1, last + 1);
+        self.send_append(from, ctx);
+    }
+
+    fn handle_heartbeat(&mut self, from: NodeId, term: Term, commit: Index, ctx: &mut Context<'_, Self>) {
+        if term < self.current_term {
+            ctx.send(
+                from,
+                Message::HeartbeatResponse { term: self.current_term, last_log_index: self.last_index() },
+            );
+            return;
+        }
+        if !self.accept_leader(from, term, ctx) {
+            return;
+        }
+        if commit > self.commit_index {
+            self.advance_commit(commit, ctx);
+        }
+        ctx.send(from, Message::HeartbeatResponse { term, last_log_index: self.last_index() });
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, term: Term, ctx: &mut Context<'_, Self>) {
+        if term > self.current_term {
+            self.become_follower(term, None, ctx);
+            return;
+        }
+        if self.role != Role::Leader || term != self.current_term {
+            return;
+        }
+        let last = self.last_index();
+        let progress = &mut self.progress[from.0 as usize];
+        progress.recently_active = true;
+        // Repair: anything unacknowledged is resent from the last known match, which
+        // also recovers from AppendEntries lost in the network.
+        if progress.match_index < last {
+            progress.next_index = progress.match_index + 1;
+            self.send_append(from, ctx);
+        }
+    }
+}
+
+impl Protocol for Raft {
+    type Message = Message;
+    type Timer = RaftTimer;
+    type Record = Record;
+    type Config = RaftConfig;
+
+    fn new(config: &RaftConfig, id: NodeId, nodes: u32) -> Self {
+        assert!(id.0 < nodes, "node id {id} outside a cluster of {nodes}");
+        assert!(config.election_timeout_ns_min <= config.election_timeout_ns_max);
+        Raft {
+            id,
+            nodes,
+            config: config.clone(),
+            role: Role::Follower,
+            current_term: 0,
+            voted_for: None,
+            log: Vec::new(),
+            prefix_digests: vec![Digest::GENESIS],
+            commit_index: 0,
+            last_applied: 0,
+            kv: KvStore::default(),
+            leader: None,
+            leader_known_term: 0,
+            votes_granted: Vec::new(),
+            progress: Vec::new(),
+            appended_requests: HashMap::new(),
+        }
+    }
+
+    fn restore(config: &RaftConfig, id: NodeId, nodes: u32, records: &[Record]) -> Self {
+        let mut raft = Raft::new(config, id, nodes);
+        for record in records {
+            match record {
+                Record::HardState { term, voted_for } => {
+                    raft.current_term = *term;
+                    raft.voted_for = *voted_for;
+                }
+                Record::Append { entries } => {
+                    for entry in entries {
+                        raft.push_entry(entry.clone());
+                    }
+                }
+                Record::Truncate { from_index } => {
+                    raft.log.truncate(*from_index as usize - 1);
+                    raft.prefix_digests.truncate(*from_index as usize);
+                }
+            }
+        }
+        raft
+    }
+
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
+        if self.current_term > 0 || !self.log.is_empty() {
+            ctx.observe(Event::Restarted { epoch: self.current_term });
+        }
+        self.reset_election_timer(ctx);
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, msg: Message) {
+        assert!(from.0 < self.nodes && from != self.id, "{}: message from {from}", self.id);
+        match msg {
+            Message::RequestVote { term, last_log_index, last_log_term } => {
+                self.handle_request_vote(from, term, last_log_index, last_log_term, ctx)
+            }
+            Message::VoteResponse { term, granted } => self.handle_vote_response(from, term, granted, ctx),
+            Message::AppendEntries { term, prev_log_index, prev_log_term, entries, leader_commit } => self
+                .handle_append_entries(from, term, prev_log_index, prev_log_term, entries, leader_commit, ctx),
+            Message::AppendResponse { term, success, match_index, conflict_term, conflict_index } => self
+                .handle_append_response(from, term, success, match_index, conflict_term, conflict_index, ctx),
+            Message::Heartbeat { term, commit } => self.handle_heartbeat(from, term, commit, ctx),
+            Message::HeartbeatResponse { term, .. } => self.handle_heartbeat_response(from, term, ctx),
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, timer: RaftTimer) {
+        match timer {
+            RaftTimer::Election => {
+                if self.role != Role::Leader {
+                    self.become_candidate(ctx);
+                }
+            }
+            RaftTimer::Heartbeat => {
+                if self.role == Role::Leader {
+                    self.broadcast_heartbeats(ctx);
+                    ctx.set_timer(RaftTimer::Heartbeat, self.config.heartbeat_interval_ns);
+                }
+            }
+            RaftTimer::CheckQuorum => {
+                if self.role != Role::Leader {
+                    return;
+                }
+                let me = self.id.0 as usize;
+                let active = self
+                    .progress
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, p)| *i == me || p.recently_active)
+                    .count() as u32;
+                if active < majority(self.nodes) {
+                    let term = self.current_term;
+                    self.become_follower(term, None, ctx);
+                    return;
+                }
+                for p in &mut self.progress {
+                    p.recently_active = false;
+                }
+                ctx.set_timer(RaftTimer::CheckQuorum, self.config.election_timeout_ns_min);
+            }
+        }
+    }
+
+    fn on_request(&mut self, ctx: &mut Context<'_, Self>, request: Request) {
+        if self.role != Role::Leader {
+            ctx.reply(Reply {
+                client: request.client,
+                seq: request.seq,
+                body: ReplyBody::NotLeader { leader: self.leader },
+            });
+            return;
+        }
+        if self.appended_requests.get(&request.client).is_some_and(|seq| *seq >= request.seq) {
+            // A retry of a request already in our log: its entry will answer it.
+            return;
+        }
+        self.appended_requests.insert(request.client, request.seq);
+        let entry = Entry { term: self.current_term, index: self.last_index() + 1, payload: Payload::Command(request) };
+        self.append_local(vec![entry], ctx);
+        let me = self.id.0 as usize;
+        self.progress[me].match_index = self.last_index();
+        for peer in self.peers() {
+            // Only followers not already waiting on a pipelined batch get a new one.
+            if self.progress[peer.0 as usize].next_index == self.last_index() {
+                self.send_append(peer, ctx);
+            }
+        }
+        self.maybe_commit(ctx);
+    }
+
+    fn message_kind(msg: &Message) -> &'static str {
+        match msg {
+            Message::RequestVote { .. } => "request_vote",
+            Message::VoteResponse { .. } => "vote_response",
+            Message::AppendEntries { .. } => "append_entries",
+            Message::AppendResponse { .. } => "append_response",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::HeartbeatResponse { .. } => "heartbeat_response",
+        }
+    }
+
+    fn message_bytes(msg: &Message) -> usize {
+        match msg {
+            Message::AppendEntries { entries, .. } => {
+                33 + entries.iter().map(Entry::encoded_bytes).sum::<usize>()
+            }
+            Message::RequestVote { .. } | Message::AppendResponse { .. } => 25,
+            Message::VoteResponse { .. } => 10,
+            Message::Heartbeat { .. } | Message::HeartbeatResponse { .. } => 17,
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    fn epoch(&self) -> u64 {
+        self.current_term
+    }
+}
