@@ -1,1 +1,29 @@
+//! # qlab-lab: experiments, workloads, fault schedules, safety checkers, results, figures
+//!
+//! The lab turns an experiment file into trials on a driver (the simulator now, QUIC
+//! later), judges every trial with the safety checkers, and writes a run directory:
+//!
+//! ```text
+//! results/<experiment>/<run-id>/
+//!   experiment.toml   the file as run (provenance)
+//!   trials.csv        one row per trial, appended as trials finish
+//!   summary.csv       one row per point of the sweep
+//!   meta.json         version, git commit, seed, machine, start/end time
+//!   figures/*.svg, *.png
+//! ```
+//!
+//! Figures are drawn from `trials.csv` alone, so `qlab plot` can redraw them without
+//! re-running anything, and notebooks can read the same CSV.
 
+pub mod chaos;
+pub mod check;
+pub mod config;
+pub mod election;
+pub mod error;
+pub mod linearizability;
+pub mod plot;
+pub mod results;
+pub mod run;
+pub mod workload;
+
+pub use error::{LabError, Result};

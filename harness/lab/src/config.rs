@@ -1,0 +1,661 @@
+//! Experiment files: parsing, validation with precise errors, and sweep expansion.
+//!
+//! An experiment is a TOML file. Every field marked *sweepable* may be given as one
+//! value or a list of values; the run is the cartesian product of all lists, each
+//! combination (a *point*) repeated `trials` times. Mistakes are reported as
+//! `FILE:LINE:COLUMN: message`, and the message lists the allowed values or range.
+
+use crate::error::LabError;
+use qlab_core::Nanos;
+use qlab_raft::RaftConfig;
+use qlab_sim::{Latency, NetworkConfig};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One value or a list of values, with the span of the field for error reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sweep<T> {
+    pub values: Vec<T>,
+    pub span: Range<usize>,
+}
+
+impl<T> Sweep<T> {
+    pub fn one(value: T) -> Self {
+        Sweep { values: vec![value], span: 0..0 }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Sweep<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = toml::Spanned::<toml::Value>::deserialize(deserializer)?;
+        let span = spanned.span();
+        let value = spanned.into_inner();
+        // The whole value first: `[150, 300]` is one timeout range, not two values.
+        match T::deserialize(value.clone()) {
+            Ok(single) => Ok(Sweep { values: vec![single], span }),
+            Err(single_error) => match value {
+                toml::Value::Array(items) if !items.is_empty() => {
+                    let values = items
+                        .into_iter()
+                        .map(|item| T::deserialize(item).map_err(|e| D::Error::custom(e.message())))
+                        .collect::<Result<Vec<T>, _>>()?;
+                    Ok(Sweep { values, span })
+                }
+                toml::Value::Array(_) => Err(D::Error::custom("an empty list sweeps nothing; give at least one value")),
+                _ => Err(D::Error::custom(single_error.message())),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Election,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Sim,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtocolName {
+    Raft,
+}
+
+impl ProtocolName {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProtocolName::Raft => "raft",
+        }
+    }
+    /// Replicas needed to tolerate `f` crash faults.
+    pub fn nodes_for_f(&self, f: u32) -> u32 {
+        match self {
+            ProtocolName::Raft => 2 * f + 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSection {
+    pub name: String,
+    pub kind: Kind,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// Trials per point.
+    pub trials: toml::Spanned<u64>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_mode() -> Mode {
+    Mode::Sim
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub protocol: Sweep<ProtocolName>,
+    /// Explicit cluster size. Give this or `f`.
+    pub nodes: Option<Sweep<u32>>,
+    /// Faults to tolerate; the size follows from the protocol (2f+1 for Raft).
+    pub f: Option<Sweep<u32>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "dist", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum LatencyMs {
+    Constant { value: f64 },
+    Uniform { min: f64, max: f64 },
+    Normal { mean: f64, stddev: f64 },
+    Exponential { mean: f64 },
+}
+
+impl LatencyMs {
+    pub fn mean_ms(&self) -> f64 {
+        match *self {
+            LatencyMs::Constant { value } => value,
+            LatencyMs::Uniform { min, max } => (min + max) / 2.0,
+            LatencyMs::Normal { mean, .. } | LatencyMs::Exponential { mean } => mean,
+        }
+    }
+    pub fn to_latency(&self) -> Latency {
+        let ns = |v: f64| (v * 1e6).round() as Nanos;
+        match *self {
+            LatencyMs::Constant { value } => Latency::Constant { ns: ns(value) },
+            LatencyMs::Uniform { min, max } => Latency::Uniform { ns_min: ns(min), ns_max: ns(max) },
+            // A floor of 10 µs: one-way delay on a LAN is never zero.
+            LatencyMs::Normal { mean, stddev } => {
+                Latency::Normal { ns_mean: mean * 1e6, ns_stddev: stddev * 1e6, ns_floor: 10_000 }
+            }
+            LatencyMs::Exponential { mean } => Latency::Exponential { ns_mean: mean * 1e6, ns_floor: 10_000 },
+        }
+    }
+    fn validate(&self) -> Result<(), String> {
+        let ok = match *self {
+            LatencyMs::Constant { value } => value >= 0.0,
+            LatencyMs::Uniform { min, max } => min >= 0.0 && max >= min,
+            LatencyMs::Normal { mean, stddev } => mean >= 0.0 && stddev >= 0.0,
+            LatencyMs::Exponential { mean } => mean > 0.0,
+        };
+        if ok { Ok(()) } else { Err(format!("latency must be non-negative with min <= max, got {self:?}")) }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    #[serde(default = "default_latency")]
+    pub latency_ms: Sweep<LatencyMs>,
+    #[serde(default = "zero_sweep")]
+    pub loss: Sweep<f64>,
+    #[serde(default = "zero_sweep")]
+    pub duplicate: Sweep<f64>,
+    #[serde(default = "zero_sweep")]
+    pub reorder: Sweep<f64>,
+    #[serde(default)]
+    pub reorder_delay_ms_max: f64,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection {
+            latency_ms: default_latency(),
+            loss: zero_sweep(),
+            duplicate: zero_sweep(),
+            reorder: zero_sweep(),
+            reorder_delay_ms_max: 0.0,
+        }
+    }
+}
+
+fn default_latency() -> Sweep<LatencyMs> {
+    Sweep::one(LatencyMs::Constant { value: 1.0 })
+}
+fn zero_sweep() -> Sweep<f64> {
+    Sweep::one(0.0)
+}
+
+/// `heartbeat_ms`: a number, or `"half-min-timeout"` (the Raft paper's §9.3 setting).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Heartbeat {
+    Ms(f64),
+    Rule(HeartbeatRule),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeartbeatRule {
+    HalfMinTimeout,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSection {
+    /// `[min, max]` in ms, or a list of such pairs.
+    #[serde(default = "default_timeout")]
+    pub election_timeout_ms: Sweep<[f64; 2]>,
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: Sweep<Heartbeat>,
+    #[serde(default = "default_true")]
+    pub check_quorum: bool,
+    #[serde(default = "default_batch")]
+    pub max_entries_per_append: usize,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            election_timeout_ms: default_timeout(),
+            heartbeat_ms: default_heartbeat(),
+            check_quorum: true,
+            max_entries_per_append: default_batch(),
+        }
+    }
+}
+
+fn default_timeout() -> Sweep<[f64; 2]> {
+    Sweep::one([150.0, 300.0])
+}
+fn default_heartbeat() -> Sweep<Heartbeat> {
+    Sweep::one(Heartbeat::Rule(HeartbeatRule::HalfMinTimeout))
+}
+fn default_true() -> bool {
+    true
+}
+fn default_batch() -> usize {
+    64
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrashWho {
+    Leader,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrashAt {
+    /// Uniformly random point of the leader's heartbeat interval.
+    RandomInHeartbeat,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashSpec {
+    pub who: CrashWho,
+    pub at: CrashAt,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsSection {
+    pub crash: CrashSpec,
+    /// The Raft paper's §9.3 worst case: the leader broadcasts heartbeats just before
+    /// it dies, so every follower's election timer starts at nearly the same moment.
+    #[serde(default)]
+    pub sync_heartbeats_before_crash: bool,
+    /// Followers kept one entry behind before the crash (they cannot win the
+    /// election: §5.4.1), to force the paper's "logs differ" worst case.
+    #[serde(default = "no_lagging")]
+    pub lagging_followers: toml::Spanned<u32>,
+}
+
+fn no_lagging() -> toml::Spanned<u32> {
+    toml::Spanned::new(0..0, 0)
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSection {
+    /// Closed-loop clients writing during the trial (0: no client, no `unavailable_ms`).
+    #[serde(default = "default_clients")]
+    pub clients: u32,
+    /// Pause between a client's operations.
+    #[serde(default)]
+    pub think_ms: f64,
+    #[serde(default = "default_value_bytes")]
+    pub value_bytes: usize,
+}
+
+impl Default for WorkloadSection {
+    fn default() -> Self {
+        WorkloadSection { clients: default_clients(), think_ms: 0.0, value_bytes: default_value_bytes() }
+    }
+}
+
+fn default_clients() -> u32 {
+    1
+}
+fn default_value_bytes() -> usize {
+    16
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// A trial whose election has not finished this long after the crash is recorded
+    /// as censored at this value.
+    #[serde(default = "default_max_election_ms")]
+    pub max_election_ms: f64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection { max_election_ms: default_max_election_ms() }
+    }
+}
+
+fn default_max_election_ms() -> f64 {
+    20_000.0
+}
+
+/// The experiment file as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentFile {
+    pub experiment: ExperimentSection,
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub network: NetworkSection,
+    #[serde(default)]
+    pub raft: RaftSection,
+    pub faults: FaultsSection,
+    #[serde(default)]
+    pub workload: WorkloadSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// A parsed, validated experiment with its source text (kept for provenance).
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    pub path: PathBuf,
+    pub source: String,
+    pub file: ExperimentFile,
+}
+
+/// One combination of the swept values.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Point {
+    pub protocol: ProtocolName,
+    pub nodes: u32,
+    pub election_timeout_ms_min: f64,
+    pub election_timeout_ms_max: f64,
+    pub heartbeat_ms: f64,
+    pub latency: LatencyMs,
+    pub loss: f64,
+    pub duplicate: f64,
+    pub reorder: f64,
+}
+
+impl Point {
+    pub fn raft_config(&self, section: &RaftSection) -> RaftConfig {
+        let ns = |v: f64| (v * 1e6).round() as Nanos;
+        RaftConfig {
+            election_timeout_ns_min: ns(self.election_timeout_ms_min),
+            election_timeout_ns_max: ns(self.election_timeout_ms_max),
+            heartbeat_interval_ns: ns(self.heartbeat_ms),
+            max_entries_per_append: section.max_entries_per_append,
+            check_quorum: section.check_quorum,
+        }
+    }
+    pub fn network_config(&self, section: &NetworkSection) -> NetworkConfig {
+        NetworkConfig {
+            latency: self.latency.to_latency(),
+            loss: self.loss,
+            duplicate: self.duplicate,
+            reorder: self.reorder,
+            reorder_delay_ns_max: (section.reorder_delay_ms_max * 1e6) as Nanos,
+        }
+    }
+}
+
+/// Byte offset → 1-based (line, column), columns counted in characters.
+pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+impl Experiment {
+    pub fn load(path: &Path) -> Result<Experiment, LabError> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+        Self::parse(path, source)
+    }
+
+    pub fn parse(path: &Path, source: String) -> Result<Experiment, LabError> {
+        let file: ExperimentFile = toml::from_str(&source).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| line_column(&source, s.start));
+            LabError::Config { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+        })?;
+        let experiment = Experiment { path: path.to_path_buf(), source, file };
+        experiment.validate()?;
+        Ok(experiment)
+    }
+
+    fn error_at(&self, span: &Range<usize>, message: String) -> LabError {
+        let (line, column) = line_column(&self.source, span.start);
+        LabError::Config { path: self.path.clone(), line, column, message }
+    }
+
+    fn validate(&self) -> Result<(), LabError> {
+        let f = &self.file;
+        if f.experiment.name.is_empty()
+            || !f.experiment.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.error_at(
+                &(0..0),
+                format!("experiment name {:?} must be non-empty ASCII letters, digits, '-' or '_' (it names the results folder)", f.experiment.name),
+            ));
+        }
+        if *f.experiment.trials.get_ref() == 0 {
+            return Err(self.error_at(&f.experiment.trials.span(), "trials must be at least 1".into()));
+        }
+        match (&f.cluster.nodes, &f.cluster.f) {
+            (Some(_), Some(fs)) => {
+                return Err(self.error_at(&fs.span, "give either `nodes` or `f`, not both".into()));
+            }
+            (None, None) => {
+                return Err(LabError::Config {
+                    path: self.path.clone(),
+                    line: 1,
+                    column: 1,
+                    message: "[cluster] needs `nodes` (cluster size) or `f` (faults to tolerate)".into(),
+                });
+            }
+            _ => {}
+        }
+        for point in self.points() {
+            // The election experiment kills the leader: the rest must still be a majority.
+            let minimum = match f.experiment.kind {
+                Kind::Election => 3,
+            };
+            if point.nodes < minimum {
+                let span = f.cluster.nodes.as_ref().or(f.cluster.f.as_ref()).map(|s| s.span.clone()).unwrap_or(0..0);
+                return Err(self.error_at(
+                    &span,
+                    format!(
+                        "{} needs at least {minimum} nodes in an election experiment (the leader is crashed and a majority must remain), got {}",
+                        point.protocol.name(),
+                        point.nodes
+                    ),
+                ));
+            }
+            if point.nodes > 64 {
+                let span = f.cluster.nodes.as_ref().or(f.cluster.f.as_ref()).map(|s| s.span.clone()).unwrap_or(0..0);
+                return Err(self.error_at(&span, format!("at most 64 nodes are supported, got {}", point.nodes)));
+            }
+        }
+        for [lo, hi] in &f.raft.election_timeout_ms.values {
+            if !(*lo > 0.0 && lo <= hi) {
+                return Err(self.error_at(
+                    &f.raft.election_timeout_ms.span,
+                    format!("election_timeout_ms must be [min, max] with 0 < min <= max, got [{lo}, {hi}]"),
+                ));
+            }
+        }
+        for hb in &f.raft.heartbeat_ms.values {
+            if let Heartbeat::Ms(v) = hb {
+                if *v <= 0.0 {
+                    return Err(self.error_at(
+                        &f.raft.heartbeat_ms.span,
+                        format!("heartbeat_ms must be a positive number or \"half-min-timeout\", got {v}"),
+                    ));
+                }
+            }
+        }
+        for latency in &f.network.latency_ms.values {
+            latency.validate().map_err(|m| self.error_at(&f.network.latency_ms.span, m))?;
+        }
+        for (name, sweep) in [("loss", &f.network.loss), ("duplicate", &f.network.duplicate), ("reorder", &f.network.reorder)] {
+            for p in &sweep.values {
+                if !(0.0..1.0).contains(p) {
+                    return Err(self.error_at(&sweep.span, format!("{name} is a probability in [0, 1), got {p}")));
+                }
+            }
+        }
+        if f.network.reorder_delay_ms_max < 0.0 {
+            return Err(self.error_at(&(0..0), "reorder_delay_ms_max must be >= 0".into()));
+        }
+        let lagging = *f.faults.lagging_followers.get_ref();
+        for point in self.points() {
+            // Lagging followers cannot win, so the rest must still hold a majority.
+            let survivors = point.nodes - 1;
+            if lagging > 0 && survivors - lagging.min(survivors) < qlab_core::majority(point.nodes) - 1 {
+                return Err(self.error_at(
+                    &f.faults.lagging_followers.span(),
+                    format!(
+                        "lagging_followers = {lagging} leaves too few up-to-date followers to elect a leader among {} nodes (at most {})",
+                        point.nodes,
+                        survivors + 1 - qlab_core::majority(point.nodes)
+                    ),
+                ));
+            }
+        }
+        if f.workload.think_ms < 0.0 {
+            return Err(self.error_at(&(0..0), "think_ms must be >= 0".into()));
+        }
+        if f.limits.max_election_ms <= 0.0 {
+            return Err(self.error_at(&(0..0), "max_election_ms must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.file.experiment.name
+    }
+    pub fn trials(&self) -> u64 {
+        *self.file.experiment.trials.get_ref()
+    }
+
+    /// Every combination of swept values, in a fixed order (the order of the file's lists).
+    pub fn points(&self) -> Vec<Point> {
+        let f = &self.file;
+        let mut points = Vec::new();
+        for protocol in &f.cluster.protocol.values {
+            let sizes: Vec<u32> = match (&f.cluster.nodes, &f.cluster.f) {
+                (Some(nodes), _) => nodes.values.clone(),
+                (None, Some(fs)) => fs.values.iter().map(|f| protocol.nodes_for_f(*f)).collect(),
+                (None, None) => vec![],
+            };
+            for nodes in sizes {
+                for [lo, hi] in &f.raft.election_timeout_ms.values {
+                    for hb in &f.raft.heartbeat_ms.values {
+                        let heartbeat_ms = match hb {
+                            Heartbeat::Ms(v) => *v,
+                            Heartbeat::Rule(HeartbeatRule::HalfMinTimeout) => lo / 2.0,
+                        };
+                        for latency in &f.network.latency_ms.values {
+                            for loss in &f.network.loss.values {
+                                for duplicate in &f.network.duplicate.values {
+                                    for reorder in &f.network.reorder.values {
+                                        points.push(Point {
+                                            protocol: *protocol,
+                                            nodes,
+                                            election_timeout_ms_min: *lo,
+                                            election_timeout_ms_max: *hi,
+                                            heartbeat_ms,
+                                            latency: latency.clone(),
+                                            loss: *loss,
+                                            duplicate: *duplicate,
+                                            reorder: *reorder,
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        points
+    }
+
+    pub fn total_trials(&self) -> u64 {
+        self.points().len() as u64 * self.trials()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[experiment]
+name = "t"
+kind = "election"
+trials = 3
+
+[cluster]
+protocol = "raft"
+nodes = [3, 5]
+
+[raft]
+election_timeout_ms = [[150, 150], [150, 300]]
+
+[faults]
+crash = { who = "leader", at = "random-in-heartbeat" }
+"#;
+
+    fn parse(text: &str) -> Result<Experiment, LabError> {
+        Experiment::parse(Path::new("exp.toml"), text.to_string())
+    }
+
+    #[test]
+    fn lists_expand_to_the_cartesian_product() {
+        let e = parse(GOOD).unwrap();
+        let points = e.points();
+        assert_eq!(points.len(), 4);
+        assert_eq!(points[1].nodes, 3);
+        assert_eq!(points[1].election_timeout_ms_max, 300.0);
+        assert_eq!(points[1].heartbeat_ms, 75.0);
+        assert_eq!(e.total_trials(), 12);
+    }
+
+    #[test]
+    fn one_pair_is_one_range_not_two_values() {
+        let e = parse(&GOOD.replace("[[150, 150], [150, 300]]", "[150, 155]")).unwrap();
+        assert_eq!(e.points().len(), 2);
+        assert_eq!(e.points()[0].election_timeout_ms_max, 155.0);
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_field_names_line_column_and_allowed_fields() {
+        let e = error_of(&GOOD.replace("trials = 3", "trials = 3\ntrails = 4"));
+        assert!(e.starts_with("exp.toml:6:1:"), "{e}");
+        assert!(e.contains("unknown field `trails`") && e.contains("`trials`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_protocol_lists_the_protocols() {
+        let e = error_of(&GOOD.replace("protocol = \"raft\"", "protocol = \"zab\""));
+        assert!(e.starts_with("exp.toml:8:12:"), "{e}");
+        assert!(e.contains("zab") && e.contains("raft"), "{e}");
+    }
+
+    #[test]
+    fn unknown_kind_lists_the_kinds() {
+        let e = error_of(&GOOD.replace("kind = \"election\"", "kind = \"elections\""));
+        assert!(e.starts_with("exp.toml:4:"), "{e}");
+        assert!(e.contains("`election`"), "{e}");
+    }
+
+    #[test]
+    fn inverted_or_negative_timeout_range_is_refused() {
+        let e = error_of(&GOOD.replace("[[150, 150], [150, 300]]", "[[300, 150]]"));
+        assert!(e.starts_with("exp.toml:12:23:"), "{e}");
+        assert!(e.contains("0 < min <= max"), "{e}");
+        let e = error_of(&GOOD.replace("[[150, 150], [150, 300]]", "[-5, 10]"));
+        assert!(e.contains("0 < min <= max"), "{e}");
+    }
+
+    #[test]
+    fn too_small_cluster_is_refused() {
+        let e = error_of(&GOOD.replace("nodes = [3, 5]", "nodes = [2]"));
+        assert!(e.starts_with("exp.toml:9:9:"), "{e}");
+        assert!(e.contains("at least 3 nodes"), "{e}");
+    }
+
+    #[test]
+    fn f_gives_2f_plus_1_raft_nodes() {
+        let e = parse(&GOOD.replace("nodes = [3, 5]", "f = [1, 2]")).unwrap();
+        let sizes: Vec<u32> = e.points().iter().map(|p| p.nodes).collect();
+        assert_eq!(sizes, vec![3, 3, 5, 5]);
+    }
+}

@@ -1,0 +1,20 @@
+//! The lab's error type: expected failures are values with enough context to act on.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A mistake in an experiment file, pointing at the offending text.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Config { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Csv { path: PathBuf, source: csv::Error },
+    #[error("{0}")]
+    Usage(String),
+    #[error("drawing {}: {message}", path.display())]
+    Plot { path: PathBuf, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, LabError>;
