@@ -1,1 +1,181 @@
+//! Seeded chaos runs: random crashes, restarts, partitions, one-way cuts, loss,
+//! duplication and reordering under a closed-loop client load, then healing.
+//!
+//! One seed fixes everything (the network's parameters, the fault schedule and the
+//! whole simulation), so a failing seed printed by a test is a complete reproduction.
+//! A run passes when every checker reports nothing and the cluster is live again once
+//! the faults heal: every client completes an operation it issued after healing.
 
+use crate::check::{Violation, check_observations};
+use crate::linearizability::{LinCheck, check_history};
+use crate::workload::{Workload, WorkloadConfig};
+use qlab_core::{ClientId, NodeId, Nanos, ms};
+use qlab_raft::{Raft, RaftClient, RaftConfig};
+use qlab_sim::{Latency, NetworkConfig, Sim};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Clone, Debug)]
+pub struct ChaosConfig {
+    pub nodes: u32,
+    pub clients: u32,
+    /// How long faults keep being injected.
+    pub fault_phase_ns: Nanos,
+    /// After healing, how long the cluster gets to serve every client again.
+    pub recovery_deadline_ns: Nanos,
+    pub trace: bool,
+}
+
+impl ChaosConfig {
+    pub fn new(nodes: u32) -> Self {
+        ChaosConfig { nodes, clients: 3, fault_phase_ns: ms(3_000), recovery_deadline_ns: ms(10_000), trace: false }
+    }
+}
+
+#[derive(Debug)]
+pub struct ChaosOutcome {
+    pub seed: u64,
+    pub violations: Vec<Violation>,
+    pub linearizability: LinCheck,
+    /// Every client completed an operation issued after the faults healed.
+    pub live_after_heal: bool,
+    pub operations_completed: usize,
+    pub faults_injected: usize,
+    pub trace: Vec<String>,
+    pub fault_log: Vec<String>,
+}
+
+impl ChaosOutcome {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.linearizability == LinCheck::Linearizable && self.live_after_heal
+    }
+}
+
+/// A random but seed-determined network for one run.
+fn chaos_network(rng: &mut ChaCha8Rng) -> NetworkConfig {
+    let mean_ms = rng.random_range(1.0..10.0);
+    NetworkConfig {
+        latency: Latency::Normal { ns_mean: mean_ms * 1e6, ns_stddev: mean_ms * 0.3e6, ns_floor: 10_000 },
+        loss: rng.random_range(0.0..0.10),
+        duplicate: rng.random_range(0.0..0.05),
+        reorder: rng.random_range(0.0..0.20),
+        reorder_delay_ns_max: ms(30),
+    }
+}
+
+pub fn run_raft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
+    let network = chaos_network(&mut rng);
+    let raft = RaftConfig {
+        election_timeout_ns_min: ms(150),
+        election_timeout_ns_max: ms(300),
+        heartbeat_interval_ns: ms(50),
+        max_entries_per_append: 16,
+        check_quorum: true,
+    };
+    let n = config.nodes;
+    let mut sim: Sim<Raft, RaftClient> = Sim::new(raft, n, network, seed);
+    if config.trace {
+        sim.enable_trace();
+    }
+    for c in 0..config.clients {
+        sim.add_client(RaftClient::new(ClientId(c as u64), n));
+    }
+    let mut workload = Workload::new(
+        WorkloadConfig { clients: config.clients, keys: 3, value_bytes: 16, think_ns: ms(5), read_ratio: 0.3, cas_ratio: 0.3 },
+        seed,
+    );
+    workload.start_all_at(0);
+    let mut fault_log = Vec::new();
+    let mut faults = 0;
+    let mut at: Nanos = 0;
+    while at < config.fault_phase_ns {
+        at += rng.random_range(ms(50)..ms(300));
+        workload.run(&mut sim, at, |_, _| {}, |_| false);
+        let up = sim.up_nodes();
+        let down: Vec<NodeId> = (0..n).map(NodeId).filter(|id| !sim.is_up(*id)).collect();
+        let action = rng.random_range(0..10u32);
+        let line = match action {
+            0..=2 if !up.is_empty() => {
+                // Bias towards the leader: its crash is what exercises elections.
+                let victim = match sim.leader() {
+                    Some(leader) if rng.random_bool(0.5) => leader,
+                    _ => up[rng.random_range(0..up.len())],
+                };
+                sim.crash(victim);
+                format!("crash {victim}")
+            }
+            3..=4 if !down.is_empty() => {
+                let node = down[rng.random_range(0..down.len())];
+                sim.restart(node);
+                format!("restart {node}")
+            }
+            5..=6 => {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                for id in (0..n).map(NodeId) {
+                    if rng.random_bool(0.5) { a.push(id) } else { b.push(id) }
+                }
+                sim.partition(&[a.clone(), b.clone()]);
+                format!("partition {a:?} | {b:?}")
+            }
+            7 => {
+                let from = NodeId(rng.random_range(0..n));
+                let to = NodeId((from.0 + rng.random_range(1..n)) % n);
+                sim.set_link_blocked(from, to, true);
+                format!("cut {from} -> {to}")
+            }
+            _ => {
+                sim.heal();
+                "heal".to_string()
+            }
+        };
+        faults += 1;
+        fault_log.push(format!("{:>10.3}ms {line}", qlab_core::nanos_to_ms(sim.now())));
+    }
+    // Heal everything: network whole again, every node back up.
+    sim.heal();
+    for id in (0..n).map(NodeId) {
+        sim.restart(id);
+    }
+    let healed_at = sim.now();
+    fault_log.push(format!("{:>10.3}ms heal all, restart all", qlab_core::nanos_to_ms(healed_at)));
+    let mut served_after_heal = vec![false; config.clients as usize];
+    let history_len_at_heal = workload.history.len();
+    let deadline = healed_at + config.recovery_deadline_ns;
+    let mut served = |history: &[crate::linearizability::HistoryOp]| {
+        for op in &history[history_len_at_heal..] {
+            if op.invoked >= healed_at && op.completed.is_some() {
+                served_after_heal[op.client as usize] = true;
+            }
+        }
+        served_after_heal.iter().all(|s| *s)
+    };
+    let mut live = false;
+    let mut check_at = healed_at;
+    while sim.now() < deadline {
+        check_at = (check_at + ms(100)).min(deadline);
+        workload.run(&mut sim, check_at, |_, _| {}, |_| false);
+        if served(&workload.history) {
+            live = true;
+            break;
+        }
+    }
+    // Let the last commits reach every replica before judging.
+    workload.stop();
+    let settle = sim.now() + ms(1_000);
+    workload.run(&mut sim, settle, |_, _| {}, |_| false);
+
+    let violations = check_observations(&sim.observations);
+    let linearizability = check_history(&workload.history);
+    ChaosOutcome {
+        seed,
+        violations,
+        linearizability,
+        live_after_heal: live,
+        operations_completed: workload.history.iter().filter(|o| o.completed.is_some()).count(),
+        faults_injected: faults,
+        trace: sim.trace().to_vec(),
+        fault_log,
+    }
+}

@@ -1,1 +1,162 @@
+//! Closed-loop client workloads and the client history they leave.
+//!
+//! Each client keeps one operation outstanding; when it completes, the client thinks
+//! for `think_ns` and issues the next. Written values are unique (client id and
+//! sequence number, padded to `value_bytes`), which is what lets the linearizability
+//! checker tell every write apart. Every invocation and completion is recorded in
+//! [`Workload::history`] with the virtual time the client saw it.
 
+use crate::linearizability::HistoryOp;
+use qlab_core::{Client, ClientId, Nanos, Op, OpResult, Protocol, Request};
+use qlab_sim::{Completion, Sim, Step};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadConfig {
+    pub clients: u32,
+    pub keys: u64,
+    pub value_bytes: usize,
+    pub think_ns: Nanos,
+    /// Fraction of operations that are reads; `cas_ratio` of the rest are CAS.
+    pub read_ratio: f64,
+    pub cas_ratio: f64,
+}
+
+pub struct Workload {
+    config: WorkloadConfig,
+    rng: ChaCha8Rng,
+    next_seq: Vec<u64>,
+    /// Per client: index of its open operation in `history`.
+    open: Vec<Option<usize>>,
+    /// Per client: when it submits its next operation (`None`: busy or stopped).
+    ready_at: Vec<Option<Nanos>>,
+    /// Per client: the last value it saw for each key, to build plausible CAS.
+    last_seen: Vec<std::collections::HashMap<u64, Option<Vec<u8>>>>,
+    pub history: Vec<HistoryOp>,
+    stopped: bool,
+}
+
+impl Workload {
+    /// Clients `0..clients` must already be added to the simulator in that order.
+    pub fn new(config: WorkloadConfig, seed: u64) -> Self {
+        let n = config.clients as usize;
+        Workload {
+            config,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c11e_0000_0001),
+            next_seq: vec![0; n],
+            open: vec![None; n],
+            ready_at: vec![None; n],
+            last_seen: vec![Default::default(); n],
+            history: Vec::new(),
+            stopped: false,
+        }
+    }
+
+    /// Every client will start at `at`.
+    pub fn start_all_at(&mut self, at: Nanos) {
+        for ready in &mut self.ready_at {
+            *ready = Some(at);
+        }
+    }
+
+    /// Submit no new operations from now on (open ones stay open).
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        self.ready_at.iter_mut().for_each(|r| *r = None);
+    }
+
+    fn value(&mut self, client: usize, seq: u64) -> Vec<u8> {
+        let mut value = Vec::with_capacity(self.config.value_bytes.max(16));
+        value.extend_from_slice(&(client as u64).to_le_bytes());
+        value.extend_from_slice(&seq.to_le_bytes());
+        value.resize(self.config.value_bytes.max(16), b'.');
+        value
+    }
+
+    fn next_request(&mut self, client: usize) -> Request {
+        self.next_seq[client] += 1;
+        let seq = self.next_seq[client];
+        let key = self.rng.random_range(0..self.config.keys.max(1));
+        let op = if self.rng.random_bool(self.config.read_ratio) {
+            Op::Get { key }
+        } else if self.rng.random_bool(self.config.cas_ratio) {
+            let expected = self.last_seen[client].get(&key).cloned().flatten();
+            Op::Cas { key, expected, new: self.value(client, seq) }
+        } else {
+            Op::Put { key, value: self.value(client, seq) }
+        };
+        Request { client: ClientId(client as u64), seq, op }
+    }
+
+    fn submit<P: Protocol, C: Client>(&mut self, sim: &mut Sim<P, C>, client: usize) {
+        let request = self.next_request(client);
+        self.history.push(HistoryOp {
+            client: client as u64,
+            op: request.op.clone(),
+            invoked: sim.now(),
+            completed: None,
+        });
+        self.open[client] = Some(self.history.len() - 1);
+        self.ready_at[client] = None;
+        sim.submit(client, request);
+    }
+
+    fn complete(&mut self, completion: &Completion) {
+        let client = completion.client;
+        let index = self.open[client].take().expect("completion for an open operation");
+        self.history[index].completed = Some((completion.time, completion.result.clone()));
+        let key = completion.request.op.key();
+        match &completion.result {
+            OpResult::Value(v) => {
+                self.last_seen[client].insert(key, v.clone());
+            }
+            OpResult::Cas { swapped: true, .. } | OpResult::Ok => {
+                if let Op::Put { value, .. } | Op::Cas { new: value, .. } = &completion.request.op {
+                    self.last_seen[client].insert(key, Some(value.clone()));
+                }
+            }
+            OpResult::Cas { swapped: false, found } => {
+                self.last_seen[client].insert(key, found.clone());
+            }
+        }
+        if !self.stopped {
+            self.ready_at[client] = Some(completion.time + self.config.think_ns);
+        }
+    }
+
+    /// Run the simulator to `deadline`, driving the clients, calling `on_completion`
+    /// for each finished operation, and stopping early when `until` holds (checked
+    /// after every step). Returns whether `until` held.
+    pub fn run<P: Protocol, C: Client>(
+        &mut self,
+        sim: &mut Sim<P, C>,
+        deadline: Nanos,
+        mut on_completion: impl FnMut(&Sim<P, C>, &Completion),
+        mut until: impl FnMut(&Sim<P, C>) -> bool,
+    ) -> bool {
+        loop {
+            for client in 0..self.ready_at.len() {
+                if self.ready_at[client].is_some_and(|t| t <= sim.now()) {
+                    self.submit(sim, client);
+                }
+            }
+            let wake = self.ready_at.iter().flatten().copied().min().unwrap_or(Nanos::MAX).min(deadline);
+            match sim.step(wake) {
+                Step::Idle => {
+                    if sim.now() >= deadline {
+                        return until(sim);
+                    }
+                }
+                Step::Progress => {}
+                Step::Completed(completion) => {
+                    self.complete(&completion);
+                    on_completion(sim, &completion);
+                }
+            }
+            if until(sim) {
+                return true;
+            }
+        }
+    }
+}
