@@ -1,1 +1,177 @@
-fn main(){}
+//! `qlab`: the quorumlab command line. Thin glue over `qlab-lab`.
+
+use clap::{Parser, Subcommand};
+use qlab_lab::run::{self, RunOptions};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "qlab", version, about = "quorumlab: Raft, Multi-Paxos and PBFT under one harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment file; writes results/<experiment>/<run-id>/ (or --out DIR).
+    Run {
+        /// The experiment TOML file.
+        file: PathBuf,
+        /// Use DIR as the run directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Override the experiment's seed.
+        #[arg(long, value_name = "N")]
+        seed: Option<u64>,
+        /// Trials run in parallel (default: number of cores).
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+    },
+    /// Redraw every figure of a run (and its summary) from its trials.csv alone.
+    Plot {
+        run_dir: PathBuf,
+    },
+    /// Re-run one trial of a run with a readable event trace.
+    Replay {
+        run_dir: PathBuf,
+        /// The trial number (the `trial` column of trials.csv).
+        #[arg(long, value_name = "K")]
+        trial: u64,
+        /// Print at most this many trace lines (0: all).
+        #[arg(long, default_value_t = 0)]
+        max_lines: usize,
+    },
+    /// List the experiment files and the question each answers.
+    List {
+        #[arg(default_value = "experiments")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn execute(command: Command) -> qlab_lab::Result<()> {
+    match command {
+        Command::Run { file, out, seed, jobs } => {
+            let options = RunOptions {
+                out,
+                seed,
+                jobs,
+                results_root: None,
+                progress: std::io::stderr().is_terminal(),
+                command: std::env::args().collect(),
+            };
+            let report = run::run_experiment(&file, &options)?;
+            println!(
+                "{} trials in {:.1} s -> {}",
+                report.trials,
+                report.wall_seconds,
+                report.run_dir.display()
+            );
+            print_summary(&report.run_dir);
+            for figure in &report.figures {
+                println!("figure: {}", figure.display());
+            }
+            if report.unsafe_trials > 0 {
+                println!(
+                    "SAFETY: {} trial(s) violated an invariant; see the safety and violations columns of {}, and replay one with `qlab replay {} --trial K`",
+                    report.unsafe_trials,
+                    report.run_dir.join("trials.csv").display(),
+                    report.run_dir.display()
+                );
+            } else {
+                println!("safety: every trial ok");
+            }
+            Ok(())
+        }
+        Command::Plot { run_dir } => {
+            for figure in run::plot_run(&run_dir)? {
+                println!("figure: {}", figure.display());
+            }
+            print_summary(&run_dir);
+            Ok(())
+        }
+        Command::Replay { run_dir, trial, max_lines } => {
+            let replay = run::replay(&run_dir, trial)?;
+            let trace = &replay.outcome.trace;
+            let shown = if max_lines == 0 { trace.len() } else { max_lines.min(trace.len()) };
+            for line in &trace[..shown] {
+                println!("{line}");
+            }
+            if shown < trace.len() {
+                println!("... {} more lines (--max-lines 0 shows all)", trace.len() - shown);
+            }
+            let o = &replay.outcome;
+            println!(
+                "trial {} seed {}: {} nodes, timeout {}-{} ms: election_ms {:.3}, terms {}, unavailable_ms {}, censored {}, safety {}",
+                replay.trial,
+                replay.seed,
+                replay.point.nodes,
+                replay.point.election_timeout_ms_min,
+                replay.point.election_timeout_ms_max,
+                o.election_ms,
+                o.terms,
+                o.unavailable_ms.map_or("-".into(), |v| format!("{v:.3}")),
+                o.censored,
+                o.safety
+            );
+            for v in &o.violations {
+                println!("violation: {v}");
+            }
+            if let Some(recorded) = replay.recorded_election_ms {
+                let same = recorded == format!("{:.3}", o.election_ms);
+                println!(
+                    "recorded election_ms {recorded}: {}",
+                    if same { "replay matches" } else { "REPLAY DIFFERS (different code version?)" }
+                );
+            }
+            Ok(())
+        }
+        Command::List { dir } => {
+            for listed in run::list_experiments(&dir)? {
+                println!("{}\n    {}", listed.path.display(), listed.question);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Print summary.csv as an aligned table.
+fn print_summary(run_dir: &std::path::Path) {
+    let Ok(table) = qlab_lab::results::Table::read(&run_dir.join("summary.csv")) else { return };
+    let shown = [
+        "protocol",
+        "nodes",
+        "election_timeout_ms_min",
+        "election_timeout_ms_max",
+        "trials",
+        "election_ms_p50",
+        "election_ms_p99",
+        "election_ms_max",
+        "censored",
+        "unavailable_ms_p50",
+        "terms_mean",
+        "unsafe_trials",
+    ];
+    let columns: Vec<&str> = shown.iter().copied().filter(|c| table.column(c).is_some()).collect();
+    let mut lines = vec![columns.iter().map(|c| c.to_string()).collect::<Vec<_>>()];
+    for row in &table.rows {
+        lines.push(columns.iter().map(|c| table.get(row, c).unwrap_or("").to_string()).collect());
+    }
+    let widths: Vec<usize> = (0..columns.len()).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
+    for line in lines {
+        let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:>w$}")).collect();
+        println!("{}", cells.join("  "));
+    }
+}

@@ -1,1 +1,251 @@
+//! The `election` experiment kind: how long does the cluster take to replace a
+//! crashed leader?
+//!
+//! One trial, following the Raft paper's §9.3 method:
+//!
+//! 1. Start the cluster and wait until a leader is elected and every node knows it.
+//! 2. Optionally (`lagging_followers = k`) keep `k` followers one entry behind: their
+//!    `append_entries` are dropped while a write commits on the rest, so by §5.4.1 they
+//!    cannot win the coming election (the paper's "logs differ" worst case).
+//! 3. Crash the leader at a uniformly random point of its heartbeat interval; with
+//!    `sync_heartbeats_before_crash`, the leader first broadcasts heartbeats so every
+//!    follower's timer restarts at nearly the same moment (the paper's way of
+//!    encouraging split votes).
+//! 4. `election_ms` runs from the crash until every live node has received the new
+//!    leader's first heartbeat (or AppendEntries); `terms` counts the terms it took;
+//!    `unavailable_ms` runs from the crash until a client write first commits again.
+//!
+//! A trial that has not elected a leader `max_election_ms` after the crash is censored:
+//! recorded at that bound with `censored = true`.
 
+use crate::check::{Violation, check_observations, verdict};
+use crate::config::{Experiment, Point};
+use crate::linearizability::{LinCheck, check_history};
+use crate::workload::{Workload, WorkloadConfig};
+use qlab_core::{ClientId, Event, NodeId, Nanos, Op, Protocol, Request, nanos_to_ms};
+use qlab_raft::{Raft, RaftClient, RaftTimer};
+use qlab_sim::Sim;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The measured outcome of one election trial.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ElectionTrial {
+    pub election_ms: f64,
+    /// `None` when the workload has no clients.
+    pub unavailable_ms: Option<f64>,
+    pub terms: u64,
+    pub censored: bool,
+    pub safety: String,
+    pub violations: Vec<String>,
+    pub messages: u64,
+    pub trace: Vec<String>,
+}
+
+/// Client id used for the write that makes followers lag; it has no client slot, so
+/// its reply is dropped by the simulator.
+const SETUP_CLIENT: ClientId = ClientId(u64::MAX);
+
+pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> ElectionTrial {
+    let file = &experiment.file;
+    let raft_config = point.raft_config(&file.raft);
+    let network = point.network_config(&file.network);
+    let nodes = point.nodes;
+    let heartbeat_ns = raft_config.heartbeat_interval_ns;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xe1ec_7100_0000_0000);
+    // Processes of a real cluster start at different moments; spread the starts over
+    // one minimum timeout so even unrandomized timeouts elect a first leader.
+    let mut sim: Sim<Raft, RaftClient> =
+        Sim::new_staggered(raft_config.clone(), nodes, network, seed, raft_config.election_timeout_ns_min);
+    if trace {
+        sim.enable_trace();
+    }
+    let clients = file.workload.clients;
+    for c in 0..clients {
+        let mut client = RaftClient::new(ClientId(c as u64), nodes);
+        // Retry a silent replica after a few round trips, not a fixed 100 ms, so the
+        // unavailability measure is not dominated by the client's own timeout.
+        client.retry_timeout_ns = (point.latency.mean_ms() * 1e6 * 8.0).max(20e6) as Nanos;
+        sim.add_client(client);
+    }
+    let mut workload = Workload::new(
+        WorkloadConfig {
+            clients,
+            keys: 4,
+            value_bytes: file.workload.value_bytes,
+            think_ns: (file.workload.think_ms * 1e6) as Nanos,
+            read_ratio: 0.0,
+            cas_ratio: 0.0,
+        },
+        seed,
+    );
+    let max_election_ns = (file.limits.max_election_ms * 1e6) as Nanos;
+
+    // 1. A stable leader known to everyone.
+    let mut seen = 0usize;
+    let mut known: BTreeMap<u64, BTreeSet<NodeId>> = BTreeMap::new();
+    let stable_leader = |sim: &Sim<Raft, RaftClient>, seen: &mut usize, known: &mut BTreeMap<u64, BTreeSet<NodeId>>| {
+        scan_leader_known(sim, seen, known);
+        let leader = sim.leader()?;
+        let term = sim.node(leader)?.epoch();
+        let all = known.get(&term).is_some_and(|set| set.len() as u32 == nodes);
+        all.then_some((leader, term))
+    };
+    let warmup_deadline = max_election_ns.max(qlab_core::ms(60_000));
+    let mut leader_term = None;
+    while sim.now() < warmup_deadline {
+        let next = sim.now() + heartbeat_ns;
+        workload.run(&mut sim, next, |_, _| {}, |_| false);
+        if let Some(found) = stable_leader(&sim, &mut seen, &mut known) {
+            leader_term = Some(found);
+            break;
+        }
+    }
+    let Some((mut leader, _)) = leader_term else {
+        return finish(sim, workload, max_election_ns, None, 0, true, "note: no initial leader was elected".into());
+    };
+    workload.start_all_at(sim.now());
+    // Settle for a few heartbeats with the clients running.
+    let settle = sim.now() + 4 * heartbeat_ns;
+    workload.run(&mut sim, settle, |_, _| {}, |_| false);
+    if let Some(current) = sim.leader() {
+        leader = current;
+    }
+
+    // 2. Lagging followers: drop the leader's entries to them while one write commits.
+    let lagging = *file.faults.lagging_followers.get_ref();
+    if lagging > 0 {
+        let mut followers: Vec<NodeId> = (0..nodes).map(NodeId).filter(|n| *n != leader).collect();
+        for i in (1..followers.len()).rev() {
+            followers.swap(i, rng.random_range(0..=i));
+        }
+        let behind: Vec<NodeId> = followers.into_iter().take(lagging as usize).collect();
+        let behind_for_filter = behind.clone();
+        sim.set_filter(Some(Box::new(move |from, to, msg| {
+            from == leader
+                && behind_for_filter.contains(&to)
+                && matches!(msg, qlab_raft::Message::AppendEntries { entries, .. } if !entries.is_empty())
+        })));
+        sim.inject_request(
+            leader,
+            Request { client: SETUP_CLIENT, seq: 1, op: Op::Put { key: u64::MAX, value: b"lag".to_vec() } },
+        );
+        let committed_by = sim.now() + 10 * heartbeat_ns;
+        workload.run(&mut sim, committed_by, |_, _| {}, |_| false);
+    }
+
+    // 3. Crash at a uniformly random point of the heartbeat interval.
+    let crash_at = sim.now() + rng.random_range(0..heartbeat_ns.max(1));
+    workload.run(&mut sim, crash_at, |_, _| {}, |_| false);
+    let Some(current_leader) = sim.leader() else {
+        return finish(sim, workload, max_election_ns, None, 0, true, "note: the leader was lost before the crash".into());
+    };
+    leader = current_leader;
+    let crashed_term = sim.node(leader).map_or(0, |n| n.epoch());
+    if file.faults.sync_heartbeats_before_crash {
+        sim.fire_timer_now(leader, RaftTimer::Heartbeat);
+    }
+    sim.crash(leader);
+    sim.set_filter(None);
+    let crash_time = sim.now();
+
+    // 4. Measure.
+    let mut elected_at: Option<(Nanos, u64)> = None;
+    let unavailable_until: std::cell::Cell<Option<Nanos>> = std::cell::Cell::new(None);
+    let deadline = crash_time + max_election_ns;
+    let live: Vec<NodeId> = sim.up_nodes();
+    let wants_client = clients > 0;
+    workload.run(
+        &mut sim,
+        deadline,
+        |_, completion| {
+            // The crashed leader cannot answer after the crash; a reply of its that
+            // was still in flight does not show the cluster available again.
+            if unavailable_until.get().is_none() && completion.from != leader && completion.request.op.is_write() {
+                unavailable_until.set(Some(completion.time));
+            }
+        },
+        |sim| {
+            if elected_at.is_none() {
+                scan_leader_known(sim, &mut seen, &mut known);
+                if let Some((term, _)) =
+                    known.iter().find(|(term, set)| **term > crashed_term && live.iter().all(|n| set.contains(n)))
+                {
+                    elected_at = Some((sim.now(), *term));
+                }
+            }
+            elected_at.is_some() && (!wants_client || unavailable_until.get().is_some())
+        },
+    );
+    let (election_ns, terms, censored) = match elected_at {
+        Some((at, term)) => (at - crash_time, term - crashed_term, false),
+        None => {
+            let highest = sim.up_nodes().iter().filter_map(|n| sim.node(*n)).map(|n| n.epoch()).max().unwrap_or(0);
+            (max_election_ns, highest.saturating_sub(crashed_term), true)
+        }
+    };
+    let unavailable = if wants_client {
+        Some(unavailable_until.get().map_or(max_election_ns, |t| t - crash_time))
+    } else {
+        None
+    };
+    // Let commits reach every replica so the checkers see the final state.
+    workload.stop();
+    let settle = sim.now() + 4 * heartbeat_ns;
+    workload.run(&mut sim, settle, |_, _| {}, |_| false);
+    let mut trial = finish(sim, workload, election_ns, unavailable, terms, censored, String::new());
+    trial.election_ms = nanos_to_ms(election_ns);
+    trial
+}
+
+fn finish(
+    sim: Sim<Raft, RaftClient>,
+    workload: Workload,
+    election_ns: Nanos,
+    unavailable_ns: Option<Nanos>,
+    terms: u64,
+    censored: bool,
+    note: String,
+) -> ElectionTrial {
+    let mut violations: Vec<Violation> = check_observations(&sim.observations);
+    let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    match check_history(&workload.history) {
+        LinCheck::Linearizable => {}
+        LinCheck::Violation { key, operations } => {
+            violations.push(Violation {
+                invariant: crate::check::Invariant::Linearizability,
+                time: sim.now(),
+                nodes: vec![],
+                detail: format!("key {key}"),
+            });
+            details.push(format!("linearizability violated on key {key} ({operations} operations)"));
+        }
+        LinCheck::Inconclusive { key, states } => {
+            details.push(format!("linearizability inconclusive on key {key} after {states} states"));
+        }
+    }
+    if !note.is_empty() {
+        details.push(note);
+    }
+    ElectionTrial {
+        election_ms: nanos_to_ms(election_ns),
+        unavailable_ms: unavailable_ns.map(nanos_to_ms),
+        terms,
+        censored,
+        safety: verdict(&violations),
+        violations: details,
+        messages: sim.stats.messages_sent,
+        trace: sim.trace().to_vec(),
+    }
+}
+
+/// Fold new `LeaderKnown` observations into `known` (epoch → nodes that know its leader).
+fn scan_leader_known(sim: &Sim<Raft, RaftClient>, seen: &mut usize, known: &mut BTreeMap<u64, BTreeSet<NodeId>>) {
+    for observation in &sim.observations[*seen..] {
+        if let Event::LeaderKnown { epoch, .. } = observation.event {
+            known.entry(epoch).or_default().insert(observation.node);
+        }
+    }
+    *seen = sim.observations.len();
+}

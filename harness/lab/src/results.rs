@@ -1,1 +1,317 @@
+//! The run directory: trial rows appended as they finish, the summary, provenance.
 
+use crate::error::{LabError, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const TRIALS_CSV: &str = "trials.csv";
+pub const SUMMARY_CSV: &str = "summary.csv";
+pub const META_JSON: &str = "meta.json";
+pub const EXPERIMENT_TOML: &str = "experiment.toml";
+pub const FIGURES_DIR: &str = "figures";
+
+/// Columns of an election trial row, in order.
+pub const ELECTION_COLUMNS: &[&str] = &[
+    "protocol",
+    "nodes",
+    "election_timeout_ms_min",
+    "election_timeout_ms_max",
+    "heartbeat_ms",
+    "latency_ms_mean",
+    "loss",
+    "trial",
+    "point",
+    "seed",
+    "election_ms",
+    "unavailable_ms",
+    "terms",
+    "censored",
+    "messages",
+    "safety",
+    "violations",
+];
+
+/// The columns that identify a point of the sweep (a figure's series).
+pub const ELECTION_POINT_COLUMNS: &[&str] = &[
+    "protocol",
+    "nodes",
+    "election_timeout_ms_min",
+    "election_timeout_ms_max",
+    "heartbeat_ms",
+    "latency_ms_mean",
+    "loss",
+];
+
+/// Appends rows to `trials.csv`, flushing each so an interrupted run keeps them.
+pub struct TrialWriter {
+    path: PathBuf,
+    writer: csv::Writer<File>,
+}
+
+impl TrialWriter {
+    pub fn create(path: &Path, columns: &[&str]) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+        let mut writer = csv::Writer::from_writer(file);
+        writer.write_record(columns).map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?;
+        let mut w = TrialWriter { path: path.to_path_buf(), writer };
+        w.flush()?;
+        Ok(w)
+    }
+
+    pub fn append(&mut self, row: &[String]) -> Result<()> {
+        self.writer.write_record(row).map_err(|e| LabError::Csv { path: self.path.clone(), source: e })?;
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.writer.flush().map_err(|e| LabError::Io { path: self.path.clone(), source: e })
+    }
+}
+
+/// A CSV read back as header + rows of strings, for plotting and summaries.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn read(path: &Path) -> Result<Table> {
+        let mut reader = csv::Reader::from_path(path).map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?;
+        let columns = reader
+            .headers()
+            .map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let mut rows = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?;
+            rows.push(record.iter().map(str::to_string).collect());
+        }
+        Ok(Table { columns, rows })
+    }
+
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+
+    pub fn get<'a>(&self, row: &'a [String], name: &str) -> Option<&'a str> {
+        self.column(name).and_then(|i| row.get(i)).map(String::as_str)
+    }
+
+    pub fn number(&self, row: &[String], name: &str) -> Option<f64> {
+        self.get(row, name).and_then(|v| v.parse().ok())
+    }
+
+    /// Rows grouped by the values of `key_columns`, in order of first appearance.
+    pub fn group_by(&self, key_columns: &[&str]) -> Vec<(Vec<String>, Vec<&Vec<String>>)> {
+        let mut order: Vec<Vec<String>> = Vec::new();
+        let mut groups: BTreeMap<Vec<String>, Vec<&Vec<String>>> = BTreeMap::new();
+        for row in &self.rows {
+            let key: Vec<String> = key_columns.iter().map(|c| self.get(row, c).unwrap_or("").to_string()).collect();
+            if !groups.contains_key(&key) {
+                order.push(key.clone());
+            }
+            groups.entry(key).or_default().push(row);
+        }
+        order.into_iter().map(|k| {
+            let rows = groups.remove(&k).unwrap_or_default();
+            (k, rows)
+        }).collect()
+    }
+}
+
+/// Value at quantile `q` (nearest rank) of sorted `values`.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+pub fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 }
+}
+
+/// Format a metric for CSV: three decimals, empty for NaN.
+pub fn fmt_metric(value: f64) -> String {
+    if value.is_nan() { String::new() } else { format!("{value:.3}") }
+}
+
+/// Write `summary.csv` (one row per point) from an election `trials.csv`.
+pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
+    let file = File::create(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+    let mut writer = csv::Writer::from_writer(file);
+    let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
+    let mut header: Vec<&str> = ELECTION_POINT_COLUMNS.to_vec();
+    header.extend([
+        "trials",
+        "election_ms_mean",
+        "election_ms_p50",
+        "election_ms_p90",
+        "election_ms_p99",
+        "election_ms_max",
+        "censored",
+        "unavailable_ms_p50",
+        "unavailable_ms_p99",
+        "terms_mean",
+        "unsafe_trials",
+    ]);
+    writer.write_record(&header).map_err(csv_err)?;
+    for (key, rows) in table.group_by(ELECTION_POINT_COLUMNS) {
+        let sorted = |name: &str| {
+            let mut v: Vec<f64> = rows.iter().filter_map(|r| table.number(r, name)).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let election = sorted("election_ms");
+        let unavailable = sorted("unavailable_ms");
+        let terms = sorted("terms");
+        let censored = rows.iter().filter(|r| table.get(r, "censored") == Some("true")).count();
+        let unsafe_trials = rows.iter().filter(|r| table.get(r, "safety") != Some("ok")).count();
+        let mut record = key.clone();
+        record.extend([
+            rows.len().to_string(),
+            fmt_metric(mean(&election)),
+            fmt_metric(quantile(&election, 0.5)),
+            fmt_metric(quantile(&election, 0.9)),
+            fmt_metric(quantile(&election, 0.99)),
+            fmt_metric(election.last().copied().unwrap_or(f64::NAN)),
+            censored.to_string(),
+            fmt_metric(quantile(&unavailable, 0.5)),
+            fmt_metric(quantile(&unavailable, 0.99)),
+            fmt_metric(mean(&terms)),
+            unsafe_trials.to_string(),
+        ]);
+        writer.write_record(&record).map_err(csv_err)?;
+    }
+    writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
+}
+
+/// Provenance of a run.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub experiment: String,
+    pub kind: String,
+    pub qlab_version: String,
+    pub git_commit: String,
+    pub git_dirty: bool,
+    pub seed: u64,
+    pub trials_planned: u64,
+    pub trials_done: u64,
+    pub jobs: usize,
+    pub command: Vec<String>,
+    pub machine: Machine,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub wall_seconds: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Machine {
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub cpus: usize,
+    pub memory_gib: Option<f64>,
+}
+
+impl Machine {
+    pub fn current() -> Machine {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let memory_gib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some((kib / 1024.0 / 1024.0 * 10.0).round() / 10.0)
+        });
+        Machine {
+            hostname,
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_gib,
+        }
+    }
+}
+
+/// The commit of the source tree (`unknown` outside a git checkout), and whether it
+/// has uncommitted changes.
+pub fn git_state() -> (String, bool) {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = run(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    (commit, dirty)
+}
+
+pub fn write_meta(dir: &Path, meta: &Meta) -> Result<()> {
+    let path = dir.join(META_JSON);
+    let text = serde_json::to_string_pretty(meta).expect("meta serializes");
+    std::fs::write(&path, text + "\n").map_err(|e| LabError::Io { path, source: e })
+}
+
+pub fn read_meta(dir: &Path) -> Result<Meta> {
+    let path = dir.join(META_JSON);
+    let text = std::fs::read_to_string(&path).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    serde_json::from_str(&text).map_err(|e| LabError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// Seconds since the Unix epoch as UTC `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_timestamp(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        assert_eq!(utc_timestamp(t), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&v, 0.5), 2.0);
+        assert_eq!(quantile(&v, 0.99), 4.0);
+        assert_eq!(quantile(&v, 0.0), 1.0);
+    }
+}

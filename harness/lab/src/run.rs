@@ -1,1 +1,290 @@
+//! Running an experiment: expand the sweep, run trials (in parallel with `--jobs`),
+//! append each row as it finishes, then write the summary, figures and provenance.
+//!
+//! Trial `k` of a run always has the same point and the same seed — `k / trials`
+//! indexes the point, and the seed is derived from the experiment seed and `k` — so
+//! `qlab replay RUN_DIR --trial K` re-runs exactly that trial, whatever `--jobs` was.
 
+use crate::config::{Experiment, Kind, Point};
+use crate::election::{self, ElectionTrial};
+use crate::error::{LabError, Result};
+use crate::results::{
+    self, ELECTION_COLUMNS, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter, fmt_metric,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Instant, SystemTime};
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Use this directory as the run directory instead of `results/<name>/<run-id>`.
+    pub out: Option<PathBuf>,
+    /// Override the experiment's seed.
+    pub seed: Option<u64>,
+    /// Worker threads (default: available cores).
+    pub jobs: Option<usize>,
+    /// Root for default run directories (default `results`).
+    pub results_root: Option<PathBuf>,
+    /// Show a progress bar (only drawn on a terminal).
+    pub progress: bool,
+    /// The command line, for provenance.
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub run_dir: PathBuf,
+    pub trials: u64,
+    pub unsafe_trials: u64,
+    pub figures: Vec<PathBuf>,
+    pub wall_seconds: f64,
+}
+
+/// SplitMix64: a well-mixed per-trial seed from the run seed and the trial number.
+pub fn trial_seed(run_seed: u64, trial: u64) -> u64 {
+    let mut z = run_seed ^ trial.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+    move |e| LabError::Io { path: path.to_path_buf(), source: e }
+}
+
+fn election_row(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ElectionTrial) -> Vec<String> {
+    vec![
+        point.protocol.name().to_string(),
+        point.nodes.to_string(),
+        point.election_timeout_ms_min.to_string(),
+        point.election_timeout_ms_max.to_string(),
+        point.heartbeat_ms.to_string(),
+        point.latency.mean_ms().to_string(),
+        point.loss.to_string(),
+        trial.to_string(),
+        point_index.to_string(),
+        seed.to_string(),
+        fmt_metric(outcome.election_ms),
+        outcome.unavailable_ms.map(fmt_metric).unwrap_or_default(),
+        outcome.terms.to_string(),
+        outcome.censored.to_string(),
+        outcome.messages.to_string(),
+        outcome.safety.clone(),
+        outcome.violations.join("; "),
+    ]
+}
+
+fn new_run_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    let experiment_dir = root.join(name);
+    std::fs::create_dir_all(&experiment_dir).map_err(io_error(&experiment_dir))?;
+    let stamp = results::utc_timestamp(SystemTime::now()).replace([':', '-'], "");
+    for attempt in 0.. {
+        let id = if attempt == 0 { stamp.clone() } else { format!("{stamp}-{attempt}") };
+        let dir = experiment_dir.join(&id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(LabError::Io { path: dir, source: e }),
+        }
+    }
+    unreachable!()
+}
+
+/// Point `results/<name>/latest` at the run directory (best effort on non-Unix).
+fn update_latest(run_dir: &Path) -> Result<()> {
+    let Some(parent) = run_dir.parent() else { return Ok(()) };
+    let latest = parent.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    #[cfg(unix)]
+    {
+        let target = run_dir.file_name().expect("run dir has a name");
+        std::os::unix::fs::symlink(target, &latest).map_err(io_error(&latest))?;
+    }
+    Ok(())
+}
+
+pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
+    // Everything that can be wrong with the file is found before anything is written.
+    let experiment = Experiment::load(path)?;
+    let seed = options.seed.unwrap_or(experiment.file.experiment.seed);
+    let jobs = options.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    if options.jobs == Some(0) {
+        return Err(LabError::Usage("--jobs must be at least 1".into()));
+    }
+    let default_root = PathBuf::from("results");
+    let (run_dir, is_default_location) = match &options.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+            (dir.clone(), false)
+        }
+        None => (new_run_dir(options.results_root.as_ref().unwrap_or(&default_root), experiment.name())?, true),
+    };
+    let header = format!(
+        "# As run by qlab {} with seed = {seed}{}.\n",
+        env!("CARGO_PKG_VERSION"),
+        if options.seed.is_some() { " (from --seed)" } else { "" }
+    );
+    let toml_path = run_dir.join(EXPERIMENT_TOML);
+    std::fs::write(&toml_path, header + &experiment.source).map_err(io_error(&toml_path))?;
+
+    let points = experiment.points();
+    let trials_per_point = experiment.trials();
+    let total = points.len() as u64 * trials_per_point;
+    let (git_commit, git_dirty) = results::git_state();
+    let started = SystemTime::now();
+    let mut meta = Meta {
+        experiment: experiment.name().to_string(),
+        kind: match experiment.file.experiment.kind {
+            Kind::Election => "election".into(),
+        },
+        qlab_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit,
+        git_dirty,
+        seed,
+        trials_planned: total,
+        trials_done: 0,
+        jobs,
+        command: options.command.clone(),
+        machine: results::Machine::current(),
+        started_at: results::utc_timestamp(started),
+        finished_at: None,
+        wall_seconds: None,
+    };
+    results::write_meta(&run_dir, &meta)?;
+    if is_default_location {
+        update_latest(&run_dir)?;
+    }
+
+    let mut writer = TrialWriter::create(&run_dir.join(TRIALS_CSV), ELECTION_COLUMNS)?;
+    let progress = if options.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} trials, {elapsed} elapsed, eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    progress.set_message(experiment.name().to_string());
+    let clock = Instant::now();
+    let next_trial = AtomicU64::new(0);
+    let mut unsafe_trials = 0u64;
+    let (sender, receiver) = mpsc::channel::<(u64, Vec<String>, bool)>();
+    let mut write_error = None;
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(total.max(1) as usize) {
+            let sender = sender.clone();
+            let experiment = &experiment;
+            let points = &points;
+            let next_trial = &next_trial;
+            scope.spawn(move || {
+                loop {
+                    let trial = next_trial.fetch_add(1, Ordering::Relaxed);
+                    if trial >= total {
+                        break;
+                    }
+                    let point_index = (trial / trials_per_point) as usize;
+                    let trial_seed = trial_seed(seed, trial);
+                    let outcome = election::run_trial(experiment, &points[point_index], trial_seed, false);
+                    let row = election_row(&points[point_index], trial, point_index, trial_seed, &outcome);
+                    if sender.send((trial, row, outcome.safety != "ok")).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+        for (_, row, is_unsafe) in receiver {
+            unsafe_trials += is_unsafe as u64;
+            if write_error.is_none() {
+                if let Err(e) = writer.append(&row) {
+                    // Stop handing out trials; finished rows are already on disk.
+                    next_trial.store(total, Ordering::Relaxed);
+                    write_error = Some(e);
+                }
+            }
+            meta.trials_done += 1;
+            progress.inc(1);
+        }
+    });
+    progress.finish_and_clear();
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    let figures = match experiment.file.experiment.kind {
+        Kind::Election => crate::plot::plot_election(&run_dir, experiment.name())?,
+    };
+    let wall_seconds = clock.elapsed().as_secs_f64();
+    meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
+    meta.wall_seconds = Some((wall_seconds * 1000.0).round() / 1000.0);
+    results::write_meta(&run_dir, &meta)?;
+    Ok(RunReport { run_dir, trials: total, unsafe_trials, figures, wall_seconds })
+}
+
+/// Redraw the figures (and summary) of a finished or interrupted run from its CSV.
+pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let meta = results::read_meta(run_dir)?;
+    match meta.kind.as_str() {
+        "election" => crate::plot::plot_election(run_dir, &meta.experiment),
+        other => Err(LabError::Usage(format!("{}: unknown experiment kind {other:?}", run_dir.display()))),
+    }
+}
+
+/// What `qlab replay` prints and checks.
+pub struct Replay {
+    pub trial: u64,
+    pub seed: u64,
+    pub point: Point,
+    pub outcome: ElectionTrial,
+    /// The row recorded for this trial in `trials.csv`, if present.
+    pub recorded_election_ms: Option<String>,
+}
+
+/// Re-run trial `trial` of a run directory with a full event trace.
+pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
+    let meta = results::read_meta(run_dir)?;
+    let experiment = Experiment::load(&run_dir.join(EXPERIMENT_TOML))?;
+    let points = experiment.points();
+    let total = points.len() as u64 * experiment.trials();
+    if trial >= total {
+        return Err(LabError::Usage(format!(
+            "{} has trials 0..{} (got --trial {trial})",
+            run_dir.display(),
+            total.saturating_sub(1)
+        )));
+    }
+    let point = points[(trial / experiment.trials()) as usize].clone();
+    let seed = trial_seed(meta.seed, trial);
+    let outcome = election::run_trial(&experiment, &point, seed, true);
+    let recorded_election_ms = results::Table::read(&run_dir.join(TRIALS_CSV)).ok().and_then(|table| {
+        let row = table.rows.iter().find(|r| table.get(r, "trial") == Some(&trial.to_string()))?;
+        table.get(row, "election_ms").map(str::to_string)
+    });
+    Ok(Replay { trial, seed, point, outcome, recorded_election_ms })
+}
+
+/// An experiment file and the question it answers (its leading comment).
+pub struct Listed {
+    pub path: PathBuf,
+    pub question: String,
+}
+
+pub fn list_experiments(dir: &Path) -> Result<Vec<Listed>> {
+    let mut listed = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+        let question = text
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        listed.push(Listed { path, question });
+    }
+    Ok(listed)
+}

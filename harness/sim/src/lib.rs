@@ -131,6 +131,7 @@ pub struct NetStats {
 }
 
 enum Work<P: Protocol, T> {
+    Start { node: NodeId },
     Deliver { from: NodeId, to: NodeId, msg: P::Message },
     Request { client: usize, to: NodeId, request: Request },
     Reply { from: NodeId, client: usize, reply: Reply },
@@ -213,6 +214,13 @@ fn node_rng(seed: u64, node: NodeId, incarnation: u64) -> ChaCha8Rng {
 impl<P: Protocol, C: Client> Sim<P, C> {
     /// A cluster of `nodes` fresh replicas, each started at time 0.
     pub fn new(config: P::Config, nodes: u32, network: NetworkConfig, seed: u64) -> Self {
+        Self::new_staggered(config, nodes, network, seed, 0)
+    }
+
+    /// Like [`Sim::new`], but each replica starts at a random time in
+    /// `[0, max_start_delay_ns]`, as processes of a real cluster do. Without it,
+    /// identical fixed timeouts (no randomization) would split votes from the start.
+    pub fn new_staggered(config: P::Config, nodes: u32, network: NetworkConfig, seed: u64, max_start_delay_ns: Nanos) -> Self {
         assert!(nodes >= 1);
         let mut sim = Sim {
             config: config.clone(),
@@ -245,7 +253,12 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             });
         }
         for i in 0..nodes {
-            sim.with_node(NodeId(i), |p, ctx| p.on_start(ctx));
+            if max_start_delay_ns == 0 {
+                sim.with_node(NodeId(i), |p, ctx| p.on_start(ctx));
+            } else {
+                let at = sim.net_rng.random_range(0..=max_start_delay_ns);
+                sim.schedule(at, Work::Start { node: NodeId(i) });
+            }
         }
         sim
     }
@@ -421,6 +434,13 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         debug_assert!(time >= self.now, "time went backwards");
         self.now = time;
         match work {
+            Work::Start { node } => {
+                if self.nodes[node.0 as usize].incarnation == 0 {
+                    self.log_trace(|| format!("{node} START"));
+                    self.with_node(node, |p, ctx| p.on_start(ctx));
+                }
+                Step::Progress
+            }
             Work::Deliver { from, to, msg } => {
                 if self.nodes[to.0 as usize].protocol.is_none() {
                     self.stats.messages_dropped += 1;

@@ -331,10 +331,14 @@ impl Raft {
         if self.role == Role::Leader {
             ctx.cancel_timer(RaftTimer::Heartbeat);
             ctx.cancel_timer(RaftTimer::CheckQuorum);
+            // A leader has no election timer running; a follower or candidate keeps
+            // its own: Figure 2 restarts it only for the current leader's messages
+            // and for granted votes, not for merely seeing a higher term. (Restarting
+            // it here would let every rejected candidate postpone the election.)
+            self.reset_election_timer(ctx);
         }
         self.role = Role::Follower;
         self.leader = leader;
-        self.reset_election_timer(ctx);
     }
 
     fn become_candidate(&mut self, ctx: &mut Context<'_, Self>) {
@@ -522,6 +526,7 @@ impl Raft {
             return false;
         }
         self.become_follower(term, Some(from), ctx);
+        self.reset_election_timer(ctx);
         if self.leader_known_term != term {
             self.leader_known_term = term;
             ctx.observe(Event::LeaderKnown { epoch: term, leader: from });
