@@ -127,7 +127,9 @@ pub struct NetStats {
     pub bytes_sent: u64,
     pub messages_delivered: u64,
     pub messages_dropped: u64,
-    pub sent_by_kind: HashMap<&'static str, u64>,
+    /// Messages sent per `Protocol::message_kind` (a handful of kinds: a short list
+    /// scans faster than a hash map on the hot path).
+    pub sent_by_kind: Vec<(&'static str, u64)>,
 }
 
 enum Work<P: Protocol, T> {
@@ -139,25 +141,24 @@ enum Work<P: Protocol, T> {
     ClientTimer { client: usize, timer: T, generation: u64 },
 }
 
-struct Scheduled<P: Protocol, T> {
+/// A heap entry: when, tie-break order, and where the work waits in the slab. Kept
+/// small so heap sifts move 24 bytes, not whole messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Scheduled {
     time: Nanos,
     seq: u64,
-    work: Work<P, T>,
+    slot: u32,
 }
 
-impl<P: Protocol, T> PartialEq for Scheduled<P, T> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
-    }
-}
-impl<P: Protocol, T> Eq for Scheduled<P, T> {}
-impl<P: Protocol, T> PartialOrd for Scheduled<P, T> {
+impl PartialOrd for Scheduled {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl<P: Protocol, T> Ord for Scheduled<P, T> {
+impl Ord for Scheduled {
     // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         (other.time, other.seq).cmp(&(self.time, self.seq))
     }
@@ -168,12 +169,56 @@ struct NodeSlot<P: Protocol> {
     storage: Vec<P::Record>,
     rng: ChaCha8Rng,
     incarnation: u64,
-    timers: HashMap<P::Timer, u64>,
+    /// At most one entry per timer kind; protocols have a handful, so a short list
+    /// beats hashing on the hot path.
+    timers: TimerTable<P::Timer, PendingTimer>,
+}
+
+/// A tiny map from timer key to state, scanned linearly.
+struct TimerTable<K, V> {
+    entries: Vec<(K, V)>,
+}
+
+impl<K: PartialEq + Copy, V: Copy> TimerTable<K, V> {
+    fn new() -> Self {
+        TimerTable { entries: Vec::new() }
+    }
+    fn get(&self, key: &K) -> Option<&V> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.entries.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    fn insert(&mut self, key: K, value: V) {
+        match self.get_mut(&key) {
+            Some(slot) => *slot = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+    fn remove(&mut self, key: &K) {
+        self.entries.retain(|(k, _)| k != key);
+    }
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// A node timer's state. Resetting a timer to a later deadline (what every heartbeat
+/// does to an election timer) only moves `deadline`; the queued entry, when it comes
+/// due early, re-queues itself at the deadline. One queue push per firing instead of
+/// one per reset keeps the queue small.
+#[derive(Clone, Copy, Debug)]
+struct PendingTimer {
+    deadline: Nanos,
+    /// Generation of the queue entry that stands for this timer.
+    generation: u64,
+    /// When that queue entry is due.
+    queued_at: Nanos,
 }
 
 struct ClientSlot<C: Client> {
     client: C,
-    timers: HashMap<C::Timer, u64>,
+    timers: TimerTable<C::Timer, u64>,
     outstanding: Option<Request>,
 }
 
@@ -186,7 +231,10 @@ pub struct Sim<P: Protocol, C: Client> {
     seed: u64,
     now: Nanos,
     next_seq: u64,
-    queue: BinaryHeap<Scheduled<P, C::Timer>>,
+    queue: BinaryHeap<Scheduled>,
+    /// Pending work, indexed by `Scheduled::slot`; freed slots are reused.
+    slab: Vec<Option<Work<P, C::Timer>>>,
+    free_slots: Vec<u32>,
     nodes: Vec<NodeSlot<P>>,
     clients: Vec<ClientSlot<C>>,
     network: NetworkConfig,
@@ -228,6 +276,8 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             now: 0,
             next_seq: 0,
             queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free_slots: Vec::new(),
             nodes: Vec::new(),
             clients: Vec::new(),
             network,
@@ -249,7 +299,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 storage: Vec::new(),
                 rng: node_rng(seed, id, 0),
                 incarnation: 0,
-                timers: HashMap::new(),
+                timers: TimerTable::new(),
             });
         }
         for i in 0..nodes {
@@ -310,7 +360,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
 
     /// Add a client; its index is its `ClientId` (replies are routed by it).
     pub fn add_client(&mut self, client: C) -> usize {
-        self.clients.push(ClientSlot { client, timers: HashMap::new(), outstanding: None });
+        self.clients.push(ClientSlot { client, timers: TimerTable::new(), outstanding: None });
         self.clients.len() - 1
     }
 
@@ -430,7 +480,9 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 return Step::Idle;
             }
         }
-        let Scheduled { time, work, .. } = self.queue.pop().expect("peeked");
+        let Scheduled { time, slot, .. } = self.queue.pop().expect("peeked");
+        let work = self.slab[slot as usize].take().expect("scheduled work present");
+        self.free_slots.push(slot);
         debug_assert!(time >= self.now, "time went backwards");
         self.now = time;
         match work {
@@ -478,11 +530,16 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             }
             Work::NodeTimer { node, incarnation, timer, generation } => {
                 let slot = &mut self.nodes[node.0 as usize];
-                if slot.protocol.is_none()
-                    || slot.incarnation != incarnation
-                    || slot.timers.get(&timer) != Some(&generation)
-                {
+                let pending = slot.timers.get(&timer).copied();
+                let Some(pending) = pending.filter(|p| {
+                    slot.protocol.is_some() && slot.incarnation == incarnation && p.generation == generation
+                }) else {
                     return Step::Progress; // cancelled, replaced or crashed
+                };
+                if pending.deadline > self.now {
+                    // Reset to later since this entry was queued: wait until then.
+                    self.requeue_timer(node, incarnation, timer, pending.deadline);
+                    return Step::Progress;
                 }
                 slot.timers.remove(&timer);
                 self.log_trace(|| format!("{node} timer {timer:?}"));
@@ -512,7 +569,17 @@ impl<P: Protocol, C: Client> Sim<P, C> {
 
     fn schedule(&mut self, time: Nanos, work: Work<P, C::Timer>) {
         self.next_seq += 1;
-        self.queue.push(Scheduled { time, seq: self.next_seq, work });
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(work);
+                slot
+            }
+            None => {
+                self.slab.push(Some(work));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.queue.push(Scheduled { time, seq: self.next_seq, slot });
     }
 
     fn link_delay(&mut self, from: NodeId, to: NodeId) -> Nanos {
@@ -530,7 +597,11 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     fn transmit(&mut self, from: NodeId, to: NodeId, msg: P::Message) {
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += P::message_bytes(&msg) as u64;
-        *self.stats.sent_by_kind.entry(P::message_kind(&msg)).or_insert(0) += 1;
+        let kind = P::message_kind(&msg);
+        match self.stats.sent_by_kind.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, count)) => *count += 1,
+            None => self.stats.sent_by_kind.push((kind, 1)),
+        }
         if self.is_link_blocked(from, to) {
             self.stats.messages_dropped += 1;
             return;
@@ -566,17 +637,14 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             let mut ctx = Context::new(self.now, &mut slot.rng, &mut outbox);
             f(protocol, &mut ctx);
         }
-        let slot = &mut self.nodes[id.0 as usize];
-        for action in &outbox.actions {
-            if let Action::Persist { record } = action {
-                slot.storage.push(record.clone());
-            }
-        }
-        let incarnation = slot.incarnation;
+        // A step is atomic here (a crash can only fall between steps), so appending
+        // each record as it comes still makes all of the step's records durable
+        // before any of its messages can be delivered.
+        let incarnation = self.nodes[id.0 as usize].incarnation;
         let n = self.node_count();
         for action in outbox.actions.drain(..) {
             match action {
-                Action::Persist { .. } => {}
+                Action::Persist { record } => self.nodes[id.0 as usize].storage.push(record),
                 Action::Send { to, msg } => self.transmit(id, to, msg),
                 Action::Broadcast { msg } => {
                     for peer in (0..n).map(NodeId).filter(|p| *p != id) {
@@ -584,10 +652,13 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                     }
                 }
                 Action::SetTimer { timer, after } => {
-                    self.timer_generation += 1;
-                    let generation = self.timer_generation;
-                    self.nodes[id.0 as usize].timers.insert(timer, generation);
-                    self.schedule(self.now + after, Work::NodeTimer { node: id, incarnation, timer, generation });
+                    let deadline = self.now + after;
+                    match self.nodes[id.0 as usize].timers.get_mut(&timer) {
+                        // The queued entry comes no later than the new deadline: it
+                        // will re-queue itself (see `PendingTimer`).
+                        Some(pending) if pending.queued_at <= deadline => pending.deadline = deadline,
+                        _ => self.requeue_timer(id, incarnation, timer, deadline),
+                    }
                 }
                 Action::CancelTimer { timer } => {
                     self.nodes[id.0 as usize].timers.remove(&timer);
@@ -608,6 +679,13 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             }
         }
         self.outbox = outbox;
+    }
+
+    fn requeue_timer(&mut self, node: NodeId, incarnation: u64, timer: P::Timer, deadline: Nanos) {
+        self.timer_generation += 1;
+        let generation = self.timer_generation;
+        self.nodes[node.0 as usize].timers.insert(timer, PendingTimer { deadline, generation, queued_at: deadline });
+        self.schedule(deadline, Work::NodeTimer { node, incarnation, timer, generation });
     }
 
     fn drain_client(&mut self, index: usize, out: &mut ClientOutbox<C::Timer>) {

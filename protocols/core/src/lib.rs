@@ -80,10 +80,16 @@ impl Request {
     /// Digest of the request, used as the log entry's identity by the checkers.
     pub fn digest(&self) -> Digest {
         let mut hasher = blake3::Hasher::new();
+        self.hash_into(&mut hasher);
+        Digest(*hasher.finalize().as_bytes())
+    }
+
+    /// Feed the request into a digest a protocol is computing (e.g. of a log entry
+    /// that carries it), so the entry costs one hash, not two.
+    pub fn hash_into(&self, hasher: &mut blake3::Hasher) {
         hasher.update(&self.client.0.to_le_bytes());
         hasher.update(&self.seq.to_le_bytes());
-        self.op.hash_into(&mut hasher);
-        Digest(*hasher.finalize().as_bytes())
+        self.op.hash_into(hasher);
     }
 }
 

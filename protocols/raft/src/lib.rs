@@ -60,6 +60,7 @@ use qlab_core::{
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use client::{RaftClient, RaftClientTimer};
 
@@ -96,7 +97,8 @@ impl Default for RaftConfig {
 pub enum Payload {
     /// Appended by every new leader so entries of earlier terms commit (§5.4.2, §8).
     Noop,
-    Command(Request),
+    /// Shared, not copied, between the log, the records and every AppendEntries.
+    Command(Arc<Request>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -110,14 +112,19 @@ impl Entry {
     /// Identity of the entry for the checkers: term and payload (the index is
     /// chained in by the prefix digest).
     pub fn digest(&self) -> Digest {
-        let mut bytes = Vec::with_capacity(48);
-        bytes.extend_from_slice(b"raft");
-        bytes.extend_from_slice(&self.term.to_le_bytes());
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"raft");
+        hasher.update(&self.term.to_le_bytes());
         match &self.payload {
-            Payload::Noop => bytes.extend_from_slice(b"noop"),
-            Payload::Command(request) => bytes.extend_from_slice(&request.digest().0),
+            Payload::Noop => {
+                hasher.update(b"noop");
+            }
+            Payload::Command(request) => {
+                hasher.update(b"cmd");
+                request.hash_into(&mut hasher);
+            }
         }
-        Digest::of(&bytes)
+        Digest(*hasher.finalize().as_bytes())
     }
 
     fn encoded_bytes(&self) -> usize {
@@ -221,6 +228,8 @@ pub struct Raft {
     log: Vec<Entry>,
     /// `prefix_digests[i]` chains entries `1..=i`; `prefix_digests[0]` is genesis.
     prefix_digests: Vec<Digest>,
+    /// `entry_digests[i]` is the digest of entry `i + 1`, computed once on append.
+    entry_digests: Vec<Digest>,
     commit_index: Index,
     last_applied: Index,
     kv: KvStore,
@@ -304,7 +313,9 @@ impl Raft {
 
     fn push_entry(&mut self, entry: Entry) {
         let prev = *self.prefix_digests.last().expect("genesis present");
-        self.prefix_digests.push(prev.chain(entry.index, &entry.digest()));
+        let digest = entry.digest();
+        self.prefix_digests.push(prev.chain(entry.index, &digest));
+        self.entry_digests.push(digest);
         self.log.push(entry);
     }
 
@@ -317,6 +328,7 @@ impl Raft {
         );
         self.log.truncate(from_index as usize - 1);
         self.prefix_digests.truncate(from_index as usize);
+        self.entry_digests.truncate(from_index as usize - 1);
         ctx.persist(Record::Truncate { from_index });
     }
 
@@ -445,10 +457,9 @@ impl Raft {
             return;
         }
         for slot in self.commit_index + 1..=new_commit {
-            let entry = &self.log[slot as usize - 1];
             ctx.observe(Event::Committed {
                 slot,
-                digest: entry.digest(),
+                digest: self.entry_digests[slot as usize - 1],
                 prefix_digest: self.prefix_digests[slot as usize],
             });
         }
@@ -460,7 +471,7 @@ impl Raft {
         while self.last_applied < self.commit_index {
             self.last_applied += 1;
             let entry = &self.log[self.last_applied as usize - 1];
-            ctx.observe(Event::Applied { slot: entry.index, digest: entry.digest() });
+            ctx.observe(Event::Applied { slot: entry.index, digest: self.entry_digests[entry.index as usize - 1] });
             if let Payload::Command(request) = &entry.payload {
                 let result = self.kv.apply(request);
                 if self.role == Role::Leader {
@@ -725,6 +736,7 @@ impl Protocol for Raft {
             voted_for: None,
             log: Vec::new(),
             prefix_digests: vec![Digest::GENESIS],
+            entry_digests: Vec::new(),
             commit_index: 0,
             last_applied: 0,
             kv: KvStore::default(),
@@ -752,6 +764,7 @@ impl Protocol for Raft {
                 Record::Truncate { from_index } => {
                     raft.log.truncate(*from_index as usize - 1);
                     raft.prefix_digests.truncate(*from_index as usize);
+                    raft.entry_digests.truncate(*from_index as usize - 1);
                 }
             }
         }
@@ -836,7 +849,7 @@ impl Protocol for Raft {
             return;
         }
         self.appended_requests.insert(request.client, request.seq);
-        let entry = Entry { term: self.current_term, index: self.last_index() + 1, payload: Payload::Command(request) };
+        let entry = Entry { term: self.current_term, index: self.last_index() + 1, payload: Payload::Command(Arc::new(request)) };
         self.append_local(vec![entry], ctx);
         let me = self.id.0 as usize;
         self.progress[me].match_index = self.last_index();

@@ -6,6 +6,7 @@ use qlab_core::{Action, ClientId, Context, Event, NodeId, Op, Outbox, Protocol, 
 use qlab_raft::{Entry, Message, Payload, Raft, RaftConfig, RaftTimer, Record, Role};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 
 type Out = Outbox<Message, RaftTimer, Record>;
 
@@ -57,11 +58,11 @@ fn entry(index: u64, term: u64) -> Entry {
     Entry {
         term,
         index,
-        payload: Payload::Command(Request {
+        payload: Payload::Command(Arc::new(Request {
             client: ClientId(99),
             seq: index * 1000 + term,
             op: Op::Put { key: index, value: vec![term as u8] },
-        }),
+        })),
     }
 }
 
@@ -397,8 +398,8 @@ fn s8_a_retried_command_is_applied_once() {
     let mut records = vec![hard_state(5, None)];
     records.push(Record::Append {
         entries: vec![
-            Entry { term: 5, index: 1, payload: Payload::Command(cas.clone()) },
-            Entry { term: 5, index: 2, payload: Payload::Command(cas.clone()) },
+            Entry { term: 5, index: 1, payload: Payload::Command(Arc::new(cas.clone())) },
+            Entry { term: 5, index: 2, payload: Payload::Command(Arc::new(cas.clone())) },
         ],
     });
     let mut h = Harness::restored(0, 1, &records);
