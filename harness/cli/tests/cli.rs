@@ -1,0 +1,256 @@
+//! End-to-end tests of the `qlab` binary: what a researcher types, what lands on disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn qlab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qlab"))
+}
+
+fn repo_file(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("qlab runs");
+    assert!(
+        out.status.success(),
+        "qlab failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn data_rows(csv: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(csv).expect("csv exists");
+    text.lines().skip(1).map(str::to_string).collect()
+}
+
+/// A small election experiment: 2 points × `trials` trials.
+fn small_experiment(dir: &Path, trials: u32) -> PathBuf {
+    let path = dir.join("small.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"# A small test experiment.
+[experiment]
+name = "small"
+kind = "election"
+trials = {trials}
+seed = 5
+
+[cluster]
+protocol = "raft"
+nodes = [3, 5]
+
+[network]
+latency_ms = {{ dist = "uniform", min = 1, max = 3 }}
+
+[faults]
+crash = {{ who = "leader", at = "random-in-heartbeat" }}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn quickstart_writes_csv_summary_meta_and_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let output = run_ok(qlab().args(["run"]).arg(repo_file("experiments/quickstart.toml")).arg("--out").arg(&out));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("safety: every trial ok"), "{stdout}");
+
+    let rows = data_rows(&out.join("trials.csv"));
+    let header = std::fs::read_to_string(out.join("trials.csv")).unwrap().lines().next().unwrap().to_string();
+    for column in ["protocol", "nodes", "election_timeout_ms_min", "election_timeout_ms_max", "trial", "seed", "election_ms", "unavailable_ms", "terms", "safety"] {
+        assert!(header.split(',').any(|c| c == column), "missing column {column} in {header}");
+    }
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(rows.len() as u64, meta["trials_planned"].as_u64().unwrap());
+    assert!(rows.len() >= 1000, "quickstart should be a real sample, got {} trials", rows.len());
+    assert!(rows.iter().all(|r| r.contains(",ok,")), "every quickstart trial is safe");
+    for field in ["git_commit", "seed", "machine", "started_at", "finished_at", "qlab_version"] {
+        assert!(!meta[field].is_null(), "meta.json lacks {field}");
+    }
+    assert!(data_rows(&out.join("summary.csv")).len() >= 2);
+    assert!(std::fs::read_to_string(out.join("experiment.toml")).unwrap().contains("name = \"quickstart\""));
+
+    let png = std::fs::read(out.join("figures/election_cdf.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(png.len() > 20_000, "a PNG with drawn text and curves, got {} bytes", png.len());
+    let svg = std::fs::read_to_string(out.join("figures/election_cdf.svg")).unwrap();
+    assert!(svg.contains("time without a leader (ms, log scale)"), "axis label in the SVG");
+    assert!(svg.contains("trials (cumulative %)"));
+    assert!(out.join("figures/unavailable_cdf.png").exists());
+}
+
+#[test]
+fn default_run_directory_and_latest_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), 3);
+    run_ok(qlab().current_dir(tmp.path()).args(["run", "small.toml"]));
+    let latest = tmp.path().join("results/small/latest");
+    assert!(latest.join("trials.csv").exists(), "results/small/latest/trials.csv");
+    assert_eq!(data_rows(&latest.join("trials.csv")).len(), 6);
+    let _ = file;
+}
+
+fn assert_refused(text_edit: impl Fn(&str) -> String, expected: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(small_experiment(tmp.path(), 2)).unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, text_edit(&good)).unwrap();
+    let out_dir = tmp.path().join("out");
+    let output = qlab().current_dir(tmp.path()).args(["run", "bad.toml", "--out"]).arg(&out_dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    for needle in expected {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out_dir.exists(), "nothing but the error may be written");
+    assert!(!tmp.path().join("results").exists(), "nothing but the error may be written");
+}
+
+#[test]
+fn unknown_field_names_file_line_column_and_allowed_fields() {
+    assert_refused(|t| t.replace("trials = 2", "trials = 2\ntrails = 2"), &["bad.toml:6:1:", "unknown field `trails`", "`trials`"]);
+}
+
+#[test]
+fn unknown_protocol_names_the_allowed_protocols() {
+    assert_refused(|t| t.replace("protocol = \"raft\"", "protocol = \"zab\""), &["bad.toml:9:12:", "unknown variant `zab`", "`raft`"]);
+}
+
+#[test]
+fn unknown_kind_names_the_allowed_kinds() {
+    assert_refused(|t| t.replace("kind = \"election\"", "kind = \"throughputs\""), &["bad.toml:4:8:", "`election`"]);
+}
+
+#[test]
+fn inverted_or_negative_timeout_range_is_refused() {
+    let with_range = |range: &'static str| {
+        move |t: &str| t.replace("[faults]", &format!("[raft]\nelection_timeout_ms = {range}\n\n[faults]"))
+    };
+    assert_refused(with_range("[300, 150]"), &["bad.toml:16:23:", "0 < min <= max", "[300, 150]"]);
+    assert_refused(with_range("[-10, 150]"), &["bad.toml:16:", "0 < min <= max"]);
+}
+
+#[test]
+fn cluster_too_small_for_the_protocol_is_refused() {
+    assert_refused(|t| t.replace("nodes = [3, 5]", "nodes = [1, 3]"), &["bad.toml:10:9:", "at least 3 nodes", "got 1"]);
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let output = qlab().args(["run", "/nonexistent/experiment.toml"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/experiment.toml") && !stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn plot_redraws_figures_and_summary_from_the_csv_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), 5);
+    let out = tmp.path().join("run");
+    run_ok(qlab().arg("run").arg(&file).arg("--out").arg(&out));
+    let summary_before = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    std::fs::remove_dir_all(out.join("figures")).unwrap();
+    std::fs::remove_file(out.join("summary.csv")).unwrap();
+    std::fs::remove_file(out.join("experiment.toml")).unwrap();
+    run_ok(qlab().arg("plot").arg(&out));
+    assert!(out.join("figures/election_cdf.svg").exists() && out.join("figures/election_cdf.png").exists());
+    assert_eq!(std::fs::read_to_string(out.join("summary.csv")).unwrap(), summary_before);
+}
+
+#[test]
+fn replay_reproduces_a_trial_with_a_readable_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), 4);
+    let out = tmp.path().join("run");
+    run_ok(qlab().arg("run").arg(&file).arg("--out").arg(&out).args(["--jobs", "2"]));
+    for trial in ["0", "6"] {
+        let output = run_ok(qlab().arg("replay").arg(&out).args(["--trial", trial]));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("replay matches"), "{stdout}");
+        assert!(stdout.contains("CRASH"), "the trace shows the crash");
+        assert!(stdout.contains("RequestVote"), "the trace shows the election");
+    }
+    let output = qlab().arg("replay").arg(&out).args(["--trial", "99"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("trials 0..7"));
+}
+
+#[test]
+fn jobs_do_not_change_results_and_seed_overrides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), 6);
+    let sorted_rows = |dir: &Path| {
+        let mut rows = data_rows(&dir.join("trials.csv"));
+        rows.sort();
+        rows
+    };
+    let one = tmp.path().join("one");
+    let two = tmp.path().join("two");
+    run_ok(qlab().arg("run").arg(&file).arg("--out").arg(&one).args(["--jobs", "1"]));
+    run_ok(qlab().arg("run").arg(&file).arg("--out").arg(&two).args(["--jobs", "2"]));
+    assert_eq!(sorted_rows(&one), sorted_rows(&two));
+    let other = tmp.path().join("other");
+    run_ok(qlab().arg("run").arg(&file).arg("--out").arg(&other).args(["--seed", "77"]));
+    assert_ne!(sorted_rows(&one), sorted_rows(&other));
+    let meta = std::fs::read_to_string(other.join("meta.json")).unwrap();
+    assert!(meta.contains("\"seed\": 77"), "{meta}");
+}
+
+#[test]
+fn an_interrupted_run_keeps_the_trials_it_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), 200_000);
+    let out = tmp.path().join("run");
+    let mut child = qlab().arg("run").arg(&file).arg("--out").arg(&out).args(["--jobs", "1"]).spawn().unwrap();
+    let csv = out.join("trials.csv");
+    let started = std::time::Instant::now();
+    while data_rows_if_exists(&csv) < 20 {
+        assert!(started.elapsed().as_secs() < 60, "no rows appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.ends_with('\n'), "only whole rows are on disk");
+    let rows = text.lines().count() - 1;
+    assert!((20..400_000).contains(&rows));
+    // The finished trials can still be summarized and plotted.
+    run_ok(qlab().arg("plot").arg(&out));
+    assert!(out.join("figures/election_cdf.png").exists());
+}
+
+fn data_rows_if_exists(csv: &Path) -> usize {
+    std::fs::read_to_string(csv).map_or(0, |t| t.lines().count().saturating_sub(1))
+}
+
+#[test]
+fn list_shows_each_experiment_and_its_question() {
+    let output = run_ok(qlab().arg("list").arg(repo_file("experiments")));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("quickstart.toml") && stdout.contains("raft-figure16.toml"), "{stdout}");
+    assert!(stdout.contains("Figure 16"), "{stdout}");
+}
+
+#[test]
+fn every_shipped_experiment_parses() {
+    for entry in std::fs::read_dir(repo_file("experiments")).unwrap() {
+        let path = entry.unwrap().path();
+        let tmp = tempfile::tempdir().unwrap();
+        // Parse only: a run with 0 jobs is refused after validation, before any trial.
+        let output = qlab().arg("run").arg(&path).arg("--out").arg(tmp.path().join("x")).args(["--jobs", "0"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--jobs must be at least 1"), "{}: {stderr}", path.display());
+    }
+}
