@@ -6,7 +6,7 @@
 //! system font.
 
 use crate::error::{LabError, Result};
-use crate::results::{ELECTION_POINT_COLUMNS, FIGURES_DIR, SUMMARY_CSV, TRIALS_CSV, Table, summarize_election};
+use crate::results::{FIGURES_DIR, SUMMARY_CSV, TRIALS_CSV, Table, summarize_election};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -85,6 +85,9 @@ where
             let mut chart = $chart;
             chart
                 .configure_mesh()
+                .x_labels(12)
+                .x_label_formatter(&|v| format_tick(*v))
+                .y_label_formatter(&|v| format!("{v:.0}"))
                 .x_desc(&figure.x_label)
                 .y_desc("trials (cumulative %)")
                 .label_style(("sans-serif", 17))
@@ -123,6 +126,17 @@ where
     root.present().map_err(|e| e.to_string())
 }
 
+/// Tick labels without spurious decimals: 1000, 150, 12.5, 0.25.
+fn format_tick(v: f64) -> String {
+    if v >= 10.0 || (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 /// Write `figures/<stem>.svg` and `figures/<stem>.png`.
 pub fn write_cdf(run_dir: &Path, stem: &str, figure: &CdfFigure) -> Result<Vec<PathBuf>> {
     register_font();
@@ -138,77 +152,162 @@ pub fn write_cdf(run_dir: &Path, stem: &str, figure: &CdfFigure) -> Result<Vec<P
     Ok(vec![svg, png])
 }
 
-/// Label a point by the columns that vary between points.
-fn point_labels(table: &Table, groups: &[(Vec<String>, Vec<&Vec<String>>)]) -> Vec<String> {
-    let varying: Vec<usize> = (0..ELECTION_POINT_COLUMNS.len())
-        .filter(|i| groups.iter().any(|(k, _)| k[*i] != groups[0].0[*i]))
-        .collect();
-    let _ = table;
-    groups
-        .iter()
-        .map(|(key, _)| {
-            let mut parts = Vec::new();
-            let timeout_varies = varying.contains(&2) || varying.contains(&3);
-            for i in &varying {
-                match ELECTION_POINT_COLUMNS[*i] {
-                    "protocol" => parts.push(key[*i].clone()),
-                    "nodes" => parts.push(format!("{} nodes", key[*i])),
-                    "election_timeout_ms_min" => {}
-                    "election_timeout_ms_max" => {}
-                    "heartbeat_ms" => parts.push(format!("heartbeat {} ms", key[*i])),
-                    "latency_ms_mean" => parts.push(format!("latency {} ms", key[*i])),
-                    "loss" => parts.push(format!("loss {}", key[*i])),
-                    _ => {}
-                }
-            }
-            if timeout_varies || varying.is_empty() {
-                parts.push(format!("{}–{} ms", key[2], key[3]));
-            }
-            parts.join(", ")
-        })
-        .collect()
+/// Columns that pick a figure (panel); the rest (timeouts, heartbeat) pick a line.
+const PANEL_COLUMNS: &[&str] = &["protocol", "nodes", "latency_ms_mean", "loss"];
+const LINE_COLUMNS: &[&str] = &["election_timeout_ms_min", "election_timeout_ms_max", "heartbeat_ms"];
+
+/// Most series a single figure holds before it is split into panels.
+const MAX_SERIES_PER_FIGURE: usize = 8;
+
+struct Line<'a> {
+    panel: Vec<String>,
+    line: Vec<String>,
+    rows: Vec<&'a Vec<String>>,
+}
+
+fn describe_panel(panel: &[String], varying: &[bool]) -> String {
+    let mut parts = Vec::new();
+    for (i, value) in panel.iter().enumerate() {
+        if !varying[i] {
+            continue;
+        }
+        parts.push(match PANEL_COLUMNS[i] {
+            "protocol" => value.clone(),
+            "nodes" => format!("{value} nodes"),
+            "latency_ms_mean" => format!("latency {value} ms"),
+            "loss" => format!("loss {value}"),
+            _ => value.clone(),
+        });
+    }
+    parts.join(", ")
+}
+
+fn describe_line(line: &[String], heartbeat_varies: bool) -> String {
+    let mut label = format!("{}–{} ms", line[0], line[1]);
+    if heartbeat_varies {
+        label.push_str(&format!(", heartbeat {} ms", line[2]));
+    }
+    label
+}
+
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_matches('_').to_string()
 }
 
 /// Redraw every figure of an election run and rewrite its summary, from the CSV alone.
+///
+/// Figures: `election_cdf` (time to elect, one line per timeout range) and
+/// `unavailable_cdf` (time until a client write commits). With many series they are
+/// split per protocol / cluster size / network; when ranges differ in their minimum as
+/// in the Raft paper's Figure 16, `*_fixed_min` (same minimum, more randomness) and
+/// `*_scaled` (ranges `[x, 2x]`) reproduce the paper's top and bottom graphs.
 pub fn plot_election(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
     let table = Table::read(&run_dir.join(TRIALS_CSV))?;
     summarize_election(&table, &run_dir.join(SUMMARY_CSV))?;
-    let groups = table.group_by(ELECTION_POINT_COLUMNS);
-    let labels = point_labels(&table, &groups);
-    let series_of = |column: &str| -> Vec<Series> {
-        groups
-            .iter()
-            .zip(&labels)
-            .map(|((_, rows), label)| {
-                let mut values: Vec<f64> = rows.iter().filter_map(|r| table.number(r, column)).collect();
-                values.sort_by(f64::total_cmp);
-                Series { label: label.clone(), values }
-            })
-            .filter(|s| !s.values.is_empty())
-            .collect()
-    };
-    let mut written = write_cdf(
-        run_dir,
-        "election_cdf",
-        &CdfFigure {
-            title: format!("{experiment_name}: time to elect a new leader"),
-            x_label: "time without a leader (ms, log scale)".into(),
-            log_x: true,
-            series: series_of("election_ms"),
-        },
-    )?;
-    let unavailable = series_of("unavailable_ms");
-    if !unavailable.is_empty() {
-        written.extend(write_cdf(
-            run_dir,
-            "unavailable_cdf",
-            &CdfFigure {
-                title: format!("{experiment_name}: time until a client write commits again"),
-                x_label: "client-visible unavailability (ms, log scale)".into(),
+    let mut key_columns = PANEL_COLUMNS.to_vec();
+    key_columns.extend_from_slice(LINE_COLUMNS);
+    let lines: Vec<Line> = table
+        .group_by(&key_columns)
+        .into_iter()
+        .map(|(key, rows)| Line { panel: key[..PANEL_COLUMNS.len()].to_vec(), line: key[PANEL_COLUMNS.len()..].to_vec(), rows })
+        .collect();
+    let panel_varies: Vec<bool> =
+        (0..PANEL_COLUMNS.len()).map(|i| lines.iter().any(|l| l.panel[i] != lines[0].panel[i])).collect();
+    let mut panels: Vec<Vec<String>> = Vec::new();
+    for line in &lines {
+        if !panels.contains(&line.panel) {
+            panels.push(line.panel.clone());
+        }
+    }
+    let mut written = Vec::new();
+    for (column, stem, title, x_label) in [
+        ("election_ms", "election_cdf", "time to elect a new leader", "time without a leader (ms, log scale)"),
+        ("unavailable_ms", "unavailable_cdf", "time until a client write commits again", "client-visible unavailability (ms, log scale)"),
+    ] {
+        let series_for = |selected: &[&Line], with_panel: bool| -> Vec<Series> {
+            let heartbeat_varies = selected.iter().any(|l| l.line[2] != selected[0].line[2]);
+            selected
+                .iter()
+                .map(|l| {
+                    let mut values: Vec<f64> = l.rows.iter().filter_map(|r| table.number(r, column)).collect();
+                    values.sort_by(f64::total_cmp);
+                    let mut label = describe_line(&l.line, heartbeat_varies);
+                    if with_panel && panel_varies.iter().any(|v| *v) {
+                        label = format!("{}, {label}", describe_panel(&l.panel, &panel_varies));
+                    }
+                    Series { label, values }
+                })
+                .filter(|s| !s.values.is_empty())
+                .collect()
+        };
+        let mut draw = |stem: String, title_suffix: String, series: Vec<Series>| -> Result<()> {
+            if series.is_empty() {
+                return Ok(());
+            }
+            let figure = CdfFigure {
+                title: format!("{experiment_name}: {title}{title_suffix}"),
+                x_label: x_label.to_string(),
                 log_x: true,
-                series: unavailable,
-            },
-        )?);
+                series,
+            };
+            written.extend(write_cdf(run_dir, &stem, &figure)?);
+            Ok(())
+        };
+        let all: Vec<&Line> = lines.iter().collect();
+        if all.len() <= MAX_SERIES_PER_FIGURE || panels.len() == 1 {
+            draw(stem.to_string(), String::new(), series_for(&all, true))?;
+        }
+        for panel in &panels {
+            let in_panel: Vec<&Line> = lines.iter().filter(|l| &l.panel == panel).collect();
+            let description = describe_panel(panel, &panel_varies);
+            let (panel_stem, suffix) = if panels.len() == 1 {
+                (stem.to_string(), String::new())
+            } else {
+                (format!("{stem}_{}", slug(&description)), format!(" ({description})"))
+            };
+            if panels.len() > 1 {
+                draw(panel_stem.clone(), suffix.clone(), series_for(&in_panel, false))?;
+            }
+            // Figure 16's two graphs: same minimum with more randomness; scaled [x, 2x].
+            let mut minimums: Vec<&str> = in_panel.iter().map(|l| l.line[0].as_str()).collect();
+            minimums.sort_unstable();
+            minimums.dedup();
+            if minimums.len() < 2 {
+                continue;
+            }
+            let most_common_min = minimums
+                .iter()
+                .max_by_key(|m| (in_panel.iter().filter(|l| l.line[0] == **m).count(), std::cmp::Reverse(**m)))
+                .copied()
+                .unwrap_or_default();
+            let fixed: Vec<&Line> = in_panel.iter().copied().filter(|l| l.line[0] == most_common_min).collect();
+            let scaled: Vec<&Line> = in_panel
+                .iter()
+                .copied()
+                .filter(|l| {
+                    let (lo, hi) = (l.line[0].parse::<f64>().unwrap_or(0.0), l.line[1].parse::<f64>().unwrap_or(0.0));
+                    (hi - 2.0 * lo).abs() < 1e-9
+                })
+                .collect();
+            if fixed.len() >= 2 {
+                draw(
+                    format!("{panel_stem}_fixed_min"),
+                    format!("{suffix}, minimum {most_common_min} ms"),
+                    series_for(&fixed, false),
+                )?;
+            }
+            if scaled.len() >= 2 {
+                draw(format!("{panel_stem}_scaled"), format!("{suffix}, ranges [x, 2x]"), series_for(&scaled, false))?;
+            }
+        }
     }
     Ok(written)
 }
