@@ -254,3 +254,27 @@ fn every_shipped_experiment_parses() {
         assert!(stderr.contains("--jobs must be at least 1"), "{}: {stderr}", path.display());
     }
 }
+
+/// The notebook reads only results/ CSV files; run its code cells with plain Python
+/// against the committed reference run and check it prints the paper comparison.
+#[test]
+fn figure16_notebook_runs_on_the_reference_csv() {
+    let notebook: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_file("notebooks/figure16.ipynb")).unwrap()).unwrap();
+    let code: Vec<String> = notebook["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["cell_type"] == "code")
+        .map(|c| c["source"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect::<String>())
+        .collect();
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(code.join("\n\n"))
+        .current_dir(repo_file("notebooks"))
+        .output()
+        .expect("python3 is on every machine of this project's kind");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("150-155: median (ms)") && stdout.contains("trials with a safety violation: 0"), "{stdout}");
+}

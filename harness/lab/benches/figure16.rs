@@ -1,4 +1,4 @@
-//! Wall time of the whole `experiments/raft-figure16.toml` run (10,000 election
+//! Wall time of the whole `experiments/raft-figure16.toml` run (20,000 election
 //! trials, CSV, summary and figures) in release mode on all cores.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -16,7 +16,7 @@ fn figure16(c: &mut Criterion) {
         b.iter(|| {
             let options = RunOptions { out: Some(out.clone()), ..RunOptions::default() };
             let report = run_experiment(&experiment, &options).expect("figure 16 runs");
-            assert_eq!(report.trials, 10_000);
+            assert_eq!(report.trials, 20_000);
             report
         });
     });
