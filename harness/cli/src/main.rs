@@ -30,9 +30,7 @@ enum Command {
         jobs: Option<usize>,
     },
     /// Redraw every figure of a run (and its summary) from its trials.csv alone.
-    Plot {
-        run_dir: PathBuf,
-    },
+    Plot { run_dir: PathBuf },
     /// Re-run one trial of a run with a readable event trace.
     Replay {
         run_dir: PathBuf,
@@ -73,12 +71,7 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                 command: std::env::args().collect(),
             };
             let report = run::run_experiment(&file, &options)?;
-            println!(
-                "{} trials in {:.1} s -> {}",
-                report.trials,
-                report.wall_seconds,
-                report.run_dir.display()
-            );
+            println!("{} trials in {:.1} s -> {}", report.trials, report.wall_seconds, report.run_dir.display());
             print_summary(&report.run_dir);
             for figure in &report.figures {
                 println!("figure: {}", figure.display());

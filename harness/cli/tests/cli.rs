@@ -67,10 +67,22 @@ fn quickstart_writes_csv_summary_meta_and_figures() {
 
     let rows = data_rows(&out.join("trials.csv"));
     let header = std::fs::read_to_string(out.join("trials.csv")).unwrap().lines().next().unwrap().to_string();
-    for column in ["protocol", "nodes", "election_timeout_ms_min", "election_timeout_ms_max", "trial", "seed", "election_ms", "unavailable_ms", "terms", "safety"] {
+    for column in [
+        "protocol",
+        "nodes",
+        "election_timeout_ms_min",
+        "election_timeout_ms_max",
+        "trial",
+        "seed",
+        "election_ms",
+        "unavailable_ms",
+        "terms",
+        "safety",
+    ] {
         assert!(header.split(',').any(|c| c == column), "missing column {column} in {header}");
     }
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
     assert_eq!(rows.len() as u64, meta["trials_planned"].as_u64().unwrap());
     assert!(rows.len() >= 1000, "quickstart should be a real sample, got {} trials", rows.len());
     assert!(rows.iter().all(|r| r.contains(",ok,")), "every quickstart trial is safe");
@@ -119,12 +131,18 @@ fn assert_refused(text_edit: impl Fn(&str) -> String, expected: &[&str]) {
 
 #[test]
 fn unknown_field_names_file_line_column_and_allowed_fields() {
-    assert_refused(|t| t.replace("trials = 2", "trials = 2\ntrails = 2"), &["bad.toml:6:1:", "unknown field `trails`", "`trials`"]);
+    assert_refused(
+        |t| t.replace("trials = 2", "trials = 2\ntrails = 2"),
+        &["bad.toml:6:1:", "unknown field `trails`", "`trials`"],
+    );
 }
 
 #[test]
 fn unknown_protocol_names_the_allowed_protocols() {
-    assert_refused(|t| t.replace("protocol = \"raft\"", "protocol = \"zab\""), &["bad.toml:9:12:", "unknown variant `zab`", "`raft`"]);
+    assert_refused(
+        |t| t.replace("protocol = \"raft\"", "protocol = \"zab\""),
+        &["bad.toml:9:12:", "unknown variant `zab`", "`raft`"],
+    );
 }
 
 #[test]
@@ -249,7 +267,8 @@ fn every_shipped_experiment_parses() {
         let path = entry.unwrap().path();
         let tmp = tempfile::tempdir().unwrap();
         // Parse only: a run with 0 jobs is refused after validation, before any trial.
-        let output = qlab().arg("run").arg(&path).arg("--out").arg(tmp.path().join("x")).args(["--jobs", "0"]).output().unwrap();
+        let output =
+            qlab().arg("run").arg(&path).arg("--out").arg(tmp.path().join("x")).args(["--jobs", "0"]).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("--jobs must be at least 1"), "{}: {stderr}", path.display());
     }
@@ -276,5 +295,8 @@ fn figure16_notebook_runs_on_the_reference_csv() {
         .expect("python3 is on every machine of this project's kind");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("150-155: median (ms)") && stdout.contains("trials with a safety violation: 0"), "{stdout}");
+    assert!(
+        stdout.contains("150-155: median (ms)") && stdout.contains("trials with a safety violation: 0"),
+        "{stdout}"
+    );
 }

@@ -9,7 +9,7 @@
 use crate::check::{Violation, check_observations};
 use crate::linearizability::{LinCheck, check_history};
 use crate::workload::{Workload, WorkloadConfig};
-use qlab_core::{ClientId, NodeId, Nanos, ms};
+use qlab_core::{ClientId, Nanos, NodeId, ms};
 use qlab_raft::{Raft, RaftClient, RaftConfig};
 use qlab_sim::{Latency, NetworkConfig, Sim};
 use rand::{RngExt, SeedableRng};
@@ -82,7 +82,14 @@ pub fn run_raft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
         sim.add_client(RaftClient::new(ClientId(c as u64), n));
     }
     let mut workload = Workload::new(
-        WorkloadConfig { clients: config.clients, keys: 3, value_bytes: 16, think_ns: ms(5), read_ratio: 0.3, cas_ratio: 0.3 },
+        WorkloadConfig {
+            clients: config.clients,
+            keys: 3,
+            value_bytes: 16,
+            think_ns: ms(5),
+            read_ratio: 0.3,
+            cas_ratio: 0.3,
+        },
         seed,
     );
     workload.start_all_at(0);

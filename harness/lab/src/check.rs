@@ -15,7 +15,7 @@
 //! - **Linearizability** of the client history against the KV model
 //!   ([`crate::linearizability`]).
 
-use qlab_core::{Digest, Event, NodeId, Nanos, nanos_to_ms};
+use qlab_core::{Digest, Event, Nanos, NodeId, nanos_to_ms};
 use qlab_sim::Observation;
 use std::collections::HashMap;
 use std::fmt;
@@ -114,32 +114,33 @@ pub fn check_observations(observations: &[Observation]) -> Vec<Violation> {
                         leaders.insert(*epoch, *node);
                     }
                 }
-                if let Some((slot, prefix)) = highest_committed {
-                    if slot >= *log_from_slot {
-                        let held = log_prefix_digests.get((slot - log_from_slot) as usize);
-                        if held != Some(&prefix) {
-                            let what = match held {
-                                None => format!(
-                                    "log ends at slot {} but slot {slot} was committed",
-                                    log_from_slot + log_prefix_digests.len() as u64 - 1
-                                ),
-                                Some(d) => format!("prefix digest {d} at slot {slot}, committed {prefix}"),
-                            };
-                            report(
-                                &mut violations,
-                                Invariant::LeaderCompleteness,
-                                *epoch,
-                                *time,
-                                vec![*node],
-                                format!("leader of epoch {epoch} lacks committed entries: {what}"),
-                            );
-                        }
+                if let Some((slot, prefix)) = highest_committed
+                    && slot >= *log_from_slot
+                {
+                    let held = log_prefix_digests.get((slot - log_from_slot) as usize);
+                    if held != Some(&prefix) {
+                        let what = match held {
+                            None => format!(
+                                "log ends at slot {} but slot {slot} was committed",
+                                log_from_slot + log_prefix_digests.len() as u64 - 1
+                            ),
+                            Some(d) => format!("prefix digest {d} at slot {slot}, committed {prefix}"),
+                        };
+                        report(
+                            &mut violations,
+                            Invariant::LeaderCompleteness,
+                            *epoch,
+                            *time,
+                            vec![*node],
+                            format!("leader of epoch {epoch} lacks committed entries: {what}"),
+                        );
                     }
                 }
             }
             Event::Committed { slot, digest, prefix_digest } => match committed.get(slot) {
                 None => {
-                    committed.insert(*slot, CommittedSlot { digest: *digest, prefix_digest: *prefix_digest, node: *node });
+                    committed
+                        .insert(*slot, CommittedSlot { digest: *digest, prefix_digest: *prefix_digest, node: *node });
                     if highest_committed.is_none_or(|(s, _)| *slot > s) {
                         highest_committed = Some((*slot, *prefix_digest));
                     }
@@ -170,17 +171,17 @@ pub fn check_observations(observations: &[Observation]) -> Vec<Violation> {
                 }
             },
             Event::Applied { slot, digest } => {
-                if let Some(first) = committed.get(slot) {
-                    if first.digest != *digest {
-                        report(
-                            &mut violations,
-                            Invariant::StateMachineSafety,
-                            *slot,
-                            *time,
-                            vec![first.node, *node],
-                            format!("slot {slot} applied as {digest}, committed as {}", first.digest),
-                        );
-                    }
+                if let Some(first) = committed.get(slot)
+                    && first.digest != *digest
+                {
+                    report(
+                        &mut violations,
+                        Invariant::StateMachineSafety,
+                        *slot,
+                        *time,
+                        vec![first.node, *node],
+                        format!("slot {slot} applied as {digest}, committed as {}", first.digest),
+                    );
                 }
             }
             Event::LeaderKnown { .. } | Event::Restarted { .. } => {}
@@ -230,7 +231,8 @@ mod tests {
         let v = check_observations(&[obs(1, 0, committed(1, b"a", b"p1")), obs(2, 1, elected)]);
         assert_eq!(verdict(&v), "leader-completeness");
         // Holding it (chain value equal at the committed slot) is fine.
-        let elected = Event::Elected { epoch: 2, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS, d(b"p1")] };
+        let elected =
+            Event::Elected { epoch: 2, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS, d(b"p1")] };
         assert!(check_observations(&[obs(1, 0, committed(1, b"a", b"p1")), obs(2, 1, elected)]).is_empty());
     }
 

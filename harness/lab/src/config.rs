@@ -390,8 +390,7 @@ pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
 
 impl Experiment {
     pub fn load(path: &Path) -> Result<Experiment, LabError> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+        let source = std::fs::read_to_string(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
         Self::parse(path, source)
     }
 
@@ -467,19 +466,21 @@ impl Experiment {
             }
         }
         for hb in &f.raft.heartbeat_ms.values {
-            if let Heartbeat::Ms(v) = hb {
-                if *v <= 0.0 {
-                    return Err(self.error_at(
-                        &f.raft.heartbeat_ms.span,
-                        format!("heartbeat_ms must be a positive number or \"half-min-timeout\", got {v}"),
-                    ));
-                }
+            if let Heartbeat::Ms(v) = hb
+                && *v <= 0.0
+            {
+                return Err(self.error_at(
+                    &f.raft.heartbeat_ms.span,
+                    format!("heartbeat_ms must be a positive number or \"half-min-timeout\", got {v}"),
+                ));
             }
         }
         for latency in &f.network.latency_ms.values {
             latency.validate().map_err(|m| self.error_at(&f.network.latency_ms.span, m))?;
         }
-        for (name, sweep) in [("loss", &f.network.loss), ("duplicate", &f.network.duplicate), ("reorder", &f.network.reorder)] {
+        for (name, sweep) in
+            [("loss", &f.network.loss), ("duplicate", &f.network.duplicate), ("reorder", &f.network.reorder)]
+        {
             for p in &sweep.values {
                 if !(0.0..1.0).contains(p) {
                     return Err(self.error_at(&sweep.span, format!("{name} is a probability in [0, 1), got {p}")));

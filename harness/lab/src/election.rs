@@ -22,7 +22,7 @@ use crate::check::{Violation, check_observations, verdict};
 use crate::config::{Experiment, Point};
 use crate::linearizability::{LinCheck, check_history};
 use crate::workload::{Workload, WorkloadConfig};
-use qlab_core::{ClientId, Event, NodeId, Nanos, Op, Protocol, Request, nanos_to_ms};
+use qlab_core::{ClientId, Event, Nanos, NodeId, Op, Protocol, Request, nanos_to_ms};
 use qlab_raft::{Raft, RaftClient, RaftTimer};
 use qlab_sim::Sim;
 use rand::{RngExt, SeedableRng};
@@ -139,7 +139,15 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
     let crash_at = sim.now() + rng.random_range(0..heartbeat_ns.max(1));
     workload.run(&mut sim, crash_at, |_, _| {}, |_| false);
     let Some(current_leader) = sim.leader() else {
-        return finish(sim, workload, max_election_ns, None, 0, true, "note: the leader was lost before the crash".into());
+        return finish(
+            sim,
+            workload,
+            max_election_ns,
+            None,
+            0,
+            true,
+            "note: the leader was lost before the crash".into(),
+        );
     };
     leader = current_leader;
     let crashed_term = sim.node(leader).map_or(0, |n| n.epoch());
@@ -185,11 +193,8 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
             (max_election_ns, highest.saturating_sub(crashed_term), true)
         }
     };
-    let unavailable = if wants_client {
-        Some(unavailable_until.get().map_or(max_election_ns, |t| t - crash_time))
-    } else {
-        None
-    };
+    let unavailable =
+        if wants_client { Some(unavailable_until.get().map_or(max_election_ns, |t| t - crash_time)) } else { None };
     // Let commits reach every replica so the checkers see the final state.
     workload.stop();
     let settle = sim.now() + 4 * heartbeat_ns;

@@ -31,9 +31,15 @@ pub struct HistoryOp {
 pub enum LinCheck {
     Linearizable,
     /// No order explains the results seen on `key`.
-    Violation { key: u64, operations: usize },
+    Violation {
+        key: u64,
+        operations: usize,
+    },
     /// The search gave up after `states` states on `key` (neither verdict).
-    Inconclusive { key: u64, states: usize },
+    Inconclusive {
+        key: u64,
+        states: usize,
+    },
 }
 
 /// Bound on explored states per key; beyond it the check is inconclusive.
@@ -219,7 +225,12 @@ mod tests {
     #[test]
     fn keys_are_checked_independently() {
         let mut h = vec![put(1, 1, 0, 10), get(2, Some(1), 20, 30)];
-        h.push(HistoryOp { client: 3, op: Op::Get { key: 2 }, invoked: 0, completed: Some((5, OpResult::Value(Some(vec![1])))) });
+        h.push(HistoryOp {
+            client: 3,
+            op: Op::Get { key: 2 },
+            invoked: 0,
+            completed: Some((5, OpResult::Value(Some(vec![1])))),
+        });
         assert_eq!(check_history(&h), LinCheck::Violation { key: 2, operations: 1 });
     }
 }

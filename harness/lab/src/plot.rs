@@ -66,11 +66,7 @@ where
     let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let (lo, hi) = if all.is_empty() { (1.0, 10.0) } else { (lo, hi) };
     let mut chart = ChartBuilder::on(&root);
-    chart
-        .caption(&figure.title, ("sans-serif", 26))
-        .margin(18)
-        .x_label_area_size(52)
-        .y_label_area_size(64);
+    chart.caption(&figure.title, ("sans-serif", 26)).margin(18).x_label_area_size(52).y_label_area_size(64);
     let points = |s: &Series| -> Vec<(f64, f64)> {
         let n = s.values.len() as f64;
         let mut pts = Vec::with_capacity(s.values.len() * 2 + 1);
@@ -120,7 +116,9 @@ where
     } else {
         let span = (hi - lo).max(1.0);
         finish_chart!(
-            chart.build_cartesian_2d((lo - 0.05 * span)..(hi + 0.05 * span), 0f64..100.5f64).map_err(|e| e.to_string())?
+            chart
+                .build_cartesian_2d((lo - 0.05 * span)..(hi + 0.05 * span), 0f64..100.5f64)
+                .map_err(|e| e.to_string())?
         );
     }
     root.present().map_err(|e| e.to_string())
@@ -217,7 +215,11 @@ pub fn plot_election(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBu
     let lines: Vec<Line> = table
         .group_by(&key_columns)
         .into_iter()
-        .map(|(key, rows)| Line { panel: key[..PANEL_COLUMNS.len()].to_vec(), line: key[PANEL_COLUMNS.len()..].to_vec(), rows })
+        .map(|(key, rows)| Line {
+            panel: key[..PANEL_COLUMNS.len()].to_vec(),
+            line: key[PANEL_COLUMNS.len()..].to_vec(),
+            rows,
+        })
         .collect();
     let panel_varies: Vec<bool> =
         (0..PANEL_COLUMNS.len()).map(|i| lines.iter().any(|l| l.panel[i] != lines[0].panel[i])).collect();
@@ -230,7 +232,12 @@ pub fn plot_election(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBu
     let mut written = Vec::new();
     for (column, stem, title, x_label) in [
         ("election_ms", "election_cdf", "time to elect a new leader", "time without a leader (ms, log scale)"),
-        ("unavailable_ms", "unavailable_cdf", "time until a client write commits again", "client-visible unavailability (ms, log scale)"),
+        (
+            "unavailable_ms",
+            "unavailable_cdf",
+            "time until a client write commits again",
+            "client-visible unavailability (ms, log scale)",
+        ),
     ] {
         let series_for = |selected: &[&Line], with_panel: bool| -> Vec<Series> {
             let heartbeat_varies = selected.iter().any(|l| l.line[2] != selected[0].line[2]);

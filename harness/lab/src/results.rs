@@ -85,7 +85,8 @@ pub struct Table {
 
 impl Table {
     pub fn read(path: &Path) -> Result<Table> {
-        let mut reader = csv::Reader::from_path(path).map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?;
+        let mut reader =
+            csv::Reader::from_path(path).map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?;
         let columns = reader
             .headers()
             .map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?
@@ -123,10 +124,13 @@ impl Table {
             }
             groups.entry(key).or_default().push(row);
         }
-        order.into_iter().map(|k| {
-            let rows = groups.remove(&k).unwrap_or_default();
-            (k, rows)
-        }).collect()
+        order
+            .into_iter()
+            .map(|k| {
+                let rows = groups.remove(&k).unwrap_or_default();
+                (k, rows)
+            })
+            .collect()
     }
 }
 

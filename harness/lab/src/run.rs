@@ -8,9 +8,7 @@
 use crate::config::{Experiment, Kind, Point};
 use crate::election::{self, ElectionTrial};
 use crate::error::{LabError, Result};
-use crate::results::{
-    self, ELECTION_COLUMNS, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter, fmt_metric,
-};
+use crate::results::{self, ELECTION_COLUMNS, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter, fmt_metric};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -195,12 +193,12 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         drop(sender);
         for (_, row, is_unsafe) in receiver {
             unsafe_trials += is_unsafe as u64;
-            if write_error.is_none() {
-                if let Err(e) = writer.append(&row) {
-                    // Stop handing out trials; finished rows are already on disk.
-                    next_trial.store(total, Ordering::Relaxed);
-                    write_error = Some(e);
-                }
+            if write_error.is_none()
+                && let Err(e) = writer.append(&row)
+            {
+                // Stop handing out trials; finished rows are already on disk.
+                next_trial.store(total, Ordering::Relaxed);
+                write_error = Some(e);
             }
             meta.trials_done += 1;
             progress.inc(1);

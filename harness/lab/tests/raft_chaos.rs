@@ -54,6 +54,9 @@ fn replay_one_seed() {
     let outcome = run_raft_chaos(seed, &config);
     println!("faults:\n{}", outcome.fault_log.join("\n"));
     println!("trace:\n{}", outcome.trace.join("\n"));
-    println!("violations: {:?}\nlinearizability: {:?}\nlive after heal: {}", outcome.violations, outcome.linearizability, outcome.live_after_heal);
+    println!(
+        "violations: {:?}\nlinearizability: {:?}\nlive after heal: {}",
+        outcome.violations, outcome.linearizability, outcome.live_after_heal
+    );
     assert!(outcome.passed());
 }

@@ -17,9 +17,9 @@ fn steady_cluster() -> (Sim<Raft, RaftClient>, Vec<u64>) {
         sim.add_client(RaftClient::new(ClientId(c), 5));
     }
     let mut seqs = vec![0; CLIENTS as usize];
-    for c in 0..CLIENTS as usize {
-        seqs[c] += 1;
-        sim.submit(c, put(c, seqs[c]));
+    for (c, seq) in seqs.iter_mut().enumerate() {
+        *seq += 1;
+        sim.submit(c, put(c, *seq));
     }
     (sim, seqs)
 }

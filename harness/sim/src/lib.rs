@@ -23,8 +23,8 @@
 //! the records it persisted with [`Protocol::restore`].
 
 use qlab_core::{
-    Action, Client, ClientAction, ClientOutbox, Context, Event, NodeId, Nanos, OpResult, Outbox,
-    Protocol, Reply, Request,
+    Action, Client, ClientAction, ClientOutbox, Context, Event, Nanos, NodeId, OpResult, Outbox, Protocol, Reply,
+    Request,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -35,12 +35,24 @@ use std::collections::{BinaryHeap, HashMap};
 /// A latency distribution in nanoseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Latency {
-    Constant { ns: Nanos },
-    Uniform { ns_min: Nanos, ns_max: Nanos },
+    Constant {
+        ns: Nanos,
+    },
+    Uniform {
+        ns_min: Nanos,
+        ns_max: Nanos,
+    },
     /// Normal, truncated below at `ns_floor` (a message cannot arrive before it is sent).
-    Normal { ns_mean: f64, ns_stddev: f64, ns_floor: Nanos },
+    Normal {
+        ns_mean: f64,
+        ns_stddev: f64,
+        ns_floor: Nanos,
+    },
     /// Exponential with the given mean, shifted by `ns_floor`.
-    Exponential { ns_mean: f64, ns_floor: Nanos },
+    Exponential {
+        ns_mean: f64,
+        ns_floor: Nanos,
+    },
 }
 
 impl Latency {
@@ -48,7 +60,11 @@ impl Latency {
         match *self {
             Latency::Constant { ns } => ns,
             Latency::Uniform { ns_min, ns_max } => {
-                if ns_min >= ns_max { ns_min } else { rng.random_range(ns_min..=ns_max) }
+                if ns_min >= ns_max {
+                    ns_min
+                } else {
+                    rng.random_range(ns_min..=ns_max)
+                }
             }
             Latency::Normal { ns_mean, ns_stddev, ns_floor } => {
                 // Box–Muller: two uniforms give one standard normal.
@@ -268,7 +284,13 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     /// Like [`Sim::new`], but each replica starts at a random time in
     /// `[0, max_start_delay_ns]`, as processes of a real cluster do. Without it,
     /// identical fixed timeouts (no randomization) would split votes from the start.
-    pub fn new_staggered(config: P::Config, nodes: u32, network: NetworkConfig, seed: u64, max_start_delay_ns: Nanos) -> Self {
+    pub fn new_staggered(
+        config: P::Config,
+        nodes: u32,
+        network: NetworkConfig,
+        seed: u64,
+        max_start_delay_ns: Nanos,
+    ) -> Self {
         assert!(nodes >= 1);
         let mut sim = Sim {
             config: config.clone(),
@@ -606,11 +628,11 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             self.stats.messages_dropped += 1;
             return;
         }
-        if let Some(filter) = &mut self.filter {
-            if filter(from, to, &msg) {
-                self.stats.messages_dropped += 1;
-                return;
-            }
+        if let Some(filter) = &mut self.filter
+            && filter(from, to, &msg)
+        {
+            self.stats.messages_dropped += 1;
+            return;
         }
         if self.network.loss > 0.0 && self.net_rng.random_bool(self.network.loss) {
             self.stats.messages_dropped += 1;

@@ -17,10 +17,19 @@ pub type Value = Vec<u8>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Op {
-    Put { key: Key, value: Value },
-    Get { key: Key },
+    Put {
+        key: Key,
+        value: Value,
+    },
+    Get {
+        key: Key,
+    },
     /// Set `key` to `new` if its current value equals `expected` (`None`: absent).
-    Cas { key: Key, expected: Option<Value>, new: Value },
+    Cas {
+        key: Key,
+        expected: Option<Value>,
+        new: Value,
+    },
 }
 
 impl Op {

@@ -161,18 +161,14 @@ impl<M, T, R> Default for Outbox<M, T, R> {
 }
 
 /// The world as one step of a protocol sees it.
-pub struct Context<'a, P: Protocol + ?Sized> {
+pub struct Context<'a, P: Protocol> {
     now: Nanos,
     rng: &'a mut ChaCha8Rng,
     outbox: &'a mut Outbox<P::Message, P::Timer, P::Record>,
 }
 
-impl<'a, P: Protocol + ?Sized> Context<'a, P> {
-    pub fn new(
-        now: Nanos,
-        rng: &'a mut ChaCha8Rng,
-        outbox: &'a mut Outbox<P::Message, P::Timer, P::Record>,
-    ) -> Self {
+impl<'a, P: Protocol> Context<'a, P> {
+    pub fn new(now: Nanos, rng: &'a mut ChaCha8Rng, outbox: &'a mut Outbox<P::Message, P::Timer, P::Record>) -> Self {
         Self { now, rng, outbox }
     }
     /// Current time of the driver.

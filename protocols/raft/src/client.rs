@@ -7,7 +7,7 @@
 //! up on after `retry_timeout_ns`. Retries keep the same (client, seq), so the replicated
 //! session table applies the command at most once however many leaders saw it.
 
-use qlab_core::{Client, ClientAction, ClientId, ClientOutbox, NodeId, Nanos, OpResult, Reply, ReplyBody, Request, ms};
+use qlab_core::{Client, ClientAction, ClientId, ClientOutbox, Nanos, NodeId, OpResult, Reply, ReplyBody, Request, ms};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RaftClientTimer {
@@ -96,10 +96,8 @@ impl Client for RaftClient {
             }
             ReplyBody::NotLeader { .. } => {
                 self.leader_hint = None;
-                out.actions.push(ClientAction::SetTimer {
-                    timer: RaftClientTimer::Retry,
-                    after: self.no_leader_backoff_ns,
-                });
+                out.actions
+                    .push(ClientAction::SetTimer { timer: RaftClientTimer::Retry, after: self.no_leader_backoff_ns });
                 None
             }
         }

@@ -53,10 +53,7 @@
 
 pub mod client;
 
-use qlab_core::{
-    Context, Digest, Event, KvStore, NodeId, Nanos, Protocol, Reply, ReplyBody, Request, majority,
-    ms,
-};
+use qlab_core::{Context, Digest, Event, KvStore, Nanos, NodeId, Protocol, Reply, ReplyBody, Request, majority, ms};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -139,16 +136,21 @@ fn op_bytes(op: &qlab_core::Op) -> usize {
     match op {
         qlab_core::Op::Put { value, .. } => 9 + value.len(),
         qlab_core::Op::Get { .. } => 9,
-        qlab_core::Op::Cas { expected, new, .. } => {
-            10 + expected.as_ref().map_or(0, Vec::len) + new.len()
-        }
+        qlab_core::Op::Cas { expected, new, .. } => 10 + expected.as_ref().map_or(0, Vec::len) + new.len(),
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
-    RequestVote { term: Term, last_log_index: Index, last_log_term: Term },
-    VoteResponse { term: Term, granted: bool },
+    RequestVote {
+        term: Term,
+        last_log_index: Index,
+        last_log_term: Term,
+    },
+    VoteResponse {
+        term: Term,
+        granted: bool,
+    },
     AppendEntries {
         term: Term,
         prev_log_index: Index,
@@ -168,8 +170,14 @@ pub enum Message {
     },
     /// `commit` is `min(leader commitIndex, matchIndex[recipient])`: never beyond
     /// what the recipient is known to share with the leader.
-    Heartbeat { term: Term, commit: Index },
-    HeartbeatResponse { term: Term, last_log_index: Index },
+    Heartbeat {
+        term: Term,
+        commit: Index,
+    },
+    HeartbeatResponse {
+        term: Term,
+        last_log_index: Index,
+    },
 }
 
 impl Message {
@@ -188,11 +196,18 @@ impl Message {
 /// What Raft persists: enough to rebuild `currentTerm`, `votedFor` and the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Record {
-    HardState { term: Term, voted_for: Option<NodeId> },
+    HardState {
+        term: Term,
+        voted_for: Option<NodeId>,
+    },
     /// Entries appended at the end of the log (after any truncation).
-    Append { entries: Vec<Entry> },
+    Append {
+        entries: Vec<Entry>,
+    },
     /// Remove every entry at index ≥ `from_index`.
-    Truncate { from_index: Index },
+    Truncate {
+        from_index: Index,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -273,11 +288,7 @@ impl Raft {
     }
     /// Term of the entry at `index` (0 for index 0), `None` past the end.
     pub fn term_at(&self, index: Index) -> Option<Term> {
-        if index == 0 {
-            Some(0)
-        } else {
-            self.log.get(index as usize - 1).map(|e| e.term)
-        }
+        if index == 0 { Some(0) } else { self.log.get(index as usize - 1).map(|e| e.term) }
     }
     fn peers(&self) -> impl Iterator<Item = NodeId> + use<> {
         let me = self.id;
@@ -384,9 +395,8 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         let last = self.last_index();
-        self.progress = (0..self.nodes)
-            .map(|_| Progress { next_index: last + 1, match_index: 0, recently_active: true })
-            .collect();
+        self.progress =
+            (0..self.nodes).map(|_| Progress { next_index: last + 1, match_index: 0, recently_active: true }).collect();
         self.appended_requests.clear();
         let from = self.commit_index;
         ctx.observe(Event::Elected {
@@ -474,14 +484,10 @@ impl Raft {
             ctx.observe(Event::Applied { slot: entry.index, digest: self.entry_digests[entry.index as usize - 1] });
             if let Payload::Command(request) = &entry.payload {
                 let result = self.kv.apply(request);
-                if self.role == Role::Leader {
-                    if let Some(result) = result {
-                        ctx.reply(Reply {
-                            client: request.client,
-                            seq: request.seq,
-                            body: ReplyBody::Done(result),
-                        });
-                    }
+                if self.role == Role::Leader
+                    && let Some(result) = result
+                {
+                    ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::Done(result) });
                 }
             }
         }
@@ -503,9 +509,7 @@ impl Raft {
         // §5.4.1 election restriction.
         let up_to_date = last_log_term > self.last_term()
             || (last_log_term == self.last_term() && last_log_index >= self.last_index());
-        let granted = term == self.current_term
-            && self.voted_for.is_none_or(|v| v == from)
-            && up_to_date;
+        let granted = term == self.current_term && self.voted_for.is_none_or(|v| v == from) && up_to_date;
         if granted {
             self.voted_for = Some(from);
             // Durable before the reply leaves (driver contract): one vote per term.
@@ -545,6 +549,7 @@ impl Raft {
         true
     }
 
+    #[expect(clippy::too_many_arguments, reason = "the arguments are the RPC's fields, named as in Figure 2")]
     fn handle_append_entries(
         &mut self,
         from: NodeId,
@@ -587,11 +592,7 @@ impl Raft {
                 return;
             }
             Some(t) if t != prev_log_term => {
-                let first_of_term = self
-                    .log
-                    .iter()
-                    .find(|e| e.term == t)
-                    .map_or(prev_log_index, |e| e.index);
+                let first_of_term = self.log.iter().find(|e| e.term == t).map_or(prev_log_index, |e| e.index);
                 ctx.send(
                     from,
                     Message::AppendResponse {
@@ -635,6 +636,7 @@ impl Raft {
         );
     }
 
+    #[expect(clippy::too_many_arguments, reason = "the arguments are the RPC's fields, named as in Figure 2")]
     fn handle_append_response(
         &mut self,
         from: NodeId,
@@ -668,12 +670,7 @@ impl Raft {
         }
         // Fast back-off: skip the follower's whole conflicting term in one step.
         let hinted = match conflict_term {
-            Some(t) => self
-                .log
-                .iter()
-                .rev()
-                .find(|e| e.term == t)
-                .map_or(conflict_index, |e| e.index + 1),
+            Some(t) => self.log.iter().rev().find(|e| e.term == t).map_or(conflict_index, |e| e.index + 1),
             None => conflict_index,
         };
         let progress = &mut self.progress[from.0 as usize];
@@ -683,10 +680,7 @@ impl Raft {
 
     fn handle_heartbeat(&mut self, from: NodeId, term: Term, commit: Index, ctx: &mut Context<'_, Self>) {
         if term < self.current_term {
-            ctx.send(
-                from,
-                Message::HeartbeatResponse { term: self.current_term, last_log_index: self.last_index() },
-            );
+            ctx.send(from, Message::HeartbeatResponse { term: self.current_term, last_log_index: self.last_index() });
             return;
         }
         if !self.accept_leader(from, term, ctx) {
@@ -789,10 +783,12 @@ impl Protocol for Raft {
                 self.handle_request_vote(from, term, last_log_index, last_log_term, ctx)
             }
             Message::VoteResponse { term, granted } => self.handle_vote_response(from, term, granted, ctx),
-            Message::AppendEntries { term, prev_log_index, prev_log_term, entries, leader_commit } => self
-                .handle_append_entries(from, term, prev_log_index, prev_log_term, entries, leader_commit, ctx),
-            Message::AppendResponse { term, success, match_index, conflict_term, conflict_index } => self
-                .handle_append_response(from, term, success, match_index, conflict_term, conflict_index, ctx),
+            Message::AppendEntries { term, prev_log_index, prev_log_term, entries, leader_commit } => {
+                self.handle_append_entries(from, term, prev_log_index, prev_log_term, entries, leader_commit, ctx)
+            }
+            Message::AppendResponse { term, success, match_index, conflict_term, conflict_index } => {
+                self.handle_append_response(from, term, success, match_index, conflict_term, conflict_index, ctx)
+            }
             Message::Heartbeat { term, commit } => self.handle_heartbeat(from, term, commit, ctx),
             Message::HeartbeatResponse { term, .. } => self.handle_heartbeat_response(from, term, ctx),
         }
@@ -816,12 +812,8 @@ impl Protocol for Raft {
                     return;
                 }
                 let me = self.id.0 as usize;
-                let active = self
-                    .progress
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, p)| *i == me || p.recently_active)
-                    .count() as u32;
+                let active =
+                    self.progress.iter().enumerate().filter(|(i, p)| *i == me || p.recently_active).count() as u32;
                 if active < majority(self.nodes) {
                     let term = self.current_term;
                     self.become_follower(term, None, ctx);
@@ -849,7 +841,11 @@ impl Protocol for Raft {
             return;
         }
         self.appended_requests.insert(request.client, request.seq);
-        let entry = Entry { term: self.current_term, index: self.last_index() + 1, payload: Payload::Command(Arc::new(request)) };
+        let entry = Entry {
+            term: self.current_term,
+            index: self.last_index() + 1,
+            payload: Payload::Command(Arc::new(request)),
+        };
         self.append_local(vec![entry], ctx);
         let me = self.id.0 as usize;
         self.progress[me].match_index = self.last_index();
@@ -875,9 +871,7 @@ impl Protocol for Raft {
 
     fn message_bytes(msg: &Message) -> usize {
         match msg {
-            Message::AppendEntries { entries, .. } => {
-                33 + entries.iter().map(Entry::encoded_bytes).sum::<usize>()
-            }
+            Message::AppendEntries { entries, .. } => 33 + entries.iter().map(Entry::encoded_bytes).sum::<usize>(),
             Message::RequestVote { .. } | Message::AppendResponse { .. } => 25,
             Message::VoteResponse { .. } => 10,
             Message::Heartbeat { .. } | Message::HeartbeatResponse { .. } => 17,

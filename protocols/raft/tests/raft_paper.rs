@@ -268,28 +268,43 @@ fn figure7_every_follower_case_converges_to_the_leaders_log() {
 #[test]
 fn s5_3_rejects_when_prev_entry_is_missing_and_hints_its_log_end() {
     let mut h = Harness::with_log(1, 3, 2, &[1, 1]);
-    let out = h.deliver(0, Message::AppendEntries { term: 2, prev_log_index: 5, prev_log_term: 2, entries: vec![], leader_commit: 0 });
-    assert!(matches!(append_response(&out), Message::AppendResponse { success: false, conflict_term: None, conflict_index: 3, .. }));
+    let out = h.deliver(
+        0,
+        Message::AppendEntries { term: 2, prev_log_index: 5, prev_log_term: 2, entries: vec![], leader_commit: 0 },
+    );
+    assert!(matches!(
+        append_response(&out),
+        Message::AppendResponse { success: false, conflict_term: None, conflict_index: 3, .. }
+    ));
 }
 
 #[test]
 fn s5_3_rejects_on_term_mismatch_and_hints_first_index_of_that_term() {
     let mut h = Harness::with_log(1, 3, 3, &[1, 2, 2, 2]);
-    let out = h.deliver(0, Message::AppendEntries { term: 3, prev_log_index: 4, prev_log_term: 3, entries: vec![], leader_commit: 0 });
-    assert!(matches!(append_response(&out), Message::AppendResponse { success: false, conflict_term: Some(2), conflict_index: 2, .. }));
+    let out = h.deliver(
+        0,
+        Message::AppendEntries { term: 3, prev_log_index: 4, prev_log_term: 3, entries: vec![], leader_commit: 0 },
+    );
+    assert!(matches!(
+        append_response(&out),
+        Message::AppendResponse { success: false, conflict_term: Some(2), conflict_index: 2, .. }
+    ));
 }
 
 #[test]
 fn s5_3_matching_append_never_truncates_later_entries() {
     let mut h = Harness::with_log(1, 3, 2, &[1, 2, 2, 2]);
     // A delayed AppendEntries carrying only entries 2..=3, which already match.
-    let out = h.deliver(0, Message::AppendEntries {
-        term: 2,
-        prev_log_index: 1,
-        prev_log_term: 1,
-        entries: vec![entry(2, 2), entry(3, 2)],
-        leader_commit: 0,
-    });
+    let out = h.deliver(
+        0,
+        Message::AppendEntries {
+            term: 2,
+            prev_log_index: 1,
+            prev_log_term: 1,
+            entries: vec![entry(2, 2), entry(3, 2)],
+            leader_commit: 0,
+        },
+    );
     assert_eq!(h.terms(), vec![1, 2, 2, 2], "entry 4 must survive");
     assert!(persisted(&out).iter().all(|r| !matches!(r, Record::Truncate { .. })));
     assert!(matches!(append_response(&out), Message::AppendResponse { success: true, match_index: 3, .. }));
@@ -298,13 +313,16 @@ fn s5_3_matching_append_never_truncates_later_entries() {
 #[test]
 fn s5_3_conflicting_entry_is_truncated_with_everything_after_it() {
     let mut h = Harness::with_log(1, 3, 2, &[1, 2, 2, 2]);
-    let out = h.deliver(0, Message::AppendEntries {
-        term: 3,
-        prev_log_index: 1,
-        prev_log_term: 1,
-        entries: vec![entry(2, 2), entry(3, 3)],
-        leader_commit: 0,
-    });
+    let out = h.deliver(
+        0,
+        Message::AppendEntries {
+            term: 3,
+            prev_log_index: 1,
+            prev_log_term: 1,
+            entries: vec![entry(2, 2), entry(3, 3)],
+            leader_commit: 0,
+        },
+    );
     assert_eq!(h.terms(), vec![1, 2, 3]);
     assert!(persisted(&out).contains(&Record::Truncate { from_index: 3 }));
     // The restored node sees the same log.
@@ -316,15 +334,24 @@ fn s5_3_conflicting_entry_is_truncated_with_everything_after_it() {
 #[test]
 fn s5_3_follower_commits_up_to_leader_commit_but_not_past_its_new_entries() {
     let mut h = Harness::with_log(1, 3, 2, &[1]);
-    let out = h.deliver(0, Message::AppendEntries {
-        term: 2,
-        prev_log_index: 1,
-        prev_log_term: 1,
-        entries: vec![entry(2, 2)],
-        leader_commit: 9,
-    });
+    let out = h.deliver(
+        0,
+        Message::AppendEntries {
+            term: 2,
+            prev_log_index: 1,
+            prev_log_term: 1,
+            entries: vec![entry(2, 2)],
+            leader_commit: 9,
+        },
+    );
     assert_eq!(h.raft.commit_index(), 2);
-    let committed: Vec<u64> = events(&out).iter().filter_map(|e| match e { Event::Committed { slot, .. } => Some(*slot), _ => None }).collect();
+    let committed: Vec<u64> = events(&out)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Committed { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .collect();
     assert_eq!(committed, vec![1, 2]);
 }
 
@@ -343,15 +370,33 @@ fn figure8_leader_never_commits_an_old_term_entry_by_counting_replicas() {
     s1.deliver(2, Message::VoteResponse { term: 4, granted: true });
     assert_eq!(s1.raft.role(), Role::Leader);
     // S2 and S3 acknowledge index 2 (term 2) — a majority with S1 — but not the no-op.
-    s1.deliver(1, Message::AppendResponse { term: 4, success: true, match_index: 2, conflict_term: None, conflict_index: 0 });
-    let out = s1.deliver(2, Message::AppendResponse { term: 4, success: true, match_index: 2, conflict_term: None, conflict_index: 0 });
+    s1.deliver(
+        1,
+        Message::AppendResponse { term: 4, success: true, match_index: 2, conflict_term: None, conflict_index: 0 },
+    );
+    let out = s1.deliver(
+        2,
+        Message::AppendResponse { term: 4, success: true, match_index: 2, conflict_term: None, conflict_index: 0 },
+    );
     assert_eq!(s1.raft.commit_index(), 0, "index 2 is from term 2: counting replicas must not commit it");
     assert!(!events(&out).iter().any(|e| matches!(e, Event::Committed { .. })));
     // (e): once the term-4 entry (the no-op at 3) is on a majority, 1..=3 commit together.
-    s1.deliver(1, Message::AppendResponse { term: 4, success: true, match_index: 3, conflict_term: None, conflict_index: 0 });
-    let out = s1.deliver(2, Message::AppendResponse { term: 4, success: true, match_index: 3, conflict_term: None, conflict_index: 0 });
+    s1.deliver(
+        1,
+        Message::AppendResponse { term: 4, success: true, match_index: 3, conflict_term: None, conflict_index: 0 },
+    );
+    let out = s1.deliver(
+        2,
+        Message::AppendResponse { term: 4, success: true, match_index: 3, conflict_term: None, conflict_index: 0 },
+    );
     assert_eq!(s1.raft.commit_index(), 3);
-    let committed: Vec<u64> = events(&out).iter().filter_map(|e| match e { Event::Committed { slot, .. } => Some(*slot), _ => None }).collect();
+    let committed: Vec<u64> = events(&out)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Committed { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .collect();
     assert_eq!(committed, vec![1, 2, 3]);
 }
 
@@ -360,12 +405,22 @@ fn figure8_leader_never_commits_an_old_term_entry_by_counting_replicas() {
 #[test]
 fn figure8_d_an_uncommitted_old_term_entry_can_be_overwritten() {
     for voter_terms in [vec![1, 2], vec![1, 2], vec![1]] {
-        let mut voter = Harness::restored(1, 5, &[hard_state(4, None), Record::Append { entries: entries(&voter_terms) }]);
+        let mut voter =
+            Harness::restored(1, 5, &[hard_state(4, None), Record::Append { entries: entries(&voter_terms) }]);
         let out = voter.deliver(4, Message::RequestVote { term: 5, last_log_index: 2, last_log_term: 3 });
         assert!(vote_granted(&out));
     }
     let mut s2 = Harness::restored(1, 5, &[hard_state(4, None), Record::Append { entries: entries(&[1, 2]) }]);
-    s2.deliver(4, Message::AppendEntries { term: 5, prev_log_index: 1, prev_log_term: 1, entries: vec![entry(2, 3)], leader_commit: 0 });
+    s2.deliver(
+        4,
+        Message::AppendEntries {
+            term: 5,
+            prev_log_index: 1,
+            prev_log_term: 1,
+            entries: vec![entry(2, 3)],
+            leader_commit: 0,
+        },
+    );
     assert_eq!(s2.terms(), vec![1, 3]);
 }
 
@@ -377,7 +432,14 @@ fn s8_follower_redirects_clients_to_the_leader() {
     h.deliver(0, Message::Heartbeat { term: 1, commit: 0 });
     let request = Request { client: ClientId(0), seq: 1, op: Op::Get { key: 1 } };
     let out = h.call(|r, ctx| r.on_request(ctx, request));
-    let replies: Vec<&Reply> = out.actions.iter().filter_map(|a| match a { Action::Reply { reply } => Some(reply), _ => None }).collect();
+    let replies: Vec<&Reply> = out
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reply { reply } => Some(reply),
+            _ => None,
+        })
+        .collect();
     assert_eq!(replies[0].body, ReplyBody::NotLeader { leader: Some(NodeId(0)) });
 }
 
@@ -390,7 +452,13 @@ fn s8_a_retried_command_is_applied_once() {
     let first = h.call(|r, ctx| r.on_request(ctx, cas.clone()));
     let retry = h.call(|r, ctx| r.on_request(ctx, cas.clone()));
     let replies = |out: &Out| -> Vec<ReplyBody> {
-        out.actions.iter().filter_map(|a| match a { Action::Reply { reply } => Some(reply.body.clone()), _ => None }).collect()
+        out.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Reply { reply } => Some(reply.body.clone()),
+                _ => None,
+            })
+            .collect()
     };
     assert_eq!(replies(&first), vec![ReplyBody::Done(qlab_core::OpResult::Cas { swapped: true, found: None })]);
     assert!(replies(&retry).is_empty(), "the retry is already in the log");
