@@ -20,9 +20,11 @@ fn sweep(nodes: u32) {
         let outcome = run_raft_chaos(seed, &config);
         operations += outcome.operations_completed;
         if !outcome.passed() {
+            let shown: Vec<String> = outcome.violations.iter().take(3).map(ToString::to_string).collect();
             failures.push(format!(
-                "seed {seed}: violations {:?}, linearizability {:?}, live after heal {}\n  replay: {}",
-                outcome.violations.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "seed {seed}: {} violation(s), first {:?}; linearizability {:?}; live after heal {}\n  replay: {}",
+                outcome.violations.len(),
+                shown,
                 outcome.linearizability,
                 outcome.live_after_heal,
                 replay_command(seed, nodes)
@@ -30,7 +32,13 @@ fn sweep(nodes: u32) {
         }
     }
     assert!(operations as u64 > SEEDS * 50, "the load should be real: {operations} operations");
-    assert!(failures.is_empty(), "{} of {SEEDS} seeds failed:\n{}", failures.len(), failures.join("\n"));
+    let shown: Vec<&String> = failures.iter().take(10).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {SEEDS} seeds failed ({nodes} nodes); the first:\n{}",
+        failures.len(),
+        shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    );
 }
 
 #[test]
