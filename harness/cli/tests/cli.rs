@@ -185,6 +185,13 @@ fn plot_redraws_figures_and_summary_from_the_csv_alone() {
     run_ok(qlab().arg("plot").arg(&out));
     assert!(out.join("figures/election_cdf.svg").exists() && out.join("figures/election_cdf.png").exists());
     assert_eq!(std::fs::read_to_string(out.join("summary.csv")).unwrap(), summary_before);
+    // A trials.csv alone, copied elsewhere, is enough.
+    let bare = tmp.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    std::fs::copy(out.join("trials.csv"), bare.join("trials.csv")).unwrap();
+    run_ok(qlab().arg("plot").arg(&bare));
+    assert!(bare.join("figures/election_cdf.png").exists());
+    assert_eq!(std::fs::read_to_string(bare.join("summary.csv")).unwrap(), summary_before);
 }
 
 #[test]

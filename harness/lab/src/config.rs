@@ -184,17 +184,23 @@ fn zero_sweep() -> Sweep<f64> {
 }
 
 /// `heartbeat_ms`: a number, or `"half-min-timeout"` (the Raft paper's §9.3 setting).
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(untagged)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum Heartbeat {
     Ms(f64),
-    Rule(HeartbeatRule),
+    HalfMinTimeout,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HeartbeatRule {
-    HalfMinTimeout,
+impl<'de> Deserialize<'de> for Heartbeat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::Integer(v) => Ok(Heartbeat::Ms(v as f64)),
+            toml::Value::Float(v) => Ok(Heartbeat::Ms(v)),
+            toml::Value::String(s) if s == "half-min-timeout" => Ok(Heartbeat::HalfMinTimeout),
+            other => Err(D::Error::custom(format!(
+                "expected a heartbeat interval in ms or \"half-min-timeout\", got {other}"
+            ))),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -226,7 +232,7 @@ fn default_timeout() -> Sweep<[f64; 2]> {
     Sweep::one([150.0, 300.0])
 }
 fn default_heartbeat() -> Sweep<Heartbeat> {
-    Sweep::one(Heartbeat::Rule(HeartbeatRule::HalfMinTimeout))
+    Sweep::one(Heartbeat::HalfMinTimeout)
 }
 fn default_true() -> bool {
     true
@@ -536,7 +542,7 @@ impl Experiment {
                     for hb in &f.raft.heartbeat_ms.values {
                         let heartbeat_ms = match hb {
                             Heartbeat::Ms(v) => *v,
-                            Heartbeat::Rule(HeartbeatRule::HalfMinTimeout) => lo / 2.0,
+                            Heartbeat::HalfMinTimeout => lo / 2.0,
                         };
                         for latency in &f.network.latency_ms.values {
                             for loss in &f.network.loss.values {

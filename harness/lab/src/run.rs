@@ -219,10 +219,20 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
 }
 
 /// Redraw the figures (and summary) of a finished or interrupted run from its CSV.
+/// Without `meta.json` (a CSV copied on its own), the kind is read off the columns
+/// and the experiment is named after the directory.
 pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
-    let meta = results::read_meta(run_dir)?;
-    match meta.kind.as_str() {
-        "election" => crate::plot::plot_election(run_dir, &meta.experiment),
+    let (kind, name) = match results::read_meta(run_dir) {
+        Ok(meta) => (meta.kind, meta.experiment),
+        Err(_) => {
+            let table = results::Table::read(&run_dir.join(TRIALS_CSV))?;
+            let kind = if table.column("election_ms").is_some() { "election" } else { "unknown" };
+            let name = run_dir.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
+            (kind.to_string(), name)
+        }
+    };
+    match kind.as_str() {
+        "election" => crate::plot::plot_election(run_dir, &name),
         other => Err(LabError::Usage(format!("{}: unknown experiment kind {other:?}", run_dir.display()))),
     }
 }
