@@ -59,6 +59,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Print a line; a closed pipe (`qlab replay ... | head`) ends the program quietly
+/// instead of panicking the way `println!` does.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(qlab_lab::LabError::Usage(format!("writing to stdout: {e}")));
+        }
+    }};
+}
+
 fn execute(command: Command) -> qlab_lab::Result<()> {
     match command {
         Command::Run { file, out, seed, jobs } => {
@@ -71,28 +85,28 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                 command: std::env::args().collect(),
             };
             let report = run::run_experiment(&file, &options)?;
-            println!("{} trials in {:.1} s -> {}", report.trials, report.wall_seconds, report.run_dir.display());
-            print_summary(&report.run_dir);
+            say!("{} trials in {:.1} s -> {}", report.trials, report.wall_seconds, report.run_dir.display());
+            print_summary(&report.run_dir)?;
             for figure in &report.figures {
-                println!("figure: {}", figure.display());
+                say!("figure: {}", figure.display());
             }
             if report.unsafe_trials > 0 {
-                println!(
+                say!(
                     "SAFETY: {} trial(s) violated an invariant; see the safety and violations columns of {}, and replay one with `qlab replay {} --trial K`",
                     report.unsafe_trials,
                     report.run_dir.join("trials.csv").display(),
                     report.run_dir.display()
                 );
             } else {
-                println!("safety: every trial ok");
+                say!("safety: every trial ok");
             }
             Ok(())
         }
         Command::Plot { run_dir } => {
             for figure in run::plot_run(&run_dir)? {
-                println!("figure: {}", figure.display());
+                say!("figure: {}", figure.display());
             }
-            print_summary(&run_dir);
+            print_summary(&run_dir)?;
             Ok(())
         }
         Command::Replay { run_dir, trial, max_lines } => {
@@ -100,13 +114,13 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             let trace = &replay.outcome.trace;
             let shown = if max_lines == 0 { trace.len() } else { max_lines.min(trace.len()) };
             for line in &trace[..shown] {
-                println!("{line}");
+                say!("{line}");
             }
             if shown < trace.len() {
-                println!("... {} more lines (--max-lines 0 shows all)", trace.len() - shown);
+                say!("... {} more lines (--max-lines 0 shows all)", trace.len() - shown);
             }
             let o = &replay.outcome;
-            println!(
+            say!(
                 "trial {} seed {}: {} nodes, timeout {}-{} ms: election_ms {:.3}, terms {}, unavailable_ms {}, censored {}, safety {}",
                 replay.trial,
                 replay.seed,
@@ -120,11 +134,11 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                 o.safety
             );
             for v in &o.violations {
-                println!("violation: {v}");
+                say!("violation: {v}");
             }
             if let Some(recorded) = replay.recorded_election_ms {
                 let same = recorded == format!("{:.3}", o.election_ms);
-                println!(
+                say!(
                     "recorded election_ms {recorded}: {}",
                     if same { "replay matches" } else { "REPLAY DIFFERS (different code version?)" }
                 );
@@ -133,7 +147,7 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
         }
         Command::List { dir } => {
             for listed in run::list_experiments(&dir)? {
-                println!("{}\n    {}", listed.path.display(), listed.question);
+                say!("{}\n    {}", listed.path.display(), listed.question);
             }
             Ok(())
         }
@@ -141,8 +155,8 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
 }
 
 /// Print summary.csv as an aligned table.
-fn print_summary(run_dir: &std::path::Path) {
-    let Ok(table) = qlab_lab::results::Table::read(&run_dir.join("summary.csv")) else { return };
+fn print_summary(run_dir: &std::path::Path) -> qlab_lab::Result<()> {
+    let Ok(table) = qlab_lab::results::Table::read(&run_dir.join("summary.csv")) else { return Ok(()) };
     let shown = [
         "protocol",
         "nodes",
@@ -165,6 +179,7 @@ fn print_summary(run_dir: &std::path::Path) {
     let widths: Vec<usize> = (0..columns.len()).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
     for line in lines {
         let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:>w$}")).collect();
-        println!("{}", cells.join("  "));
+        say!("{}", cells.join("  "));
     }
+    Ok(())
 }

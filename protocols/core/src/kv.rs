@@ -15,7 +15,7 @@ use crate::{ClientId, Request};
 pub type Key = u64;
 pub type Value = Vec<u8>;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Op {
     Put {
         key: Key,
@@ -30,6 +30,29 @@ pub enum Op {
         expected: Option<Value>,
         new: Value,
     },
+}
+
+/// Values print as their length and first bytes, so traces stay one line per event.
+pub struct ShortValue<'a>(pub &'a [u8]);
+
+impl std::fmt::Debug for ShortValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: String = self.0.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let more = if self.0.len() > 16 { ".." } else { "" };
+        write!(f, "{}B:{shown}{more}", self.0.len())
+    }
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Put { key, value } => write!(f, "put(k{key}, {:?})", ShortValue(value)),
+            Op::Get { key } => write!(f, "get(k{key})"),
+            Op::Cas { key, expected, new } => {
+                write!(f, "cas(k{key}, {:?} -> {:?})", expected.as_deref().map(ShortValue), ShortValue(new))
+            }
+        }
+    }
 }
 
 impl Op {
