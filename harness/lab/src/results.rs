@@ -13,8 +13,8 @@ pub const META_JSON: &str = "meta.json";
 pub const EXPERIMENT_TOML: &str = "experiment.toml";
 pub const FIGURES_DIR: &str = "figures";
 
-/// Columns of an election trial row, in order.
-pub const ELECTION_COLUMNS: &[&str] = &[
+/// The columns that identify a point of the sweep (a figure's series).
+pub const ELECTION_POINT_COLUMNS: &[&str] = &[
     "protocol",
     "nodes",
     "election_timeout_ms_min",
@@ -22,6 +22,10 @@ pub const ELECTION_COLUMNS: &[&str] = &[
     "heartbeat_ms",
     "latency_ms_mean",
     "loss",
+];
+
+/// What an election trial measured, after the point columns.
+pub const ELECTION_TRIAL_COLUMNS: &[&str] = &[
     "trial",
     "point",
     "seed",
@@ -34,16 +38,10 @@ pub const ELECTION_COLUMNS: &[&str] = &[
     "violations",
 ];
 
-/// The columns that identify a point of the sweep (a figure's series).
-pub const ELECTION_POINT_COLUMNS: &[&str] = &[
-    "protocol",
-    "nodes",
-    "election_timeout_ms_min",
-    "election_timeout_ms_max",
-    "heartbeat_ms",
-    "latency_ms_mean",
-    "loss",
-];
+/// Columns of an election trial row, in order.
+pub fn election_columns() -> Vec<&'static str> {
+    [ELECTION_POINT_COLUMNS, ELECTION_TRIAL_COLUMNS].concat()
+}
 
 /// Appends rows to `trials.csv`, flushing each so an interrupted run keeps them.
 pub struct TrialWriter {

@@ -8,7 +8,7 @@
 use crate::config::{Experiment, Kind, Point};
 use crate::election::{self, ElectionTrial};
 use crate::error::{LabError, Result};
-use crate::results::{self, ELECTION_COLUMNS, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter, fmt_metric};
+use crate::results::{self, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter, fmt_metric};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,7 +155,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         update_latest(&run_dir)?;
     }
 
-    let mut writer = TrialWriter::create(&run_dir.join(TRIALS_CSV), ELECTION_COLUMNS)?;
+    let mut writer = TrialWriter::create(&run_dir.join(TRIALS_CSV), &results::election_columns())?;
     let progress = if options.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
     progress.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} trials, {elapsed} elapsed, eta {eta}")

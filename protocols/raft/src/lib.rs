@@ -551,6 +551,32 @@ impl Raft {
         true
     }
 
+    fn reject_append(
+        &self,
+        to: NodeId,
+        term: Term,
+        conflict_term: Option<Term>,
+        conflict_index: Index,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        ctx.send(to, Message::AppendResponse { term, success: false, match_index: 0, conflict_term, conflict_index });
+    }
+
+    /// Common prologue of the responses a leader gets: a newer term means step down;
+    /// otherwise, whether this answers us as leader of the current term (and then the
+    /// peer counts as alive for check-quorum).
+    fn accept_response(&mut self, from: NodeId, term: Term, ctx: &mut Context<'_, Self>) -> bool {
+        if term > self.current_term {
+            self.become_follower(term, None, ctx);
+            return false;
+        }
+        if self.role != Role::Leader || term != self.current_term {
+            return false;
+        }
+        self.progress[from.0 as usize].recently_active = true;
+        true
+    }
+
     #[expect(clippy::too_many_arguments, reason = "the arguments are the RPC's fields, named as in Figure 2")]
     fn handle_append_entries(
         &mut self,
@@ -563,16 +589,8 @@ impl Raft {
         ctx: &mut Context<'_, Self>,
     ) {
         if term < self.current_term {
-            ctx.send(
-                from,
-                Message::AppendResponse {
-                    term: self.current_term,
-                    success: false,
-                    match_index: 0,
-                    conflict_term: None,
-                    conflict_index: 0,
-                },
-            );
+            // A stale leader: our term in the answer makes it step down.
+            self.reject_append(from, self.current_term, None, 0, ctx);
             return;
         }
         if !self.accept_leader(from, term, ctx) {
@@ -581,30 +599,12 @@ impl Raft {
         // Consistency check on prevLogIndex/prevLogTerm (§5.3).
         match self.term_at(prev_log_index) {
             None => {
-                ctx.send(
-                    from,
-                    Message::AppendResponse {
-                        term,
-                        success: false,
-                        match_index: 0,
-                        conflict_term: None,
-                        conflict_index: self.last_index() + 1,
-                    },
-                );
+                self.reject_append(from, term, None, self.last_index() + 1, ctx);
                 return;
             }
             Some(t) if t != prev_log_term => {
                 let first_of_term = self.log.iter().find(|e| e.term == t).map_or(prev_log_index, |e| e.index);
-                ctx.send(
-                    from,
-                    Message::AppendResponse {
-                        term,
-                        success: false,
-                        match_index: 0,
-                        conflict_term: Some(t),
-                        conflict_index: first_of_term,
-                    },
-                );
+                self.reject_append(from, term, Some(t), first_of_term, ctx);
                 return;
             }
             Some(_) => {}
@@ -649,16 +649,11 @@ impl Raft {
         conflict_index: Index,
         ctx: &mut Context<'_, Self>,
     ) {
-        if term > self.current_term {
-            self.become_follower(term, None, ctx);
-            return;
-        }
-        if self.role != Role::Leader || term != self.current_term {
+        if !self.accept_response(from, term, ctx) {
             return;
         }
         let last = self.last_index();
         let progress = &mut self.progress[from.0 as usize];
-        progress.recently_active = true;
         if success {
             if match_index > progress.match_index {
                 progress.match_index = match_index;
@@ -695,16 +690,11 @@ impl Raft {
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId, term: Term, ctx: &mut Context<'_, Self>) {
-        if term > self.current_term {
-            self.become_follower(term, None, ctx);
-            return;
-        }
-        if self.role != Role::Leader || term != self.current_term {
+        if !self.accept_response(from, term, ctx) {
             return;
         }
         let last = self.last_index();
         let progress = &mut self.progress[from.0 as usize];
-        progress.recently_active = true;
         // Repair: anything unacknowledged is resent from the last known match, which
         // also recovers from AppendEntries lost in the network.
         if progress.match_index < last {

@@ -66,35 +66,49 @@ fn entry(index: u64, term: u64) -> Entry {
     }
 }
 
+/// The actions of one kind a step emitted, in order.
+fn actions<T>(out: &Out, pick: impl Fn(&Action<Message, RaftTimer, Record>) -> Option<T>) -> Vec<T> {
+    out.actions.iter().filter_map(pick).collect()
+}
+
 fn sent(out: &Out) -> Vec<(Option<NodeId>, Message)> {
-    out.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { to, msg } => Some((Some(*to), msg.clone())),
-            Action::Broadcast { msg } => Some((None, msg.clone())),
-            _ => None,
-        })
-        .collect()
+    actions(out, |a| match a {
+        Action::Send { to, msg } => Some((Some(*to), msg.clone())),
+        Action::Broadcast { msg } => Some((None, msg.clone())),
+        _ => None,
+    })
 }
 
 fn persisted(out: &Out) -> Vec<Record> {
-    out.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Persist { record } => Some(record.clone()),
-            _ => None,
-        })
-        .collect()
+    actions(out, |a| match a {
+        Action::Persist { record } => Some(record.clone()),
+        _ => None,
+    })
+}
+
+/// Slots reported committed by a step.
+fn committed_slots(out: &Out) -> Vec<u64> {
+    actions(out, |a| match a {
+        Action::Observe { event: Event::Committed { slot, .. } } => Some(*slot),
+        _ => None,
+    })
+}
+
+/// A follower's successful acknowledgement up to `match_index`.
+fn ack(term: u64, match_index: u64) -> Message {
+    Message::AppendResponse { term, success: true, match_index, conflict_term: None, conflict_index: 0 }
 }
 
 fn events(out: &Out) -> Vec<Event> {
-    out.actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Observe { event } => Some(event.clone()),
-            _ => None,
-        })
-        .collect()
+    actions(out, |a| match a {
+        Action::Observe { event } => Some(event.clone()),
+        _ => None,
+    })
+}
+
+/// An AppendEntries of `term` after (`prev_log_index`, `prev_log_term`), commit 0.
+fn append(term: u64, prev_log_index: u64, prev_log_term: u64, entries: Vec<Entry>) -> Message {
+    Message::AppendEntries { term, prev_log_index, prev_log_term, entries, leader_commit: 0 }
 }
 
 fn vote_granted(out: &Out) -> bool {
@@ -268,10 +282,7 @@ fn figure7_every_follower_case_converges_to_the_leaders_log() {
 #[test]
 fn s5_3_rejects_when_prev_entry_is_missing_and_hints_its_log_end() {
     let mut h = Harness::with_log(1, 3, 2, &[1, 1]);
-    let out = h.deliver(
-        0,
-        Message::AppendEntries { term: 2, prev_log_index: 5, prev_log_term: 2, entries: vec![], leader_commit: 0 },
-    );
+    let out = h.deliver(0, append(2, 5, 2, vec![]));
     assert!(matches!(
         append_response(&out),
         Message::AppendResponse { success: false, conflict_term: None, conflict_index: 3, .. }
@@ -281,10 +292,7 @@ fn s5_3_rejects_when_prev_entry_is_missing_and_hints_its_log_end() {
 #[test]
 fn s5_3_rejects_on_term_mismatch_and_hints_first_index_of_that_term() {
     let mut h = Harness::with_log(1, 3, 3, &[1, 2, 2, 2]);
-    let out = h.deliver(
-        0,
-        Message::AppendEntries { term: 3, prev_log_index: 4, prev_log_term: 3, entries: vec![], leader_commit: 0 },
-    );
+    let out = h.deliver(0, append(3, 4, 3, vec![]));
     assert!(matches!(
         append_response(&out),
         Message::AppendResponse { success: false, conflict_term: Some(2), conflict_index: 2, .. }
@@ -295,16 +303,7 @@ fn s5_3_rejects_on_term_mismatch_and_hints_first_index_of_that_term() {
 fn s5_3_matching_append_never_truncates_later_entries() {
     let mut h = Harness::with_log(1, 3, 2, &[1, 2, 2, 2]);
     // A delayed AppendEntries carrying only entries 2..=3, which already match.
-    let out = h.deliver(
-        0,
-        Message::AppendEntries {
-            term: 2,
-            prev_log_index: 1,
-            prev_log_term: 1,
-            entries: vec![entry(2, 2), entry(3, 2)],
-            leader_commit: 0,
-        },
-    );
+    let out = h.deliver(0, append(2, 1, 1, vec![entry(2, 2), entry(3, 2)]));
     assert_eq!(h.terms(), vec![1, 2, 2, 2], "entry 4 must survive");
     assert!(persisted(&out).iter().all(|r| !matches!(r, Record::Truncate { .. })));
     assert!(matches!(append_response(&out), Message::AppendResponse { success: true, match_index: 3, .. }));
@@ -313,16 +312,7 @@ fn s5_3_matching_append_never_truncates_later_entries() {
 #[test]
 fn s5_3_conflicting_entry_is_truncated_with_everything_after_it() {
     let mut h = Harness::with_log(1, 3, 2, &[1, 2, 2, 2]);
-    let out = h.deliver(
-        0,
-        Message::AppendEntries {
-            term: 3,
-            prev_log_index: 1,
-            prev_log_term: 1,
-            entries: vec![entry(2, 2), entry(3, 3)],
-            leader_commit: 0,
-        },
-    );
+    let out = h.deliver(0, append(3, 1, 1, vec![entry(2, 2), entry(3, 3)]));
     assert_eq!(h.terms(), vec![1, 2, 3]);
     assert!(persisted(&out).contains(&Record::Truncate { from_index: 3 }));
     // The restored node sees the same log.
@@ -345,13 +335,7 @@ fn s5_3_follower_commits_up_to_leader_commit_but_not_past_its_new_entries() {
         },
     );
     assert_eq!(h.raft.commit_index(), 2);
-    let committed: Vec<u64> = events(&out)
-        .iter()
-        .filter_map(|e| match e {
-            Event::Committed { slot, .. } => Some(*slot),
-            _ => None,
-        })
-        .collect();
+    let committed = committed_slots(&out);
     assert_eq!(committed, vec![1, 2]);
 }
 
@@ -370,33 +354,15 @@ fn figure8_leader_never_commits_an_old_term_entry_by_counting_replicas() {
     s1.deliver(2, Message::VoteResponse { term: 4, granted: true });
     assert_eq!(s1.raft.role(), Role::Leader);
     // S2 and S3 acknowledge index 2 (term 2) — a majority with S1 — but not the no-op.
-    s1.deliver(
-        1,
-        Message::AppendResponse { term: 4, success: true, match_index: 2, conflict_term: None, conflict_index: 0 },
-    );
-    let out = s1.deliver(
-        2,
-        Message::AppendResponse { term: 4, success: true, match_index: 2, conflict_term: None, conflict_index: 0 },
-    );
+    s1.deliver(1, ack(4, 2));
+    let out = s1.deliver(2, ack(4, 2));
     assert_eq!(s1.raft.commit_index(), 0, "index 2 is from term 2: counting replicas must not commit it");
     assert!(!events(&out).iter().any(|e| matches!(e, Event::Committed { .. })));
     // (e): once the term-4 entry (the no-op at 3) is on a majority, 1..=3 commit together.
-    s1.deliver(
-        1,
-        Message::AppendResponse { term: 4, success: true, match_index: 3, conflict_term: None, conflict_index: 0 },
-    );
-    let out = s1.deliver(
-        2,
-        Message::AppendResponse { term: 4, success: true, match_index: 3, conflict_term: None, conflict_index: 0 },
-    );
+    s1.deliver(1, ack(4, 3));
+    let out = s1.deliver(2, ack(4, 3));
     assert_eq!(s1.raft.commit_index(), 3);
-    let committed: Vec<u64> = events(&out)
-        .iter()
-        .filter_map(|e| match e {
-            Event::Committed { slot, .. } => Some(*slot),
-            _ => None,
-        })
-        .collect();
+    let committed = committed_slots(&out);
     assert_eq!(committed, vec![1, 2, 3]);
 }
 
@@ -411,16 +377,7 @@ fn figure8_d_an_uncommitted_old_term_entry_can_be_overwritten() {
         assert!(vote_granted(&out));
     }
     let mut s2 = Harness::restored(1, 5, &[hard_state(4, None), Record::Append { entries: entries(&[1, 2]) }]);
-    s2.deliver(
-        4,
-        Message::AppendEntries {
-            term: 5,
-            prev_log_index: 1,
-            prev_log_term: 1,
-            entries: vec![entry(2, 3)],
-            leader_commit: 0,
-        },
-    );
+    s2.deliver(4, append(5, 1, 1, vec![entry(2, 3)]));
     assert_eq!(s2.terms(), vec![1, 3]);
 }
 
