@@ -11,4 +11,5 @@
 //!   torn tail but refuses (naming file and offset) to guess past corruption.
 
 pub mod frame;
+pub mod tls;
 pub mod wal;
