@@ -11,5 +11,6 @@
 //!   torn tail but refuses (naming file and offset) to guess past corruption.
 
 pub mod frame;
+pub mod runtime;
 pub mod tls;
 pub mod wal;

@@ -1,0 +1,550 @@
+//! The node runtime: one replica of any [`Protocol`] on a QUIC endpoint, in real time.
+//!
+//! One task owns the protocol and runs it step by step: a message, a client request,
+//! a control command or a due timer comes in; the handler runs; then its outbox is
+//! carried out in the order the driver contract demands — **the step's records are
+//! appended to storage (one fsync for the batch, with disk storage) before any of its
+//! messages or replies is handed to the network.** Timers use exact durations on
+//! tokio's monotonic clock.
+//!
+//! Around that task:
+//! - an acceptor identifies each incoming connection by its pinned certificate; peer
+//!   nodes send frames on unidirectional streams, the harness uses one bidirectional
+//!   stream for requests and control (in) and replies and reports (out);
+//! - one sender task per peer keeps a connection and a long-lived stream to it, with a
+//!   bounded queue: when it is full (peer slow or down) new messages are dropped and
+//!   counted, which protocols tolerate as message loss; after a peer restarts the
+//!   sender reconnects with back-off;
+//! - frames that do not decode are counted and dropped; a connection that keeps
+//!   sending them (more than [`MALFORMED_FRAMES_BEFORE_CLOSE`]) is closed.
+//!
+//! Link faults (blocked peers, loss, added delay) are applied on the sending side,
+//! as instructed by the harness, so real-mode experiments can cut and heal links.
+
+use crate::frame::{FrameDecoder, FrameError, decode, encode};
+use crate::tls::{self, Identity, Pinned, Principal};
+use crate::wal::{Wal, WalError};
+use qlab_core::{Action, Context, Event, NodeId, Outbox, Protocol, Reply, Request};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// A connection that sends this many undecodable frames is closed.
+pub const MALFORMED_FRAMES_BEFORE_CLOSE: u64 = 16;
+
+/// Everything on the wire between nodes and between the harness and a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Wire<M> {
+    /// Node to node.
+    Peer(M),
+    /// Harness to node: a client request.
+    Request(Request),
+    /// Node to harness: a reply to a client.
+    Reply(Reply),
+    /// Harness to node.
+    Control(Control),
+    /// Node to harness.
+    Report(Report),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Control {
+    /// Replace the node's outgoing link faults.
+    Faults(LinkFaults),
+    /// Stop cleanly (a crash is a kill, not a message).
+    Shutdown,
+}
+
+/// Faults applied to what this node sends.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkFaults {
+    /// Peers this node cannot reach (a partition is this on both sides).
+    pub blocked_to: Vec<u32>,
+    /// Probability that a message is dropped.
+    pub loss: f64,
+    /// Extra one-way delay added to every message.
+    pub delay_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Report {
+    /// The node is up and listening (sent when the harness connects).
+    Ready { node: u32, restored_records: u64 },
+    /// An event for the checkers, stamped with nanoseconds since the cluster's start.
+    Observed { node: u32, time_ns: u64, event: Event },
+    /// Counters since the process started.
+    Counters(Counters),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    pub node: u32,
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    pub messages_received: u64,
+    pub malformed_frames: u64,
+    pub dropped_sends: u64,
+    /// User plus system CPU time of the process.
+    pub cpu_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Storage {
+    /// Records kept in memory: lost with the process (no crash safety).
+    Memory,
+    /// Records in a write-ahead log at this path, fsynced per step.
+    Disk { path: PathBuf },
+}
+
+/// What one node needs to run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig<C> {
+    pub id: u32,
+    /// Every node's address, indexed by id.
+    pub addrs: Vec<SocketAddr>,
+    pub identity: Identity,
+    pub pinned: Pinned,
+    pub protocol: C,
+    pub storage: Storage,
+    pub seed: u64,
+    /// Unix time (ns) that event times count from; shared by the whole cluster.
+    pub start_unix_ns: u64,
+    pub max_frame_bytes: usize,
+    /// Bound on each peer's send queue, in messages.
+    pub send_queue_messages: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
+
+/// Shared counters, updated by every task of the node.
+#[derive(Default)]
+struct Stats {
+    messages_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    messages_received: AtomicU64,
+    malformed_frames: AtomicU64,
+    dropped_sends: AtomicU64,
+}
+
+enum Input<M> {
+    Peer { from: u32, msg: M },
+    Request(Request),
+    Control(Control),
+    HarnessConnected,
+}
+
+/// A frame queued to a peer, not to be written before `not_before` (added delay).
+struct Outgoing {
+    frame: Vec<u8>,
+    not_before: Option<Instant>,
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// CPU time of this process (Linux `/proc/self/stat`, utime + stime); 0 elsewhere.
+pub fn process_cpu_ns() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0 };
+    // Fields after the parenthesized command name; utime and stime are 14th and 15th.
+    let Some(rest) = stat.rsplit(')').next() else { return 0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks * 10_000_000
+}
+
+/// Run one replica until it is told to shut down or its future is dropped (which
+/// aborts every task it started: dropping it is how in-process tests "kill" a node).
+pub async fn run_node<P>(config: NodeConfig<P::Config>) -> Result<(), NetError>
+where
+    P: Protocol + Send + 'static,
+    P::Message: Serialize + DeserializeOwned + Send + Sync + 'static,
+    P::Record: Serialize + DeserializeOwned + Send + 'static,
+    P::Timer: Send,
+{
+    let me = config.id;
+    let nodes = config.addrs.len() as u32;
+    let addr = config.addrs[me as usize];
+    let endpoint =
+        tls::endpoint(addr, &config.identity, config.pinned.clone()).map_err(|source| NetError::Bind { addr, source })?;
+    let (mut storage, records): (Option<Wal>, Vec<P::Record>) = match &config.storage {
+        Storage::Memory => (None, Vec::new()),
+        Storage::Disk { path } => {
+            let (wal, recovered) = Wal::open::<P::Record>(path)?;
+            (Some(wal), recovered.records)
+        }
+    };
+    let restored_records = records.len() as u64;
+    let mut protocol = if records.is_empty() {
+        P::new(&config.protocol, NodeId(me), nodes)
+    } else {
+        P::restore(&config.protocol, NodeId(me), nodes, &records)
+    };
+    drop(records);
+
+    let stats = Arc::new(Stats::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    let (inbox_tx, mut inbox) = mpsc::channel::<Input<P::Message>>(16_384);
+    let (report_tx, report_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let report_rx = Arc::new(tokio::sync::Mutex::new(report_rx));
+
+    tasks.spawn(accept_loop::<P::Message>(
+        endpoint.clone(),
+        config.pinned.clone(),
+        inbox_tx.clone(),
+        report_rx,
+        stats.clone(),
+        config.max_frame_bytes,
+    ));
+    let mut peer_queues: HashMap<u32, mpsc::Sender<Outgoing>> = HashMap::new();
+    for peer in (0..nodes).filter(|p| *p != me) {
+        let (tx, rx) = mpsc::channel(config.send_queue_messages.max(1));
+        peer_queues.insert(peer, tx);
+        tasks.spawn(peer_sender(endpoint.clone(), peer, config.addrs[peer as usize], rx));
+    }
+
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (me as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut fault_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0xfa01_7000 ^ me as u64);
+    let mut faults = LinkFaults::default();
+    let started = Instant::now();
+    let mut timers: BTreeMap<(Instant, u64), P::Timer> = BTreeMap::new();
+    let mut timer_keys: HashMap<P::Timer, (Instant, u64)> = HashMap::new();
+    let mut timer_seq = 0u64;
+    let mut outbox: Outbox<P::Message, P::Timer, P::Record> = Outbox::default();
+    let mut counters_due = Instant::now() + Duration::from_millis(500);
+
+    // One step: run the handler, then carry out its outbox in contract order.
+    macro_rules! step {
+        ($handler:expr) => {{
+            let now_ns = started.elapsed().as_nanos() as u64;
+            {
+                let mut ctx = Context::new(now_ns, &mut rng, &mut outbox);
+                #[allow(clippy::redundant_closure_call)]
+                ($handler)(&mut protocol, &mut ctx);
+            }
+            let mut records = Vec::new();
+            let mut rest = Vec::new();
+            for action in outbox.actions.drain(..) {
+                match action {
+                    Action::Persist { record } => records.push(record),
+                    other => rest.push(other),
+                }
+            }
+            if let Some(wal) = storage.as_mut() {
+                // Durable before anything of this step leaves the node.
+                wal.append_batch(&records)?;
+            }
+            for action in rest {
+                match action {
+                    Action::Persist { .. } => unreachable!(),
+                    Action::Send { to, msg } => {
+                        send_peer(&peer_queues, &faults, &mut fault_rng, &stats, to.0, &msg);
+                    }
+                    Action::Broadcast { msg } => {
+                        for peer in (0..nodes).filter(|p| *p != me) {
+                            send_peer(&peer_queues, &faults, &mut fault_rng, &stats, peer, &msg);
+                        }
+                    }
+                    Action::SetTimer { timer, after } => {
+                        if let Some(old) = timer_keys.remove(&timer) {
+                            timers.remove(&old);
+                        }
+                        timer_seq += 1;
+                        let key = (Instant::now() + Duration::from_nanos(after), timer_seq);
+                        timers.insert(key, timer);
+                        timer_keys.insert(timer, key);
+                    }
+                    Action::CancelTimer { timer } => {
+                        if let Some(old) = timer_keys.remove(&timer) {
+                            timers.remove(&old);
+                        }
+                    }
+                    Action::Reply { reply } => {
+                        let mut frame = Vec::new();
+                        encode(&Wire::<P::Message>::Reply(reply), &mut frame);
+                        let _ = report_tx.send(frame);
+                    }
+                    Action::Observe { event } => {
+                        let time_ns = unix_ns().saturating_sub(config.start_unix_ns);
+                        let mut frame = Vec::new();
+                        encode(&Wire::<P::Message>::Report(Report::Observed { node: me, time_ns, event }), &mut frame);
+                        let _ = report_tx.send(frame);
+                    }
+                }
+            }
+        }};
+    }
+
+    step!(|p: &mut P, ctx: &mut Context<'_, P>| p.on_start(ctx));
+    loop {
+        let next_timer = timers.first_key_value().map(|(k, _)| k.0);
+        let wake = next_timer.map_or(counters_due, |t| t.min(counters_due));
+        tokio::select! {
+            input = inbox.recv() => {
+                let Some(input) = input else { break };
+                match input {
+                    Input::Peer { from, msg } => {
+                        step!(|p: &mut P, ctx: &mut Context<'_, P>| p.on_message(ctx, NodeId(from), msg));
+                    }
+                    Input::Request(request) => {
+                        step!(|p: &mut P, ctx: &mut Context<'_, P>| p.on_request(ctx, request));
+                    }
+                    Input::Control(Control::Faults(new_faults)) => faults = new_faults,
+                    Input::Control(Control::Shutdown) => break,
+                    Input::HarnessConnected => {
+                        let mut frame = Vec::new();
+                        encode(&Wire::<P::Message>::Report(Report::Ready { node: me, restored_records }), &mut frame);
+                        let _ = report_tx.send(frame);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                while let Some(entry) = timers.first_entry() {
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    let timer = entry.remove();
+                    timer_keys.remove(&timer);
+                    step!(|p: &mut P, ctx: &mut Context<'_, P>| p.on_timer(ctx, timer));
+                }
+                if now >= counters_due {
+                    counters_due = now + Duration::from_millis(500);
+                    let mut frame = Vec::new();
+                    encode(&Wire::<P::Message>::Report(Report::Counters(snapshot(me, &stats))), &mut frame);
+                    let _ = report_tx.send(frame);
+                }
+            }
+        }
+    }
+    let mut frame = Vec::new();
+    encode(&Wire::<P::Message>::Report(Report::Counters(snapshot(me, &stats))), &mut frame);
+    let _ = report_tx.send(frame);
+    // Give the reports a moment to leave before the endpoint closes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    endpoint.close(0u32.into(), b"shutdown");
+    tasks.abort_all();
+    Ok(())
+}
+
+fn snapshot(node: u32, stats: &Stats) -> Counters {
+    Counters {
+        node,
+        messages_sent: stats.messages_sent.load(Ordering::Relaxed),
+        bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
+        messages_received: stats.messages_received.load(Ordering::Relaxed),
+        malformed_frames: stats.malformed_frames.load(Ordering::Relaxed),
+        dropped_sends: stats.dropped_sends.load(Ordering::Relaxed),
+        cpu_ns: process_cpu_ns(),
+    }
+}
+
+fn send_peer<M: Serialize>(
+    queues: &HashMap<u32, mpsc::Sender<Outgoing>>,
+    faults: &LinkFaults,
+    rng: &mut ChaCha8Rng,
+    stats: &Stats,
+    to: u32,
+    msg: &M,
+) {
+    let Some(queue) = queues.get(&to) else { return };
+    let mut frame = Vec::new();
+    encode(&Wire::Peer(msg), &mut frame);
+    stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+    stats.bytes_sent.fetch_add(frame.len() as u64, Ordering::Relaxed);
+    if faults.blocked_to.contains(&to) || (faults.loss > 0.0 && rng.random_bool(faults.loss.min(1.0))) {
+        stats.dropped_sends.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let not_before = (faults.delay_ns > 0).then(|| Instant::now() + Duration::from_nanos(faults.delay_ns));
+    if queue.try_send(Outgoing { frame, not_before }).is_err() {
+        // Queue full (peer slow or down): shed load instead of blocking the protocol.
+        stats.dropped_sends.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Keep a connection and one long-lived stream to `peer`, writing queued frames.
+async fn peer_sender(endpoint: quinn::Endpoint, peer: u32, addr: SocketAddr, mut queue: mpsc::Receiver<Outgoing>) {
+    let name = Principal::Node(peer).server_name();
+    let mut backoff = Duration::from_millis(20);
+    let mut batch = Vec::with_capacity(64 * 1024);
+    loop {
+        let stream = async {
+            let connection = endpoint.connect(addr, &name).ok()?.await.ok()?;
+            connection.open_uni().await.ok()
+        }
+        .await;
+        let Some(mut stream) = stream else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+            continue;
+        };
+        backoff = Duration::from_millis(20);
+        loop {
+            let Some(first) = queue.recv().await else { return };
+            if let Some(at) = first.not_before {
+                tokio::time::sleep_until(at).await;
+            }
+            batch.clear();
+            batch.extend_from_slice(&first.frame);
+            // Coalesce what is already queued into one write.
+            while batch.len() < 64 * 1024 {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        if let Some(at) = next.not_before {
+                            tokio::time::sleep_until(at).await;
+                        }
+                        batch.extend_from_slice(&next.frame);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if stream.write_all(&batch).await.is_err() {
+                break; // peer gone: reconnect; this batch is lost like packets are
+            }
+        }
+    }
+}
+
+async fn accept_loop<M>(
+    endpoint: quinn::Endpoint,
+    pinned: Pinned,
+    inbox: mpsc::Sender<Input<M>>,
+    reports: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>,
+    stats: Arc<Stats>,
+    max_frame_bytes: usize,
+) where
+    M: DeserializeOwned + Send + 'static,
+{
+    let mut handlers = tokio::task::JoinSet::new();
+    while let Some(incoming) = endpoint.accept().await {
+        let pinned = pinned.clone();
+        let inbox = inbox.clone();
+        let reports = reports.clone();
+        let stats = stats.clone();
+        handlers.spawn(async move {
+            let Ok(connection) = incoming.await else { return };
+            match pinned.identify(&connection) {
+                Some(Principal::Node(from)) => {
+                    while let Ok(stream) = connection.accept_uni().await {
+                        let inbox = inbox.clone();
+                        let stats = stats.clone();
+                        let connection = connection.clone();
+                        tokio::spawn(read_stream(stream, Speaker::Node(from), inbox, stats, connection, max_frame_bytes));
+                    }
+                }
+                Some(Principal::Harness) => {
+                    let Ok((send, recv)) = connection.accept_bi().await else { return };
+                    let _ = inbox.send(Input::HarnessConnected).await;
+                    let writer = tokio::spawn(write_reports(send, reports));
+                    read_stream(recv, Speaker::Harness, inbox, stats, connection, max_frame_bytes).await;
+                    writer.abort();
+                }
+                None => connection.close(1u32.into(), b"unknown certificate"),
+            }
+        });
+        // Reap finished handlers so the set does not grow with reconnects.
+        while handlers.try_join_next().is_some() {}
+    }
+}
+
+/// Who speaks on a stream, and so which frames are allowed on it.
+#[derive(Clone, Copy)]
+enum Speaker {
+    Node(u32),
+    Harness,
+}
+
+/// Read frames until the stream ends. A node may only send `Wire::Peer`, the harness
+/// only `Request` and `Control`; anything else, or anything undecodable, is counted as
+/// malformed and dropped, and a connection that keeps doing it is closed.
+async fn read_stream<M: DeserializeOwned>(
+    mut stream: quinn::RecvStream,
+    speaker: Speaker,
+    inbox: mpsc::Sender<Input<M>>,
+    stats: Arc<Stats>,
+    connection: quinn::Connection,
+    max_frame_bytes: usize,
+) {
+    let mut decoder = FrameDecoder::new(max_frame_bytes);
+    let mut malformed_here = 0u64;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match stream.read(&mut buffer).await {
+            Ok(Some(n)) => n,
+            Ok(None) | Err(_) => return,
+        };
+        decoder.push(&buffer[..read]);
+        loop {
+            let payload = match decoder.next_frame() {
+                Ok(Some(payload)) => payload,
+                Ok(None) => break,
+                Err(FrameError::TooLarge { .. }) | Err(FrameError::Malformed { .. }) => {
+                    // A bad length cannot be resynchronized: drop the connection.
+                    stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
+                    connection.close(3u32.into(), b"oversized frame");
+                    return;
+                }
+            };
+            let input = match (speaker, decode::<Wire<M>>(&payload)) {
+                (Speaker::Node(from), Ok(Wire::Peer(msg))) => {
+                    stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                    Some(Input::Peer { from, msg })
+                }
+                (Speaker::Harness, Ok(Wire::Request(request))) => Some(Input::Request(request)),
+                (Speaker::Harness, Ok(Wire::Control(control))) => Some(Input::Control(control)),
+                _ => None,
+            };
+            match input {
+                Some(input) => {
+                    if inbox.send(input).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
+                    malformed_here += 1;
+                    if malformed_here > MALFORMED_FRAMES_BEFORE_CLOSE {
+                        connection.close(2u32.into(), b"malformed frames");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn write_reports(mut send: quinn::SendStream, reports: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>) {
+    let mut reports = reports.lock().await;
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while let Some(first) = reports.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < 64 * 1024 {
+            match reports.try_recv() {
+                Ok(next) => batch.extend_from_slice(&next),
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&batch).await.is_err() {
+            return;
+        }
+    }
+}
