@@ -10,7 +10,9 @@
 //!   a step's records are durable before its messages leave, and recovery that cuts a
 //!   torn tail but refuses (naming file and offset) to guess past corruption.
 
+pub mod drive;
 pub mod frame;
+pub mod harness;
 pub mod runtime;
 pub mod tls;
 pub mod wal;

@@ -58,6 +58,9 @@ pub enum Wire<M> {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Control {
+    /// The harness's first frame on a new link (a QUIC stream exists for the peer
+    /// only once bytes flow on it).
+    Hello,
     /// Replace the node's outgoing link faults.
     Faults(LinkFaults),
     /// Stop cleanly (a crash is a kill, not a message).
@@ -182,8 +185,22 @@ where
     let me = config.id;
     let nodes = config.addrs.len() as u32;
     let addr = config.addrs[me as usize];
-    let endpoint =
-        tls::endpoint(addr, &config.identity, config.pinned.clone()).map_err(|source| NetError::Bind { addr, source })?;
+    // A previous incarnation in this process may still hold the port for a moment
+    // while its connections drain; a killed process frees it at once.
+    let mut attempts = 0;
+    let endpoint = loop {
+        match tls::endpoint(addr, &config.identity, config.pinned.clone()) {
+            Ok(endpoint) => break endpoint,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 100 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(source) => return Err(NetError::Bind { addr, source }),
+        }
+    };
+    // Dropping this future (an in-process "kill") or returning closes every connection
+    // at once, so the address is free for the next incarnation.
+    let _close_on_drop = CloseOnDrop(endpoint.clone());
     let (mut storage, records): (Option<Wal>, Vec<P::Record>) = match &config.storage {
         Storage::Memory => (None, Vec::new()),
         Storage::Disk { path } => {
@@ -308,6 +325,7 @@ where
                     }
                     Input::Control(Control::Faults(new_faults)) => faults = new_faults,
                     Input::Control(Control::Shutdown) => break,
+                    Input::Control(Control::Hello) => {}
                     Input::HarnessConnected => {
                         let mut frame = Vec::new();
                         encode(&Wire::<P::Message>::Report(Report::Ready { node: me, restored_records }), &mut frame);
@@ -342,6 +360,14 @@ where
     endpoint.close(0u32.into(), b"shutdown");
     tasks.abort_all();
     Ok(())
+}
+
+struct CloseOnDrop(quinn::Endpoint);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(0u32.into(), b"stopped");
+    }
 }
 
 fn snapshot(node: u32, stats: &Stats) -> Counters {
@@ -447,7 +473,14 @@ async fn accept_loop<M>(
                         let inbox = inbox.clone();
                         let stats = stats.clone();
                         let connection = connection.clone();
-                        tokio::spawn(read_stream(stream, Speaker::Node(from), inbox, stats, connection, max_frame_bytes));
+                        tokio::spawn(read_stream(
+                            stream,
+                            Speaker::Node(from),
+                            inbox,
+                            stats,
+                            connection,
+                            max_frame_bytes,
+                        ));
                     }
                 }
                 Some(Principal::Harness) => {
@@ -531,7 +564,10 @@ async fn read_stream<M: DeserializeOwned>(
     }
 }
 
-async fn write_reports(mut send: quinn::SendStream, reports: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>) {
+async fn write_reports(
+    mut send: quinn::SendStream,
+    reports: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>,
+) {
     let mut reports = reports.lock().await;
     let mut batch = Vec::with_capacity(64 * 1024);
     while let Some(first) = reports.recv().await {

@@ -1,0 +1,191 @@
+//! Driving sans-IO clients against a real cluster, and collecting what nodes report.
+//!
+//! The harness runs every client of an experiment in its own process: each is the
+//! protocol's sans-IO [`Client`] (leader finding, retries), fed replies from the node
+//! links and woken by tokio timers. [`Driver::next`] plays the role the simulator's
+//! `run_until` plays in simulation: it processes traffic until a client operation
+//! completes or the deadline passes, so experiment code reads the same in both modes.
+
+use crate::harness::{FromNode, Harness};
+use crate::runtime::{Counters, Report, Wire};
+use qlab_core::{Client, ClientAction, ClientOutbox, Event, NodeId, OpResult, Request};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{HashMap, HashSet};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// A client operation that finished.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Done {
+    pub client: usize,
+    pub request: Request,
+    pub result: OpResult,
+    pub from: u32,
+    /// Nanoseconds since the cluster's start.
+    pub time_ns: u64,
+}
+
+/// An event a node reported, in cluster time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub node: u32,
+    pub time_ns: u64,
+    pub event: Event,
+}
+
+pub struct Driver<M, C: Client> {
+    harness: Harness<M>,
+    from_nodes: mpsc::UnboundedReceiver<FromNode<M>>,
+    clients: Vec<C>,
+    timers: Vec<HashMap<C::Timer, Instant>>,
+    outstanding: Vec<Option<Request>>,
+    start: Instant,
+    start_unix_ns: u64,
+    pub observations: Vec<Observed>,
+    pub counters: HashMap<u32, Counters>,
+    /// Nodes that reported `Ready` (cleared by [`Driver::forget_ready`]).
+    pub ready: HashSet<u32>,
+}
+
+impl<M, C> Driver<M, C>
+where
+    M: Serialize + DeserializeOwned + Send + 'static,
+    C: Client,
+{
+    pub fn new(
+        harness: Harness<M>,
+        from_nodes: mpsc::UnboundedReceiver<FromNode<M>>,
+        clients: Vec<C>,
+        start_unix_ns: u64,
+    ) -> Self {
+        let now_unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        // `start` is the Instant that corresponds to `start_unix_ns`.
+        let start = Instant::now() - std::time::Duration::from_nanos(now_unix.saturating_sub(start_unix_ns));
+        let n = clients.len();
+        Driver {
+            harness,
+            from_nodes,
+            clients,
+            timers: (0..n).map(|_| HashMap::new()).collect(),
+            outstanding: vec![None; n],
+            start,
+            start_unix_ns,
+            observations: Vec::new(),
+            counters: HashMap::new(),
+            ready: HashSet::new(),
+        }
+    }
+
+    pub fn harness(&self) -> &Harness<M> {
+        &self.harness
+    }
+    pub fn start_unix_ns(&self) -> u64 {
+        self.start_unix_ns
+    }
+    /// Nanoseconds since the cluster's start.
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+    pub fn is_busy(&self, client: usize) -> bool {
+        self.outstanding[client].is_some()
+    }
+    pub fn forget_ready(&mut self) {
+        self.ready.clear();
+    }
+
+    pub fn submit(&mut self, client: usize, request: Request) {
+        assert!(self.outstanding[client].is_none(), "client {client} already busy");
+        self.outstanding[client] = Some(request.clone());
+        let mut out = ClientOutbox::default();
+        let now = self.now_ns();
+        self.clients[client].submit(now, request, &mut out);
+        self.carry_out(client, out);
+    }
+
+    fn carry_out(&mut self, client: usize, mut out: ClientOutbox<C::Timer>) {
+        for action in out.actions.drain(..) {
+            match action {
+                ClientAction::Send { to, request } => self.harness.send(to.0, &Wire::Request(request)),
+                ClientAction::SetTimer { timer, after } => {
+                    self.timers[client].insert(timer, Instant::now() + std::time::Duration::from_nanos(after));
+                }
+                ClientAction::CancelTimer { timer } => {
+                    self.timers[client].remove(&timer);
+                }
+            }
+        }
+    }
+
+    /// Process traffic until a client operation completes (returned) or `deadline`.
+    pub async fn next(&mut self, deadline: Instant) -> Option<Done> {
+        loop {
+            let next_timer = self
+                .timers
+                .iter()
+                .enumerate()
+                .flat_map(|(c, t)| t.iter().map(move |(timer, at)| (*at, c, *timer)))
+                .min_by_key(|(at, c, _)| (*at, *c));
+            let wake = next_timer.map_or(deadline, |(at, _, _)| at.min(deadline));
+            tokio::select! {
+                message = self.from_nodes.recv() => {
+                    let Some(FromNode { node, wire, received_ns }) = message else { return None };
+                    if let Some(done) = self.handle(node, wire, received_ns) {
+                        return Some(done);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if let Some((at, client, timer)) = next_timer
+                        && at <= Instant::now() {
+                            self.timers[client].remove(&timer);
+                            let mut out = ClientOutbox::default();
+                            let now = self.now_ns();
+                            self.clients[client].on_timer(now, timer, &mut out);
+                            self.carry_out(client, out);
+                        }
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, node: u32, wire: Wire<M>, received_ns: u64) -> Option<Done> {
+        match wire {
+            Wire::Reply(reply) => {
+                let client = reply.client.0 as usize;
+                if client >= self.clients.len() || self.outstanding[client].is_none() {
+                    return None;
+                }
+                let mut out = ClientOutbox::default();
+                let result = self.clients[client].on_reply(received_ns, NodeId(node), reply, &mut out);
+                self.carry_out(client, out);
+                let result = result?;
+                let request = self.outstanding[client].take().expect("outstanding request");
+                Some(Done { client, request, result, from: node, time_ns: received_ns })
+            }
+            Wire::Report(Report::Observed { node, time_ns, event }) => {
+                self.observations.push(Observed { node, time_ns, event });
+                None
+            }
+            Wire::Report(Report::Ready { node, .. }) => {
+                self.ready.insert(node);
+                None
+            }
+            Wire::Report(Report::Counters(counters)) => {
+                self.counters.insert(counters.node, counters);
+                None
+            }
+            Wire::Peer(_) | Wire::Request(_) | Wire::Control(_) => None,
+        }
+    }
+
+    /// Observations sorted by cluster time (each node's stream is already ordered).
+    pub fn observations_in_time_order(&self) -> Vec<Observed> {
+        let mut all = self.observations.clone();
+        all.sort_by_key(|o| o.time_ns);
+        all
+    }
+}
