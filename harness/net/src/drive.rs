@@ -130,7 +130,7 @@ where
             let wake = next_timer.map_or(deadline, |(at, _, _)| at.min(deadline));
             tokio::select! {
                 message = self.from_nodes.recv() => {
-                    let Some(FromNode { node, wire, received_ns }) = message else { return None };
+                    let FromNode { node, wire, received_ns } = message?;
                     if let Some(done) = self.handle(node, wire, received_ns) {
                         return Some(done);
                     }
