@@ -41,6 +41,15 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         max_lines: usize,
     },
+    /// Run one replica of a cluster file (real mode: QUIC with pinned mutual TLS).
+    Node {
+        /// The cluster file (see harness/net/src/cluster.rs for its fields).
+        #[arg(long, value_name = "FILE")]
+        cluster: PathBuf,
+        /// This node's id in the cluster file.
+        #[arg(long, value_name = "N")]
+        id: u32,
+    },
     /// List the experiment files and the question each answers.
     List {
         #[arg(default_value = "experiments")]
@@ -145,6 +154,7 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             }
             Ok(())
         }
+        Command::Node { cluster, id } => qlab_lab::real::node_main(&cluster, id),
         Command::List { dir } => {
             for listed in run::list_experiments(&dir)? {
                 say!("{}\n    {}", listed.path.display(), listed.question);

@@ -15,6 +15,10 @@ pub enum LabError {
     Usage(String),
     #[error("drawing {}: {message}", path.display())]
     Plot { path: PathBuf, message: String },
+    #[error(transparent)]
+    Cluster(#[from] qlab_net::cluster::ClusterError),
+    #[error(transparent)]
+    Net(#[from] qlab_net::runtime::NetError),
 }
 
 pub type Result<T> = std::result::Result<T, LabError>;

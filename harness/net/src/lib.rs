@@ -10,6 +10,7 @@
 //!   a step's records are durable before its messages leave, and recovery that cuts a
 //!   torn tail but refuses (naming file and offset) to guess past corruption.
 
+pub mod cluster;
 pub mod drive;
 pub mod frame;
 pub mod harness;

@@ -124,6 +124,9 @@ pub struct NodeConfig<C> {
     pub max_frame_bytes: usize,
     /// Bound on each peer's send queue, in messages.
     pub send_queue_messages: usize,
+    /// Exit when no harness has been connected for this long (0: never). A harness
+    /// that was killed outright cannot stop its nodes; this makes them stop themselves.
+    pub orphan_timeout_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +152,7 @@ enum Input<M> {
     Request(Request),
     Control(Control),
     HarnessConnected,
+    HarnessDisconnected,
 }
 
 /// A frame queued to a peer, not to be written before `not_before` (added delay).
@@ -246,6 +250,8 @@ where
     let mut timer_seq = 0u64;
     let mut outbox: Outbox<P::Message, P::Timer, P::Record> = Outbox::default();
     let mut counters_due = Instant::now() + Duration::from_millis(500);
+    let mut harness_links = 0u32;
+    let mut orphaned_since = Some(Instant::now());
 
     // One step: run the handler, then carry out its outbox in contract order.
     macro_rules! step {
@@ -326,7 +332,15 @@ where
                     Input::Control(Control::Faults(new_faults)) => faults = new_faults,
                     Input::Control(Control::Shutdown) => break,
                     Input::Control(Control::Hello) => {}
+                    Input::HarnessDisconnected => {
+                        harness_links = harness_links.saturating_sub(1);
+                        if harness_links == 0 {
+                            orphaned_since = Some(Instant::now());
+                        }
+                    }
                     Input::HarnessConnected => {
+                        harness_links += 1;
+                        orphaned_since = None;
                         let mut frame = Vec::new();
                         encode(&Wire::<P::Message>::Report(Report::Ready { node: me, restored_records }), &mut frame);
                         let _ = report_tx.send(frame);
@@ -345,6 +359,10 @@ where
                 }
                 if now >= counters_due {
                     counters_due = now + Duration::from_millis(500);
+                    let orphan_limit = Duration::from_millis(config.orphan_timeout_ms);
+                    if config.orphan_timeout_ms > 0 && orphaned_since.is_some_and(|t| now - t > orphan_limit) {
+                        break; // the harness is gone for good: do not linger
+                    }
                     let mut frame = Vec::new();
                     encode(&Wire::<P::Message>::Report(Report::Counters(snapshot(me, &stats))), &mut frame);
                     let _ = report_tx.send(frame);
@@ -487,8 +505,9 @@ async fn accept_loop<M>(
                     let Ok((send, recv)) = connection.accept_bi().await else { return };
                     let _ = inbox.send(Input::HarnessConnected).await;
                     let writer = tokio::spawn(write_reports(send, reports));
-                    read_stream(recv, Speaker::Harness, inbox, stats, connection, max_frame_bytes).await;
+                    read_stream(recv, Speaker::Harness, inbox.clone(), stats, connection, max_frame_bytes).await;
                     writer.abort();
+                    let _ = inbox.send(Input::HarnessDisconnected).await;
                 }
                 None => connection.close(1u32.into(), b"unknown certificate"),
             }

@@ -243,7 +243,7 @@ pub fn client_config(me: &Identity, pinned: Pinned) -> Result<quinn::ClientConfi
 }
 
 /// The key behind QUIC stateless resets, derived from the node's private key so a
-/// restarted process has the same one. Then the first packet a peer sends on a
+/// restarted process has the same one (with the same connection-ID key, below). Then the first packet a peer sends on a
 /// connection to the dead process is answered with a reset the peer can verify, and it
 /// reconnects at once instead of waiting out the idle timeout.
 struct ResetKey([u8; 32]);
@@ -282,7 +282,14 @@ pub fn endpoint(addr: std::net::SocketAddr, me: &Identity, pinned: Pinned) -> st
     let other = |e: rustls::Error| std::io::Error::other(e.to_string());
     let server = server_config(me, pinned.clone()).map_err(other)?;
     let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
-    let config = quinn::EndpointConfig::new(Arc::new(ResetKey::derive(me)));
+    let mut config = quinn::EndpointConfig::new(Arc::new(ResetKey::derive(me)));
+    // Connection IDs carry a keyed checksum that the endpoint verifies before it will
+    // answer an unknown connection with a reset; the restarted process must accept the
+    // IDs its predecessor issued, so that key is derived from the identity as well.
+    let cid_key = u64::from_le_bytes(
+        blake3::derive_key("qlab 2026 QUIC connection id key", &me.key_der)[..8].try_into().expect("8 bytes"),
+    );
+    config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     let mut endpoint = quinn::Endpoint::new(config, Some(server), socket.into(), runtime)?;
     endpoint.set_default_client_config(client_config(me, pinned).map_err(other)?);
     Ok(endpoint)

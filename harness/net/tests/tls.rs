@@ -93,3 +93,51 @@ async fn a_server_with_another_nodes_certificate_is_refused() {
     sent.unwrap();
     assert_eq!(received.unwrap().0, Some(Principal::Node(0)));
 }
+
+/// After a node dies without closing its connections (kill -9), its restarted
+/// process answers the peers' next packets with stateless resets (the key is derived
+/// from the node's private key), so they notice at once instead of after the idle timeout.
+#[test]
+fn a_restarted_node_resets_connections_to_its_dead_predecessor() {
+    let c = cluster(2);
+    let client_rt = tokio::runtime::Runtime::new().unwrap();
+    let client = client_rt.block_on(async { endpoint(localhost(), &c.identities[0], c.pinned.clone()).unwrap() });
+    // The server lives in its own runtime; dropping that runtime is a kill -9.
+    let server_rt = tokio::runtime::Runtime::new().unwrap();
+    let server = server_rt.block_on(async { endpoint(localhost(), &c.identities[1], c.pinned.clone()).unwrap() });
+    let addr = server.local_addr().unwrap();
+    let accepted = server_rt.spawn({
+        let server = server.clone();
+        async move {
+            let connection = server.accept().await.unwrap().await.unwrap();
+            let mut stream = connection.accept_uni().await.unwrap();
+            let mut buffer = [0u8; 5];
+            stream.read_exact(&mut buffer).await.unwrap();
+            std::future::pending::<()>().await; // keep the connection open
+        }
+    });
+    let mut stream = client_rt.block_on(async {
+        let connection = client.connect(addr, "node-1").unwrap().await.unwrap();
+        let mut stream = connection.open_uni().await.unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stream
+    });
+    drop(accepted);
+    drop(server);
+    drop(server_rt);
+    let restarted_rt = tokio::runtime::Runtime::new().unwrap();
+    let _restarted = restarted_rt.block_on(async { endpoint(addr, &c.identities[1], c.pinned.clone()).unwrap() });
+    let started = std::time::Instant::now();
+    let failed = client_rt.block_on(async {
+        for _ in 0..200 {
+            if stream.write_all(&[0u8; 64]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    });
+    assert!(failed, "the old connection was never reset");
+    assert!(started.elapsed() < Duration::from_millis(1_500), "reset took {:?}", started.elapsed());
+}

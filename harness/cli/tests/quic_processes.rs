@@ -1,0 +1,119 @@
+//! Real mode end to end: one `qlab node` OS process per replica over QUIC on loopback.
+//! 1,000 writes commit while the leader process is `kill -9`ed and restarted from its
+//! WAL; the checkers pass; every replica ends with the same log; nothing is left running.
+
+use qlab_core::{ClientId, Event, ms};
+use qlab_lab::check::check_observations;
+use qlab_lab::linearizability::{LinCheck, check_history};
+use qlab_lab::real::{WriteLoad, final_commits, latest_leader, observations_for_checkers};
+use qlab_net::cluster::{ClusterFile, LocalCluster, StorageKind};
+use qlab_net::drive::Driver;
+use qlab_net::harness::Harness;
+use qlab_net::tls;
+use qlab_raft::{Message, RaftClient, RaftConfig};
+use std::path::Path;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const NODES: u32 = 3;
+const CLIENTS: usize = 4;
+const WRITES: usize = 1_000;
+
+fn cluster(dir: &Path) -> LocalCluster {
+    let config = toml::Value::try_from(RaftConfig::default()).unwrap();
+    LocalCluster::create(dir, Path::new(env!("CARGO_BIN_EXE_qlab")), "raft", config, NODES, StorageKind::Disk, 3)
+        .unwrap()
+}
+
+fn alive(pid: u32) -> bool {
+    // A reaped process has no /proc entry; a zombie would show state Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_processes_survive_kill_9_of_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster(dir.path());
+    cluster.start_all().unwrap();
+    let pinned = cluster.pinned().unwrap();
+    let endpoint = tls::endpoint("127.0.0.1:0".parse().unwrap(), &cluster.harness_identity, pinned).unwrap();
+    let start = cluster.file.start_unix_ns;
+    let (harness, from_nodes) =
+        Harness::<Message>::connect(endpoint, &cluster.file.addrs(), start, cluster.file.max_frame_bytes);
+    let clients: Vec<RaftClient> = (0..CLIENTS)
+        .map(|c| {
+            let mut client = RaftClient::new(ClientId(c as u64), NODES);
+            client.retry_timeout_ns = ms(300);
+            client
+        })
+        .collect();
+    let mut driver = Driver::new(harness, from_nodes, clients, start);
+    let mut load = WriteLoad::new(CLIENTS, WRITES, 5, 16);
+    load.start(&mut driver);
+    let give_up = Instant::now() + Duration::from_secs(120);
+    let mut killed = None;
+    while load.completed < WRITES {
+        load.step(&mut driver, give_up).await.unwrap_or_else(|| panic!("stalled after {} writes", load.completed));
+        if load.completed == WRITES / 3 && killed.is_none() {
+            let leader = latest_leader(&observations_for_checkers(&driver)).unwrap();
+            cluster.kill(leader);
+            killed = Some(leader);
+        }
+        if load.completed == WRITES / 2 {
+            cluster.start(killed.unwrap()).unwrap();
+        }
+    }
+    let settle = Instant::now() + Duration::from_millis(1_500);
+    while driver.next(settle).await.is_some() {}
+
+    let observations = observations_for_checkers(&driver);
+    let violations = check_observations(&observations);
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(check_history(&load.history), LinCheck::Linearizable);
+    let last = final_commits(&observations, NODES);
+    assert!(last.iter().all(|c| *c == last[0] && c.is_some()), "{last:?}");
+    assert!(last[0].unwrap().0 >= WRITES as u64);
+    let restarted = killed.unwrap();
+    assert!(observations.iter().any(|o| o.node.0 == restarted && matches!(o.event, Event::Restarted { .. })));
+    assert!(driver.counters.values().all(|c| c.malformed_frames == 0), "{:?}", driver.counters);
+
+    let pids = cluster.pids();
+    assert_eq!(pids.len(), NODES as usize);
+    assert!(pids.iter().all(|p| alive(*p)));
+    drop(cluster);
+    assert!(pids.iter().all(|p| !alive(*p)), "dropping the cluster stops every process");
+}
+
+#[tokio::test]
+async fn nodes_whose_harness_is_gone_stop_by_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster(dir.path());
+    let mut file = ClusterFile::load(&cluster.file_path).unwrap();
+    file.orphan_timeout_ms = 600;
+    file.save(&cluster.file_path).unwrap();
+    cluster.start_all().unwrap();
+    // No harness ever connects (as if it had been killed with -9).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for id in 0..NODES {
+        assert!(!cluster.is_running(id), "node {id} is still running without a harness");
+    }
+}
+
+#[test]
+fn a_bad_cluster_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(dir.path());
+    let text =
+        std::fs::read_to_string(&cluster.file_path).unwrap().replace("protocol = \"raft\"", "protocol = \"zab\"");
+    std::fs::write(&cluster.file_path, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_qlab"))
+        .args(["node", "--cluster"])
+        .arg(&cluster.file_path)
+        .args(["--id", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown protocol \"zab\"") && stderr.contains("raft"), "{stderr}");
+}

@@ -1,0 +1,321 @@
+//! Cluster files, and local clusters of `qlab node` processes.
+//!
+//! A cluster file says everything a replica needs to join: the protocol and its
+//! configuration, every node's address and certificate, where its own private key and
+//! storage live, and the harness's certificate. The same file serves a local cluster
+//! on 127.0.0.1 (written by [`LocalCluster::create`]) and nodes on several hosts
+//! (written by hand, one key file per host):
+//!
+//! ```toml
+//! protocol = "raft"
+//! seed = 1
+//! start_unix_ns = 1764079000000000000   # zero of event times; hosts need synced clocks
+//! storage = "disk"                      # or "memory" (no crash safety)
+//! data_dir = "data"                     # relative to this file
+//! harness_cert = "harness.cert.der"
+//!
+//! [protocol_config]                     # the protocol's own configuration
+//! election_timeout_ns_min = 150000000
+//! # ...
+//!
+//! [[nodes]]
+//! id = 0
+//! addr = "10.0.0.1:7000"
+//! cert = "node-0.cert.der"
+//! key = "node-0.key.der"                # only the host running node 0 needs it
+//! ```
+//!
+//! A [`LocalCluster`] owns the processes it starts and kills every one of them when
+//! it is dropped, so an experiment that ends by error or panic leaves nothing behind.
+//! Each node also exits by itself when the harness has been gone for a while (see
+//! `orphan_timeout_ms`), which covers the harness being killed outright.
+
+use crate::frame::DEFAULT_MAX_FRAME_BYTES;
+use crate::runtime::{NodeConfig, Storage};
+use crate::tls::{Identity, Pinned, Principal};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageKind {
+    Memory,
+    Disk,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub id: u32,
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub protocol: String,
+    pub seed: u64,
+    pub start_unix_ns: u64,
+    pub storage: StorageKind,
+    pub data_dir: PathBuf,
+    pub harness_cert: PathBuf,
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    #[serde(default = "default_send_queue")]
+    pub send_queue_messages: usize,
+    /// A node exits when no harness has been connected for this long (0: never).
+    #[serde(default = "default_orphan_timeout_ms")]
+    pub orphan_timeout_ms: u64,
+    pub protocol_config: toml::Value,
+    pub nodes: Vec<NodeEntry>,
+}
+
+fn default_max_frame_bytes() -> usize {
+    DEFAULT_MAX_FRAME_BYTES
+}
+fn default_send_queue() -> usize {
+    4096
+}
+fn default_orphan_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("starting node {id} ({}): {source}", binary.display())]
+    Spawn { id: u32, binary: PathBuf, source: std::io::Error },
+}
+
+impl ClusterFile {
+    pub fn load(path: &Path) -> Result<ClusterFile, ClusterError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ClusterError::Io { path: path.into(), source })?;
+        let file: ClusterFile = toml::from_str(&text).map_err(|e| {
+            let at = e.span().map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                format!("{}:{}: ", before.matches('\n').count() + 1, before.rsplit('\n').next().map_or(0, str::len) + 1)
+            });
+            ClusterError::Invalid { path: path.into(), message: format!("{}{}", at.unwrap_or_default(), e.message()) }
+        })?;
+        for (i, node) in file.nodes.iter().enumerate() {
+            if node.id != i as u32 {
+                return Err(ClusterError::Invalid {
+                    path: path.into(),
+                    message: format!("nodes must be listed in id order 0, 1, ...; entry {i} has id {}", node.id),
+                });
+            }
+        }
+        Ok(file)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), ClusterError> {
+        let text =
+            toml::to_string(self).map_err(|e| ClusterError::Invalid { path: path.into(), message: e.to_string() })?;
+        std::fs::write(path, text).map_err(|source| ClusterError::Io { path: path.into(), source })
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.addr).collect()
+    }
+
+    fn read(base: &Path, relative: &Path) -> Result<Vec<u8>, ClusterError> {
+        let path = base.join(relative);
+        std::fs::read(&path).map_err(|source| ClusterError::Io { path, source })
+    }
+
+    /// The certificates every node and the harness accept.
+    pub fn pinned(&self, base: &Path) -> Result<Pinned, ClusterError> {
+        let mut entries = Vec::new();
+        for node in &self.nodes {
+            entries.push((Principal::Node(node.id), Self::read(base, &node.cert)?));
+        }
+        entries.push((Principal::Harness, Self::read(base, &self.harness_cert)?));
+        Ok(Pinned::new(entries))
+    }
+
+    /// Everything node `id` needs, with `base` the cluster file's directory.
+    pub fn node_config<C: DeserializeOwned>(&self, base: &Path, id: u32) -> Result<NodeConfig<C>, ClusterError> {
+        let invalid = |message: String| ClusterError::Invalid { path: base.into(), message };
+        let entry = self.nodes.get(id as usize).ok_or_else(|| invalid(format!("no node {id} in the cluster file")))?;
+        let key = entry.key.as_ref().ok_or_else(|| invalid(format!("node {id} has no key file")))?;
+        let identity = Identity { cert_der: Self::read(base, &entry.cert)?, key_der: Self::read(base, key)? };
+        let protocol: C = self
+            .protocol_config
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(format!("protocol_config: {}", e.message())))?;
+        let storage = match self.storage {
+            StorageKind::Memory => Storage::Memory,
+            StorageKind::Disk => Storage::Disk { path: base.join(&self.data_dir).join(format!("node-{id}.wal")) },
+        };
+        if let Storage::Disk { path } = &storage {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| ClusterError::Io { path: dir.into(), source })?;
+            }
+        }
+        Ok(NodeConfig {
+            id,
+            addrs: self.addrs(),
+            identity,
+            pinned: self.pinned(base)?,
+            protocol,
+            storage,
+            seed: self.seed,
+            start_unix_ns: self.start_unix_ns,
+            max_frame_bytes: self.max_frame_bytes,
+            send_queue_messages: self.send_queue_messages,
+            orphan_timeout_ms: self.orphan_timeout_ms,
+        })
+    }
+}
+
+/// Free UDP ports on 127.0.0.1, found by binding and releasing them.
+pub fn free_loopback_addrs(count: usize) -> std::io::Result<Vec<SocketAddr>> {
+    // Hold all sockets until every port is chosen so no two are the same.
+    let sockets: Vec<std::net::UdpSocket> =
+        (0..count).map(|_| std::net::UdpSocket::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    sockets.iter().map(|s| s.local_addr()).collect()
+}
+
+/// A cluster of `qlab node` processes on this machine.
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    pub file_path: PathBuf,
+    pub file: ClusterFile,
+    pub harness_identity: Identity,
+    binary: PathBuf,
+    children: Vec<Option<Child>>,
+}
+
+impl LocalCluster {
+    /// Write identities and a cluster file for `nodes` nodes on free loopback ports.
+    pub fn create(
+        dir: &Path,
+        binary: &Path,
+        protocol: &str,
+        protocol_config: toml::Value,
+        nodes: u32,
+        storage: StorageKind,
+        seed: u64,
+    ) -> Result<LocalCluster, ClusterError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ClusterError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let addrs = free_loopback_addrs(nodes as usize).map_err(io(dir))?;
+        let mut entries = Vec::new();
+        for (id, addr) in addrs.into_iter().enumerate() {
+            let identity = Identity::generate(Principal::Node(id as u32));
+            let cert = PathBuf::from(format!("node-{id}.cert.der"));
+            let key = PathBuf::from(format!("node-{id}.key.der"));
+            std::fs::write(dir.join(&cert), &identity.cert_der).map_err(io(&dir.join(&cert)))?;
+            std::fs::write(dir.join(&key), &identity.key_der).map_err(io(&dir.join(&key)))?;
+            entries.push(NodeEntry { id: id as u32, addr, cert, key: Some(key) });
+        }
+        let harness_identity = Identity::generate(Principal::Harness);
+        let harness_cert = PathBuf::from("harness.cert.der");
+        std::fs::write(dir.join(&harness_cert), &harness_identity.cert_der).map_err(io(&dir.join(&harness_cert)))?;
+        let start_unix_ns =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let file = ClusterFile {
+            protocol: protocol.to_string(),
+            seed,
+            start_unix_ns,
+            storage,
+            data_dir: PathBuf::from("data"),
+            harness_cert,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            send_queue_messages: default_send_queue(),
+            orphan_timeout_ms: default_orphan_timeout_ms(),
+            protocol_config,
+            nodes: entries,
+        };
+        let file_path = dir.join("cluster.toml");
+        file.save(&file_path)?;
+        Ok(LocalCluster {
+            dir: dir.to_path_buf(),
+            file_path,
+            file,
+            harness_identity,
+            binary: binary.to_path_buf(),
+            children: (0..nodes).map(|_| None).collect(),
+        })
+    }
+
+    pub fn pinned(&self) -> Result<Pinned, ClusterError> {
+        self.file.pinned(&self.dir)
+    }
+
+    /// Start node `id` (again, after a kill: it recovers from its storage).
+    pub fn start(&mut self, id: u32) -> Result<(), ClusterError> {
+        self.kill(id);
+        let log = self.dir.join(format!("node-{id}.log"));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| ClusterError::Io { path: log.clone(), source })?;
+        let child = Command::new(&self.binary)
+            .arg("node")
+            .arg("--cluster")
+            .arg(&self.file_path)
+            .arg("--id")
+            .arg(id.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| ClusterError::Spawn { id, binary: self.binary.clone(), source })?;
+        self.children[id as usize] = Some(child);
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<(), ClusterError> {
+        for id in 0..self.children.len() as u32 {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    /// `kill -9` node `id` and reap it.
+    pub fn kill(&mut self, id: u32) {
+        if let Some(mut child) = self.children[id as usize].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self, id: u32) -> bool {
+        match self.children[id as usize].as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Process ids of the running nodes (for tests that check nothing is left).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().flatten().map(Child::id).collect()
+    }
+
+    pub fn stop_all(&mut self) {
+        for id in 0..self.children.len() as u32 {
+            self.kill(id);
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
