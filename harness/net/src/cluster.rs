@@ -157,10 +157,10 @@ impl ClusterFile {
             StorageKind::Memory => Storage::Memory,
             StorageKind::Disk => Storage::Disk { path: base.join(&self.data_dir).join(format!("node-{id}.wal")) },
         };
-        if let Storage::Disk { path } = &storage {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| ClusterError::Io { path: dir.into(), source })?;
-            }
+        if let Storage::Disk { path } = &storage
+            && let Some(dir) = path.parent()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| ClusterError::Io { path: dir.into(), source })?;
         }
         Ok(NodeConfig {
             id,
