@@ -92,6 +92,7 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                 results_root: None,
                 progress: std::io::stderr().is_terminal(),
                 command: std::env::args().collect(),
+                node_binary: None,
             };
             let report = run::run_experiment(&file, &options)?;
             say!("{} trials in {:.1} s -> {}", report.trials, report.wall_seconds, report.run_dir.display());
@@ -167,8 +168,9 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
 /// Print summary.csv as an aligned table.
 fn print_summary(run_dir: &std::path::Path) -> qlab_lab::Result<()> {
     let Ok(table) = qlab_lab::results::Table::read(&run_dir.join("summary.csv")) else { return Ok(()) };
-    let shown = [
+    let election = [
         "protocol",
+        "mode",
         "nodes",
         "election_timeout_ms_min",
         "election_timeout_ms_max",
@@ -181,6 +183,23 @@ fn print_summary(run_dir: &std::path::Path) -> qlab_lab::Result<()> {
         "terms_mean",
         "unsafe_trials",
     ];
+    let throughput = [
+        "protocol",
+        "mode",
+        "nodes",
+        "clients",
+        "value_bytes",
+        "batch_delay_ms",
+        "trials",
+        "ops_per_s",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "msgs_per_op",
+        "bytes_per_op",
+        "cpu_s_per_node",
+        "unsafe_trials",
+    ];
+    let shown: &[&str] = if table.column("ops_per_s").is_some() { &throughput } else { &election };
     let columns: Vec<&str> = shown.iter().copied().filter(|c| table.column(c).is_some()).collect();
     let mut lines = vec![columns.iter().map(|c| c.to_string()).collect::<Vec<_>>()];
     for row in &table.rows {

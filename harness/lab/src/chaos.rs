@@ -74,6 +74,8 @@ pub fn run_raft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
         // leader's no-op, the window in which the Figure 8 rule matters.
         max_entries_per_append: [1, 2, 4, 16][rng.random_range(0..4usize)],
         check_quorum: true,
+        // Half the seeds batch commands (exercising the leader's flush path).
+        batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
     };
     let n = config.nodes;
     let mut sim: Sim<Raft, RaftClient> = Sim::new(raft, n, network, seed);

@@ -54,12 +54,34 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Sweep<T> {
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Election,
+    Throughput,
+}
+
+impl Kind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Election => "election",
+            Kind::Throughput => "throughput",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    /// The deterministic simulator.
     Sim,
+    /// One `qlab node` process per replica over QUIC on 127.0.0.1.
+    Quic,
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Sim => "sim",
+            Mode::Quic => "quic",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -87,16 +109,17 @@ impl ProtocolName {
 pub struct ExperimentSection {
     pub name: String,
     pub kind: Kind,
+    /// Sweep: `"sim"`, `"quic"` or both.
     #[serde(default = "default_mode")]
-    pub mode: Mode,
+    pub mode: Sweep<Mode>,
     /// Trials per point.
     pub trials: toml::Spanned<u64>,
     #[serde(default)]
     pub seed: u64,
 }
 
-fn default_mode() -> Mode {
-    Mode::Sim
+fn default_mode() -> Sweep<Mode> {
+    Sweep::one(Mode::Sim)
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -107,6 +130,13 @@ pub struct ClusterSection {
     pub nodes: Option<Sweep<u32>>,
     /// Faults to tolerate; the size follows from the protocol (2f+1 for Raft).
     pub f: Option<Sweep<u32>>,
+    /// Real mode only: `"memory"` (fast, lost on a crash) or `"disk"` (WAL, fsync per step).
+    #[serde(default = "default_storage")]
+    pub storage: qlab_net::cluster::StorageKind,
+}
+
+fn default_storage() -> qlab_net::cluster::StorageKind {
+    qlab_net::cluster::StorageKind::Memory
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -215,6 +245,9 @@ pub struct RaftSection {
     pub check_quorum: bool,
     #[serde(default = "default_batch")]
     pub max_entries_per_append: usize,
+    /// Sweep: how long the leader collects commands into one batch (0: no batching).
+    #[serde(default = "zero_sweep")]
+    pub batch_delay_ms: Sweep<f64>,
 }
 
 impl Default for RaftSection {
@@ -224,6 +257,7 @@ impl Default for RaftSection {
             heartbeat_ms: default_heartbeat(),
             check_quorum: true,
             max_entries_per_append: default_batch(),
+            batch_delay_ms: zero_sweep(),
         }
     }
 }
@@ -282,27 +316,56 @@ fn no_lagging() -> toml::Spanned<u32> {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSection {
-    /// Closed-loop clients writing during the trial (0: no client, no `unavailable_ms`).
+    /// Sweep: closed-loop clients (election: 0 means no client and no `unavailable_ms`).
     #[serde(default = "default_clients")]
-    pub clients: u32,
+    pub clients: Sweep<u32>,
     /// Pause between a client's operations.
     #[serde(default)]
     pub think_ms: f64,
+    /// Sweep: bytes per written value.
     #[serde(default = "default_value_bytes")]
-    pub value_bytes: usize,
+    pub value_bytes: Sweep<usize>,
+    /// Fraction of operations that are reads (throughput).
+    #[serde(default)]
+    pub read_ratio: f64,
+    /// Keys the operations spread over (throughput).
+    #[serde(default = "default_keys")]
+    pub keys: u64,
+    /// Throughput: run this long before measuring, then measure this long.
+    #[serde(default = "default_warmup_ms")]
+    pub warmup_ms: f64,
+    #[serde(default = "default_duration_ms")]
+    pub duration_ms: f64,
 }
 
 impl Default for WorkloadSection {
     fn default() -> Self {
-        WorkloadSection { clients: default_clients(), think_ms: 0.0, value_bytes: default_value_bytes() }
+        WorkloadSection {
+            clients: default_clients(),
+            think_ms: 0.0,
+            value_bytes: default_value_bytes(),
+            read_ratio: 0.0,
+            keys: default_keys(),
+            warmup_ms: default_warmup_ms(),
+            duration_ms: default_duration_ms(),
+        }
     }
 }
 
-fn default_clients() -> u32 {
-    1
+fn default_clients() -> Sweep<u32> {
+    Sweep::one(1)
 }
-fn default_value_bytes() -> usize {
-    16
+fn default_value_bytes() -> Sweep<usize> {
+    Sweep::one(16)
+}
+fn default_keys() -> u64 {
+    1000
+}
+fn default_warmup_ms() -> f64 {
+    1000.0
+}
+fn default_duration_ms() -> f64 {
+    3000.0
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -334,7 +397,8 @@ pub struct ExperimentFile {
     pub network: NetworkSection,
     #[serde(default)]
     pub raft: RaftSection,
-    pub faults: FaultsSection,
+    /// Required by `election` (what to crash); `throughput` runs fault-free.
+    pub faults: Option<FaultsSection>,
     #[serde(default)]
     pub workload: WorkloadSection,
     #[serde(default)]
@@ -352,6 +416,7 @@ pub struct Experiment {
 /// One combination of the swept values.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Point {
+    pub mode: Mode,
     pub protocol: ProtocolName,
     pub nodes: u32,
     pub election_timeout_ms_min: f64,
@@ -361,6 +426,9 @@ pub struct Point {
     pub loss: f64,
     pub duplicate: f64,
     pub reorder: f64,
+    pub clients: u32,
+    pub value_bytes: usize,
+    pub batch_delay_ms: f64,
 }
 
 impl Point {
@@ -372,6 +440,7 @@ impl Point {
             heartbeat_interval_ns: ns(self.heartbeat_ms),
             max_entries_per_append: section.max_entries_per_append,
             check_quorum: section.check_quorum,
+            batch_delay_ns: ns(self.batch_delay_ms),
         }
     }
     pub fn network_config(&self, section: &NetworkSection) -> NetworkConfig {
@@ -446,6 +515,7 @@ impl Experiment {
             // The election experiment kills the leader: the rest must still be a majority.
             let minimum = match f.experiment.kind {
                 Kind::Election => 3,
+                Kind::Throughput => 1,
             };
             if point.nodes < minimum {
                 let span = f.cluster.nodes.as_ref().or(f.cluster.f.as_ref()).map(|s| s.span.clone()).unwrap_or(0..0);
@@ -496,13 +566,66 @@ impl Experiment {
         if f.network.reorder_delay_ms_max < 0.0 {
             return Err(self.error_at(&(0..0), "reorder_delay_ms_max must be >= 0".into()));
         }
-        let lagging = *f.faults.lagging_followers.get_ref();
+        match (&f.faults, f.experiment.kind) {
+            (None, Kind::Election) => {
+                return Err(LabError::Config {
+                    path: self.path.clone(),
+                    line: 1,
+                    column: 1,
+                    message: "an election experiment needs [faults] with crash = { who = \"leader\", at = \"random-in-heartbeat\" }".into(),
+                });
+            }
+            (Some(faults), _) => self.validate_faults(faults)?,
+            (None, _) => {}
+        }
+        for (name, sweep) in [("clients", &f.workload.clients)] {
+            if f.experiment.kind == Kind::Throughput && sweep.values.contains(&0) {
+                return Err(self.error_at(&sweep.span, format!("{name} must be at least 1 in a throughput experiment")));
+            }
+        }
+        if f.workload.value_bytes.values.iter().any(|v| *v > 1 << 20) {
+            return Err(self.error_at(&f.workload.value_bytes.span, "value_bytes is at most 1048576".into()));
+        }
+        if !(0.0..=1.0).contains(&f.workload.read_ratio) {
+            return Err(
+                self.error_at(&(0..0), format!("read_ratio is a fraction in [0, 1], got {}", f.workload.read_ratio))
+            );
+        }
+        if f.workload.warmup_ms < 0.0 || f.workload.duration_ms <= 0.0 {
+            return Err(self.error_at(&(0..0), "warmup_ms must be >= 0 and duration_ms > 0".into()));
+        }
+        if f.raft.batch_delay_ms.values.iter().any(|v| *v < 0.0) {
+            return Err(self.error_at(&f.raft.batch_delay_ms.span, "batch_delay_ms must be >= 0".into()));
+        }
+        if f.experiment.mode.values.contains(&Mode::Quic) {
+            let network = &f.network;
+            let sim_only = [("duplicate", &network.duplicate), ("reorder", &network.reorder)];
+            for (name, sweep) in sim_only {
+                if sweep.values.iter().any(|v| *v > 0.0) {
+                    return Err(self.error_at(
+                        &sweep.span,
+                        format!("{name} is simulated only; in quic mode the network is real (loss and latency_ms are injected by the transport)"),
+                    ));
+                }
+            }
+        }
+        if f.workload.think_ms < 0.0 {
+            return Err(self.error_at(&(0..0), "think_ms must be >= 0".into()));
+        }
+        if f.limits.max_election_ms <= 0.0 {
+            return Err(self.error_at(&(0..0), "max_election_ms must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_faults(&self, faults: &FaultsSection) -> Result<(), LabError> {
+        let lagging = *faults.lagging_followers.get_ref();
         for point in self.points() {
             // Lagging followers cannot win, so the rest must still hold a majority.
             let survivors = point.nodes - 1;
             if lagging > 0 && survivors - lagging.min(survivors) < qlab_core::majority(point.nodes) - 1 {
                 return Err(self.error_at(
-                    &f.faults.lagging_followers.span(),
+                    &faults.lagging_followers.span(),
                     format!(
                         "lagging_followers = {lagging} leaves too few up-to-date followers to elect a leader among {} nodes (at most {})",
                         point.nodes,
@@ -511,11 +634,13 @@ impl Experiment {
                 ));
             }
         }
-        if f.workload.think_ms < 0.0 {
-            return Err(self.error_at(&(0..0), "think_ms must be >= 0".into()));
-        }
-        if f.limits.max_election_ms <= 0.0 {
-            return Err(self.error_at(&(0..0), "max_election_ms must be > 0".into()));
+        if self.file.experiment.mode.values.contains(&Mode::Quic)
+            && (lagging > 0 || faults.sync_heartbeats_before_crash)
+        {
+            return Err(self.error_at(
+                &faults.lagging_followers.span(),
+                "lagging_followers and sync_heartbeats_before_crash reach into the simulator; they are not available in quic mode".into(),
+            ));
         }
         Ok(())
     }
@@ -530,44 +655,69 @@ impl Experiment {
     /// Every combination of swept values, in a fixed order (the order of the file's lists).
     pub fn points(&self) -> Vec<Point> {
         let f = &self.file;
+        /// Each point times each value: the next axis of the cartesian product.
+        fn expand<T: Clone>(points: Vec<Point>, values: &[T], set: impl Fn(&mut Point, &T)) -> Vec<Point> {
+            let set = &set;
+            points
+                .into_iter()
+                .flat_map(|point| {
+                    values.iter().map(move |value| {
+                        let mut p = point.clone();
+                        set(&mut p, value);
+                        p
+                    })
+                })
+                .collect()
+        }
         let mut points = Vec::new();
-        for protocol in &f.cluster.protocol.values {
-            let sizes: Vec<u32> = match (&f.cluster.nodes, &f.cluster.f) {
-                (Some(nodes), _) => nodes.values.clone(),
-                (None, Some(fs)) => fs.values.iter().map(|f| protocol.nodes_for_f(*f)).collect(),
-                (None, None) => vec![],
-            };
-            for nodes in sizes {
-                for [lo, hi] in &f.raft.election_timeout_ms.values {
-                    for hb in &f.raft.heartbeat_ms.values {
-                        let heartbeat_ms = match hb {
-                            Heartbeat::Ms(v) => *v,
-                            Heartbeat::HalfMinTimeout => lo / 2.0,
-                        };
-                        for latency in &f.network.latency_ms.values {
-                            for loss in &f.network.loss.values {
-                                for duplicate in &f.network.duplicate.values {
-                                    for reorder in &f.network.reorder.values {
-                                        points.push(Point {
-                                            protocol: *protocol,
-                                            nodes,
-                                            election_timeout_ms_min: *lo,
-                                            election_timeout_ms_max: *hi,
-                                            heartbeat_ms,
-                                            latency: latency.clone(),
-                                            loss: *loss,
-                                            duplicate: *duplicate,
-                                            reorder: *reorder,
-                                        });
-                                    }
-                                }
-                            }
-                        }
-                    }
+        for mode in &f.experiment.mode.values {
+            for protocol in &f.cluster.protocol.values {
+                let sizes: Vec<u32> = match (&f.cluster.nodes, &f.cluster.f) {
+                    (Some(nodes), _) => nodes.values.clone(),
+                    (None, Some(fs)) => fs.values.iter().map(|f| protocol.nodes_for_f(*f)).collect(),
+                    (None, None) => vec![],
+                };
+                for nodes in sizes {
+                    points.push(Point {
+                        mode: *mode,
+                        protocol: *protocol,
+                        nodes,
+                        election_timeout_ms_min: 0.0,
+                        election_timeout_ms_max: 0.0,
+                        heartbeat_ms: 0.0,
+                        latency: LatencyMs::Constant { value: 0.0 },
+                        loss: 0.0,
+                        duplicate: 0.0,
+                        reorder: 0.0,
+                        clients: 0,
+                        value_bytes: 0,
+                        batch_delay_ms: 0.0,
+                    });
                 }
             }
         }
-        points
+        let timeouts: Vec<([f64; 2], Heartbeat)> = f
+            .raft
+            .election_timeout_ms
+            .values
+            .iter()
+            .flat_map(|range| f.raft.heartbeat_ms.values.iter().map(move |hb| (*range, *hb)))
+            .collect();
+        let points = expand(points, &timeouts, |p, ([lo, hi], hb)| {
+            p.election_timeout_ms_min = *lo;
+            p.election_timeout_ms_max = *hi;
+            p.heartbeat_ms = match hb {
+                Heartbeat::Ms(v) => *v,
+                Heartbeat::HalfMinTimeout => lo / 2.0,
+            };
+        });
+        let points = expand(points, &f.raft.batch_delay_ms.values, |p, v| p.batch_delay_ms = *v);
+        let points = expand(points, &f.network.latency_ms.values, |p, v| p.latency = v.clone());
+        let points = expand(points, &f.network.loss.values, |p, v| p.loss = *v);
+        let points = expand(points, &f.network.duplicate.values, |p, v| p.duplicate = *v);
+        let points = expand(points, &f.network.reorder.values, |p, v| p.reorder = *v);
+        let points = expand(points, &f.workload.clients.values, |p, v| p.clients = *v);
+        expand(points, &f.workload.value_bytes.values, |p, v| p.value_bytes = *v)
     }
 
     pub fn total_trials(&self) -> u64 {

@@ -61,7 +61,7 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
     if trace {
         sim.enable_trace();
     }
-    let clients = file.workload.clients;
+    let clients = point.clients;
     for c in 0..clients {
         let mut client = RaftClient::new(ClientId(c as u64), nodes);
         // Retry a silent replica after a few round trips, not a fixed 100 ms, so the
@@ -73,7 +73,7 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
         WorkloadConfig {
             clients,
             keys: 4,
-            value_bytes: file.workload.value_bytes,
+            value_bytes: point.value_bytes,
             think_ns: (file.workload.think_ms * 1e6) as Nanos,
             read_ratio: 0.0,
             cas_ratio: 0.0,
@@ -114,7 +114,8 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
     }
 
     // 2. Lagging followers: drop the leader's entries to them while one write commits.
-    let lagging = *file.faults.lagging_followers.get_ref();
+    let faults = file.faults.as_ref().expect("validated: election experiments have faults");
+    let lagging = *faults.lagging_followers.get_ref();
     if lagging > 0 {
         let mut followers: Vec<NodeId> = (0..nodes).map(NodeId).filter(|n| *n != leader).collect();
         for i in (1..followers.len()).rev() {
@@ -151,7 +152,7 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
     };
     leader = current_leader;
     let crashed_term = sim.node(leader).map_or(0, |n| n.epoch());
-    if file.faults.sync_heartbeats_before_crash {
+    if faults.sync_heartbeats_before_crash {
         sim.fire_timer_now(leader, RaftTimer::Heartbeat);
     }
     sim.crash(leader);
@@ -253,4 +254,122 @@ fn scan_leader_known(sim: &Sim<Raft, RaftClient>, seen: &mut usize, known: &mut 
         }
     }
     *seen = sim.observations.len();
+}
+
+/// The election trial in real mode: one process per replica, the crash a `kill -9`.
+/// Times come from the nodes' own reports (`LeaderKnown`, in cluster time) and the
+/// harness's clock at the kill; both read the same machine's clock.
+pub fn run_trial_quic(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    node_binary: &std::path::Path,
+) -> crate::Result<ElectionTrial> {
+    use crate::real;
+    let file = &experiment.file;
+    let raft_config = point.raft_config(&file.raft);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xe1ec_7100_0000_0001);
+    let mut cluster = real::start_cluster(experiment, point, seed, node_binary)?;
+    let runtime = real::runtime()?;
+    let outcome = runtime.block_on(async {
+        let mut driver = real::driver(&cluster, point)?;
+        real::apply_network_faults(&driver, point, &file.network);
+        let (_, _) = real::wait_for_leader(&mut driver, point.nodes).await?;
+        let mut workload = Workload::new(
+            WorkloadConfig {
+                clients: point.clients,
+                keys: 4,
+                value_bytes: point.value_bytes,
+                think_ns: (file.workload.think_ms * 1e6) as Nanos,
+                read_ratio: 0.0,
+                cas_ratio: 0.0,
+            },
+            seed,
+        );
+        workload.start_all_at(driver.now_ns());
+        let settle_until = driver.now_ns() + 4 * raft_config.heartbeat_interval_ns;
+        real::drive_workload(&mut driver, &mut workload, settle_until, |_| {}).await;
+        // Crash at a uniformly random point of the heartbeat interval.
+        let crash_at = driver.now_ns() + rng.random_range(0..raft_config.heartbeat_interval_ns.max(1));
+        real::drive_workload(&mut driver, &mut workload, crash_at, |_| {}).await;
+        let observations = real::observations_for_checkers(&driver);
+        let leader = real::latest_leader(&observations)
+            .ok_or_else(|| crate::LabError::Usage("no leader before the crash".into()))?;
+        let crashed_term = observations
+            .iter()
+            .filter_map(|o| match o.event {
+                Event::Elected { epoch, .. } if o.node.0 == leader => Some(epoch),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        cluster.kill(leader);
+        let crash_time = driver.now_ns();
+        let live: Vec<u32> = (0..point.nodes).filter(|n| *n != leader).collect();
+        let wants_client = point.clients > 0;
+        let deadline = crash_time + (file.limits.max_election_ms * 1e6) as Nanos;
+        let mut unavailable_until: Option<Nanos> = None;
+        let mut elected: Option<(Nanos, u64)> = None;
+        while driver.now_ns() < deadline && (elected.is_none() || (wants_client && unavailable_until.is_none())) {
+            let step_until = (driver.now_ns() + 5_000_000).min(deadline);
+            real::drive_workload(&mut driver, &mut workload, step_until, |done| {
+                if unavailable_until.is_none()
+                    && done.from != leader
+                    && done.request.op.is_write()
+                    && done.time_ns > crash_time
+                {
+                    unavailable_until = Some(done.time_ns);
+                }
+            })
+            .await;
+            if elected.is_none() {
+                elected = all_know_new_leader(&driver, &live, crashed_term);
+            }
+        }
+        workload.stop();
+        let settle = driver.now_ns() + 4 * raft_config.heartbeat_interval_ns;
+        real::drive_workload(&mut driver, &mut workload, settle, |_| {}).await;
+        let (election_ns, terms, censored) = match elected {
+            Some((at, term)) => (at.saturating_sub(crash_time), term - crashed_term, false),
+            None => ((file.limits.max_election_ms * 1e6) as Nanos, 0, true),
+        };
+        let unavailable_ms = wants_client.then(|| {
+            nanos_to_ms(unavailable_until.map_or((file.limits.max_election_ms * 1e6) as Nanos, |t| t - crash_time))
+        });
+        let observations = real::observations_for_checkers(&driver);
+        let (safety, violations) = crate::throughput::judge(&observations, &workload, driver.now_ns());
+        let messages = driver.counters.values().map(|c| c.messages_sent).sum();
+        Ok::<_, crate::LabError>(ElectionTrial {
+            election_ms: nanos_to_ms(election_ns),
+            unavailable_ms,
+            terms,
+            censored,
+            safety,
+            violations,
+            messages,
+            trace: Vec::new(),
+        })
+    });
+    cluster.stop_all();
+    outcome
+}
+
+/// When every live node had accepted one leader of an epoch after `crashed_term`:
+/// (the latest of their `LeaderKnown` times, that epoch).
+fn all_know_new_leader(
+    driver: &qlab_net::drive::Driver<qlab_raft::Message, RaftClient>,
+    live: &[u32],
+    crashed_term: u64,
+) -> Option<(Nanos, u64)> {
+    let mut by_epoch: BTreeMap<u64, BTreeMap<u32, Nanos>> = BTreeMap::new();
+    for o in &driver.observations {
+        if let Event::LeaderKnown { epoch, .. } = o.event {
+            if epoch > crashed_term {
+                by_epoch.entry(epoch).or_default().entry(o.node).or_insert(o.time_ns);
+            }
+        }
+    }
+    by_epoch.into_iter().find_map(|(epoch, times)| {
+        live.iter().all(|n| times.contains_key(n)).then(|| (live.iter().map(|n| times[n]).max().unwrap_or(0), epoch))
+    })
 }

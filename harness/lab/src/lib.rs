@@ -25,6 +25,7 @@ pub mod plot;
 pub mod real;
 pub mod results;
 pub mod run;
+pub mod throughput;
 pub mod workload;
 
 pub use error::{LabError, Result};

@@ -152,7 +152,7 @@ pub fn write_cdf(run_dir: &Path, stem: &str, figure: &CdfFigure) -> Result<Vec<P
 
 /// Columns that pick a figure (panel); the rest (timeouts, heartbeat) pick a line.
 const PANEL_COLUMNS: &[&str] = &["protocol", "nodes", "latency_ms_mean", "loss"];
-const LINE_COLUMNS: &[&str] = &["election_timeout_ms_min", "election_timeout_ms_max", "heartbeat_ms"];
+const LINE_COLUMNS: &[&str] = &["election_timeout_ms_min", "election_timeout_ms_max", "heartbeat_ms", "mode"];
 
 /// Most series a single figure holds before it is split into panels.
 const MAX_SERIES_PER_FIGURE: usize = 8;
@@ -180,10 +180,13 @@ fn describe_panel(panel: &[String], varying: &[bool]) -> String {
     parts.join(", ")
 }
 
-fn describe_line(line: &[String], heartbeat_varies: bool) -> String {
+fn describe_line(line: &[String], heartbeat_varies: bool, mode_varies: bool) -> String {
     let mut label = format!("{}–{} ms", line[0], line[1]);
     if heartbeat_varies {
         label.push_str(&format!(", heartbeat {} ms", line[2]));
+    }
+    if mode_varies {
+        label = format!("{}, {label}", line[3]);
     }
     label
 }
@@ -241,12 +244,13 @@ pub fn plot_election(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBu
     ] {
         let series_for = |selected: &[&Line], with_panel: bool| -> Vec<Series> {
             let heartbeat_varies = selected.iter().any(|l| l.line[2] != selected[0].line[2]);
+            let mode_varies = selected.iter().any(|l| l.line[3] != selected[0].line[3]);
             selected
                 .iter()
                 .map(|l| {
                     let mut values: Vec<f64> = l.rows.iter().filter_map(|r| table.number(r, column)).collect();
                     values.sort_by(f64::total_cmp);
-                    let mut label = describe_line(&l.line, heartbeat_varies);
+                    let mut label = describe_line(&l.line, heartbeat_varies, mode_varies);
                     if with_panel && panel_varies.iter().any(|v| *v) {
                         label = format!("{}, {label}", describe_panel(&l.panel, &panel_varies));
                     }
@@ -316,5 +320,160 @@ pub fn plot_election(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBu
             }
         }
     }
+    Ok(written)
+}
+
+/// One line of an XY figure: points in drawing order.
+pub struct XySeries {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+pub struct XyFigure {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<XySeries>,
+}
+
+fn draw_xy<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, figure: &XyFigure) -> std::result::Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let all: Vec<(f64, f64)> = figure
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    let x_max = all.iter().map(|p| p.0).fold(0.0f64, f64::max).max(1e-9) * 1.08;
+    let y_max = all.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-9) * 1.12;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&figure.title, ("sans-serif", 26))
+        .margin(18)
+        .x_label_area_size(52)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_label_formatter(&|v| format_tick(*v))
+        .y_label_formatter(&|v| format_tick(*v))
+        .x_desc(&figure.x_label)
+        .y_desc(&figure.y_label)
+        .label_style(("sans-serif", 17))
+        .axis_desc_style(("sans-serif", 19))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, s) in figure.series.iter().enumerate() {
+        let color = series_color(i);
+        let points: Vec<(f64, f64)> =
+            s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(&s.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(|e| e.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.9))
+        .border_style(RGBColor(160, 160, 160))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Write `figures/<stem>.svg` and `figures/<stem>.png` of an XY line chart.
+pub fn write_xy(run_dir: &Path, stem: &str, figure: &XyFigure) -> Result<Vec<PathBuf>> {
+    register_font();
+    let dir = run_dir.join(FIGURES_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| LabError::Io { path: dir.clone(), source: e })?;
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
+    let size = (1000, 640);
+    draw_xy(SVGBackend::new(&svg, size).into_drawing_area(), figure)
+        .map_err(|message| LabError::Plot { path: svg.clone(), message })?;
+    draw_xy(BitMapBackend::new(&png, size).into_drawing_area(), figure)
+        .map_err(|message| LabError::Plot { path: png.clone(), message })?;
+    Ok(vec![svg, png])
+}
+
+/// Redraw the figures of a throughput run (and its summary) from the CSV alone:
+/// `throughput_vs_clients` and `latency_vs_throughput`, one line per protocol, mode,
+/// cluster size and whatever else varies besides the client count.
+pub fn plot_throughput(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
+    use crate::results::{THROUGHPUT_POINT_COLUMNS, mean, summarize_throughput};
+    let table = Table::read(&run_dir.join(TRIALS_CSV))?;
+    summarize_throughput(&table, &run_dir.join(SUMMARY_CSV))?;
+    let series_columns: Vec<&str> = THROUGHPUT_POINT_COLUMNS.iter().copied().filter(|c| *c != "clients").collect();
+    let groups = table.group_by(&series_columns);
+    let varies: Vec<bool> =
+        (0..series_columns.len()).map(|i| groups.iter().any(|(k, _)| k[i] != groups[0].0[i])).collect();
+    let label = |key: &[String]| -> String {
+        let mut parts = Vec::new();
+        for (i, column) in series_columns.iter().enumerate() {
+            if !varies[i] && !matches!(*column, "protocol" | "nodes") {
+                continue;
+            }
+            parts.push(match *column {
+                "protocol" => key[i].clone(),
+                "mode" => key[i].clone(),
+                "nodes" => format!("{} nodes", key[i]),
+                "value_bytes" => format!("{} B", key[i]),
+                "batch_delay_ms" => format!("batch {} ms", key[i]),
+                "latency_ms_mean" => format!("latency {} ms", key[i]),
+                "loss" => format!("loss {}", key[i]),
+                other => format!("{other} {}", key[i]),
+            });
+        }
+        parts.join(", ")
+    };
+    let mut throughput_series = Vec::new();
+    let mut latency_series = Vec::new();
+    for (key, rows) in &groups {
+        // Per client count: means over trials.
+        let mut by_clients: std::collections::BTreeMap<u64, Vec<&Vec<String>>> = Default::default();
+        for row in rows {
+            if let Some(c) = table.number(row, "clients") {
+                by_clients.entry(c as u64).or_default().push(row);
+            }
+        }
+        let mut throughput = Vec::new();
+        let mut latency = Vec::new();
+        for (clients, rows) in by_clients {
+            let avg = |column: &str| mean(&rows.iter().filter_map(|r| table.number(r, column)).collect::<Vec<_>>());
+            let ops = avg("ops_per_s");
+            throughput.push((clients as f64, ops));
+            latency.push((ops, avg("latency_ms_p99")));
+        }
+        throughput_series.push(XySeries { label: label(key), points: throughput });
+        latency_series.push(XySeries { label: label(key), points: latency });
+    }
+    let mut written = write_xy(
+        run_dir,
+        "throughput_vs_clients",
+        &XyFigure {
+            title: format!("{experiment_name}: committed operations per second"),
+            x_label: "closed-loop clients".into(),
+            y_label: "throughput (ops/s)".into(),
+            series: throughput_series,
+        },
+    )?;
+    written.extend(write_xy(
+        run_dir,
+        "latency_vs_throughput",
+        &XyFigure {
+            title: format!("{experiment_name}: p99 latency against throughput"),
+            x_label: "throughput (ops/s)".into(),
+            y_label: "p99 latency (ms)".into(),
+            series: latency_series,
+        },
+    )?);
     Ok(written)
 }

@@ -162,3 +162,130 @@ pub fn latest_leader(observations: &[Observation]) -> Option<u32> {
         .max()
         .map(|(_, node)| node)
 }
+
+// ---- experiment trials in quic mode -------------------------------------------------
+
+use crate::config::{Experiment, NetworkSection, Point};
+use crate::workload::Workload;
+use qlab_net::cluster::LocalCluster;
+use qlab_net::harness::Harness;
+use qlab_net::runtime::{Control, LinkFaults, Wire};
+use qlab_raft::{Message, RaftClient};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::time::Duration;
+
+/// The async runtime real-mode trials run on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| LabError::Usage(format!("starting the async runtime: {e}")))
+}
+
+/// A fresh local cluster for one trial, its processes started.
+pub fn start_cluster(experiment: &Experiment, point: &Point, seed: u64, node_binary: &Path) -> Result<LocalCluster> {
+    static CLUSTERS: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "qlab-{}-{}-{}",
+        std::process::id(),
+        experiment.name(),
+        CLUSTERS.fetch_add(1, AtomicOrdering::Relaxed)
+    ));
+    let raft = point.raft_config(&experiment.file.raft);
+    let config = toml::Value::try_from(raft).map_err(|e| LabError::Usage(format!("raft config: {e}")))?;
+    let storage = experiment.file.cluster.storage.clone();
+    let mut cluster = LocalCluster::create(&dir, node_binary, "raft", config, point.nodes, storage, seed)?;
+    cluster.remove_dir_on_drop();
+    cluster.start_all()?;
+    Ok(cluster)
+}
+
+/// The harness side: links to every node and `point.clients` Raft clients.
+pub fn driver(cluster: &LocalCluster, point: &Point) -> Result<Driver<Message, RaftClient>> {
+    let pinned = cluster.pinned()?;
+    let endpoint = qlab_net::tls::endpoint("127.0.0.1:0".parse().expect("address"), &cluster.harness_identity, pinned)
+        .map_err(|e| LabError::Usage(format!("harness endpoint: {e}")))?;
+    let start = cluster.file.start_unix_ns;
+    let (harness, from_nodes) =
+        Harness::<Message>::connect(endpoint, &cluster.file.addrs(), start, cluster.file.max_frame_bytes);
+    let clients = (0..point.clients)
+        .map(|c| {
+            let mut client = RaftClient::new(ClientId(c as u64), point.nodes);
+            client.retry_timeout_ns = qlab_core::ms(200);
+            client
+        })
+        .collect();
+    Ok(Driver::new(harness, from_nodes, clients, start))
+}
+
+/// Loss and (the mean of) `latency_ms`, when the file sets them, applied by every
+/// node's transport to what it sends.
+pub fn apply_network_faults(driver: &Driver<Message, RaftClient>, point: &Point, network: &NetworkSection) {
+    let latency_given = network.latency_ms.span != (0..0);
+    let faults = LinkFaults {
+        blocked_to: vec![],
+        loss: point.loss,
+        delay_ns: if latency_given { (point.latency.mean_ms() * 1e6) as u64 } else { 0 },
+    };
+    if faults != LinkFaults::default() {
+        for node in 0..point.nodes {
+            driver.harness().send(node, &Wire::Control(Control::Faults(faults.clone())));
+        }
+    }
+}
+
+/// Until every node knows the same leader; returns (leader, epoch).
+pub async fn wait_for_leader(driver: &mut Driver<Message, RaftClient>, nodes: u32) -> Result<(u32, u64)> {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = agreed_leader(driver, nodes, 0) {
+            return Ok(found);
+        }
+        if Instant::now() > give_up {
+            return Err(LabError::Usage("no leader was elected within 30 s of starting the cluster".into()));
+        }
+        let _ = driver.next(Instant::now() + Duration::from_millis(20)).await;
+    }
+}
+
+/// A leader of an epoch above `after` that every node in `0..nodes` accepted.
+fn agreed_leader(driver: &Driver<Message, RaftClient>, nodes: u32, after: u64) -> Option<(u32, u64)> {
+    let mut known: std::collections::BTreeMap<u64, (u32, std::collections::BTreeSet<u32>)> = Default::default();
+    for o in &driver.observations {
+        if let Event::LeaderKnown { epoch, leader } = o.event {
+            if epoch > after {
+                known.entry(epoch).or_insert((leader.0, Default::default())).1.insert(o.node);
+            }
+        }
+    }
+    known.into_iter().rev().find(|(_, (_, set))| set.len() as u32 == nodes).map(|(epoch, (leader, _))| (leader, epoch))
+}
+
+/// Run `workload`'s clients against the cluster until cluster time `until_ns`.
+pub async fn drive_workload(
+    driver: &mut Driver<Message, RaftClient>,
+    workload: &mut Workload,
+    until_ns: u64,
+    mut on_done: impl FnMut(&Done),
+) {
+    loop {
+        let now = driver.now_ns();
+        for client in workload.due(now) {
+            if !driver.is_busy(client) {
+                let request = workload.issue(client, now);
+                driver.submit(client, request);
+            }
+        }
+        let now = driver.now_ns();
+        if now >= until_ns {
+            return;
+        }
+        let wake_ns = workload.next_ready().map_or(until_ns, |t| t.max(now).min(until_ns));
+        let deadline = Instant::now() + Duration::from_nanos(wake_ns - now);
+        if let Some(done) = driver.next(deadline).await {
+            workload.record_completion(done.client, done.time_ns, &done.request, &done.result);
+            on_done(&done);
+        }
+    }
+}

@@ -16,6 +16,7 @@ pub const FIGURES_DIR: &str = "figures";
 /// The columns that identify a point of the sweep (a figure's series).
 pub const ELECTION_POINT_COLUMNS: &[&str] = &[
     "protocol",
+    "mode",
     "nodes",
     "election_timeout_ms_min",
     "election_timeout_ms_max",
@@ -38,9 +39,73 @@ pub const ELECTION_TRIAL_COLUMNS: &[&str] = &[
     "violations",
 ];
 
-/// Columns of an election trial row, in order.
-pub fn election_columns() -> Vec<&'static str> {
-    [ELECTION_POINT_COLUMNS, ELECTION_TRIAL_COLUMNS].concat()
+/// The columns that identify a point of a throughput sweep.
+pub const THROUGHPUT_POINT_COLUMNS: &[&str] =
+    &["protocol", "mode", "nodes", "clients", "value_bytes", "batch_delay_ms", "latency_ms_mean", "loss"];
+
+/// What a throughput trial measured, after the point columns.
+pub const THROUGHPUT_TRIAL_COLUMNS: &[&str] = &[
+    "trial",
+    "point",
+    "seed",
+    "ops",
+    "ops_per_s",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p99",
+    "latency_ms_p999",
+    "msgs_per_op",
+    "bytes_per_op",
+    "cpu_s_per_node",
+    "safety",
+    "violations",
+];
+
+pub fn point_columns(kind: crate::config::Kind) -> &'static [&'static str] {
+    match kind {
+        crate::config::Kind::Election => ELECTION_POINT_COLUMNS,
+        crate::config::Kind::Throughput => THROUGHPUT_POINT_COLUMNS,
+    }
+}
+
+/// Columns of a trial row of `kind`, in order.
+pub fn columns(kind: crate::config::Kind) -> Vec<&'static str> {
+    match kind {
+        crate::config::Kind::Election => [ELECTION_POINT_COLUMNS, ELECTION_TRIAL_COLUMNS].concat(),
+        crate::config::Kind::Throughput => [THROUGHPUT_POINT_COLUMNS, THROUGHPUT_TRIAL_COLUMNS].concat(),
+    }
+}
+
+/// Write `summary.csv` (one row per point: means over trials) from a throughput `trials.csv`.
+pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
+    let file = File::create(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+    let mut writer = csv::Writer::from_writer(file);
+    let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
+    let averaged = [
+        "ops_per_s",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "latency_ms_p999",
+        "msgs_per_op",
+        "bytes_per_op",
+        "cpu_s_per_node",
+    ];
+    let mut header: Vec<&str> = THROUGHPUT_POINT_COLUMNS.to_vec();
+    header.push("trials");
+    header.extend(averaged);
+    header.push("unsafe_trials");
+    writer.write_record(&header).map_err(csv_err)?;
+    for (key, rows) in table.group_by(THROUGHPUT_POINT_COLUMNS) {
+        let mut record = key.clone();
+        record.push(rows.len().to_string());
+        for column in averaged {
+            let values: Vec<f64> = rows.iter().filter_map(|r| table.number(r, column)).collect();
+            record.push(fmt_metric(mean(&values)));
+        }
+        record.push(rows.iter().filter(|r| table.get(r, "safety") != Some("ok")).count().to_string());
+        writer.write_record(&record).map_err(csv_err)?;
+    }
+    writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
 }
 
 /// Appends rows to `trials.csv`, flushing each so an interrupted run keeps them.

@@ -5,10 +5,11 @@
 //! indexes the point, and the seed is derived from the experiment seed and `k` — so
 //! `qlab replay RUN_DIR --trial K` re-runs exactly that trial, whatever `--jobs` was.
 
-use crate::config::{Experiment, Kind, Point};
+use crate::config::{Experiment, Kind, Mode, Point};
 use crate::election::{self, ElectionTrial};
 use crate::error::{LabError, Result};
 use crate::results::{self, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter, fmt_metric};
+use crate::throughput::{self, ThroughputTrial};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// The command line, for provenance.
     pub command: Vec<String>,
+    /// The `qlab` binary that real-mode clusters run as `qlab node` (default: this one).
+    pub node_binary: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +58,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
 fn election_row(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ElectionTrial) -> Vec<String> {
     vec![
         point.protocol.name().to_string(),
+        point.mode.name().to_string(),
         point.nodes.to_string(),
         point.election_timeout_ms_min.to_string(),
         point.election_timeout_ms_max.to_string(),
@@ -72,6 +76,108 @@ fn election_row(point: &Point, trial: u64, point_index: usize, seed: u64, outcom
         outcome.safety.clone(),
         outcome.violations.join("; "),
     ]
+}
+
+fn throughput_row(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ThroughputTrial) -> Vec<String> {
+    vec![
+        point.protocol.name().to_string(),
+        point.mode.name().to_string(),
+        point.nodes.to_string(),
+        point.clients.to_string(),
+        point.value_bytes.to_string(),
+        point.batch_delay_ms.to_string(),
+        point.latency.mean_ms().to_string(),
+        point.loss.to_string(),
+        trial.to_string(),
+        point_index.to_string(),
+        seed.to_string(),
+        outcome.ops.to_string(),
+        fmt_metric(outcome.ops_per_s),
+        fmt_metric(outcome.latency_ms_p50),
+        fmt_metric(outcome.latency_ms_p90),
+        fmt_metric(outcome.latency_ms_p99),
+        fmt_metric(outcome.latency_ms_p999),
+        fmt_metric(outcome.msgs_per_op),
+        fmt_metric(outcome.bytes_per_op),
+        outcome.cpu_s_per_node.map(fmt_metric).unwrap_or_default(),
+        outcome.safety.clone(),
+        outcome.violations.join("; "),
+    ]
+}
+
+/// A trial that could not run (a real-mode cluster that failed to start, say): the
+/// row records why, with empty metrics, and the run goes on.
+fn error_row(columns: &[&str], prefix: Vec<String>, message: &str) -> Vec<String> {
+    let mut row = prefix;
+    while row.len() < columns.len() - 2 {
+        row.push(String::new());
+    }
+    row.push("error".into());
+    row.push(message.to_string());
+    row
+}
+
+/// Run trial `trial` and make its row; the bool says whether it was unsafe.
+fn run_one(
+    experiment: &Experiment,
+    point: &Point,
+    trial: u64,
+    point_index: usize,
+    seed: u64,
+    node_binary: &Path,
+) -> (Vec<String>, bool) {
+    let columns = results::columns(experiment.file.experiment.kind);
+    let prefix = |row: Vec<String>| {
+        row.into_iter().take(results::point_columns(experiment.file.experiment.kind).len() + 3).collect()
+    };
+    match (experiment.file.experiment.kind, point.mode) {
+        (Kind::Election, Mode::Sim) => {
+            let outcome = election::run_trial(experiment, point, seed, false);
+            (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok")
+        }
+        (Kind::Election, Mode::Quic) => match election::run_trial_quic(experiment, point, seed, node_binary) {
+            Ok(outcome) => (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok"),
+            Err(e) => {
+                let blank = ElectionTrial {
+                    election_ms: f64::NAN,
+                    unavailable_ms: None,
+                    terms: 0,
+                    censored: false,
+                    safety: String::new(),
+                    violations: vec![],
+                    messages: 0,
+                    trace: vec![],
+                };
+                (
+                    error_row(&columns, prefix(election_row(point, trial, point_index, seed, &blank)), &e.to_string()),
+                    false,
+                )
+            }
+        },
+        (Kind::Throughput, Mode::Sim) => {
+            let outcome = throughput::run_trial_sim(experiment, point, seed);
+            (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok")
+        }
+        (Kind::Throughput, Mode::Quic) => match throughput::run_trial_quic(experiment, point, seed, node_binary) {
+            Ok(outcome) => (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok"),
+            Err(e) => {
+                let row = vec![
+                    point.protocol.name().to_string(),
+                    point.mode.name().to_string(),
+                    point.nodes.to_string(),
+                    point.clients.to_string(),
+                    point.value_bytes.to_string(),
+                    point.batch_delay_ms.to_string(),
+                    point.latency.mean_ms().to_string(),
+                    point.loss.to_string(),
+                    trial.to_string(),
+                    point_index.to_string(),
+                    seed.to_string(),
+                ];
+                (error_row(&columns, row, &e.to_string()), false)
+            }
+        },
+    }
 }
 
 fn new_run_dir(root: &Path, name: &str) -> Result<PathBuf> {
@@ -107,10 +213,20 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     // Everything that can be wrong with the file is found before anything is written.
     let experiment = Experiment::load(path)?;
     let seed = options.seed.unwrap_or(experiment.file.experiment.seed);
-    let jobs = options.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     if options.jobs == Some(0) {
         return Err(LabError::Usage("--jobs must be at least 1".into()));
     }
+    // Real-mode trials measure the machine: they run one at a time.
+    let real_mode = experiment.file.experiment.mode.values.contains(&Mode::Quic);
+    let jobs = if real_mode {
+        1
+    } else {
+        options.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
+    };
+    let node_binary = match &options.node_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().map_err(|e| LabError::Usage(format!("locating the qlab binary: {e}")))?,
+    };
     let default_root = PathBuf::from("results");
     let (run_dir, is_default_location) = match &options.out {
         Some(dir) => {
@@ -134,9 +250,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     let started = SystemTime::now();
     let mut meta = Meta {
         experiment: experiment.name().to_string(),
-        kind: match experiment.file.experiment.kind {
-            Kind::Election => "election".into(),
-        },
+        kind: experiment.file.experiment.kind.name().into(),
         qlab_version: env!("CARGO_PKG_VERSION").to_string(),
         git_commit,
         git_dirty,
@@ -155,7 +269,8 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         update_latest(&run_dir)?;
     }
 
-    let mut writer = TrialWriter::create(&run_dir.join(TRIALS_CSV), &results::election_columns())?;
+    let mut writer =
+        TrialWriter::create(&run_dir.join(TRIALS_CSV), &results::columns(experiment.file.experiment.kind))?;
     let progress = if options.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
     progress.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} trials, {elapsed} elapsed, eta {eta}")
@@ -174,6 +289,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
             let experiment = &experiment;
             let points = &points;
             let next_trial = &next_trial;
+            let node_binary = &node_binary;
             scope.spawn(move || {
                 loop {
                     let trial = next_trial.fetch_add(1, Ordering::Relaxed);
@@ -182,9 +298,9 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
                     }
                     let point_index = (trial / trials_per_point) as usize;
                     let trial_seed = trial_seed(seed, trial);
-                    let outcome = election::run_trial(experiment, &points[point_index], trial_seed, false);
-                    let row = election_row(&points[point_index], trial, point_index, trial_seed, &outcome);
-                    if sender.send((trial, row, outcome.safety != "ok")).is_err() {
+                    let (row, is_unsafe) =
+                        run_one(experiment, &points[point_index], trial, point_index, trial_seed, node_binary);
+                    if sender.send((trial, row, is_unsafe)).is_err() {
                         break;
                     }
                 }
@@ -210,6 +326,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     }
     let figures = match experiment.file.experiment.kind {
         Kind::Election => crate::plot::plot_election(&run_dir, experiment.name())?,
+        Kind::Throughput => crate::plot::plot_throughput(&run_dir, experiment.name())?,
     };
     let wall_seconds = clock.elapsed().as_secs_f64();
     meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
@@ -226,13 +343,20 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
         Ok(meta) => (meta.kind, meta.experiment),
         Err(_) => {
             let table = results::Table::read(&run_dir.join(TRIALS_CSV))?;
-            let kind = if table.column("election_ms").is_some() { "election" } else { "unknown" };
+            let kind = if table.column("election_ms").is_some() {
+                "election"
+            } else if table.column("ops_per_s").is_some() {
+                "throughput"
+            } else {
+                "unknown"
+            };
             let name = run_dir.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
             (kind.to_string(), name)
         }
     };
     match kind.as_str() {
         "election" => crate::plot::plot_election(run_dir, &name),
+        "throughput" => crate::plot::plot_throughput(run_dir, &name),
         other => Err(LabError::Usage(format!("{}: unknown experiment kind {other:?}", run_dir.display()))),
     }
 }

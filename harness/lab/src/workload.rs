@@ -89,30 +89,32 @@ impl Workload {
         Request { client: ClientId(client as u64), seq, op }
     }
 
-    fn submit<P: Protocol, C: Client>(&mut self, sim: &mut Sim<P, C>, client: usize) {
+    /// Make client `client`'s next operation, recorded as invoked at `now`.
+    pub fn issue(&mut self, client: usize, now: Nanos) -> Request {
         let request = self.next_request(client);
-        self.history.push(HistoryOp {
-            client: client as u64,
-            op: request.op.clone(),
-            invoked: sim.now(),
-            completed: None,
-        });
+        self.history.push(HistoryOp { client: client as u64, op: request.op.clone(), invoked: now, completed: None });
         self.open[client] = Some(self.history.len() - 1);
         self.ready_at[client] = None;
+        request
+    }
+
+    fn submit<P: Protocol, C: Client>(&mut self, sim: &mut Sim<P, C>, client: usize) {
+        let request = self.issue(client, sim.now());
         sim.submit(client, request);
     }
 
-    fn complete(&mut self, completion: &Completion) {
-        let client = completion.client;
+    /// Record that `client`'s open operation `request` returned `result` at `time`; the
+    /// client becomes ready again after its think time.
+    pub fn record_completion(&mut self, client: usize, time: Nanos, request: &Request, result: &OpResult) {
         let index = self.open[client].take().expect("completion for an open operation");
-        self.history[index].completed = Some((completion.time, completion.result.clone()));
-        let key = completion.request.op.key();
-        match &completion.result {
+        self.history[index].completed = Some((time, result.clone()));
+        let key = request.op.key();
+        match result {
             OpResult::Value(v) => {
                 self.last_seen[client].insert(key, v.clone());
             }
             OpResult::Cas { swapped: true, .. } | OpResult::Ok => {
-                if let Op::Put { value, .. } | Op::Cas { new: value, .. } = &completion.request.op {
+                if let Op::Put { value, .. } | Op::Cas { new: value, .. } = &request.op {
                     self.last_seen[client].insert(key, Some(value.clone()));
                 }
             }
@@ -121,8 +123,18 @@ impl Workload {
             }
         }
         if !self.stopped {
-            self.ready_at[client] = Some(completion.time + self.config.think_ns);
+            self.ready_at[client] = Some(time + self.config.think_ns);
         }
+    }
+
+    /// Clients whose next operation is due at or before `now`.
+    pub fn due(&self, now: Nanos) -> Vec<usize> {
+        (0..self.ready_at.len()).filter(|c| self.ready_at[*c].is_some_and(|t| t <= now)).collect()
+    }
+
+    /// When the next client becomes ready, if any is waiting.
+    pub fn next_ready(&self) -> Option<Nanos> {
+        self.ready_at.iter().flatten().copied().min()
     }
 
     /// Run the simulator to `deadline`, driving the clients, calling `on_completion`
@@ -150,7 +162,7 @@ impl Workload {
                 }
                 Step::Progress => {}
                 Step::Completed(completion) => {
-                    self.complete(&completion);
+                    self.record_completion(completion.client, completion.time, &completion.request, &completion.result);
                     on_completion(sim, &completion);
                 }
             }

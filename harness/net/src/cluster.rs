@@ -194,6 +194,7 @@ pub struct LocalCluster {
     pub harness_identity: Identity,
     binary: PathBuf,
     children: Vec<Option<Child>>,
+    remove_dir_on_drop: bool,
 }
 
 impl LocalCluster {
@@ -249,11 +250,17 @@ impl LocalCluster {
             harness_identity,
             binary: binary.to_path_buf(),
             children: (0..nodes).map(|_| None).collect(),
+            remove_dir_on_drop: false,
         })
     }
 
     pub fn pinned(&self) -> Result<Pinned, ClusterError> {
         self.file.pinned(&self.dir)
+    }
+
+    /// Delete the cluster's directory (keys, logs, storage) when dropped.
+    pub fn remove_dir_on_drop(&mut self) {
+        self.remove_dir_on_drop = true;
     }
 
     /// Start node `id` (again, after a kill: it recovers from its storage).
@@ -317,5 +324,8 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.stop_all();
+        if self.remove_dir_on_drop {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

@@ -22,7 +22,9 @@ pub struct Done {
     pub request: Request,
     pub result: OpResult,
     pub from: u32,
-    /// Nanoseconds since the cluster's start.
+    /// When the client was handed the operation, in cluster time.
+    pub submitted_ns: u64,
+    /// When the answer arrived: nanoseconds since the cluster's start.
     pub time_ns: u64,
 }
 
@@ -39,11 +41,14 @@ pub struct Driver<M, C: Client> {
     from_nodes: mpsc::UnboundedReceiver<FromNode<M>>,
     clients: Vec<C>,
     timers: Vec<HashMap<C::Timer, Instant>>,
-    outstanding: Vec<Option<Request>>,
+    outstanding: Vec<Option<(Request, u64)>>,
     start: Instant,
     start_unix_ns: u64,
     pub observations: Vec<Observed>,
     pub counters: HashMap<u32, Counters>,
+    /// Counters sent on request, by request tag and node.
+    tagged: HashMap<u64, HashMap<u32, Counters>>,
+    next_tag: u64,
     /// Nodes that reported `Ready` (cleared by [`Driver::forget_ready`]).
     pub ready: HashSet<u32>,
 }
@@ -74,6 +79,8 @@ where
             start_unix_ns,
             observations: Vec::new(),
             counters: HashMap::new(),
+            tagged: HashMap::new(),
+            next_tag: 1,
             ready: HashSet::new(),
         }
     }
@@ -97,7 +104,7 @@ where
 
     pub fn submit(&mut self, client: usize, request: Request) {
         assert!(self.outstanding[client].is_none(), "client {client} already busy");
-        self.outstanding[client] = Some(request.clone());
+        self.outstanding[client] = Some((request.clone(), self.now_ns()));
         let mut out = ClientOutbox::default();
         let now = self.now_ns();
         self.clients[client].submit(now, request, &mut out);
@@ -163,8 +170,8 @@ where
                 let result = self.clients[client].on_reply(received_ns, NodeId(node), reply, &mut out);
                 self.carry_out(client, out);
                 let result = result?;
-                let request = self.outstanding[client].take().expect("outstanding request");
-                Some(Done { client, request, result, from: node, time_ns: received_ns })
+                let (request, submitted_ns) = self.outstanding[client].take().expect("outstanding request");
+                Some(Done { client, request, result, from: node, submitted_ns, time_ns: received_ns })
             }
             Wire::Report(Report::Observed { node, time_ns, event }) => {
                 self.observations.push(Observed { node, time_ns, event });
@@ -175,11 +182,31 @@ where
                 None
             }
             Wire::Report(Report::Counters(counters)) => {
+                if counters.tag != 0 {
+                    self.tagged.entry(counters.tag).or_default().insert(counters.node, counters.clone());
+                }
                 self.counters.insert(counters.node, counters);
                 None
             }
             Wire::Peer(_) | Wire::Request(_) | Wire::Control(_) => None,
         }
+    }
+
+    /// Ask every node for its counters now; read them with [`Driver::tagged_counters`]
+    /// once they have arrived (they come in while [`Driver::next`] runs).
+    pub fn request_counters(&mut self) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        for node in 0..self.harness.nodes() {
+            self.harness.send(node, &Wire::Control(crate::runtime::Control::ReportCounters { tag }));
+        }
+        tag
+    }
+
+    /// The counters every node sent for request `tag`, in node order, if all arrived.
+    pub fn counters_for(&self, tag: u64) -> Option<Vec<Counters>> {
+        let by_node = self.tagged.get(&tag)?;
+        (0..self.harness.nodes()).map(|n| by_node.get(&n).cloned()).collect()
     }
 
     /// Observations sorted by cluster time (each node's stream is already ordered).

@@ -65,6 +65,9 @@ pub enum Control {
     Faults(LinkFaults),
     /// Stop cleanly (a crash is a kill, not a message).
     Shutdown,
+    /// Send a `Report::Counters` now, carrying `tag` (experiments read counters at
+    /// the edges of a measurement window).
+    ReportCounters { tag: u64 },
 }
 
 /// Faults applied to what this node sends.
@@ -91,6 +94,8 @@ pub enum Report {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
     pub node: u32,
+    /// The tag of the `ReportCounters` request this answers (0: periodic report).
+    pub tag: u64,
     pub messages_sent: u64,
     pub bytes_sent: u64,
     pub messages_received: u64,
@@ -332,6 +337,13 @@ where
                     Input::Control(Control::Faults(new_faults)) => faults = new_faults,
                     Input::Control(Control::Shutdown) => break,
                     Input::Control(Control::Hello) => {}
+                    Input::Control(Control::ReportCounters { tag }) => {
+                        let mut counters = snapshot(me, &stats);
+                        counters.tag = tag;
+                        let mut frame = Vec::new();
+                        encode(&Wire::<P::Message>::Report(Report::Counters(counters)), &mut frame);
+                        let _ = report_tx.send(frame);
+                    }
                     Input::HarnessDisconnected => {
                         harness_links = harness_links.saturating_sub(1);
                         if harness_links == 0 {
@@ -391,6 +403,7 @@ impl Drop for CloseOnDrop {
 fn snapshot(node: u32, stats: &Stats) -> Counters {
     Counters {
         node,
+        tag: 0,
         messages_sent: stats.messages_sent.load(Ordering::Relaxed),
         bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
         messages_received: stats.messages_received.load(Ordering::Relaxed),

@@ -120,6 +120,8 @@ pub struct Completion {
     pub client: usize,
     pub request: Request,
     pub result: OpResult,
+    /// When the client was handed the operation.
+    pub submitted_at: Nanos,
     pub time: Nanos,
     /// The replica whose reply completed it.
     pub from: NodeId,
@@ -235,7 +237,7 @@ struct PendingTimer {
 struct ClientSlot<C: Client> {
     client: C,
     timers: TimerTable<C::Timer, u64>,
-    outstanding: Option<Request>,
+    outstanding: Option<(Request, Nanos)>,
 }
 
 /// A predicate that drops a message on a link: `(from, to, message) -> drop?`.
@@ -387,13 +389,13 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     }
 
     pub fn client_outstanding(&self, index: usize) -> Option<&Request> {
-        self.clients[index].outstanding.as_ref()
+        self.clients[index].outstanding.as_ref().map(|(r, _)| r)
     }
 
     /// Hand `request` to client `index` now.
     pub fn submit(&mut self, index: usize, request: Request) {
         assert!(self.clients[index].outstanding.is_none(), "client {index} already busy");
-        self.clients[index].outstanding = Some(request.clone());
+        self.clients[index].outstanding = Some((request.clone(), self.now));
         let now = self.now;
         let mut out = std::mem::take(&mut self.client_outbox);
         self.clients[index].client.submit(now, request, &mut out);
@@ -544,8 +546,9 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 self.client_outbox = out;
                 match result {
                     Some(result) => {
-                        let request = self.clients[client].outstanding.take().expect("client had a request");
-                        Step::Completed(Completion { client, request, result, time: now, from })
+                        let (request, submitted_at) =
+                            self.clients[client].outstanding.take().expect("client had a request");
+                        Step::Completed(Completion { client, request, result, submitted_at, time: now, from })
                     }
                     None => Step::Progress,
                 }

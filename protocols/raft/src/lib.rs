@@ -76,6 +76,11 @@ pub struct RaftConfig {
     pub max_entries_per_append: usize,
     /// Leader steps down after a minimum election timeout without hearing a majority.
     pub check_quorum: bool,
+    /// Client commands are collected for up to this long (or until a full
+    /// `max_entries_per_append`) and appended as one batch: one record, one fsync and
+    /// one AppendEntries per follower for the lot. 0 appends each command at once.
+    #[serde(default)]
+    pub batch_delay_ns: Nanos,
 }
 
 impl Default for RaftConfig {
@@ -86,6 +91,7 @@ impl Default for RaftConfig {
             heartbeat_interval_ns: ms(50),
             max_entries_per_append: 64,
             check_quorum: true,
+            batch_delay_ns: 0,
         }
     }
 }
@@ -215,6 +221,8 @@ pub enum RaftTimer {
     Election,
     Heartbeat,
     CheckQuorum,
+    /// Append the commands collected since the batch opened.
+    Flush,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +264,8 @@ pub struct Raft {
     /// Client → highest seq the leader appended this term, to not append a retry
     /// that is already in flight.
     appended_requests: HashMap<qlab_core::ClientId, u64>,
+    /// Leader: commands waiting for the batch to be appended.
+    pending_commands: Vec<Arc<Request>>,
 }
 
 impl Raft {
@@ -356,6 +366,9 @@ impl Raft {
         if self.role == Role::Leader {
             ctx.cancel_timer(RaftTimer::Heartbeat);
             ctx.cancel_timer(RaftTimer::CheckQuorum);
+            ctx.cancel_timer(RaftTimer::Flush);
+            // Never appended, so never promised: their clients retry elsewhere.
+            self.pending_commands.clear();
             // A leader has no election timer running; a follower or candidate keeps
             // its own: Figure 2 restarts it only for the current leader's messages
             // and for granted votes, not for merely seeing a higher term. (Restarting
@@ -444,6 +457,36 @@ impl Raft {
                 leader_commit: self.commit_index,
             },
         );
+    }
+
+    /// Append the collected commands as one batch and send them to every follower that
+    /// was caught up (the others get them when they ask for more).
+    fn flush_commands(&mut self, ctx: &mut Context<'_, Self>) {
+        if self.role != Role::Leader || self.pending_commands.is_empty() {
+            self.pending_commands.clear();
+            return;
+        }
+        let first_new = self.last_index() + 1;
+        let entries: Vec<Entry> = self
+            .pending_commands
+            .drain(..)
+            .enumerate()
+            .map(|(i, command)| Entry {
+                term: self.current_term,
+                index: first_new + i as u64,
+                payload: Payload::Command(command),
+            })
+            .collect();
+        self.append_local(entries, ctx);
+        let me = self.id.0 as usize;
+        self.progress[me].match_index = self.last_index();
+        for peer in self.peers() {
+            // Only followers not already waiting on a pipelined batch get a new one.
+            if self.progress[peer.0 as usize].next_index == first_new {
+                self.send_append(peer, ctx);
+            }
+        }
+        self.maybe_commit(ctx);
     }
 
     fn broadcast_heartbeats(&mut self, ctx: &mut Context<'_, Self>) {
@@ -731,6 +774,7 @@ impl Protocol for Raft {
             votes_granted: Vec::new(),
             progress: Vec::new(),
             appended_requests: HashMap::new(),
+            pending_commands: Vec::new(),
         }
     }
 
@@ -799,6 +843,7 @@ impl Protocol for Raft {
                     ctx.set_timer(RaftTimer::Heartbeat, self.config.heartbeat_interval_ns);
                 }
             }
+            RaftTimer::Flush => self.flush_commands(ctx),
             RaftTimer::CheckQuorum => {
                 if self.role != Role::Leader {
                     return;
@@ -833,21 +878,14 @@ impl Protocol for Raft {
             return;
         }
         self.appended_requests.insert(request.client, request.seq);
-        let entry = Entry {
-            term: self.current_term,
-            index: self.last_index() + 1,
-            payload: Payload::Command(Arc::new(request)),
-        };
-        self.append_local(vec![entry], ctx);
-        let me = self.id.0 as usize;
-        self.progress[me].match_index = self.last_index();
-        for peer in self.peers() {
-            // Only followers not already waiting on a pipelined batch get a new one.
-            if self.progress[peer.0 as usize].next_index == self.last_index() {
-                self.send_append(peer, ctx);
-            }
+        self.pending_commands.push(Arc::new(request));
+        let full = self.pending_commands.len() >= self.config.max_entries_per_append;
+        if self.config.batch_delay_ns == 0 || full {
+            ctx.cancel_timer(RaftTimer::Flush);
+            self.flush_commands(ctx);
+        } else if self.pending_commands.len() == 1 {
+            ctx.set_timer(RaftTimer::Flush, self.config.batch_delay_ns);
         }
-        self.maybe_commit(ctx);
     }
 
     fn message_kind(msg: &Message) -> &'static str {
