@@ -363,10 +363,10 @@ fn all_know_new_leader(
 ) -> Option<(Nanos, u64)> {
     let mut by_epoch: BTreeMap<u64, BTreeMap<u32, Nanos>> = BTreeMap::new();
     for o in &driver.observations {
-        if let Event::LeaderKnown { epoch, .. } = o.event {
-            if epoch > crashed_term {
-                by_epoch.entry(epoch).or_default().entry(o.node).or_insert(o.time_ns);
-            }
+        if let Event::LeaderKnown { epoch, .. } = o.event
+            && epoch > crashed_term
+        {
+            by_epoch.entry(epoch).or_default().entry(o.node).or_insert(o.time_ns);
         }
     }
     by_epoch.into_iter().find_map(|(epoch, times)| {

@@ -253,10 +253,10 @@ pub async fn wait_for_leader(driver: &mut Driver<Message, RaftClient>, nodes: u3
 fn agreed_leader(driver: &Driver<Message, RaftClient>, nodes: u32, after: u64) -> Option<(u32, u64)> {
     let mut known: std::collections::BTreeMap<u64, (u32, std::collections::BTreeSet<u32>)> = Default::default();
     for o in &driver.observations {
-        if let Event::LeaderKnown { epoch, leader } = o.event {
-            if epoch > after {
-                known.entry(epoch).or_insert((leader.0, Default::default())).1.insert(o.node);
-            }
+        if let Event::LeaderKnown { epoch, leader } = o.event
+            && epoch > after
+        {
+            known.entry(epoch).or_insert((leader.0, Default::default())).1.insert(o.node);
         }
     }
     known.into_iter().rev().find(|(_, (_, set))| set.len() as u32 == nodes).map(|(epoch, (leader, _))| (leader, epoch))
