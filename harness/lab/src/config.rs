@@ -192,6 +192,11 @@ pub struct NetworkSection {
     pub reorder: Sweep<f64>,
     #[serde(default)]
     pub reorder_delay_ms_max: f64,
+    /// Real mode: one-way delay every node's transport adds to what it sends (the
+    /// simulator's `latency_ms` does not apply to a real network). `loss` applies in
+    /// both modes.
+    #[serde(default)]
+    pub quic_delay_ms: f64,
 }
 
 impl Default for NetworkSection {
@@ -202,6 +207,7 @@ impl Default for NetworkSection {
             duplicate: zero_sweep(),
             reorder: zero_sweep(),
             reorder_delay_ms_max: 0.0,
+            quic_delay_ms: 0.0,
         }
     }
 }
@@ -562,6 +568,9 @@ impl Experiment {
                     return Err(self.error_at(&sweep.span, format!("{name} is a probability in [0, 1), got {p}")));
                 }
             }
+        }
+        if f.network.quic_delay_ms < 0.0 {
+            return Err(self.error_at(&(0..0), "quic_delay_ms must be >= 0".into()));
         }
         if f.network.reorder_delay_ms_max < 0.0 {
             return Err(self.error_at(&(0..0), "reorder_delay_ms_max must be >= 0".into()));

@@ -65,6 +65,9 @@ where
     let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let (lo, hi) = if all.is_empty() { (1.0, 10.0) } else { (lo, hi) };
+    // Within about a decade a log axis shows no tick labels at all: go linear there.
+    let log_x = figure.log_x && hi / lo.max(1e-9) >= 20.0;
+    let x_label = if log_x { figure.x_label.clone() } else { figure.x_label.replace(", log scale", "") };
     let mut chart = ChartBuilder::on(&root);
     chart.caption(&figure.title, ("sans-serif", 26)).margin(18).x_label_area_size(52).y_label_area_size(64);
     let points = |s: &Series| -> Vec<(f64, f64)> {
@@ -84,7 +87,7 @@ where
                 .x_labels(12)
                 .x_label_formatter(&|v| format_tick(*v))
                 .y_label_formatter(&|v| format!("{v:.0}"))
-                .x_desc(&figure.x_label)
+                .x_desc(&x_label)
                 .y_desc("trials (cumulative %)")
                 .label_style(("sans-serif", 17))
                 .axis_desc_style(("sans-serif", 19))
@@ -109,7 +112,7 @@ where
                 .map_err(|e| e.to_string())?;
         }};
     }
-    if figure.log_x {
+    if log_x {
         let lo = (lo * 0.8).max(0.1);
         let hi = (hi * 1.25).max(lo * 10.0);
         finish_chart!(chart.build_cartesian_2d((lo..hi).log_scale(), 0f64..100.5f64).map_err(|e| e.to_string())?);

@@ -219,15 +219,9 @@ pub fn driver(cluster: &LocalCluster, point: &Point) -> Result<Driver<Message, R
     Ok(Driver::new(harness, from_nodes, clients, start))
 }
 
-/// Loss and (the mean of) `latency_ms`, when the file sets them, applied by every
-/// node's transport to what it sends.
+/// `loss` and `quic_delay_ms`, applied by every node's transport to what it sends.
 pub fn apply_network_faults(driver: &Driver<Message, RaftClient>, point: &Point, network: &NetworkSection) {
-    let latency_given = network.latency_ms.span != (0..0);
-    let faults = LinkFaults {
-        blocked_to: vec![],
-        loss: point.loss,
-        delay_ns: if latency_given { (point.latency.mean_ms() * 1e6) as u64 } else { 0 },
-    };
+    let faults = LinkFaults { blocked_to: vec![], loss: point.loss, delay_ns: (network.quic_delay_ms * 1e6) as u64 };
     if faults != LinkFaults::default() {
         for node in 0..point.nodes {
             driver.harness().send(node, &Wire::Control(Control::Faults(faults.clone())));
