@@ -117,3 +117,97 @@ fn a_bad_cluster_file_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown protocol \"zab\"") && stderr.contains("raft"), "{stderr}");
 }
+
+/// `qlab run` with `mode = ["sim", "quic"]` for both kinds: real clusters start, are
+/// measured, pass the checkers, and are gone when the run ends.
+#[test]
+fn qlab_run_in_quic_mode_measures_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let throughput = dir.path().join("tp.toml");
+    std::fs::write(
+        &throughput,
+        r#"# smoke
+[experiment]
+name = "tp"
+kind = "throughput"
+mode = ["sim", "quic"]
+trials = 1
+
+[cluster]
+protocol = "raft"
+nodes = 3
+
+[raft]
+batch_delay_ms = 1
+
+[workload]
+clients = [2, 8]
+value_bytes = 128
+warmup_ms = 300
+duration_ms = 700
+"#,
+    )
+    .unwrap();
+    let election = dir.path().join("el.toml");
+    std::fs::write(
+        &election,
+        r#"# smoke
+[experiment]
+name = "el"
+kind = "election"
+mode = "quic"
+trials = 2
+
+[cluster]
+protocol = "raft"
+nodes = 3
+
+[faults]
+crash = { who = "leader", at = "random-in-heartbeat" }
+"#,
+    )
+    .unwrap();
+    let mut run_pids = Vec::new();
+    for (file, out) in [(&throughput, "tp-out"), (&election, "el-out")] {
+        let out = dir.path().join(out);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_qlab"))
+            .arg("run")
+            .arg(file)
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        run_pids.push(child.id());
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains("safety: every trial ok"), "{stdout}");
+        let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+        assert!(!csv.contains(",error,"), "{csv}");
+        assert!(csv.lines().skip(1).any(|l| l.contains(",quic,")), "{csv}");
+        assert!(out.join("figures").read_dir().unwrap().count() >= 4);
+    }
+    let tp = std::fs::read_to_string(dir.path().join("tp-out/summary.csv")).unwrap();
+    let quic_row = tp.lines().find(|l| l.contains(",quic,")).unwrap();
+    assert!(quic_row.split(',').nth(9).unwrap().parse::<f64>().unwrap() > 100.0, "ops/s in {quic_row}");
+    let leftovers = std::process::Command::new("pgrep").args(["-f", "qlab node --cluster"]).output().unwrap();
+    // Cluster directories are named qlab-<pid of qlab run>-...; look for ours.
+    let own: Vec<String> = String::from_utf8_lossy(&leftovers.stdout)
+        .lines()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| run_pids.iter().any(|run| c.contains(&format!("qlab-{run}-"))))
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .all(|e| !run_pids.iter().any(|run| e.file_name().to_string_lossy().starts_with(&format!("qlab-{run}-")))),
+        "cluster directories are removed"
+    );
+    assert!(own.is_empty(), "nodes left running: {own:?}");
+}
