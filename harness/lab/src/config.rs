@@ -304,7 +304,13 @@ pub struct CrashSpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultsSection {
-    pub crash: CrashSpec,
+    /// Election: what to crash and when. Required by the election kind.
+    pub crash: Option<CrashSpec>,
+    /// Throughput: faults at given times after the clients start, the same in both
+    /// modes (in quic mode a crash is `kill -9`, a partition is enforced by every
+    /// node's transport).
+    #[serde(default = "no_schedule")]
+    pub schedule: toml::Spanned<Vec<ScheduledFault>>,
     /// The Raft paper's §9.3 worst case: the leader broadcasts heartbeats just before
     /// it dies, so every follower's election timer starts at nearly the same moment.
     #[serde(default)]
@@ -313,6 +319,55 @@ pub struct FaultsSection {
     /// election: §5.4.1), to force the paper's "logs differ" worst case.
     #[serde(default = "no_lagging")]
     pub lagging_followers: toml::Spanned<u32>,
+}
+
+/// A node named in a fault schedule: an id, or `"leader"` (whoever leads at that moment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum NodeRef {
+    Id(u32),
+    Leader,
+}
+
+impl<'de> Deserialize<'de> for NodeRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::Integer(id) if id >= 0 => Ok(NodeRef::Id(id as u32)),
+            toml::Value::String(s) if s == "leader" => Ok(NodeRef::Leader),
+            other => Err(D::Error::custom(format!("expected a node id (0, 1, ...) or \"leader\", got {other}"))),
+        }
+    }
+}
+
+/// One entry of `[faults] schedule`; `at_ms` counts from when the clients start.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ScheduledFault {
+    /// Split into groups; links between groups are cut both ways.
+    Partition { at_ms: f64, groups: Vec<Vec<u32>> },
+    /// Cut the one-way link `from → to`.
+    Cut { at_ms: f64, from: NodeRef, to: NodeRef },
+    /// Restore every link.
+    Heal { at_ms: f64 },
+    /// Stop a node (quic: `kill -9`); it keeps only what it persisted.
+    Crash { at_ms: f64, node: NodeRef },
+    /// Start a crashed node again from its storage.
+    Restart { at_ms: f64, node: NodeRef },
+}
+
+impl ScheduledFault {
+    pub fn at_ms(&self) -> f64 {
+        match self {
+            ScheduledFault::Partition { at_ms, .. }
+            | ScheduledFault::Cut { at_ms, .. }
+            | ScheduledFault::Heal { at_ms }
+            | ScheduledFault::Crash { at_ms, .. }
+            | ScheduledFault::Restart { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
+fn no_schedule() -> toml::Spanned<Vec<ScheduledFault>> {
+    toml::Spanned::new(0..0, Vec::new())
 }
 
 fn no_lagging() -> toml::Spanned<u32> {
@@ -628,6 +683,60 @@ impl Experiment {
     }
 
     fn validate_faults(&self, faults: &FaultsSection) -> Result<(), LabError> {
+        let f = &self.file;
+        let schedule_span = faults.schedule.span();
+        if f.experiment.kind == Kind::Election && faults.crash.is_none() {
+            return Err(self.error_at(&(0..0), "an election experiment needs `crash` in [faults]".into()));
+        }
+        if f.experiment.kind == Kind::Election && !faults.schedule.get_ref().is_empty() {
+            return Err(self.error_at(
+                &schedule_span,
+                "a fault schedule belongs to throughput experiments; an election experiment's fault is its crash"
+                    .into(),
+            ));
+        }
+        let smallest = self.points().iter().map(|p| p.nodes).min().unwrap_or(0);
+        let check_node = |node: &NodeRef| -> Result<(), LabError> {
+            match node {
+                NodeRef::Id(id) if *id >= smallest => Err(self.error_at(
+                    &schedule_span,
+                    format!(
+                        "the schedule names node {id}, but the smallest cluster has nodes 0..{}",
+                        smallest.saturating_sub(1)
+                    ),
+                )),
+                _ => Ok(()),
+            }
+        };
+        for fault in faults.schedule.get_ref() {
+            if fault.at_ms() < 0.0 {
+                return Err(self.error_at(&schedule_span, format!("at_ms must be >= 0, got {}", fault.at_ms())));
+            }
+            match fault {
+                ScheduledFault::Partition { groups, .. } => {
+                    for id in groups.iter().flatten() {
+                        check_node(&NodeRef::Id(*id))?;
+                    }
+                }
+                ScheduledFault::Cut { from, to, .. } => {
+                    check_node(from)?;
+                    check_node(to)?;
+                }
+                ScheduledFault::Crash { node, .. } => check_node(node)?,
+                ScheduledFault::Restart { node, .. } => {
+                    check_node(node)?;
+                    if f.experiment.mode.values.contains(&Mode::Quic)
+                        && f.cluster.storage == qlab_net::cluster::StorageKind::Memory
+                    {
+                        return Err(self.error_at(
+                            &schedule_span,
+                            "restarting a node in quic mode needs storage = \"disk\" in [cluster]: with memory storage it would come back having forgotten its votes".into(),
+                        ));
+                    }
+                }
+                ScheduledFault::Heal { .. } => {}
+            }
+        }
         let lagging = *faults.lagging_followers.get_ref();
         for point in self.points() {
             // Lagging followers cannot win, so the rest must still hold a majority.
@@ -816,6 +925,49 @@ crash = { who = "leader", at = "random-in-heartbeat" }
         let e = error_of(&GOOD.replace("nodes = [3, 5]", "nodes = [2]"));
         assert!(e.starts_with("exp.toml:9:9:"), "{e}");
         assert!(e.contains("at least 3 nodes"), "{e}");
+    }
+
+    const THROUGHPUT: &str = r#"
+[experiment]
+name = "t"
+kind = "throughput"
+mode = ["sim", "quic"]
+trials = 1
+
+[cluster]
+protocol = "raft"
+nodes = [3, 5]
+
+[faults]
+schedule = [{ action = "crash", at_ms = 10, node = "leader" }, { action = "restart", at_ms = 20, node = 2 }]
+"#;
+
+    #[test]
+    fn restart_in_quic_mode_needs_disk_storage() {
+        let e = error_of(THROUGHPUT);
+        assert!(e.contains("storage = \"disk\""), "{e}");
+        let ok = THROUGHPUT.replace("nodes = [3, 5]", "nodes = [3, 5]\nstorage = \"disk\"");
+        assert_eq!(parse(&ok).unwrap().points().len(), 4, "2 modes x 2 sizes");
+    }
+
+    #[test]
+    fn schedule_nodes_must_exist_in_every_cluster() {
+        let e = error_of(
+            &THROUGHPUT
+                .replace("node = 2 }", "node = 4 }")
+                .replace("nodes = [3, 5]", "nodes = [3, 5]\nstorage = \"disk\""),
+        );
+        assert!(e.contains("node 4") && e.contains("0..2"), "{e}");
+        let e = error_of(&THROUGHPUT.replace("action = \"crash\"", "action = \"explode\""));
+        assert!(e.contains("explode") && e.contains("partition"), "{e}");
+    }
+
+    #[test]
+    fn an_election_experiment_needs_its_crash() {
+        let e = error_of(
+            &GOOD.replace("crash = { who = \"leader\", at = \"random-in-heartbeat\" }", "lagging_followers = 0"),
+        );
+        assert!(e.contains("needs `crash`"), "{e}");
     }
 
     #[test]

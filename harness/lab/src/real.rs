@@ -283,3 +283,140 @@ pub async fn drive_workload(
         }
     }
 }
+
+// ---- scheduled faults in quic mode --------------------------------------------------
+
+use crate::config::{NodeRef, ScheduledFault};
+use std::collections::BTreeSet;
+
+/// The link faults every node's transport currently enforces, kept by the harness
+/// so a restarted node (which starts with none) can be told again.
+pub struct RealFaults {
+    blocked: Vec<BTreeSet<u32>>,
+    loss: f64,
+    delay_ns: u64,
+    crashed_leader: Option<u32>,
+    awaiting_ready: Vec<u32>,
+}
+
+impl RealFaults {
+    pub fn new(point: &Point, network: &NetworkSection) -> Self {
+        RealFaults {
+            blocked: vec![BTreeSet::new(); point.nodes as usize],
+            loss: point.loss,
+            delay_ns: (network.quic_delay_ms * 1e6) as u64,
+            crashed_leader: None,
+            awaiting_ready: Vec::new(),
+        }
+    }
+
+    fn faults_of(&self, node: u32) -> LinkFaults {
+        LinkFaults {
+            blocked_to: self.blocked[node as usize].iter().copied().collect(),
+            loss: self.loss,
+            delay_ns: self.delay_ns,
+        }
+    }
+
+    fn send(&self, driver: &Driver<Message, RaftClient>, node: u32) {
+        driver.harness().send(node, &Wire::Control(Control::Faults(self.faults_of(node))));
+    }
+
+    pub fn send_all(&self, driver: &Driver<Message, RaftClient>) {
+        for node in 0..self.blocked.len() as u32 {
+            self.send(driver, node);
+        }
+    }
+
+    fn resolve(&self, driver: &Driver<Message, RaftClient>, node: &NodeRef) -> Option<u32> {
+        match node {
+            NodeRef::Id(id) => Some(*id),
+            NodeRef::Leader => latest_leader(&observations_for_checkers(driver)),
+        }
+    }
+
+    /// Carry out one scheduled fault on a real cluster.
+    pub fn apply(
+        &mut self,
+        fault: &ScheduledFault,
+        driver: &mut Driver<Message, RaftClient>,
+        cluster: &mut LocalCluster,
+    ) -> Result<()> {
+        let nodes = self.blocked.len() as u32;
+        match fault {
+            ScheduledFault::Partition { groups, .. } => {
+                let group_of = |id: u32| groups.iter().position(|g| g.contains(&id));
+                for a in 0..nodes {
+                    self.blocked[a as usize] = (0..nodes).filter(|b| *b != a && group_of(*b) != group_of(a)).collect();
+                }
+                self.send_all(driver);
+            }
+            ScheduledFault::Cut { from, to, .. } => {
+                if let (Some(from), Some(to)) = (self.resolve(driver, from), self.resolve(driver, to)) {
+                    self.blocked[from as usize].insert(to);
+                    self.send(driver, from);
+                }
+            }
+            ScheduledFault::Heal { .. } => {
+                self.blocked.iter_mut().for_each(BTreeSet::clear);
+                self.send_all(driver);
+            }
+            ScheduledFault::Crash { node, .. } => {
+                if let Some(id) = self.resolve(driver, node) {
+                    if *node == NodeRef::Leader {
+                        self.crashed_leader = Some(id);
+                    }
+                    cluster.kill(id);
+                }
+            }
+            ScheduledFault::Restart { node, .. } => {
+                let id = match node {
+                    NodeRef::Id(id) => Some(*id),
+                    NodeRef::Leader => self.crashed_leader,
+                };
+                if let Some(id) = id {
+                    driver.ready.remove(&id);
+                    cluster.start(id)?;
+                    self.awaiting_ready.push(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tell restarted nodes their faults once they are back.
+    fn refresh(&mut self, driver: &Driver<Message, RaftClient>) {
+        let back: Vec<u32> = self.awaiting_ready.iter().copied().filter(|n| driver.ready.contains(n)).collect();
+        for node in back {
+            self.send(driver, node);
+            self.awaiting_ready.retain(|n| *n != node);
+        }
+    }
+}
+
+/// Run the workload to cluster time `until`, carrying out scheduled faults as they
+/// fall due (`schedule` holds times after `clients_started`).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_segment(
+    driver: &mut Driver<Message, RaftClient>,
+    workload: &mut Workload,
+    cluster: &mut LocalCluster,
+    faults: &mut RealFaults,
+    schedule: &mut std::collections::VecDeque<(u64, ScheduledFault)>,
+    clients_started: u64,
+    until: u64,
+    on_done: &mut dyn FnMut(&Done),
+) -> Result<()> {
+    loop {
+        let next_due = schedule.front().map(|(at, _)| clients_started + at).filter(|due| *due <= until);
+        let step_until = next_due.unwrap_or(until).min(driver.now_ns() + 50_000_000).max(driver.now_ns());
+        drive_workload(driver, workload, step_until, |done| on_done(done)).await;
+        faults.refresh(driver);
+        if next_due.is_some_and(|due| driver.now_ns() >= due) {
+            let (_, fault) = schedule.pop_front().expect("due fault");
+            faults.apply(&fault, driver, cluster)?;
+        } else if driver.now_ns() >= until {
+            return Ok(());
+        }
+    }
+}

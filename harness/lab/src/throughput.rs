@@ -10,11 +10,11 @@
 //! time per node is measured too.
 
 use crate::check::{Invariant, Violation, check_observations, verdict};
-use crate::config::{Experiment, Point};
+use crate::config::{Experiment, NodeRef, Point, ScheduledFault};
 use crate::linearizability::{LinCheck, check_history};
 use crate::workload::{Workload, WorkloadConfig};
 use hdrhistogram::Histogram;
-use qlab_core::{ClientId, Nanos};
+use qlab_core::{ClientId, Nanos, NodeId};
 use qlab_raft::{Raft, RaftClient};
 use qlab_sim::{Observation, Sim};
 
@@ -90,6 +90,78 @@ fn finish_metrics(
     )
 }
 
+/// The schedule, sorted by time, with times as nanoseconds after the clients start.
+fn schedule(experiment: &Experiment) -> std::collections::VecDeque<(Nanos, ScheduledFault)> {
+    let mut faults: Vec<(Nanos, ScheduledFault)> = experiment
+        .file
+        .faults
+        .as_ref()
+        .map(|f| f.schedule.get_ref().iter().map(|fault| ((fault.at_ms() * 1e6) as Nanos, fault.clone())).collect())
+        .unwrap_or_default();
+    faults.sort_by_key(|(at, _)| *at);
+    faults.into()
+}
+
+/// Carry out one scheduled fault on the simulator. `crashed_leader` remembers the
+/// node a `crash` of `"leader"` hit, which is what a later `restart` of `"leader"` means.
+fn apply_sim(sim: &mut Sim<Raft, RaftClient>, fault: &ScheduledFault, crashed_leader: &mut Option<NodeId>) {
+    let resolve = |sim: &Sim<Raft, RaftClient>, node: &NodeRef, crashed: Option<NodeId>| match node {
+        NodeRef::Id(id) => Some(NodeId(*id)),
+        NodeRef::Leader => sim.leader().or(crashed),
+    };
+    match fault {
+        ScheduledFault::Partition { groups, .. } => {
+            let groups: Vec<Vec<NodeId>> = groups.iter().map(|g| g.iter().map(|id| NodeId(*id)).collect()).collect();
+            sim.partition(&groups);
+        }
+        ScheduledFault::Cut { from, to, .. } => {
+            if let (Some(from), Some(to)) = (resolve(sim, from, *crashed_leader), resolve(sim, to, *crashed_leader)) {
+                sim.set_link_blocked(from, to, true);
+            }
+        }
+        ScheduledFault::Heal { .. } => sim.heal(),
+        ScheduledFault::Crash { node, .. } => {
+            if let Some(id) = resolve(sim, node, None) {
+                if *node == NodeRef::Leader {
+                    *crashed_leader = Some(id);
+                }
+                sim.crash(id);
+            }
+        }
+        ScheduledFault::Restart { node, .. } => {
+            let id = match node {
+                NodeRef::Id(id) => Some(NodeId(*id)),
+                NodeRef::Leader => *crashed_leader,
+            };
+            if let Some(id) = id {
+                sim.restart(id);
+            }
+        }
+    }
+}
+
+/// Run the workload to `until`, applying every scheduled fault that falls due.
+fn run_sim_segment(
+    sim: &mut Sim<Raft, RaftClient>,
+    workload: &mut Workload,
+    schedule: &mut std::collections::VecDeque<(Nanos, ScheduledFault)>,
+    clients_started: Nanos,
+    until: Nanos,
+    crashed_leader: &mut Option<NodeId>,
+    on_done: &mut dyn FnMut(&qlab_sim::Completion),
+) {
+    while let Some((at, _)) = schedule.front() {
+        let due = clients_started + at;
+        if due > until {
+            break;
+        }
+        workload.run(sim, due, |_, done| on_done(done), |_| false);
+        let (_, fault) = schedule.pop_front().expect("peeked");
+        apply_sim(sim, &fault, crashed_leader);
+    }
+    workload.run(sim, until, |_, done| on_done(done), |_| false);
+}
+
 pub fn run_trial_sim(experiment: &Experiment, point: &Point, seed: u64) -> ThroughputTrial {
     let file = &experiment.file;
     let raft = point.raft_config(&file.raft);
@@ -110,21 +182,35 @@ pub fn run_trial_sim(experiment: &Experiment, point: &Point, seed: u64) -> Throu
         deadline += raft.heartbeat_interval_ns;
         sim.run_to(deadline);
     }
-    workload.start_all_at(sim.now());
+    let clients_started = sim.now();
+    workload.start_all_at(clients_started);
+    let mut faults = schedule(experiment);
+    let mut crashed_leader = None;
     let window_start = sim.now() + (file.workload.warmup_ms * 1e6) as Nanos;
     let window_end = window_start + (file.workload.duration_ms * 1e6) as Nanos;
-    workload.run(&mut sim, window_start, |_, _| {}, |_| false);
+    run_sim_segment(
+        &mut sim,
+        &mut workload,
+        &mut faults,
+        clients_started,
+        window_start,
+        &mut crashed_leader,
+        &mut |_| {},
+    );
     let (messages_before, bytes_before) = (sim.stats.messages_sent, sim.stats.bytes_sent);
     let mut latencies = histogram();
     let mut ops = 0u64;
-    workload.run(
+    run_sim_segment(
         &mut sim,
+        &mut workload,
+        &mut faults,
+        clients_started,
         window_end,
-        |_, done| {
+        &mut crashed_leader,
+        &mut |done| {
             ops += 1;
             let _ = latencies.record(((done.time - done.submitted_at) / 1_000).max(1));
         },
-        |_| false,
     );
     let (messages, bytes) = (sim.stats.messages_sent - messages_before, sim.stats.bytes_sent - bytes_before);
     workload.stop();
@@ -155,59 +241,92 @@ pub fn run_trial_quic(
     seed: u64,
     node_binary: &std::path::Path,
 ) -> crate::Result<ThroughputTrial> {
-    let file = &experiment.file;
     let mut cluster = crate::real::start_cluster(experiment, point, seed, node_binary)?;
     let runtime = crate::real::runtime()?;
-    runtime
-        .block_on(async {
-            let mut driver = crate::real::driver(&cluster, point)?;
-            crate::real::apply_network_faults(&driver, point, &file.network);
-            crate::real::wait_for_leader(&mut driver, point.nodes).await?;
-            let mut workload = Workload::new(workload_config(experiment, point), seed);
-            workload.start_all_at(driver.now_ns());
-            let warmup_end = driver.now_ns() + (file.workload.warmup_ms * 1e6) as Nanos;
-            crate::real::drive_workload(&mut driver, &mut workload, warmup_end, |_| {}).await;
-            let before = driver.request_counters();
-            let window_start = driver.now_ns();
-            let window_end = window_start + (file.workload.duration_ms * 1e6) as Nanos;
-            let mut latencies = histogram();
-            let mut ops = 0u64;
-            crate::real::drive_workload(&mut driver, &mut workload, window_end, |done| {
-                ops += 1;
-                let _ = latencies.record(((done.time_ns - done.submitted_ns) / 1_000).max(1));
-            })
-            .await;
-            let window_ns = driver.now_ns() - window_start;
-            let after = driver.request_counters();
-            workload.stop();
-            let settle = driver.now_ns() + 1_000_000_000;
-            crate::real::drive_workload(&mut driver, &mut workload, settle, |_| {}).await;
-            let missing = || crate::LabError::Usage("a node did not report its counters".into());
-            let before = driver.counters_for(before).ok_or_else(missing)?;
-            let after = driver.counters_for(after).ok_or_else(missing)?;
-            let delta = |f: fn(&qlab_net::runtime::Counters) -> u64| -> u64 {
-                after.iter().zip(&before).map(|(a, b)| f(a).saturating_sub(f(b))).sum()
-            };
-            let messages = delta(|c| c.messages_sent);
-            let bytes = delta(|c| c.bytes_sent);
-            let cpu_s = delta(|c| c.cpu_ns) as f64 / 1e9 / point.nodes as f64;
-            let (ops_per_s, [p50, p90, p99, p999], msgs_per_op, bytes_per_op) =
-                finish_metrics(&latencies, ops, window_ns, messages, bytes);
-            let observations = crate::real::observations_for_checkers(&driver);
-            let (safety, violations) = judge(&observations, &workload, driver.now_ns());
-            Ok(ThroughputTrial {
-                ops,
-                ops_per_s,
-                latency_ms_p50: p50,
-                latency_ms_p90: p90,
-                latency_ms_p99: p99,
-                latency_ms_p999: p999,
-                msgs_per_op,
-                bytes_per_op,
-                cpu_s_per_node: Some(cpu_s),
-                safety,
-                violations,
-            })
-        })
-        .inspect(|_| cluster.stop_all())
+    let outcome = runtime.block_on(measure_quic(experiment, point, seed, &mut cluster));
+    cluster.stop_all();
+    outcome
+}
+
+async fn measure_quic(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    cluster: &mut qlab_net::cluster::LocalCluster,
+) -> crate::Result<ThroughputTrial> {
+    let file = &experiment.file;
+    let mut driver = crate::real::driver(cluster, point)?;
+    let mut faults = crate::real::RealFaults::new(point, &file.network);
+    if point.loss > 0.0 || file.network.quic_delay_ms > 0.0 {
+        faults.send_all(&driver);
+    }
+    crate::real::wait_for_leader(&mut driver, point.nodes).await?;
+    let mut workload = Workload::new(workload_config(experiment, point), seed);
+    let clients_started = driver.now_ns();
+    workload.start_all_at(clients_started);
+    let mut scheduled = schedule(experiment);
+    let warmup_end = clients_started + (file.workload.warmup_ms * 1e6) as Nanos;
+    crate::real::run_segment(
+        &mut driver,
+        &mut workload,
+        cluster,
+        &mut faults,
+        &mut scheduled,
+        clients_started,
+        warmup_end,
+        &mut |_| {},
+    )
+    .await?;
+    let before = driver.request_counters();
+    let window_start = driver.now_ns();
+    let window_end = window_start + (file.workload.duration_ms * 1e6) as Nanos;
+    let mut latencies = histogram();
+    let mut ops = 0u64;
+    crate::real::run_segment(
+        &mut driver,
+        &mut workload,
+        cluster,
+        &mut faults,
+        &mut scheduled,
+        clients_started,
+        window_end,
+        &mut |done| {
+            ops += 1;
+            let _ = latencies.record(((done.time_ns - done.submitted_ns) / 1_000).max(1));
+        },
+    )
+    .await?;
+    let window_ns = driver.now_ns() - window_start;
+    let after = driver.request_counters();
+    workload.stop();
+    let settle = driver.now_ns() + 1_000_000_000;
+    crate::real::drive_workload(&mut driver, &mut workload, settle, |_| {}).await;
+    // Nodes that are down at the end cannot answer; their counters count as unchanged.
+    let counters = |tag: u64| -> Vec<qlab_net::runtime::Counters> {
+        (0..point.nodes).map(|n| driver.counters_for_node(tag, n).unwrap_or_default()).collect()
+    };
+    let (before, after) = (counters(before), counters(after));
+    let delta = |f: fn(&qlab_net::runtime::Counters) -> u64| -> u64 {
+        after.iter().zip(&before).map(|(a, b)| f(a).saturating_sub(f(b))).sum()
+    };
+    let messages = delta(|c| c.messages_sent);
+    let bytes = delta(|c| c.bytes_sent);
+    let cpu_s = delta(|c| c.cpu_ns) as f64 / 1e9 / point.nodes as f64;
+    let (ops_per_s, [p50, p90, p99, p999], msgs_per_op, bytes_per_op) =
+        finish_metrics(&latencies, ops, window_ns, messages, bytes);
+    let observations = crate::real::observations_for_checkers(&driver);
+    let (safety, violations) = judge(&observations, &workload, driver.now_ns());
+    Ok(ThroughputTrial {
+        ops,
+        ops_per_s,
+        latency_ms_p50: p50,
+        latency_ms_p90: p90,
+        latency_ms_p99: p99,
+        latency_ms_p999: p999,
+        msgs_per_op,
+        bytes_per_op,
+        cpu_s_per_node: Some(cpu_s),
+        safety,
+        violations,
+    })
 }

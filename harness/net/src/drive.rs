@@ -209,6 +209,11 @@ where
         (0..self.harness.nodes()).map(|n| by_node.get(&n).cloned()).collect()
     }
 
+    /// The counters node `node` sent for request `tag`, if they arrived.
+    pub fn counters_for_node(&self, tag: u64, node: u32) -> Option<Counters> {
+        self.tagged.get(&tag)?.get(&node).cloned()
+    }
+
     /// Observations sorted by cluster time (each node's stream is already ordered).
     pub fn observations_in_time_order(&self) -> Vec<Observed> {
         let mut all = self.observations.clone();
