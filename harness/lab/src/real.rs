@@ -13,8 +13,10 @@ pub const PROTOCOLS: &[&str] = &["raft"];
 pub fn node_main(cluster_path: &Path, id: u32) -> Result<()> {
     let file = ClusterFile::load(cluster_path)?;
     let base = cluster_path.parent().unwrap_or(Path::new("."));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread per node: a replica is one sequential state machine, and on a small
+    // machine running a whole cluster more threads per process mostly add cross-thread
+    // wake-ups.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| LabError::Usage(format!("starting the async runtime: {e}")))?;
@@ -176,8 +178,7 @@ use std::time::Duration;
 
 /// The async runtime real-mode trials run on.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| LabError::Usage(format!("starting the async runtime: {e}")))

@@ -40,7 +40,11 @@ pub struct Driver<M, C: Client> {
     harness: Harness<M>,
     from_nodes: mpsc::UnboundedReceiver<FromNode<M>>,
     clients: Vec<C>,
-    timers: Vec<HashMap<C::Timer, Instant>>,
+    /// Pending client timers in deadline order; `timer_index` finds an entry to
+    /// replace or cancel, so neither costs a scan over every client.
+    timers: std::collections::BTreeMap<(Instant, usize, u64), C::Timer>,
+    timer_index: HashMap<(usize, C::Timer), (Instant, u64)>,
+    timer_seq: u64,
     outstanding: Vec<Option<(Request, u64)>>,
     start: Instant,
     start_unix_ns: u64,
@@ -73,7 +77,9 @@ where
             harness,
             from_nodes,
             clients,
-            timers: (0..n).map(|_| HashMap::new()).collect(),
+            timers: std::collections::BTreeMap::new(),
+            timer_index: HashMap::new(),
+            timer_seq: 0,
             outstanding: vec![None; n],
             start,
             start_unix_ns,
@@ -116,25 +122,28 @@ where
             match action {
                 ClientAction::Send { to, request } => self.harness.send(to.0, &Wire::Request(request)),
                 ClientAction::SetTimer { timer, after } => {
-                    self.timers[client].insert(timer, Instant::now() + std::time::Duration::from_nanos(after));
+                    self.cancel_timer(client, timer);
+                    self.timer_seq += 1;
+                    let at = Instant::now() + std::time::Duration::from_nanos(after);
+                    self.timers.insert((at, client, self.timer_seq), timer);
+                    self.timer_index.insert((client, timer), (at, self.timer_seq));
                 }
-                ClientAction::CancelTimer { timer } => {
-                    self.timers[client].remove(&timer);
-                }
+                ClientAction::CancelTimer { timer } => self.cancel_timer(client, timer),
             }
+        }
+    }
+
+    fn cancel_timer(&mut self, client: usize, timer: C::Timer) {
+        if let Some((at, seq)) = self.timer_index.remove(&(client, timer)) {
+            self.timers.remove(&(at, client, seq));
         }
     }
 
     /// Process traffic until a client operation completes (returned) or `deadline`.
     pub async fn next(&mut self, deadline: Instant) -> Option<Done> {
         loop {
-            let next_timer = self
-                .timers
-                .iter()
-                .enumerate()
-                .flat_map(|(c, t)| t.iter().map(move |(timer, at)| (*at, c, *timer)))
-                .min_by_key(|(at, c, _)| (*at, *c));
-            let wake = next_timer.map_or(deadline, |(at, _, _)| at.min(deadline));
+            let next_timer = self.timers.first_key_value().map(|(&(at, client, seq), timer)| (at, client, seq, *timer));
+            let wake = next_timer.map_or(deadline, |(at, ..)| at.min(deadline));
             tokio::select! {
                 message = self.from_nodes.recv() => {
                     let FromNode { node, wire, received_ns } = message?;
@@ -143,9 +152,10 @@ where
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {
-                    if let Some((at, client, timer)) = next_timer
+                    if let Some((at, client, seq, timer)) = next_timer
                         && at <= Instant::now() {
-                            self.timers[client].remove(&timer);
+                            self.timers.remove(&(at, client, seq));
+                            self.timer_index.remove(&(client, timer));
                             let mut out = ClientOutbox::default();
                             let now = self.now_ns();
                             self.clients[client].on_timer(now, timer, &mut out);
