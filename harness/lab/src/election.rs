@@ -43,6 +43,19 @@ pub struct ElectionTrial {
     pub trace: Vec<String>,
 }
 
+/// The clients of an election trial: writes only, to measure when writes commit again.
+fn probe_workload(experiment: &Experiment, point: &Point, seed: u64) -> Workload {
+    let config = WorkloadConfig {
+        clients: point.clients,
+        keys: 4,
+        value_bytes: point.value_bytes,
+        think_ns: (experiment.file.workload.think_ms * 1e6) as Nanos,
+        read_ratio: 0.0,
+        cas_ratio: 0.0,
+    };
+    Workload::new(config, seed)
+}
+
 /// Client id used for the write that makes followers lag; it has no client slot, so
 /// its reply is dropped by the simulator.
 const SETUP_CLIENT: ClientId = ClientId(u64::MAX);
@@ -69,17 +82,7 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
         client.retry_timeout_ns = (point.latency.mean_ms() * 1e6 * 8.0).max(20e6) as Nanos;
         sim.add_client(client);
     }
-    let mut workload = Workload::new(
-        WorkloadConfig {
-            clients,
-            keys: 4,
-            value_bytes: point.value_bytes,
-            think_ns: (file.workload.think_ms * 1e6) as Nanos,
-            read_ratio: 0.0,
-            cas_ratio: 0.0,
-        },
-        seed,
-    );
+    let mut workload = probe_workload(experiment, point, seed);
     let max_election_ns = (file.limits.max_election_ms * 1e6) as Nanos;
 
     // 1. A stable leader known to everyone.
@@ -275,17 +278,7 @@ pub fn run_trial_quic(
         let mut driver = real::driver(&cluster, point)?;
         real::apply_network_faults(&driver, point, &file.network);
         let (_, _) = real::wait_for_leader(&mut driver, point.nodes).await?;
-        let mut workload = Workload::new(
-            WorkloadConfig {
-                clients: point.clients,
-                keys: 4,
-                value_bytes: point.value_bytes,
-                think_ns: (file.workload.think_ms * 1e6) as Nanos,
-                read_ratio: 0.0,
-                cas_ratio: 0.0,
-            },
-            seed,
-        );
+        let mut workload = probe_workload(experiment, point, seed);
         workload.start_all_at(driver.now_ns());
         let settle_until = driver.now_ns() + 4 * raft_config.heartbeat_interval_ns;
         real::drive_workload(&mut driver, &mut workload, settle_until, |_| {}).await;

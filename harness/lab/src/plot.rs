@@ -138,19 +138,51 @@ fn format_tick(v: f64) -> String {
     }
 }
 
+/// A figure that can draw itself on any plotters backend.
+trait Drawable {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static;
+}
+
+impl Drawable for CdfFigure {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw_cdf(root, self)
+    }
+}
+
+impl Drawable for XyFigure {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw_xy(root, self)
+    }
+}
+
 /// Write `figures/<stem>.svg` and `figures/<stem>.png`.
-pub fn write_cdf(run_dir: &Path, stem: &str, figure: &CdfFigure) -> Result<Vec<PathBuf>> {
+fn write_figure(run_dir: &Path, stem: &str, figure: &impl Drawable) -> Result<Vec<PathBuf>> {
     register_font();
     let dir = run_dir.join(FIGURES_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| LabError::Io { path: dir.clone(), source: e })?;
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));
     let size = (1000, 640);
-    draw_cdf(SVGBackend::new(&svg, size).into_drawing_area(), figure)
+    figure
+        .draw(SVGBackend::new(&svg, size).into_drawing_area())
         .map_err(|message| LabError::Plot { path: svg.clone(), message })?;
-    draw_cdf(BitMapBackend::new(&png, size).into_drawing_area(), figure)
+    figure
+        .draw(BitMapBackend::new(&png, size).into_drawing_area())
         .map_err(|message| LabError::Plot { path: png.clone(), message })?;
     Ok(vec![svg, png])
+}
+
+/// Write a CDF figure as `figures/<stem>.svg` and `.png`.
+pub fn write_cdf(run_dir: &Path, stem: &str, figure: &CdfFigure) -> Result<Vec<PathBuf>> {
+    write_figure(run_dir, stem, figure)
 }
 
 /// Columns that pick a figure (panel); the rest (timeouts, heartbeat) pick a line.
@@ -392,19 +424,9 @@ where
     root.present().map_err(|e| e.to_string())
 }
 
-/// Write `figures/<stem>.svg` and `figures/<stem>.png` of an XY line chart.
+/// Write an XY line chart as `figures/<stem>.svg` and `.png`.
 pub fn write_xy(run_dir: &Path, stem: &str, figure: &XyFigure) -> Result<Vec<PathBuf>> {
-    register_font();
-    let dir = run_dir.join(FIGURES_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| LabError::Io { path: dir.clone(), source: e })?;
-    let svg = dir.join(format!("{stem}.svg"));
-    let png = dir.join(format!("{stem}.png"));
-    let size = (1000, 640);
-    draw_xy(SVGBackend::new(&svg, size).into_drawing_area(), figure)
-        .map_err(|message| LabError::Plot { path: svg.clone(), message })?;
-    draw_xy(BitMapBackend::new(&png, size).into_drawing_area(), figure)
-        .map_err(|message| LabError::Plot { path: png.clone(), message })?;
-    Ok(vec![svg, png])
+    write_figure(run_dir, stem, figure)
 }
 
 /// Redraw the figures of a throughput run (and its summary) from the CSV alone:

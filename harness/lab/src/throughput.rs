@@ -73,21 +73,35 @@ pub fn judge(observations: &[Observation], workload: &Workload, end: Nanos) -> (
     (verdict(&violations), details)
 }
 
-fn finish_metrics(
-    histogram: &Histogram<u64>,
+/// What a measurement window saw, before it becomes a trial row.
+struct Window<'a> {
+    latencies: &'a Histogram<u64>,
     ops: u64,
     window_ns: Nanos,
     messages: u64,
     bytes: u64,
-) -> (f64, [f64; 4], f64, f64) {
-    let per_op = |v: u64| if ops == 0 { f64::NAN } else { v as f64 / ops as f64 };
-    let quantile = |q: f64| if ops == 0 { f64::NAN } else { histogram.value_at_quantile(q) as f64 / 1000.0 };
-    (
-        ops as f64 / (window_ns as f64 / 1e9),
-        [quantile(0.5), quantile(0.9), quantile(0.99), quantile(0.999)],
-        per_op(messages),
-        per_op(bytes),
-    )
+    cpu_s_per_node: Option<f64>,
+}
+
+impl ThroughputTrial {
+    fn from_window(window: Window<'_>, safety: String, violations: Vec<String>) -> Self {
+        let ops = window.ops;
+        let per_op = |v: u64| if ops == 0 { f64::NAN } else { v as f64 / ops as f64 };
+        let quantile = |q: f64| if ops == 0 { f64::NAN } else { window.latencies.value_at_quantile(q) as f64 / 1000.0 };
+        ThroughputTrial {
+            ops,
+            ops_per_s: ops as f64 / (window.window_ns as f64 / 1e9),
+            latency_ms_p50: quantile(0.5),
+            latency_ms_p90: quantile(0.9),
+            latency_ms_p99: quantile(0.99),
+            latency_ms_p999: quantile(0.999),
+            msgs_per_op: per_op(window.messages),
+            bytes_per_op: per_op(window.bytes),
+            cpu_s_per_node: window.cpu_s_per_node,
+            safety,
+            violations,
+        }
+    }
 }
 
 /// The schedule, sorted by time, with times as nanoseconds after the clients start.
@@ -216,22 +230,10 @@ pub fn run_trial_sim(experiment: &Experiment, point: &Point, seed: u64) -> Throu
     workload.stop();
     let settle = sim.now() + 4 * raft.heartbeat_interval_ns;
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
-    let (ops_per_s, [p50, p90, p99, p999], msgs_per_op, bytes_per_op) =
-        finish_metrics(&latencies, ops, window_end - window_start, messages, bytes);
     let (safety, violations) = judge(&sim.observations, &workload, sim.now());
-    ThroughputTrial {
-        ops,
-        ops_per_s,
-        latency_ms_p50: p50,
-        latency_ms_p90: p90,
-        latency_ms_p99: p99,
-        latency_ms_p999: p999,
-        msgs_per_op,
-        bytes_per_op,
-        cpu_s_per_node: None,
-        safety,
-        violations,
-    }
+    let window_ns = window_end - window_start;
+    let window = Window { latencies: &latencies, ops, window_ns, messages, bytes, cpu_s_per_node: None };
+    ThroughputTrial::from_window(window, safety, violations)
 }
 
 /// Real mode: one process per replica on loopback.
@@ -312,21 +314,8 @@ async fn measure_quic(
     let messages = delta(|c| c.messages_sent);
     let bytes = delta(|c| c.bytes_sent);
     let cpu_s = delta(|c| c.cpu_ns) as f64 / 1e9 / point.nodes as f64;
-    let (ops_per_s, [p50, p90, p99, p999], msgs_per_op, bytes_per_op) =
-        finish_metrics(&latencies, ops, window_ns, messages, bytes);
     let observations = crate::real::observations_for_checkers(&driver);
     let (safety, violations) = judge(&observations, &workload, driver.now_ns());
-    Ok(ThroughputTrial {
-        ops,
-        ops_per_s,
-        latency_ms_p50: p50,
-        latency_ms_p90: p90,
-        latency_ms_p99: p99,
-        latency_ms_p999: p999,
-        msgs_per_op,
-        bytes_per_op,
-        cpu_s_per_node: Some(cpu_s),
-        safety,
-        violations,
-    })
+    let window = Window { latencies: &latencies, ops, window_ns, messages, bytes, cpu_s_per_node: Some(cpu_s) };
+    Ok(ThroughputTrial::from_window(window, safety, violations))
 }
