@@ -161,20 +161,15 @@ fn run_one(
         (Kind::Throughput, Mode::Quic) => match throughput::run_trial_quic(experiment, point, seed, node_binary) {
             Ok(outcome) => (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok"),
             Err(e) => {
-                let row = vec![
-                    point.protocol.name().to_string(),
-                    point.mode.name().to_string(),
-                    point.nodes.to_string(),
-                    point.clients.to_string(),
-                    point.value_bytes.to_string(),
-                    point.batch_delay_ms.to_string(),
-                    point.latency.mean_ms().to_string(),
-                    point.loss.to_string(),
-                    trial.to_string(),
-                    point_index.to_string(),
-                    seed.to_string(),
-                ];
-                (error_row(&columns, row, &e.to_string()), false)
+                let blank = ThroughputTrial::blank();
+                (
+                    error_row(
+                        &columns,
+                        prefix(throughput_row(point, trial, point_index, seed, &blank)),
+                        &e.to_string(),
+                    ),
+                    false,
+                )
             }
         },
     }

@@ -84,6 +84,23 @@ struct Window<'a> {
 }
 
 impl ThroughputTrial {
+    /// A trial that measured nothing (its row records why).
+    pub fn blank() -> Self {
+        ThroughputTrial {
+            ops: 0,
+            ops_per_s: f64::NAN,
+            latency_ms_p50: f64::NAN,
+            latency_ms_p90: f64::NAN,
+            latency_ms_p99: f64::NAN,
+            latency_ms_p999: f64::NAN,
+            msgs_per_op: f64::NAN,
+            bytes_per_op: f64::NAN,
+            cpu_s_per_node: None,
+            safety: String::new(),
+            violations: Vec::new(),
+        }
+    }
+
     fn from_window(window: Window<'_>, safety: String, violations: Vec<String>) -> Self {
         let ops = window.ops;
         let per_op = |v: u64| if ops == 0 { f64::NAN } else { v as f64 / ops as f64 };
