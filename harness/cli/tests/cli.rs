@@ -207,6 +207,18 @@ fn replay_reproduces_a_trial_with_a_readable_trace() {
         assert!(stdout.contains("CRASH"), "the trace shows the crash");
         assert!(stdout.contains("RequestVote"), "the trace shows the election");
     }
+    // A throughput run's trials are not election replays: a clear refusal, no panic.
+    let tp = tmp.path().join("tp.toml");
+    std::fs::write(
+        &tp,
+        "# t\n[experiment]\nname = \"tp\"\nkind = \"throughput\"\ntrials = 1\n[cluster]\nprotocol = \"raft\"\nnodes = 3\n[workload]\nclients = 2\nwarmup_ms = 100\nduration_ms = 200\n",
+    )
+    .unwrap();
+    let tp_out = tmp.path().join("tp-run");
+    run_ok(qlab().arg("run").arg(&tp).arg("--out").arg(&tp_out));
+    let refused = qlab().arg("replay").arg(&tp_out).args(["--trial", "0"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("re-runs simulated election trials"));
     let output = qlab().arg("replay").arg(&out).args(["--trial", "99"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("trials 0..7"));

@@ -380,6 +380,13 @@ pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
         )));
     }
     let point = points[(trial / experiment.trials()) as usize].clone();
+    if experiment.file.experiment.kind != Kind::Election || point.mode != Mode::Sim {
+        return Err(LabError::Usage(format!(
+            "trial {trial} is a {} trial in {} mode; qlab replay re-runs simulated election trials (real-mode trials are measurements and do not replay)",
+            experiment.file.experiment.kind.name(),
+            point.mode.name()
+        )));
+    }
     let seed = trial_seed(meta.seed, trial);
     let outcome = election::run_trial(&experiment, &point, seed, true);
     let recorded_election_ms = results::Table::read(&run_dir.join(TRIALS_CSV)).ok().and_then(|table| {
