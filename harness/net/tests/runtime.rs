@@ -1,0 +1,67 @@
+//! A node under a misbehaving (but authenticated) peer: garbage frames are counted and
+//! dropped, the peer's connection is closed once it keeps at it, and the node goes on.
+
+use qlab_net::drive::Driver;
+use qlab_net::frame::{DEFAULT_MAX_FRAME_BYTES, encode_frame};
+use qlab_net::harness::Harness;
+use qlab_net::runtime::{MALFORMED_FRAMES_BEFORE_CLOSE, NodeConfig, Storage, run_node};
+use qlab_net::tls::{self, Identity, Pinned, Principal};
+use qlab_raft::{Message, Raft, RaftClient, RaftConfig};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_are_counted_and_the_sender_cut_off() {
+    let node = Identity::generate(Principal::Node(0));
+    let peer = Identity::generate(Principal::Node(1));
+    let harness_identity = Identity::generate(Principal::Harness);
+    let pinned = Pinned::new(vec![
+        (Principal::Node(0), node.cert_der.clone()),
+        (Principal::Node(1), peer.cert_der.clone()),
+        (Principal::Harness, harness_identity.cert_der.clone()),
+    ]);
+    let addrs = qlab_net::cluster::free_loopback_addrs(2).unwrap();
+    let start_unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let config = NodeConfig {
+        id: 0,
+        addrs: addrs.clone(),
+        identity: node,
+        pinned: pinned.clone(),
+        protocol: RaftConfig::default(),
+        storage: Storage::Memory,
+        seed: 1,
+        start_unix_ns,
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        send_queue_messages: 64,
+        orphan_timeout_ms: 0,
+    };
+    let running = tokio::spawn(run_node::<Raft>(config));
+
+    // The peer holds a pinned certificate (authentication passes) but speaks garbage.
+    let attacker = tls::endpoint("127.0.0.1:0".parse().unwrap(), &peer, pinned.clone()).unwrap();
+    let connection = attacker.connect(addrs[0], "node-0").unwrap().await.unwrap();
+    let mut stream = connection.open_uni().await.unwrap();
+    let mut garbage = Vec::new();
+    for i in 0..(MALFORMED_FRAMES_BEFORE_CLOSE + 10) {
+        encode_frame(&[0xff, 0xee, i as u8, 0x00, 0x13, 0x37], &mut garbage);
+    }
+    let _ = stream.write_all(&garbage).await;
+    let closed = tokio::time::timeout(Duration::from_secs(3), connection.closed()).await;
+    assert!(closed.is_ok(), "the node closes a connection that keeps sending garbage");
+
+    // The node is alive and counted what it dropped.
+    let endpoint = tls::endpoint("127.0.0.1:0".parse().unwrap(), &harness_identity, pinned).unwrap();
+    let (harness, from_nodes) =
+        Harness::<Message>::connect(endpoint, &addrs[..1], start_unix_ns, DEFAULT_MAX_FRAME_BYTES);
+    let mut driver: Driver<Message, RaftClient> = Driver::new(harness, from_nodes, Vec::new(), start_unix_ns);
+    let tag = driver.request_counters();
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while driver.counters_for_node(tag, 0).is_none() && Instant::now() < give_up {
+        let _ = driver.next(Instant::now() + Duration::from_millis(20)).await;
+    }
+    let counters = driver.counters_for_node(tag, 0).expect("the node still answers");
+    assert!(counters.malformed_frames > MALFORMED_FRAMES_BEFORE_CLOSE, "{counters:?}");
+    assert_eq!(counters.messages_received, 0, "nothing malformed reached the protocol");
+    assert!(!running.is_finished());
+    running.abort();
+}
