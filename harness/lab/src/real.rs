@@ -210,14 +210,19 @@ pub fn driver(cluster: &LocalCluster, point: &Point) -> Result<Driver<Message, R
     let start = cluster.file.start_unix_ns;
     let (harness, from_nodes) =
         Harness::<Message>::connect(endpoint, &cluster.file.addrs(), start, cluster.file.max_frame_bytes);
-    let clients = (0..point.clients)
+    let clients = raft_clients(point.clients as usize, point.nodes, qlab_core::ms(200));
+    Ok(Driver::new(harness, from_nodes, clients, start))
+}
+
+/// `count` Raft clients (ids 0..count) that give up on a silent replica after `retry_timeout_ns`.
+pub fn raft_clients(count: usize, nodes: u32, retry_timeout_ns: u64) -> Vec<RaftClient> {
+    (0..count)
         .map(|c| {
-            let mut client = RaftClient::new(ClientId(c as u64), point.nodes);
-            client.retry_timeout_ns = qlab_core::ms(200);
+            let mut client = RaftClient::new(ClientId(c as u64), nodes);
+            client.retry_timeout_ns = retry_timeout_ns;
             client
         })
-        .collect();
-    Ok(Driver::new(harness, from_nodes, clients, start))
+        .collect()
 }
 
 /// `loss` and `quic_delay_ms`, applied by every node's transport to what it sends.

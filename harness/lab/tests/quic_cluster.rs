@@ -4,16 +4,16 @@
 //! with the same committed log. (`harness/cli/tests/quic_processes.rs` does the same
 //! with one OS process per node and `kill -9`.)
 
-use qlab_core::{ClientId, Event, ms};
+use qlab_core::{Event, ms};
 use qlab_lab::check::check_observations;
 use qlab_lab::linearizability::{LinCheck, check_history};
-use qlab_lab::real::{WriteLoad, final_commits, latest_leader, observations_for_checkers};
+use qlab_lab::real::{WriteLoad, final_commits, latest_leader, observations_for_checkers, raft_clients};
 use qlab_net::drive::Driver;
 use qlab_net::frame::DEFAULT_MAX_FRAME_BYTES;
 use qlab_net::harness::Harness;
 use qlab_net::runtime::{NodeConfig, Storage, run_node};
 use qlab_net::tls::{self, Identity, Pinned, Principal};
-use qlab_raft::{Message, Raft, RaftClient, RaftConfig};
+use qlab_raft::{Message, Raft, RaftConfig};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -50,13 +50,7 @@ async fn raft_over_quic_survives_a_leader_kill_and_restart() {
 
     let endpoint = tls::endpoint("127.0.0.1:0".parse().unwrap(), &harness_identity, pinned.clone()).unwrap();
     let (harness, from_nodes) = Harness::<Message>::connect(endpoint, &addrs, start_unix_ns, DEFAULT_MAX_FRAME_BYTES);
-    let clients: Vec<RaftClient> = (0..CLIENTS)
-        .map(|c| {
-            let mut client = RaftClient::new(ClientId(c as u64), NODES);
-            client.retry_timeout_ns = ms(300);
-            client
-        })
-        .collect();
+    let clients = raft_clients(CLIENTS, NODES, ms(300));
     let mut driver = Driver::new(harness, from_nodes, clients, start_unix_ns);
     let mut load = WriteLoad::new(CLIENTS, WRITES, 5, 16);
     load.start(&mut driver);
