@@ -100,6 +100,14 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             for figure in &report.figures {
                 say!("figure: {}", figure.display());
             }
+            if report.failed_trials > 0 {
+                say!(
+                    "{} of {} trial(s) could not run; their rows in {} say why (violations column)",
+                    report.failed_trials,
+                    report.trials,
+                    report.run_dir.join("trials.csv").display()
+                );
+            }
             if report.unsafe_trials > 0 {
                 say!(
                     "SAFETY: {} trial(s) violated an invariant; see the safety and violations columns of {}, and replay one with `qlab replay {} --trial K`",
@@ -107,8 +115,13 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                     report.run_dir.join("trials.csv").display(),
                     report.run_dir.display()
                 );
-            } else {
+            } else if report.failed_trials == 0 {
                 say!("safety: every trial ok");
+            } else if report.failed_trials < report.trials {
+                say!("safety: every trial that ran was ok");
+            }
+            if report.failed_trials == report.trials && report.trials > 0 {
+                return Err(qlab_lab::LabError::Usage("no trial could run".into()));
             }
             Ok(())
         }

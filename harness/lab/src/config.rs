@@ -197,6 +197,16 @@ pub struct NetworkSection {
     /// both modes.
     #[serde(default)]
     pub quic_delay_ms: f64,
+    /// Real mode: run every node in its own network namespace with its own address,
+    /// joined by veth pairs to a bridge (needs root and iproute2).
+    #[serde(default)]
+    pub netns: bool,
+    /// Real mode: apply `quic_delay_ms`, `netem_jitter_ms` and `loss` with the kernel's
+    /// `tc netem` on each node's link instead of in the transport (implies `netns`).
+    #[serde(default)]
+    pub netem: bool,
+    #[serde(default)]
+    pub netem_jitter_ms: f64,
 }
 
 impl Default for NetworkSection {
@@ -208,6 +218,9 @@ impl Default for NetworkSection {
             reorder: zero_sweep(),
             reorder_delay_ms_max: 0.0,
             quic_delay_ms: 0.0,
+            netns: false,
+            netem: false,
+            netem_jitter_ms: 0.0,
         }
     }
 }
@@ -624,8 +637,14 @@ impl Experiment {
                 }
             }
         }
-        if f.network.quic_delay_ms < 0.0 {
-            return Err(self.error_at(&(0..0), "quic_delay_ms must be >= 0".into()));
+        if f.network.quic_delay_ms < 0.0 || f.network.netem_jitter_ms < 0.0 {
+            return Err(self.error_at(&(0..0), "quic_delay_ms and netem_jitter_ms must be >= 0".into()));
+        }
+        if (f.network.netns || f.network.netem) && !f.experiment.mode.values.contains(&Mode::Quic) {
+            return Err(self.error_at(
+                &f.experiment.mode.span,
+                "netns and netem place real processes in network namespaces; they need mode = \"quic\"".into(),
+            ));
         }
         if f.network.reorder_delay_ms_max < 0.0 {
             return Err(self.error_at(&(0..0), "reorder_delay_ms_max must be >= 0".into()));
@@ -948,6 +967,15 @@ schedule = [{ action = "crash", at_ms = 10, node = "leader" }, { action = "resta
         assert!(e.contains("storage = \"disk\""), "{e}");
         let ok = THROUGHPUT.replace("nodes = [3, 5]", "nodes = [3, 5]\nstorage = \"disk\"");
         assert_eq!(parse(&ok).unwrap().points().len(), 4, "2 modes x 2 sizes");
+    }
+
+    #[test]
+    fn namespaces_are_for_real_processes_only() {
+        let sim_only = THROUGHPUT
+            .replace("mode = [\"sim\", \"quic\"]", "mode = \"sim\"")
+            .replace("[faults]", "[network]\nnetem = true\n\n[faults]");
+        let e = error_of(&sim_only);
+        assert!(e.starts_with("exp.toml:5:8:") && e.contains("mode = \"quic\""), "{e}");
     }
 
     #[test]

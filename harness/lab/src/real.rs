@@ -171,6 +171,7 @@ use crate::config::{Experiment, NetworkSection, Point};
 use crate::workload::Workload;
 use qlab_net::cluster::LocalCluster;
 use qlab_net::harness::Harness;
+use qlab_net::netns::Netem;
 use qlab_net::runtime::{Control, LinkFaults, Wire};
 use qlab_raft::{Message, RaftClient};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -196,7 +197,17 @@ pub fn start_cluster(experiment: &Experiment, point: &Point, seed: u64, node_bin
     let raft = point.raft_config(&experiment.file.raft);
     let config = toml::Value::try_from(raft).map_err(|e| LabError::Usage(format!("raft config: {e}")))?;
     let storage = experiment.file.cluster.storage.clone();
-    let mut cluster = LocalCluster::create(&dir, node_binary, "raft", config, point.nodes, storage, seed)?;
+    let network = &experiment.file.network;
+    let mut cluster = if network.netns || network.netem {
+        let netem = network.netem.then_some(Netem {
+            delay_ms: network.quic_delay_ms,
+            jitter_ms: network.netem_jitter_ms,
+            loss: point.loss,
+        });
+        LocalCluster::create_in_namespaces(&dir, node_binary, "raft", config, point.nodes, storage, seed, netem)?
+    } else {
+        LocalCluster::create(&dir, node_binary, "raft", config, point.nodes, storage, seed)?
+    };
     cluster.remove_dir_on_drop();
     cluster.start_all()?;
     Ok(cluster)
@@ -205,7 +216,7 @@ pub fn start_cluster(experiment: &Experiment, point: &Point, seed: u64, node_bin
 /// The harness side: links to every node and `point.clients` Raft clients.
 pub fn driver(cluster: &LocalCluster, point: &Point) -> Result<Driver<Message, RaftClient>> {
     let pinned = cluster.pinned()?;
-    let endpoint = qlab_net::tls::endpoint("127.0.0.1:0".parse().expect("address"), &cluster.harness_identity, pinned)
+    let endpoint = qlab_net::tls::endpoint(cluster.harness_bind, &cluster.harness_identity, pinned)
         .map_err(|e| LabError::Usage(format!("harness endpoint: {e}")))?;
     let start = cluster.file.start_unix_ns;
     let (harness, from_nodes) =
@@ -225,9 +236,15 @@ pub fn raft_clients(count: usize, nodes: u32, retry_timeout_ns: u64) -> Vec<Raft
         .collect()
 }
 
+/// `loss` and `quic_delay_ms` as the transport applies them (nothing when `netem` does).
+fn transport_loss_and_delay_ns(point: &Point, network: &NetworkSection) -> (f64, u64) {
+    if network.netem { (0.0, 0) } else { (point.loss, (network.quic_delay_ms * 1e6) as u64) }
+}
+
 /// `loss` and `quic_delay_ms`, applied by every node's transport to what it sends.
 pub fn apply_network_faults(driver: &Driver<Message, RaftClient>, point: &Point, network: &NetworkSection) {
-    let faults = LinkFaults { blocked_to: vec![], loss: point.loss, delay_ns: (network.quic_delay_ms * 1e6) as u64 };
+    let (loss, delay_ns) = transport_loss_and_delay_ns(point, network);
+    let faults = LinkFaults { blocked_to: vec![], loss, delay_ns };
     if faults != LinkFaults::default() {
         for node in 0..point.nodes {
             driver.harness().send(node, &Wire::Control(Control::Faults(faults.clone())));
@@ -307,10 +324,11 @@ pub struct RealFaults {
 
 impl RealFaults {
     pub fn new(point: &Point, network: &NetworkSection) -> Self {
+        let (loss, delay_ns) = transport_loss_and_delay_ns(point, network);
         RealFaults {
             blocked: vec![BTreeSet::new(); point.nodes as usize],
-            loss: point.loss,
-            delay_ns: (network.quic_delay_ms * 1e6) as u64,
+            loss,
+            delay_ns,
             crashed_leader: None,
             awaiting_ready: Vec::new(),
         }

@@ -11,6 +11,7 @@ use crate::error::{LabError, Result};
 use crate::results::{self, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter, fmt_metric};
 use crate::throughput::{self, ThroughputTrial};
 use indicatif::{ProgressBar, ProgressStyle};
+use qlab_net::netns::{Netem, NetnsHosts};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -39,6 +40,8 @@ pub struct RunReport {
     pub run_dir: PathBuf,
     pub trials: u64,
     pub unsafe_trials: u64,
+    /// Trials that could not run (their rows say why).
+    pub failed_trials: u64,
     pub figures: Vec<PathBuf>,
     pub wall_seconds: f64,
 }
@@ -117,7 +120,8 @@ fn error_row(columns: &[&str], prefix: Vec<String>, message: &str) -> Vec<String
     row
 }
 
-/// Run trial `trial` and make its row; the bool says whether it was unsafe.
+/// Run trial `trial` and make its row; the bools say whether it was unsafe and whether
+/// it could not run at all.
 fn run_one(
     experiment: &Experiment,
     point: &Point,
@@ -125,7 +129,7 @@ fn run_one(
     point_index: usize,
     seed: u64,
     node_binary: &Path,
-) -> (Vec<String>, bool) {
+) -> (Vec<String>, bool, bool) {
     let columns = results::columns(experiment.file.experiment.kind);
     let prefix = |row: Vec<String>| {
         row.into_iter().take(results::point_columns(experiment.file.experiment.kind).len() + 3).collect()
@@ -133,10 +137,10 @@ fn run_one(
     match (experiment.file.experiment.kind, point.mode) {
         (Kind::Election, Mode::Sim) => {
             let outcome = election::run_trial(experiment, point, seed, false);
-            (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok")
+            (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
         }
         (Kind::Election, Mode::Quic) => match election::run_trial_quic(experiment, point, seed, node_binary) {
-            Ok(outcome) => (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok"),
+            Ok(outcome) => (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false),
             Err(e) => {
                 let blank = ElectionTrial {
                     election_ms: f64::NAN,
@@ -151,15 +155,16 @@ fn run_one(
                 (
                     error_row(&columns, prefix(election_row(point, trial, point_index, seed, &blank)), &e.to_string()),
                     false,
+                    true,
                 )
             }
         },
         (Kind::Throughput, Mode::Sim) => {
             let outcome = throughput::run_trial_sim(experiment, point, seed);
-            (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok")
+            (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
         }
         (Kind::Throughput, Mode::Quic) => match throughput::run_trial_quic(experiment, point, seed, node_binary) {
-            Ok(outcome) => (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok"),
+            Ok(outcome) => (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false),
             Err(e) => {
                 let blank = ThroughputTrial::blank();
                 (
@@ -169,6 +174,7 @@ fn run_one(
                         &e.to_string(),
                     ),
                     false,
+                    true,
                 )
             }
         },
@@ -218,6 +224,14 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     } else {
         options.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
     };
+    // A machine that cannot give what the file asks for is told so before any trial.
+    let network = &experiment.file.network;
+    if network.netem {
+        let probe = NetnsHosts::create(1, Some(Netem { delay_ms: 1.0, jitter_ms: 0.0, loss: 0.0 }));
+        probe.map_err(|e| LabError::Usage(format!("{}: {e}", path.display())))?;
+    } else if network.netns {
+        qlab_net::netns::available().map_err(|e| LabError::Usage(format!("{}: {e}", path.display())))?;
+    }
     let node_binary = match &options.node_binary {
         Some(path) => path.clone(),
         None => std::env::current_exe().map_err(|e| LabError::Usage(format!("locating the qlab binary: {e}")))?,
@@ -276,7 +290,8 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     let clock = Instant::now();
     let next_trial = AtomicU64::new(0);
     let mut unsafe_trials = 0u64;
-    let (sender, receiver) = mpsc::channel::<(u64, Vec<String>, bool)>();
+    let mut failed_trials = 0u64;
+    let (sender, receiver) = mpsc::channel::<(u64, Vec<String>, bool, bool)>();
     let mut write_error = None;
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(total.max(1) as usize) {
@@ -293,17 +308,18 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
                     }
                     let point_index = (trial / trials_per_point) as usize;
                     let trial_seed = trial_seed(seed, trial);
-                    let (row, is_unsafe) =
+                    let (row, is_unsafe, failed) =
                         run_one(experiment, &points[point_index], trial, point_index, trial_seed, node_binary);
-                    if sender.send((trial, row, is_unsafe)).is_err() {
+                    if sender.send((trial, row, is_unsafe, failed)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(sender);
-        for (_, row, is_unsafe) in receiver {
+        for (_, row, is_unsafe, failed) in receiver {
             unsafe_trials += is_unsafe as u64;
+            failed_trials += failed as u64;
             if write_error.is_none()
                 && let Err(e) = writer.append(&row)
             {
@@ -327,7 +343,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
     meta.wall_seconds = Some((wall_seconds * 1000.0).round() / 1000.0);
     results::write_meta(&run_dir, &meta)?;
-    Ok(RunReport { run_dir, trials: total, unsafe_trials, figures, wall_seconds })
+    Ok(RunReport { run_dir, trials: total, unsafe_trials, failed_trials, figures, wall_seconds })
 }
 
 /// Redraw the figures (and summary) of a finished or interrupted run from its CSV.

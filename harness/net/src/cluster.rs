@@ -3,7 +3,8 @@
 //! A cluster file says everything a replica needs to join: the protocol and its
 //! configuration, every node's address and certificate, where its own private key and
 //! storage live, and the harness's certificate. The same file serves a local cluster
-//! on 127.0.0.1 (written by [`LocalCluster::create`]) and nodes on several hosts
+//! on 127.0.0.1 (written by [`LocalCluster::create`]), one in network namespaces
+//! ([`LocalCluster::create_in_namespaces`]) and nodes on several hosts
 //! (written by hand, one key file per host):
 //!
 //! ```toml
@@ -31,6 +32,7 @@
 //! `orphan_timeout_ms`), which covers the harness being killed outright.
 
 use crate::frame::DEFAULT_MAX_FRAME_BYTES;
+use crate::netns::{Netem, NetnsHosts};
 use crate::runtime::{NodeConfig, Storage};
 use crate::tls::{Identity, Pinned, Principal};
 use serde::de::DeserializeOwned;
@@ -92,6 +94,8 @@ pub enum ClusterError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
     #[error("starting node {id} ({}): {source}", binary.display())]
     Spawn { id: u32, binary: PathBuf, source: std::io::Error },
 }
@@ -192,9 +196,13 @@ pub struct LocalCluster {
     pub file_path: PathBuf,
     pub file: ClusterFile,
     pub harness_identity: Identity,
+    /// Where the harness's endpoint binds to reach the nodes.
+    pub harness_bind: SocketAddr,
     binary: PathBuf,
     children: Vec<Option<Child>>,
     remove_dir_on_drop: bool,
+    /// Declared last so it is dropped after the processes are killed.
+    hosts: Option<NetnsHosts>,
 }
 
 impl LocalCluster {
@@ -208,12 +216,49 @@ impl LocalCluster {
         storage: StorageKind,
         seed: u64,
     ) -> Result<LocalCluster, ClusterError> {
+        std::fs::create_dir_all(dir).map_err(|source| ClusterError::Io { path: dir.into(), source })?;
+        let addrs =
+            free_loopback_addrs(nodes as usize).map_err(|source| ClusterError::Io { path: dir.into(), source })?;
+        Self::create_at(dir, binary, protocol, protocol_config, addrs, storage, seed)
+    }
+
+    /// The same, with every node in its own network namespace (see [`crate::netns`]),
+    /// optionally with `netem` on its link.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_in_namespaces(
+        dir: &Path,
+        binary: &Path,
+        protocol: &str,
+        protocol_config: toml::Value,
+        nodes: u32,
+        storage: StorageKind,
+        seed: u64,
+        netem: Option<Netem>,
+    ) -> Result<LocalCluster, ClusterError> {
+        let hosts = NetnsHosts::create(nodes, netem)?;
+        // Every node has its own port space, so one well-known port serves them all.
+        let addrs = hosts.node_ips.iter().map(|ip| SocketAddr::new(*ip, 7000)).collect();
+        let mut cluster = Self::create_at(dir, binary, protocol, protocol_config, addrs, storage, seed)?;
+        cluster.harness_bind = SocketAddr::new(hosts.harness_ip, 0);
+        cluster.hosts = Some(hosts);
+        Ok(cluster)
+    }
+
+    fn create_at(
+        dir: &Path,
+        binary: &Path,
+        protocol: &str,
+        protocol_config: toml::Value,
+        addrs: Vec<SocketAddr>,
+        storage: StorageKind,
+        seed: u64,
+    ) -> Result<LocalCluster, ClusterError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ClusterError::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let addrs = free_loopback_addrs(nodes as usize).map_err(io(dir))?;
+        let nodes = addrs.len();
         let mut entries = Vec::new();
         for (id, addr) in addrs.into_iter().enumerate() {
             let identity = Identity::generate(Principal::Node(id as u32));
@@ -248,9 +293,11 @@ impl LocalCluster {
             file_path,
             file,
             harness_identity,
+            harness_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             binary: binary.to_path_buf(),
             children: (0..nodes).map(|_| None).collect(),
             remove_dir_on_drop: false,
+            hosts: None,
         })
     }
 
@@ -272,7 +319,16 @@ impl LocalCluster {
             .append(true)
             .open(&log)
             .map_err(|source| ClusterError::Io { path: log.clone(), source })?;
-        let child = Command::new(&self.binary)
+        let mut command = match &self.hosts {
+            Some(hosts) => {
+                let launcher = hosts.launcher(id);
+                let mut command = Command::new(&launcher[0]);
+                command.args(&launcher[1..]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .arg("node")
             .arg("--cluster")
             .arg(&self.file_path)

@@ -8,12 +8,17 @@
 //!   counted and dropped, never a panic);
 //! - [`wal`]: the write-ahead log behind disk storage — one fsync per protocol step, so
 //!   a step's records are durable before its messages leave, and recovery that cuts a
-//!   torn tail but refuses (naming file and offset) to guess past corruption.
+//!   torn tail but refuses (naming file and offset) to guess past corruption;
+//! - [`tls`], [`runtime`], [`harness`], [`drive`]: pinned mutual TLS over quinn, the node
+//!   runtime, the harness's links to the nodes and its client driver;
+//! - [`cluster`] and [`netns`]: cluster files, local clusters of processes, and network
+//!   namespaces (with optional `tc netem`) standing in for separate hosts.
 
 pub mod cluster;
 pub mod drive;
 pub mod frame;
 pub mod harness;
+pub mod netns;
 pub mod runtime;
 pub mod tls;
 pub mod wal;
