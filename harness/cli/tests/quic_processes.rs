@@ -5,12 +5,12 @@
 use qlab_core::{Event, ms};
 use qlab_lab::check::check_observations;
 use qlab_lab::linearizability::{LinCheck, check_history};
-use qlab_lab::real::{WriteLoad, final_commits, latest_leader, observations_for_checkers, raft_clients};
+use qlab_lab::real::{WriteLoad, final_commits, latest_leader, observations_for_checkers};
 use qlab_net::cluster::{ClusterFile, LocalCluster, StorageKind};
 use qlab_net::drive::Driver;
 use qlab_net::harness::Harness;
 use qlab_net::tls;
-use qlab_raft::{Message, RaftConfig};
+use qlab_raft::{Message, Raft, RaftConfig};
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -41,7 +41,7 @@ async fn raft_processes_survive_kill_9_of_the_leader() {
     let start = cluster.file.start_unix_ns;
     let (harness, from_nodes) =
         Harness::<Message>::connect(endpoint, &cluster.file.addrs(), start, cluster.file.max_frame_bytes);
-    let clients = raft_clients(CLIENTS, NODES, ms(300));
+    let clients = qlab_lab::real::clients::<Raft>(CLIENTS, NODES, ms(300));
     let mut driver = Driver::new(harness, from_nodes, clients, start);
     let mut load = WriteLoad::new(CLIENTS, WRITES, 5, 16);
     load.start(&mut driver);

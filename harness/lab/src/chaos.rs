@@ -8,9 +8,11 @@
 
 use crate::check::{Violation, check_observations};
 use crate::linearizability::{LinCheck, check_history};
+use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
 use qlab_core::{ClientId, Nanos, NodeId, ms};
-use qlab_raft::{Raft, RaftClient, RaftConfig};
+use qlab_paxos::{Paxos, PaxosConfig};
+use qlab_raft::{Raft, RaftConfig};
 use qlab_sim::{Latency, NetworkConfig, Sim};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -63,6 +65,7 @@ fn chaos_network(rng: &mut ChaCha8Rng) -> NetworkConfig {
     }
 }
 
+/// Raft under chaos, with seed-chosen batching knobs.
 pub fn run_raft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);
@@ -77,13 +80,42 @@ pub fn run_raft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
         // Half the seeds batch commands (exercising the leader's flush path).
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
     };
+    run_chaos::<Raft>(seed, config, raft, network, rng)
+}
+
+/// Multi-Paxos under chaos, with seed-chosen window, batching and message sizes.
+pub fn run_paxos_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
+    let network = chaos_network(&mut rng);
+    let paxos = PaxosConfig {
+        leader_timeout_ns_min: ms(150),
+        leader_timeout_ns_max: ms(300),
+        heartbeat_interval_ns: ms(50),
+        // A window of 1 serializes slots; wider ones leave gaps for a new leader to fill.
+        window_slots: [1, 4, 64][rng.random_range(0..3usize)],
+        max_commands_per_slot: [1, 4, 64][rng.random_range(0..3usize)],
+        max_values_per_message: [1, 2, 16][rng.random_range(0..3usize)],
+        check_quorum: true,
+        batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
+    };
+    run_chaos::<Paxos>(seed, config, paxos, network, rng)
+}
+
+/// One chaos run of `P`; `rng` continues the seed's stream to draw the faults.
+pub fn run_chaos<P: LabProtocol>(
+    seed: u64,
+    config: &ChaosConfig,
+    protocol_config: P::Config,
+    network: NetworkConfig,
+    mut rng: ChaCha8Rng,
+) -> ChaosOutcome {
     let n = config.nodes;
-    let mut sim: Sim<Raft, RaftClient> = Sim::new(raft, n, network, seed);
+    let mut sim: Sim<P, P::Client> = Sim::new(protocol_config, n, network, seed);
     if config.trace {
         sim.enable_trace();
     }
     for c in 0..config.clients {
-        sim.add_client(RaftClient::new(ClientId(c as u64), n));
+        sim.add_client(P::client(ClientId(c as u64), n, ms(100)));
     }
     let mut workload = Workload::new(
         WorkloadConfig {

@@ -7,6 +7,7 @@
 
 use crate::error::LabError;
 use qlab_core::Nanos;
+use qlab_paxos::PaxosConfig;
 use qlab_raft::RaftConfig;
 use qlab_sim::{Latency, NetworkConfig};
 use serde::de::{DeserializeOwned, Error as _};
@@ -88,18 +89,20 @@ impl Mode {
 #[serde(rename_all = "kebab-case")]
 pub enum ProtocolName {
     Raft,
+    Multipaxos,
 }
 
 impl ProtocolName {
     pub fn name(&self) -> &'static str {
         match self {
             ProtocolName::Raft => "raft",
+            ProtocolName::Multipaxos => "multipaxos",
         }
     }
     /// Replicas needed to tolerate `f` crash faults.
     pub fn nodes_for_f(&self, f: u32) -> u32 {
         match self {
-            ProtocolName::Raft => 2 * f + 1,
+            ProtocolName::Raft | ProtocolName::Multipaxos => 2 * f + 1,
         }
     }
 }
@@ -267,6 +270,32 @@ pub struct RaftSection {
     /// Sweep: how long the leader collects commands into one batch (0: no batching).
     #[serde(default = "zero_sweep")]
     pub batch_delay_ms: Sweep<f64>,
+}
+
+/// Multi-Paxos's own knobs. Its leader timeout, heartbeat and batching are the
+/// `election_timeout_ms`, `heartbeat_ms` and `batch_delay_ms` of `[raft]`, so the two
+/// protocols compared in one file run with the same timing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaxosSection {
+    /// Slots proposed but not yet committed, at most.
+    #[serde(default = "default_window")]
+    pub window_slots: usize,
+    /// Client commands in one slot, at most.
+    #[serde(default = "default_batch")]
+    pub max_commands_per_slot: usize,
+    #[serde(default = "default_true")]
+    pub check_quorum: bool,
+}
+
+impl Default for PaxosSection {
+    fn default() -> Self {
+        PaxosSection { window_slots: default_window(), max_commands_per_slot: default_batch(), check_quorum: true }
+    }
+}
+
+fn default_window() -> usize {
+    256
 }
 
 impl Default for RaftSection {
@@ -471,6 +500,8 @@ pub struct ExperimentFile {
     pub network: NetworkSection,
     #[serde(default)]
     pub raft: RaftSection,
+    #[serde(default)]
+    pub paxos: PaxosSection,
     /// Required by `election` (what to crash); `throughput` runs fault-free.
     pub faults: Option<FaultsSection>,
     #[serde(default)]
@@ -514,6 +545,26 @@ impl Point {
             heartbeat_interval_ns: ns(self.heartbeat_ms),
             max_entries_per_append: section.max_entries_per_append,
             check_quorum: section.check_quorum,
+            batch_delay_ns: ns(self.batch_delay_ms),
+        }
+    }
+    pub fn heartbeat_ns(&self) -> Nanos {
+        (self.heartbeat_ms * 1e6).round() as Nanos
+    }
+    /// The lower end of the election (leader) timeout range.
+    pub fn timeout_ns_min(&self) -> Nanos {
+        (self.election_timeout_ms_min * 1e6).round() as Nanos
+    }
+    pub fn paxos_config(&self, raft: &RaftSection, paxos: &PaxosSection) -> PaxosConfig {
+        let ns = |v: f64| (v * 1e6).round() as Nanos;
+        PaxosConfig {
+            leader_timeout_ns_min: ns(self.election_timeout_ms_min),
+            leader_timeout_ns_max: ns(self.election_timeout_ms_max),
+            heartbeat_interval_ns: ns(self.heartbeat_ms),
+            window_slots: paxos.window_slots,
+            max_commands_per_slot: paxos.max_commands_per_slot,
+            max_values_per_message: raft.max_entries_per_append,
+            check_quorum: paxos.check_quorum,
             batch_delay_ns: ns(self.batch_delay_ms),
         }
     }

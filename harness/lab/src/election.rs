@@ -21,9 +21,9 @@
 use crate::check::{Violation, check_observations, verdict};
 use crate::config::{Experiment, Point};
 use crate::linearizability::{LinCheck, check_history};
+use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
-use qlab_core::{ClientId, Event, Nanos, NodeId, Op, Protocol, Request, nanos_to_ms};
-use qlab_raft::{Raft, RaftClient, RaftTimer};
+use qlab_core::{ClientId, Event, Nanos, NodeId, Op, Request, nanos_to_ms};
 use qlab_sim::Sim;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -60,27 +60,25 @@ fn probe_workload(experiment: &Experiment, point: &Point, seed: u64) -> Workload
 /// its reply is dropped by the simulator.
 const SETUP_CLIENT: ClientId = ClientId(u64::MAX);
 
-pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> ElectionTrial {
+pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> ElectionTrial {
     let file = &experiment.file;
-    let raft_config = point.raft_config(&file.raft);
+    let config = P::config(point, file);
     let network = point.network_config(&file.network);
     let nodes = point.nodes;
-    let heartbeat_ns = raft_config.heartbeat_interval_ns;
+    let heartbeat_ns = point.heartbeat_ns();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xe1ec_7100_0000_0000);
     // Processes of a real cluster start at different moments; spread the starts over
     // one minimum timeout so even unrandomized timeouts elect a first leader.
-    let mut sim: Sim<Raft, RaftClient> =
-        Sim::new_staggered(raft_config.clone(), nodes, network, seed, raft_config.election_timeout_ns_min);
+    let mut sim: Sim<P, P::Client> = Sim::new_staggered(config, nodes, network, seed, point.timeout_ns_min());
     if trace {
         sim.enable_trace();
     }
     let clients = point.clients;
     for c in 0..clients {
-        let mut client = RaftClient::new(ClientId(c as u64), nodes);
         // Retry a silent replica after a few round trips, not a fixed 100 ms, so the
         // unavailability measure is not dominated by the client's own timeout.
-        client.retry_timeout_ns = (point.latency.mean_ms() * 1e6 * 8.0).max(20e6) as Nanos;
-        sim.add_client(client);
+        let retry_timeout_ns = (point.latency.mean_ms() * 1e6 * 8.0).max(20e6) as Nanos;
+        sim.add_client(P::client(ClientId(c as u64), nodes, retry_timeout_ns));
     }
     let mut workload = probe_workload(experiment, point, seed);
     let max_election_ns = (file.limits.max_election_ms * 1e6) as Nanos;
@@ -88,7 +86,7 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
     // 1. A stable leader known to everyone.
     let mut seen = 0usize;
     let mut known: BTreeMap<u64, BTreeSet<NodeId>> = BTreeMap::new();
-    let stable_leader = |sim: &Sim<Raft, RaftClient>, seen: &mut usize, known: &mut BTreeMap<u64, BTreeSet<NodeId>>| {
+    let stable_leader = |sim: &Sim<P, P::Client>, seen: &mut usize, known: &mut BTreeMap<u64, BTreeSet<NodeId>>| {
         scan_leader_known(sim, seen, known);
         let leader = sim.leader()?;
         let term = sim.node(leader)?.epoch();
@@ -127,9 +125,7 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
         let behind: Vec<NodeId> = followers.into_iter().take(lagging as usize).collect();
         let behind_for_filter = behind.clone();
         sim.set_filter(Some(Box::new(move |from, to, msg| {
-            from == leader
-                && behind_for_filter.contains(&to)
-                && matches!(msg, qlab_raft::Message::AppendEntries { entries, .. } if !entries.is_empty())
+            from == leader && behind_for_filter.contains(&to) && P::carries_entries(msg)
         })));
         sim.inject_request(
             leader,
@@ -156,7 +152,7 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
     leader = current_leader;
     let crashed_term = sim.node(leader).map_or(0, |n| n.epoch());
     if faults.sync_heartbeats_before_crash {
-        sim.fire_timer_now(leader, RaftTimer::Heartbeat);
+        sim.fire_timer_now(leader, P::heartbeat_timer());
     }
     sim.crash(leader);
     sim.set_filter(None);
@@ -191,10 +187,10 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
         },
     );
     let (election_ns, terms, censored) = match elected_at {
-        Some((at, term)) => (at - crash_time, term - crashed_term, false),
+        Some((at, term)) => (at - crash_time, P::elections_between(crashed_term, term), false),
         None => {
             let highest = sim.up_nodes().iter().filter_map(|n| sim.node(*n)).map(|n| n.epoch()).max().unwrap_or(0);
-            (max_election_ns, highest.saturating_sub(crashed_term), true)
+            (max_election_ns, P::elections_between(crashed_term, highest), true)
         }
     };
     let unavailable =
@@ -208,8 +204,8 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
     trial
 }
 
-fn finish(
-    sim: Sim<Raft, RaftClient>,
+fn finish<P: LabProtocol>(
+    sim: Sim<P, P::Client>,
     workload: Workload,
     election_ns: Nanos,
     unavailable_ns: Option<Nanos>,
@@ -250,7 +246,11 @@ fn finish(
 }
 
 /// Fold new `LeaderKnown` observations into `known` (epoch → nodes that know its leader).
-fn scan_leader_known(sim: &Sim<Raft, RaftClient>, seen: &mut usize, known: &mut BTreeMap<u64, BTreeSet<NodeId>>) {
+fn scan_leader_known<P: LabProtocol>(
+    sim: &Sim<P, P::Client>,
+    seen: &mut usize,
+    known: &mut BTreeMap<u64, BTreeSet<NodeId>>,
+) {
     for observation in &sim.observations[*seen..] {
         if let Event::LeaderKnown { epoch, .. } = observation.event {
             known.entry(epoch).or_default().insert(observation.node);
@@ -262,7 +262,7 @@ fn scan_leader_known(sim: &Sim<Raft, RaftClient>, seen: &mut usize, known: &mut 
 /// The election trial in real mode: one process per replica, the crash a `kill -9`.
 /// Times come from the nodes' own reports (`LeaderKnown`, in cluster time) and the
 /// harness's clock at the kill; both read the same machine's clock.
-pub fn run_trial_quic(
+pub fn run_trial_quic<P: LabProtocol>(
     experiment: &Experiment,
     point: &Point,
     seed: u64,
@@ -270,20 +270,20 @@ pub fn run_trial_quic(
 ) -> crate::Result<ElectionTrial> {
     use crate::real;
     let file = &experiment.file;
-    let raft_config = point.raft_config(&file.raft);
+    let heartbeat_ns = point.heartbeat_ns();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xe1ec_7100_0000_0001);
-    let mut cluster = real::start_cluster(experiment, point, seed, node_binary)?;
+    let mut cluster = real::start_cluster::<P>(experiment, point, seed, node_binary)?;
     let runtime = real::runtime()?;
     let outcome = runtime.block_on(async {
-        let mut driver = real::driver(&cluster, point)?;
+        let mut driver = real::driver::<P>(&cluster, point)?;
         real::apply_network_faults(&driver, point, &file.network);
         let (_, _) = real::wait_for_leader(&mut driver, point.nodes).await?;
         let mut workload = probe_workload(experiment, point, seed);
         workload.start_all_at(driver.now_ns());
-        let settle_until = driver.now_ns() + 4 * raft_config.heartbeat_interval_ns;
+        let settle_until = driver.now_ns() + 4 * heartbeat_ns;
         real::drive_workload(&mut driver, &mut workload, settle_until, |_| {}).await;
         // Crash at a uniformly random point of the heartbeat interval.
-        let crash_at = driver.now_ns() + rng.random_range(0..raft_config.heartbeat_interval_ns.max(1));
+        let crash_at = driver.now_ns() + rng.random_range(0..heartbeat_ns.max(1));
         real::drive_workload(&mut driver, &mut workload, crash_at, |_| {}).await;
         let observations = real::observations_for_checkers(&driver);
         let leader = real::latest_leader(&observations)
@@ -320,10 +320,10 @@ pub fn run_trial_quic(
             }
         }
         workload.stop();
-        let settle = driver.now_ns() + 4 * raft_config.heartbeat_interval_ns;
+        let settle = driver.now_ns() + 4 * heartbeat_ns;
         real::drive_workload(&mut driver, &mut workload, settle, |_| {}).await;
         let (election_ns, terms, censored) = match elected {
-            Some((at, term)) => (at.saturating_sub(crash_time), term - crashed_term, false),
+            Some((at, term)) => (at.saturating_sub(crash_time), P::elections_between(crashed_term, term), false),
             None => ((file.limits.max_election_ms * 1e6) as Nanos, 0, true),
         };
         let unavailable_ms = wants_client.then(|| {
@@ -349,8 +349,8 @@ pub fn run_trial_quic(
 
 /// When every live node had accepted one leader of an epoch after `crashed_term`:
 /// (the latest of their `LeaderKnown` times, that epoch).
-fn all_know_new_leader(
-    driver: &qlab_net::drive::Driver<qlab_raft::Message, RaftClient>,
+fn all_know_new_leader<M: crate::real::Wired, C: qlab_core::Client>(
+    driver: &qlab_net::drive::Driver<M, C>,
     live: &[u32],
     crashed_term: u64,
 ) -> Option<(Nanos, u64)> {

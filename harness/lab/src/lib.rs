@@ -22,6 +22,7 @@ pub mod election;
 pub mod error;
 pub mod linearizability;
 pub mod plot;
+pub mod protocols;
 pub mod real;
 pub mod results;
 pub mod run;

@@ -1,13 +1,15 @@
 //! Real mode glue: run one node from a cluster file (the `qlab node` command).
 
 use crate::error::{LabError, Result};
+use crate::protocols::LabProtocol;
 use qlab_net::cluster::ClusterFile;
 use qlab_net::runtime::run_node;
-use qlab_raft::{Raft, RaftConfig};
+use qlab_paxos::Paxos;
+use qlab_raft::Raft;
 use std::path::Path;
 
 /// Protocols a cluster file may name.
-pub const PROTOCOLS: &[&str] = &["raft"];
+pub const PROTOCOLS: &[&str] = &[Raft::NAME, Paxos::NAME];
 
 /// Run node `id` of the cluster described by `cluster_path` until it is stopped.
 pub fn node_main(cluster_path: &Path, id: u32) -> Result<()> {
@@ -21,10 +23,8 @@ pub fn node_main(cluster_path: &Path, id: u32) -> Result<()> {
         .build()
         .map_err(|e| LabError::Usage(format!("starting the async runtime: {e}")))?;
     match file.protocol.as_str() {
-        "raft" => {
-            let config = file.node_config::<RaftConfig>(base, id)?;
-            runtime.block_on(run_node::<Raft>(config))?;
-        }
+        Raft::NAME => runtime.block_on(run_node::<Raft>(file.node_config(base, id)?))?,
+        Paxos::NAME => runtime.block_on(run_node::<Paxos>(file.node_config(base, id)?))?,
         other => {
             return Err(LabError::Usage(format!(
                 "{}: unknown protocol {other:?}, expected one of {PROTOCOLS:?}",
@@ -173,9 +173,12 @@ use qlab_net::cluster::LocalCluster;
 use qlab_net::harness::Harness;
 use qlab_net::netns::Netem;
 use qlab_net::runtime::{Control, LinkFaults, Wire};
-use qlab_raft::{Message, RaftClient};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::Duration;
+
+/// What a message type needs to cross the wire (serde both ways, between tasks).
+pub trait Wired: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Wired for T {}
 
 /// The async runtime real-mode trials run on.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -185,8 +188,13 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| LabError::Usage(format!("starting the async runtime: {e}")))
 }
 
-/// A fresh local cluster for one trial, its processes started.
-pub fn start_cluster(experiment: &Experiment, point: &Point, seed: u64, node_binary: &Path) -> Result<LocalCluster> {
+/// A fresh local cluster of protocol `P` for one trial, its processes started.
+pub fn start_cluster<P: LabProtocol>(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    node_binary: &Path,
+) -> Result<LocalCluster> {
     static CLUSTERS: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "qlab-{}-{}-{}",
@@ -194,8 +202,8 @@ pub fn start_cluster(experiment: &Experiment, point: &Point, seed: u64, node_bin
         experiment.name(),
         CLUSTERS.fetch_add(1, AtomicOrdering::Relaxed)
     ));
-    let raft = point.raft_config(&experiment.file.raft);
-    let config = toml::Value::try_from(raft).map_err(|e| LabError::Usage(format!("raft config: {e}")))?;
+    let config = toml::Value::try_from(P::config(point, &experiment.file))
+        .map_err(|e| LabError::Usage(format!("{} config: {e}", P::NAME)))?;
     let storage = experiment.file.cluster.storage.clone();
     let network = &experiment.file.network;
     let mut cluster = if network.netns || network.netem {
@@ -204,36 +212,30 @@ pub fn start_cluster(experiment: &Experiment, point: &Point, seed: u64, node_bin
             jitter_ms: network.netem_jitter_ms,
             loss: point.loss,
         });
-        LocalCluster::create_in_namespaces(&dir, node_binary, "raft", config, point.nodes, storage, seed, netem)?
+        LocalCluster::create_in_namespaces(&dir, node_binary, P::NAME, config, point.nodes, storage, seed, netem)?
     } else {
-        LocalCluster::create(&dir, node_binary, "raft", config, point.nodes, storage, seed)?
+        LocalCluster::create(&dir, node_binary, P::NAME, config, point.nodes, storage, seed)?
     };
     cluster.remove_dir_on_drop();
     cluster.start_all()?;
     Ok(cluster)
 }
 
-/// The harness side: links to every node and `point.clients` Raft clients.
-pub fn driver(cluster: &LocalCluster, point: &Point) -> Result<Driver<Message, RaftClient>> {
+/// The harness side: links to every node and `point.clients` clients of `P`.
+pub fn driver<P: LabProtocol>(cluster: &LocalCluster, point: &Point) -> Result<Driver<P::Message, P::Client>> {
     let pinned = cluster.pinned()?;
     let endpoint = qlab_net::tls::endpoint(cluster.harness_bind, &cluster.harness_identity, pinned)
         .map_err(|e| LabError::Usage(format!("harness endpoint: {e}")))?;
     let start = cluster.file.start_unix_ns;
     let (harness, from_nodes) =
-        Harness::<Message>::connect(endpoint, &cluster.file.addrs(), start, cluster.file.max_frame_bytes);
-    let clients = raft_clients(point.clients as usize, point.nodes, qlab_core::ms(200));
+        Harness::<P::Message>::connect(endpoint, &cluster.file.addrs(), start, cluster.file.max_frame_bytes);
+    let clients = clients::<P>(point.clients as usize, point.nodes, qlab_core::ms(200));
     Ok(Driver::new(harness, from_nodes, clients, start))
 }
 
-/// `count` Raft clients (ids 0..count) that give up on a silent replica after `retry_timeout_ns`.
-pub fn raft_clients(count: usize, nodes: u32, retry_timeout_ns: u64) -> Vec<RaftClient> {
-    (0..count)
-        .map(|c| {
-            let mut client = RaftClient::new(ClientId(c as u64), nodes);
-            client.retry_timeout_ns = retry_timeout_ns;
-            client
-        })
-        .collect()
+/// `count` clients of `P` (ids 0..count) that give up on a silent replica after `retry_timeout_ns`.
+pub fn clients<P: LabProtocol>(count: usize, nodes: u32, retry_timeout_ns: u64) -> Vec<P::Client> {
+    (0..count).map(|c| P::client(ClientId(c as u64), nodes, retry_timeout_ns)).collect()
 }
 
 /// `loss` and `quic_delay_ms` as the transport applies them (nothing when `netem` does).
@@ -242,7 +244,7 @@ fn transport_loss_and_delay_ns(point: &Point, network: &NetworkSection) -> (f64,
 }
 
 /// `loss` and `quic_delay_ms`, applied by every node's transport to what it sends.
-pub fn apply_network_faults(driver: &Driver<Message, RaftClient>, point: &Point, network: &NetworkSection) {
+pub fn apply_network_faults<M: Wired, C: Client>(driver: &Driver<M, C>, point: &Point, network: &NetworkSection) {
     let (loss, delay_ns) = transport_loss_and_delay_ns(point, network);
     let faults = LinkFaults { blocked_to: vec![], loss, delay_ns };
     if faults != LinkFaults::default() {
@@ -253,7 +255,7 @@ pub fn apply_network_faults(driver: &Driver<Message, RaftClient>, point: &Point,
 }
 
 /// Until every node knows the same leader; returns (leader, epoch).
-pub async fn wait_for_leader(driver: &mut Driver<Message, RaftClient>, nodes: u32) -> Result<(u32, u64)> {
+pub async fn wait_for_leader<M: Wired, C: Client>(driver: &mut Driver<M, C>, nodes: u32) -> Result<(u32, u64)> {
     let give_up = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(found) = agreed_leader(driver, nodes, 0) {
@@ -267,7 +269,7 @@ pub async fn wait_for_leader(driver: &mut Driver<Message, RaftClient>, nodes: u3
 }
 
 /// A leader of an epoch above `after` that every node in `0..nodes` accepted.
-fn agreed_leader(driver: &Driver<Message, RaftClient>, nodes: u32, after: u64) -> Option<(u32, u64)> {
+fn agreed_leader<M: Wired, C: Client>(driver: &Driver<M, C>, nodes: u32, after: u64) -> Option<(u32, u64)> {
     let mut known: std::collections::BTreeMap<u64, (u32, std::collections::BTreeSet<u32>)> = Default::default();
     for o in &driver.observations {
         if let Event::LeaderKnown { epoch, leader } = o.event
@@ -280,8 +282,8 @@ fn agreed_leader(driver: &Driver<Message, RaftClient>, nodes: u32, after: u64) -
 }
 
 /// Run `workload`'s clients against the cluster until cluster time `until_ns`.
-pub async fn drive_workload(
-    driver: &mut Driver<Message, RaftClient>,
+pub async fn drive_workload<M: Wired, C: Client>(
+    driver: &mut Driver<M, C>,
     workload: &mut Workload,
     until_ns: u64,
     mut on_done: impl FnMut(&Done),
@@ -342,17 +344,17 @@ impl RealFaults {
         }
     }
 
-    fn send(&self, driver: &Driver<Message, RaftClient>, node: u32) {
+    fn send<M: Wired, C: Client>(&self, driver: &Driver<M, C>, node: u32) {
         driver.harness().send(node, &Wire::Control(Control::Faults(self.faults_of(node))));
     }
 
-    pub fn send_all(&self, driver: &Driver<Message, RaftClient>) {
+    pub fn send_all<M: Wired, C: Client>(&self, driver: &Driver<M, C>) {
         for node in 0..self.blocked.len() as u32 {
             self.send(driver, node);
         }
     }
 
-    fn resolve(&self, driver: &Driver<Message, RaftClient>, node: &NodeRef) -> Option<u32> {
+    fn resolve<M: Wired, C: Client>(&self, driver: &Driver<M, C>, node: &NodeRef) -> Option<u32> {
         match node {
             NodeRef::Id(id) => Some(*id),
             NodeRef::Leader => latest_leader(&observations_for_checkers(driver)),
@@ -360,10 +362,10 @@ impl RealFaults {
     }
 
     /// Carry out one scheduled fault on a real cluster.
-    pub fn apply(
+    pub fn apply<M: Wired, C: Client>(
         &mut self,
         fault: &ScheduledFault,
-        driver: &mut Driver<Message, RaftClient>,
+        driver: &mut Driver<M, C>,
         cluster: &mut LocalCluster,
     ) -> Result<()> {
         let nodes = self.blocked.len() as u32;
@@ -409,7 +411,7 @@ impl RealFaults {
     }
 
     /// Tell restarted nodes their faults once they are back.
-    fn refresh(&mut self, driver: &Driver<Message, RaftClient>) {
+    fn refresh<M: Wired, C: Client>(&mut self, driver: &Driver<M, C>) {
         let back: Vec<u32> = self.awaiting_ready.iter().copied().filter(|n| driver.ready.contains(n)).collect();
         for node in back {
             self.send(driver, node);
@@ -421,8 +423,8 @@ impl RealFaults {
 /// Run the workload to cluster time `until`, carrying out scheduled faults as they
 /// fall due (`schedule` holds times after `clients_started`).
 #[allow(clippy::too_many_arguments)]
-pub async fn run_segment(
-    driver: &mut Driver<Message, RaftClient>,
+pub async fn run_segment<M: Wired, C: Client>(
+    driver: &mut Driver<M, C>,
     workload: &mut Workload,
     cluster: &mut LocalCluster,
     faults: &mut RealFaults,

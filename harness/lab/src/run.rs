@@ -5,13 +5,16 @@
 //! indexes the point, and the seed is derived from the experiment seed and `k` — so
 //! `qlab replay RUN_DIR --trial K` re-runs exactly that trial, whatever `--jobs` was.
 
-use crate::config::{Experiment, Kind, Mode, Point};
+use crate::config::{Experiment, Kind, Mode, Point, ProtocolName};
 use crate::election::{self, ElectionTrial};
 use crate::error::{LabError, Result};
+use crate::protocols::LabProtocol;
 use crate::results::{self, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter, fmt_metric};
 use crate::throughput::{self, ThroughputTrial};
 use indicatif::{ProgressBar, ProgressStyle};
 use qlab_net::netns::{Netem, NetnsHosts};
+use qlab_paxos::Paxos;
+use qlab_raft::Raft;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -130,16 +133,30 @@ fn run_one(
     seed: u64,
     node_binary: &Path,
 ) -> (Vec<String>, bool, bool) {
+    match point.protocol {
+        ProtocolName::Raft => run_one_of::<Raft>(experiment, point, trial, point_index, seed, node_binary),
+        ProtocolName::Multipaxos => run_one_of::<Paxos>(experiment, point, trial, point_index, seed, node_binary),
+    }
+}
+
+fn run_one_of<P: LabProtocol>(
+    experiment: &Experiment,
+    point: &Point,
+    trial: u64,
+    point_index: usize,
+    seed: u64,
+    node_binary: &Path,
+) -> (Vec<String>, bool, bool) {
     let columns = results::columns(experiment.file.experiment.kind);
     let prefix = |row: Vec<String>| {
         row.into_iter().take(results::point_columns(experiment.file.experiment.kind).len() + 3).collect()
     };
     match (experiment.file.experiment.kind, point.mode) {
         (Kind::Election, Mode::Sim) => {
-            let outcome = election::run_trial(experiment, point, seed, false);
+            let outcome = election::run_trial::<P>(experiment, point, seed, false);
             (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
         }
-        (Kind::Election, Mode::Quic) => match election::run_trial_quic(experiment, point, seed, node_binary) {
+        (Kind::Election, Mode::Quic) => match election::run_trial_quic::<P>(experiment, point, seed, node_binary) {
             Ok(outcome) => (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false),
             Err(e) => {
                 let blank = ElectionTrial {
@@ -160,10 +177,10 @@ fn run_one(
             }
         },
         (Kind::Throughput, Mode::Sim) => {
-            let outcome = throughput::run_trial_sim(experiment, point, seed);
+            let outcome = throughput::run_trial_sim::<P>(experiment, point, seed);
             (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
         }
-        (Kind::Throughput, Mode::Quic) => match throughput::run_trial_quic(experiment, point, seed, node_binary) {
+        (Kind::Throughput, Mode::Quic) => match throughput::run_trial_quic::<P>(experiment, point, seed, node_binary) {
             Ok(outcome) => (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false),
             Err(e) => {
                 let blank = ThroughputTrial::blank();
@@ -404,7 +421,10 @@ pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
         )));
     }
     let seed = trial_seed(meta.seed, trial);
-    let outcome = election::run_trial(&experiment, &point, seed, true);
+    let outcome = match point.protocol {
+        ProtocolName::Raft => election::run_trial::<Raft>(&experiment, &point, seed, true),
+        ProtocolName::Multipaxos => election::run_trial::<Paxos>(&experiment, &point, seed, true),
+    };
     let recorded_election_ms = results::Table::read(&run_dir.join(TRIALS_CSV)).ok().and_then(|table| {
         let row = table.rows.iter().find(|r| table.get(r, "trial") == Some(&trial.to_string()))?;
         table.get(row, "election_ms").map(str::to_string)

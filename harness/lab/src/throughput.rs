@@ -12,10 +12,10 @@
 use crate::check::{Invariant, Violation, check_observations, verdict};
 use crate::config::{Experiment, NodeRef, Point, ScheduledFault};
 use crate::linearizability::{LinCheck, check_history};
+use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
 use hdrhistogram::Histogram;
 use qlab_core::{ClientId, Nanos, NodeId};
-use qlab_raft::{Raft, RaftClient};
 use qlab_sim::{Observation, Sim};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -135,8 +135,8 @@ fn schedule(experiment: &Experiment) -> std::collections::VecDeque<(Nanos, Sched
 
 /// Carry out one scheduled fault on the simulator. `crashed_leader` remembers the
 /// node a `crash` of `"leader"` hit, which is what a later `restart` of `"leader"` means.
-fn apply_sim(sim: &mut Sim<Raft, RaftClient>, fault: &ScheduledFault, crashed_leader: &mut Option<NodeId>) {
-    let resolve = |sim: &Sim<Raft, RaftClient>, node: &NodeRef, crashed: Option<NodeId>| match node {
+fn apply_sim<P: LabProtocol>(sim: &mut Sim<P, P::Client>, fault: &ScheduledFault, crashed_leader: &mut Option<NodeId>) {
+    let resolve = |sim: &Sim<P, P::Client>, node: &NodeRef, crashed: Option<NodeId>| match node {
         NodeRef::Id(id) => Some(NodeId(*id)),
         NodeRef::Leader => sim.leader().or(crashed),
     };
@@ -172,8 +172,8 @@ fn apply_sim(sim: &mut Sim<Raft, RaftClient>, fault: &ScheduledFault, crashed_le
 }
 
 /// Run the workload to `until`, applying every scheduled fault that falls due.
-fn run_sim_segment(
-    sim: &mut Sim<Raft, RaftClient>,
+fn run_sim_segment<P: LabProtocol>(
+    sim: &mut Sim<P, P::Client>,
     workload: &mut Workload,
     schedule: &mut std::collections::VecDeque<(Nanos, ScheduledFault)>,
     clients_started: Nanos,
@@ -193,24 +193,24 @@ fn run_sim_segment(
     workload.run(sim, until, |_, done| on_done(done), |_| false);
 }
 
-pub fn run_trial_sim(experiment: &Experiment, point: &Point, seed: u64) -> ThroughputTrial {
+pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64) -> ThroughputTrial {
     let file = &experiment.file;
-    let raft = point.raft_config(&file.raft);
-    let mut sim: Sim<Raft, RaftClient> = Sim::new_staggered(
-        raft.clone(),
+    let heartbeat_ns = point.heartbeat_ns();
+    let mut sim: Sim<P, P::Client> = Sim::new_staggered(
+        P::config(point, file),
         point.nodes,
         point.network_config(&file.network),
         seed,
-        raft.election_timeout_ns_min,
+        point.timeout_ns_min(),
     );
     for c in 0..point.clients {
-        sim.add_client(RaftClient::new(ClientId(c as u64), point.nodes));
+        sim.add_client(P::client(ClientId(c as u64), point.nodes, qlab_core::ms(100)));
     }
     let mut workload = Workload::new(workload_config(experiment, point), seed);
     // Start once a leader exists, so the warm-up is about load, not the first election.
     let mut deadline = 0;
     while sim.leader().is_none() && deadline < qlab_core::ms(60_000) {
-        deadline += raft.heartbeat_interval_ns;
+        deadline += heartbeat_ns;
         sim.run_to(deadline);
     }
     let clients_started = sim.now();
@@ -245,7 +245,7 @@ pub fn run_trial_sim(experiment: &Experiment, point: &Point, seed: u64) -> Throu
     );
     let (messages, bytes) = (sim.stats.messages_sent - messages_before, sim.stats.bytes_sent - bytes_before);
     workload.stop();
-    let settle = sim.now() + 4 * raft.heartbeat_interval_ns;
+    let settle = sim.now() + 4 * heartbeat_ns;
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
     let (safety, violations) = judge(&sim.observations, &workload, sim.now());
     let window_ns = window_end - window_start;
@@ -254,27 +254,27 @@ pub fn run_trial_sim(experiment: &Experiment, point: &Point, seed: u64) -> Throu
 }
 
 /// Real mode: one process per replica on loopback.
-pub fn run_trial_quic(
+pub fn run_trial_quic<P: LabProtocol>(
     experiment: &Experiment,
     point: &Point,
     seed: u64,
     node_binary: &std::path::Path,
 ) -> crate::Result<ThroughputTrial> {
-    let mut cluster = crate::real::start_cluster(experiment, point, seed, node_binary)?;
+    let mut cluster = crate::real::start_cluster::<P>(experiment, point, seed, node_binary)?;
     let runtime = crate::real::runtime()?;
-    let outcome = runtime.block_on(measure_quic(experiment, point, seed, &mut cluster));
+    let outcome = runtime.block_on(measure_quic::<P>(experiment, point, seed, &mut cluster));
     cluster.stop_all();
     outcome
 }
 
-async fn measure_quic(
+async fn measure_quic<P: LabProtocol>(
     experiment: &Experiment,
     point: &Point,
     seed: u64,
     cluster: &mut qlab_net::cluster::LocalCluster,
 ) -> crate::Result<ThroughputTrial> {
     let file = &experiment.file;
-    let mut driver = crate::real::driver(cluster, point)?;
+    let mut driver = crate::real::driver::<P>(cluster, point)?;
     let mut faults = crate::real::RealFaults::new(point, &file.network);
     if point.loss > 0.0 || file.network.quic_delay_ms > 0.0 {
         faults.send_all(&driver);

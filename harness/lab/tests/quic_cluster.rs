@@ -7,7 +7,7 @@
 use qlab_core::{Event, ms};
 use qlab_lab::check::check_observations;
 use qlab_lab::linearizability::{LinCheck, check_history};
-use qlab_lab::real::{WriteLoad, final_commits, latest_leader, observations_for_checkers, raft_clients};
+use qlab_lab::real::{WriteLoad, final_commits, latest_leader, observations_for_checkers};
 use qlab_net::drive::Driver;
 use qlab_net::frame::DEFAULT_MAX_FRAME_BYTES;
 use qlab_net::harness::Harness;
@@ -50,7 +50,7 @@ async fn raft_over_quic_survives_a_leader_kill_and_restart() {
 
     let endpoint = tls::endpoint("127.0.0.1:0".parse().unwrap(), &harness_identity, pinned.clone()).unwrap();
     let (harness, from_nodes) = Harness::<Message>::connect(endpoint, &addrs, start_unix_ns, DEFAULT_MAX_FRAME_BYTES);
-    let clients = raft_clients(CLIENTS, NODES, ms(300));
+    let clients = qlab_lab::real::clients::<Raft>(CLIENTS, NODES, ms(300));
     let mut driver = Driver::new(harness, from_nodes, clients, start_unix_ns);
     let mut load = WriteLoad::new(CLIENTS, WRITES, 5, 16);
     load.start(&mut driver);

@@ -21,6 +21,7 @@
 
 pub mod digest;
 pub mod kv;
+pub mod leader_client;
 
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,116 @@
+//! The client of a leader-based protocol (Raft §8, Multi-Paxos): find the leader,
+//! retry until the request is applied.
+//!
+//! The client keeps one request outstanding. It sends to its leader hint (or, without
+//! one, the next replica round-robin). A `NotLeader` reply with a hint redirects at once;
+//! one without a hint means an election is under way, so the client waits a short
+//! back-off and tries the next replica. A silent replica (crashed, partitioned) is given
+//! up on after `retry_timeout_ns`. Retries keep the same (client, seq), so the replicated
+//! session table applies the command at most once however many leaders saw it.
+
+use crate::{Client, ClientAction, ClientId, ClientOutbox, Nanos, NodeId, OpResult, Reply, ReplyBody, Request, ms};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LeaderClientTimer {
+    /// The current attempt gets no answer: try another replica.
+    Retry,
+}
+
+#[derive(Clone, Debug)]
+pub struct LeaderClient {
+    pub id: ClientId,
+    nodes: u32,
+    leader_hint: Option<NodeId>,
+    next_round_robin: u32,
+    outstanding: Option<Request>,
+    /// Redirects followed since the last timeout; bounded so two replicas that point
+    /// at each other cannot bounce a request forever.
+    redirects: u32,
+    pub retry_timeout_ns: Nanos,
+    pub no_leader_backoff_ns: Nanos,
+}
+
+impl LeaderClient {
+    pub fn new(id: ClientId, nodes: u32) -> Self {
+        LeaderClient {
+            id,
+            nodes,
+            leader_hint: None,
+            next_round_robin: (id.0 % nodes as u64) as u32,
+            outstanding: None,
+            redirects: 0,
+            retry_timeout_ns: ms(100),
+            no_leader_backoff_ns: ms(5),
+        }
+    }
+
+    fn pick_target(&mut self) -> NodeId {
+        if let Some(leader) = self.leader_hint {
+            return leader;
+        }
+        let target = NodeId(self.next_round_robin);
+        self.next_round_robin = (self.next_round_robin + 1) % self.nodes;
+        target
+    }
+
+    fn send_attempt(&mut self, out: &mut ClientOutbox<LeaderClientTimer>) {
+        let Some(request) = self.outstanding.clone() else { return };
+        let to = self.pick_target();
+        out.actions.push(ClientAction::Send { to, request });
+        out.actions.push(ClientAction::SetTimer { timer: LeaderClientTimer::Retry, after: self.retry_timeout_ns });
+    }
+}
+
+impl Client for LeaderClient {
+    type Timer = LeaderClientTimer;
+
+    fn submit(&mut self, _now: Nanos, request: Request, out: &mut ClientOutbox<LeaderClientTimer>) {
+        assert!(self.outstanding.is_none(), "{}: one request at a time", self.id);
+        self.outstanding = Some(request);
+        self.redirects = 0;
+        self.send_attempt(out);
+    }
+
+    fn on_reply(
+        &mut self,
+        _now: Nanos,
+        from: NodeId,
+        reply: Reply,
+        out: &mut ClientOutbox<LeaderClientTimer>,
+    ) -> Option<OpResult> {
+        let outstanding = self.outstanding.as_ref()?;
+        if reply.client != self.id || reply.seq != outstanding.seq {
+            return None; // a late answer to an earlier attempt or request
+        }
+        match reply.body {
+            ReplyBody::Done(result) => {
+                self.outstanding = None;
+                self.leader_hint = Some(from);
+                out.actions.push(ClientAction::CancelTimer { timer: LeaderClientTimer::Retry });
+                Some(result)
+            }
+            ReplyBody::NotLeader { leader: Some(leader) } if leader != from && self.redirects < self.nodes => {
+                self.redirects += 1;
+                self.leader_hint = Some(leader);
+                self.send_attempt(out);
+                None
+            }
+            ReplyBody::NotLeader { .. } => {
+                self.leader_hint = None;
+                out.actions
+                    .push(ClientAction::SetTimer { timer: LeaderClientTimer::Retry, after: self.no_leader_backoff_ns });
+                None
+            }
+        }
+    }
+
+    fn on_timer(&mut self, _now: Nanos, timer: LeaderClientTimer, out: &mut ClientOutbox<LeaderClientTimer>) {
+        match timer {
+            LeaderClientTimer::Retry => {
+                self.leader_hint = None;
+                self.redirects = 0;
+                self.send_attempt(out);
+            }
+        }
+    }
+}

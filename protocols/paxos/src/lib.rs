@@ -1,0 +1,964 @@
+//! # Multi-Paxos as a replicated log
+//!
+//! After Lamport, "Paxos Made Simple" (2001) §3, and van Renesse & Altinbuken, "Paxos Made
+//! Moderately Complex" (2015). Every replica plays all three roles: proposer, acceptor and
+//! learner. The log is a sequence of *slots*; each slot runs its own instance of Paxos, and
+//! a value is *chosen* for a slot once a majority of acceptors accepted it in one ballot.
+//!
+//! **Ballots.** A ballot is `(round, node)`, ordered by round then node id, so two nodes
+//! never propose in the same ballot. An acceptor *promises* a ballot and from then on
+//! refuses every lower one; that promise, and every value it accepts, is persisted before
+//! it answers (a crash must not make it forget either).
+//!
+//! **Phase 1, once per leader.** A node that stops hearing from a leader for a randomized
+//! timeout picks a ballot above every ballot it has seen and sends `Prepare(ballot,
+//! commit)`, where `commit` is the end of the prefix it already knows chosen. A promise
+//! carries every value the acceptor accepted above that point (with the ballot it was
+//! accepted in), so one round of phase 1 covers *all* future slots at once — this is what
+//! makes Multi-Paxos cheaper than running full Paxos per slot. With promises from a
+//! majority the candidate is leader: for each slot it re-proposes the value accepted in the
+//! highest ballot (the only value that may already be chosen there), and fills every gap
+//! with a no-op so later slots can commit.
+//!
+//! **Phase 2, per slot.** The leader proposes each new client batch in the next free slot
+//! with `Accept(ballot, slot, value, commit)`; up to `window_slots` slots are in flight at
+//! once. An acceptor accepts unless it promised a higher ballot, and answers `Accepted`. A
+//! majority of acceptances chooses the value; the leader commits its log in slot order,
+//! applies, replies to clients, and tells the others its commit point on every later
+//! `Accept` and heartbeat. An acceptor that holds slot `s` accepted *in the leader's
+//! ballot* knows that value is the chosen one; a slot it lacks, or holds from an older
+//! ballot, it learns with `CatchUp`/`Learn` from the leader.
+//!
+//! **Failure detection.** The leader sends heartbeats; followers time out after a
+//! randomized interval. A proposer whose `Prepare` or `Accept` is refused (`Nack`) by a
+//! higher ballot steps down and waits a fresh random timeout before trying again: that
+//! random back-off is what ends duelling proposers. With check-quorum a leader that has not
+//! heard from a majority within the minimum timeout steps down, so clients cut off with it
+//! are redirected instead of waiting.
+//!
+//! **How this differs from Raft** (Howard & Mortier, "Paxos vs Raft: Have we reached
+//! consensus on distributed consensus?", PaPoC 2020). Raft lets only a candidate whose log
+//! is up to date win, and the winner's log is copied to the others unchanged. Here *any*
+//! node with a higher ballot may win; logs move during the election instead — the winner
+//! adopts values from its promises, so a leader may learn entries it never had — and old
+//! entries are re-proposed in the new ballot ("re-stamped"), where Raft keeps each entry's
+//! original term. Phase 1 costs a round trip in which the leader has to collect the
+//! accepted values, where a Raft vote carries only two numbers.
+//!
+//! Persistent state is the promised ballot and the accepted values, written as
+//! [`Record`]s. What is chosen, the state machine and the leader's bookkeeping are
+//! volatile: a restarted replica learns its commit point again from the leader.
+
+pub mod client;
+
+use qlab_core::{
+    ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Protocol, Reply, ReplyBody, Request, majority, ms,
+};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub use client::{PaxosClient, PaxosClientTimer};
+
+/// Log position; the first slot is 1, 0 means "before the log".
+pub type Slot = u64;
+
+/// `(round, node)`, ordered by round then node: unique to its proposer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ballot {
+    pub round: u64,
+    pub node: NodeId,
+}
+
+/// Clusters are at most this large, so a ballot maps to an epoch number one-to-one.
+pub const MAX_NODES: u32 = 1000;
+
+impl Ballot {
+    pub const ZERO: Ballot = Ballot { round: 0, node: NodeId(0) };
+
+    /// The checkers' epoch: `round * 1000 + node`, readable and order-preserving.
+    pub fn epoch(&self) -> u64 {
+        self.round * MAX_NODES as u64 + self.node.0 as u64
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaxosConfig {
+    /// A follower that hears nothing from a leader for a time uniform in
+    /// `[leader_timeout_ns_min, leader_timeout_ns_max]` starts phase 1.
+    pub leader_timeout_ns_min: Nanos,
+    pub leader_timeout_ns_max: Nanos,
+    pub heartbeat_interval_ns: Nanos,
+    /// Slots proposed but not yet committed, at most.
+    pub window_slots: usize,
+    /// Client commands in one slot's value, at most.
+    pub max_commands_per_slot: usize,
+    /// Values in one `Accept`, `Promise` chunk or `Learn`, at most.
+    pub max_values_per_message: usize,
+    pub check_quorum: bool,
+    /// Client commands are collected for up to this long (or until a full slot) and
+    /// proposed as one value. 0 proposes each command at once (in its own slot, when the
+    /// window has room).
+    #[serde(default)]
+    pub batch_delay_ns: Nanos,
+}
+
+impl Default for PaxosConfig {
+    fn default() -> Self {
+        PaxosConfig {
+            leader_timeout_ns_min: ms(150),
+            leader_timeout_ns_max: ms(300),
+            heartbeat_interval_ns: ms(50),
+            window_slots: 256,
+            max_commands_per_slot: 64,
+            max_values_per_message: 64,
+            check_quorum: true,
+            batch_delay_ns: 0,
+        }
+    }
+}
+
+/// What a slot holds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Value {
+    /// Fills a slot no proposer used, so the slots after it can commit.
+    Noop,
+    /// A batch of client commands, applied in order.
+    Commands(Vec<Arc<Request>>),
+}
+
+impl Value {
+    /// Identity of the value for the checkers. Unlike Raft's, it leaves out the ballot:
+    /// a value re-proposed by a later leader is the same value.
+    pub fn digest(&self) -> Digest {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"paxos");
+        match self {
+            Value::Noop => {
+                hasher.update(b"noop");
+            }
+            Value::Commands(commands) => {
+                hasher.update(&(commands.len() as u64).to_le_bytes());
+                for command in commands {
+                    command.hash_into(&mut hasher);
+                }
+            }
+        }
+        Digest(*hasher.finalize().as_bytes())
+    }
+
+    fn encoded_bytes(&self) -> usize {
+        match self {
+            Value::Noop => 1,
+            Value::Commands(commands) => 2 + commands.iter().map(|c| 24 + op_bytes(&c.op)).sum::<usize>(),
+        }
+    }
+}
+
+fn op_bytes(op: &qlab_core::Op) -> usize {
+    match op {
+        qlab_core::Op::Put { value, .. } => 9 + value.len(),
+        qlab_core::Op::Get { .. } => 9,
+        qlab_core::Op::Cas { expected, new, .. } => 10 + expected.as_ref().map_or(0, Vec::len) + new.len(),
+    }
+}
+
+/// One slot of a promise: the value accepted there and in which ballot, or, for slots
+/// the acceptor already knows chosen, the chosen value (`chosen = true`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromisedSlot {
+    pub slot: Slot,
+    pub ballot: Ballot,
+    pub value: Value,
+    pub chosen: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Phase 1a: promise `ballot`, and tell me what you accepted above `commit`.
+    Prepare {
+        ballot: Ballot,
+        commit: Slot,
+    },
+    /// Phase 1b.
+    Promise {
+        ballot: Ballot,
+        accepted: Vec<PromisedSlot>,
+    },
+    /// Phase 2a for the contiguous slots `first_slot ..`; `commit` is the leader's
+    /// commit point (the learners' notification).
+    Accept {
+        ballot: Ballot,
+        first_slot: Slot,
+        values: Vec<Value>,
+        commit: Slot,
+    },
+    /// Phase 2b for `first_slot .. first_slot + count`.
+    Accepted {
+        ballot: Ballot,
+        first_slot: Slot,
+        count: u64,
+    },
+    /// `ballot` was refused: this acceptor promised `promised`.
+    Nack {
+        ballot: Ballot,
+        promised: Ballot,
+    },
+    Heartbeat {
+        ballot: Ballot,
+        commit: Slot,
+    },
+    HeartbeatAck {
+        ballot: Ballot,
+        commit: Slot,
+    },
+    /// A learner missing chosen values from `from_slot` on asks the leader.
+    CatchUp {
+        from_slot: Slot,
+    },
+    /// Chosen values of the contiguous slots `first_slot ..`.
+    Learn {
+        first_slot: Slot,
+        values: Vec<Value>,
+    },
+}
+
+/// What an acceptor persists.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Record {
+    Promised {
+        ballot: Ballot,
+    },
+    /// Values accepted in `ballot` at `first_slot ..` (implies a promise of `ballot`).
+    Accepted {
+        ballot: Ballot,
+        first_slot: Slot,
+        values: Vec<Value>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PaxosTimer {
+    /// Follower or candidate: no leader heard from; start (another) phase 1.
+    LeaderTimeout,
+    Heartbeat,
+    CheckQuorum,
+    /// Propose the commands collected since the batch opened.
+    Flush,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+/// A slot the leader proposed and has not committed yet.
+#[derive(Clone, Debug)]
+struct InFlight {
+    value: Value,
+    acks: Vec<bool>,
+    chosen: bool,
+}
+
+pub struct Paxos {
+    id: NodeId,
+    nodes: u32,
+    config: PaxosConfig,
+    role: Role,
+    /// Acceptor: the highest ballot promised (persisted).
+    promised: Ballot,
+    /// Acceptor: `accepted[s - 1]` is what slot `s` accepted, and in which ballot (persisted).
+    accepted: Vec<Option<(Ballot, Value)>>,
+    /// Learner: `chosen[s - 1]` is slot `s`'s chosen value, for `s <= commit`.
+    chosen: Vec<Value>,
+    /// `prefix_digests[s]` chains the chosen values of slots `1..=s`.
+    prefix_digests: Vec<Digest>,
+    /// `chosen_digests[s - 1]` is the digest of slot `s`'s chosen value.
+    chosen_digests: Vec<Digest>,
+    /// The highest round seen in a refusal: the next ballot must beat it.
+    round_seen: u64,
+    last_applied: Slot,
+    kv: KvStore,
+    /// The leader this node follows and the ballot it leads in.
+    leader: Option<(Ballot, NodeId)>,
+    leader_known_ballot: Ballot,
+    /// The leader's commit point as last heard, for catch-up.
+    leader_commit: Slot,
+    catch_up_requested_at: Option<Nanos>,
+    /// Candidate: promises received, by node.
+    promises: Vec<Option<Vec<PromisedSlot>>>,
+    // ---- leader ----
+    in_flight: BTreeMap<Slot, InFlight>,
+    next_slot: Slot,
+    pending: Vec<Arc<Request>>,
+    proposed_requests: HashMap<ClientId, u64>,
+    heard_from: Vec<bool>,
+    flush_timer_armed: bool,
+}
+
+impl Paxos {
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+    pub fn commit_index(&self) -> Slot {
+        self.chosen.len() as Slot
+    }
+    /// The committed values, slot 1 first.
+    pub fn chosen(&self) -> &[Value] {
+        &self.chosen
+    }
+    /// What slot `slot` accepted, and in which ballot.
+    pub fn accepted_at(&self, slot: Slot) -> Option<&(Ballot, Value)> {
+        self.accepted.get(slot.checked_sub(1)? as usize)?.as_ref()
+    }
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader.map(|(_, node)| node)
+    }
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+    /// The ballot this node leads or campaigns in (meaningful unless a follower).
+    pub fn own_ballot(&self) -> Ballot {
+        self.promised
+    }
+
+    fn reset_leader_timer(&self, ctx: &mut Context<'_, Self>) {
+        let (lo, hi) = (self.config.leader_timeout_ns_min, self.config.leader_timeout_ns_max);
+        let after = if lo >= hi { lo } else { ctx.rng().random_range(lo..=hi) };
+        ctx.set_timer(PaxosTimer::LeaderTimeout, after);
+    }
+
+    // ---- acceptor state ---------------------------------------------------------------
+
+    fn set_accepted(&mut self, slot: Slot, ballot: Ballot, value: Value) {
+        let index = slot as usize - 1;
+        if self.accepted.len() <= index {
+            self.accepted.resize(index + 1, None);
+        }
+        self.accepted[index] = Some((ballot, value));
+    }
+
+    /// Accept `values` at `first_slot ..` in `ballot`, persisting them; slots already
+    /// known chosen are skipped (their value cannot change).
+    fn accept_values(&mut self, ballot: Ballot, first_slot: Slot, values: &[Value], ctx: &mut Context<'_, Self>) {
+        let commit = self.commit_index();
+        let skip = commit.saturating_sub(first_slot - 1).min(values.len() as u64) as usize;
+        let values = &values[skip..];
+        if values.is_empty() {
+            return;
+        }
+        let first = first_slot + skip as Slot;
+        let already = values
+            .iter()
+            .enumerate()
+            .all(|(i, v)| self.accepted_at(first + i as Slot).is_some_and(|(b, held)| *b == ballot && held == v));
+        if already {
+            return; // a retransmission: nothing new to make durable
+        }
+        for (i, value) in values.iter().enumerate() {
+            self.set_accepted(first + i as Slot, ballot, value.clone());
+        }
+        ctx.persist(Record::Accepted { ballot, first_slot: first, values: values.to_vec() });
+    }
+
+    /// Promise `ballot` (durably, before any answer leaves).
+    fn promise(&mut self, ballot: Ballot, ctx: &mut Context<'_, Self>) {
+        debug_assert!(ballot >= self.promised);
+        if ballot > self.promised {
+            self.promised = ballot;
+            ctx.persist(Record::Promised { ballot });
+        }
+    }
+
+    // ---- learner ------------------------------------------------------------------------
+
+    /// Slot `commit + 1` is chosen with `value`.
+    fn commit_next(&mut self, value: Value, ctx: &mut Context<'_, Self>) {
+        let slot = self.commit_index() + 1;
+        let digest = value.digest();
+        let prefix = self.prefix_digests.last().expect("genesis").chain(slot, &digest);
+        self.prefix_digests.push(prefix);
+        self.chosen_digests.push(digest);
+        self.chosen.push(value);
+        ctx.observe(Event::Committed { slot, digest, prefix_digest: prefix });
+        self.apply_committed(ctx);
+    }
+
+    fn apply_committed(&mut self, ctx: &mut Context<'_, Self>) {
+        while self.last_applied < self.commit_index() {
+            self.last_applied += 1;
+            let slot = self.last_applied;
+            let value = &self.chosen[slot as usize - 1];
+            ctx.observe(Event::Applied { slot, digest: self.chosen_digests[slot as usize - 1] });
+            if let Value::Commands(commands) = value {
+                for request in commands {
+                    let result = self.kv.apply(request);
+                    if self.role == Role::Leader
+                        && let Some(result) = result
+                    {
+                        ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::Done(result) });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The leader of `ballot` says everything up to `leader_commit` is chosen: commit
+    /// what we hold accepted in that ballot, and ask for the rest.
+    fn learn_commit(&mut self, ballot: Ballot, leader_commit: Slot, ctx: &mut Context<'_, Self>) {
+        self.leader_commit = self.leader_commit.max(leader_commit);
+        while self.commit_index() < leader_commit {
+            let slot = self.commit_index() + 1;
+            match self.accepted_at(slot) {
+                Some((b, value)) if *b == ballot => {
+                    let value = value.clone();
+                    self.commit_next(value, ctx);
+                }
+                _ => break,
+            }
+        }
+        self.maybe_catch_up(ctx);
+    }
+
+    fn maybe_catch_up(&mut self, ctx: &mut Context<'_, Self>) {
+        let Some((_, leader)) = self.leader else { return };
+        if leader == self.id || self.commit_index() >= self.leader_commit {
+            return;
+        }
+        // One request per heartbeat interval unless answered: a lost one is retried.
+        let now = ctx.now();
+        if self.catch_up_requested_at.is_some_and(|at| now < at + self.config.heartbeat_interval_ns) {
+            return;
+        }
+        self.catch_up_requested_at = Some(now);
+        ctx.send(leader, Message::CatchUp { from_slot: self.commit_index() + 1 });
+    }
+
+    // ---- role changes -------------------------------------------------------------------
+
+    /// Follow whoever leads `ballot` (or nobody yet, during its phase 1).
+    fn become_follower(&mut self, ctx: &mut Context<'_, Self>) {
+        if self.role == Role::Leader {
+            ctx.cancel_timer(PaxosTimer::Heartbeat);
+            ctx.cancel_timer(PaxosTimer::CheckQuorum);
+            ctx.cancel_timer(PaxosTimer::Flush);
+            self.flush_timer_armed = false;
+            // Never proposed, so never promised to anyone: their clients retry.
+            self.pending.clear();
+            self.in_flight.clear();
+            self.reset_leader_timer(ctx);
+        }
+        if self.role != Role::Follower {
+            self.promises.clear();
+        }
+        self.role = Role::Follower;
+    }
+
+    /// Accept `from` as the leader of `ballot` (called for its phase-2 messages).
+    fn follow(&mut self, from: NodeId, ballot: Ballot, ctx: &mut Context<'_, Self>) {
+        self.become_follower(ctx);
+        if self.leader.is_none_or(|(b, _)| b != ballot) {
+            self.leader = Some((ballot, from));
+            self.leader_commit = 0;
+            self.catch_up_requested_at = None;
+        }
+        self.reset_leader_timer(ctx);
+        if self.leader_known_ballot != ballot {
+            self.leader_known_ballot = ballot;
+            ctx.observe(Event::LeaderKnown { epoch: ballot.epoch(), leader: from });
+        }
+    }
+
+    fn start_phase1(&mut self, ctx: &mut Context<'_, Self>) {
+        let ballot = Ballot { round: self.promised.round.max(self.round_seen) + 1, node: self.id };
+        self.become_follower(ctx);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.promise(ballot, ctx);
+        self.promises = vec![None; self.nodes as usize];
+        self.promises[self.id.0 as usize] = Some(self.promised_slots_above(self.commit_index()));
+        self.reset_leader_timer(ctx);
+        ctx.broadcast(Message::Prepare { ballot, commit: self.commit_index() });
+        self.maybe_finish_phase1(ctx);
+    }
+
+    /// What this acceptor reports above `from`: chosen values, then accepted ones.
+    fn promised_slots_above(&self, from: Slot) -> Vec<PromisedSlot> {
+        let commit = self.commit_index();
+        let mut slots = Vec::new();
+        for slot in from + 1..=commit {
+            slots.push(PromisedSlot {
+                slot,
+                ballot: Ballot::ZERO,
+                value: self.chosen[slot as usize - 1].clone(),
+                chosen: true,
+            });
+        }
+        for slot in (from.max(commit) + 1)..=self.accepted.len() as Slot {
+            if let Some((ballot, value)) = self.accepted_at(slot) {
+                slots.push(PromisedSlot { slot, ballot: *ballot, value: value.clone(), chosen: false });
+            }
+        }
+        slots
+    }
+
+    fn maybe_finish_phase1(&mut self, ctx: &mut Context<'_, Self>) {
+        let promised = self.promises.iter().filter(|p| p.is_some()).count() as u32;
+        if self.role == Role::Candidate && promised >= majority(self.nodes) {
+            self.become_leader(ctx);
+        }
+    }
+
+    fn become_leader(&mut self, ctx: &mut Context<'_, Self>) {
+        assert_eq!(self.role, Role::Candidate);
+        let ballot = self.promised;
+        // Per slot: a chosen value wins outright; otherwise the highest-ballot value.
+        let mut merged: BTreeMap<Slot, (bool, Ballot, Value)> = BTreeMap::new();
+        for promise in self.promises.drain(..).flatten() {
+            for PromisedSlot { slot, ballot, value, chosen } in promise {
+                if slot <= self.chosen.len() as Slot {
+                    continue;
+                }
+                let replace = match merged.get(&slot) {
+                    None => true,
+                    Some((known_chosen, known_ballot, _)) => !known_chosen && (chosen || ballot > *known_ballot),
+                };
+                if replace {
+                    merged.insert(slot, (chosen, ballot, value));
+                }
+            }
+        }
+        self.role = Role::Leader;
+        self.leader = Some((ballot, self.id));
+        self.leader_commit = 0;
+        // The chosen prefix is known outright.
+        while let Some((true, _, value)) = merged.get(&(self.commit_index() + 1)).cloned() {
+            merged.remove(&(self.commit_index() + 1));
+            self.commit_next(value, ctx);
+        }
+        let commit = self.commit_index();
+        let last = merged.keys().next_back().copied().unwrap_or(commit).max(commit);
+        // Re-propose every slot above the commit point in our ballot; gaps get no-ops.
+        let values: Vec<Value> =
+            (commit + 1..=last).map(|slot| merged.remove(&slot).map_or(Value::Noop, |(_, _, v)| v)).collect();
+        let mut digests = vec![self.prefix_digests[commit as usize]];
+        for (i, value) in values.iter().enumerate() {
+            let next = digests.last().expect("non-empty").chain(commit + 1 + i as Slot, &value.digest());
+            digests.push(next);
+        }
+        ctx.observe(Event::Elected { epoch: ballot.epoch(), log_from_slot: commit, log_prefix_digests: digests });
+        self.leader_known_ballot = ballot;
+        ctx.observe(Event::LeaderKnown { epoch: ballot.epoch(), leader: self.id });
+        ctx.cancel_timer(PaxosTimer::LeaderTimeout);
+        self.in_flight.clear();
+        self.proposed_requests.clear();
+        self.heard_from = vec![true; self.nodes as usize];
+        self.next_slot = commit + 1;
+        for value in values {
+            self.propose(value, ctx);
+        }
+        ctx.set_timer(PaxosTimer::Heartbeat, self.config.heartbeat_interval_ns);
+        if self.config.check_quorum {
+            ctx.set_timer(PaxosTimer::CheckQuorum, self.config.leader_timeout_ns_min);
+        }
+        self.advance_leader_commit(ctx);
+    }
+
+    // ---- leader -------------------------------------------------------------------------
+
+    /// Phase 2a for `value` in the next slot.
+    fn propose(&mut self, value: Value, ctx: &mut Context<'_, Self>) {
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let ballot = self.promised;
+        self.accept_values(ballot, slot, std::slice::from_ref(&value), ctx);
+        let mut acks = vec![false; self.nodes as usize];
+        acks[self.id.0 as usize] = true;
+        self.in_flight.insert(slot, InFlight { value: value.clone(), acks, chosen: self.nodes == 1 });
+        let commit = self.commit_index();
+        ctx.broadcast(Message::Accept { ballot, first_slot: slot, values: vec![value], commit });
+    }
+
+    /// Propose collected commands while the window has room.
+    fn flush(&mut self, ctx: &mut Context<'_, Self>) {
+        if self.role != Role::Leader {
+            self.pending.clear();
+            return;
+        }
+        while !self.pending.is_empty() && self.in_flight.len() < self.config.window_slots {
+            let take = self.pending.len().min(self.config.max_commands_per_slot);
+            let commands: Vec<Arc<Request>> = self.pending.drain(..take).collect();
+            self.propose(Value::Commands(commands), ctx);
+        }
+    }
+
+    /// Commit the chosen in-flight slots that follow the commit point, in order.
+    fn advance_leader_commit(&mut self, ctx: &mut Context<'_, Self>) {
+        let mut advanced = false;
+        let mut next = self.commit_index() + 1;
+        while let Some(entry) = self.in_flight.first_entry() {
+            if *entry.key() != next || !entry.get().chosen {
+                break;
+            }
+            let InFlight { value, .. } = entry.remove();
+            self.commit_next(value, ctx);
+            next += 1;
+            advanced = true;
+        }
+        // Commands that waited for room in the window go now, unless their batch is
+        // still open (its timer will flush them).
+        if advanced && !self.flush_timer_armed {
+            self.flush(ctx);
+        }
+    }
+
+    fn handle_accepted(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        first_slot: Slot,
+        count: u64,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        if self.role != Role::Leader || ballot != self.promised {
+            return;
+        }
+        self.heard_from[from.0 as usize] = true;
+        let quorum = majority(self.nodes) as usize;
+        for (_, flight) in self.in_flight.range_mut(first_slot..first_slot + count) {
+            flight.acks[from.0 as usize] = true;
+            if !flight.chosen && flight.acks.iter().filter(|a| **a).count() >= quorum {
+                flight.chosen = true;
+            }
+        }
+        self.advance_leader_commit(ctx);
+    }
+
+    /// Resend every in-flight slot `peer` has not acknowledged (lost Accepts or replies),
+    /// as contiguous runs.
+    fn retransmit_to(&self, peer: NodeId, ctx: &mut Context<'_, Self>) {
+        let commit = self.commit_index();
+        let mut run: Option<(Slot, Vec<Value>)> = None;
+        let flush = |run: Option<(Slot, Vec<Value>)>, ctx: &mut Context<'_, Self>| {
+            if let Some((first_slot, values)) = run {
+                ctx.send(peer, Message::Accept { ballot: self.promised, first_slot, values, commit });
+            }
+        };
+        for (slot, flight) in &self.in_flight {
+            if flight.acks[peer.0 as usize] {
+                continue;
+            }
+            run = match run {
+                Some((first, mut values))
+                    if first + values.len() as Slot == *slot && values.len() < self.config.max_values_per_message =>
+                {
+                    values.push(flight.value.clone());
+                    Some((first, values))
+                }
+                other => {
+                    flush(other, ctx);
+                    Some((*slot, vec![flight.value.clone()]))
+                }
+            };
+        }
+        flush(run, ctx);
+    }
+
+    // ---- message handlers ---------------------------------------------------------------
+
+    fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, commit: Slot, ctx: &mut Context<'_, Self>) {
+        if ballot < self.promised || (ballot == self.promised && ballot.node != from) {
+            ctx.send(from, Message::Nack { ballot, promised: self.promised });
+            return;
+        }
+        if ballot > self.promised {
+            self.become_follower(ctx);
+            self.leader = None;
+            self.promise(ballot, ctx);
+            // A would-be leader: give it a full timeout to finish phase 1.
+            self.reset_leader_timer(ctx);
+        }
+        let accepted = self.promised_slots_above(commit);
+        ctx.send(from, Message::Promise { ballot, accepted });
+    }
+
+    fn handle_promise(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        accepted: Vec<PromisedSlot>,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        if self.role != Role::Candidate || ballot != self.promised {
+            return;
+        }
+        self.promises[from.0 as usize] = Some(accepted);
+        self.maybe_finish_phase1(ctx);
+    }
+
+    fn handle_nack(&mut self, ballot: Ballot, promised: Ballot, ctx: &mut Context<'_, Self>) {
+        // Remember the round to beat next time; it is not a promise of ours (the next
+        // phase 1 persists the ballot it picks).
+        self.round_seen = self.round_seen.max(promised.round);
+        if self.role == Role::Follower || ballot != self.promised || promised <= ballot {
+            return;
+        }
+        // Pre-empted: stop proposing, and let a fresh random timeout decide whether we
+        // try again — the randomized back-off that ends duelling proposers.
+        self.become_follower(ctx);
+        self.leader = None;
+        self.reset_leader_timer(ctx);
+    }
+
+    fn handle_accept(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        first_slot: Slot,
+        values: Vec<Value>,
+        commit: Slot,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        if ballot < self.promised || (ballot == self.promised && ballot.node != from) {
+            ctx.send(from, Message::Nack { ballot, promised: self.promised });
+            return;
+        }
+        if ballot == self.promised && self.role == Role::Leader {
+            return; // our own ballot from someone else: impossible among honest nodes
+        }
+        self.promise(ballot, ctx);
+        self.follow(from, ballot, ctx);
+        let count = values.len() as u64;
+        self.accept_values(ballot, first_slot, &values, ctx);
+        ctx.send(from, Message::Accepted { ballot, first_slot, count });
+        self.learn_commit(ballot, commit, ctx);
+    }
+
+    fn handle_heartbeat(&mut self, from: NodeId, ballot: Ballot, commit: Slot, ctx: &mut Context<'_, Self>) {
+        if ballot < self.promised || (ballot == self.promised && ballot.node != from) {
+            ctx.send(from, Message::Nack { ballot, promised: self.promised });
+            return;
+        }
+        if ballot == self.promised && self.role == Role::Leader {
+            return;
+        }
+        self.promise(ballot, ctx);
+        self.follow(from, ballot, ctx);
+        self.learn_commit(ballot, commit, ctx);
+        ctx.send(from, Message::HeartbeatAck { ballot, commit: self.commit_index() });
+    }
+
+    fn handle_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, ctx: &mut Context<'_, Self>) {
+        if self.role != Role::Leader || ballot != self.promised {
+            return;
+        }
+        self.heard_from[from.0 as usize] = true;
+        self.retransmit_to(from, ctx);
+    }
+
+    fn handle_catch_up(&mut self, from: NodeId, from_slot: Slot, ctx: &mut Context<'_, Self>) {
+        let commit = self.commit_index();
+        if from_slot == 0 || from_slot > commit {
+            return;
+        }
+        let end = commit.min(from_slot + self.config.max_values_per_message as Slot - 1);
+        let values = self.chosen[from_slot as usize - 1..end as usize].to_vec();
+        ctx.send(from, Message::Learn { first_slot: from_slot, values });
+    }
+
+    fn handle_learn(&mut self, first_slot: Slot, values: Vec<Value>, ctx: &mut Context<'_, Self>) {
+        for (i, value) in values.into_iter().enumerate() {
+            if first_slot + i as Slot == self.commit_index() + 1 {
+                self.commit_next(value, ctx);
+            }
+        }
+        self.catch_up_requested_at = None;
+        self.maybe_catch_up(ctx);
+    }
+}
+
+impl Protocol for Paxos {
+    type Message = Message;
+    type Timer = PaxosTimer;
+    type Record = Record;
+    type Config = PaxosConfig;
+
+    fn new(config: &PaxosConfig, id: NodeId, nodes: u32) -> Self {
+        assert!(id.0 < nodes && nodes <= MAX_NODES, "node id {id} outside a cluster of {nodes}");
+        assert!(config.leader_timeout_ns_min <= config.leader_timeout_ns_max);
+        assert!(config.window_slots >= 1 && config.max_commands_per_slot >= 1 && config.max_values_per_message >= 1);
+        Paxos {
+            id,
+            nodes,
+            config: config.clone(),
+            role: Role::Follower,
+            promised: Ballot::ZERO,
+            round_seen: 0,
+            accepted: Vec::new(),
+            chosen: Vec::new(),
+            prefix_digests: vec![Digest::GENESIS],
+            last_applied: 0,
+            kv: KvStore::default(),
+            leader: None,
+            leader_known_ballot: Ballot::ZERO,
+            leader_commit: 0,
+            catch_up_requested_at: None,
+            promises: Vec::new(),
+            in_flight: BTreeMap::new(),
+            next_slot: 1,
+            pending: Vec::new(),
+            proposed_requests: HashMap::new(),
+            heard_from: Vec::new(),
+            flush_timer_armed: false,
+            chosen_digests: Vec::new(),
+        }
+    }
+
+    fn restore(config: &PaxosConfig, id: NodeId, nodes: u32, records: &[Record]) -> Self {
+        let mut paxos = Paxos::new(config, id, nodes);
+        for record in records {
+            match record {
+                Record::Promised { ballot } => paxos.promised = paxos.promised.max(*ballot),
+                Record::Accepted { ballot, first_slot, values } => {
+                    paxos.promised = paxos.promised.max(*ballot);
+                    for (i, value) in values.iter().enumerate() {
+                        paxos.set_accepted(first_slot + i as Slot, *ballot, value.clone());
+                    }
+                }
+            }
+        }
+        paxos
+    }
+
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
+        if self.promised != Ballot::ZERO || !self.accepted.is_empty() {
+            ctx.observe(Event::Restarted { epoch: self.promised.epoch() });
+        }
+        self.reset_leader_timer(ctx);
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, msg: Message) {
+        assert!(from.0 < self.nodes && from != self.id, "{}: message from {from}", self.id);
+        match msg {
+            Message::Prepare { ballot, commit } => self.handle_prepare(from, ballot, commit, ctx),
+            Message::Promise { ballot, accepted } => self.handle_promise(from, ballot, accepted, ctx),
+            Message::Accept { ballot, first_slot, values, commit } => {
+                self.handle_accept(from, ballot, first_slot, values, commit, ctx)
+            }
+            Message::Accepted { ballot, first_slot, count } => {
+                self.handle_accepted(from, ballot, first_slot, count, ctx)
+            }
+            Message::Nack { ballot, promised } => self.handle_nack(ballot, promised, ctx),
+            Message::Heartbeat { ballot, commit } => self.handle_heartbeat(from, ballot, commit, ctx),
+            Message::HeartbeatAck { ballot, .. } => self.handle_heartbeat_ack(from, ballot, ctx),
+            Message::CatchUp { from_slot } => self.handle_catch_up(from, from_slot, ctx),
+            Message::Learn { first_slot, values } => self.handle_learn(first_slot, values, ctx),
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<'_, Self>, timer: PaxosTimer) {
+        match timer {
+            PaxosTimer::LeaderTimeout => {
+                if self.role != Role::Leader {
+                    self.start_phase1(ctx);
+                }
+            }
+            PaxosTimer::Heartbeat => {
+                if self.role == Role::Leader {
+                    let commit = self.commit_index();
+                    ctx.broadcast(Message::Heartbeat { ballot: self.promised, commit });
+                    ctx.set_timer(PaxosTimer::Heartbeat, self.config.heartbeat_interval_ns);
+                }
+            }
+            PaxosTimer::Flush => {
+                self.flush_timer_armed = false;
+                self.flush(ctx);
+            }
+            PaxosTimer::CheckQuorum => {
+                if self.role != Role::Leader {
+                    return;
+                }
+                let me = self.id.0 as usize;
+                let heard = self.heard_from.iter().enumerate().filter(|(i, h)| *i == me || **h).count() as u32;
+                if heard < majority(self.nodes) {
+                    self.become_follower(ctx);
+                    self.leader = None;
+                    return;
+                }
+                self.heard_from.iter_mut().for_each(|h| *h = false);
+                ctx.set_timer(PaxosTimer::CheckQuorum, self.config.leader_timeout_ns_min);
+            }
+        }
+    }
+
+    fn on_request(&mut self, ctx: &mut Context<'_, Self>, request: Request) {
+        if self.role != Role::Leader {
+            let leader = self.leader.map(|(_, node)| node).filter(|n| *n != self.id);
+            ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::NotLeader { leader } });
+            return;
+        }
+        if self.proposed_requests.get(&request.client).is_some_and(|seq| *seq >= request.seq) {
+            return; // a retry of a request already proposed: its slot will answer it
+        }
+        self.proposed_requests.insert(request.client, request.seq);
+        self.pending.push(Arc::new(request));
+        let full = self.pending.len() >= self.config.max_commands_per_slot;
+        if self.config.batch_delay_ns == 0 || full {
+            if self.flush_timer_armed {
+                ctx.cancel_timer(PaxosTimer::Flush);
+                self.flush_timer_armed = false;
+            }
+            self.flush(ctx);
+        } else if !self.flush_timer_armed {
+            ctx.set_timer(PaxosTimer::Flush, self.config.batch_delay_ns);
+            self.flush_timer_armed = true;
+        }
+    }
+
+    fn message_kind(msg: &Message) -> &'static str {
+        match msg {
+            Message::Prepare { .. } => "prepare",
+            Message::Promise { .. } => "promise",
+            Message::Accept { .. } => "accept",
+            Message::Accepted { .. } => "accepted",
+            Message::Nack { .. } => "nack",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::HeartbeatAck { .. } => "heartbeat_ack",
+            Message::CatchUp { .. } => "catch_up",
+            Message::Learn { .. } => "learn",
+        }
+    }
+
+    fn message_bytes(msg: &Message) -> usize {
+        const BALLOT: usize = 12;
+        match msg {
+            Message::Prepare { .. } | Message::Heartbeat { .. } | Message::HeartbeatAck { .. } => 1 + BALLOT + 8,
+            Message::Promise { accepted, .. } => {
+                1 + BALLOT + accepted.iter().map(|p| 8 + BALLOT + 1 + p.value.encoded_bytes()).sum::<usize>()
+            }
+            Message::Accept { values, .. } => 1 + BALLOT + 16 + values.iter().map(Value::encoded_bytes).sum::<usize>(),
+            Message::Accepted { .. } => 1 + BALLOT + 16,
+            Message::Nack { .. } => 1 + 2 * BALLOT,
+            Message::CatchUp { .. } => 9,
+            Message::Learn { values, .. } => 9 + values.iter().map(Value::encoded_bytes).sum::<usize>(),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    fn epoch(&self) -> u64 {
+        self.promised.epoch()
+    }
+}
