@@ -731,6 +731,12 @@ impl Experiment {
         if f.raft.batch_delay_ms.values.iter().any(|v| *v < 0.0) {
             return Err(self.error_at(&f.raft.batch_delay_ms.span, "batch_delay_ms must be >= 0".into()));
         }
+        if f.paxos.window_slots == 0 || f.paxos.max_commands_per_slot == 0 || f.raft.max_entries_per_append == 0 {
+            return Err(self.error_at(
+                &(0..0),
+                "window_slots, max_commands_per_slot and max_entries_per_append must be at least 1".into(),
+            ));
+        }
         if f.experiment.mode.values.contains(&Mode::Quic) {
             let network = &f.network;
             let sim_only = [("duplicate", &network.duplicate), ("reorder", &network.reorder)];
@@ -971,7 +977,21 @@ crash = { who = "leader", at = "random-in-heartbeat" }
     fn unknown_protocol_lists_the_protocols() {
         let e = error_of(&GOOD.replace("protocol = \"raft\"", "protocol = \"zab\""));
         assert!(e.starts_with("exp.toml:8:12:"), "{e}");
-        assert!(e.contains("zab") && e.contains("raft"), "{e}");
+        assert!(e.contains("zab") && e.contains("raft") && e.contains("multipaxos"), "{e}");
+    }
+
+    #[test]
+    fn both_crash_fault_protocols_size_by_f_and_sweep_together() {
+        let text = GOOD
+            .replace("protocol = \"raft\"", "protocol = [\"raft\", \"multipaxos\"]")
+            .replace("nodes = [3, 5]", "f = [1, 2]");
+        let experiment = parse(&text).unwrap();
+        let sizes: Vec<(&str, u32)> = experiment.points().iter().map(|p| (p.protocol.name(), p.nodes)).collect();
+        for expected in [("raft", 3), ("raft", 5), ("multipaxos", 3), ("multipaxos", 5)] {
+            assert!(sizes.contains(&expected), "{sizes:?}");
+        }
+        let e = error_of(&GOOD.replace("[faults]", "[paxos]\nwindow_slots = 0\n\n[faults]"));
+        assert!(e.contains("window_slots"), "{e}");
     }
 
     #[test]

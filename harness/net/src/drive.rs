@@ -183,8 +183,8 @@ where
                 let (request, submitted_ns) = self.outstanding[client].take().expect("outstanding request");
                 Some(Done { client, request, result, from: node, submitted_ns, time_ns: received_ns })
             }
-            Wire::Report(Report::Observed { node, time_ns, event }) => {
-                self.observations.push(Observed { node, time_ns, event });
+            Wire::Report(Report::Observed { node, time_ns, events }) => {
+                self.observations.extend(events.into_iter().map(|event| Observed { node, time_ns, event }));
                 None
             }
             Wire::Report(Report::Ready { node, .. }) => {

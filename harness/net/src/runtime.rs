@@ -85,8 +85,11 @@ pub struct LinkFaults {
 pub enum Report {
     /// The node is up and listening (sent when the harness connects).
     Ready { node: u32, restored_records: u64 },
-    /// An event for the checkers, stamped with nanoseconds since the cluster's start.
-    Observed { node: u32, time_ns: u64, event: Event },
+    /// The events one protocol step reported for the checkers, stamped with
+    /// nanoseconds since the cluster's start. One frame per step, not per event: a
+    /// leader committing a batch of 64 entries reports 128 events, and a frame each
+    /// would make the instrumentation, not the protocol, the bottleneck.
+    Observed { node: u32, time_ns: u64, events: Vec<Event> },
     /// Counters since the process started.
     Counters(Counters),
 }
@@ -279,6 +282,7 @@ where
                 // Durable before anything of this step leaves the node.
                 wal.append_batch(&records)?;
             }
+            let mut events = Vec::new();
             for action in rest {
                 match action {
                     Action::Persist { .. } => unreachable!(),
@@ -309,13 +313,14 @@ where
                         encode(&Wire::<P::Message>::Reply(reply), &mut frame);
                         let _ = report_tx.send(frame);
                     }
-                    Action::Observe { event } => {
-                        let time_ns = unix_ns().saturating_sub(config.start_unix_ns);
-                        let mut frame = Vec::new();
-                        encode(&Wire::<P::Message>::Report(Report::Observed { node: me, time_ns, event }), &mut frame);
-                        let _ = report_tx.send(frame);
-                    }
+                    Action::Observe { event } => events.push(event),
                 }
+            }
+            if !events.is_empty() {
+                let time_ns = unix_ns().saturating_sub(config.start_unix_ns);
+                let mut frame = Vec::new();
+                encode(&Wire::<P::Message>::Report(Report::Observed { node: me, time_ns, events }), &mut frame);
+                let _ = report_tx.send(frame);
             }
         }};
     }
