@@ -57,6 +57,7 @@ pub const THROUGHPUT_TRIAL_COLUMNS: &[&str] = &[
     "msgs_per_op",
     "bytes_per_op",
     "cpu_s_per_node",
+    "cpu_s_harness",
     "safety",
     "violations",
 ];
@@ -89,6 +90,7 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
         "msgs_per_op",
         "bytes_per_op",
         "cpu_s_per_node",
+        "cpu_s_harness",
     ];
     let mut header: Vec<&str> = THROUGHPUT_POINT_COLUMNS.to_vec();
     header.push("trials");

@@ -106,6 +106,7 @@ fn throughput_row(point: &Point, trial: u64, point_index: usize, seed: u64, outc
         fmt_metric(outcome.msgs_per_op),
         fmt_metric(outcome.bytes_per_op),
         outcome.cpu_s_per_node.map(fmt_metric).unwrap_or_default(),
+        outcome.cpu_s_harness.map(fmt_metric).unwrap_or_default(),
         outcome.safety.clone(),
         outcome.violations.join("; "),
     ]

@@ -30,6 +30,9 @@ pub struct ThroughputTrial {
     pub bytes_per_op: f64,
     /// CPU seconds per node during the window (real mode only).
     pub cpu_s_per_node: Option<f64>,
+    /// CPU seconds of the harness process during the window (real mode only): the
+    /// clients and the checkers' event stream, whose cost is ours, not the protocol's.
+    pub cpu_s_harness: Option<f64>,
     pub safety: String,
     pub violations: Vec<String>,
 }
@@ -81,6 +84,7 @@ struct Window<'a> {
     messages: u64,
     bytes: u64,
     cpu_s_per_node: Option<f64>,
+    cpu_s_harness: Option<f64>,
 }
 
 impl ThroughputTrial {
@@ -96,6 +100,7 @@ impl ThroughputTrial {
             msgs_per_op: f64::NAN,
             bytes_per_op: f64::NAN,
             cpu_s_per_node: None,
+            cpu_s_harness: None,
             safety: String::new(),
             violations: Vec::new(),
         }
@@ -115,6 +120,7 @@ impl ThroughputTrial {
             msgs_per_op: per_op(window.messages),
             bytes_per_op: per_op(window.bytes),
             cpu_s_per_node: window.cpu_s_per_node,
+            cpu_s_harness: window.cpu_s_harness,
             safety,
             violations,
         }
@@ -249,7 +255,8 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
     let (safety, violations) = judge(&sim.observations, &workload, sim.now());
     let window_ns = window_end - window_start;
-    let window = Window { latencies: &latencies, ops, window_ns, messages, bytes, cpu_s_per_node: None };
+    let window =
+        Window { latencies: &latencies, ops, window_ns, messages, bytes, cpu_s_per_node: None, cpu_s_harness: None };
     ThroughputTrial::from_window(window, safety, violations)
 }
 
@@ -297,6 +304,7 @@ async fn measure_quic<P: LabProtocol>(
     )
     .await?;
     let before = driver.request_counters();
+    let harness_cpu_before = qlab_net::runtime::process_cpu_ns();
     let window_start = driver.now_ns();
     let window_end = window_start + (file.workload.duration_ms * 1e6) as Nanos;
     let mut latencies = histogram();
@@ -316,6 +324,7 @@ async fn measure_quic<P: LabProtocol>(
     )
     .await?;
     let window_ns = driver.now_ns() - window_start;
+    let harness_cpu_ns = qlab_net::runtime::process_cpu_ns().saturating_sub(harness_cpu_before);
     let after = driver.request_counters();
     workload.stop();
     let settle = driver.now_ns() + 1_000_000_000;
@@ -333,6 +342,14 @@ async fn measure_quic<P: LabProtocol>(
     let cpu_s = delta(|c| c.cpu_ns) as f64 / 1e9 / point.nodes as f64;
     let observations = crate::real::observations_for_checkers(&driver);
     let (safety, violations) = judge(&observations, &workload, driver.now_ns());
-    let window = Window { latencies: &latencies, ops, window_ns, messages, bytes, cpu_s_per_node: Some(cpu_s) };
+    let window = Window {
+        latencies: &latencies,
+        ops,
+        window_ns,
+        messages,
+        bytes,
+        cpu_s_per_node: Some(cpu_s),
+        cpu_s_harness: Some(harness_cpu_ns as f64 / 1e9),
+    };
     Ok(ThroughputTrial::from_window(window, safety, violations))
 }
