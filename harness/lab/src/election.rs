@@ -129,7 +129,12 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
         })));
         sim.inject_request(
             leader,
-            Request { client: SETUP_CLIENT, seq: 1, op: Op::Put { key: u64::MAX, value: b"lag".to_vec() } },
+            Request {
+                client: SETUP_CLIENT,
+                seq: 1,
+                op: Op::Put { key: u64::MAX, value: b"lag".to_vec() },
+                signature: Vec::new(),
+            },
         );
         let committed_by = sim.now() + 10 * heartbeat_ns;
         workload.run(&mut sim, committed_by, |_, _| {}, |_| false);

@@ -92,7 +92,7 @@ impl WriteLoad {
             completed: None,
         });
         self.open[client] = Some(self.history.len() - 1);
-        driver.submit(client, Request { client: ClientId(client as u64), seq, op });
+        driver.submit(client, Request { client: ClientId(client as u64), seq, op, signature: Vec::new() });
     }
 
     /// Give every idle client a write.

@@ -86,7 +86,7 @@ impl Workload {
         } else {
             Op::Put { key, value: self.value(client, seq) }
         };
-        Request { client: ClientId(client as u64), seq, op }
+        Request { client: ClientId(client as u64), seq, op, signature: Vec::new() }
     }
 
     /// Make client `client`'s next operation, recorded as invoked at `now`.

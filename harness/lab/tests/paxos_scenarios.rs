@@ -14,7 +14,7 @@ fn cluster(nodes: u32, seed: u64) -> Sim<Paxos, PaxosClient> {
 }
 
 fn put(seq: u64, value: u8) -> Request {
-    Request { client: ClientId(0), seq, op: Op::Put { key: 1, value: vec![value] } }
+    Request { client: ClientId(0), seq, op: Op::Put { key: 1, value: vec![value] }, signature: Vec::new() }
 }
 
 /// Run until one leader is followed by every up node.
@@ -51,7 +51,10 @@ fn partitioned_leader_steps_down_and_its_write_never_commits() {
     let buddy = NodeId((old.0 + 1) % 5);
     let majority: Vec<NodeId> = (0..5).map(NodeId).filter(|n| *n != old && *n != buddy).collect();
     sim.partition(&[vec![old, buddy], majority.clone()]);
-    sim.inject_request(old, Request { client: ClientId(7), seq: 1, op: Op::Put { key: 9, value: vec![1] } });
+    sim.inject_request(
+        old,
+        Request { client: ClientId(7), seq: 1, op: Op::Put { key: 9, value: vec![1] }, signature: Vec::new() },
+    );
     let deadline = sim.now() + 2 * PaxosConfig::default().leader_timeout_ns_min + ms(5);
     sim.run_to(deadline);
     assert_ne!(sim.node(old).unwrap().role(), Role::Leader, "check-quorum: the isolated leader steps down");

@@ -14,7 +14,7 @@ fn cluster(nodes: u32, seed: u64) -> Sim<Raft, RaftClient> {
 }
 
 fn put(seq: u64, value: u8) -> Request {
-    Request { client: ClientId(0), seq, op: Op::Put { key: 1, value: vec![value] } }
+    Request { client: ClientId(0), seq, op: Op::Put { key: 1, value: vec![value] }, signature: Vec::new() }
 }
 
 /// Run until one leader is known by every up node.
@@ -57,7 +57,10 @@ fn partitioned_leader_steps_down_and_the_majority_moves_on() {
     let majority: Vec<NodeId> = (0..5).map(NodeId).filter(|n| *n != old && *n != buddy).collect();
     sim.partition(&[vec![old, buddy], majority.clone()]);
     // A write sent to the isolated leader cannot commit there.
-    sim.inject_request(old, Request { client: ClientId(7), seq: 1, op: Op::Put { key: 9, value: vec![1] } });
+    sim.inject_request(
+        old,
+        Request { client: ClientId(7), seq: 1, op: Op::Put { key: 9, value: vec![1] }, signature: Vec::new() },
+    );
     // Check-quorum: within two minimum election timeouts (the leader checks every
     // 150 ms) the minority leader gives up, and then, without pre-vote, goes on
     // starting elections it cannot win.
@@ -87,7 +90,12 @@ fn partitioned_leader_steps_down_and_the_majority_moves_on() {
 fn a_retried_command_is_applied_once_across_a_leader_crash() {
     let mut sim = cluster(5, 2);
     let leader = settle(&mut sim);
-    let cas = Request { client: ClientId(0), seq: 1, op: Op::Cas { key: 3, expected: None, new: vec![42] } };
+    let cas = Request {
+        client: ClientId(0),
+        seq: 1,
+        op: Op::Cas { key: 3, expected: None, new: vec![42] },
+        signature: Vec::new(),
+    };
     sim.submit(0, cas.clone());
     // Run until every follower has stored the CAS, then crash the leader before the
     // acknowledgements reach it: the entry is on a majority but nobody answered.

@@ -14,6 +14,7 @@ fn record(i: u64) -> Record {
                 client: ClientId(1),
                 seq: i + 1,
                 op: Op::Put { key: i, value: vec![i as u8; 100] },
+                signature: Vec::new(),
             })),
         }],
     }

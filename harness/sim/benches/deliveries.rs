@@ -25,7 +25,12 @@ fn steady_cluster() -> (Sim<Raft, RaftClient>, Vec<u64>) {
 }
 
 fn put(client: usize, seq: u64) -> Request {
-    Request { client: ClientId(client as u64), seq, op: Op::Put { key: seq % 16, value: vec![7; 16] } }
+    Request {
+        client: ClientId(client as u64),
+        seq,
+        op: Op::Put { key: seq % 16, value: vec![7; 16] },
+        signature: Vec::new(),
+    }
 }
 
 /// Advance one virtual second with every client resubmitting at once; returns deliveries.

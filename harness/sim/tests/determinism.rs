@@ -18,7 +18,15 @@ fn chaotic_run(seed: u64) -> (Vec<String>, usize) {
     let mut seq = 0;
     let mut submit = |sim: &mut Sim<Raft, RaftClient>| {
         seq += 1;
-        sim.submit(client, Request { client: ClientId(0), seq, op: Op::Put { key: seq % 3, value: vec![seq as u8] } });
+        sim.submit(
+            client,
+            Request {
+                client: ClientId(0),
+                seq,
+                op: Op::Put { key: seq % 3, value: vec![seq as u8] },
+                signature: Vec::new(),
+            },
+        );
     };
     submit(&mut sim);
     let mut deadline = 0;

@@ -157,7 +157,7 @@ mod tests {
     use super::*;
 
     fn req(seq: u64, op: Op) -> Request {
-        Request { client: ClientId(7), seq, op }
+        Request { client: ClientId(7), seq, op, signature: Vec::new() }
     }
 
     #[test]

@@ -75,9 +75,19 @@ pub struct Request {
     /// Per-client sequence number, starting at 1; retries reuse it.
     pub seq: u64,
     pub op: Op,
+    /// The client's signature over [`Request::digest`], for protocols whose replicas
+    /// must not be able to invent requests (PBFT); empty for the crash-fault ones. Not
+    /// part of the digest.
+    #[serde(default)]
+    pub signature: Vec<u8>,
 }
 
 impl Request {
+    /// An unsigned request (what the crash-fault protocols take).
+    pub fn new(client: ClientId, seq: u64, op: Op) -> Self {
+        Request { client, seq, op, signature: Vec::new() }
+    }
+
     /// Digest of the request, used as the log entry's identity by the checkers.
     pub fn digest(&self) -> Digest {
         let mut hasher = blake3::Hasher::new();
@@ -291,7 +301,8 @@ mod tests {
 
     #[test]
     fn request_digest_depends_on_every_field() {
-        let base = Request { client: ClientId(1), seq: 1, op: Op::Put { key: 1, value: vec![1] } };
+        let base =
+            Request { client: ClientId(1), seq: 1, op: Op::Put { key: 1, value: vec![1] }, signature: Vec::new() };
         let mut other = base.clone();
         other.seq = 2;
         assert_ne!(base.digest(), other.digest());

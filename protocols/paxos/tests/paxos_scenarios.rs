@@ -43,7 +43,7 @@ impl Replica {
 }
 
 fn command(seq: u64, value: &[u8]) -> Request {
-    Request { client: ClientId(7), seq, op: Op::Put { key: 1, value: value.to_vec() } }
+    Request { client: ClientId(7), seq, op: Op::Put { key: 1, value: value.to_vec() }, signature: Vec::new() }
 }
 
 fn value_of(request: Request) -> Value {

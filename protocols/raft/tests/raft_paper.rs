@@ -62,6 +62,7 @@ fn entry(index: u64, term: u64) -> Entry {
             client: ClientId(99),
             seq: index * 1000 + term,
             op: Op::Put { key: index, value: vec![term as u8] },
+            signature: Vec::new(),
         })),
     }
 }
@@ -387,7 +388,7 @@ fn figure8_d_an_uncommitted_old_term_entry_can_be_overwritten() {
 fn s8_follower_redirects_clients_to_the_leader() {
     let mut h = Harness::new(1, 3);
     h.deliver(0, Message::Heartbeat { term: 1, commit: 0 });
-    let request = Request { client: ClientId(0), seq: 1, op: Op::Get { key: 1 } };
+    let request = Request { client: ClientId(0), seq: 1, op: Op::Get { key: 1 }, signature: Vec::new() };
     let out = h.call(|r, ctx| r.on_request(ctx, request));
     let replies: Vec<&Reply> = out
         .actions
@@ -405,7 +406,12 @@ fn s8_a_retried_command_is_applied_once() {
     let mut h = Harness::new(0, 1);
     h.timeout(); // a single node elects itself
     assert_eq!(h.raft.role(), Role::Leader);
-    let cas = Request { client: ClientId(3), seq: 1, op: Op::Cas { key: 1, expected: None, new: vec![1] } };
+    let cas = Request {
+        client: ClientId(3),
+        seq: 1,
+        op: Op::Cas { key: 1, expected: None, new: vec![1] },
+        signature: Vec::new(),
+    };
     let first = h.call(|r, ctx| r.on_request(ctx, cas.clone()));
     let retry = h.call(|r, ctx| r.on_request(ctx, cas.clone()));
     let replies = |out: &Out| -> Vec<ReplyBody> {
