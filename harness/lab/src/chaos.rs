@@ -12,6 +12,7 @@ use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
 use qlab_core::{ClientId, Nanos, NodeId, ms};
 use qlab_paxos::{Paxos, PaxosConfig};
+use qlab_pbft::{Pbft, PbftConfig};
 use qlab_raft::{Raft, RaftConfig};
 use qlab_sim::{Latency, NetworkConfig, Sim};
 use rand::{RngExt, SeedableRng};
@@ -25,12 +26,23 @@ pub struct ChaosConfig {
     pub fault_phase_ns: Nanos,
     /// After healing, how long the cluster gets to serve every client again.
     pub recovery_deadline_ns: Nanos,
+    /// At most this many replicas crashed or cut off at any one time (`None`: any
+    /// number). A Byzantine-fault-tolerant protocol promises progress only while at
+    /// most `f` replicas are faulty, so its chaos runs keep to that.
+    pub faulty_at_most: Option<u32>,
     pub trace: bool,
 }
 
 impl ChaosConfig {
     pub fn new(nodes: u32) -> Self {
-        ChaosConfig { nodes, clients: 3, fault_phase_ns: ms(3_000), recovery_deadline_ns: ms(10_000), trace: false }
+        ChaosConfig {
+            nodes,
+            clients: 3,
+            fault_phase_ns: ms(3_000),
+            recovery_deadline_ns: ms(10_000),
+            faulty_at_most: None,
+            trace: false,
+        }
     }
 }
 
@@ -101,6 +113,20 @@ pub fn run_paxos_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
     run_chaos::<Paxos>(seed, config, paxos, network, rng)
 }
 
+/// PBFT under chaos: checkpoints every 4 or 8 sequence numbers so garbage collection,
+/// watermarks and state transfer happen many times per run; seed-chosen batching.
+pub fn run_pbft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
+    let network = chaos_network(&mut rng);
+    let mut pbft = PbftConfig::with_keys(crate::protocols::PBFT_KEY_SEED, config.nodes, config.clients as u64);
+    pbft.view_change_timeout_ns = ms(200);
+    pbft.checkpoint_interval = [4, 8][rng.random_range(0..2usize)];
+    pbft.log_window = pbft.checkpoint_interval * [2, 4][rng.random_range(0..2usize)];
+    pbft.max_batch = [1, 4, 16][rng.random_range(0..3usize)];
+    pbft.batch_delay_ns = [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)];
+    run_chaos::<Pbft>(seed, config, pbft, network, rng)
+}
+
 /// One chaos run of `P`; `rng` continues the seed's stream to draw the faults.
 pub fn run_chaos<P: LabProtocol>(
     seed: u64,
@@ -134,11 +160,20 @@ pub fn run_chaos<P: LabProtocol>(
     let mut fault_log = Vec::new();
     let mut faults = 0;
     let mut at: Nanos = 0;
+    // Nodes on the cut-off side of the current partition or cuts (cleared by a heal).
+    let mut isolated: std::collections::BTreeSet<NodeId> = Default::default();
+    let budget = config.faulty_at_most.unwrap_or(n);
     while at < config.fault_phase_ns {
         at += rng.random_range(ms(20)..fault_gap_ns_max);
         workload.run(&mut sim, at, |_, _| {}, |_| false);
         let up = sim.up_nodes();
         let down: Vec<NodeId> = (0..n).map(NodeId).filter(|id| !sim.is_up(*id)).collect();
+        let impaired = |extra: &[NodeId]| -> u32 {
+            let mut all: std::collections::BTreeSet<NodeId> = isolated.clone();
+            all.extend(down.iter().copied());
+            all.extend(extra.iter().copied());
+            all.len() as u32
+        };
         let action = rng.random_range(0..10u32);
         let line = match action {
             0..=2 if !up.is_empty() => {
@@ -147,6 +182,9 @@ pub fn run_chaos<P: LabProtocol>(
                     Some(leader) if rng.random_bool(0.6) => leader,
                     _ => up[rng.random_range(0..up.len())],
                 };
+                if impaired(&[victim]) > budget {
+                    continue;
+                }
                 sim.crash(victim);
                 format!("crash {victim}")
             }
@@ -161,17 +199,32 @@ pub fn run_chaos<P: LabProtocol>(
                 for id in (0..n).map(NodeId) {
                     if rng.random_bool(0.5) { a.push(id) } else { b.push(id) }
                 }
+                let smaller = if a.len() <= b.len() { a.clone() } else { b.clone() };
+                if config.faulty_at_most.is_some() {
+                    // A partition replaces the previous one: only the new cut-off side counts.
+                    let mut after: std::collections::BTreeSet<NodeId> = down.iter().copied().collect();
+                    after.extend(smaller.iter().copied());
+                    if after.len() as u32 > budget {
+                        continue;
+                    }
+                }
                 sim.partition(&[a.clone(), b.clone()]);
+                isolated = smaller.into_iter().collect();
                 format!("partition {a:?} | {b:?}")
             }
             7 => {
                 let from = NodeId(rng.random_range(0..n));
                 let to = NodeId((from.0 + rng.random_range(1..n)) % n);
+                if impaired(&[to]) > budget {
+                    continue;
+                }
                 sim.set_link_blocked(from, to, true);
+                isolated.insert(to);
                 format!("cut {from} -> {to}")
             }
             _ => {
                 sim.heal();
+                isolated.clear();
                 "heal".to_string()
             }
         };

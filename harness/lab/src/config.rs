@@ -8,6 +8,7 @@
 use crate::error::LabError;
 use qlab_core::Nanos;
 use qlab_paxos::PaxosConfig;
+use qlab_pbft::PbftConfig;
 use qlab_raft::RaftConfig;
 use qlab_sim::{Latency, NetworkConfig};
 use serde::de::{DeserializeOwned, Error as _};
@@ -90,6 +91,7 @@ impl Mode {
 pub enum ProtocolName {
     Raft,
     Multipaxos,
+    Pbft,
 }
 
 impl ProtocolName {
@@ -97,12 +99,14 @@ impl ProtocolName {
         match self {
             ProtocolName::Raft => "raft",
             ProtocolName::Multipaxos => "multipaxos",
+            ProtocolName::Pbft => "pbft",
         }
     }
     /// Replicas needed to tolerate `f` crash faults.
     pub fn nodes_for_f(&self, f: u32) -> u32 {
         match self {
             ProtocolName::Raft | ProtocolName::Multipaxos => 2 * f + 1,
+            ProtocolName::Pbft => 3 * f + 1,
         }
     }
 }
@@ -296,6 +300,42 @@ impl Default for PaxosSection {
 
 fn default_window() -> usize {
     256
+}
+
+/// PBFT's own knobs; `batch_delay_ms` is `[raft]`'s, shared by every protocol.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PbftSection {
+    /// First view-change timeout (doubles with each view change that brings no progress).
+    #[serde(default = "default_view_change_ms")]
+    pub view_change_timeout_ms: f64,
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_interval: u64,
+    #[serde(default = "default_log_window")]
+    pub log_window: u64,
+    #[serde(default = "default_batch")]
+    pub max_batch: usize,
+}
+
+impl Default for PbftSection {
+    fn default() -> Self {
+        PbftSection {
+            view_change_timeout_ms: default_view_change_ms(),
+            checkpoint_interval: default_checkpoint(),
+            log_window: default_log_window(),
+            max_batch: default_batch(),
+        }
+    }
+}
+
+fn default_view_change_ms() -> f64 {
+    300.0
+}
+fn default_checkpoint() -> u64 {
+    32
+}
+fn default_log_window() -> u64 {
+    128
 }
 
 impl Default for RaftSection {
@@ -502,6 +542,8 @@ pub struct ExperimentFile {
     pub raft: RaftSection,
     #[serde(default)]
     pub paxos: PaxosSection,
+    #[serde(default)]
+    pub pbft: PbftSection,
     /// Required by `election` (what to crash); `throughput` runs fault-free.
     pub faults: Option<FaultsSection>,
     #[serde(default)]
@@ -567,6 +609,15 @@ impl Point {
             check_quorum: paxos.check_quorum,
             batch_delay_ns: ns(self.batch_delay_ms),
         }
+    }
+    pub fn pbft_config(&self, section: &PbftSection) -> PbftConfig {
+        let mut config = PbftConfig::with_keys(crate::protocols::PBFT_KEY_SEED, self.nodes, self.clients.max(1) as u64);
+        config.view_change_timeout_ns = (section.view_change_timeout_ms * 1e6).round() as Nanos;
+        config.checkpoint_interval = section.checkpoint_interval;
+        config.log_window = section.log_window;
+        config.max_batch = section.max_batch;
+        config.batch_delay_ns = (self.batch_delay_ms * 1e6).round() as Nanos;
+        config
     }
     pub fn network_config(&self, section: &NetworkSection) -> NetworkConfig {
         NetworkConfig {
@@ -638,19 +689,27 @@ impl Experiment {
         }
         for point in self.points() {
             // The election experiment kills the leader: the rest must still be a majority.
-            let minimum = match f.experiment.kind {
-                Kind::Election => 3,
-                Kind::Throughput => 1,
+            let minimum = match (f.experiment.kind, point.protocol) {
+                (_, ProtocolName::Pbft) => 4,
+                (Kind::Election, _) => 3,
+                (Kind::Throughput, _) => 1,
             };
             if point.nodes < minimum {
                 let span = f.cluster.nodes.as_ref().or(f.cluster.f.as_ref()).map(|s| s.span.clone()).unwrap_or(0..0);
+                let why = if point.protocol == ProtocolName::Pbft {
+                    "(n = 3f + 1 with f >= 1)"
+                } else {
+                    "in an election experiment (the leader is crashed and a majority must remain)"
+                };
                 return Err(self.error_at(
                     &span,
-                    format!(
-                        "{} needs at least {minimum} nodes in an election experiment (the leader is crashed and a majority must remain), got {}",
-                        point.protocol.name(),
-                        point.nodes
-                    ),
+                    format!("{} needs at least {minimum} nodes {why}, got {}", point.protocol.name(), point.nodes),
+                ));
+            }
+            if point.protocol == ProtocolName::Pbft && f.experiment.kind == Kind::Election && point.clients == 0 {
+                return Err(self.error_at(
+                    &f.workload.clients.span,
+                    "a PBFT view change is triggered by a request that does not execute: an election experiment with pbft needs clients >= 1".into(),
                 ));
             }
             if point.nodes > 64 {
@@ -730,6 +789,16 @@ impl Experiment {
         }
         if f.raft.batch_delay_ms.values.iter().any(|v| *v < 0.0) {
             return Err(self.error_at(&f.raft.batch_delay_ms.span, "batch_delay_ms must be >= 0".into()));
+        }
+        if f.pbft.view_change_timeout_ms <= 0.0
+            || f.pbft.checkpoint_interval == 0
+            || f.pbft.log_window < f.pbft.checkpoint_interval
+            || f.pbft.max_batch == 0
+        {
+            return Err(self.error_at(
+                &(0..0),
+                "[pbft] needs view_change_timeout_ms > 0, checkpoint_interval >= 1, log_window >= checkpoint_interval and max_batch >= 1".into(),
+            ));
         }
         if f.paxos.window_slots == 0 || f.paxos.max_commands_per_slot == 0 || f.raft.max_entries_per_append == 0 {
             return Err(self.error_at(

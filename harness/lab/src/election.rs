@@ -13,7 +13,8 @@
 //!    encouraging split votes).
 //! 4. `election_ms` runs from the crash until every live node has received the new
 //!    leader's first heartbeat (or AppendEntries); `terms` counts the terms it took;
-//!    `unavailable_ms` runs from the crash until a client write first commits again.
+//!    `unavailable_ms` runs from the crash until a client write issued after the crash
+//!    first commits.
 //!
 //! A trial that has not elected a leader `max_election_ms` after the crash is censored:
 //! recorded at that bound with `censored = true`.
@@ -156,8 +157,10 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
     };
     leader = current_leader;
     let crashed_term = sim.node(leader).map_or(0, |n| n.epoch());
-    if faults.sync_heartbeats_before_crash {
-        sim.fire_timer_now(leader, P::heartbeat_timer());
+    if faults.sync_heartbeats_before_crash
+        && let Some(timer) = P::heartbeat_timer()
+    {
+        sim.fire_timer_now(leader, timer);
     }
     sim.crash(leader);
     sim.set_filter(None);
@@ -173,9 +176,14 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
         &mut sim,
         deadline,
         |_, completion| {
-            // The crashed leader cannot answer after the crash; a reply of its that
-            // was still in flight does not show the cluster available again.
-            if unavailable_until.get().is_none() && completion.from != leader && completion.request.op.is_write() {
+            // Only a write issued after the crash shows the cluster available again: a
+            // reply to one already in flight may come from the dead leader's last acts
+            // (or, in PBFT, from backups executing what the old primary ordered).
+            if unavailable_until.get().is_none()
+                && completion.from != leader
+                && completion.request.op.is_write()
+                && completion.submitted_at >= crash_time
+            {
                 unavailable_until.set(Some(completion.time));
             }
         },
@@ -314,7 +322,7 @@ pub fn run_trial_quic<P: LabProtocol>(
                 if unavailable_until.is_none()
                     && done.from != leader
                     && done.request.op.is_write()
-                    && done.time_ns > crash_time
+                    && done.submitted_ns >= crash_time
                 {
                     unavailable_until = Some(done.time_ns);
                 }

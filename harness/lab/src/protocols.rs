@@ -7,6 +7,7 @@ use crate::config::{ExperimentFile, Point};
 use qlab_core::leader_client::LeaderClient;
 use qlab_core::{Client, ClientId, Nanos, Protocol};
 use qlab_paxos::{Paxos, PaxosConfig, PaxosTimer};
+use qlab_pbft::{Pbft, PbftClient, PbftConfig};
 use qlab_raft::{Raft, RaftTimer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,8 +31,9 @@ pub trait LabProtocol:
     /// Whether `msg` carries new log entries to a follower (what `lagging_followers`
     /// withholds to leave followers behind).
     fn carries_entries(msg: &Self::Message) -> bool;
-    /// The leader's heartbeat timer (what `sync_heartbeats_before_crash` fires early).
-    fn heartbeat_timer() -> Self::Timer;
+    /// The leader's heartbeat timer (what `sync_heartbeats_before_crash` fires early);
+    /// `None` for a protocol without heartbeats.
+    fn heartbeat_timer() -> Option<Self::Timer>;
     /// Leadership changes (elections, ballots) between two epochs, for the `terms` column.
     fn elections_between(old_epoch: u64, new_epoch: u64) -> u64 {
         new_epoch.saturating_sub(old_epoch)
@@ -57,8 +59,8 @@ impl LabProtocol for Raft {
     fn carries_entries(msg: &qlab_raft::Message) -> bool {
         matches!(msg, qlab_raft::Message::AppendEntries { entries, .. } if !entries.is_empty())
     }
-    fn heartbeat_timer() -> RaftTimer {
-        RaftTimer::Heartbeat
+    fn heartbeat_timer() -> Option<RaftTimer> {
+        Some(RaftTimer::Heartbeat)
     }
 }
 
@@ -75,11 +77,37 @@ impl LabProtocol for Paxos {
     fn carries_entries(msg: &qlab_paxos::Message) -> bool {
         matches!(msg, qlab_paxos::Message::Accept { values, .. } if !values.is_empty())
     }
-    fn heartbeat_timer() -> PaxosTimer {
-        PaxosTimer::Heartbeat
+    fn heartbeat_timer() -> Option<PaxosTimer> {
+        Some(PaxosTimer::Heartbeat)
     }
     fn elections_between(old_epoch: u64, new_epoch: u64) -> u64 {
         let round = |epoch: u64| epoch / qlab_paxos::MAX_NODES as u64;
         round(new_epoch).saturating_sub(round(old_epoch))
+    }
+}
+
+/// The seed PBFT keys are derived from in experiments: keys are made fresh for each
+/// cluster in a real deployment; a benchmark only needs every replica and client to
+/// hold its own.
+pub const PBFT_KEY_SEED: u64 = 0x9bf7;
+
+impl LabProtocol for Pbft {
+    type Client = PbftClient;
+    const NAME: &'static str = "pbft";
+
+    fn config(point: &Point, file: &ExperimentFile) -> PbftConfig {
+        point.pbft_config(&file.pbft)
+    }
+    fn client(id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> PbftClient {
+        let mut client = PbftClient::new(id, nodes, qlab_pbft::client_secret(PBFT_KEY_SEED, id.0));
+        // A PBFT client's timeout is what starts a view change; keep it above a round trip.
+        client.retry_timeout_ns = retry_timeout_ns;
+        client
+    }
+    fn carries_entries(msg: &qlab_pbft::Message) -> bool {
+        matches!(msg, qlab_pbft::Message::PrePrepare(pp) if !pp.body.batch.is_empty())
+    }
+    fn heartbeat_timer() -> Option<qlab_pbft::PbftTimer> {
+        None
     }
 }

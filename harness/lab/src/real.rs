@@ -5,11 +5,12 @@ use crate::protocols::LabProtocol;
 use qlab_net::cluster::ClusterFile;
 use qlab_net::runtime::run_node;
 use qlab_paxos::Paxos;
+use qlab_pbft::Pbft;
 use qlab_raft::Raft;
 use std::path::Path;
 
 /// Protocols a cluster file may name.
-pub const PROTOCOLS: &[&str] = &[Raft::NAME, Paxos::NAME];
+pub const PROTOCOLS: &[&str] = &[Raft::NAME, Paxos::NAME, Pbft::NAME];
 
 /// Run node `id` of the cluster described by `cluster_path` until it is stopped.
 pub fn node_main(cluster_path: &Path, id: u32) -> Result<()> {
@@ -25,6 +26,7 @@ pub fn node_main(cluster_path: &Path, id: u32) -> Result<()> {
     match file.protocol.as_str() {
         Raft::NAME => runtime.block_on(run_node::<Raft>(file.node_config(base, id)?))?,
         Paxos::NAME => runtime.block_on(run_node::<Paxos>(file.node_config(base, id)?))?,
+        Pbft::NAME => runtime.block_on(run_node::<Pbft>(file.node_config(base, id)?))?,
         other => {
             return Err(LabError::Usage(format!(
                 "{}: unknown protocol {other:?}, expected one of {PROTOCOLS:?}",

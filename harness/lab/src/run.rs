@@ -14,6 +14,7 @@ use crate::throughput::{self, ThroughputTrial};
 use indicatif::{ProgressBar, ProgressStyle};
 use qlab_net::netns::{Netem, NetnsHosts};
 use qlab_paxos::Paxos;
+use qlab_pbft::Pbft;
 use qlab_raft::Raft;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,6 +138,7 @@ fn run_one(
     match point.protocol {
         ProtocolName::Raft => run_one_of::<Raft>(experiment, point, trial, point_index, seed, node_binary),
         ProtocolName::Multipaxos => run_one_of::<Paxos>(experiment, point, trial, point_index, seed, node_binary),
+        ProtocolName::Pbft => run_one_of::<Pbft>(experiment, point, trial, point_index, seed, node_binary),
     }
 }
 
@@ -425,6 +427,7 @@ pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
     let outcome = match point.protocol {
         ProtocolName::Raft => election::run_trial::<Raft>(&experiment, &point, seed, true),
         ProtocolName::Multipaxos => election::run_trial::<Paxos>(&experiment, &point, seed, true),
+        ProtocolName::Pbft => election::run_trial::<Pbft>(&experiment, &point, seed, true),
     };
     let recorded_election_ms = results::Table::read(&run_dir.join(TRIALS_CSV)).ok().and_then(|table| {
         let row = table.rows.iter().find(|r| table.get(r, "trial") == Some(&trial.to_string()))?;

@@ -104,8 +104,9 @@ pub enum OpResult {
     Cas { swapped: bool, found: Option<Value> },
 }
 
-/// The state machine plus its session table.
-#[derive(Clone, Debug, Default)]
+/// The state machine plus its session table. Serializable so a replica that fell
+/// behind a checkpoint can be sent the whole state (PBFT state transfer).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KvStore {
     data: HashMap<Key, Value>,
     sessions: HashMap<ClientId, (u64, OpResult)>,
@@ -149,6 +150,40 @@ impl KvStore {
 
     pub fn get(&self, key: Key) -> Option<&Value> {
         self.data.get(&key)
+    }
+
+    /// A digest of the whole state, data and sessions, independent of hash-map order:
+    /// equal states give equal digests on every replica.
+    pub fn state_digest(&self) -> crate::Digest {
+        let mut hasher = blake3::Hasher::new();
+        let mut keys: Vec<&Key> = self.data.keys().collect();
+        keys.sort_unstable();
+        for key in keys {
+            let value = &self.data[key];
+            hasher.update(&key.to_le_bytes());
+            hasher.update(&(value.len() as u64).to_le_bytes());
+            hasher.update(value);
+        }
+        let mut clients: Vec<&ClientId> = self.sessions.keys().collect();
+        clients.sort_unstable();
+        for client in clients {
+            let (seq, result) = &self.sessions[client];
+            hasher.update(&client.0.to_le_bytes());
+            hasher.update(&seq.to_le_bytes());
+            match result {
+                OpResult::Ok => hasher.update(b"ok"),
+                OpResult::Value(v) => hasher.update(b"v").update(v.as_deref().unwrap_or(b"-")),
+                OpResult::Cas { swapped, found } => {
+                    hasher.update(&[*swapped as u8]).update(found.as_deref().unwrap_or(b"-"))
+                }
+            };
+        }
+        crate::Digest(*hasher.finalize().as_bytes())
+    }
+
+    /// The last sequence number applied for `client` (0: none).
+    pub fn last_applied_seq(&self, client: ClientId) -> u64 {
+        self.sessions.get(&client).map_or(0, |(seq, _)| *seq)
     }
 }
 

@@ -69,7 +69,7 @@ impl fmt::Display for ClientId {
 }
 
 /// A client operation as it reaches a replica.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Request {
     pub client: ClientId,
     /// Per-client sequence number, starting at 1; retries reuse it.
@@ -80,6 +80,16 @@ pub struct Request {
     /// part of the digest.
     #[serde(default)]
     pub signature: Vec<u8>,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{} {:?}", self.client, self.seq, self.op)?;
+        if !self.signature.is_empty() {
+            write!(f, " signed")?;
+        }
+        Ok(())
+    }
 }
 
 impl Request {

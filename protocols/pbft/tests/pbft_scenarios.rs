@@ -1,0 +1,297 @@
+//! PBFT scenarios (Castro & Liskov 1999), with a small in-test network that delivers
+//! every message between replicas driven through the sans-IO interface: the normal
+//! case; a message with a bad signature is dropped and counted; a request prepared in
+//! view 0 keeps its sequence number through a view change after the primary crashes
+//! (§4.4); checkpoints keep the log bounded; a lagging replica catches up by state
+//! transfer; a NEW-VIEW whose O set drops a prepared request is refused.
+
+use qlab_core::{Action, ClientId, Context, Event, NodeId, Op, Outbox, Protocol, Reply, Request};
+use qlab_pbft::{Message, Pbft, PbftConfig, PbftTimer, Record, Signed, client_secret};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
+
+type Out = Outbox<Message, PbftTimer, Record>;
+/// (from, to, message) -> drop it?
+type Filter = Box<dyn Fn(NodeId, NodeId, &Message) -> bool>;
+const KEY_SEED: u64 = 5;
+
+struct Replica {
+    pbft: Pbft,
+    rng: ChaCha8Rng,
+    records: Vec<Record>,
+    up: bool,
+}
+
+/// Replicas plus a FIFO of messages in flight; `deliver_all` runs until quiet.
+struct Cluster {
+    replicas: Vec<Replica>,
+    queue: VecDeque<(NodeId, NodeId, Message)>,
+    replies: Vec<(NodeId, Reply)>,
+    committed: Vec<(NodeId, u64, qlab_core::Digest)>,
+    now: u64,
+    /// Drop what this returns true for.
+    filter: Option<Filter>,
+}
+
+impl Cluster {
+    fn new(nodes: u32, config: PbftConfig) -> Self {
+        let replicas = (0..nodes)
+            .map(|id| Replica {
+                pbft: Pbft::new(&config, NodeId(id), nodes),
+                rng: ChaCha8Rng::seed_from_u64(id as u64),
+                records: Vec::new(),
+                up: true,
+            })
+            .collect();
+        let mut cluster = Cluster {
+            replicas,
+            queue: VecDeque::new(),
+            replies: Vec::new(),
+            committed: Vec::new(),
+            now: 0,
+            filter: None,
+        };
+        for id in 0..nodes {
+            cluster.call(id, |p, ctx| p.on_start(ctx));
+        }
+        cluster
+    }
+
+    fn call(&mut self, id: u32, f: impl FnOnce(&mut Pbft, &mut Context<'_, Pbft>)) {
+        let replica = &mut self.replicas[id as usize];
+        if !replica.up {
+            return;
+        }
+        let mut out = Out::default();
+        let mut ctx = Context::new(self.now, &mut replica.rng, &mut out);
+        f(&mut replica.pbft, &mut ctx);
+        let nodes = self.replicas.len() as u32;
+        for action in out.actions {
+            match action {
+                Action::Send { to, msg } => self.queue.push_back((NodeId(id), to, msg)),
+                Action::Broadcast { msg } => {
+                    for to in (0..nodes).filter(|t| *t != id) {
+                        self.queue.push_back((NodeId(id), NodeId(to), msg.clone()));
+                    }
+                }
+                Action::Persist { record } => self.replicas[id as usize].records.push(record),
+                Action::Reply { reply } => self.replies.push((NodeId(id), reply)),
+                Action::Observe { event: Event::Committed { slot, digest, .. } } => {
+                    self.committed.push((NodeId(id), slot, digest))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn deliver_all(&mut self) {
+        let mut steps = 0;
+        while let Some((from, to, msg)) = self.queue.pop_front() {
+            steps += 1;
+            assert!(steps < 1_000_000, "the cluster never went quiet");
+            if self.filter.as_ref().is_some_and(|f| f(from, to, &msg)) || !self.replicas[from.0 as usize].up {
+                continue;
+            }
+            self.call(to.0, |p, ctx| p.on_message(ctx, from, msg));
+        }
+    }
+
+    fn request(&mut self, to: u32, client: u64, seq: u64, op: Op) {
+        let mut request = Request::new(ClientId(client), seq, op);
+        let key = ed25519_dalek::SigningKey::from_bytes(&client_secret(KEY_SEED, client));
+        use ed25519_dalek::Signer;
+        request.signature = key.sign(&request.digest().0).to_bytes().to_vec();
+        self.call(to, |p, ctx| p.on_request(ctx, request));
+    }
+
+    fn timer(&mut self, id: u32, timer: PbftTimer) {
+        self.call(id, |p, ctx| p.on_timer(ctx, timer));
+    }
+
+    fn crash(&mut self, id: u32) {
+        self.replicas[id as usize].up = false;
+    }
+
+    /// Replies for (client, seq) from distinct replicas.
+    fn answers(&self, client: u64, seq: u64) -> usize {
+        let mut from: Vec<NodeId> =
+            self.replies.iter().filter(|(_, r)| r.client.0 == client && r.seq == seq).map(|(n, _)| *n).collect();
+        from.sort_unstable();
+        from.dedup();
+        from.len()
+    }
+}
+
+fn put(key: u64, value: u8) -> Op {
+    Op::Put { key, value: vec![value] }
+}
+
+fn config(nodes: u32) -> PbftConfig {
+    let mut config = PbftConfig::with_keys(KEY_SEED, nodes, 4);
+    config.checkpoint_interval = 8;
+    config.log_window = 32;
+    config
+}
+
+#[test]
+fn normal_case_commits_in_three_phases_and_every_replica_answers() {
+    let mut c = Cluster::new(4, config(4));
+    c.request(0, 0, 1, put(1, 7));
+    c.deliver_all();
+    assert_eq!(c.answers(0, 1), 4, "every replica executes and replies; the client needs f + 1 = 2");
+    for r in &c.replicas {
+        assert_eq!(r.pbft.last_executed(), 1);
+        assert_eq!(r.pbft.kv().get(1), Some(&vec![7]));
+    }
+    // Persist-before-send: the prepared certificate is on record at every replica.
+    for r in &c.replicas {
+        assert!(r.records.iter().any(|rec| matches!(rec, Record::Prepared { .. })));
+    }
+}
+
+#[test]
+fn a_message_with_a_bad_signature_is_dropped_and_counted() {
+    let mut c = Cluster::new(4, config(4));
+    c.request(0, 0, 1, put(1, 7));
+    // Intercept the primary's pre-prepare to replica 1 and tamper with it.
+    let index = c
+        .queue
+        .iter()
+        .position(|(from, to, m)| from.0 == 0 && to.0 == 1 && matches!(m, Message::PrePrepare(_)))
+        .expect("a pre-prepare to n1");
+    let (from, to, msg) = c.queue.remove(index).unwrap();
+    let Message::PrePrepare(mut pp) = msg else { unreachable!() };
+    pp.signature[0] ^= 1;
+    let before = c.replicas[1].pbft.stats.bad_signatures;
+    c.call(to.0, |p, ctx| p.on_message(ctx, from, Message::PrePrepare(pp)));
+    assert_eq!(c.replicas[1].pbft.stats.bad_signatures, before + 1);
+    // A request whose client signature does not verify is refused the same way.
+    let mut forged = Request::new(ClientId(1), 1, put(2, 9));
+    forged.signature = vec![0; 64];
+    let before = c.replicas[0].pbft.stats.bad_signatures;
+    c.call(0, |p, ctx| p.on_request(ctx, forged));
+    assert_eq!(c.replicas[0].pbft.stats.bad_signatures, before + 1);
+    // The other backups still commit the genuine request (3 = 2f + 1 of 4).
+    c.deliver_all();
+    assert_eq!(c.replicas[2].pbft.last_executed(), 1);
+    assert_eq!(c.replicas[0].pbft.kv().get(2), None, "the forged request never executed");
+}
+
+#[test]
+fn a_request_prepared_in_view_0_commits_in_view_1_with_the_same_sequence_number() {
+    let mut c = Cluster::new(4, config(4));
+    // Commits never reach anyone: the request prepares everywhere but commits nowhere.
+    c.filter = Some(Box::new(|_, _, m| matches!(m, Message::Commit(_))));
+    c.request(0, 0, 1, put(1, 5));
+    c.deliver_all();
+    assert!(c.replicas.iter().all(|r| r.pbft.last_executed() == 0));
+    c.filter = None;
+    // The primary crashes; the backups' timers fire (the client's retry reached them).
+    c.crash(0);
+    for id in 1..4 {
+        c.timer(id, PbftTimer::ViewChange);
+    }
+    c.deliver_all();
+    for id in 1..4 {
+        let r = &c.replicas[id].pbft;
+        assert_eq!(r.view(), 1, "n{id}");
+        assert!(!r.in_view_change(), "n{id} accepted the NEW-VIEW");
+        assert_eq!(r.last_executed(), 1, "n{id} executed the request prepared in view 0");
+        assert_eq!(r.kv().get(1), Some(&vec![5]));
+    }
+    // Same sequence number (slot 1) and digest on every replica that committed it.
+    let slot1: Vec<_> = c.committed.iter().filter(|(_, s, _)| *s == 1).collect();
+    assert_eq!(slot1.len(), 3);
+    assert!(slot1.windows(2).all(|w| w[0].2 == w[1].2));
+    // The new primary (n1) goes on with new requests at the next sequence number.
+    c.request(1, 1, 1, put(2, 6));
+    c.deliver_all();
+    assert!(c.replicas[1..].iter().all(|r| r.pbft.last_executed() == 2));
+}
+
+#[test]
+fn checkpoints_keep_the_log_bounded_over_100_000_requests() {
+    const CLIENTS: u64 = 50;
+    let mut cfg = PbftConfig::with_keys(KEY_SEED, 4, CLIENTS);
+    // Batches of 50 requests (the 50th fills the batch and sends it), so 100,000
+    // requests take 2,000 sequence numbers: 31 checkpoints at an interval of 64.
+    cfg.max_batch = CLIENTS as usize;
+    cfg.batch_delay_ns = 1;
+    cfg.checkpoint_interval = 64;
+    cfg.log_window = 256;
+    let mut c = Cluster::new(4, cfg);
+    let mut largest_log = 0;
+    for i in 0..100_000u64 {
+        c.request(0, i % CLIENTS, i / CLIENTS + 1, put(i % 16, i as u8));
+        if i % CLIENTS == CLIENTS - 1 {
+            c.deliver_all();
+            largest_log = largest_log.max(c.replicas.iter().map(|r| r.pbft.log_len()).max().unwrap());
+            c.replies.clear();
+            c.committed.clear();
+        }
+    }
+    assert!(c.replicas.iter().all(|r| r.pbft.last_executed() == 2_000));
+    assert!(c.replicas.iter().all(|r| r.pbft.stable_seq() == 1_984), "the last checkpoint, 31 x 64");
+    assert_eq!(c.replicas[0].pbft.stats.requests_executed, 100_000);
+    // Sequence numbers with state kept: at most the checkpoint interval past the last
+    // stable checkpoint (twice, counting prepared certificates), whatever the run length.
+    assert!(largest_log <= 2 * 64 + 2, "largest log {largest_log}");
+}
+
+#[test]
+fn a_replica_behind_a_stable_checkpoint_catches_up_by_state_transfer() {
+    let mut c = Cluster::new(4, config(4));
+    // n3 hears nothing of the normal case for 20 requests (f = 1: the others go on).
+    c.filter = Some(Box::new(|_, to, m| to.0 == 3 && !matches!(m, Message::Checkpoint(_) | Message::State { .. })));
+    for seq in 1..=20 {
+        c.request(0, 0, seq, put(1, seq as u8));
+        c.deliver_all();
+    }
+    // Checkpoints at 8 and 16 became stable; n3, which saw no pre-prepare, prepare or
+    // commit, fetched the certified state each time instead of the discarded log.
+    assert!(c.replicas[3].pbft.stable_seq() >= 16);
+    assert_eq!(c.replicas[3].pbft.last_executed(), 16, "state transfer to the stable checkpoint");
+    assert_eq!(c.replicas[3].pbft.stats.state_transfers, 2);
+    assert!(c.committed.iter().all(|(node, _, _)| node.0 != 3), "n3 executed nothing itself");
+    assert_eq!(c.replicas[3].pbft.kv().get(1), Some(&vec![16]), "the state as of the checkpoint at 16");
+}
+
+#[test]
+fn a_new_view_that_drops_a_prepared_request_is_refused() {
+    let mut c = Cluster::new(4, config(4));
+    c.filter = Some(Box::new(|_, _, m| matches!(m, Message::Commit(_))));
+    c.request(0, 0, 1, put(1, 5));
+    c.deliver_all();
+    c.filter = None;
+    c.crash(0);
+    // Collect the view-changes without delivering them, then let n1 (the new primary)
+    // build its NEW-VIEW and strip the prepared request from O before n2 sees it.
+    for id in 1..4 {
+        c.timer(id, PbftTimer::ViewChange);
+    }
+    c.filter = Some(Box::new(|from, _, m| from.0 == 1 && matches!(m, Message::NewView(_))));
+    c.deliver_all();
+    c.filter = None;
+    let nv = {
+        // Rebuild what n1 sent from its NEW-VIEW: ask it again.
+        let mut out = None;
+        c.call(1, |p, ctx| p.on_message(ctx, NodeId(2), Message::FetchNewView { view: 1 }));
+        while let Some((from, to, m)) = c.queue.pop_front() {
+            if let Message::NewView(nv) = &m
+                && from.0 == 1
+                && to.0 == 2
+            {
+                out = Some(nv.clone());
+            }
+        }
+        out.expect("n1's NEW-VIEW")
+    };
+    let mut tampered: Signed<qlab_pbft::NewView> = nv.clone();
+    tampered.body.pre_prepares.clear();
+    assert!(c.replicas[2].pbft.in_view_change());
+    c.call(2, |p, ctx| p.on_message(ctx, NodeId(1), Message::NewView(tampered)));
+    assert!(c.replicas[2].pbft.in_view_change(), "n2 recomputed O and refused the NEW-VIEW");
+    c.call(2, |p, ctx| p.on_message(ctx, NodeId(1), Message::NewView(nv)));
+    assert!(!c.replicas[2].pbft.in_view_change(), "the genuine NEW-VIEW is accepted");
+}
