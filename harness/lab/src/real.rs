@@ -270,12 +270,13 @@ pub async fn wait_for_leader<M: Wired, C: Client>(driver: &mut Driver<M, C>, nod
     }
 }
 
-/// A leader of an epoch above `after` that every node in `0..nodes` accepted.
-fn agreed_leader<M: Wired, C: Client>(driver: &Driver<M, C>, nodes: u32, after: u64) -> Option<(u32, u64)> {
+/// A leader of an epoch at or above `from_epoch` that every node in `0..nodes` accepted
+/// (PBFT's first view is 0 and has its primary from the start).
+fn agreed_leader<M: Wired, C: Client>(driver: &Driver<M, C>, nodes: u32, from_epoch: u64) -> Option<(u32, u64)> {
     let mut known: std::collections::BTreeMap<u64, (u32, std::collections::BTreeSet<u32>)> = Default::default();
     for o in &driver.observations {
         if let Event::LeaderKnown { epoch, leader } = o.event
-            && epoch > after
+            && epoch >= from_epoch
         {
             known.entry(epoch).or_insert((leader.0, Default::default())).1.insert(o.node);
         }

@@ -104,7 +104,9 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
             let values: Vec<f64> = rows.iter().filter_map(|r| table.number(r, column)).collect();
             record.push(fmt_metric(mean(&values)));
         }
-        record.push(rows.iter().filter(|r| table.get(r, "safety") != Some("ok")).count().to_string());
+        record.push(
+            rows.iter().filter(|r| !matches!(table.get(r, "safety"), Some("ok") | Some("error"))).count().to_string(),
+        );
         writer.write_record(&record).map_err(csv_err)?;
     }
     writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
@@ -247,7 +249,9 @@ pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
         let unavailable = sorted("unavailable_ms");
         let terms = sorted("terms");
         let censored = rows.iter().filter(|r| table.get(r, "censored") == Some("true")).count();
-        let unsafe_trials = rows.iter().filter(|r| table.get(r, "safety") != Some("ok")).count();
+        // A trial that could not run ("error") is not an unsafe one.
+        let unsafe_trials =
+            rows.iter().filter(|r| !matches!(table.get(r, "safety"), Some("ok") | Some("error"))).count();
         let mut record = key.clone();
         record.extend([
             rows.len().to_string(),
