@@ -277,3 +277,65 @@ pub fn run_chaos<P: LabProtocol>(
         fault_log,
     }
 }
+
+/// Run `run` over `seeds` and report: the operations completed in all, or the first
+/// failing seeds, each with the command that replays it with a full trace (the test
+/// binary `test_binary` has a `replay_one_seed` test reading `QLAB_CHAOS_SEED` and
+/// `QLAB_CHAOS_NODES`).
+pub fn sweep(
+    run: impl Fn(u64, &ChaosConfig) -> ChaosOutcome,
+    config: &ChaosConfig,
+    seeds: std::ops::Range<u64>,
+    test_binary: &str,
+) -> Result<usize, String> {
+    let count = seeds.end - seeds.start;
+    let mut failures = Vec::new();
+    let mut operations = 0;
+    for seed in seeds {
+        let outcome = run(seed, config);
+        operations += outcome.operations_completed;
+        if !outcome.passed() {
+            let shown: Vec<String> = outcome.violations.iter().take(3).map(ToString::to_string).collect();
+            failures.push(format!(
+                "seed {seed}: {} violation(s), first {shown:?}; linearizability {:?}; live after heal {}\n  replay: \
+                 QLAB_CHAOS_SEED={seed} QLAB_CHAOS_NODES={} cargo test --release -p qlab-lab --test {test_binary} \
+                 replay_one_seed -- --ignored --nocapture",
+                outcome.violations.len(),
+                outcome.linearizability,
+                outcome.live_after_heal,
+                config.nodes
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Ok(operations)
+    } else {
+        let shown: Vec<&str> = failures.iter().take(10).map(String::as_str).collect();
+        Err(format!(
+            "{} of {count} seeds failed ({} nodes); the first:\n{}",
+            failures.len(),
+            config.nodes,
+            shown.join("\n")
+        ))
+    }
+}
+
+/// The body of every chaos test binary's `replay_one_seed`: the seed and node count
+/// from the environment, a full trace printed, and the outcome asserted.
+pub fn replay_from_env(run: impl Fn(u64, &ChaosConfig) -> ChaosOutcome, mut config: ChaosConfig) {
+    let seed: u64 = std::env::var("QLAB_CHAOS_SEED").expect("QLAB_CHAOS_SEED").parse().expect("a u64 seed");
+    config.trace = true;
+    let outcome = run(seed, &config);
+    println!("faults:\n{}", outcome.fault_log.join("\n"));
+    println!("trace:\n{}", outcome.trace.join("\n"));
+    println!(
+        "violations: {:?}\nlinearizability: {:?}\nlive after heal: {}",
+        outcome.violations, outcome.linearizability, outcome.live_after_heal
+    );
+    assert!(outcome.passed());
+}
+
+/// The node count a replay asks for (`QLAB_CHAOS_NODES`), or `default`.
+pub fn nodes_from_env(default: u32) -> u32 {
+    std::env::var("QLAB_CHAOS_NODES").map_or(default, |v| v.parse().expect("a node count"))
+}
