@@ -58,6 +58,9 @@ pub const THROUGHPUT_TRIAL_COLUMNS: &[&str] = &[
     "bytes_per_op",
     "cpu_s_per_node",
     "cpu_s_harness",
+    "signatures_made_per_op",
+    "signatures_verified_per_op",
+    "view_changes",
     "safety",
     "violations",
 ];
@@ -91,6 +94,9 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
         "bytes_per_op",
         "cpu_s_per_node",
         "cpu_s_harness",
+        "signatures_made_per_op",
+        "signatures_verified_per_op",
+        "view_changes",
     ];
     let mut header: Vec<&str> = THROUGHPUT_POINT_COLUMNS.to_vec();
     header.push("trials");

@@ -108,6 +108,9 @@ fn throughput_row(point: &Point, trial: u64, point_index: usize, seed: u64, outc
         fmt_metric(outcome.bytes_per_op),
         outcome.cpu_s_per_node.map(fmt_metric).unwrap_or_default(),
         outcome.cpu_s_harness.map(fmt_metric).unwrap_or_default(),
+        outcome.signatures_made_per_op.map(fmt_metric).unwrap_or_default(),
+        outcome.signatures_verified_per_op.map(fmt_metric).unwrap_or_default(),
+        outcome.view_changes.map(|v| v.to_string()).unwrap_or_default(),
         outcome.safety.clone(),
         outcome.violations.join("; "),
     ]

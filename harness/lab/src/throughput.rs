@@ -17,6 +17,7 @@ use crate::workload::{Workload, WorkloadConfig};
 use hdrhistogram::Histogram;
 use qlab_core::{ClientId, Nanos, NodeId};
 use qlab_sim::{Observation, Sim};
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ThroughputTrial {
@@ -33,6 +34,12 @@ pub struct ThroughputTrial {
     /// CPU seconds of the harness process during the window (real mode only): the
     /// clients and the checkers' event stream, whose cost is ours, not the protocol's.
     pub cpu_s_harness: Option<f64>,
+    /// Signatures made and checked by all replicas in the window, per completed
+    /// operation (protocols that sign: PBFT).
+    pub signatures_made_per_op: Option<f64>,
+    pub signatures_verified_per_op: Option<f64>,
+    /// View changes started by the replicas in the window, summed (PBFT).
+    pub view_changes: Option<u64>,
     pub safety: String,
     pub violations: Vec<String>,
 }
@@ -85,6 +92,8 @@ struct Window<'a> {
     bytes: u64,
     cpu_s_per_node: Option<f64>,
     cpu_s_harness: Option<f64>,
+    /// Protocol counters summed over the replicas, window end minus window start.
+    protocol: BTreeMap<String, u64>,
 }
 
 impl ThroughputTrial {
@@ -101,6 +110,9 @@ impl ThroughputTrial {
             bytes_per_op: f64::NAN,
             cpu_s_per_node: None,
             cpu_s_harness: None,
+            signatures_made_per_op: None,
+            signatures_verified_per_op: None,
+            view_changes: None,
             safety: String::new(),
             violations: Vec::new(),
         }
@@ -121,10 +133,37 @@ impl ThroughputTrial {
             bytes_per_op: per_op(window.bytes),
             cpu_s_per_node: window.cpu_s_per_node,
             cpu_s_harness: window.cpu_s_harness,
+            signatures_made_per_op: window.protocol.get("signatures_made").map(|v| per_op(*v)),
+            signatures_verified_per_op: window.protocol.get("signatures_verified").map(|v| per_op(*v)),
+            view_changes: window.protocol.get("view_changes").copied(),
             safety,
             violations,
         }
     }
+}
+
+/// Each node's protocol counters (empty for a node that is down).
+fn sim_protocol_counters<P: LabProtocol>(sim: &Sim<P, P::Client>, nodes: u32) -> Vec<Vec<(String, u64)>> {
+    (0..nodes)
+        .map(|n| {
+            sim.node(NodeId(n)).map_or_else(Vec::new, |p| {
+                p.counters().into_iter().map(|(name, value)| (name.to_string(), value)).collect()
+            })
+        })
+        .collect()
+}
+
+/// Counters summed over nodes, end minus start per node (a node that restarted counts
+/// from zero again, so its share can only be undercounted, never negative).
+fn protocol_deltas(before: &[Vec<(String, u64)>], after: &[Vec<(String, u64)>]) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    for (node, end) in after.iter().enumerate() {
+        for (name, value) in end {
+            let start = before.get(node).and_then(|b| b.iter().find(|(n, _)| n == name)).map_or(0, |(_, v)| *v);
+            *sums.entry(name.clone()).or_insert(0) += value.saturating_sub(start);
+        }
+    }
+    sums
 }
 
 /// The schedule, sorted by time, with times as nanoseconds after the clients start.
@@ -235,6 +274,7 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
         &mut |_| {},
     );
     let (messages_before, bytes_before) = (sim.stats.messages_sent, sim.stats.bytes_sent);
+    let protocol_before = sim_protocol_counters(&sim, point.nodes);
     let mut latencies = histogram();
     let mut ops = 0u64;
     run_sim_segment(
@@ -250,13 +290,22 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
         },
     );
     let (messages, bytes) = (sim.stats.messages_sent - messages_before, sim.stats.bytes_sent - bytes_before);
+    let protocol = protocol_deltas(&protocol_before, &sim_protocol_counters(&sim, point.nodes));
     workload.stop();
     let settle = sim.now() + 4 * heartbeat_ns;
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
     let (safety, violations) = judge(&sim.observations, &workload, sim.now());
     let window_ns = window_end - window_start;
-    let window =
-        Window { latencies: &latencies, ops, window_ns, messages, bytes, cpu_s_per_node: None, cpu_s_harness: None };
+    let window = Window {
+        latencies: &latencies,
+        ops,
+        window_ns,
+        messages,
+        bytes,
+        cpu_s_per_node: None,
+        cpu_s_harness: None,
+        protocol,
+    };
     ThroughputTrial::from_window(window, safety, violations)
 }
 
@@ -350,6 +399,10 @@ async fn measure_quic<P: LabProtocol>(
         bytes,
         cpu_s_per_node: Some(cpu_s),
         cpu_s_harness: Some(harness_cpu_ns as f64 / 1e9),
+        protocol: protocol_deltas(
+            &before.iter().map(|c| c.protocol.clone()).collect::<Vec<_>>(),
+            &after.iter().map(|c| c.protocol.clone()).collect::<Vec<_>>(),
+        ),
     };
     Ok(ThroughputTrial::from_window(window, safety, violations))
 }

@@ -106,6 +106,9 @@ pub struct Counters {
     pub dropped_sends: u64,
     /// User plus system CPU time of the process.
     pub cpu_ns: u64,
+    /// The protocol's own counters ([`Protocol::counters`]).
+    #[serde(default)]
+    pub protocol: Vec<(String, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -343,7 +346,7 @@ where
                     Input::Control(Control::Shutdown) => break,
                     Input::Control(Control::Hello) => {}
                     Input::Control(Control::ReportCounters { tag }) => {
-                        let mut counters = snapshot(me, &stats);
+                        let mut counters = snapshot(me, &stats, &protocol);
                         counters.tag = tag;
                         let mut frame = Vec::new();
                         encode(&Wire::<P::Message>::Report(Report::Counters(counters)), &mut frame);
@@ -381,14 +384,14 @@ where
                         break; // the harness is gone for good: do not linger
                     }
                     let mut frame = Vec::new();
-                    encode(&Wire::<P::Message>::Report(Report::Counters(snapshot(me, &stats))), &mut frame);
+                    encode(&Wire::<P::Message>::Report(Report::Counters(snapshot(me, &stats, &protocol))), &mut frame);
                     let _ = report_tx.send(frame);
                 }
             }
         }
     }
     let mut frame = Vec::new();
-    encode(&Wire::<P::Message>::Report(Report::Counters(snapshot(me, &stats))), &mut frame);
+    encode(&Wire::<P::Message>::Report(Report::Counters(snapshot(me, &stats, &protocol))), &mut frame);
     let _ = report_tx.send(frame);
     // Give the reports a moment to leave before the endpoint closes.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -405,8 +408,9 @@ impl Drop for CloseOnDrop {
     }
 }
 
-fn snapshot(node: u32, stats: &Stats) -> Counters {
+fn snapshot<P: Protocol>(node: u32, stats: &Stats, protocol: &P) -> Counters {
     Counters {
+        protocol: protocol.counters().into_iter().map(|(name, value)| (name.to_string(), value)).collect(),
         node,
         tag: 0,
         messages_sent: stats.messages_sent.load(Ordering::Relaxed),

@@ -253,6 +253,12 @@ pub trait Protocol: Sized {
     fn is_leader(&self) -> bool;
     /// The epoch (term, ballot, view) this node is in.
     fn epoch(&self) -> u64;
+    /// Protocol-specific counters since this replica started (PBFT: signatures made and
+    /// verified, view changes), which experiments report per operation. Empty unless a
+    /// protocol has something to count that the driver cannot see.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// The client side of a protocol: sans-IO like the replicas. The client decides

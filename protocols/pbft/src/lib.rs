@@ -1520,6 +1520,15 @@ impl Protocol for Pbft {
     fn epoch(&self) -> u64 {
         self.view
     }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("signatures_made", self.stats.signatures_made),
+            ("signatures_verified", self.stats.signatures_verified),
+            ("bad_signatures", self.stats.bad_signatures),
+            ("view_changes", self.stats.view_changes),
+        ]
+    }
 }
 
 fn op_bytes(op: &qlab_core::Op) -> usize {
