@@ -363,6 +363,9 @@ pub struct PbftStats {
 #[derive(Clone, Debug, Default)]
 struct Slot {
     pre_prepare: Option<Signed<PrePrepare>>,
+    /// When the pre-prepare was accepted: only slots older than one retransmission
+    /// period are retransmitted (the young ones are still on their way).
+    accepted_at: Nanos,
     prepares: BTreeMap<NodeId, Signed<Vote>>,
     commits: BTreeMap<NodeId, Digest>,
     prepared: bool,
@@ -628,7 +631,9 @@ impl Pbft {
             let seen = self.assigned.entry(request.client).or_insert(0);
             *seen = (*seen).max(request.seq);
         }
-        self.log.entry(seq).or_default().pre_prepare = Some(pp);
+        let slot = self.log.entry(seq).or_default();
+        slot.pre_prepare = Some(pp);
+        slot.accepted_at = ctx.now();
         self.arm_retransmit(ctx);
         if self.primary_of(view) != self.id {
             let vote = self.sign_phase(b"prepare", Vote { view, seq, digest });
@@ -718,9 +723,16 @@ impl Pbft {
             return;
         }
         let mut resend = Vec::new();
+        let mut young = false;
+        let period = (self.config.view_change_timeout_ns / 4).max(1);
+        let now = ctx.now();
         for (seq, slot) in self.log.range(self.last_executed + 1..) {
             let Some(pp) = slot.pre_prepare.as_ref() else { continue };
             if pp.body.view != self.view {
+                continue;
+            }
+            if now < slot.accepted_at + period {
+                young = true;
                 continue;
             }
             if pp.signer == self.id {
@@ -739,6 +751,9 @@ impl Pbft {
             }
         }
         if resend.is_empty() {
+            if young {
+                self.arm_retransmit(ctx);
+            }
             return;
         }
         resend.push(Message::Behind { view: self.view, seq: self.last_executed + 1 });
