@@ -64,6 +64,14 @@ impl Op {
     pub fn is_write(&self) -> bool {
         !matches!(self, Op::Get { .. })
     }
+    /// Approximate encoded size in bytes, for the protocols' bytes-per-op metrics.
+    pub fn encoded_bytes(&self) -> usize {
+        match self {
+            Op::Put { value, .. } => 9 + value.len(),
+            Op::Get { .. } => 9,
+            Op::Cas { expected, new, .. } => 10 + expected.as_ref().map_or(0, Vec::len) + new.len(),
+        }
+    }
     pub(crate) fn hash_into(&self, hasher: &mut blake3::Hasher) {
         match self {
             Op::Put { key, value } => {

@@ -151,16 +151,8 @@ impl Value {
     fn encoded_bytes(&self) -> usize {
         match self {
             Value::Noop => 1,
-            Value::Commands(commands) => 2 + commands.iter().map(|c| 24 + op_bytes(&c.op)).sum::<usize>(),
+            Value::Commands(commands) => 2 + commands.iter().map(|c| 24 + c.op.encoded_bytes()).sum::<usize>(),
         }
-    }
-}
-
-fn op_bytes(op: &qlab_core::Op) -> usize {
-    match op {
-        qlab_core::Op::Put { value, .. } => 9 + value.len(),
-        qlab_core::Op::Get { .. } => 9,
-        qlab_core::Op::Cas { expected, new, .. } => 10 + expected.as_ref().map_or(0, Vec::len) + new.len(),
     }
 }
 

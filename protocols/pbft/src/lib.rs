@@ -1495,7 +1495,7 @@ impl Protocol for Pbft {
     fn message_bytes(msg: &Message) -> usize {
         const SIG: usize = 64 + 4;
         const VOTE: usize = 8 + 8 + 32 + SIG;
-        let request = |r: &Request| 24 + 64 + op_bytes(&r.op);
+        let request = |r: &Request| 24 + 64 + r.op.encoded_bytes();
         let pre_prepare = |pp: &Signed<PrePrepare>| VOTE + pp.body.batch.iter().map(|r| request(r)).sum::<usize>();
         match msg {
             Message::PrePrepare(pp) => 1 + pre_prepare(pp),
@@ -1543,13 +1543,5 @@ impl Protocol for Pbft {
             ("bad_signatures", self.stats.bad_signatures),
             ("view_changes", self.stats.view_changes),
         ]
-    }
-}
-
-fn op_bytes(op: &qlab_core::Op) -> usize {
-    match op {
-        qlab_core::Op::Put { value, .. } => 9 + value.len(),
-        qlab_core::Op::Get { .. } => 9,
-        qlab_core::Op::Cas { expected, new, .. } => 10 + expected.as_ref().map_or(0, Vec::len) + new.len(),
     }
 }

@@ -133,16 +133,8 @@ impl Entry {
     fn encoded_bytes(&self) -> usize {
         16 + match &self.payload {
             Payload::Noop => 1,
-            Payload::Command(request) => 24 + op_bytes(&request.op),
+            Payload::Command(request) => 24 + request.op.encoded_bytes(),
         }
-    }
-}
-
-fn op_bytes(op: &qlab_core::Op) -> usize {
-    match op {
-        qlab_core::Op::Put { value, .. } => 9 + value.len(),
-        qlab_core::Op::Get { .. } => 9,
-        qlab_core::Op::Cas { expected, new, .. } => 10 + expected.as_ref().map_or(0, Vec::len) + new.len(),
     }
 }
 
