@@ -2,45 +2,22 @@
 //! situation each, with the checkers run at the end.
 
 use qlab_core::{ClientId, NodeId, Op, OpResult, Protocol, Request, ms};
-use qlab_lab::check::check_observations;
 use qlab_paxos::{Paxos, PaxosClient, PaxosConfig, PaxosTimer, Role};
-use qlab_sim::{Latency, NetworkConfig, Sim};
+use qlab_sim::Sim;
+
+mod common;
+
+use common::{assert_safe, put, write};
 
 fn cluster(nodes: u32, seed: u64) -> Sim<Paxos, PaxosClient> {
-    let network = NetworkConfig { latency: Latency::Uniform { ns_min: ms(1), ns_max: ms(3) }, ..Default::default() };
-    let mut sim = Sim::new(PaxosConfig::default(), nodes, network, seed);
+    let mut sim = Sim::new(PaxosConfig::default(), nodes, common::network(), seed);
     sim.add_client(PaxosClient::new(ClientId(0), nodes));
     sim
 }
 
-fn put(seq: u64, value: u8) -> Request {
-    Request { client: ClientId(0), seq, op: Op::Put { key: 1, value: vec![value] }, signature: Vec::new() }
-}
-
-/// Run until one leader is followed by every up node.
+/// Run until one leader is known by every up node.
 fn settle(sim: &mut Sim<Paxos, PaxosClient>) -> NodeId {
-    for _ in 0..100 {
-        let deadline = sim.now() + ms(100);
-        sim.run_to(deadline);
-        if let Some(leader) = sim.leader() {
-            let agreed = sim.up_nodes().iter().all(|n| sim.node(*n).unwrap().leader() == Some(leader));
-            if agreed {
-                return leader;
-            }
-        }
-    }
-    panic!("no stable leader");
-}
-
-fn write(sim: &mut Sim<Paxos, PaxosClient>, request: Request) -> OpResult {
-    sim.submit(0, request);
-    let deadline = sim.now() + ms(10_000);
-    sim.run_until(deadline).expect("the write completes").result
-}
-
-fn assert_safe(sim: &Sim<Paxos, PaxosClient>) {
-    let violations = check_observations(&sim.observations);
-    assert!(violations.is_empty(), "{violations:?}");
+    common::settle(sim, |sim, leader| sim.up_nodes().iter().all(|n| sim.node(*n).unwrap().leader() == Some(leader)))
 }
 
 #[test]

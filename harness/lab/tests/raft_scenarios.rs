@@ -2,50 +2,28 @@
 //! with the checkers run at the end.
 
 use qlab_core::{ClientId, Event, NodeId, Op, OpResult, Request, ms};
-use qlab_lab::check::check_observations;
 use qlab_raft::{Payload, Raft, RaftClient, RaftConfig, Record, Role};
-use qlab_sim::{Latency, NetworkConfig, Sim};
+use qlab_sim::Sim;
+
+mod common;
+
+use common::{assert_safe, put, write};
 
 fn cluster(nodes: u32, seed: u64) -> Sim<Raft, RaftClient> {
-    let network = NetworkConfig { latency: Latency::Uniform { ns_min: ms(1), ns_max: ms(3) }, ..Default::default() };
-    let mut sim = Sim::new(RaftConfig::default(), nodes, network, seed);
+    let mut sim = Sim::new(RaftConfig::default(), nodes, common::network(), seed);
     sim.add_client(RaftClient::new(ClientId(0), nodes));
     sim
 }
 
-fn put(seq: u64, value: u8) -> Request {
-    Request { client: ClientId(0), seq, op: Op::Put { key: 1, value: vec![value] }, signature: Vec::new() }
-}
-
 /// Run until one leader is known by every up node.
 fn settle(sim: &mut Sim<Raft, RaftClient>) -> NodeId {
-    for _ in 0..100 {
-        let deadline = sim.now() + ms(100);
-        sim.run_to(deadline);
-        if let Some(leader) = sim.leader() {
-            let term = sim.node(leader).unwrap().current_term();
-            let agreed = sim.up_nodes().iter().all(|n| {
-                let node = sim.node(*n).unwrap();
-                node.current_term() == term && node.leader() == Some(leader)
-            });
-            if agreed {
-                return leader;
-            }
-        }
-    }
-    panic!("no stable leader");
-}
-
-/// Submit and run until the client has its answer.
-fn write(sim: &mut Sim<Raft, RaftClient>, request: Request) -> OpResult {
-    sim.submit(0, request);
-    let deadline = sim.now() + ms(10_000);
-    sim.run_until(deadline).expect("the write completes").result
-}
-
-fn assert_safe(sim: &Sim<Raft, RaftClient>) {
-    let violations = check_observations(&sim.observations);
-    assert!(violations.is_empty(), "{violations:?}");
+    common::settle(sim, |sim, leader| {
+        let term = sim.node(leader).unwrap().current_term();
+        sim.up_nodes().iter().all(|n| {
+            let node = sim.node(*n).unwrap();
+            node.current_term() == term && node.leader() == Some(leader)
+        })
+    })
 }
 
 #[test]
