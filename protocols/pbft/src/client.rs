@@ -68,7 +68,16 @@ impl Client for PbftClient {
         if reply.client != self.id || reply.seq != outstanding.seq {
             return None;
         }
-        let ReplyBody::Done(result) = reply.body else { return None };
+        let result = match reply.body {
+            ReplyBody::Done(result) => result,
+            ReplyBody::NotLeader { leader } => {
+                // A backup's hint for the next request; this one it passes on itself.
+                if let Some(leader) = leader.filter(|l| l.0 < self.nodes) {
+                    self.primary_hint = leader.0;
+                }
+                return None;
+            }
+        };
         let voters = self.answers.entry(result.clone()).or_default();
         voters.insert(from);
         if voters.len() <= self.f as usize {

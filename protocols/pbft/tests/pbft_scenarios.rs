@@ -3,13 +3,18 @@
 //! case; a message with a bad signature is dropped and counted; a request prepared in
 //! view 0 keeps its sequence number through a view change after the primary crashes
 //! (§4.4); checkpoints keep the log bounded; a lagging replica catches up by state
-//! transfer; a NEW-VIEW whose O set drops a prepared request is refused.
+//! transfer; a NEW-VIEW whose O set drops a prepared request is refused; batched client
+//! signatures are checked together, and one forged request in a batch is still found.
 
+use qlab_core::ReplyBody;
 use qlab_core::{Action, ClientId, Context, Event, NodeId, Op, Outbox, Protocol, Reply, Request};
-use qlab_pbft::{Message, Pbft, PbftConfig, PbftTimer, Record, Signed, client_secret};
+use qlab_pbft::{
+    Message, Pbft, PbftConfig, PbftTimer, Record, Signable, Signed, batch_digest, client_secret, node_secret,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 type Out = Outbox<Message, PbftTimer, Record>;
 /// (from, to, message) -> drop it?
@@ -98,10 +103,7 @@ impl Cluster {
     }
 
     fn request(&mut self, to: u32, client: u64, seq: u64, op: Op) {
-        let mut request = Request::new(ClientId(client), seq, op);
-        let key = ed25519_dalek::SigningKey::from_bytes(&client_secret(KEY_SEED, client));
-        use ed25519_dalek::Signer;
-        request.signature = key.sign(&request.digest().0).to_bytes().to_vec();
+        let request = signed_request(client, seq, op);
         self.call(to, |p, ctx| p.on_request(ctx, request));
     }
 
@@ -121,6 +123,14 @@ impl Cluster {
         from.dedup();
         from.len()
     }
+}
+
+fn signed_request(client: u64, seq: u64, op: Op) -> Request {
+    use ed25519_dalek::Signer;
+    let mut request = Request::new(ClientId(client), seq, op);
+    let key = ed25519_dalek::SigningKey::from_bytes(&client_secret(KEY_SEED, client));
+    request.signature = key.sign(&request.digest().0).to_bytes().to_vec();
+    request
 }
 
 fn put(key: u64, value: u8) -> Op {
@@ -294,4 +304,61 @@ fn a_new_view_that_drops_a_prepared_request_is_refused() {
     assert!(c.replicas[2].pbft.in_view_change(), "n2 recomputed O and refused the NEW-VIEW");
     c.call(2, |p, ctx| p.on_message(ctx, NodeId(1), Message::NewView(nv)));
     assert!(!c.replicas[2].pbft.in_view_change(), "the genuine NEW-VIEW is accepted");
+}
+
+#[test]
+fn batched_requests_are_verified_together_and_a_forged_one_is_still_found() {
+    let mut config = config(4);
+    config.batch_delay_ns = 1_000_000;
+    let mut c = Cluster::new(4, config);
+    // The primary collects three genuine requests and one whose signature belongs to
+    // another request; when the batch closes it checks them together, finds the batch
+    // bad, checks one by one, and proposes only the genuine three.
+    for client in 0..3 {
+        c.request(0, client, 1, put(client, 1));
+    }
+    let mut forged = Request::new(ClientId(3), 1, put(3, 9));
+    forged.signature = signed_request(3, 2, put(3, 9)).signature;
+    c.call(0, |p, ctx| p.on_request(ctx, forged));
+    assert_eq!(c.replicas[0].pbft.stats.signatures_verified, 0, "nothing checked before the batch closes");
+    c.timer(0, PbftTimer::Flush);
+    assert_eq!(c.replicas[0].pbft.stats.bad_signatures, 1);
+    let before: Vec<u64> = c.replicas.iter().map(|r| r.pbft.stats.signatures_verified).collect();
+    c.deliver_all();
+    for (id, r) in c.replicas.iter().enumerate() {
+        assert_eq!(r.pbft.last_executed(), 1, "n{id}: one batch");
+        assert_eq!(r.pbft.kv().get(3), None, "n{id}: the forged request never executed");
+        assert_eq!(r.pbft.kv().get(2), Some(&vec![1]));
+    }
+    // A backup checks the three client signatures once each (as one batch), plus the
+    // pre-prepare, 2 other prepares and 3 other commits.
+    assert_eq!(c.replicas[1].pbft.stats.signatures_verified - before[1], 3 + 1 + 2 + 3);
+
+    // A faulty primary that slips a forged request into a signed pre-prepare: backups
+    // refuse the whole pre-prepare and count the bad signature.
+    let batch: Vec<Arc<Request>> =
+        vec![Arc::new(signed_request(0, 2, put(0, 2))), Arc::new(signed_request(1, 2, put(1, 2))), {
+            let mut forged = Request::new(ClientId(2), 2, put(2, 2));
+            forged.signature = vec![7; 64];
+            Arc::new(forged)
+        }];
+    let body = qlab_pbft::PrePrepare { view: 0, seq: 2, digest: batch_digest(&batch), batch };
+    let key = ed25519_dalek::SigningKey::from_bytes(&node_secret(KEY_SEED, 0));
+    use ed25519_dalek::Signer;
+    let signature = key.sign(&body.signing_digest()).to_bytes().to_vec();
+    let pp = Signed { body, signer: NodeId(0), signature };
+    let bad_before = c.replicas[1].pbft.stats.bad_signatures;
+    c.call(1, |p, ctx| p.on_message(ctx, NodeId(0), Message::PrePrepare(pp)));
+    assert_eq!(c.replicas[1].pbft.stats.bad_signatures, bad_before + 1);
+    assert!(c.queue.is_empty(), "no prepare for a pre-prepare with a forged request");
+}
+
+#[test]
+fn a_backup_that_receives_a_request_tells_the_client_who_the_primary_is() {
+    let mut c = Cluster::new(4, config(4));
+    c.request(2, 0, 1, put(1, 7));
+    let hint = c.replies.iter().find(|(from, r)| from.0 == 2 && r.client.0 == 0).map(|(_, r)| r.body.clone());
+    assert_eq!(hint, Some(ReplyBody::NotLeader { leader: Some(NodeId(0)) }));
+    c.deliver_all();
+    assert_eq!(c.answers(0, 1), 4, "the backup passed the request on and it executed");
 }
