@@ -362,6 +362,10 @@ pub fn plot_election(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBu
 pub struct XySeries {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    /// Palette index, so a fitted curve can share its data's colour.
+    pub color: usize,
+    /// A model rather than measurements: dashed, no markers.
+    pub fitted: bool,
 }
 
 pub struct XyFigure {
@@ -402,10 +406,18 @@ where
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, s) in figure.series.iter().enumerate() {
-        let color = series_color(i);
+    for s in &figure.series {
+        let color = series_color(s.color);
         let points: Vec<(f64, f64)> =
             s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        if s.fitted {
+            chart
+                .draw_series(DashedLineSeries::new(points, 7, 5, color.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(&s.label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], color.stroke_width(2)));
+            continue;
+        }
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|e| e.to_string())?
@@ -477,8 +489,9 @@ pub fn plot_throughput(run_dir: &Path, experiment_name: &str) -> Result<Vec<Path
             throughput.push((clients as f64, ops));
             latency.push((ops, avg("latency_ms_p99")));
         }
-        throughput_series.push(XySeries { label: label(key), points: throughput });
-        latency_series.push(XySeries { label: label(key), points: latency });
+        let color = throughput_series.len();
+        throughput_series.push(XySeries { label: label(key), points: throughput, color, fitted: false });
+        latency_series.push(XySeries { label: label(key), points: latency, color, fitted: false });
     }
     let mut written = write_xy(
         run_dir,
@@ -500,5 +513,68 @@ pub fn plot_throughput(run_dir: &Path, experiment_name: &str) -> Result<Vec<Path
             series: latency_series,
         },
     )?);
+    written.extend(plot_message_growth(run_dir, experiment_name, &table)?);
     Ok(written)
+}
+
+/// Where the cluster size varies over at least three values: messages per committed
+/// operation against n, with a least-squares quadratic `a n² + b n + c` per line (PBFT's
+/// all-to-all prepare and commit phases make it quadratic; a leader-based protocol's
+/// count is linear and its `a` comes out near zero). The coefficients go to
+/// `message_growth.csv` beside the figure.
+fn plot_message_growth(run_dir: &Path, experiment_name: &str, table: &Table) -> Result<Vec<PathBuf>> {
+    use crate::results::{THROUGHPUT_POINT_COLUMNS, fit_quadratic, mean};
+    let key_columns: Vec<&str> = THROUGHPUT_POINT_COLUMNS.iter().copied().filter(|c| *c != "nodes").collect();
+    let groups = table.group_by(&key_columns);
+    let varies: Vec<bool> =
+        (0..key_columns.len()).map(|i| groups.iter().any(|(k, _)| k[i] != groups[0].0[i])).collect();
+    let mut series = Vec::new();
+    let mut fits =
+        vec![[key_columns.clone(), vec!["a_n2", "b_n", "c", "r_squared", "nodes_min", "nodes_max"]].concat().join(",")];
+    for (key, rows) in &groups {
+        let mut by_nodes: std::collections::BTreeMap<u64, Vec<f64>> = Default::default();
+        for row in rows {
+            if let (Some(n), Some(m)) = (table.number(row, "nodes"), table.number(row, "msgs_per_op")) {
+                by_nodes.entry(n as u64).or_default().push(m);
+            }
+        }
+        let points: Vec<(f64, f64)> = by_nodes.iter().map(|(n, m)| (*n as f64, mean(m))).collect();
+        let Some(fit) = fit_quadratic(&points) else { continue };
+        let name = key
+            .iter()
+            .zip(&key_columns)
+            .zip(&varies)
+            .filter(|((_, column), varies)| **varies || **column == "protocol")
+            .map(|((value, column), _)| if *column == "protocol" { value.clone() } else { format!("{column} {value}") })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (lo, hi) = (points[0].0, points[points.len() - 1].0);
+        let curve = (0..=40).map(|i| lo + (hi - lo) * i as f64 / 40.0).map(|n| (n, fit.at(n))).collect();
+        let color = series.len() / 2;
+        series.push(XySeries { label: name.clone(), points, color, fitted: false });
+        series.push(XySeries { label: format!("fit {}", fit.formula()), points: curve, color, fitted: true });
+        fits.push(format!(
+            "{},{:.4},{:.4},{:.4},{:.6},{lo},{hi}",
+            key.join(","),
+            fit.coefficients[0],
+            fit.coefficients[1],
+            fit.coefficients[2],
+            fit.r_squared
+        ));
+    }
+    if series.is_empty() {
+        return Ok(Vec::new());
+    }
+    let csv_path = run_dir.join("message_growth.csv");
+    std::fs::write(&csv_path, fits.join("\n") + "\n").map_err(|e| LabError::Io { path: csv_path, source: e })?;
+    write_xy(
+        run_dir,
+        "messages_vs_nodes",
+        &XyFigure {
+            title: format!("{experiment_name}: messages per committed operation"),
+            x_label: "replicas (n)".into(),
+            y_label: "messages per operation".into(),
+            series,
+        },
+    )
 }

@@ -375,6 +375,82 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// A least-squares quadratic `y = a x² + b x + c`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuadraticFit {
+    /// `[a, b, c]`.
+    pub coefficients: [f64; 3],
+    /// Share of the variance of `y` the fit explains (1 is exact).
+    pub r_squared: f64,
+}
+
+impl QuadraticFit {
+    pub fn at(&self, x: f64) -> f64 {
+        let [a, b, c] = self.coefficients;
+        a * x * x + b * x + c
+    }
+
+    /// `2.01 n² − 1.95 n + 0.40`, for legends.
+    pub fn formula(&self) -> String {
+        let [a, b, c] = self.coefficients;
+        let term = |v: f64, unit: &str| {
+            let shown = format!("{:.2}", v.abs());
+            let sign = if v < 0.0 && shown != "0.00" { "− " } else { "+ " };
+            format!("{sign}{shown}{unit}")
+        };
+        let lead = format!("{a:.2}");
+        let lead = if lead == "-0.00" { "0.00".to_string() } else { lead };
+        format!("{lead} n² {} {}", term(b, " n"), term(c, ""))
+    }
+}
+
+/// Least squares over at least three distinct `x` (the normal equations, solved by
+/// Gaussian elimination with partial pivoting; three unknowns need nothing more).
+pub fn fit_quadratic(points: &[(f64, f64)]) -> Option<QuadraticFit> {
+    let mut xs: Vec<f64> = points.iter().map(|p| p.0).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    if xs.len() < 3 || points.iter().any(|(x, y)| !x.is_finite() || !y.is_finite()) {
+        return None;
+    }
+    // Sums of x^k for k = 0..4 and of y x^k for k = 0..2.
+    let mut sx = [0.0f64; 5];
+    let mut sy = [0.0f64; 3];
+    for (x, y) in points {
+        for (k, s) in sx.iter_mut().enumerate() {
+            *s += x.powi(k as i32);
+        }
+        for (k, s) in sy.iter_mut().enumerate() {
+            *s += y * x.powi(k as i32);
+        }
+    }
+    // Unknowns ordered [c, b, a]: row k is sum_j sx[k + j] u_j = sy[k].
+    let mut m = [[sx[0], sx[1], sx[2], sy[0]], [sx[1], sx[2], sx[3], sy[1]], [sx[2], sx[3], sx[4], sy[2]]];
+    for col in 0..3 {
+        let pivot = (col..3).max_by(|i, j| m[*i][col].abs().total_cmp(&m[*j][col].abs()))?;
+        m.swap(col, pivot);
+        if m[col][col].abs() < 1e-12 {
+            return None;
+        }
+        for row in 0..3 {
+            if row != col {
+                let factor = m[row][col] / m[col][col];
+                let pivot_row = m[col];
+                for (value, pivot_value) in m[row].iter_mut().zip(pivot_row).skip(col) {
+                    *value -= factor * pivot_value;
+                }
+            }
+        }
+    }
+    let [c, b, a] = [m[0][3] / m[0][0], m[1][3] / m[1][1], m[2][3] / m[2][2]];
+    let fit = QuadraticFit { coefficients: [a, b, c], r_squared: 1.0 };
+    let y_mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
+    let total: f64 = points.iter().map(|p| (p.1 - y_mean).powi(2)).sum();
+    let residual: f64 = points.iter().map(|p| (p.1 - fit.at(p.0)).powi(2)).sum();
+    let r_squared = if total == 0.0 { 1.0 } else { 1.0 - residual / total };
+    Some(QuadraticFit { r_squared, ..fit })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,5 +468,23 @@ mod tests {
         assert_eq!(quantile(&v, 0.5), 2.0);
         assert_eq!(quantile(&v, 0.99), 4.0);
         assert_eq!(quantile(&v, 0.0), 1.0);
+    }
+
+    #[test]
+    fn quadratic_fit_recovers_pbft_normal_case_count() {
+        // 2n² − 2n: prepares and commits, each from every replica to every other.
+        let points: Vec<(f64, f64)> = [4.0, 7.0, 10.0, 13.0].iter().map(|n| (*n, 2.0 * n * n - 2.0 * n)).collect();
+        let fit = super::fit_quadratic(&points).unwrap();
+        for (got, want) in fit.coefficients.iter().zip([2.0, -2.0, 0.0]) {
+            assert!((got - want).abs() < 1e-6, "{:?}", fit.coefficients);
+        }
+        assert!((fit.r_squared - 1.0).abs() < 1e-9);
+        assert_eq!(fit.formula(), "2.00 n² − 2.00 n + 0.00");
+        // A linear count (Raft's 2(n − 1)) has no quadratic term.
+        let linear: Vec<(f64, f64)> = [3.0, 5.0, 7.0, 9.0].iter().map(|n| (*n, 2.0 * n - 2.0)).collect();
+        let fit = super::fit_quadratic(&linear).unwrap();
+        assert!(fit.coefficients[0].abs() < 1e-9 && (fit.coefficients[1] - 2.0).abs() < 1e-9);
+        // Two cluster sizes cannot pin down three coefficients.
+        assert_eq!(super::fit_quadratic(&[(4.0, 24.0), (7.0, 84.0), (7.0, 85.0)]), None);
     }
 }
