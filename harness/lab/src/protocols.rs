@@ -16,7 +16,7 @@ pub trait LabProtocol:
     Protocol<
         Message: Serialize + DeserializeOwned + Send + Sync + 'static,
         Record: Serialize + DeserializeOwned + Send + 'static,
-        Config: Serialize + Clone,
+        Config: Serialize + DeserializeOwned + Clone,
         Timer: Send,
     > + Send
     + 'static
@@ -37,6 +37,17 @@ pub trait LabProtocol:
     /// Leadership changes (elections, ballots) between two epochs, for the `terms` column.
     fn elections_between(old_epoch: u64, new_epoch: u64) -> u64 {
         new_epoch.saturating_sub(old_epoch)
+    }
+    /// Real mode: take the replicas' own signing secrets out of a configuration built
+    /// for the whole cluster, so the cluster file every node reads carries none; each
+    /// goes to its node's own key file. Empty for a protocol without signatures.
+    fn take_node_secrets(_config: &mut Self::Config) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+    /// Give node `id` its secret back from its key file; an error if it is not the one
+    /// the configuration's public key says.
+    fn install_node_secret(_config: &mut Self::Config, id: u32, _secret: &[u8]) -> std::result::Result<(), String> {
+        Err(format!("{} uses no signing key, but node {id} has one", Self::NAME))
     }
 }
 
@@ -109,5 +120,19 @@ impl LabProtocol for Pbft {
     }
     fn heartbeat_timer() -> Option<qlab_pbft::PbftTimer> {
         None
+    }
+    fn take_node_secrets(config: &mut PbftConfig) -> Vec<Vec<u8>> {
+        std::mem::take(&mut config.node_secret_keys).into_iter().map(|k| k.to_vec()).collect()
+    }
+    fn install_node_secret(config: &mut PbftConfig, id: u32, secret: &[u8]) -> std::result::Result<(), String> {
+        let secret: [u8; 32] =
+            secret.try_into().map_err(|_| format!("an ed25519 secret is 32 bytes, this one is {}", secret.len()))?;
+        let public = config.node_public_keys.get(id as usize).ok_or_else(|| format!("no public key for node {id}"))?;
+        if qlab_pbft::public_of(&secret) != *public {
+            return Err(format!("it is not the secret of node {id}'s public key in protocol_config"));
+        }
+        config.node_secret_keys = vec![[0; 32]; config.node_public_keys.len()];
+        config.node_secret_keys[id as usize] = secret;
+        Ok(())
     }
 }

@@ -24,9 +24,9 @@ pub fn node_main(cluster_path: &Path, id: u32) -> Result<()> {
         .build()
         .map_err(|e| LabError::Usage(format!("starting the async runtime: {e}")))?;
     match file.protocol.as_str() {
-        Raft::NAME => runtime.block_on(run_node::<Raft>(file.node_config(base, id)?))?,
-        Paxos::NAME => runtime.block_on(run_node::<Paxos>(file.node_config(base, id)?))?,
-        Pbft::NAME => runtime.block_on(run_node::<Pbft>(file.node_config(base, id)?))?,
+        Raft::NAME => runtime.block_on(run_node::<Raft>(node_config::<Raft>(&file, base, id)?))?,
+        Paxos::NAME => runtime.block_on(run_node::<Paxos>(node_config::<Paxos>(&file, base, id)?))?,
+        Pbft::NAME => runtime.block_on(run_node::<Pbft>(node_config::<Pbft>(&file, base, id)?))?,
         other => {
             return Err(LabError::Usage(format!(
                 "{}: unknown protocol {other:?}, expected one of {PROTOCOLS:?}",
@@ -35,6 +35,21 @@ pub fn node_main(cluster_path: &Path, id: u32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Node `id`'s configuration, with its signing secret (if the file names one) put
+/// back into the protocol configuration.
+fn node_config<P: LabProtocol>(
+    file: &ClusterFile,
+    base: &Path,
+    id: u32,
+) -> Result<qlab_net::runtime::NodeConfig<P::Config>> {
+    let mut config = file.node_config::<P::Config>(base, id)?;
+    if let Some((path, secret)) = file.signing_key(base, id)? {
+        P::install_node_secret(&mut config.protocol, id, &secret)
+            .map_err(|e| LabError::Usage(format!("{}: {e}", path.display())))?;
+    }
+    Ok(config)
 }
 
 use crate::linearizability::HistoryOp;
@@ -204,8 +219,10 @@ pub fn start_cluster<P: LabProtocol>(
         experiment.name(),
         CLUSTERS.fetch_add(1, AtomicOrdering::Relaxed)
     ));
-    let config = toml::Value::try_from(P::config(point, &experiment.file))
-        .map_err(|e| LabError::Usage(format!("{} config: {e}", P::NAME)))?;
+    let mut protocol_config = P::config(point, &experiment.file);
+    let node_secrets = P::take_node_secrets(&mut protocol_config);
+    let config =
+        toml::Value::try_from(protocol_config).map_err(|e| LabError::Usage(format!("{} config: {e}", P::NAME)))?;
     let storage = experiment.file.cluster.storage.clone();
     let network = &experiment.file.network;
     let mut cluster = if network.netns || network.netem {
@@ -219,6 +236,9 @@ pub fn start_cluster<P: LabProtocol>(
         LocalCluster::create(&dir, node_binary, P::NAME, config, point.nodes, storage, seed)?
     };
     cluster.remove_dir_on_drop();
+    if !node_secrets.is_empty() {
+        cluster.write_signing_keys(&node_secrets)?;
+    }
     cluster.start_all()?;
     Ok(cluster)
 }
@@ -447,5 +467,40 @@ pub async fn run_segment<M: Wired, C: Client>(
         } else if driver.now_ns() >= until {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qlab_net::cluster::{LocalCluster, StorageKind};
+    use qlab_pbft::{PbftConfig, node_secret};
+
+    /// Real mode keeps each PBFT replica's secret in a file of its own: the cluster file
+    /// that every node (and every host) reads carries public keys only.
+    #[test]
+    fn pbft_secrets_live_in_per_node_files_not_in_the_cluster_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = PbftConfig::with_keys(7, 4, 2);
+        let secrets = Pbft::take_node_secrets(&mut config);
+        assert_eq!(secrets.len(), 4);
+        let value = toml::Value::try_from(&config).unwrap();
+        let mut cluster =
+            LocalCluster::create(dir.path(), Path::new("qlab"), "pbft", value, 4, StorageKind::Memory, 1).unwrap();
+        cluster.write_signing_keys(&secrets).unwrap();
+
+        let path = dir.path().join("cluster.toml");
+        let file = ClusterFile::load(&path).unwrap();
+        let shared: PbftConfig = file.protocol_config.clone().try_into().unwrap();
+        assert!(shared.node_secret_keys.is_empty(), "a secret key is in the cluster file");
+        assert_eq!(shared.node_public_keys.len(), 4);
+        let node = node_config::<Pbft>(&file, dir.path(), 2).unwrap();
+        assert_eq!(node.protocol.node_secret_keys[2], node_secret(7, 2));
+        assert!(node.protocol.node_secret_keys.iter().enumerate().all(|(i, k)| i == 2 || *k == [0; 32]));
+
+        // Node 2's file holding node 3's secret is refused with the file's name.
+        std::fs::write(dir.path().join("node-2.signing.key"), node_secret(7, 3)).unwrap();
+        let error = node_config::<Pbft>(&file, dir.path(), 2).unwrap_err().to_string();
+        assert!(error.contains("node-2.signing.key") && error.contains("not the secret of node 2"), "{error}");
     }
 }

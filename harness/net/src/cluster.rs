@@ -24,6 +24,7 @@
 //! addr = "10.0.0.1:7000"
 //! cert = "node-0.cert.der"
 //! key = "node-0.key.der"                # only the host running node 0 needs it
+//! signing_key = "node-0.signing.key"    # PBFT: the node's ed25519 secret, likewise
 //! ```
 //!
 //! A [`LocalCluster`] owns the processes it starts and kills every one of them when
@@ -56,6 +57,11 @@ pub struct NodeEntry {
     pub cert: PathBuf,
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// The node's protocol signing secret (PBFT's ed25519 key), raw bytes; like `key`,
+    /// only the host running this node needs it. The protocol configuration holds
+    /// public keys only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -86,6 +92,14 @@ fn default_send_queue() -> usize {
 }
 fn default_orphan_timeout_ms() -> u64 {
     10_000
+}
+
+/// Write a secret readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(bytes)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +148,14 @@ impl ClusterFile {
     fn read(base: &Path, relative: &Path) -> Result<Vec<u8>, ClusterError> {
         let path = base.join(relative);
         std::fs::read(&path).map_err(|source| ClusterError::Io { path, source })
+    }
+
+    /// Node `id`'s protocol signing secret, if the file names one.
+    pub fn signing_key(&self, base: &Path, id: u32) -> Result<Option<(PathBuf, Vec<u8>)>, ClusterError> {
+        let Some(relative) = self.nodes.get(id as usize).and_then(|n| n.signing_key.as_ref()) else {
+            return Ok(None);
+        };
+        Ok(Some((base.join(relative), Self::read(base, relative)?)))
     }
 
     /// The certificates every node and the harness accept.
@@ -266,7 +288,7 @@ impl LocalCluster {
             let key = PathBuf::from(format!("node-{id}.key.der"));
             std::fs::write(dir.join(&cert), &identity.cert_der).map_err(io(&dir.join(&cert)))?;
             std::fs::write(dir.join(&key), &identity.key_der).map_err(io(&dir.join(&key)))?;
-            entries.push(NodeEntry { id: id as u32, addr, cert, key: Some(key) });
+            entries.push(NodeEntry { id: id as u32, addr, cert, key: Some(key), signing_key: None });
         }
         let harness_identity = Identity::generate(Principal::Harness);
         let harness_cert = PathBuf::from("harness.cert.der");
@@ -303,6 +325,19 @@ impl LocalCluster {
 
     pub fn pinned(&self) -> Result<Pinned, ClusterError> {
         self.file.pinned(&self.dir)
+    }
+
+    /// Give every node its protocol signing secret in a file of its own
+    /// (`node-N.signing.key`, readable by its owner only) and name it in the cluster
+    /// file, before the nodes start.
+    pub fn write_signing_keys(&mut self, secrets: &[Vec<u8>]) -> Result<(), ClusterError> {
+        for (node, secret) in self.file.nodes.iter_mut().zip(secrets) {
+            let name = PathBuf::from(format!("node-{}.signing.key", node.id));
+            let path = self.dir.join(&name);
+            write_private(&path, secret).map_err(|source| ClusterError::Io { path: path.clone(), source })?;
+            node.signing_key = Some(name);
+        }
+        self.file.save(&self.file_path)
     }
 
     /// Delete the cluster's directory (keys, logs, storage) when dropped.

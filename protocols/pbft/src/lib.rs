@@ -90,7 +90,8 @@ pub fn client_secret(key_seed: u64, client: u64) -> [u8; 32] {
         .as_bytes()
 }
 
-fn public_of(secret: &[u8; 32]) -> [u8; 32] {
+/// The ed25519 public key of a secret.
+pub fn public_of(secret: &[u8; 32]) -> [u8; 32] {
     SigningKey::from_bytes(secret).verifying_key().to_bytes()
 }
 
