@@ -10,9 +10,12 @@ use crate::check::{Violation, check_observations};
 use crate::linearizability::{LinCheck, check_history};
 use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
+use qlab_core::adversary::{FaultyConfig, MaliciousNode};
 use qlab_core::{ClientId, Nanos, NodeId, ms};
 use qlab_paxos::{Paxos, PaxosConfig};
+use qlab_pbft::attacks::{MaliciousPbft, PbftAttack};
 use qlab_pbft::{Pbft, PbftConfig};
+use qlab_raft::attacks::{MaliciousRaft, RaftAttack};
 use qlab_raft::{Raft, RaftConfig};
 use qlab_sim::{Latency, NetworkConfig, Sim};
 use rand::{RngExt, SeedableRng};
@@ -79,6 +82,30 @@ fn chaos_network(rng: &mut ChaCha8Rng) -> NetworkConfig {
 
 /// Raft under chaos, with seed-chosen batching knobs.
 pub fn run_raft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    let (raft, network, rng) = raft_chaos_setup(seed);
+    run_chaos::<Raft>(seed, config, raft, network, rng)
+}
+
+/// Raft under chaos with the replicas in `malicious` running `attack` from the start:
+/// the same seed-drawn network, knobs and faults as [`run_raft_chaos`].
+pub fn run_raft_attack_chaos(
+    seed: u64,
+    config: &ChaosConfig,
+    attack: &RaftAttack,
+    malicious: &[NodeId],
+) -> ChaosOutcome {
+    let (raft, network, rng) = raft_chaos_setup(seed);
+    let faulty = FaultyConfig {
+        honest: raft,
+        malicious: malicious
+            .iter()
+            .map(|node| MaliciousNode { node: *node, attack: attack.clone(), from_ns: 0, until_ns: None })
+            .collect(),
+    };
+    run_chaos::<MaliciousRaft>(seed, config, faulty, network, rng)
+}
+
+fn raft_chaos_setup(seed: u64) -> (RaftConfig, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);
     let raft = RaftConfig {
@@ -92,7 +119,7 @@ pub fn run_raft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
         // Half the seeds batch commands (exercising the leader's flush path).
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
     };
-    run_chaos::<Raft>(seed, config, raft, network, rng)
+    (raft, network, rng)
 }
 
 /// Multi-Paxos under chaos, with seed-chosen window, batching and message sizes.
@@ -116,6 +143,27 @@ pub fn run_paxos_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
 /// PBFT under chaos: checkpoints every 4 or 8 sequence numbers so garbage collection,
 /// watermarks and state transfer happen many times per run; seed-chosen batching.
 pub fn run_pbft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    let (pbft, network, rng) = pbft_chaos_setup(seed, config);
+    run_chaos::<Pbft>(seed, config, pbft, network, rng)
+}
+
+/// PBFT under chaos with malicious replicas, each with its attack, running from the
+/// start: the same seed-drawn network and knobs as [`run_pbft_chaos`]. Crash and
+/// partition faults come out of `config.faulty_at_most`, so the caller decides
+/// whether the malicious replicas use up the f the protocol tolerates.
+pub fn run_pbft_attack_chaos(seed: u64, config: &ChaosConfig, malicious: &[(NodeId, PbftAttack)]) -> ChaosOutcome {
+    let (pbft, network, rng) = pbft_chaos_setup(seed, config);
+    let faulty = FaultyConfig {
+        honest: pbft,
+        malicious: malicious
+            .iter()
+            .map(|(node, attack)| MaliciousNode { node: *node, attack: attack.clone(), from_ns: 0, until_ns: None })
+            .collect(),
+    };
+    run_chaos::<MaliciousPbft>(seed, config, faulty, network, rng)
+}
+
+fn pbft_chaos_setup(seed: u64, config: &ChaosConfig) -> (PbftConfig, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);
     let mut pbft = PbftConfig::with_keys(crate::protocols::PBFT_KEY_SEED, config.nodes, config.clients as u64);
@@ -124,7 +172,7 @@ pub fn run_pbft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
     pbft.log_window = pbft.checkpoint_interval * [2, 4][rng.random_range(0..2usize)];
     pbft.max_batch = [1, 4, 16][rng.random_range(0..3usize)];
     pbft.batch_delay_ns = [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)];
-    run_chaos::<Pbft>(seed, config, pbft, network, rng)
+    (pbft, network, rng)
 }
 
 /// One chaos run of `P`; `rng` continues the seed's stream to draw the faults.

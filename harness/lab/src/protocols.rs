@@ -136,3 +136,36 @@ impl LabProtocol for Pbft {
         Ok(())
     }
 }
+
+/// A protocol whose replicas may be malicious runs wherever the honest one does: same
+/// name, clients and hooks; the configuration adds who is malicious and how.
+impl<P, A> LabProtocol for qlab_core::adversary::Faulty<P, A>
+where
+    P: LabProtocol,
+    A: qlab_core::adversary::Adversary<P> + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    type Client = P::Client;
+    const NAME: &'static str = P::NAME;
+
+    fn config(point: &Point, file: &ExperimentFile) -> Self::Config {
+        qlab_core::adversary::FaultyConfig::honest(P::config(point, file))
+    }
+    fn client(id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> Self::Client {
+        P::client(id, nodes, retry_timeout_ns)
+    }
+    fn carries_entries(msg: &Self::Message) -> bool {
+        P::carries_entries(msg)
+    }
+    fn heartbeat_timer() -> Option<Self::Timer> {
+        P::heartbeat_timer()
+    }
+    fn elections_between(old_epoch: u64, new_epoch: u64) -> u64 {
+        P::elections_between(old_epoch, new_epoch)
+    }
+    fn take_node_secrets(config: &mut Self::Config) -> Vec<Vec<u8>> {
+        P::take_node_secrets(&mut config.honest)
+    }
+    fn install_node_secret(config: &mut Self::Config, id: u32, secret: &[u8]) -> std::result::Result<(), String> {
+        P::install_node_secret(&mut config.honest, id, secret)
+    }
+}

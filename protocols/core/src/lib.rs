@@ -19,6 +19,7 @@
 //! ([`kv::KvStore`]), and blake3 digests with the hash chain that lets checkers
 //! compare whole committed prefixes in constant space ([`digest`]).
 
+pub mod adversary;
 pub mod digest;
 pub mod kv;
 pub mod leader_client;
@@ -223,6 +224,28 @@ impl<'a, P: Protocol> Context<'a, P> {
     }
     pub fn observe(&mut self, event: Event) {
         self.outbox.actions.push(Action::Observe { event });
+    }
+    /// Emit an action as it is (an adversary re-emitting what it captured).
+    pub fn push(&mut self, action: Action<P::Message, P::Timer, P::Record>) {
+        self.outbox.actions.push(action);
+    }
+    /// This context for a protocol with the same message, timer and record types (a
+    /// wrapper running the node it wraps).
+    pub fn reborrow<Q>(&mut self) -> Context<'_, Q>
+    where
+        Q: Protocol<Message = P::Message, Timer = P::Timer, Record = P::Record>,
+    {
+        Context { now: self.now, rng: self.rng, outbox: self.outbox }
+    }
+    /// Run `step` with this context's clock and randomness but its actions collected
+    /// apart and returned, not emitted: what an adversary inspects and rewrites.
+    pub fn capture<Q>(&mut self, step: impl FnOnce(&mut Context<'_, Q>)) -> Vec<Action<P::Message, P::Timer, P::Record>>
+    where
+        Q: Protocol<Message = P::Message, Timer = P::Timer, Record = P::Record>,
+    {
+        let mut outbox = Outbox::default();
+        step(&mut Context { now: self.now, rng: self.rng, outbox: &mut outbox });
+        outbox.actions
     }
 }
 

@@ -57,6 +57,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+pub mod attacks;
 pub mod client;
 pub use client::{PbftClient, PbftClientTimer};
 

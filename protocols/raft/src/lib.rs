@@ -51,6 +51,7 @@
 //! `commitIndex` and the state machine are volatile and rebuilt by re-applying the log
 //! as the commit point is learned again after a restart.
 
+pub mod attacks;
 pub mod client;
 
 use qlab_core::{Context, Digest, Event, KvStore, Nanos, NodeId, Protocol, Reply, ReplyBody, Request, majority, ms};

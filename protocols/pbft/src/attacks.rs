@@ -1,0 +1,257 @@
+//! Malicious PBFT replicas. PBFT is built to survive exactly these, as long as at most
+//! f of the 3f + 1 replicas run them: every attack below can only sign as itself, and
+//! every honest decision rests on 2f + 1 signed statements, of which at least f + 1 come
+//! from honest replicas. Each attack and what a real adversary would want from it:
+//!
+//! - `equivocate`: as primary, sends one pre-prepare to half the backups and a different
+//!   one (the batch reordered, or shortened) for the same sequence number to the rest;
+//!   as any replica, prepares and commits every digest it sees (like `double-vote`),
+//!   hoping two honest replicas execute different requests at one position. With f
+//!   equivocators, honest backups prepare different digests, neither gathers 2f + 1
+//!   honest-backed votes, the request stalls and the view changes. With f + 1 of them
+//!   agreement breaks: the suite's demonstration that the 3f + 1 bound is tight.
+//! - `double-vote`: prepares and commits every digest it sees for a (view, seq), not
+//!   one, to help a conflicting digest to a quorum. It cannot: a quorum needs f + 1
+//!   honest votes, and honest replicas vote once per (view, seq).
+//! - `forge-signature`: sends its prepares and commits with the signature of another
+//!   replica's key it does not have (a signature of its own key over altered content):
+//!   what impersonation would gain. Rejected on receipt and counted.
+//! - `forge-log`: in its VIEW-CHANGE, claims a prepared certificate for a request
+//!   nobody prepared (a pre-prepare it signs itself, in a view where it is not the
+//!   primary, with prepares it can only sign as itself), to make the new primary
+//!   re-propose its own choice. The certificate does not verify; the view change is
+//!   refused.
+//! - `replay`: sends each message it receives back out again later, to everyone, as if
+//!   it were new (stale views and sequence numbers, duplicate votes).
+//! - `silent-primary`: never sends anything while it is the primary (and behaves
+//!   otherwise), so clients' requests go unordered until the backups' timers fire.
+//! - `view-inflation`: asks for a view far ahead on every timeout, to stall everyone in
+//!   view changes. A view change needs f + 1 replicas to join and 2f + 1 to complete.
+//! - any [`GenericAttack`] (`crash`, `silent`, `selective-drop`, `delay`).
+
+use crate::{Message, Pbft, PbftTimer, PrePrepare, Signed, ViewChange, Vote, batch_digest};
+use qlab_core::adversary::{Adversary, Faulty, GenericAttack};
+use qlab_core::{Action, Context, Digest, NodeId, Protocol, Request};
+use serde::{Deserialize, Serialize};
+
+/// What a malicious PBFT replica does; see the module doc.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PbftAttack {
+    Equivocate {
+        /// (view, seq, digest) it already voted for (run state, not configuration).
+        #[serde(skip)]
+        voted: std::collections::BTreeSet<(u64, u64, Digest)>,
+    },
+    DoubleVote {
+        /// (view, seq, digest) it already voted for (run state, not configuration).
+        #[serde(skip)]
+        voted: std::collections::BTreeSet<(u64, u64, Digest)>,
+    },
+    ForgeSignature,
+    ForgeLog,
+    Replay {
+        /// What it broadcast lately, to play back (run state, not configuration).
+        #[serde(skip)]
+        sent: Vec<Message>,
+    },
+    SilentPrimary,
+    ViewInflation,
+    Generic(GenericAttack),
+}
+
+/// A PBFT replica that is honest or runs a [`PbftAttack`].
+pub type MaliciousPbft = Faulty<Pbft, PbftAttack>;
+
+impl PbftAttack {
+    /// Attack names as experiment files write them.
+    pub const NAMES: &'static [&'static str] = &[
+        "equivocate",
+        "double-vote",
+        "forge-signature",
+        "forge-log",
+        "replay",
+        "silent-primary",
+        "view-inflation",
+        "crash",
+        "silent",
+    ];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "equivocate" => PbftAttack::Equivocate { voted: Default::default() },
+            "double-vote" => PbftAttack::DoubleVote { voted: Default::default() },
+            "forge-signature" => PbftAttack::ForgeSignature,
+            "forge-log" => PbftAttack::ForgeLog,
+            "replay" => PbftAttack::Replay { sent: Vec::new() },
+            "silent-primary" => PbftAttack::SilentPrimary,
+            "view-inflation" => PbftAttack::ViewInflation,
+            "crash" => PbftAttack::Generic(GenericAttack::Crash),
+            "silent" => PbftAttack::Generic(GenericAttack::Silent),
+            _ => return None,
+        })
+    }
+}
+
+type Actions = Vec<Action<Message, PbftTimer, crate::Record>>;
+
+/// How far ahead `view-inflation` asks to go.
+const INFLATED_VIEWS: u64 = 1_000;
+
+impl Adversary<Pbft> for PbftAttack {
+    fn on_start(&mut self, honest: &mut Pbft, ctx: &mut Context<'_, Pbft>) {
+        match self {
+            PbftAttack::Generic(g) => g.on_start(honest, ctx),
+            _ => {
+                let actions = ctx.capture::<Pbft>(|c| honest.on_start(c));
+                self.emit(honest, ctx, actions);
+            }
+        }
+    }
+
+    #[expect(clippy::collapsible_match, reason = "a match guard cannot insert into `voted`")]
+    fn on_message(&mut self, honest: &mut Pbft, ctx: &mut Context<'_, Pbft>, from: NodeId, msg: Message) {
+        if let PbftAttack::Generic(g) = self {
+            return g.on_message(honest, ctx, from, msg);
+        }
+        let mut extra = Vec::new();
+        match (&mut *self, &msg) {
+            // Vote for whatever digest anyone else voted for, too.
+            (
+                PbftAttack::DoubleVote { voted } | PbftAttack::Equivocate { voted },
+                Message::Prepare(vote) | Message::Commit(vote),
+            ) if vote.signer == from => {
+                if voted.insert((vote.body.view, vote.body.seq, vote.body.digest)) {
+                    let vote = vote.body.clone();
+                    let prepare = honest.sign_phase(b"prepare", vote.clone());
+                    let commit = honest.sign_phase(b"commit", vote);
+                    extra.push(Action::Broadcast { msg: Message::Prepare(prepare) });
+                    extra.push(Action::Broadcast { msg: Message::Commit(commit) });
+                }
+            }
+            (PbftAttack::Replay { .. }, Message::Prepare(_) | Message::Commit(_) | Message::PrePrepare(_)) => {
+                // Relayed as if it were its own: a receiver must notice the signer is
+                // not the sender.
+                extra.push(Action::Broadcast { msg: msg.clone() });
+            }
+            _ => {}
+        }
+        let actions = ctx.capture::<Pbft>(|c| honest.on_message(c, from, msg));
+        self.emit(honest, ctx, actions);
+        for action in extra {
+            ctx.push(action);
+        }
+    }
+
+    fn on_timer(&mut self, honest: &mut Pbft, ctx: &mut Context<'_, Pbft>, timer: PbftTimer) {
+        match self {
+            PbftAttack::Generic(g) => g.on_timer(honest, ctx, timer),
+            PbftAttack::ViewInflation if timer == PbftTimer::ViewChange => {
+                let target = honest.view + INFLATED_VIEWS;
+                let actions = ctx.capture::<Pbft>(|c| honest.start_view_change(target, c));
+                self.emit(honest, ctx, actions);
+            }
+            _ => {
+                let actions = ctx.capture::<Pbft>(|c| honest.on_timer(c, timer));
+                self.emit(honest, ctx, actions);
+            }
+        }
+    }
+
+    fn on_request(&mut self, honest: &mut Pbft, ctx: &mut Context<'_, Pbft>, request: Request) {
+        match self {
+            PbftAttack::Generic(g) => g.on_request(honest, ctx, request),
+            _ => {
+                let actions = ctx.capture::<Pbft>(|c| honest.on_request(c, request));
+                self.emit(honest, ctx, actions);
+            }
+        }
+    }
+
+    fn drops_to(&self, to: NodeId) -> bool {
+        match self {
+            PbftAttack::Generic(g) => <GenericAttack as Adversary<Pbft>>::drops_to(g, to),
+            _ => false,
+        }
+    }
+
+    fn holds_ns(&self) -> qlab_core::Nanos {
+        match self {
+            PbftAttack::Generic(g) => <GenericAttack as Adversary<Pbft>>::holds_ns(g),
+            _ => 0,
+        }
+    }
+}
+
+impl PbftAttack {
+    /// The honest step's actions, rewritten by the attack.
+    fn emit(&mut self, honest: &mut Pbft, ctx: &mut Context<'_, Pbft>, actions: Actions) {
+        let primary = honest.primary() == honest.id;
+        for action in actions {
+            match (&mut *self, action) {
+                (PbftAttack::SilentPrimary, Action::Send { .. } | Action::Broadcast { .. } | Action::Reply { .. })
+                    if primary => {}
+                (PbftAttack::Equivocate { .. }, Action::Broadcast { msg: Message::PrePrepare(pp) }) => {
+                    let other = equivocal(honest, &pp);
+                    for to in (0..honest.nodes).map(NodeId).filter(|to| *to != honest.id) {
+                        // The lower half of the backups get the genuine one.
+                        let msg = if to.0 <= honest.nodes / 2 { pp.clone() } else { other.clone() };
+                        ctx.send(to, Message::PrePrepare(msg));
+                    }
+                }
+                (PbftAttack::ForgeSignature, Action::Broadcast { msg: Message::Prepare(vote) }) => {
+                    ctx.broadcast(Message::Prepare(forged(vote)));
+                }
+                (PbftAttack::ForgeSignature, Action::Broadcast { msg: Message::Commit(vote) }) => {
+                    ctx.broadcast(Message::Commit(forged(vote)));
+                }
+                (PbftAttack::ForgeLog, Action::Broadcast { msg: Message::ViewChange(vc) }) => {
+                    ctx.broadcast(Message::ViewChange(forged_view_change(honest, vc)));
+                }
+                (PbftAttack::Replay { sent }, Action::Broadcast { msg }) => {
+                    // Each broadcast also plays back the one of 16 broadcasts ago: stale
+                    // views and sequence numbers, votes already counted.
+                    if sent.len() >= 16 {
+                        ctx.broadcast(sent.remove(0));
+                    }
+                    sent.push(msg.clone());
+                    ctx.broadcast(msg);
+                }
+                (_, other) => ctx.push(other),
+            }
+        }
+    }
+}
+
+/// A second pre-prepare for the same (view, seq): the batch reversed, or without its
+/// last request (a one-request batch becomes a null request), signed by the primary.
+fn equivocal(honest: &mut Pbft, pp: &Signed<PrePrepare>) -> Signed<PrePrepare> {
+    let mut batch = pp.body.batch.clone();
+    if batch.len() >= 2 {
+        batch.reverse();
+    } else {
+        batch.pop();
+    }
+    honest.sign(PrePrepare { view: pp.body.view, seq: pp.body.seq, digest: batch_digest(&batch), batch })
+}
+
+/// A vote that claims another replica signed it: its own signature on altered content
+/// under that replica's name.
+fn forged(mut vote: Signed<Vote>) -> Signed<Vote> {
+    vote.signer = NodeId(vote.signer.0 ^ 1);
+    vote
+}
+
+/// A VIEW-CHANGE claiming the next sequence number prepared with a digest of the
+/// attacker's choosing, "certified" by a pre-prepare and prepares it signed itself.
+fn forged_view_change(honest: &mut Pbft, vc: Signed<ViewChange>) -> Signed<ViewChange> {
+    let mut body = vc.body;
+    let seq = body.prepared.iter().map(|c| c.pre_prepare.body.seq).chain([body.stable_seq]).max().unwrap_or(0) + 1;
+    let view = body.new_view.saturating_sub(1);
+    let digest = Digest(*blake3::hash(b"forged by a malicious replica").as_bytes());
+    let pre_prepare = honest.sign(PrePrepare { view, seq, digest, batch: Vec::new() });
+    let prepares: Vec<Signed<Vote>> =
+        (0..2 * honest.f).map(|_| honest.sign_phase(b"prepare", Vote { view, seq, digest })).collect();
+    body.prepared.push(crate::PreparedCert { pre_prepare, prepares });
+    honest.sign(body)
+}
