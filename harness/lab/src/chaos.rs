@@ -12,6 +12,7 @@ use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
 use qlab_core::adversary::{FaultyConfig, MaliciousNode};
 use qlab_core::{ClientId, Nanos, NodeId, ms};
+use qlab_paxos::attacks::{MaliciousPaxos, PaxosAttack};
 use qlab_paxos::{Paxos, PaxosConfig};
 use qlab_pbft::attacks::{MaliciousPbft, PbftAttack};
 use qlab_pbft::{Pbft, PbftConfig};
@@ -64,7 +65,12 @@ pub struct ChaosOutcome {
 
 impl ChaosOutcome {
     pub fn passed(&self) -> bool {
-        self.violations.is_empty() && self.linearizability == LinCheck::Linearizable && self.live_after_heal
+        self.is_safe() && self.live_after_heal
+    }
+
+    /// No checker found anything (liveness aside).
+    pub fn is_safe(&self) -> bool {
+        self.violations.is_empty() && self.linearizability == LinCheck::Linearizable
     }
 }
 
@@ -78,6 +84,52 @@ fn chaos_network(rng: &mut ChaCha8Rng) -> NetworkConfig {
         reorder: rng.random_range(0.0..0.20),
         reorder_delay_ns_max: ms(30),
     }
+}
+
+/// `honest` with the given nodes running the given attacks for the whole run.
+fn with_malicious<C, A>(honest: C, malicious: impl Iterator<Item = (NodeId, A)>) -> FaultyConfig<C, A> {
+    FaultyConfig {
+        honest,
+        malicious: malicious.map(|(node, attack)| MaliciousNode { node, attack, from_ns: 0, until_ns: None }).collect(),
+    }
+}
+
+/// For the attack tests of a crash-fault protocol: the attack must be *caught*. Over
+/// `seeds`, some run must be unsafe; the first must break one of `expected` (or be
+/// non-linearizable, if that is expected) and replay from its seed to the same
+/// violations. Returns a one-line account (how many seeds, the first violation).
+pub fn caught(
+    run: impl Fn(u64) -> ChaosOutcome,
+    seeds: std::ops::Range<u64>,
+    expected: &[crate::check::Invariant],
+) -> Result<String, String> {
+    let count = seeds.end - seeds.start;
+    let mut first = None;
+    let mut unsafe_runs = 0;
+    for seed in seeds {
+        let outcome = run(seed);
+        if !outcome.is_safe() {
+            unsafe_runs += 1;
+            first.get_or_insert((seed, outcome));
+        }
+    }
+    let (seed, outcome) = first.ok_or(format!("no violation in {count} seeds"))?;
+    let broke_expected = outcome.violations.iter().any(|v| expected.contains(&v.invariant))
+        || (expected.contains(&crate::check::Invariant::Linearizability)
+            && outcome.linearizability != LinCheck::Linearizable);
+    let shown = |o: &ChaosOutcome| o.violations.iter().map(ToString::to_string).collect::<Vec<_>>();
+    if !broke_expected {
+        return Err(format!(
+            "seed {seed}: expected one of {expected:?}, got {:?} / {:?}",
+            shown(&outcome),
+            outcome.linearizability
+        ));
+    }
+    let again = run(seed);
+    if shown(&again) != shown(&outcome) || again.operations_completed != outcome.operations_completed {
+        return Err(format!("seed {seed} did not replay to the same run"));
+    }
+    Ok(format!("unsafe in {unsafe_runs} of {count} seeds; first seed {seed}: {:?}", shown(&outcome).first()))
 }
 
 /// Raft under chaos, with seed-chosen batching knobs.
@@ -95,13 +147,7 @@ pub fn run_raft_attack_chaos(
     malicious: &[NodeId],
 ) -> ChaosOutcome {
     let (raft, network, rng) = raft_chaos_setup(seed);
-    let faulty = FaultyConfig {
-        honest: raft,
-        malicious: malicious
-            .iter()
-            .map(|node| MaliciousNode { node: *node, attack: attack.clone(), from_ns: 0, until_ns: None })
-            .collect(),
-    };
+    let faulty = with_malicious(raft, malicious.iter().map(|node| (*node, attack.clone())));
     run_chaos::<MaliciousRaft>(seed, config, faulty, network, rng)
 }
 
@@ -124,6 +170,24 @@ fn raft_chaos_setup(seed: u64) -> (RaftConfig, NetworkConfig, ChaCha8Rng) {
 
 /// Multi-Paxos under chaos, with seed-chosen window, batching and message sizes.
 pub fn run_paxos_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    let (paxos, network, rng) = paxos_chaos_setup(seed);
+    run_chaos::<Paxos>(seed, config, paxos, network, rng)
+}
+
+/// Multi-Paxos under chaos with the replicas in `malicious` running `attack` from the
+/// start: the same seed-drawn network, knobs and faults as [`run_paxos_chaos`].
+pub fn run_paxos_attack_chaos(
+    seed: u64,
+    config: &ChaosConfig,
+    attack: &PaxosAttack,
+    malicious: &[NodeId],
+) -> ChaosOutcome {
+    let (paxos, network, rng) = paxos_chaos_setup(seed);
+    let faulty = with_malicious(paxos, malicious.iter().map(|node| (*node, attack.clone())));
+    run_chaos::<MaliciousPaxos>(seed, config, faulty, network, rng)
+}
+
+fn paxos_chaos_setup(seed: u64) -> (PaxosConfig, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);
     let paxos = PaxosConfig {
@@ -137,7 +201,7 @@ pub fn run_paxos_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
         check_quorum: true,
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
     };
-    run_chaos::<Paxos>(seed, config, paxos, network, rng)
+    (paxos, network, rng)
 }
 
 /// PBFT under chaos: checkpoints every 4 or 8 sequence numbers so garbage collection,
@@ -153,13 +217,7 @@ pub fn run_pbft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
 /// whether the malicious replicas use up the f the protocol tolerates.
 pub fn run_pbft_attack_chaos(seed: u64, config: &ChaosConfig, malicious: &[(NodeId, PbftAttack)]) -> ChaosOutcome {
     let (pbft, network, rng) = pbft_chaos_setup(seed, config);
-    let faulty = FaultyConfig {
-        honest: pbft,
-        malicious: malicious
-            .iter()
-            .map(|(node, attack)| MaliciousNode { node: *node, attack: attack.clone(), from_ns: 0, until_ns: None })
-            .collect(),
-    };
+    let faulty = with_malicious(pbft, malicious.iter().cloned());
     run_chaos::<MaliciousPbft>(seed, config, faulty, network, rng)
 }
 

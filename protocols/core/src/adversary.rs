@@ -35,13 +35,21 @@ pub trait Adversary<P: Protocol>: Clone + fmt::Debug {
     fn on_request(&mut self, honest: &mut P, ctx: &mut Context<'_, P>, request: Request) {
         honest.on_request(ctx, request);
     }
+    /// The protocol-independent attack this is, if it is one (its drop and delay
+    /// filters then apply).
+    fn as_generic(&self) -> Option<&GenericAttack> {
+        None
+    }
     /// Nothing this node sends reaches `to` (applied after the step, broadcasts split).
-    fn drops_to(&self, _to: NodeId) -> bool {
-        false
+    fn drops_to(&self, to: NodeId) -> bool {
+        matches!(self.as_generic(), Some(GenericAttack::SelectiveDrop { to: victims }) if victims.contains(&to))
     }
     /// Hold every outgoing message back this long (released at the first step after).
     fn holds_ns(&self) -> Nanos {
-        0
+        match self.as_generic() {
+            Some(GenericAttack::Delay { delay_ns }) => *delay_ns,
+            _ => 0,
+        }
     }
 }
 
@@ -75,14 +83,8 @@ impl<P: Protocol> Adversary<P> for GenericAttack {
     fn on_request(&mut self, honest: &mut P, ctx: &mut Context<'_, P>, request: Request) {
         self.filtered(ctx, |c| honest.on_request(c, request));
     }
-    fn drops_to(&self, to: NodeId) -> bool {
-        matches!(self, GenericAttack::SelectiveDrop { to: victims } if victims.contains(&to))
-    }
-    fn holds_ns(&self) -> Nanos {
-        match self {
-            GenericAttack::Delay { delay_ns } => *delay_ns,
-            _ => 0,
-        }
+    fn as_generic(&self) -> Option<&GenericAttack> {
+        Some(self)
     }
 }
 

@@ -49,6 +49,7 @@
 //! [`Record`]s. What is chosen, the state machine and the leader's bookkeeping are
 //! volatile: a restarted replica learns its commit point again from the leader.
 
+pub mod attacks;
 pub mod client;
 
 use qlab_core::{

@@ -21,8 +21,9 @@
 //!   primary, with prepares it can only sign as itself), to make the new primary
 //!   re-propose its own choice. The certificate does not verify; the view change is
 //!   refused.
-//! - `replay`: sends each message it receives back out again later, to everyone, as if
-//!   it were new (stale views and sequence numbers, duplicate votes).
+//! - `replay`: with each message it broadcasts, plays back the one it broadcast 16
+//!   earlier: stale views and sequence numbers, votes already counted, old checkpoints
+//!   and view changes, to see whether any duplicate changes an honest replica's state.
 //! - `silent-primary`: never sends anything while it is the primary (and behaves
 //!   otherwise), so clients' requests go unordered until the backups' timers fire.
 //! - `view-inflation`: asks for a view far ahead on every timeout, to stall everyone in
@@ -129,11 +130,6 @@ impl Adversary<Pbft> for PbftAttack {
                     extra.push(Action::Broadcast { msg: Message::Commit(commit) });
                 }
             }
-            (PbftAttack::Replay { .. }, Message::Prepare(_) | Message::Commit(_) | Message::PrePrepare(_)) => {
-                // Relayed as if it were its own: a receiver must notice the signer is
-                // not the sender.
-                extra.push(Action::Broadcast { msg: msg.clone() });
-            }
             _ => {}
         }
         let actions = ctx.capture::<Pbft>(|c| honest.on_message(c, from, msg));
@@ -168,17 +164,10 @@ impl Adversary<Pbft> for PbftAttack {
         }
     }
 
-    fn drops_to(&self, to: NodeId) -> bool {
+    fn as_generic(&self) -> Option<&GenericAttack> {
         match self {
-            PbftAttack::Generic(g) => <GenericAttack as Adversary<Pbft>>::drops_to(g, to),
-            _ => false,
-        }
-    }
-
-    fn holds_ns(&self) -> qlab_core::Nanos {
-        match self {
-            PbftAttack::Generic(g) => <GenericAttack as Adversary<Pbft>>::holds_ns(g),
-            _ => 0,
+            PbftAttack::Generic(g) => Some(g),
+            _ => None,
         }
     }
 }

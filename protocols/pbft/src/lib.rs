@@ -69,6 +69,9 @@ pub const fn faults_tolerated(nodes: u32) -> u32 {
     (nodes.saturating_sub(1)) / 3
 }
 
+/// Cap on the view-change timeout's doublings (see `view_change_timeout`).
+const MAX_VIEW_CHANGE_DOUBLINGS: u32 = 6;
+
 // ---- keys --------------------------------------------------------------------------
 
 /// A node's or client's ed25519 secret, derived from the run's key seed so a whole
@@ -627,8 +630,13 @@ impl Pbft {
 
     // ---- timers ------------------------------------------------------------------------
 
+    /// The paper doubles the timeout with every view change that brings no progress, so
+    /// that it eventually outgrows the network's delays. Doubling without end also lets
+    /// f replicas that keep forcing view changes (joined by one honest replica's timeout,
+    /// see the f + 1 rule) push it to hours; 64 times the first timeout is far above any
+    /// delay a run sees and bounds how long a correct cluster waits.
     fn view_change_timeout(&self) -> Nanos {
-        self.config.view_change_timeout_ns << self.view_change_attempts.min(16)
+        self.config.view_change_timeout_ns << self.view_change_attempts.min(MAX_VIEW_CHANGE_DOUBLINGS)
     }
 
     fn start_timer(&mut self, ctx: &mut Context<'_, Self>) {

@@ -362,3 +362,80 @@ fn a_backup_that_receives_a_request_tells_the_client_who_the_primary_is() {
     c.deliver_all();
     assert_eq!(c.answers(0, 1), 4, "the backup passed the request on and it executed");
 }
+
+/// A copy of `msg` with its signature (or, for a forwarded request, its client's
+/// signature) damaged; `None` for the unsigned kinds.
+fn tampered(msg: &Message) -> Option<Message> {
+    let mut msg = msg.clone();
+    match &mut msg {
+        Message::PrePrepare(s) => s.signature[0] ^= 1,
+        Message::Prepare(s) | Message::Commit(s) => s.signature[0] ^= 1,
+        Message::Checkpoint(s) => s.signature[0] ^= 1,
+        Message::ViewChange(s) => s.signature[0] ^= 1,
+        Message::NewView(s) => s.signature[0] ^= 1,
+        Message::Forward(r) => {
+            let mut request = (**r).clone();
+            request.signature[0] ^= 1;
+            *r = Arc::new(request);
+        }
+        _ => return None,
+    }
+    Some(msg)
+}
+
+/// What a replica's state is, as far as its public view of itself goes.
+fn fingerprint(p: &Pbft) -> (u64, bool, u64, u64, usize, qlab_core::Digest) {
+    (p.view(), p.in_view_change(), p.last_executed(), p.stable_seq(), p.log_len(), p.kv().state_digest())
+}
+
+/// Before each delivery, hand every kind of signed message not tried yet, damaged, to
+/// its receiver: it must be refused and counted, with no state change and nothing sent.
+fn deliver_probing(c: &mut Cluster, tried: &mut std::collections::BTreeSet<&'static str>) {
+    loop {
+        let pending: Vec<(NodeId, NodeId, Message)> = c.queue.iter().cloned().collect();
+        for (from, to, msg) in pending {
+            let kind = Pbft::message_kind(&msg);
+            if tried.contains(kind) {
+                continue;
+            }
+            let Some(bad) = tampered(&msg) else { continue };
+            let receiver = &c.replicas[to.0 as usize].pbft;
+            let (before, bad_before) = (fingerprint(receiver), receiver.stats.bad_signatures);
+            let (queued, replies) = (c.queue.len(), c.replies.len());
+            c.call(to.0, |p, ctx| p.on_message(ctx, from, bad));
+            let receiver = &c.replicas[to.0 as usize].pbft;
+            assert_eq!(receiver.stats.bad_signatures, bad_before + 1, "{kind}: the bad signature was not counted");
+            assert_eq!(fingerprint(receiver), before, "{kind}: a bad signature changed the receiver's state");
+            assert_eq!((c.queue.len(), c.replies.len()), (queued, replies), "{kind}: a bad signature made it send");
+            tried.insert(kind);
+        }
+        let Some((from, to, msg)) = c.queue.pop_front() else { break };
+        c.call(to.0, |p, ctx| p.on_message(ctx, from, msg));
+    }
+}
+
+#[test]
+fn a_bad_signature_is_refused_before_it_changes_anything_for_every_message_type() {
+    let mut c = Cluster::new(4, config(4));
+    let mut tried = std::collections::BTreeSet::new();
+    // Normal case and a forwarded request.
+    c.request(0, 0, 1, put(1, 1));
+    deliver_probing(&mut c, &mut tried);
+    c.request(2, 1, 1, put(2, 1));
+    deliver_probing(&mut c, &mut tried);
+    // Up to the first checkpoint (every 8).
+    for seq in 2..=8 {
+        c.request(0, 0, seq, put(1, seq as u8));
+        deliver_probing(&mut c, &mut tried);
+    }
+    // A view change: the backups time out, the next primary sends NEW-VIEW.
+    for id in 1..4 {
+        c.timer(id, PbftTimer::ViewChange);
+    }
+    deliver_probing(&mut c, &mut tried);
+    let expected = ["pre_prepare", "prepare", "commit", "forward", "checkpoint", "view_change", "new_view"];
+    for kind in expected {
+        assert!(tried.contains(kind), "no {kind} was seen to tamper with; tried {tried:?}");
+    }
+    assert!(c.replicas.iter().all(|r| r.pbft.view() == 1 && !r.pbft.in_view_change()), "the view change completed");
+}

@@ -175,17 +175,10 @@ impl Adversary<Raft> for RaftAttack {
         }
     }
 
-    fn drops_to(&self, to: NodeId) -> bool {
+    fn as_generic(&self) -> Option<&GenericAttack> {
         match self {
-            RaftAttack::Generic(g) => <GenericAttack as Adversary<Raft>>::drops_to(g, to),
-            _ => false,
-        }
-    }
-
-    fn holds_ns(&self) -> qlab_core::Nanos {
-        match self {
-            RaftAttack::Generic(g) => <GenericAttack as Adversary<Raft>>::holds_ns(g),
-            _ => 0,
+            RaftAttack::Generic(g) => Some(g),
+            _ => None,
         }
     }
 }
