@@ -278,3 +278,112 @@ impl<P: Protocol, A: Adversary<P>> Protocol for Faulty<P, A> {
         self.honest.counters()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, Outbox};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// A toy protocol: on start it broadcasts, sets a timer and reports an event; it
+    /// answers every message to its sender.
+    #[derive(Clone, Debug)]
+    struct Echo {
+        id: NodeId,
+    }
+
+    impl Protocol for Echo {
+        type Message = u32;
+        type Timer = u8;
+        type Record = ();
+        type Config = ();
+        fn new(_: &(), id: NodeId, _: u32) -> Self {
+            Echo { id }
+        }
+        fn restore(_: &(), id: NodeId, _: u32, _: &[()]) -> Self {
+            Echo { id }
+        }
+        fn id(&self) -> NodeId {
+            self.id
+        }
+        fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
+            ctx.broadcast(1);
+            ctx.set_timer(0, 10);
+            ctx.observe(Event::LeaderKnown { epoch: 1, leader: self.id });
+        }
+        fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, msg: u32) {
+            ctx.send(from, msg + 1);
+        }
+        fn on_timer(&mut self, _: &mut Context<'_, Self>, _: u8) {}
+        fn on_request(&mut self, _: &mut Context<'_, Self>, _: Request) {}
+        fn message_kind(_: &u32) -> &'static str {
+            "n"
+        }
+        fn message_bytes(_: &u32) -> usize {
+            4
+        }
+        fn is_leader(&self) -> bool {
+            false
+        }
+        fn epoch(&self) -> u64 {
+            0
+        }
+    }
+
+    type Node = Faulty<Echo, GenericAttack>;
+
+    fn node(attack: Option<GenericAttack>, from_ns: Nanos) -> Node {
+        let malicious = attack.map(|attack| MaliciousNode { node: NodeId(0), attack, from_ns, until_ns: None });
+        Node::new(&FaultyConfig { honest: (), malicious: malicious.into_iter().collect() }, NodeId(0), 4)
+    }
+
+    /// One step at `now`; the actions as text, for comparison.
+    fn step(node: &mut Node, now: Nanos, f: impl FnOnce(&mut Node, &mut Context<'_, Node>)) -> Vec<String> {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut outbox = Outbox::default();
+        f(node, &mut Context::new(now, &mut rng, &mut outbox));
+        outbox.actions.iter().map(|a| format!("{a:?}")).collect()
+    }
+
+    #[test]
+    fn an_honest_node_is_untouched() {
+        let actions = step(&mut node(None, 0), 0, |n, c| n.on_start(c));
+        assert_eq!(
+            actions,
+            [
+                "Broadcast { msg: 1 }",
+                "SetTimer { timer: 0, after: 10 }",
+                "Observe { event: LeaderKnown { epoch: 1, leader: NodeId(0) } }"
+            ]
+        );
+    }
+
+    #[test]
+    fn generic_attacks_filter_what_leaves() {
+        // Before its window opens a malicious node acts honestly, but is never checked.
+        let before = step(&mut node(Some(GenericAttack::Silent), 5), 0, |n, c| n.on_start(c));
+        assert_eq!(before, ["Broadcast { msg: 1 }", "SetTimer { timer: 0, after: 10 }"]);
+        let silent = step(&mut node(Some(GenericAttack::Silent), 0), 0, |n, c| n.on_start(c));
+        assert_eq!(silent, ["SetTimer { timer: 0, after: 10 }"]);
+        let crashed = step(&mut node(Some(GenericAttack::Crash), 0), 0, |n, c| n.on_start(c));
+        assert!(crashed.is_empty());
+        let dropping =
+            step(&mut node(Some(GenericAttack::SelectiveDrop { to: vec![NodeId(2)] }), 0), 0, |n, c| n.on_start(c));
+        assert_eq!(
+            dropping,
+            ["SetTimer { timer: 0, after: 10 }", "Send { to: NodeId(1), msg: 1 }", "Send { to: NodeId(3), msg: 1 }"]
+        );
+    }
+
+    #[test]
+    fn delay_holds_messages_until_a_step_after_their_time() {
+        let mut n = node(Some(GenericAttack::Delay { delay_ns: 5 }), 0);
+        let first = step(&mut n, 0, |n, c| n.on_message(c, NodeId(3), 7));
+        assert!(first.is_empty(), "held: {first:?}");
+        let early = step(&mut n, 4, |n, c| n.on_timer(c, 0));
+        assert!(early.is_empty(), "still held at 4 ns: {early:?}");
+        let due = step(&mut n, 5, |n, c| n.on_timer(c, 0));
+        assert_eq!(due, ["Send { to: NodeId(3), msg: 8 }"]);
+    }
+}
