@@ -102,6 +102,7 @@ pub fn caught(
     run: impl Fn(u64) -> ChaosOutcome,
     seeds: std::ops::Range<u64>,
     expected: &[crate::check::Invariant],
+    replay_command: impl Fn(u64) -> String,
 ) -> Result<String, String> {
     let count = seeds.end - seeds.start;
     let mut first = None;
@@ -118,18 +119,22 @@ pub fn caught(
         || (expected.contains(&crate::check::Invariant::Linearizability)
             && outcome.linearizability != LinCheck::Linearizable);
     let shown = |o: &ChaosOutcome| o.violations.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let replay = replay_command(seed);
     if !broke_expected {
         return Err(format!(
-            "seed {seed}: expected one of {expected:?}, got {:?} / {:?}",
+            "seed {seed}: expected one of {expected:?}, got {:?} / {:?}\n  replay: {replay}",
             shown(&outcome),
             outcome.linearizability
         ));
     }
     let again = run(seed);
     if shown(&again) != shown(&outcome) || again.operations_completed != outcome.operations_completed {
-        return Err(format!("seed {seed} did not replay to the same run"));
+        return Err(format!("seed {seed} did not replay to the same run\n  replay: {replay}"));
     }
-    Ok(format!("unsafe in {unsafe_runs} of {count} seeds; first seed {seed}: {:?}", shown(&outcome).first()))
+    Ok(format!(
+        "unsafe in {unsafe_runs} of {count} seeds; first seed {seed}: {:?}\n  replay: {replay}",
+        shown(&outcome).first()
+    ))
 }
 
 /// Raft under chaos, with seed-chosen batching knobs.
@@ -428,7 +433,13 @@ pub fn sweep(
 
 /// The body of every chaos test binary's `replay_one_seed`: the seed and node count
 /// from the environment, a full trace printed, and the outcome asserted.
-pub fn replay_from_env(run: impl Fn(u64, &ChaosConfig) -> ChaosOutcome, mut config: ChaosConfig) {
+pub fn replay_from_env(run: impl Fn(u64, &ChaosConfig) -> ChaosOutcome, config: ChaosConfig) {
+    assert!(replay_and_print(run, config).passed());
+}
+
+/// The seed from `QLAB_CHAOS_SEED` run with a full trace, everything printed: the body
+/// of the attack tests' `replay_one_seed` (whose runs may be meant to fail).
+pub fn replay_and_print(run: impl Fn(u64, &ChaosConfig) -> ChaosOutcome, mut config: ChaosConfig) -> ChaosOutcome {
     let seed: u64 = std::env::var("QLAB_CHAOS_SEED").expect("QLAB_CHAOS_SEED").parse().expect("a u64 seed");
     config.trace = true;
     let outcome = run(seed, &config);
@@ -438,7 +449,13 @@ pub fn replay_from_env(run: impl Fn(u64, &ChaosConfig) -> ChaosOutcome, mut conf
         "violations: {:?}\nlinearizability: {:?}\nlive after heal: {}",
         outcome.violations, outcome.linearizability, outcome.live_after_heal
     );
-    assert!(outcome.passed());
+    outcome
+}
+
+/// The attack a replay asks for (`QLAB_ATTACK`, an attack name), parsed by `parse`.
+pub fn attack_from_env<A>(parse: impl Fn(&str) -> Option<A>) -> A {
+    let name = std::env::var("QLAB_ATTACK").expect("QLAB_ATTACK");
+    parse(&name).unwrap_or_else(|| panic!("unknown attack {name:?}"))
 }
 
 /// The node count a replay asks for (`QLAB_CHAOS_NODES`), or `default`.

@@ -8,7 +8,7 @@
 //! checkers must say so.
 
 use qlab_core::NodeId;
-use qlab_lab::chaos::{ChaosConfig, caught, run_pbft_attack_chaos};
+use qlab_lab::chaos::{ChaosConfig, attack_from_env, caught, nodes_from_env, replay_and_print, run_pbft_attack_chaos};
 use qlab_lab::check::Invariant;
 use qlab_pbft::attacks::PbftAttack;
 
@@ -38,10 +38,11 @@ fn survives(name: &str, nodes: u32, recovery_s: u64) {
         let outcome = run_pbft_attack_chaos(seed, &config, &malicious);
         if !outcome.passed() {
             failures.push(format!(
-                "seed {seed}: {:?}; linearizability {:?}; live after heal {}",
+                "seed {seed}: {:?}; linearizability {:?}; live after heal {}\n  replay: {}",
                 outcome.violations.first().map(ToString::to_string),
                 outcome.linearizability,
-                outcome.live_after_heal
+                outcome.live_after_heal,
+                replay_command(seed, nodes, name)
             ));
         }
     }
@@ -51,6 +52,14 @@ fn survives(name: &str, nodes: u32, recovery_s: u64) {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The command that replays `seed` with a full trace.
+fn replay_command(seed: u64, nodes: u32, attack: &str) -> String {
+    format!(
+        "QLAB_CHAOS_SEED={seed} QLAB_CHAOS_NODES={nodes} QLAB_ATTACK={attack} cargo test --release -p qlab-lab --test \
+         pbft_attacks replay_one_seed -- --ignored --nocapture"
+    )
 }
 
 macro_rules! survives {
@@ -83,8 +92,27 @@ survives! {
 fn f_plus_1_colluders_break_agreement_and_the_checkers_see_it() {
     let malicious = [(NodeId(0), attack("equivocate")), (NodeId(1), attack("equivocate"))];
     let config = attack_config(4);
-    let account =
-        caught(|seed| run_pbft_attack_chaos(seed, &config, &malicious), 0..SEEDS, &[Invariant::StateMachineSafety])
-            .unwrap_or_else(|e| panic!("f + 1 equivocators: {e}"));
+    let account = caught(
+        |seed| run_pbft_attack_chaos(seed, &config, &malicious),
+        0..SEEDS,
+        &[Invariant::StateMachineSafety],
+        |seed| format!("QLAB_MALICIOUS=2 {}", replay_command(seed, 4, "equivocate")),
+    )
+    .unwrap_or_else(|e| panic!("f + 1 equivocators: {e}"));
     eprintln!("f + 1 equivocators: {account}");
+}
+
+/// Replays one seed with a full trace: see the command a failing test prints
+/// (`QLAB_MALICIOUS` malicious replicas, f by default).
+#[test]
+#[ignore = "replay tool: run with QLAB_CHAOS_SEED, QLAB_CHAOS_NODES and QLAB_ATTACK set"]
+fn replay_one_seed() {
+    let nodes = nodes_from_env(4);
+    let malicious_count = std::env::var("QLAB_MALICIOUS").map_or((nodes - 1) / 3, |v| v.parse().expect("a count"));
+    let attack = attack_from_env(PbftAttack::from_name);
+    let malicious: Vec<(NodeId, PbftAttack)> = (0..malicious_count).map(|n| (NodeId(n), attack.clone())).collect();
+    let mut config = attack_config(nodes);
+    config.recovery_deadline_ns = qlab_core::ms(120_000);
+    let outcome = replay_and_print(|seed, config| run_pbft_attack_chaos(seed, config, &malicious), config);
+    println!("passed: {}", outcome.passed());
 }
