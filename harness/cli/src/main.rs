@@ -134,7 +134,7 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
         }
         Command::Replay { run_dir, trial, max_lines } => {
             let replay = run::replay(&run_dir, trial)?;
-            let trace = &replay.outcome.trace;
+            let trace = replay.outcome.trace();
             let shown = if max_lines == 0 { trace.len() } else { max_lines.min(trace.len()) };
             for line in &trace[..shown] {
                 say!("{line}");
@@ -142,28 +142,47 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             if shown < trace.len() {
                 say!("... {} more lines (--max-lines 0 shows all)", trace.len() - shown);
             }
-            let o = &replay.outcome;
-            say!(
-                "trial {} seed {}: {} nodes, timeout {}-{} ms: election_ms {:.3}, terms {}, unavailable_ms {}, censored {}, safety {}",
-                replay.trial,
-                replay.seed,
-                replay.point.nodes,
-                replay.point.election_timeout_ms_min,
-                replay.point.election_timeout_ms_max,
-                o.election_ms,
-                o.terms,
-                o.unavailable_ms.map_or("-".into(), |v| format!("{v:.3}")),
-                o.censored,
-                o.safety
-            );
-            for v in &o.violations {
+            let (replayed, violations) = match &replay.outcome {
+                run::ReplayOutcome::Election(o) => {
+                    say!(
+                        "trial {} seed {}: {} nodes, timeout {}-{} ms: election_ms {:.3}, terms {}, unavailable_ms {}, censored {}, safety {}",
+                        replay.trial,
+                        replay.seed,
+                        replay.point.nodes,
+                        replay.point.election_timeout_ms_min,
+                        replay.point.election_timeout_ms_max,
+                        o.election_ms,
+                        o.terms,
+                        o.unavailable_ms.map_or("-".into(), |v| format!("{v:.3}")),
+                        o.censored,
+                        o.safety
+                    );
+                    (format!("{:.3}", o.election_ms), &o.violations)
+                }
+                run::ReplayOutcome::Attack(o) => {
+                    say!(
+                        "trial {} seed {}: {} nodes, {} x {}: ops/s before {:.0}, during {:.0}, after {:.0}, recovered {}, safety {}",
+                        replay.trial,
+                        replay.seed,
+                        replay.point.nodes,
+                        replay.point.malicious,
+                        replay.point.attack,
+                        o.ops_per_s_before,
+                        o.ops_per_s_during,
+                        o.ops_per_s_after,
+                        o.recovered,
+                        o.safety
+                    );
+                    (o.safety.clone(), &o.violations)
+                }
+            };
+            for v in violations {
                 say!("violation: {v}");
             }
-            if let Some(recorded) = replay.recorded_election_ms {
-                let same = recorded == format!("{:.3}", o.election_ms);
+            if let Some(recorded) = replay.recorded {
                 say!(
-                    "recorded election_ms {recorded}: {}",
-                    if same { "replay matches" } else { "REPLAY DIFFERS (different code version?)" }
+                    "recorded {recorded}: {}",
+                    if recorded == replayed { "replay matches" } else { "REPLAY DIFFERS (different code version?)" }
                 );
             }
             Ok(())
@@ -212,7 +231,15 @@ fn print_summary(run_dir: &std::path::Path) -> qlab_lab::Result<()> {
         "cpu_s_per_node",
         "unsafe_trials",
     ];
-    let shown: &[&str] = if table.column("ops_per_s").is_some() { &throughput } else { &election };
+    let attack =
+        ["protocol", "nodes", "attack", "malicious", "seeds", "unsafe", "not_recovered", "invariants", "verdict"];
+    let shown: &[&str] = if table.column("verdict").is_some() {
+        &attack
+    } else if table.column("ops_per_s").is_some() {
+        &throughput
+    } else {
+        &election
+    };
     let columns: Vec<&str> = shown.iter().copied().filter(|c| table.column(c).is_some()).collect();
     let mut lines = vec![columns.iter().map(|c| c.to_string()).collect::<Vec<_>>()];
     for row in &table.rows {

@@ -319,3 +319,54 @@ fn figure16_notebook_runs_on_the_reference_csv() {
         "{stdout}"
     );
 }
+
+/// The attack kind end to end: a lying Raft node is caught and the trial replays to the
+/// same verdict; an equivocating PBFT primary (f = 1) leaves every trial safe; the
+/// matrix lands as CSV and Markdown.
+#[test]
+fn attack_experiment_writes_the_matrix_and_unsafe_trials_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("attack.toml");
+    std::fs::write(
+        &path,
+        r#"# A small attack experiment.
+[experiment]
+name = "attack-small"
+kind = "attack"
+trials = 2
+seed = 3
+
+[cluster]
+protocol = ["raft", "pbft"]
+f = 1
+
+[attack]
+raft = "lie-log-freshness"
+pbft = "equivocate"
+from_ms = 500
+until_ms = 1500
+after_ms = 1500
+
+[workload]
+clients = 2
+think_ms = 5
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    run_ok(qlab().arg("run").arg(&path).arg("--out").arg(&out));
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let line =
+        |attack: &str| summary.lines().find(|l| l.contains(attack)).unwrap_or_else(|| panic!("{summary}")).to_string();
+    assert!(line("lie-log-freshness").contains("violated in"), "{summary}");
+    assert!(line("equivocate").ends_with(",safe"), "{summary}");
+    let matrix = std::fs::read_to_string(out.join("matrix.md")).unwrap();
+    assert!(matrix.contains("| raft | 3 | lie-log-freshness | 1 | violated in"), "{matrix}");
+    // The first unsafe trial's replay command is in its row; running it matches.
+    let trials = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    let unsafe_row = trials.lines().find(|l| l.contains("qlab replay")).expect("an unsafe row with its replay command");
+    let trial = unsafe_row.split(',').nth(8).unwrap();
+    let replay = run_ok(qlab().arg("replay").arg(&out).arg("--trial").arg(trial).arg("--max-lines").arg("1"));
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert!(text.contains("replay matches") && text.contains("violation: "), "{text}");
+}

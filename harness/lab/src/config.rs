@@ -57,6 +57,8 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Sweep<T> {
 pub enum Kind {
     Election,
     Throughput,
+    /// Malicious replicas running an attack for a window of the run (simulator only).
+    Attack,
 }
 
 impl Kind {
@@ -64,6 +66,7 @@ impl Kind {
         match self {
             Kind::Election => "election",
             Kind::Throughput => "throughput",
+            Kind::Attack => "attack",
         }
     }
 }
@@ -530,6 +533,69 @@ fn default_max_election_ms() -> f64 {
     20_000.0
 }
 
+/// `kind = "attack"`: which attacks to run against which protocol, by how many
+/// malicious replicas, and when.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackSection {
+    /// Attacks against Raft, by name (`qlab_raft::attacks::RaftAttack::NAMES`).
+    pub raft: Option<Sweep<String>>,
+    /// Attacks against Multi-Paxos (`qlab_paxos::attacks::PaxosAttack::NAMES`).
+    pub multipaxos: Option<Sweep<String>>,
+    /// Attacks against PBFT (`qlab_pbft::attacks::PbftAttack::NAMES`).
+    pub pbft: Option<Sweep<String>>,
+    /// Sweep: how many replicas are malicious (nodes 0, 1, ...; PBFT's first primary is 0).
+    #[serde(default = "one_malicious")]
+    pub malicious: Sweep<u32>,
+    /// The attack runs from `from_ms` to `until_ms` after the start (clients start at
+    /// once, so the first election falls in the phase before)...
+    #[serde(default = "default_attack_from_ms")]
+    pub from_ms: f64,
+    #[serde(default = "default_attack_until_ms")]
+    pub until_ms: f64,
+    /// ...and the run goes on this long after it, to see whether throughput comes back.
+    #[serde(default = "default_attack_after_ms")]
+    pub after_ms: f64,
+}
+
+impl Default for AttackSection {
+    fn default() -> Self {
+        AttackSection {
+            raft: None,
+            multipaxos: None,
+            pbft: None,
+            malicious: one_malicious(),
+            from_ms: default_attack_from_ms(),
+            until_ms: default_attack_until_ms(),
+            after_ms: default_attack_after_ms(),
+        }
+    }
+}
+
+impl AttackSection {
+    /// The attack names given for `protocol`, and the names it knows.
+    pub fn for_protocol(&self, protocol: ProtocolName) -> (Option<&Sweep<String>>, &'static [&'static str]) {
+        match protocol {
+            ProtocolName::Raft => (self.raft.as_ref(), qlab_raft::attacks::RaftAttack::NAMES),
+            ProtocolName::Multipaxos => (self.multipaxos.as_ref(), qlab_paxos::attacks::PaxosAttack::NAMES),
+            ProtocolName::Pbft => (self.pbft.as_ref(), qlab_pbft::attacks::PbftAttack::NAMES),
+        }
+    }
+}
+
+fn one_malicious() -> Sweep<u32> {
+    Sweep::one(1)
+}
+fn default_attack_from_ms() -> f64 {
+    1000.0
+}
+fn default_attack_until_ms() -> f64 {
+    3000.0
+}
+fn default_attack_after_ms() -> f64 {
+    3000.0
+}
+
 /// The experiment file as written.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -550,6 +616,8 @@ pub struct ExperimentFile {
     pub workload: WorkloadSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub attack: AttackSection,
 }
 
 /// A parsed, validated experiment with its source text (kept for provenance).
@@ -576,6 +644,9 @@ pub struct Point {
     pub clients: u32,
     pub value_bytes: usize,
     pub batch_delay_ms: f64,
+    /// `kind = "attack"`: the attack's name and how many replicas run it.
+    pub attack: String,
+    pub malicious: u32,
 }
 
 impl Point {
@@ -693,6 +764,7 @@ impl Experiment {
                 (_, ProtocolName::Pbft) => 4,
                 (Kind::Election, _) => 3,
                 (Kind::Throughput, _) => 1,
+                (Kind::Attack, _) => 2,
             };
             if point.nodes < minimum {
                 let span = f.cluster.nodes.as_ref().or(f.cluster.f.as_ref()).map(|s| s.span.clone()).unwrap_or(0..0);
@@ -759,7 +831,15 @@ impl Experiment {
         if f.network.reorder_delay_ms_max < 0.0 {
             return Err(self.error_at(&(0..0), "reorder_delay_ms_max must be >= 0".into()));
         }
+        if f.experiment.kind == Kind::Attack {
+            self.validate_attack()?;
+        }
         match (&f.faults, f.experiment.kind) {
+            (Some(_), Kind::Attack) => {
+                return Err(
+                    self.error_at(&(0..0), "an attack experiment takes no [faults]: its fault is the attack".into())
+                );
+            }
             (None, Kind::Election) => {
                 return Err(LabError::Config {
                     path: self.path.clone(),
@@ -772,7 +852,7 @@ impl Experiment {
             (None, _) => {}
         }
         for (name, sweep) in [("clients", &f.workload.clients)] {
-            if f.experiment.kind == Kind::Throughput && sweep.values.contains(&0) {
+            if matches!(f.experiment.kind, Kind::Throughput | Kind::Attack) && sweep.values.contains(&0) {
                 return Err(self.error_at(&sweep.span, format!("{name} must be at least 1 in a throughput experiment")));
             }
         }
@@ -823,6 +903,59 @@ impl Experiment {
         }
         if f.limits.max_election_ms <= 0.0 {
             return Err(self.error_at(&(0..0), "max_election_ms must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_attack(&self) -> Result<(), LabError> {
+        let f = &self.file;
+        let attack = &f.attack;
+        if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
+            return Err(self.error_at(
+                &f.experiment.mode.span,
+                "attack experiments run in the simulator for now: mode = \"sim\"".into(),
+            ));
+        }
+        for protocol in &f.cluster.protocol.values {
+            let (given, allowed) = attack.for_protocol(*protocol);
+            let Some(given) = given else {
+                return Err(self.error_at(
+                    &f.cluster.protocol.span,
+                    format!(
+                        "[attack] needs `{}` = [...], the attacks to run against it; allowed: {}",
+                        protocol.name(),
+                        allowed.join(", ")
+                    ),
+                ));
+            };
+            if let Some(unknown) = given.values.iter().find(|name| !allowed.contains(&name.as_str())) {
+                return Err(self.error_at(
+                    &given.span,
+                    format!("unknown {} attack {unknown:?}; allowed: {}", protocol.name(), allowed.join(", ")),
+                ));
+            }
+        }
+        if !(0.0 <= attack.from_ms && attack.from_ms < attack.until_ms && attack.after_ms > 0.0) {
+            return Err(self.error_at(
+                &(0..0),
+                format!(
+                    "[attack] needs 0 <= from_ms < until_ms and after_ms > 0, got {} / {} / {}",
+                    attack.from_ms, attack.until_ms, attack.after_ms
+                ),
+            ));
+        }
+        for point in self.points() {
+            if point.malicious == 0 || point.malicious >= point.nodes {
+                return Err(self.error_at(
+                    &attack.malicious.span,
+                    format!(
+                        "malicious must be between 1 and nodes - 1 ({} for {} nodes), got {}",
+                        point.nodes - 1,
+                        point.nodes,
+                        point.malicious
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -955,6 +1088,8 @@ impl Experiment {
                         clients: 0,
                         value_bytes: 0,
                         batch_delay_ms: 0.0,
+                        attack: String::new(),
+                        malicious: 0,
                     });
                 }
             }
@@ -980,7 +1115,19 @@ impl Experiment {
         let points = expand(points, &f.network.duplicate.values, |p, v| p.duplicate = *v);
         let points = expand(points, &f.network.reorder.values, |p, v| p.reorder = *v);
         let points = expand(points, &f.workload.clients.values, |p, v| p.clients = *v);
-        expand(points, &f.workload.value_bytes.values, |p, v| p.value_bytes = *v)
+        let points = expand(points, &f.workload.value_bytes.values, |p, v| p.value_bytes = *v);
+        if f.experiment.kind != Kind::Attack {
+            return points;
+        }
+        // Each protocol against its own list of attacks, times the malicious counts.
+        let points: Vec<Point> = points
+            .into_iter()
+            .flat_map(|point| {
+                let names = f.attack.for_protocol(point.protocol).0.map(|s| s.values.clone()).unwrap_or_default();
+                names.into_iter().map(move |attack| Point { attack, ..point.clone() })
+            })
+            .collect();
+        expand(points, &f.attack.malicious.values, |p, v| p.malicious = *v)
     }
 
     pub fn total_trials(&self) -> u64 {
@@ -1143,5 +1290,58 @@ schedule = [{ action = "crash", at_ms = 10, node = "leader" }, { action = "resta
         let e = parse(&GOOD.replace("nodes = [3, 5]", "f = [1, 2]")).unwrap();
         let sizes: Vec<u32> = e.points().iter().map(|p| p.nodes).collect();
         assert_eq!(sizes, vec![3, 3, 5, 5]);
+    }
+
+    const ATTACK: &str = r#"
+[experiment]
+name = "a"
+kind = "attack"
+trials = 2
+
+[cluster]
+protocol = ["raft", "pbft"]
+f = 1
+
+[attack]
+raft = ["double-vote", "forge-log"]
+pbft = "equivocate"
+malicious = [1, 2]
+
+[workload]
+clients = 2
+"#;
+
+    #[test]
+    fn attack_points_pair_each_protocol_with_its_own_attacks() {
+        let e = parse(ATTACK).unwrap();
+        let points: Vec<(String, u32, String, u32)> = e
+            .points()
+            .iter()
+            .map(|p| (p.protocol.name().to_string(), p.nodes, p.attack.clone(), p.malicious))
+            .collect();
+        assert_eq!(
+            points,
+            [
+                ("raft".into(), 3, "double-vote".into(), 1),
+                ("raft".into(), 3, "double-vote".into(), 2),
+                ("raft".into(), 3, "forge-log".into(), 1),
+                ("raft".into(), 3, "forge-log".into(), 2),
+                ("pbft".into(), 4, "equivocate".into(), 1),
+                ("pbft".into(), 4, "equivocate".into(), 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_attack_names_line_column_and_the_protocols_attacks() {
+        let e = error_of(&ATTACK.replace("\"forge-log\"", "\"forge-logs\""));
+        assert!(e.starts_with("exp.toml:12:8:"), "{e}");
+        assert!(e.contains("unknown raft attack \"forge-logs\"") && e.contains("lie-log-freshness"), "{e}");
+        let e = error_of(&ATTACK.replace("pbft = \"equivocate\"\n", ""));
+        assert!(e.contains("[attack] needs `pbft`") && e.contains("view-inflation"), "{e}");
+        let e = error_of(&ATTACK.replace("kind = \"attack\"", "kind = \"attack\"\nmode = \"quic\""));
+        assert!(e.contains("attack experiments run in the simulator"), "{e}");
+        let e = error_of(&ATTACK.replace("malicious = [1, 2]", "malicious = 3"));
+        assert!(e.contains("malicious must be between 1 and nodes - 1"), "{e}");
     }
 }

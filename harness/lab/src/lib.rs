@@ -15,6 +15,7 @@
 //! Figures are drawn from `trials.csv` alone, so `qlab plot` can redraw them without
 //! re-running anything, and notebooks can read the same CSV.
 
+pub mod attack;
 pub mod chaos;
 pub mod check;
 pub mod config;

@@ -578,3 +578,10 @@ fn plot_message_growth(run_dir: &Path, experiment_name: &str, table: &Table) -> 
         },
     )
 }
+
+/// An attack run: the matrix (`summary.csv`, `matrix.md`) from the CSV. No figure yet.
+pub fn plot_attack(run_dir: &Path, _experiment_name: &str) -> Result<Vec<PathBuf>> {
+    let table = Table::read(&run_dir.join(TRIALS_CSV))?;
+    crate::results::summarize_attack(&table, run_dir)?;
+    Ok(Vec::new())
+}

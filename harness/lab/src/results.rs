@@ -65,10 +65,33 @@ pub const THROUGHPUT_TRIAL_COLUMNS: &[&str] = &[
     "violations",
 ];
 
+/// The columns that identify a point of an attack sweep.
+pub const ATTACK_POINT_COLUMNS: &[&str] =
+    &["protocol", "mode", "nodes", "attack", "malicious", "clients", "latency_ms_mean", "loss"];
+
+/// What an attack trial found, after the point columns: throughput in the three phases,
+/// whether it came back, the safety verdict and the first invariant broken (when and
+/// where), and the command that replays the trial with a full trace.
+pub const ATTACK_TRIAL_COLUMNS: &[&str] = &[
+    "trial",
+    "point",
+    "seed",
+    "ops_per_s_before",
+    "ops_per_s_during",
+    "ops_per_s_after",
+    "recovered",
+    "safety",
+    "invariant",
+    "violated_at_ms",
+    "replay",
+    "violations",
+];
+
 pub fn point_columns(kind: crate::config::Kind) -> &'static [&'static str] {
     match kind {
         crate::config::Kind::Election => ELECTION_POINT_COLUMNS,
         crate::config::Kind::Throughput => THROUGHPUT_POINT_COLUMNS,
+        crate::config::Kind::Attack => ATTACK_POINT_COLUMNS,
     }
 }
 
@@ -77,7 +100,72 @@ pub fn columns(kind: crate::config::Kind) -> Vec<&'static str> {
     match kind {
         crate::config::Kind::Election => [ELECTION_POINT_COLUMNS, ELECTION_TRIAL_COLUMNS].concat(),
         crate::config::Kind::Throughput => [THROUGHPUT_POINT_COLUMNS, THROUGHPUT_TRIAL_COLUMNS].concat(),
+        crate::config::Kind::Attack => [ATTACK_POINT_COLUMNS, ATTACK_TRIAL_COLUMNS].concat(),
     }
+}
+
+/// The attack matrix from an attack `trials.csv`: `summary.csv` with one row per
+/// (protocol, nodes, attack, malicious) — seeds, unsafe runs, runs that did not recover,
+/// the first unsafe trial and the verdict (`safe`, `violated in k of N`, `stalled in k
+/// of N`) — and the same as a Markdown table in `matrix.md`.
+pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
+    let path = dir.join(SUMMARY_CSV);
+    let file = File::create(&path).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let mut writer = csv::Writer::from_writer(file);
+    let csv_err = |e| LabError::Csv { path: path.clone(), source: e };
+    let key = ["protocol", "nodes", "attack", "malicious"];
+    writer
+        .write_record(key.iter().copied().chain([
+            "seeds",
+            "unsafe",
+            "not_recovered",
+            "first_unsafe_trial",
+            "invariants",
+            "verdict",
+        ]))
+        .map_err(csv_err)?;
+    let mut markdown = String::from(
+        "| protocol | nodes | attack | malicious | verdict | invariants broken |\n|---|---:|---|---:|---|---|\n",
+    );
+    for (values, rows) in table.group_by(&key) {
+        let unsafe_rows: Vec<&&Vec<String>> =
+            rows.iter().filter(|r| table.get(r, "safety").is_some_and(|s| s != "ok")).collect();
+        let not_recovered = rows.iter().filter(|r| table.get(r, "recovered") == Some("false")).count();
+        let mut invariants: Vec<&str> =
+            unsafe_rows.iter().filter_map(|r| table.get(r, "invariant")).filter(|i| !i.is_empty()).collect();
+        invariants.sort_unstable();
+        invariants.dedup();
+        let n = rows.len();
+        let verdict = if !unsafe_rows.is_empty() {
+            format!("violated in {} of {n}", unsafe_rows.len())
+        } else if not_recovered > 0 {
+            format!("stalled in {not_recovered} of {n}")
+        } else {
+            "safe".to_string()
+        };
+        let first = unsafe_rows.first().and_then(|r| table.get(r, "trial")).unwrap_or("").to_string();
+        let mut record = values.clone();
+        record.extend([
+            n.to_string(),
+            unsafe_rows.len().to_string(),
+            not_recovered.to_string(),
+            first,
+            invariants.join(" "),
+            verdict.clone(),
+        ]);
+        writer.write_record(&record).map_err(csv_err)?;
+        markdown.push_str(&format!(
+            "| {} | {} | {} | {} | {verdict} | {} |\n",
+            values[0],
+            values[1],
+            values[2],
+            values[3],
+            invariants.join(", ")
+        ));
+    }
+    writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let md = dir.join("matrix.md");
+    std::fs::write(&md, markdown).map_err(|e| LabError::Io { path: md, source: e })
 }
 
 /// Write `summary.csv` (one row per point: means over trials) from a throughput `trials.csv`.

@@ -5,6 +5,7 @@
 //! indexes the point, and the seed is derived from the experiment seed and `k` — so
 //! `qlab replay RUN_DIR --trial K` re-runs exactly that trial, whatever `--jobs` was.
 
+use crate::attack::{self, AttackTrial};
 use crate::config::{Experiment, Kind, Mode, Point, ProtocolName};
 use crate::election::{self, ElectionTrial};
 use crate::error::{LabError, Result};
@@ -14,8 +15,11 @@ use crate::throughput::{self, ThroughputTrial};
 use indicatif::{ProgressBar, ProgressStyle};
 use qlab_net::netns::{Netem, NetnsHosts};
 use qlab_paxos::Paxos;
+use qlab_paxos::attacks::{MaliciousPaxos, PaxosAttack};
 use qlab_pbft::Pbft;
+use qlab_pbft::attacks::{MaliciousPbft, PbftAttack};
 use qlab_raft::Raft;
+use qlab_raft::attacks::{MaliciousRaft, RaftAttack};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -137,12 +141,73 @@ fn run_one(
     point_index: usize,
     seed: u64,
     node_binary: &Path,
+    run_dir: &Path,
 ) -> (Vec<String>, bool, bool) {
+    if experiment.file.experiment.kind == Kind::Attack {
+        let outcome = run_attack_trial(experiment, point, seed, false);
+        let replay = format!("qlab replay {} --trial {trial}", run_dir.display());
+        return (attack_row(point, trial, point_index, seed, &outcome, &replay), outcome.safety != "ok", false);
+    }
     match point.protocol {
         ProtocolName::Raft => run_one_of::<Raft>(experiment, point, trial, point_index, seed, node_binary),
         ProtocolName::Multipaxos => run_one_of::<Paxos>(experiment, point, trial, point_index, seed, node_binary),
         ProtocolName::Pbft => run_one_of::<Pbft>(experiment, point, trial, point_index, seed, node_binary),
     }
+}
+
+/// An attack trial of `point`: its protocol with replicas running the point's attack.
+fn run_attack_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> AttackTrial {
+    let file = &experiment.file;
+    let unknown = || -> String { format!("attack {:?} was validated against {}", point.attack, point.protocol.name()) };
+    match point.protocol {
+        ProtocolName::Raft => {
+            let attack = RaftAttack::from_name(&point.attack).unwrap_or_else(|| panic!("{}", unknown()));
+            let config = attack::faulty_config(experiment, point, Raft::config(point, file), attack);
+            attack::run_trial::<MaliciousRaft>(experiment, point, seed, config, trace)
+        }
+        ProtocolName::Multipaxos => {
+            let attack = PaxosAttack::from_name(&point.attack).unwrap_or_else(|| panic!("{}", unknown()));
+            let config = attack::faulty_config(experiment, point, Paxos::config(point, file), attack);
+            attack::run_trial::<MaliciousPaxos>(experiment, point, seed, config, trace)
+        }
+        ProtocolName::Pbft => {
+            let attack = PbftAttack::from_name(&point.attack).unwrap_or_else(|| panic!("{}", unknown()));
+            let config = attack::faulty_config(experiment, point, Pbft::config(point, file), attack);
+            attack::run_trial::<MaliciousPbft>(experiment, point, seed, config, trace)
+        }
+    }
+}
+
+fn attack_row(
+    point: &Point,
+    trial: u64,
+    point_index: usize,
+    seed: u64,
+    outcome: &AttackTrial,
+    replay: &str,
+) -> Vec<String> {
+    vec![
+        point.protocol.name().to_string(),
+        point.mode.name().to_string(),
+        point.nodes.to_string(),
+        point.attack.clone(),
+        point.malicious.to_string(),
+        point.clients.to_string(),
+        point.latency.mean_ms().to_string(),
+        point.loss.to_string(),
+        trial.to_string(),
+        point_index.to_string(),
+        seed.to_string(),
+        fmt_metric(outcome.ops_per_s_before),
+        fmt_metric(outcome.ops_per_s_during),
+        fmt_metric(outcome.ops_per_s_after),
+        outcome.recovered.to_string(),
+        outcome.safety.clone(),
+        outcome.invariant.map_or(String::new(), |i| i.name().to_string()),
+        outcome.violated_at_ms.map(fmt_metric).unwrap_or_default(),
+        if outcome.safety == "ok" { String::new() } else { replay.to_string() },
+        outcome.violations.join("; "),
+    ]
 }
 
 fn run_one_of<P: LabProtocol>(
@@ -158,6 +223,7 @@ fn run_one_of<P: LabProtocol>(
         row.into_iter().take(results::point_columns(experiment.file.experiment.kind).len() + 3).collect()
     };
     match (experiment.file.experiment.kind, point.mode) {
+        (Kind::Attack, _) => unreachable!("run_one runs attack trials itself"),
         (Kind::Election, Mode::Sim) => {
             let outcome = election::run_trial::<P>(experiment, point, seed, false);
             (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
@@ -323,6 +389,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
             let points = &points;
             let next_trial = &next_trial;
             let node_binary = &node_binary;
+            let run_dir = &run_dir;
             scope.spawn(move || {
                 loop {
                     let trial = next_trial.fetch_add(1, Ordering::Relaxed);
@@ -332,7 +399,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
                     let point_index = (trial / trials_per_point) as usize;
                     let trial_seed = trial_seed(seed, trial);
                     let (row, is_unsafe, failed) =
-                        run_one(experiment, &points[point_index], trial, point_index, trial_seed, node_binary);
+                        run_one(experiment, &points[point_index], trial, point_index, trial_seed, node_binary, run_dir);
                     if sender.send((trial, row, is_unsafe, failed)).is_err() {
                         break;
                     }
@@ -361,6 +428,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     let figures = match experiment.file.experiment.kind {
         Kind::Election => crate::plot::plot_election(&run_dir, experiment.name())?,
         Kind::Throughput => crate::plot::plot_throughput(&run_dir, experiment.name())?,
+        Kind::Attack => crate::plot::plot_attack(&run_dir, experiment.name())?,
     };
     let wall_seconds = clock.elapsed().as_secs_f64();
     meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
@@ -379,6 +447,8 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
             let table = results::Table::read(&run_dir.join(TRIALS_CSV))?;
             let kind = if table.column("election_ms").is_some() {
                 "election"
+            } else if table.column("ops_per_s_during").is_some() {
+                "attack"
             } else if table.column("ops_per_s").is_some() {
                 "throughput"
             } else {
@@ -391,6 +461,7 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
     match kind.as_str() {
         "election" => crate::plot::plot_election(run_dir, &name),
         "throughput" => crate::plot::plot_throughput(run_dir, &name),
+        "attack" => crate::plot::plot_attack(run_dir, &name),
         other => Err(LabError::Usage(format!("{}: unknown experiment kind {other:?}", run_dir.display()))),
     }
 }
@@ -400,9 +471,25 @@ pub struct Replay {
     pub trial: u64,
     pub seed: u64,
     pub point: Point,
-    pub outcome: ElectionTrial,
-    /// The row recorded for this trial in `trials.csv`, if present.
-    pub recorded_election_ms: Option<String>,
+    pub outcome: ReplayOutcome,
+    /// What `trials.csv` recorded for this trial (election_ms, or an attack trial's
+    /// safety verdict), to compare with the replay.
+    pub recorded: Option<String>,
+}
+
+/// A replayed trial, by kind.
+pub enum ReplayOutcome {
+    Election(ElectionTrial),
+    Attack(AttackTrial),
+}
+
+impl ReplayOutcome {
+    pub fn trace(&self) -> &[String] {
+        match self {
+            ReplayOutcome::Election(o) => &o.trace,
+            ReplayOutcome::Attack(o) => &o.trace,
+        }
+    }
 }
 
 /// Re-run trial `trial` of a run directory with a full event trace.
@@ -419,24 +506,36 @@ pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
         )));
     }
     let point = points[(trial / experiment.trials()) as usize].clone();
+    let seed = trial_seed(meta.seed, trial);
+    let recorded = |column: &str| {
+        results::Table::read(&run_dir.join(TRIALS_CSV)).ok().and_then(|table| {
+            let row = table.rows.iter().find(|r| table.get(r, "trial") == Some(&trial.to_string()))?;
+            table.get(row, column).map(str::to_string)
+        })
+    };
+    if experiment.file.experiment.kind == Kind::Attack {
+        let outcome = run_attack_trial(&experiment, &point, seed, true);
+        return Ok(Replay {
+            trial,
+            seed,
+            point,
+            outcome: ReplayOutcome::Attack(outcome),
+            recorded: recorded("safety"),
+        });
+    }
     if experiment.file.experiment.kind != Kind::Election || point.mode != Mode::Sim {
         return Err(LabError::Usage(format!(
-            "trial {trial} is a {} trial in {} mode; qlab replay re-runs simulated election trials (real-mode trials are measurements and do not replay)",
+            "trial {trial} is a {} trial in {} mode; qlab replay re-runs simulated election and attack trials (real-mode trials are measurements and do not replay)",
             experiment.file.experiment.kind.name(),
             point.mode.name()
         )));
     }
-    let seed = trial_seed(meta.seed, trial);
     let outcome = match point.protocol {
         ProtocolName::Raft => election::run_trial::<Raft>(&experiment, &point, seed, true),
         ProtocolName::Multipaxos => election::run_trial::<Paxos>(&experiment, &point, seed, true),
         ProtocolName::Pbft => election::run_trial::<Pbft>(&experiment, &point, seed, true),
     };
-    let recorded_election_ms = results::Table::read(&run_dir.join(TRIALS_CSV)).ok().and_then(|table| {
-        let row = table.rows.iter().find(|r| table.get(r, "trial") == Some(&trial.to_string()))?;
-        table.get(row, "election_ms").map(str::to_string)
-    });
-    Ok(Replay { trial, seed, point, outcome, recorded_election_ms })
+    Ok(Replay { trial, seed, point, outcome: ReplayOutcome::Election(outcome), recorded: recorded("election_ms") })
 }
 
 /// An experiment file and the question it answers (its leading comment).

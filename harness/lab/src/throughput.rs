@@ -49,7 +49,7 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-fn workload_config(experiment: &Experiment, point: &Point) -> WorkloadConfig {
+pub(crate) fn workload_config(experiment: &Experiment, point: &Point) -> WorkloadConfig {
     let w = &experiment.file.workload;
     WorkloadConfig {
         clients: point.clients,

@@ -1,0 +1,126 @@
+//! The `attack` experiment kind: one simulated run per trial in which replicas 0, 1,
+//! ... (as many as the point says; PBFT's first primary is node 0) run an attack from
+//! `[attack] from_ms` to `until_ms`, with closed-loop clients throughout and the run
+//! going on `after_ms` past the attack. A trial records throughput before, during and
+//! after the attack, whether the cluster served clients again in the second half of the
+//! after phase (`recovered`), the safety verdict of the honest replicas and clients,
+//! and the first invariant broken, when and where. `qlab replay RUN_DIR --trial K`
+//! re-runs a trial with a full trace.
+
+use crate::check::{Invariant, Violation, check_observations, verdict};
+use crate::config::{Experiment, Point};
+use crate::linearizability::{LinCheck, check_history};
+use crate::protocols::LabProtocol;
+use crate::workload::Workload;
+use qlab_core::adversary::{FaultyConfig, MaliciousNode};
+use qlab_core::{ClientId, Nanos, NodeId};
+use qlab_sim::Sim;
+
+/// What one attack trial found.
+#[derive(Clone, Debug)]
+pub struct AttackTrial {
+    pub ops_per_s_before: f64,
+    pub ops_per_s_during: f64,
+    pub ops_per_s_after: f64,
+    pub recovered: bool,
+    /// `ok`, or the invariants broken joined by `+`.
+    pub safety: String,
+    /// The first invariant broken (by time), if any.
+    pub invariant: Option<Invariant>,
+    pub violated_at_ms: Option<f64>,
+    pub violations: Vec<String>,
+    pub trace: Vec<String>,
+}
+
+/// The honest configuration with replicas `0..point.malicious` running `attack` in the
+/// experiment's attack window.
+pub fn faulty_config<C, A: Clone>(experiment: &Experiment, point: &Point, honest: C, attack: A) -> FaultyConfig<C, A> {
+    let a = &experiment.file.attack;
+    let ns = |ms: f64| (ms * 1e6).round() as Nanos;
+    FaultyConfig {
+        honest,
+        malicious: (0..point.malicious)
+            .map(|node| MaliciousNode {
+                node: NodeId(node),
+                attack: attack.clone(),
+                from_ns: ns(a.from_ms),
+                until_ns: Some(ns(a.until_ms)),
+            })
+            .collect(),
+    }
+}
+
+/// Run one trial of `Q` (a protocol whose configuration already says who is malicious).
+pub fn run_trial<Q: LabProtocol>(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    config: Q::Config,
+    trace: bool,
+) -> AttackTrial {
+    let file = &experiment.file;
+    let ns = |ms: f64| (ms * 1e6).round() as Nanos;
+    let (from, until) = (ns(file.attack.from_ms), ns(file.attack.until_ms));
+    let end = until + ns(file.attack.after_ms);
+    let mut sim: Sim<Q, Q::Client> =
+        Sim::new_staggered(config, point.nodes, point.network_config(&file.network), seed, point.timeout_ns_min());
+    if trace {
+        sim.enable_trace();
+    }
+    for c in 0..point.clients {
+        sim.add_client(Q::client(ClientId(c as u64), point.nodes, qlab_core::ms(100)));
+    }
+    let mut workload = Workload::new(crate::throughput::workload_config(experiment, point), seed);
+    workload.start_all_at(0);
+    // Completions by phase: before, during, after (first half), after (second half).
+    let mut done = [0u64; 4];
+    let recovery_from = until + (end - until) / 2;
+    workload.run(
+        &mut sim,
+        end,
+        |_, completion| {
+            let phase = match completion.time {
+                t if t < from => 0,
+                t if t < until => 1,
+                t if t < recovery_from => 2,
+                _ => 3,
+            };
+            done[phase] += 1;
+        },
+        |_| false,
+    );
+    workload.stop();
+    let settle = sim.now() + 4 * point.heartbeat_ns().max(qlab_core::ms(50));
+    workload.run(&mut sim, settle, |_, _| {}, |_| false);
+
+    let mut violations: Vec<Violation> = check_observations(&sim.observations);
+    violations.sort_by_key(|v| v.time);
+    let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    match check_history(&workload.history) {
+        LinCheck::Linearizable => {}
+        LinCheck::Violation { key, operations } => {
+            violations.push(Violation {
+                invariant: Invariant::Linearizability,
+                time: sim.now(),
+                nodes: vec![],
+                detail: format!("key {key}"),
+            });
+            details.push(format!("linearizability violated on key {key} ({operations} operations)"));
+        }
+        LinCheck::Inconclusive { key, states } => {
+            details.push(format!("linearizability inconclusive on key {key} after {states} states"));
+        }
+    }
+    let per_s = |ops: u64, span: Nanos| if span == 0 { 0.0 } else { ops as f64 / (span as f64 / 1e9) };
+    AttackTrial {
+        ops_per_s_before: per_s(done[0], from),
+        ops_per_s_during: per_s(done[1], until - from),
+        ops_per_s_after: per_s(done[2] + done[3], end - until),
+        recovered: done[3] > 0,
+        safety: verdict(&violations),
+        invariant: violations.first().map(|v| v.invariant),
+        violated_at_ms: violations.first().map(|v| qlab_core::nanos_to_ms(v.time)),
+        violations: details,
+        trace: sim.trace().to_vec(),
+    }
+}
