@@ -165,12 +165,15 @@ impl Drawable for XyFigure {
 
 /// Write `figures/<stem>.svg` and `figures/<stem>.png`.
 fn write_figure(run_dir: &Path, stem: &str, figure: &impl Drawable) -> Result<Vec<PathBuf>> {
+    write_figure_sized(run_dir, stem, figure, (1000, 640))
+}
+
+fn write_figure_sized(run_dir: &Path, stem: &str, figure: &impl Drawable, size: (u32, u32)) -> Result<Vec<PathBuf>> {
     register_font();
     let dir = run_dir.join(FIGURES_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| LabError::Io { path: dir.clone(), source: e })?;
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));
-    let size = (1000, 640);
     figure
         .draw(SVGBackend::new(&svg, size).into_drawing_area())
         .map_err(|message| LabError::Plot { path: svg.clone(), message })?;
@@ -579,9 +582,81 @@ fn plot_message_growth(run_dir: &Path, experiment_name: &str, table: &Table) -> 
     )
 }
 
-/// An attack run: the matrix (`summary.csv`, `matrix.md`) from the CSV. No figure yet.
-pub fn plot_attack(run_dir: &Path, _experiment_name: &str) -> Result<Vec<PathBuf>> {
+/// An attack run: the matrix (`summary.csv`, `matrix.md`) and its heat map
+/// (`figures/attack_matrix`) from the CSV.
+pub fn plot_attack(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
     let table = Table::read(&run_dir.join(TRIALS_CSV))?;
     crate::results::summarize_attack(&table, run_dir)?;
-    Ok(Vec::new())
+    let summary = Table::read(&run_dir.join(SUMMARY_CSV))?;
+    let mut rows = Vec::new();
+    for row in &summary.rows {
+        let text = |c: &str| summary.get(row, c).unwrap_or("").to_string();
+        let number = |c: &str| summary.number(row, c).unwrap_or(0.0);
+        let seeds = number("seeds").max(1.0);
+        rows.push(MatrixRow {
+            label: format!("{} ({} nodes): {} x{}", text("protocol"), text("nodes"), text("attack"), text("malicious")),
+            unsafe_share: number("unsafe") / seeds,
+            stalled_share: number("not_recovered") / seeds,
+            verdict: text("verdict"),
+        });
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let height = (90 + 34 * rows.len()) as u32;
+    write_figure_sized(
+        run_dir,
+        "attack_matrix",
+        &AttackMatrix { title: format!("{experiment_name}: safety and liveness under attack"), rows },
+        (1000, height),
+    )
+}
+
+struct MatrixRow {
+    label: String,
+    unsafe_share: f64,
+    stalled_share: f64,
+    verdict: String,
+}
+
+/// One row per (protocol, attack, malicious): a cell shaded by the share of unsafe runs
+/// and one by the share that did not recover, each with its verdict or share written in.
+struct AttackMatrix {
+    title: String,
+    rows: Vec<MatrixRow>,
+}
+
+impl Drawable for AttackMatrix {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        let text = |size| ("sans-serif", size).into_font().color(&BLACK);
+        root.draw(&Text::new(self.title.clone(), (20, 14), text(24))).map_err(err)?;
+        let (label_x, cell_w, row_h, top) = (20, 230, 34, 80);
+        let (unsafe_x, stalled_x) = (440, 440 + cell_w + 20);
+        root.draw(&Text::new("runs unsafe", (unsafe_x, top - 26), text(17))).map_err(err)?;
+        root.draw(&Text::new("runs not recovered", (stalled_x, top - 26), text(17))).map_err(err)?;
+        // White (0) to vermilion (1) for unsafe, to orange for stalled (Okabe & Ito).
+        let shade = |share: f64, to: (u8, u8, u8)| {
+            let mix = |a: u8| (255.0 - (255.0 - a as f64) * share.clamp(0.0, 1.0)).round() as u8;
+            RGBColor(mix(to.0), mix(to.1), mix(to.2))
+        };
+        for (i, row) in self.rows.iter().enumerate() {
+            let y = top + (i as i32) * row_h;
+            root.draw(&Text::new(row.label.clone(), (label_x, y + 8), text(16))).map_err(err)?;
+            for (x, share, color, caption) in [
+                (unsafe_x, row.unsafe_share, (213, 94, 0), row.verdict.clone()),
+                (stalled_x, row.stalled_share, (230, 159, 0), format!("{:.0}%", row.stalled_share * 100.0)),
+            ] {
+                let cell = [(x, y), (x + cell_w, y + row_h - 4)];
+                root.draw(&Rectangle::new(cell, shade(share, color).filled())).map_err(err)?;
+                root.draw(&Rectangle::new(cell, RGBColor(160, 160, 160).stroke_width(1))).map_err(err)?;
+                root.draw(&Text::new(caption, (x + 8, y + 8), text(15))).map_err(err)?;
+            }
+        }
+        root.present().map_err(|e| e.to_string())
+    }
 }
