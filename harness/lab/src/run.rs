@@ -206,8 +206,19 @@ fn attack_row(
         outcome.invariant.map_or(String::new(), |i| i.name().to_string()),
         outcome.violated_at_ms.map(fmt_metric).unwrap_or_default(),
         if outcome.safety == "ok" { String::new() } else { replay.to_string() },
-        outcome.violations.join("; "),
+        first_violations(&outcome.violations),
     ]
+}
+
+/// The first few violations, so one broken run does not make a megabyte cell (the
+/// replay prints them all).
+fn first_violations(violations: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = violations.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    if violations.len() > SHOWN {
+        text.push_str(&format!("; ... {} more", violations.len() - SHOWN));
+    }
+    text
 }
 
 fn run_one_of<P: LabProtocol>(
