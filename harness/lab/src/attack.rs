@@ -7,9 +7,8 @@
 //! and the first invariant broken, when and where. `qlab replay RUN_DIR --trial K`
 //! re-runs a trial with a full trace.
 
-use crate::check::{Invariant, Violation, check_observations, verdict};
+use crate::check::{Invariant, verdict};
 use crate::config::{Experiment, Point};
-use crate::linearizability::{LinCheck, check_history};
 use crate::protocols::LabProtocol;
 use crate::workload::Workload;
 use qlab_core::adversary::{FaultyConfig, MaliciousNode};
@@ -93,24 +92,7 @@ pub fn run_trial<Q: LabProtocol>(
     let settle = sim.now() + 4 * point.heartbeat_ns().max(qlab_core::ms(50));
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
 
-    let mut violations: Vec<Violation> = check_observations(&sim.observations);
-    violations.sort_by_key(|v| v.time);
-    let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
-    match check_history(&workload.history) {
-        LinCheck::Linearizable => {}
-        LinCheck::Violation { key, operations } => {
-            violations.push(Violation {
-                invariant: Invariant::Linearizability,
-                time: sim.now(),
-                nodes: vec![],
-                detail: format!("key {key}"),
-            });
-            details.push(format!("linearizability violated on key {key} ({operations} operations)"));
-        }
-        LinCheck::Inconclusive { key, states } => {
-            details.push(format!("linearizability inconclusive on key {key} after {states} states"));
-        }
-    }
+    let (violations, details) = crate::check::judge_run(&sim.observations, &workload.history, sim.now());
     let per_s = |ops: u64, span: Nanos| if span == 0 { 0.0 } else { ops as f64 / (span as f64 / 1e9) };
     AttackTrial {
         ops_per_s_before: per_s(done[0], from),

@@ -65,6 +65,36 @@ impl fmt::Display for Violation {
     }
 }
 
+/// Every verdict on a finished run: the replica invariants (ordered by time) and the
+/// linearizability of the clients' history (a violation of it dated `end`), as
+/// violations and as the lines a results row records.
+pub fn judge_run(
+    observations: &[Observation],
+    history: &[crate::linearizability::HistoryOp],
+    end: Nanos,
+) -> (Vec<Violation>, Vec<String>) {
+    use crate::linearizability::{LinCheck, check_history};
+    let mut violations = check_observations(observations);
+    violations.sort_by_key(|v| v.time);
+    let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    match check_history(history) {
+        LinCheck::Linearizable => {}
+        LinCheck::Violation { key, operations } => {
+            violations.push(Violation {
+                invariant: Invariant::Linearizability,
+                time: end,
+                nodes: vec![],
+                detail: format!("key {key}"),
+            });
+            details.push(format!("linearizability violated on key {key} ({operations} operations)"));
+        }
+        LinCheck::Inconclusive { key, states } => {
+            details.push(format!("linearizability inconclusive on key {key} after {states} states"));
+        }
+    }
+    (violations, details)
+}
+
 /// The verdict column of a trial: `ok`, or the violated invariants joined by `+`.
 pub fn verdict(violations: &[Violation]) -> String {
     if violations.is_empty() {

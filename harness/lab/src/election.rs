@@ -19,9 +19,8 @@
 //! A trial that has not elected a leader `max_election_ms` after the crash is censored:
 //! recorded at that bound with `censored = true`.
 
-use crate::check::{Violation, check_observations, verdict};
+use crate::check::verdict;
 use crate::config::{Experiment, Point};
-use crate::linearizability::{LinCheck, check_history};
 use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
 use qlab_core::{ClientId, Event, Nanos, NodeId, Op, Request, nanos_to_ms};
@@ -226,23 +225,7 @@ fn finish<P: LabProtocol>(
     censored: bool,
     note: String,
 ) -> ElectionTrial {
-    let mut violations: Vec<Violation> = check_observations(&sim.observations);
-    let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
-    match check_history(&workload.history) {
-        LinCheck::Linearizable => {}
-        LinCheck::Violation { key, operations } => {
-            violations.push(Violation {
-                invariant: crate::check::Invariant::Linearizability,
-                time: sim.now(),
-                nodes: vec![],
-                detail: format!("key {key}"),
-            });
-            details.push(format!("linearizability violated on key {key} ({operations} operations)"));
-        }
-        LinCheck::Inconclusive { key, states } => {
-            details.push(format!("linearizability inconclusive on key {key} after {states} states"));
-        }
-    }
+    let (violations, mut details) = crate::check::judge_run(&sim.observations, &workload.history, sim.now());
     if !note.is_empty() {
         details.push(note);
     }

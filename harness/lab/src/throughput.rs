@@ -9,9 +9,8 @@
 //! In `quic` mode the same happens with one `qlab node` process per replica, and CPU
 //! time per node is measured too.
 
-use crate::check::{Invariant, Violation, check_observations, verdict};
+use crate::check::verdict;
 use crate::config::{Experiment, NodeRef, Point, ScheduledFault};
-use crate::linearizability::{LinCheck, check_history};
 use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
 use hdrhistogram::Histogram;
@@ -63,23 +62,7 @@ pub(crate) fn workload_config(experiment: &Experiment, point: &Point) -> Workloa
 
 /// Judge a finished run: replica invariants and linearizability of the history.
 pub fn judge(observations: &[Observation], workload: &Workload, end: Nanos) -> (String, Vec<String>) {
-    let mut violations: Vec<Violation> = check_observations(observations);
-    let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
-    match check_history(&workload.history) {
-        LinCheck::Linearizable => {}
-        LinCheck::Violation { key, operations } => {
-            violations.push(Violation {
-                invariant: Invariant::Linearizability,
-                time: end,
-                nodes: vec![],
-                detail: format!("key {key}"),
-            });
-            details.push(format!("linearizability violated on key {key} ({operations} operations)"));
-        }
-        LinCheck::Inconclusive { key, states } => {
-            details.push(format!("linearizability inconclusive on key {key} after {states} states"));
-        }
-    }
+    let (violations, details) = crate::check::judge_run(observations, &workload.history, end);
     (verdict(&violations), details)
 }
 
