@@ -166,7 +166,7 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                         replay.seed,
                         replay.point.nodes,
                         replay.point.malicious,
-                        replay.point.attack,
+                        replay.point.attack.label(),
                         o.ops_per_s_before,
                         o.ops_per_s_during,
                         o.ops_per_s_after,

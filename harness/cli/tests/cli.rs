@@ -321,8 +321,9 @@ fn figure16_notebook_runs_on_the_reference_csv() {
 }
 
 /// The attack kind end to end: a lying Raft node is caught and the trial replays to the
-/// same verdict; an equivocating PBFT primary (f = 1) leaves every trial safe; the
-/// matrix lands as CSV and Markdown.
+/// same verdict; an equivocating PBFT primary (f = 1) leaves every trial safe; a delayed
+/// primary (an attack with a parameter) slows PBFT inside the window only; the matrix
+/// lands as CSV and Markdown, and the timeline's bins add up to the per-phase rates.
 #[test]
 fn attack_experiment_writes_the_matrix_and_unsafe_trials_replay() {
     let dir = tempfile::tempdir().unwrap();
@@ -342,7 +343,7 @@ f = 1
 
 [attack]
 raft = "lie-log-freshness"
-pbft = "equivocate"
+pbft = ["equivocate", { name = "delay", delay_ms = 300 }]
 from_ms = 500
 until_ms = 1500
 after_ms = 1500
@@ -369,4 +370,25 @@ think_ms = 5
     let replay = run_ok(qlab().arg("replay").arg(&out).arg("--trial").arg(trial).arg("--max-lines").arg("1"));
     let text = String::from_utf8_lossy(&replay.stdout);
     assert!(text.contains("replay matches") && text.contains("violation: "), "{text}");
+
+    // The timeline: 100 ms bins over the 3 s run, each phase's bins adding up to its rate.
+    let mut reader = csv::Reader::from_path(out.join("trials.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (mut before, mut during) = (0.0, 0.0);
+    for row in reader.records().map(Result::unwrap) {
+        let number = |name: &str| row[column(name)].parse::<f64>().unwrap();
+        let bins: Vec<f64> = row[column("completions_per_bin")].split(' ').map(|n| n.parse().unwrap()).collect();
+        assert_eq!((bins.len(), number("timeline_bin_ms"), number("attack_from_ms")), (30, 100.0, 500.0), "{row:?}");
+        let sum = |range: std::ops::Range<usize>| bins[range].iter().sum::<f64>();
+        assert_eq!(sum(0..5), number("ops_per_s_before") * 0.5, "{row:?}");
+        assert_eq!(sum(5..15), number("ops_per_s_during"), "{row:?}");
+        assert_eq!(sum(15..30), (number("ops_per_s_after") * 1.5).round(), "{row:?}");
+        if &row[column("attack")] == "delay(300ms)" {
+            before += number("ops_per_s_before");
+            during += number("ops_per_s_during");
+        }
+    }
+    assert!(during < before / 2.0, "a primary holding every message 300 ms: {before} ops/s before, {during} during");
+    assert!(out.join("figures/attack_timeline.png").exists() && out.join("figures/attack_timeline.svg").exists());
 }

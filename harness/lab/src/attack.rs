@@ -22,6 +22,9 @@ pub struct AttackTrial {
     pub ops_per_s_during: f64,
     pub ops_per_s_after: f64,
     pub recovered: bool,
+    /// Completed operations in each `TIMELINE_BIN_MS` bin from the start of the run to
+    /// the end of the after phase: the throughput timeline.
+    pub completions_per_bin: Vec<u64>,
     /// `ok`, or the invariants broken joined by `+`.
     pub safety: String,
     /// The first invariant broken (by time), if any.
@@ -30,6 +33,10 @@ pub struct AttackTrial {
     pub violations: Vec<String>,
     pub trace: Vec<String>,
 }
+
+/// Width of a throughput-timeline bin: fine enough to show an election's gap, coarse
+/// enough that a few clients give a rate that is not mostly noise.
+pub const TIMELINE_BIN_MS: f64 = 100.0;
 
 /// The honest configuration with replicas `0..point.malicious` running `attack` in the
 /// experiment's attack window.
@@ -74,6 +81,8 @@ pub fn run_trial<Q: LabProtocol>(
     // Completions by phase: before, during, after (first half), after (second half).
     let mut done = [0u64; 4];
     let recovery_from = until + (end - until) / 2;
+    let bin_ns = (TIMELINE_BIN_MS * 1e6) as Nanos;
+    let mut completions_per_bin = vec![0u64; end.div_ceil(bin_ns) as usize];
     workload.run(
         &mut sim,
         end,
@@ -85,6 +94,9 @@ pub fn run_trial<Q: LabProtocol>(
                 _ => 3,
             };
             done[phase] += 1;
+            // A completion at exactly `end` counts in the after phase, so in the last bin.
+            let bin = ((completion.time / bin_ns) as usize).min(completions_per_bin.len() - 1);
+            completions_per_bin[bin] += 1;
         },
         |_| false,
     );
@@ -99,6 +111,7 @@ pub fn run_trial<Q: LabProtocol>(
         ops_per_s_during: per_s(done[1], until - from),
         ops_per_s_after: per_s(done[2] + done[3], end - until),
         recovered: done[3] > 0,
+        completions_per_bin,
         safety: verdict(&violations),
         invariant: violations.first().map(|v| v.invariant),
         violated_at_ms: violations.first().map(|v| qlab_core::nanos_to_ms(v.time)),

@@ -453,9 +453,9 @@ pub fn replay_and_print(run: impl Fn(u64, &ChaosConfig) -> ChaosOutcome, mut con
 }
 
 /// The attack a replay asks for (`QLAB_ATTACK`, an attack name), parsed by `parse`.
-pub fn attack_from_env<A>(parse: impl Fn(&str) -> Option<A>) -> A {
+pub fn attack_from_env<A>(parse: impl Fn(&str, &qlab_core::adversary::AttackParams) -> Option<A>) -> A {
     let name = std::env::var("QLAB_ATTACK").expect("QLAB_ATTACK");
-    parse(&name).unwrap_or_else(|| panic!("unknown attack {name:?}"))
+    parse(&name, &Default::default()).unwrap_or_else(|| panic!("unknown attack {name:?}"))
 }
 
 /// The node count a replay asks for (`QLAB_CHAOS_NODES`), or `default`.

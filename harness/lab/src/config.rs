@@ -538,12 +538,12 @@ fn default_max_election_ms() -> f64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttackSection {
-    /// Attacks against Raft, by name (`qlab_raft::attacks::RaftAttack::NAMES`).
-    pub raft: Option<Sweep<String>>,
+    /// Attacks against Raft (`qlab_raft::attacks::RaftAttack::NAMES`).
+    pub raft: Option<Sweep<AttackSpec>>,
     /// Attacks against Multi-Paxos (`qlab_paxos::attacks::PaxosAttack::NAMES`).
-    pub multipaxos: Option<Sweep<String>>,
+    pub multipaxos: Option<Sweep<AttackSpec>>,
     /// Attacks against PBFT (`qlab_pbft::attacks::PbftAttack::NAMES`).
-    pub pbft: Option<Sweep<String>>,
+    pub pbft: Option<Sweep<AttackSpec>>,
     /// Sweep: how many replicas are malicious (nodes 0, 1, ...; PBFT's first primary is 0).
     #[serde(default = "one_malicious")]
     pub malicious: Sweep<u32>,
@@ -574,11 +574,75 @@ impl Default for AttackSection {
 
 impl AttackSection {
     /// The attack names given for `protocol`, and the names it knows.
-    pub fn for_protocol(&self, protocol: ProtocolName) -> (Option<&Sweep<String>>, &'static [&'static str]) {
+    pub fn for_protocol(&self, protocol: ProtocolName) -> (Option<&Sweep<AttackSpec>>, &'static [&'static str]) {
         match protocol {
             ProtocolName::Raft => (self.raft.as_ref(), qlab_raft::attacks::RaftAttack::NAMES),
             ProtocolName::Multipaxos => (self.multipaxos.as_ref(), qlab_paxos::attacks::PaxosAttack::NAMES),
             ProtocolName::Pbft => (self.pbft.as_ref(), qlab_pbft::attacks::PbftAttack::NAMES),
+        }
+    }
+}
+
+/// One entry of an `[attack]` list: a name (`"forge-log"`), or a table with the
+/// attack's parameters: `{ name = "selective-drop", to = [1] }`, `{ name = "delay",
+/// delay_ms = 200 }`, or `{ name = "equivocate", malicious = 2 }` to run one attack with
+/// its own number of malicious replicas (f + 1 colluders beside f, say).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AttackSpec {
+    pub name: String,
+    /// How many replicas run it (nodes 0, 1, ...); replaces `[attack] malicious` for it.
+    pub malicious: Option<u32>,
+    /// `selective-drop`: the replicas that hear nothing from the malicious ones.
+    pub to: Vec<u32>,
+    /// `delay`: how long every message from a malicious replica is held back.
+    pub delay_ms: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttackTable {
+    name: String,
+    malicious: Option<u32>,
+    #[serde(default)]
+    to: Vec<u32>,
+    delay_ms: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for AttackSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::String(name) => Ok(AttackSpec { name, ..AttackSpec::default() }),
+            table @ toml::Value::Table(_) => {
+                let t = AttackTable::deserialize(table).map_err(|e| D::Error::custom(e.message()))?;
+                Ok(AttackSpec { name: t.name, malicious: t.malicious, to: t.to, delay_ms: t.delay_ms })
+            }
+            other => Err(D::Error::custom(format!(
+                "an attack is a name (\"forge-log\") or a table ({{ name = \"delay\", delay_ms = 200 }}), got a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+impl AttackSpec {
+    /// The attack as results name it: its name, with the parameters that set it apart
+    /// (`selective-drop(to=1+2)`, `delay(200ms)`); the malicious count has its own column.
+    pub fn label(&self) -> String {
+        match (self.name.as_str(), self.delay_ms) {
+            ("selective-drop", _) => {
+                let to: Vec<String> = self.to.iter().map(|n| n.to_string()).collect();
+                format!("selective-drop(to={})", to.join("+"))
+            }
+            ("delay", Some(ms)) => format!("delay({ms}ms)"),
+            _ => self.name.clone(),
+        }
+    }
+
+    /// The parameters the generic attacks take.
+    pub fn params(&self) -> qlab_core::adversary::AttackParams {
+        qlab_core::adversary::AttackParams {
+            drop_to: self.to.iter().map(|n| qlab_core::NodeId(*n)).collect(),
+            delay_ns: (self.delay_ms.unwrap_or(0.0) * 1e6).round() as Nanos,
         }
     }
 }
@@ -644,8 +708,8 @@ pub struct Point {
     pub clients: u32,
     pub value_bytes: usize,
     pub batch_delay_ms: f64,
-    /// `kind = "attack"`: the attack's name and how many replicas run it.
-    pub attack: String,
+    /// `kind = "attack"`: the attack and how many replicas run it.
+    pub attack: AttackSpec,
     pub malicious: u32,
 }
 
@@ -928,11 +992,26 @@ impl Experiment {
                     ),
                 ));
             };
-            if let Some(unknown) = given.values.iter().find(|name| !allowed.contains(&name.as_str())) {
-                return Err(self.error_at(
-                    &given.span,
-                    format!("unknown {} attack {unknown:?}; allowed: {}", protocol.name(), allowed.join(", ")),
-                ));
+            for spec in &given.values {
+                let problem = if !allowed.contains(&spec.name.as_str()) {
+                    Some(format!("unknown {} attack {:?}; allowed: {}", protocol.name(), spec.name, allowed.join(", ")))
+                } else if spec.name == "selective-drop" && spec.to.is_empty() {
+                    Some(
+                        "selective-drop needs `to`, the replicas to starve: { name = \"selective-drop\", to = [1] }"
+                            .into(),
+                    )
+                } else if spec.name != "selective-drop" && !spec.to.is_empty() {
+                    Some(format!("`to` applies to selective-drop only, not to {:?}", spec.name))
+                } else if spec.name == "delay" && !spec.delay_ms.is_some_and(|ms| ms > 0.0) {
+                    Some("delay needs `delay_ms` > 0: { name = \"delay\", delay_ms = 200 }".into())
+                } else if spec.name != "delay" && spec.delay_ms.is_some() {
+                    Some(format!("`delay_ms` applies to delay only, not to {:?}", spec.name))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(self.error_at(&given.span, problem));
+                }
             }
         }
         if !(0.0 <= attack.from_ms && attack.from_ms < attack.until_ms && attack.after_ms > 0.0) {
@@ -953,6 +1032,20 @@ impl Experiment {
                         point.nodes - 1,
                         point.nodes,
                         point.malicious
+                    ),
+                ));
+            }
+            if let Some(target) = point.attack.to.iter().find(|n| **n < point.malicious || **n >= point.nodes) {
+                let (protocol, _) = f.attack.for_protocol(point.protocol);
+                return Err(self.error_at(
+                    &protocol.map_or(0..0, |s| s.span.clone()),
+                    format!(
+                        "selective-drop to = {target}: the replicas it starves must be honest ones, {} to {} with {} \
+                         malicious of {} nodes",
+                        point.malicious,
+                        point.nodes - 1,
+                        point.malicious,
+                        point.nodes
                     ),
                 ));
             }
@@ -1088,7 +1181,7 @@ impl Experiment {
                         clients: 0,
                         value_bytes: 0,
                         batch_delay_ms: 0.0,
-                        attack: String::new(),
+                        attack: AttackSpec::default(),
                         malicious: 0,
                     });
                 }
@@ -1119,15 +1212,23 @@ impl Experiment {
         if f.experiment.kind != Kind::Attack {
             return points;
         }
-        // Each protocol against its own list of attacks, times the malicious counts.
-        let points: Vec<Point> = points
+        // Each protocol against its own list of attacks, times the malicious counts (an
+        // attack that names its own count runs with that one only).
+        points
             .into_iter()
             .flat_map(|point| {
-                let names = f.attack.for_protocol(point.protocol).0.map(|s| s.values.clone()).unwrap_or_default();
-                names.into_iter().map(move |attack| Point { attack, ..point.clone() })
+                let specs = f.attack.for_protocol(point.protocol).0.map(|s| s.values.clone()).unwrap_or_default();
+                specs.into_iter().flat_map(move |attack| {
+                    let counts = attack.malicious.map_or_else(|| f.attack.malicious.values.clone(), |m| vec![m]);
+                    let point = point.clone();
+                    counts.into_iter().map(move |malicious| Point {
+                        attack: attack.clone(),
+                        malicious,
+                        ..point.clone()
+                    })
+                })
             })
-            .collect();
-        expand(points, &f.attack.malicious.values, |p, v| p.malicious = *v)
+            .collect()
     }
 
     pub fn total_trials(&self) -> u64 {
@@ -1317,7 +1418,7 @@ clients = 2
         let points: Vec<(String, u32, String, u32)> = e
             .points()
             .iter()
-            .map(|p| (p.protocol.name().to_string(), p.nodes, p.attack.clone(), p.malicious))
+            .map(|p| (p.protocol.name().to_string(), p.nodes, p.attack.label(), p.malicious))
             .collect();
         assert_eq!(
             points,
@@ -1343,5 +1444,44 @@ clients = 2
         assert!(e.contains("attack experiments run in the simulator"), "{e}");
         let e = error_of(&ATTACK.replace("malicious = [1, 2]", "malicious = 3"));
         assert!(e.contains("malicious must be between 1 and nodes - 1"), "{e}");
+    }
+
+    #[test]
+    fn attacks_with_parameters_are_tables_and_label_their_rows() {
+        let file = ATTACK.replace(
+            "pbft = \"equivocate\"",
+            "pbft = [\"equivocate\", { name = \"equivocate\", malicious = 2 }, { name = \"selective-drop\", to = [3] },\n        \
+             { name = \"delay\", delay_ms = 250 }]",
+        );
+        let e = parse(&file).unwrap();
+        let pbft: Vec<(String, u32)> =
+            e.points().iter().filter(|p| p.nodes == 4).map(|p| (p.attack.label(), p.malicious)).collect();
+        assert_eq!(
+            pbft,
+            [
+                ("equivocate".into(), 1),
+                ("equivocate".into(), 2),
+                ("equivocate".into(), 2),
+                ("selective-drop(to=3)".into(), 1),
+                ("selective-drop(to=3)".into(), 2),
+                ("delay(250ms)".into(), 1),
+                ("delay(250ms)".into(), 2),
+            ]
+        );
+        let delay = e.points().into_iter().find(|p| p.attack.name == "delay").unwrap();
+        assert_eq!(delay.attack.params().delay_ns, qlab_core::ms(250));
+
+        let e = error_of(&file.replace("to = [3]", "to = []"));
+        assert!(e.starts_with("exp.toml:13:8:") && e.contains("selective-drop needs `to`"), "{e}");
+        let e = error_of(&file.replace("to = [3]", "to = [0]"));
+        assert!(e.contains("the replicas it starves must be honest ones, 1 to 3"), "{e}");
+        let e = error_of(&file.replace("delay_ms = 250", "delay_ms = 0"));
+        assert!(e.contains("delay needs `delay_ms` > 0"), "{e}");
+        let e = error_of(&file.replace("malicious = 2 }", "malicious = 2, delay_ms = 5 }"));
+        assert!(e.contains("`delay_ms` applies to delay only"), "{e}");
+        let e = error_of(&file.replace("malicious = 2 }", "malicous = 2 }"));
+        assert!(e.contains("unknown field `malicous`") && e.contains("malicious"), "{e}");
+        let e = error_of(&file.replace("\"equivocate\", {", "3, {"));
+        assert!(e.contains("an attack is a name"), "{e}");
     }
 }

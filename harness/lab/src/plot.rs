@@ -604,12 +604,194 @@ pub fn plot_attack(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>
         return Ok(Vec::new());
     }
     let height = (90 + 34 * rows.len()) as u32;
-    write_figure_sized(
+    let mut figures = write_figure_sized(
         run_dir,
         "attack_matrix",
         &AttackMatrix { title: format!("{experiment_name}: safety and liveness under attack"), rows },
         (1000, height),
-    )
+    )?;
+    figures.extend(plot_attack_timeline(run_dir, experiment_name, &table)?);
+    Ok(figures)
+}
+
+/// The colour a protocol has in every multi-protocol figure (Okabe & Ito).
+fn protocol_color(protocol: &str) -> RGBColor {
+    match protocol {
+        "raft" => series_color(0),
+        "multipaxos" => series_color(1),
+        "pbft" => series_color(2),
+        _ => series_color(6),
+    }
+}
+
+/// One panel of the timeline: an attack on one protocol, averaged over its seeds.
+struct TimelinePanel {
+    title: String,
+    protocol: String,
+    /// Bin middle (s), mean ops/s over trials, and the 95% confidence interval of the mean.
+    points: Vec<(f64, f64, f64, f64)>,
+    window_s: (f64, f64),
+    /// The run's length: the last bin's end.
+    span_s: f64,
+}
+
+/// Small multiples, one per (protocol, attack, malicious), each protocol's panels on the
+/// same y scale so attacks on it compare at a glance; the attack window is shaded.
+struct AttackTimeline {
+    title: String,
+    columns: usize,
+    panels: Vec<TimelinePanel>,
+    y_max_by_protocol: Vec<(String, f64)>,
+}
+
+const TIMELINE_COLUMNS: usize = 4;
+const TIMELINE_PANEL_PX: (u32, u32) = (380, 230);
+
+/// `figures/attack_timeline`: throughput over time, from the `completions_per_bin`
+/// column. Runs recorded before the column existed get no timeline.
+fn plot_attack_timeline(run_dir: &Path, experiment_name: &str, table: &Table) -> Result<Vec<PathBuf>> {
+    if table.column("completions_per_bin").is_none() {
+        return Ok(Vec::new());
+    }
+    let mut panels = Vec::new();
+    for (key, rows) in table.group_by(&["protocol", "nodes", "attack", "malicious"]) {
+        let first = rows[0];
+        let number = |c: &str| table.number(first, c).unwrap_or(f64::NAN);
+        let bin_s = number("timeline_bin_ms") / 1e3;
+        let window_s = (number("attack_from_ms") / 1e3, number("attack_until_ms") / 1e3);
+        let series: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| {
+                let cell = table.get(r, "completions_per_bin").unwrap_or("");
+                cell.split_whitespace().map(|n| n.parse::<f64>().unwrap_or(f64::NAN) / bin_s).collect()
+            })
+            .collect();
+        let bins = series.iter().map(Vec::len).min().unwrap_or(0);
+        if bin_s.is_nan() || bin_s <= 0.0 || bins == 0 {
+            continue;
+        }
+        let points = (0..bins)
+            .map(|b| {
+                let values: Vec<f64> = series.iter().map(|s| s[b]).collect();
+                let mean = crate::results::mean(&values);
+                let half = confidence_half_width_95(&values, mean);
+                ((b as f64 + 0.5) * bin_s, mean, (mean - half).max(0.0), mean + half)
+            })
+            .collect();
+        panels.push(TimelinePanel {
+            title: format!("{} n={}: {} x{}", key[0], key[1], key[2], key[3]),
+            protocol: key[0].clone(),
+            points,
+            window_s,
+            span_s: bins as f64 * bin_s,
+        });
+    }
+    if panels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut y_max_by_protocol: Vec<(String, f64)> = Vec::new();
+    for panel in &panels {
+        let top = panel.points.iter().map(|p| p.3).fold(0.0, f64::max);
+        match y_max_by_protocol.iter_mut().find(|(p, _)| *p == panel.protocol) {
+            Some((_, y)) => *y = y.max(top),
+            None => y_max_by_protocol.push((panel.protocol.clone(), top)),
+        }
+    }
+    let figure = AttackTimeline {
+        title: format!("{experiment_name}: throughput over time (mean of seeds, 95% CI; attack window shaded)"),
+        columns: TIMELINE_COLUMNS,
+        panels,
+        y_max_by_protocol,
+    };
+    let rows = figure.panel_rows().len();
+    let size = (TIMELINE_PANEL_PX.0 * TIMELINE_COLUMNS as u32, 50 + TIMELINE_PANEL_PX.1 * rows as u32);
+    write_figure_sized(run_dir, "attack_timeline", &figure, size)
+}
+
+/// Half the width of a normal-approximation 95% confidence interval of the mean.
+fn confidence_half_width_95(values: &[f64], mean: f64) -> f64 {
+    let n = values.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    1.96 * (variance / n).sqrt()
+}
+
+impl AttackTimeline {
+    /// Panels laid out row by row, each protocol starting a new row.
+    fn panel_rows(&self) -> Vec<Vec<&TimelinePanel>> {
+        let mut rows: Vec<Vec<&TimelinePanel>> = Vec::new();
+        for panel in &self.panels {
+            match rows.last_mut() {
+                Some(row) if row.len() < self.columns && row[0].protocol == panel.protocol => row.push(panel),
+                _ => rows.push(vec![panel]),
+            }
+        }
+        rows
+    }
+}
+
+impl Drawable for AttackTimeline {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let root = root.titled(&self.title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+        let rows = self.panel_rows();
+        let areas = root.split_evenly((rows.len(), self.columns));
+        for (r, row) in rows.iter().enumerate() {
+            for (c, panel) in row.iter().enumerate() {
+                let area = &areas[r * self.columns + c];
+                let color = protocol_color(&panel.protocol);
+                let x_max = panel.span_s;
+                let y_max =
+                    self.y_max_by_protocol.iter().find(|(p, _)| *p == panel.protocol).map_or(1.0, |(_, y)| *y).max(1.0)
+                        * 1.08;
+                let mut chart = ChartBuilder::on(area)
+                    .caption(&panel.title, ("sans-serif", 15))
+                    .margin(6)
+                    .x_label_area_size(34)
+                    .y_label_area_size(52)
+                    .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+                    .map_err(|e| e.to_string())?;
+                chart
+                    .configure_mesh()
+                    .x_labels(6)
+                    .y_labels(5)
+                    .x_label_formatter(&|v| format_tick(*v))
+                    .y_label_formatter(&|v| format_tick(*v))
+                    .x_desc("time (s)")
+                    .y_desc("ops/s")
+                    .label_style(("sans-serif", 12))
+                    .axis_desc_style(("sans-serif", 13))
+                    .light_line_style(RGBColor(240, 240, 240))
+                    .draw()
+                    .map_err(|e| e.to_string())?;
+                let (from, until) = panel.window_s;
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(from, 0.0), (until, y_max)],
+                        RGBColor(120, 120, 120).mix(0.18).filled(),
+                    )))
+                    .map_err(|e| e.to_string())?;
+                let band: Vec<(f64, f64)> = panel
+                    .points
+                    .iter()
+                    .map(|p| (p.0, p.3))
+                    .chain(panel.points.iter().rev().map(|p| (p.0, p.2)))
+                    .collect();
+                chart
+                    .draw_series(std::iter::once(Polygon::new(band, color.mix(0.25).filled())))
+                    .map_err(|e| e.to_string())?;
+                chart
+                    .draw_series(LineSeries::new(panel.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        root.present().map_err(|e| e.to_string())
+    }
 }
 
 struct MatrixRow {

@@ -70,7 +70,8 @@ pub const ATTACK_POINT_COLUMNS: &[&str] =
     &["protocol", "mode", "nodes", "attack", "malicious", "clients", "latency_ms_mean", "loss"];
 
 /// What an attack trial found, after the point columns: throughput in the three phases,
-/// whether it came back, the safety verdict and the first invariant broken (when and
+/// whether it came back, the attack window and the throughput timeline (completions per
+/// bin, space-separated, from the start of the run), the safety verdict and the first invariant broken (when and
 /// where), and the command that replays the trial with a full trace.
 pub const ATTACK_TRIAL_COLUMNS: &[&str] = &[
     "trial",
@@ -80,6 +81,10 @@ pub const ATTACK_TRIAL_COLUMNS: &[&str] = &[
     "ops_per_s_during",
     "ops_per_s_after",
     "recovered",
+    "attack_from_ms",
+    "attack_until_ms",
+    "timeline_bin_ms",
+    "completions_per_bin",
     "safety",
     "invariant",
     "violated_at_ms",

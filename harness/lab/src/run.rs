@@ -146,7 +146,9 @@ fn run_one(
     if experiment.file.experiment.kind == Kind::Attack {
         let outcome = run_attack_trial(experiment, point, seed, false);
         let replay = format!("qlab replay {} --trial {trial}", run_dir.display());
-        return (attack_row(point, trial, point_index, seed, &outcome, &replay), outcome.safety != "ok", false);
+        let window = (experiment.file.attack.from_ms, experiment.file.attack.until_ms);
+        let row = attack_row(point, window, trial, point_index, seed, &outcome, &replay);
+        return (row, outcome.safety != "ok", false);
     }
     match point.protocol {
         ProtocolName::Raft => run_one_of::<Raft>(experiment, point, trial, point_index, seed, node_binary),
@@ -161,17 +163,20 @@ fn run_attack_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bo
     let unknown = || -> String { format!("attack {:?} was validated against {}", point.attack, point.protocol.name()) };
     match point.protocol {
         ProtocolName::Raft => {
-            let attack = RaftAttack::from_name(&point.attack).unwrap_or_else(|| panic!("{}", unknown()));
+            let attack = RaftAttack::from_name(&point.attack.name, &point.attack.params())
+                .unwrap_or_else(|| panic!("{}", unknown()));
             let config = attack::faulty_config(experiment, point, Raft::config(point, file), attack);
             attack::run_trial::<MaliciousRaft>(experiment, point, seed, config, trace)
         }
         ProtocolName::Multipaxos => {
-            let attack = PaxosAttack::from_name(&point.attack).unwrap_or_else(|| panic!("{}", unknown()));
+            let attack = PaxosAttack::from_name(&point.attack.name, &point.attack.params())
+                .unwrap_or_else(|| panic!("{}", unknown()));
             let config = attack::faulty_config(experiment, point, Paxos::config(point, file), attack);
             attack::run_trial::<MaliciousPaxos>(experiment, point, seed, config, trace)
         }
         ProtocolName::Pbft => {
-            let attack = PbftAttack::from_name(&point.attack).unwrap_or_else(|| panic!("{}", unknown()));
+            let attack = PbftAttack::from_name(&point.attack.name, &point.attack.params())
+                .unwrap_or_else(|| panic!("{}", unknown()));
             let config = attack::faulty_config(experiment, point, Pbft::config(point, file), attack);
             attack::run_trial::<MaliciousPbft>(experiment, point, seed, config, trace)
         }
@@ -180,6 +185,7 @@ fn run_attack_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bo
 
 fn attack_row(
     point: &Point,
+    window: (f64, f64),
     trial: u64,
     point_index: usize,
     seed: u64,
@@ -190,7 +196,7 @@ fn attack_row(
         point.protocol.name().to_string(),
         point.mode.name().to_string(),
         point.nodes.to_string(),
-        point.attack.clone(),
+        point.attack.label(),
         point.malicious.to_string(),
         point.clients.to_string(),
         point.latency.mean_ms().to_string(),
@@ -202,6 +208,10 @@ fn attack_row(
         fmt_metric(outcome.ops_per_s_during),
         fmt_metric(outcome.ops_per_s_after),
         outcome.recovered.to_string(),
+        window.0.to_string(),
+        window.1.to_string(),
+        attack::TIMELINE_BIN_MS.to_string(),
+        outcome.completions_per_bin.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "),
         outcome.safety.clone(),
         outcome.invariant.map_or(String::new(), |i| i.name().to_string()),
         outcome.violated_at_ms.map(fmt_metric).unwrap_or_default(),

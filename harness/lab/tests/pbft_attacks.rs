@@ -23,7 +23,7 @@ fn attack_config(nodes: u32) -> ChaosConfig {
 }
 
 fn attack(name: &str) -> PbftAttack {
-    PbftAttack::from_name(name).unwrap()
+    PbftAttack::from_name(name, &Default::default()).unwrap()
 }
 
 /// f malicious replicas (nodes 0..f, so the first primary is one) over `SEEDS` seeds,

@@ -88,7 +88,29 @@ impl<P: Protocol> Adversary<P> for GenericAttack {
     }
 }
 
+/// What a generic attack needs besides its name: whom `selective-drop` starves and how
+/// long `delay` holds a message. Ignored by the attacks that take no parameter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttackParams {
+    pub drop_to: Vec<NodeId>,
+    pub delay_ns: Nanos,
+}
+
 impl GenericAttack {
+    /// Generic attack names as experiment files write them.
+    pub const NAMES: &'static [&'static str] = &["crash", "silent", "selective-drop", "delay"];
+
+    /// The generic attack called `name`, with its parameters from `params`.
+    pub fn from_name(name: &str, params: &AttackParams) -> Option<Self> {
+        Some(match name {
+            "crash" => GenericAttack::Crash,
+            "silent" => GenericAttack::Silent,
+            "selective-drop" => GenericAttack::SelectiveDrop { to: params.drop_to.clone() },
+            "delay" => GenericAttack::Delay { delay_ns: params.delay_ns },
+            _ => return None,
+        })
+    }
+
     /// The honest step, minus what this attack suppresses.
     fn filtered<P: Protocol>(&self, ctx: &mut Context<'_, P>, step: impl FnOnce(&mut Context<'_, P>)) {
         match self {

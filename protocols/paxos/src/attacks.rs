@@ -18,7 +18,7 @@
 //! and later undone, or two learners disagreeing on what a slot holds.
 
 use crate::{Ballot, Message, Paxos, PaxosTimer, PromisedSlot, Value};
-use qlab_core::adversary::{Adversary, Faulty, GenericAttack};
+use qlab_core::adversary::{Adversary, AttackParams, Faulty, GenericAttack};
 use qlab_core::{Action, Context, NodeId, Op, Protocol, Request};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -39,16 +39,15 @@ pub type MaliciousPaxos = Faulty<Paxos, PaxosAttack>;
 impl PaxosAttack {
     /// Attack names as experiment files write them.
     pub const NAMES: &'static [&'static str] =
-        &["promise-all", "forge-accepted", "ballot-inflation", "crash", "silent"];
+        &["promise-all", "forge-accepted", "ballot-inflation", "crash", "silent", "selective-drop", "delay"];
 
-    pub fn from_name(name: &str) -> Option<Self> {
+    /// The attack called `name`; `params` configure the generic ones that need them.
+    pub fn from_name(name: &str, params: &AttackParams) -> Option<Self> {
         Some(match name {
             "promise-all" => PaxosAttack::PromiseAll,
             "forge-accepted" => PaxosAttack::ForgeAccepted,
             "ballot-inflation" => PaxosAttack::BallotInflation,
-            "crash" => PaxosAttack::Generic(GenericAttack::Crash),
-            "silent" => PaxosAttack::Generic(GenericAttack::Silent),
-            _ => return None,
+            _ => return GenericAttack::from_name(name, params).map(PaxosAttack::Generic),
         })
     }
 }

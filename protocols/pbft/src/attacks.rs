@@ -31,7 +31,7 @@
 //! - any [`GenericAttack`] (`crash`, `silent`, `selective-drop`, `delay`).
 
 use crate::{Message, Pbft, PbftTimer, PrePrepare, Signed, ViewChange, Vote, batch_digest};
-use qlab_core::adversary::{Adversary, Faulty, GenericAttack};
+use qlab_core::adversary::{Adversary, AttackParams, Faulty, GenericAttack};
 use qlab_core::{Action, Context, Digest, NodeId, Protocol, Request};
 use serde::{Deserialize, Serialize};
 
@@ -76,9 +76,12 @@ impl PbftAttack {
         "view-inflation",
         "crash",
         "silent",
+        "selective-drop",
+        "delay",
     ];
 
-    pub fn from_name(name: &str) -> Option<Self> {
+    /// The attack called `name`; `params` configure the generic ones that need them.
+    pub fn from_name(name: &str, params: &AttackParams) -> Option<Self> {
         Some(match name {
             "equivocate" => PbftAttack::Equivocate { voted: Default::default() },
             "double-vote" => PbftAttack::DoubleVote { voted: Default::default() },
@@ -87,9 +90,7 @@ impl PbftAttack {
             "replay" => PbftAttack::Replay { sent: Vec::new() },
             "silent-primary" => PbftAttack::SilentPrimary,
             "view-inflation" => PbftAttack::ViewInflation,
-            "crash" => PbftAttack::Generic(GenericAttack::Crash),
-            "silent" => PbftAttack::Generic(GenericAttack::Silent),
-            _ => return None,
+            _ => return GenericAttack::from_name(name, params).map(PbftAttack::Generic),
         })
     }
 }

@@ -26,7 +26,7 @@
 //! different histories.
 
 use crate::{Entry, Message, Payload, Raft, RaftTimer, Role};
-use qlab_core::adversary::{Adversary, Faulty, GenericAttack};
+use qlab_core::adversary::{Adversary, AttackParams, Faulty, GenericAttack};
 use qlab_core::{Action, Context, NodeId, Op, Protocol, Request};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -47,18 +47,25 @@ pub type MaliciousRaft = Faulty<Raft, RaftAttack>;
 
 impl RaftAttack {
     /// Attack names as experiment files write them.
-    pub const NAMES: &'static [&'static str] =
-        &["double-vote", "lie-log-freshness", "forge-log", "term-inflation", "crash", "silent"];
+    pub const NAMES: &'static [&'static str] = &[
+        "double-vote",
+        "lie-log-freshness",
+        "forge-log",
+        "term-inflation",
+        "crash",
+        "silent",
+        "selective-drop",
+        "delay",
+    ];
 
-    pub fn from_name(name: &str) -> Option<Self> {
+    /// The attack called `name`; `params` configure the generic ones that need them.
+    pub fn from_name(name: &str, params: &AttackParams) -> Option<Self> {
         Some(match name {
             "double-vote" => RaftAttack::DoubleVote,
             "lie-log-freshness" => RaftAttack::LieLogFreshness,
             "forge-log" => RaftAttack::ForgeLog,
             "term-inflation" => RaftAttack::TermInflation,
-            "crash" => RaftAttack::Generic(GenericAttack::Crash),
-            "silent" => RaftAttack::Generic(GenericAttack::Silent),
-            _ => return None,
+            _ => return GenericAttack::from_name(name, params).map(RaftAttack::Generic),
         })
     }
 }
