@@ -3,13 +3,16 @@
 //! every honest decision rests on 2f + 1 signed statements, of which at least f + 1 come
 //! from honest replicas. Each attack and what a real adversary would want from it:
 //!
-//! - `equivocate`: as primary, sends one pre-prepare to half the backups and a different
-//!   one (the batch reordered, or shortened) for the same sequence number to the rest;
-//!   as any replica, prepares and commits every digest it sees (like `double-vote`),
-//!   hoping two honest replicas execute different requests at one position. With f
-//!   equivocators, honest backups prepare different digests, neither gathers 2f + 1
-//!   honest-backed votes, the request stalls and the view changes. With f + 1 of them
-//!   agreement breaks: the suite's demonstration that the 3f + 1 bound is tight.
+//! - `equivocate`: as primary, sends one pre-prepare to the lower half of the replicas
+//!   and a different one (the batch reordered, or shortened) for the same sequence
+//!   number to the upper half; as any replica, colludes with it: each of its prepares
+//!   and commits goes to the lower half for the genuine batch and to the upper half for
+//!   the equivocal one (which it can compute from the genuine batch), so each half sees
+//!   the malicious replicas agree with what it was told. The aim: two honest replicas
+//!   executing different requests at one position. With f equivocators each half has
+//!   at most f + f' votes where it needs 2f + 1 with f + 1 honest, the request stalls
+//!   and the view changes. With f + 1 of them agreement breaks: the suite's
+//!   demonstration that the 3f + 1 bound is tight.
 //! - `double-vote`: prepares and commits every digest it sees for a (view, seq), not
 //!   one, to help a conflicting digest to a quorum. It cannot: a quorum needs f + 1
 //!   honest votes, and honest replicas vote once per (view, seq).
@@ -39,11 +42,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PbftAttack {
-    Equivocate {
-        /// (view, seq, digest) it already voted for (run state, not configuration).
-        #[serde(skip)]
-        voted: std::collections::BTreeSet<(u64, u64, Digest)>,
-    },
+    Equivocate,
     DoubleVote {
         /// (view, seq, digest) it already voted for (run state, not configuration).
         #[serde(skip)]
@@ -83,7 +82,7 @@ impl PbftAttack {
     /// The attack called `name`; `params` configure the generic ones that need them.
     pub fn from_name(name: &str, params: &AttackParams) -> Option<Self> {
         Some(match name {
-            "equivocate" => PbftAttack::Equivocate { voted: Default::default() },
+            "equivocate" => PbftAttack::Equivocate,
             "double-vote" => PbftAttack::DoubleVote { voted: Default::default() },
             "forge-signature" => PbftAttack::ForgeSignature,
             "forge-log" => PbftAttack::ForgeLog,
@@ -120,7 +119,7 @@ impl Adversary<Pbft> for PbftAttack {
         match (&mut *self, &msg) {
             // Vote for whatever digest anyone else voted for, too.
             (
-                PbftAttack::DoubleVote { voted } | PbftAttack::Equivocate { voted },
+                PbftAttack::DoubleVote { voted },
                 Message::Prepare(vote) | Message::Commit(vote),
             ) if vote.signer == from => {
                 if voted.insert((vote.body.view, vote.body.seq, vote.body.digest)) {
@@ -181,13 +180,18 @@ impl PbftAttack {
             match (&mut *self, action) {
                 (PbftAttack::SilentPrimary, Action::Send { .. } | Action::Broadcast { .. } | Action::Reply { .. })
                     if primary => {}
-                (PbftAttack::Equivocate { .. }, Action::Broadcast { msg: Message::PrePrepare(pp) }) => {
+                (PbftAttack::Equivocate, Action::Broadcast { msg: Message::PrePrepare(pp) }) => {
                     let other = equivocal(honest, &pp);
                     for to in (0..honest.nodes).map(NodeId).filter(|to| *to != honest.id) {
-                        // The lower half of the backups get the genuine one.
-                        let msg = if to.0 <= honest.nodes / 2 { pp.clone() } else { other.clone() };
+                        let msg = if told_genuine(honest, to) { pp.clone() } else { other.clone() };
                         ctx.send(to, Message::PrePrepare(msg));
                     }
+                }
+                (PbftAttack::Equivocate, Action::Broadcast { msg: Message::Prepare(vote) }) => {
+                    split_vote(honest, ctx, b"prepare", vote, Message::Prepare);
+                }
+                (PbftAttack::Equivocate, Action::Broadcast { msg: Message::Commit(vote) }) => {
+                    split_vote(honest, ctx, b"commit", vote, Message::Commit);
                 }
                 (PbftAttack::ForgeSignature, Action::Broadcast { msg: Message::Prepare(vote) }) => {
                     ctx.broadcast(Message::Prepare(forged(vote)));
@@ -216,13 +220,50 @@ impl PbftAttack {
 /// A second pre-prepare for the same (view, seq): the batch reversed, or without its
 /// last request (a one-request batch becomes a null request), signed by the primary.
 fn equivocal(honest: &mut Pbft, pp: &Signed<PrePrepare>) -> Signed<PrePrepare> {
-    let mut batch = pp.body.batch.clone();
+    let batch = equivocal_batch(&pp.body.batch);
+    honest.sign(PrePrepare { view: pp.body.view, seq: pp.body.seq, digest: batch_digest(&batch), batch })
+}
+
+/// The batch an equivocating primary tells the upper half: reordered, or, with one
+/// request, empty.
+fn equivocal_batch(batch: &[std::sync::Arc<Request>]) -> Vec<std::sync::Arc<Request>> {
+    let mut batch = batch.to_vec();
     if batch.len() >= 2 {
         batch.reverse();
     } else {
         batch.pop();
     }
-    honest.sign(PrePrepare { view: pp.body.view, seq: pp.body.seq, digest: batch_digest(&batch), batch })
+    batch
+}
+
+/// Whether an equivocating primary sends `to` the genuine pre-prepare (the lower half,
+/// which holds the colluding replicas 1..f+1 too) or the equivocal one.
+fn told_genuine(honest: &Pbft, to: NodeId) -> bool {
+    to.0 <= honest.nodes / 2
+}
+
+/// A colluder's vote: for the genuine batch to the lower half, for the equivocal one
+/// to the upper half, so that neither half hears it vote against what it was told.
+fn split_vote(
+    honest: &mut Pbft,
+    ctx: &mut Context<'_, Pbft>,
+    phase: &'static [u8],
+    vote: Signed<Vote>,
+    wrap: fn(Signed<Vote>) -> Message,
+) {
+    let genuine = honest.log.get(&vote.body.seq).and_then(|slot| slot.pre_prepare.as_ref());
+    let Some(genuine) = genuine.filter(|pp| pp.body.digest == vote.body.digest) else {
+        // Not a batch it can pair with an equivocal one (a retransmitted or re-proposed
+        // slot): vote honestly.
+        ctx.broadcast(wrap(vote));
+        return;
+    };
+    let digest = batch_digest(&equivocal_batch(&genuine.body.batch));
+    let other = honest.sign_phase(phase, Vote { digest, ..vote.body.clone() });
+    for to in (0..honest.nodes).map(NodeId).filter(|to| *to != honest.id) {
+        let msg = if told_genuine(honest, to) { vote.clone() } else { other.clone() };
+        ctx.send(to, wrap(msg));
+    }
 }
 
 /// A vote that claims another replica signed it: its own signature on altered content
