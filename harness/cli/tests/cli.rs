@@ -362,7 +362,9 @@ think_ms = 5
     assert!(line("lie-log-freshness").contains("violated in"), "{summary}");
     assert!(line("equivocate").ends_with(",safe"), "{summary}");
     let matrix = std::fs::read_to_string(out.join("matrix.md")).unwrap();
-    assert!(matrix.contains("| raft | 3 | lie-log-freshness | 1 | violated in"), "{matrix}");
+    assert!(matrix.contains("| raft | 3 | lie-log-freshness | 1 |") && matrix.contains("| violated in"), "{matrix}");
+    // PBFT's first primary is node 0, the malicious one, in every seed.
+    assert!(matrix.contains("| pbft | 4 | equivocate | 1 | 2 of 2 | safe |"), "{matrix}");
     // The first unsafe trial's replay command is in its row; running it matches.
     let trials = std::fs::read_to_string(out.join("trials.csv")).unwrap();
     let unsafe_row = trials.lines().find(|l| l.contains("qlab replay")).expect("an unsafe row with its replay command");

@@ -22,6 +22,9 @@ pub struct AttackTrial {
     pub ops_per_s_during: f64,
     pub ops_per_s_after: f64,
     pub recovered: bool,
+    /// The leader (primary) the honest replicas last acknowledged before the attack
+    /// began, if any: the attack is on the leader when this is a malicious replica.
+    pub leader_at_attack: Option<NodeId>,
     /// Completed operations in each `TIMELINE_BIN_MS` bin from the start of the run to
     /// the end of the after phase: the throughput timeline.
     pub completions_per_bin: Vec<u64>,
@@ -105,12 +108,24 @@ pub fn run_trial<Q: LabProtocol>(
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
 
     let (violations, details) = crate::check::judge_run(&sim.observations, &workload.history, sim.now());
+    // Highest epoch wins: a stale acknowledgement delivered late names an old leader.
+    let leader_at_attack = sim
+        .observations
+        .iter()
+        .filter(|o| o.time < from)
+        .filter_map(|o| match o.event {
+            qlab_core::Event::LeaderKnown { epoch, leader } => Some((epoch, leader)),
+            _ => None,
+        })
+        .max_by_key(|(epoch, _)| *epoch)
+        .map(|(_, leader)| leader);
     let per_s = |ops: u64, span: Nanos| if span == 0 { 0.0 } else { ops as f64 / (span as f64 / 1e9) };
     AttackTrial {
         ops_per_s_before: per_s(done[0], from),
         ops_per_s_during: per_s(done[1], until - from),
         ops_per_s_after: per_s(done[2] + done[3], end - until),
         recovered: done[3] > 0,
+        leader_at_attack,
         completions_per_bin,
         safety: verdict(&violations),
         invariant: violations.first().map(|v| v.invariant),

@@ -81,6 +81,7 @@ pub const ATTACK_TRIAL_COLUMNS: &[&str] = &[
     "ops_per_s_during",
     "ops_per_s_after",
     "recovered",
+    "leader_at_attack",
     "attack_from_ms",
     "attack_until_ms",
     "timeline_bin_ms",
@@ -111,7 +112,8 @@ pub fn columns(kind: crate::config::Kind) -> Vec<&'static str> {
 
 /// The attack matrix from an attack `trials.csv`: `summary.csv` with one row per
 /// (protocol, nodes, attack, malicious) — seeds, unsafe runs, runs that did not recover,
-/// the first unsafe trial and the verdict (`safe`, `violated in k of N`, `stalled in k
+/// runs in which a malicious replica was leading when the attack began, the first
+/// unsafe trial and the verdict (`safe`, `violated in k of N`, `stalled in k
 /// of N`) — and the same as a Markdown table in `matrix.md`.
 pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
     let path = dir.join(SUMMARY_CSV);
@@ -124,18 +126,29 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             "seeds",
             "unsafe",
             "not_recovered",
+            "attacker_led",
             "first_unsafe_trial",
             "invariants",
             "verdict",
         ]))
         .map_err(csv_err)?;
     let mut markdown = String::from(
-        "| protocol | nodes | attack | malicious | verdict | invariants broken |\n|---|---:|---|---:|---|---|\n",
+        "| protocol | nodes | attack | malicious | attacker led | verdict | invariants broken |\n\
+         |---|---:|---|---:|---:|---|---|\n",
     );
     for (values, rows) in table.group_by(&key) {
         let unsafe_rows: Vec<&&Vec<String>> =
             rows.iter().filter(|r| table.get(r, "safety").is_some_and(|s| s != "ok")).collect();
         let not_recovered = rows.iter().filter(|r| table.get(r, "recovered") == Some("false")).count();
+        // Seeds in which the attack began with a malicious replica leading (replicas
+        // 0..malicious are the malicious ones).
+        let attacker_led = rows
+            .iter()
+            .filter(|r| {
+                let leader = table.number(r, "leader_at_attack");
+                leader.zip(table.number(r, "malicious")).is_some_and(|(leader, malicious)| leader < malicious)
+            })
+            .count();
         let mut invariants: Vec<&str> =
             unsafe_rows.iter().filter_map(|r| table.get(r, "invariant")).filter(|i| !i.is_empty()).collect();
         invariants.sort_unstable();
@@ -154,13 +167,14 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             n.to_string(),
             unsafe_rows.len().to_string(),
             not_recovered.to_string(),
+            attacker_led.to_string(),
             first,
             invariants.join(" "),
             verdict.clone(),
         ]);
         writer.write_record(&record).map_err(csv_err)?;
         markdown.push_str(&format!(
-            "| {} | {} | {} | {} | {verdict} | {} |\n",
+            "| {} | {} | {} | {} | {attacker_led} of {n} | {verdict} | {} |\n",
             values[0],
             values[1],
             values[2],

@@ -208,6 +208,7 @@ fn attack_row(
         fmt_metric(outcome.ops_per_s_during),
         fmt_metric(outcome.ops_per_s_after),
         outcome.recovered.to_string(),
+        outcome.leader_at_attack.map_or(String::new(), |n| n.0.to_string()),
         window.0.to_string(),
         window.1.to_string(),
         attack::TIMELINE_BIN_MS.to_string(),

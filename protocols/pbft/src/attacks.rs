@@ -118,10 +118,9 @@ impl Adversary<Pbft> for PbftAttack {
         let mut extra = Vec::new();
         match (&mut *self, &msg) {
             // Vote for whatever digest anyone else voted for, too.
-            (
-                PbftAttack::DoubleVote { voted },
-                Message::Prepare(vote) | Message::Commit(vote),
-            ) if vote.signer == from => {
+            (PbftAttack::DoubleVote { voted }, Message::Prepare(vote) | Message::Commit(vote))
+                if vote.signer == from =>
+            {
                 if voted.insert((vote.body.view, vote.body.seq, vote.body.digest)) {
                     let vote = vote.body.clone();
                     let prepare = honest.sign_phase(b"prepare", vote.clone());
