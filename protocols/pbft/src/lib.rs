@@ -703,10 +703,10 @@ impl Pbft {
         self.check_prepared(seq, ctx);
     }
 
-    fn handle_pre_prepare(&mut self, from: NodeId, pp: Signed<PrePrepare>, ctx: &mut Context<'_, Self>) {
+    fn handle_pre_prepare(&mut self, pp: Signed<PrePrepare>, ctx: &mut Context<'_, Self>) {
         let (view, seq) = (pp.body.view, pp.body.seq);
         self.missed_new_view(view, ctx);
-        if view != self.view || self.in_view_change || from != self.primary() || !self.in_window(seq) {
+        if view != self.view || self.in_view_change || pp.signer != self.primary() || !self.in_window(seq) {
             return;
         }
         if let Some(existing) = self.log.get(&seq).and_then(|s| s.pre_prepare.as_ref()) {
@@ -740,10 +740,11 @@ impl Pbft {
         }
     }
 
-    /// `from` is still working on `seq`, which we are done with (it may have lost our
-    /// commit, and we no longer retransmit finished slots): send it our commit, or, if
-    /// the slot is behind our stable checkpoint already, the checkpoint certificate so
-    /// it can fetch the state. At most once per retransmission period per peer.
+    /// `from` is still working on `seq`, which we are done with (it may have lost the
+    /// pre-prepare or our votes, and we no longer retransmit finished slots): send it
+    /// the primary's signed pre-prepare, our prepare and our commit, or, if the slot is
+    /// behind our stable checkpoint already, the checkpoint certificate so it can fetch
+    /// the state. At most once per retransmission period per peer.
     fn help_laggard(&mut self, from: NodeId, view: View, seq: Seq, ctx: &mut Context<'_, Self>) {
         if seq > self.last_executed {
             return;
@@ -763,18 +764,16 @@ impl Pbft {
             }
             return;
         }
-        let digest = self
-            .log
-            .get(&seq)
-            .filter(|s| s.committed)
-            .and_then(|s| s.pre_prepare.as_ref())
-            .map(|pp| (pp.body.view, pp.body.digest));
-        if let Some((slot_view, digest)) = digest
-            && slot_view == view
-        {
-            let commit = self.sign_phase(b"commit", Vote { view, seq, digest });
-            ctx.send(from, Message::Commit(commit));
+        let Some(slot) = self.log.get(&seq).filter(|s| s.committed) else { return };
+        let Some(pp) = slot.pre_prepare.clone().filter(|pp| pp.body.view == view) else { return };
+        let prepare = slot.prepares.get(&self.id).cloned();
+        let digest = pp.body.digest;
+        ctx.send(from, Message::PrePrepare(pp));
+        if let Some(prepare) = prepare {
+            ctx.send(from, Message::Prepare(prepare));
         }
+        let commit = self.sign_phase(b"commit", Vote { view, seq, digest });
+        ctx.send(from, Message::Commit(commit));
     }
 
     fn retransmit(&mut self, ctx: &mut Context<'_, Self>) {
@@ -1500,11 +1499,9 @@ impl Protocol for Pbft {
         assert!(from.0 < self.nodes && from != self.id, "{}: message from {from}", self.id);
         self.maybe_fetch_state(ctx);
         match msg {
-            Message::PrePrepare(pp) => {
-                if pp.signer == from {
-                    self.handle_pre_prepare(from, pp, ctx)
-                }
-            }
+            // From the primary, or relayed by a replica helping a laggard: its signature,
+            // not its sender, says the primary proposed it.
+            Message::PrePrepare(pp) => self.handle_pre_prepare(pp, ctx),
             Message::Prepare(vote) => {
                 if vote.signer == from {
                     self.handle_prepare(vote, ctx)
