@@ -421,6 +421,9 @@ pub struct Pbft {
     new_view_fetch_at: Option<Nanos>,
     retransmit_armed: bool,
     helped_at: HashMap<(NodeId, Seq), Nanos>,
+    /// Per replica, the highest view its normal-case messages carried: f + 1 of them
+    /// ahead of ours mean the cluster changed views without us.
+    later_view_of: Vec<View>,
     // Primary.
     pending: Vec<Arc<Request>>,
     /// Primary, batching: requests received whose client signatures are not checked yet.
@@ -718,6 +721,26 @@ impl Pbft {
             return;
         }
         self.accept_pre_prepare(pp, ctx);
+    }
+
+    /// Normal-case traffic from f + 1 replicas in views above ours: at least one honest
+    /// replica works in such a view, so the cluster changed views while we were down or
+    /// cut off (a restarted primary of an old view would otherwise keep proposing to no
+    /// one, and never time out on itself). Join the highest view f + 1 of them vouch for;
+    /// its NEW-VIEW is then fetched like any other missed one. One number per replica,
+    /// so a faulty one claiming ever higher views costs no memory.
+    fn note_later_view(&mut self, from: NodeId, view: View, ctx: &mut Context<'_, Self>) {
+        if view <= self.view {
+            return;
+        }
+        let seen = &mut self.later_view_of[from.0 as usize];
+        *seen = (*seen).max(view);
+        let mut views = self.later_view_of.clone();
+        views.sort_unstable_by(|a, b| b.cmp(a));
+        let vouched = views[self.f as usize];
+        if vouched > self.view {
+            self.start_view_change(vouched, ctx);
+        }
     }
 
     /// Traffic of the view we are changing to: its NEW-VIEW went past us. Ask for it.
@@ -1399,6 +1422,7 @@ impl Protocol for Pbft {
             new_view_fetch_at: None,
             retransmit_armed: false,
             helped_at: HashMap::new(),
+            later_view_of: vec![0; nodes as usize],
             pending: Vec::new(),
             unverified: Vec::new(),
             assigned: HashMap::new(),
@@ -1498,6 +1522,11 @@ impl Protocol for Pbft {
     fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, msg: Message) {
         assert!(from.0 < self.nodes && from != self.id, "{}: message from {from}", self.id);
         self.maybe_fetch_state(ctx);
+        match &msg {
+            Message::PrePrepare(pp) => self.note_later_view(from, pp.body.view, ctx),
+            Message::Prepare(vote) | Message::Commit(vote) => self.note_later_view(from, vote.body.view, ctx),
+            _ => {}
+        }
         match msg {
             // From the primary, or relayed by a replica helping a laggard: its signature,
             // not its sender, says the primary proposed it.
