@@ -137,6 +137,51 @@ pub fn caught(
     ))
 }
 
+/// For the ablation tests: with a safety rule switched off, some seed in `seeds` must
+/// break one of `expected`; the search stops at the first that does. That seed must
+/// replay to the same violations, and `control` (the same seed with the rule on) must
+/// be safe, so the rule, not the seed, is what made the difference. Returns a one-line
+/// account.
+pub fn caught_first(
+    run: impl Fn(u64) -> ChaosOutcome,
+    control: impl Fn(u64) -> ChaosOutcome,
+    seeds: std::ops::Range<u64>,
+    expected: &[crate::check::Invariant],
+    replay_command: impl Fn(u64) -> String,
+) -> Result<String, String> {
+    let count = seeds.end - seeds.start;
+    let start = seeds.start;
+    let (seed, outcome) = seeds
+        .map(|seed| (seed, run(seed)))
+        .find(|(_, outcome)| !outcome.is_safe())
+        .ok_or(format!("no violation in {count} seeds"))?;
+    let shown = |o: &ChaosOutcome| o.violations.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let replay = replay_command(seed);
+    let broke_expected = outcome.violations.iter().any(|v| expected.contains(&v.invariant))
+        || (expected.contains(&crate::check::Invariant::Linearizability)
+            && outcome.linearizability != LinCheck::Linearizable);
+    if !broke_expected {
+        return Err(format!(
+            "seed {seed}: expected one of {expected:?}, got {:?} / {:?}\n  replay: {replay}",
+            shown(&outcome),
+            outcome.linearizability
+        ));
+    }
+    let again = run(seed);
+    if shown(&again) != shown(&outcome) || again.operations_completed != outcome.operations_completed {
+        return Err(format!("seed {seed} did not replay to the same run\n  replay: {replay}"));
+    }
+    let honest = control(seed);
+    if !honest.is_safe() {
+        return Err(format!("seed {seed} is unsafe with the rule on too: {:?}", shown(&honest)));
+    }
+    Ok(format!(
+        "caught at seed {seed} ({} seeds tried): {:?}\n  replay: {replay}",
+        seed - start + 1,
+        shown(&outcome).first()
+    ))
+}
+
 /// Raft under chaos, with seed-chosen batching knobs.
 pub fn run_raft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
     let (raft, network, rng) = raft_chaos_setup(seed);
@@ -156,6 +201,14 @@ pub fn run_raft_attack_chaos(
     run_chaos::<MaliciousRaft>(seed, config, faulty, network, rng)
 }
 
+/// Raft under chaos with safety rules switched off: the same seed-drawn network, knobs
+/// and faults as [`run_raft_chaos`].
+pub fn run_raft_ablation_chaos(seed: u64, config: &ChaosConfig, ablate: qlab_raft::RaftAblations) -> ChaosOutcome {
+    let (mut raft, network, rng) = raft_chaos_setup(seed);
+    raft.ablate = ablate;
+    run_chaos::<Raft>(seed, config, raft, network, rng)
+}
+
 fn raft_chaos_setup(seed: u64) -> (RaftConfig, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);
@@ -169,6 +222,7 @@ fn raft_chaos_setup(seed: u64) -> (RaftConfig, NetworkConfig, ChaCha8Rng) {
         check_quorum: true,
         // Half the seeds batch commands (exercising the leader's flush path).
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
+        ablate: Default::default(),
     };
     (raft, network, rng)
 }
@@ -192,6 +246,14 @@ pub fn run_paxos_attack_chaos(
     run_chaos::<MaliciousPaxos>(seed, config, faulty, network, rng)
 }
 
+/// Multi-Paxos under chaos with its phase-1 value rule switched off: the same seed-drawn
+/// network, knobs and faults as [`run_paxos_chaos`].
+pub fn run_paxos_ablation_chaos(seed: u64, config: &ChaosConfig, ablate: qlab_paxos::PaxosAblations) -> ChaosOutcome {
+    let (mut paxos, network, rng) = paxos_chaos_setup(seed);
+    paxos.ablate = ablate;
+    run_chaos::<Paxos>(seed, config, paxos, network, rng)
+}
+
 fn paxos_chaos_setup(seed: u64) -> (PaxosConfig, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);
@@ -205,6 +267,7 @@ fn paxos_chaos_setup(seed: u64) -> (PaxosConfig, NetworkConfig, ChaCha8Rng) {
         max_values_per_message: [1, 2, 16][rng.random_range(0..3usize)],
         check_quorum: true,
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
+        ablate: Default::default(),
     };
     (paxos, network, rng)
 }

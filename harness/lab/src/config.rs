@@ -126,6 +126,10 @@ pub struct ExperimentSection {
     pub trials: toml::Spanned<u64>,
     #[serde(default)]
     pub seed: u64,
+    /// Real mode refuses protocols with safety rules switched off (`[raft.ablate]`)
+    /// unless this says they are meant.
+    #[serde(default)]
+    pub allow_ablations: bool,
 }
 
 fn default_mode() -> Sweep<Mode> {
@@ -277,6 +281,9 @@ pub struct RaftSection {
     /// Sweep: how long the leader collects commands into one batch (0: no batching).
     #[serde(default = "zero_sweep")]
     pub batch_delay_ms: Sweep<f64>,
+    /// `[raft.ablate]`: Raft's safety rules switched off, to show what each prevents.
+    #[serde(default)]
+    pub ablate: Option<toml::Spanned<qlab_raft::RaftAblations>>,
 }
 
 /// Multi-Paxos's own knobs. Its leader timeout, heartbeat and batching are the
@@ -293,11 +300,19 @@ pub struct PaxosSection {
     pub max_commands_per_slot: usize,
     #[serde(default = "default_true")]
     pub check_quorum: bool,
+    /// `[paxos.ablate]`: Multi-Paxos's phase-1 value rule switched off.
+    #[serde(default)]
+    pub ablate: Option<toml::Spanned<qlab_paxos::PaxosAblations>>,
 }
 
 impl Default for PaxosSection {
     fn default() -> Self {
-        PaxosSection { window_slots: default_window(), max_commands_per_slot: default_batch(), check_quorum: true }
+        PaxosSection {
+            window_slots: default_window(),
+            max_commands_per_slot: default_batch(),
+            check_quorum: true,
+            ablate: None,
+        }
     }
 }
 
@@ -349,6 +364,7 @@ impl Default for RaftSection {
             check_quorum: true,
             max_entries_per_append: default_batch(),
             batch_delay_ms: zero_sweep(),
+            ablate: None,
         }
     }
 }
@@ -723,6 +739,7 @@ impl Point {
             max_entries_per_append: section.max_entries_per_append,
             check_quorum: section.check_quorum,
             batch_delay_ns: ns(self.batch_delay_ms),
+            ablate: section.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
         }
     }
     pub fn heartbeat_ns(&self) -> Nanos {
@@ -743,6 +760,7 @@ impl Point {
             max_values_per_message: raft.max_entries_per_append,
             check_quorum: paxos.check_quorum,
             batch_delay_ns: ns(self.batch_delay_ms),
+            ablate: paxos.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
         }
     }
     pub fn pbft_config(&self, section: &PbftSection) -> PbftConfig {
@@ -797,6 +815,24 @@ impl Experiment {
 
     fn validate(&self) -> Result<(), LabError> {
         let f = &self.file;
+        let ablated = [
+            ("[raft.ablate]", f.raft.ablate.as_ref().filter(|a| a.get_ref().any()).map(|a| a.span())),
+            ("[paxos.ablate]", f.paxos.ablate.as_ref().filter(|a| a.get_ref().any()).map(|a| a.span())),
+        ];
+        for (section, span) in ablated {
+            if let Some(span) = span
+                && f.experiment.mode.values.contains(&Mode::Quic)
+                && !f.experiment.allow_ablations
+            {
+                return Err(self.error_at(
+                    &span,
+                    format!(
+                        "{section} switches off a safety rule; real (quic) mode refuses it unless [experiment] says \
+                         allow_ablations = true"
+                    ),
+                ));
+            }
+        }
         if f.experiment.name.is_empty()
             || !f.experiment.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
@@ -1444,6 +1480,32 @@ clients = 2
         assert!(e.contains("attack experiments run in the simulator"), "{e}");
         let e = error_of(&ATTACK.replace("malicious = [1, 2]", "malicious = 3"));
         assert!(e.contains("malicious must be between 1 and nodes - 1"), "{e}");
+    }
+
+    /// The README's annotated example is a file `qlab` accepts, so the front door
+    /// cannot drift from the parser; as a quic-mode file with an ablation it is refused
+    /// until it says allow_ablations.
+    #[test]
+    fn the_readme_example_parses_and_ablations_need_consent_in_real_mode() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("## Writing an experiment").expect("the section");
+        let block = &readme[start..];
+        let block = &block[block.find("```toml\n").expect("a toml block") + 8..];
+        let example = &block[..block.find("```").expect("its end")];
+        let e = parse(example).unwrap_or_else(|e| panic!("the README example: {e}"));
+        assert!(!e.points().is_empty());
+        let ablated = example.replace("vote_without_log_check = false", "vote_without_log_check = true");
+        let ablated = ablated.replace("mode = \"sim\"", "mode = \"quic\"");
+        let error = error_of(&ablated);
+        assert!(
+            error.contains("[raft.ablate] switches off a safety rule") && error.contains("allow_ablations"),
+            "{error}"
+        );
+        assert!(parse(&ablated.replace("allow_ablations = false", "allow_ablations = true")).is_ok());
+        let e = parse(&example.replace("skip_phase1_values = false", "skip_phase1_values = true")).unwrap();
+        assert!(e.points()[0].paxos_config(&e.file.raft, &e.file.paxos).ablate.skip_phase1_values);
+        let typo = error_of(&example.replace("skip_prev_log_check", "skip_prev_log"));
+        assert!(typo.contains("unknown field `skip_prev_log`") && typo.contains("skip_prev_log_check"), "{typo}");
     }
 
     #[test]

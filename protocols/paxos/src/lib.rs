@@ -45,6 +45,10 @@
 //! original term. Phase 1 costs a round trip in which the leader has to collect the
 //! accepted values, where a Raft vote carries only two numbers.
 //!
+//! **Ablation.** [`PaxosAblations::skip_phase1_values`] makes a new leader ignore the
+//! accepted values its promises carry (keeping only those they report chosen) and fill
+//! those slots afresh: the rule without which a chosen value can be replaced.
+//!
 //! Persistent state is the promised ballot and the accepted values, written as
 //! [`Record`]s. What is chosen, the state machine and the leader's bookkeeping are
 //! volatile: a restarted replica learns its commit point again from the leader.
@@ -103,6 +107,27 @@ pub struct PaxosConfig {
     /// window has room).
     #[serde(default)]
     pub batch_delay_ns: Nanos,
+    /// Safety rules switched off, for counterexamples; all false is Multi-Paxos.
+    #[serde(default)]
+    pub ablate: PaxosAblations,
+}
+
+/// Multi-Paxos's safety rule that can be switched off to watch the checkers catch what
+/// it prevents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaxosAblations {
+    /// Phase 1's value rule: a new leader re-proposes, per slot, the value accepted in
+    /// the highest ballot among its promises. Switched off, it proposes its own values
+    /// there, and a value a majority accepted (chosen, though perhaps not yet known to
+    /// be) is replaced (State Machine Safety).
+    pub skip_phase1_values: bool,
+}
+
+impl PaxosAblations {
+    pub fn any(&self) -> bool {
+        *self != PaxosAblations::default()
+    }
 }
 
 impl Default for PaxosConfig {
@@ -116,6 +141,7 @@ impl Default for PaxosConfig {
             max_values_per_message: 64,
             check_quorum: true,
             batch_delay_ns: 0,
+            ablate: PaxosAblations::default(),
         }
     }
 }
@@ -515,7 +541,7 @@ impl Paxos {
         let mut merged: BTreeMap<Slot, (bool, Ballot, Value)> = BTreeMap::new();
         for promise in self.promises.drain(..).flatten() {
             for PromisedSlot { slot, ballot, value, chosen } in promise {
-                if slot <= self.chosen.len() as Slot {
+                if slot <= self.chosen.len() as Slot || (self.config.ablate.skip_phase1_values && !chosen) {
                     continue;
                 }
                 let replace = match merged.get(&slot) {

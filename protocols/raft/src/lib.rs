@@ -50,6 +50,11 @@
 //! Persistent state is `currentTerm`, `votedFor` and the log, written as [`Record`]s;
 //! `commitIndex` and the state machine are volatile and rebuilt by re-applying the log
 //! as the commit point is learned again after a restart.
+//!
+//! **Ablations.** [`RaftAblations`] switches off one safety rule at a time (the election
+//! restriction, one vote per term, the prevLog check, the Figure 8 commit rule) so the
+//! suite can show the run each rule prevents. All are off by default; with one on, this
+//! is no longer Raft.
 
 pub mod attacks;
 pub mod client;
@@ -82,6 +87,51 @@ pub struct RaftConfig {
     /// one AppendEntries per follower for the lot. 0 appends each command at once.
     #[serde(default)]
     pub batch_delay_ns: Nanos,
+    /// Safety rules switched off, for counterexamples; all false is Raft.
+    #[serde(default)]
+    pub ablate: RaftAblations,
+}
+
+/// Raft's safety rules, each of which can be switched off to watch the checkers catch
+/// what it prevents. A field set to true removes the rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftAblations {
+    /// §5.4.1: grant votes without comparing logs, so a candidate missing committed
+    /// entries can win and overwrite them (Leader Completeness, State Machine Safety).
+    pub vote_without_log_check: bool,
+    /// §5.2: grant a vote to every candidate of a term, not only the first, so two
+    /// candidates can both gather a majority (Election Safety).
+    pub multiple_votes_per_term: bool,
+    /// §5.3: append entries even when the entry at `prevLogIndex` has another term, so
+    /// new entries land after a divergent prefix (Log Matching).
+    pub skip_prev_log_check: bool,
+    /// §5.4.2, Figure 8: commit an entry of an earlier term once a majority stores it;
+    /// a later leader may still overwrite it (State Machine Safety).
+    pub commit_old_term_by_count: bool,
+}
+
+impl RaftAblations {
+    /// Ablation names as experiment files and test tools write them.
+    pub const NAMES: &'static [&'static str] =
+        &["vote_without_log_check", "multiple_votes_per_term", "skip_prev_log_check", "commit_old_term_by_count"];
+
+    /// Only the ablation called `name` switched on.
+    pub fn only(name: &str) -> Option<Self> {
+        let mut ablate = RaftAblations::default();
+        match name {
+            "vote_without_log_check" => ablate.vote_without_log_check = true,
+            "multiple_votes_per_term" => ablate.multiple_votes_per_term = true,
+            "skip_prev_log_check" => ablate.skip_prev_log_check = true,
+            "commit_old_term_by_count" => ablate.commit_old_term_by_count = true,
+            _ => return None,
+        }
+        Some(ablate)
+    }
+
+    pub fn any(&self) -> bool {
+        *self != RaftAblations::default()
+    }
 }
 
 impl Default for RaftConfig {
@@ -93,6 +143,7 @@ impl Default for RaftConfig {
             max_entries_per_append: 64,
             check_quorum: true,
             batch_delay_ns: 0,
+            ablate: RaftAblations::default(),
         }
     }
 }
@@ -494,7 +545,8 @@ impl Raft {
         let mut matched: Vec<Index> = self.progress.iter().map(|p| p.match_index).collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = matched[majority(self.nodes) as usize - 1];
-        if candidate > self.commit_index && self.term_at(candidate) == Some(self.current_term) {
+        let own_term = self.term_at(candidate) == Some(self.current_term);
+        if candidate > self.commit_index && (own_term || self.config.ablate.commit_old_term_by_count) {
             self.advance_commit(candidate, ctx);
         }
     }
@@ -546,8 +598,10 @@ impl Raft {
         }
         // §5.4.1 election restriction.
         let up_to_date = last_log_term > self.last_term()
-            || (last_log_term == self.last_term() && last_log_index >= self.last_index());
-        let granted = term == self.current_term && self.voted_for.is_none_or(|v| v == from) && up_to_date;
+            || (last_log_term == self.last_term() && last_log_index >= self.last_index())
+            || self.config.ablate.vote_without_log_check;
+        let free_to_vote = self.voted_for.is_none_or(|v| v == from) || self.config.ablate.multiple_votes_per_term;
+        let granted = term == self.current_term && free_to_vote && up_to_date;
         if granted {
             self.voted_for = Some(from);
             // Durable before the reply leaves (driver contract): one vote per term.
@@ -638,7 +692,8 @@ impl Raft {
                 self.reject_append(from, term, None, self.last_index() + 1, ctx);
                 return;
             }
-            Some(t) if t != prev_log_term => {
+            // The ablation still refuses a gap: the log cannot hold one.
+            Some(t) if t != prev_log_term && !self.config.ablate.skip_prev_log_check => {
                 let first_of_term = self.log.iter().find(|e| e.term == t).map_or(prev_log_index, |e| e.index);
                 self.reject_append(from, term, Some(t), first_of_term, ctx);
                 return;
