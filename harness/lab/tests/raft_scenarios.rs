@@ -2,7 +2,7 @@
 //! with the checkers run at the end.
 
 use qlab_core::{ClientId, Event, NodeId, Op, OpResult, Request, ms};
-use qlab_raft::{Payload, Raft, RaftClient, RaftConfig, Record, Role};
+use qlab_raft::{Message, Payload, Raft, RaftClient, RaftConfig, RaftTimer, Record, Role};
 use qlab_sim::Sim;
 
 mod common;
@@ -163,4 +163,96 @@ fn heavy_loss_delays_but_never_breaks_replication() {
     }
     assert!(sim.stats.messages_dropped > 0);
     assert_safe(&sim);
+}
+
+/// Only `candidate` may ask for votes (so the scenario decides who wins), and, when
+/// `max_entry_term` is given, no `AppendEntries` carrying an entry of a later term gets
+/// through (so a new leader's no-op stays on the leader).
+fn steer(sim: &mut Sim<Raft, RaftClient>, candidate: NodeId, max_entry_term: Option<u64>, silent: Option<NodeId>) {
+    sim.set_filter(Some(Box::new(move |from, _to, msg| match msg {
+        Message::RequestVote { .. } => from != candidate,
+        _ if Some(from) == silent => matches!(msg, Message::AppendEntries { .. } | Message::Heartbeat { .. }),
+        Message::AppendEntries { entries, .. } => max_entry_term.is_some_and(|t| entries.iter().any(|e| e.term > t)),
+        _ => false,
+    })));
+}
+
+/// Fire `id`'s election timer until it leads (a stale term takes a round or two).
+fn elect(sim: &mut Sim<Raft, RaftClient>, id: NodeId) -> u64 {
+    for _ in 0..40 {
+        sim.fire_timer_now(id, RaftTimer::Election);
+        let deadline = sim.now() + ms(30);
+        sim.run_to(deadline);
+        if sim.node(id).unwrap().role() == Role::Leader {
+            return sim.node(id).unwrap().current_term();
+        }
+    }
+    panic!("{id} could not be elected");
+}
+
+/// Raft Figure 8, step by step on five simulated servers, with the commit rule as
+/// configured. (a) S1 leads and gets entry X to S2 only. (b) S1 crashes; S5 wins the
+/// next term with S3 and S4 and appends its no-op at X's index, on itself only; S5
+/// crashes. (c) S1 restarts, wins a later term and replicates X to a majority, but not
+/// its own no-op. (d) S1 crashes; S5 restarts and, its last term being newer than X's,
+/// wins with S2, S3 and S4 and overwrites X's index. Returns the checker's violations.
+fn figure_8(commit_old_term_by_count: bool) -> Vec<qlab_lab::check::Violation> {
+    let [s1, s2, s3, s4, s5] = [0, 1, 2, 3, 4].map(NodeId);
+    let mut config = RaftConfig { max_entries_per_append: 1, ..RaftConfig::default() };
+    config.ablate.commit_old_term_by_count = commit_old_term_by_count;
+    let mut sim = Sim::new(config, 5, common::network(), 8);
+    sim.add_client(RaftClient::new(ClientId(0), 5));
+    steer(&mut sim, s1, None, None);
+    elect(&mut sim, s1);
+    assert_eq!(write(&mut sim, put(1, 1)), OpResult::Ok);
+    let x_index = sim.node(s1).unwrap().last_index() + 1;
+    // (a)
+    sim.partition(&[vec![s1, s2], vec![s3, s4, s5]]);
+    sim.inject_request(s1, put(2, 2));
+    let deadline = sim.now() + ms(20);
+    sim.run_to(deadline);
+    let x_term = sim.node(s2).unwrap().term_at(x_index).expect("X reached S2");
+    // (b)
+    sim.crash(s1);
+    steer(&mut sim, s5, None, Some(s5));
+    elect(&mut sim, s5);
+    assert!(sim.node(s5).unwrap().term_at(x_index).is_some_and(|t| t > x_term), "S5's no-op sits at X's index");
+    sim.crash(s5);
+    // (c)
+    sim.heal();
+    sim.restart(s1);
+    steer(&mut sim, s1, Some(x_term), None);
+    elect(&mut sim, s1);
+    let deadline = sim.now() + ms(300);
+    sim.run_to(deadline);
+    let holders = [s1, s2, s3, s4].iter().filter(|n| sim.node(**n).unwrap().term_at(x_index) == Some(x_term)).count();
+    assert!(holders >= 3, "X is on a majority");
+    let committed = sim.node(s1).unwrap().commit_index() >= x_index;
+    assert_eq!(committed, commit_old_term_by_count, "X commits by counting replicas only without the rule");
+    // (d)
+    sim.crash(s1);
+    sim.restart(s5);
+    steer(&mut sim, s5, None, None);
+    elect(&mut sim, s5);
+    sim.set_filter(None);
+    let deadline = sim.now() + ms(300);
+    sim.run_to(deadline);
+    assert!(sim.node(s2).unwrap().term_at(x_index).is_some_and(|t| t != x_term), "S5 overwrote X's index");
+    qlab_lab::check::check_observations(&sim.observations)
+}
+
+/// §5.4.2: with the rule, S1 never commits X (an entry of an older term) by counting
+/// replicas, so S5 overwriting it in (d) is legal and every checker passes.
+#[test]
+fn s5_4_2_figure_8_the_commit_rule_makes_the_overwrite_harmless() {
+    let violations = figure_8(false);
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+/// The same schedule with `commit_old_term_by_count`: S1 commits X in (c), S5 replaces
+/// it in (d), and State Machine Safety catches one index committed with two entries.
+#[test]
+fn s5_4_2_figure_8_without_the_rule_a_committed_entry_is_overwritten() {
+    let violations = figure_8(true);
+    assert!(violations.iter().any(|v| v.invariant == qlab_lab::check::Invariant::StateMachineSafety), "{violations:?}");
 }
