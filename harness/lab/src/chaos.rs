@@ -289,6 +289,19 @@ pub fn run_pbft_attack_chaos(seed: u64, config: &ChaosConfig, malicious: &[(Node
     run_chaos::<MaliciousPbft>(seed, config, faulty, network, rng)
 }
 
+/// [`run_pbft_attack_chaos`] with PBFT's quorum rule weakened (`ablate`).
+pub fn run_pbft_ablation_attack_chaos(
+    seed: u64,
+    config: &ChaosConfig,
+    ablate: qlab_pbft::PbftAblations,
+    malicious: &[(NodeId, PbftAttack)],
+) -> ChaosOutcome {
+    let (mut pbft, network, rng) = pbft_chaos_setup(seed, config);
+    pbft.ablate = ablate;
+    let faulty = with_malicious(pbft, malicious.iter().cloned());
+    run_chaos::<MaliciousPbft>(seed, config, faulty, network, rng)
+}
+
 fn pbft_chaos_setup(seed: u64, config: &ChaosConfig) -> (PbftConfig, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);

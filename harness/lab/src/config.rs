@@ -333,6 +333,9 @@ pub struct PbftSection {
     pub log_window: u64,
     #[serde(default = "default_batch")]
     pub max_batch: usize,
+    /// `[pbft.ablate]`: PBFT's prepare quorum weakened to 2f.
+    #[serde(default)]
+    pub ablate: Option<toml::Spanned<qlab_pbft::PbftAblations>>,
 }
 
 impl Default for PbftSection {
@@ -342,6 +345,7 @@ impl Default for PbftSection {
             checkpoint_interval: default_checkpoint(),
             log_window: default_log_window(),
             max_batch: default_batch(),
+            ablate: None,
         }
     }
 }
@@ -770,6 +774,7 @@ impl Point {
         config.log_window = section.log_window;
         config.max_batch = section.max_batch;
         config.batch_delay_ns = (self.batch_delay_ms * 1e6).round() as Nanos;
+        config.ablate = section.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default();
         config
     }
     pub fn network_config(&self, section: &NetworkSection) -> NetworkConfig {
@@ -818,6 +823,7 @@ impl Experiment {
         let ablated = [
             ("[raft.ablate]", f.raft.ablate.as_ref().filter(|a| a.get_ref().any()).map(|a| a.span())),
             ("[paxos.ablate]", f.paxos.ablate.as_ref().filter(|a| a.get_ref().any()).map(|a| a.span())),
+            ("[pbft.ablate]", f.pbft.ablate.as_ref().filter(|a| a.get_ref().any()).map(|a| a.span())),
         ];
         for (section, span) in ablated {
             if let Some(span) = span

@@ -8,8 +8,12 @@
 //!   number to the upper half; as any replica, colludes with it: each of its prepares
 //!   and commits goes to the lower half for the genuine batch and to the upper half for
 //!   the equivocal one (which it can compute from the genuine batch), so each half sees
-//!   the malicious replicas agree with what it was told. The aim: two honest replicas
-//!   executing different requests at one position. With f equivocators each half has
+//!   the malicious replicas agree with what it was told. In a view change it asks for
+//!   the next view as soon as anyone does, and as primary of the old view certifies the
+//!   equivocal batch instead of the genuine one: its own pre-prepare and the prepares the
+//!   upper half sent for it (too few for a valid certificate, unless the prepare quorum
+//!   is weakened). The aim: two honest replicas executing different requests at one
+//!   position. With f equivocators each half has
 //!   at most f + f' votes where it needs 2f + 1 with f + 1 honest, the request stalls
 //!   and the view changes. With f + 1 of them agreement breaks: the suite's
 //!   demonstration that the 3f + 1 bound is tight.
@@ -42,7 +46,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PbftAttack {
-    Equivocate,
+    Equivocate {
+        /// The equivocal pre-prepares it sent, by (view, seq), and the prepares it got
+        /// for them (run state, not configuration).
+        #[serde(skip)]
+        equivocal: EquivocalBatches,
+    },
     DoubleVote {
         /// (view, seq, digest) it already voted for (run state, not configuration).
         #[serde(skip)]
@@ -82,7 +91,7 @@ impl PbftAttack {
     /// The attack called `name`; `params` configure the generic ones that need them.
     pub fn from_name(name: &str, params: &AttackParams) -> Option<Self> {
         Some(match name {
-            "equivocate" => PbftAttack::Equivocate,
+            "equivocate" => PbftAttack::Equivocate { equivocal: Default::default() },
             "double-vote" => PbftAttack::DoubleVote { voted: Default::default() },
             "forge-signature" => PbftAttack::ForgeSignature,
             "forge-log" => PbftAttack::ForgeLog,
@@ -95,6 +104,10 @@ impl PbftAttack {
 }
 
 type Actions = Vec<Action<Message, PbftTimer, crate::Record>>;
+
+/// An equivocator's equivocal pre-prepares by (view, seq), with the prepares it got for
+/// each.
+type EquivocalBatches = std::collections::BTreeMap<(u64, u64), (Signed<PrePrepare>, Vec<Signed<Vote>>)>;
 
 /// How far ahead `view-inflation` asks to go.
 const INFLATED_VIEWS: u64 = 1_000;
@@ -129,10 +142,30 @@ impl Adversary<Pbft> for PbftAttack {
                     extra.push(Action::Broadcast { msg: Message::Commit(commit) });
                 }
             }
+            // Collect the prepares the upper half sends for the equivocal batch.
+            (PbftAttack::Equivocate { equivocal }, Message::Prepare(vote)) if vote.signer == from => {
+                if let Some((pp, prepares)) = equivocal.get_mut(&(vote.body.view, vote.body.seq))
+                    && pp.body.digest == vote.body.digest
+                    && prepares.iter().all(|p| p.signer != from)
+                {
+                    prepares.push(vote.clone());
+                }
+            }
             _ => {}
         }
+        let wanted_view = match (&*self, &msg) {
+            (PbftAttack::Equivocate { .. }, Message::ViewChange(vc)) => Some(vc.body.new_view),
+            _ => None,
+        };
         let actions = ctx.capture::<Pbft>(|c| honest.on_message(c, from, msg));
         self.emit(honest, ctx, actions);
+        // Anyone's view change is a chance to certify the equivocal batch: join at once.
+        if let Some(view) = wanted_view
+            && (view > honest.view || (view == honest.view && !honest.in_view_change))
+        {
+            let actions = ctx.capture::<Pbft>(|c| honest.start_view_change(view, c));
+            self.emit(honest, ctx, actions);
+        }
         for action in extra {
             ctx.push(action);
         }
@@ -179,17 +212,22 @@ impl PbftAttack {
             match (&mut *self, action) {
                 (PbftAttack::SilentPrimary, Action::Send { .. } | Action::Broadcast { .. } | Action::Reply { .. })
                     if primary => {}
-                (PbftAttack::Equivocate, Action::Broadcast { msg: Message::PrePrepare(pp) }) => {
+                (PbftAttack::Equivocate { equivocal: sent }, Action::Broadcast { msg: Message::PrePrepare(pp) }) => {
                     let other = equivocal(honest, &pp);
+                    sent.insert((pp.body.view, pp.body.seq), (other.clone(), Vec::new()));
                     for to in (0..honest.nodes).map(NodeId).filter(|to| *to != honest.id) {
                         let msg = if told_genuine(honest, to) { pp.clone() } else { other.clone() };
                         ctx.send(to, Message::PrePrepare(msg));
                     }
                 }
-                (PbftAttack::Equivocate, Action::Broadcast { msg: Message::Prepare(vote) }) => {
+                (PbftAttack::Equivocate { equivocal }, Action::Broadcast { msg: Message::ViewChange(vc) }) => {
+                    let vc = certify_equivocal(honest, equivocal, vc);
+                    ctx.broadcast(Message::ViewChange(vc));
+                }
+                (PbftAttack::Equivocate { .. }, Action::Broadcast { msg: Message::Prepare(vote) }) => {
                     split_vote(honest, ctx, b"prepare", vote, Message::Prepare);
                 }
-                (PbftAttack::Equivocate, Action::Broadcast { msg: Message::Commit(vote) }) => {
+                (PbftAttack::Equivocate { .. }, Action::Broadcast { msg: Message::Commit(vote) }) => {
                     split_vote(honest, ctx, b"commit", vote, Message::Commit);
                 }
                 (PbftAttack::ForgeSignature, Action::Broadcast { msg: Message::Prepare(vote) }) => {
@@ -263,6 +301,21 @@ fn split_vote(
         let msg = if told_genuine(honest, to) { vote.clone() } else { other.clone() };
         ctx.send(to, wrap(msg));
     }
+}
+
+/// `vc` with a certificate for each equivocal batch above its checkpoint in place of
+/// the genuine one: the equivocator's own pre-prepare and the prepares collected for it.
+fn certify_equivocal(honest: &mut Pbft, equivocal: &EquivocalBatches, vc: Signed<ViewChange>) -> Signed<ViewChange> {
+    let mut body = vc.body;
+    for ((_, seq), (pre_prepare, prepares)) in equivocal {
+        if *seq <= body.stable_seq || prepares.is_empty() {
+            continue;
+        }
+        body.prepared.retain(|c| c.pre_prepare.body.seq != *seq);
+        body.prepared.push(crate::PreparedCert { pre_prepare: pre_prepare.clone(), prepares: prepares.clone() });
+    }
+    body.prepared.sort_by_key(|c| c.pre_prepare.body.seq);
+    honest.sign(body)
 }
 
 /// A vote that claims another replica signed it: its own signature on altered content

@@ -50,6 +50,12 @@
 //! its stable checkpoint proofs, and executed batches (to rebuild the state). A
 //! restarted replica therefore never signs a second digest for a `(view, seq)` and
 //! still reports what prepared at it in a view change.
+//!
+//! **Ablation.** [`PbftAblations::prepare_quorum_2f`] counts a request prepared on the
+//! pre-prepare and 2f − 1 prepares (2f statements, not 2f + 1), in the normal case and
+//! in the prepared certificates of a view change. Two quorums of 2f then need not share
+//! an honest replica, so a faulty primary can get two digests prepared for one sequence
+//! number and certify the one nobody committed in a view change.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use qlab_core::{ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Protocol, Reply, ReplyBody, Request, ms};
@@ -119,6 +125,24 @@ pub struct PbftConfig {
     /// Secret keys of the replicas. A replica keeps only its own when it is built (the
     /// simulator runs every replica in one process, so the configuration carries all).
     pub node_secret_keys: Vec<[u8; 32]>,
+    /// Safety rules switched off, for counterexamples; all false is PBFT.
+    #[serde(default)]
+    pub ablate: PbftAblations,
+}
+
+/// PBFT's quorum rule that can be switched off to watch the checkers catch what it
+/// prevents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PbftAblations {
+    /// Prepared on 2f statements (the pre-prepare and 2f − 1 prepares) instead of 2f + 1.
+    pub prepare_quorum_2f: bool,
+}
+
+impl PbftAblations {
+    pub fn any(&self) -> bool {
+        *self != PbftAblations::default()
+    }
 }
 
 impl PbftConfig {
@@ -135,6 +159,7 @@ impl PbftConfig {
             node_public_keys: node_secret_keys.iter().map(public_of).collect(),
             client_public_keys: (0..clients).map(|c| public_of(&client_secret(key_seed, c))).collect(),
             node_secret_keys,
+            ablate: PbftAblations::default(),
         }
     }
 }
@@ -613,7 +638,12 @@ impl Pbft {
             }
             signers.insert(p.signer);
         }
-        signers.len() >= 2 * self.f as usize
+        signers.len() >= self.prepares_needed()
+    }
+
+    /// Prepares (besides the pre-prepare) that make a request prepared: 2f.
+    fn prepares_needed(&self) -> usize {
+        if self.config.ablate.prepare_quorum_2f { 2 * self.f as usize - 1 } else { 2 * self.f as usize }
     }
 
     fn valid_checkpoint_proof(&mut self, seq: Seq, proof: &[Signed<CheckpointVote>]) -> Option<Digest> {
@@ -873,7 +903,7 @@ impl Pbft {
         }
         let matching: Vec<Signed<Vote>> =
             slot.prepares.values().filter(|p| p.body.digest == pp.body.digest).cloned().collect();
-        if matching.len() < 2 * self.f as usize {
+        if matching.len() < self.prepares_needed() {
             return;
         }
         let cert = PreparedCert { pre_prepare: pp.clone(), prepares: matching };
