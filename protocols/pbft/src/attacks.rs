@@ -10,9 +10,9 @@
 //!   the equivocal one (which it can compute from the genuine batch), so each half sees
 //!   the malicious replicas agree with what it was told. In a view change it asks for
 //!   the next view as soon as anyone does, and as primary of the old view certifies the
-//!   equivocal batch instead of the genuine one: its own pre-prepare and the prepares the
-//!   upper half sent for it (too few for a valid certificate, unless the prepare quorum
-//!   is weakened). The aim: two honest replicas executing different requests at one
+//!   equivocal batch instead of the genuine one, its own pre-prepare with the prepares
+//!   the upper half sent for it, whenever those are enough for a valid certificate
+//!   (never with f equivocators, unless the prepare quorum is weakened). The aim: two honest replicas executing different requests at one
 //!   position. With f equivocators each half has
 //!   at most f + f' votes where it needs 2f + 1 with f + 1 honest, the request stalls
 //!   and the view changes. With f + 1 of them agreement breaks: the suite's
@@ -308,7 +308,9 @@ fn split_vote(
 fn certify_equivocal(honest: &mut Pbft, equivocal: &EquivocalBatches, vc: Signed<ViewChange>) -> Signed<ViewChange> {
     let mut body = vc.body;
     for ((_, seq), (pre_prepare, prepares)) in equivocal {
-        if *seq <= body.stable_seq || prepares.is_empty() {
+        // Only a certificate the others will accept: a refused one would get the whole
+        // VIEW-CHANGE refused, and with it the equivocator's say in the new view.
+        if *seq <= body.stable_seq || prepares.len() < honest.prepares_needed() {
             continue;
         }
         body.prepared.retain(|c| c.pre_prepare.body.seq != *seq);
