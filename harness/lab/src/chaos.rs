@@ -115,26 +115,40 @@ pub fn caught(
         }
     }
     let (seed, outcome) = first.ok_or(format!("no violation in {count} seeds"))?;
+    let replay = replay_command(seed);
+    let first_violation = confirm_violation(&run, seed, &outcome, expected, &replay)?;
+    Ok(format!("unsafe in {unsafe_runs} of {count} seeds; first seed {seed}: {first_violation:?}\n  replay: {replay}"))
+}
+
+/// The violations of `outcome`, as printed.
+fn shown(outcome: &ChaosOutcome) -> Vec<String> {
+    outcome.violations.iter().map(ToString::to_string).collect()
+}
+
+/// `outcome` (the run of `seed`) broke one of `expected`, and running `seed` again gives
+/// the same run. Returns its first violation.
+fn confirm_violation(
+    run: &impl Fn(u64) -> ChaosOutcome,
+    seed: u64,
+    outcome: &ChaosOutcome,
+    expected: &[crate::check::Invariant],
+    replay: &str,
+) -> Result<Option<String>, String> {
     let broke_expected = outcome.violations.iter().any(|v| expected.contains(&v.invariant))
         || (expected.contains(&crate::check::Invariant::Linearizability)
             && outcome.linearizability != LinCheck::Linearizable);
-    let shown = |o: &ChaosOutcome| o.violations.iter().map(ToString::to_string).collect::<Vec<_>>();
-    let replay = replay_command(seed);
     if !broke_expected {
         return Err(format!(
             "seed {seed}: expected one of {expected:?}, got {:?} / {:?}\n  replay: {replay}",
-            shown(&outcome),
+            shown(outcome),
             outcome.linearizability
         ));
     }
     let again = run(seed);
-    if shown(&again) != shown(&outcome) || again.operations_completed != outcome.operations_completed {
+    if shown(&again) != shown(outcome) || again.operations_completed != outcome.operations_completed {
         return Err(format!("seed {seed} did not replay to the same run\n  replay: {replay}"));
     }
-    Ok(format!(
-        "unsafe in {unsafe_runs} of {count} seeds; first seed {seed}: {:?}\n  replay: {replay}",
-        shown(&outcome).first()
-    ))
+    Ok(shown(outcome).into_iter().next())
 }
 
 /// For the ablation tests: with a safety rule switched off, some seed in `seeds` must
@@ -155,31 +169,13 @@ pub fn caught_first(
         .map(|seed| (seed, run(seed)))
         .find(|(_, outcome)| !outcome.is_safe())
         .ok_or(format!("no violation in {count} seeds"))?;
-    let shown = |o: &ChaosOutcome| o.violations.iter().map(ToString::to_string).collect::<Vec<_>>();
     let replay = replay_command(seed);
-    let broke_expected = outcome.violations.iter().any(|v| expected.contains(&v.invariant))
-        || (expected.contains(&crate::check::Invariant::Linearizability)
-            && outcome.linearizability != LinCheck::Linearizable);
-    if !broke_expected {
-        return Err(format!(
-            "seed {seed}: expected one of {expected:?}, got {:?} / {:?}\n  replay: {replay}",
-            shown(&outcome),
-            outcome.linearizability
-        ));
-    }
-    let again = run(seed);
-    if shown(&again) != shown(&outcome) || again.operations_completed != outcome.operations_completed {
-        return Err(format!("seed {seed} did not replay to the same run\n  replay: {replay}"));
-    }
+    let first_violation = confirm_violation(&run, seed, &outcome, expected, &replay)?;
     let honest = control(seed);
     if !honest.is_safe() {
         return Err(format!("seed {seed} is unsafe with the rule on too: {:?}", shown(&honest)));
     }
-    Ok(format!(
-        "caught at seed {seed} ({} seeds tried): {:?}\n  replay: {replay}",
-        seed - start + 1,
-        shown(&outcome).first()
-    ))
+    Ok(format!("caught at seed {seed} ({} seeds tried): {first_violation:?}\n  replay: {replay}", seed - start + 1))
 }
 
 /// Raft under chaos, with seed-chosen batching knobs.
