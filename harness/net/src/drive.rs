@@ -202,7 +202,7 @@ where
         }
     }
 
-    /// Ask every node for its counters now; read them with [`Driver::tagged_counters`]
+    /// Ask every node for its counters now; read them with [`Driver::counters_for`]
     /// once they have arrived (they come in while [`Driver::next`] runs).
     pub fn request_counters(&mut self) -> u64 {
         let tag = self.next_tag;
