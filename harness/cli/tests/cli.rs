@@ -293,12 +293,11 @@ fn every_shipped_experiment_parses() {
     }
 }
 
-/// The notebook reads only results/ CSV files; run its code cells with plain Python
-/// against the committed reference run and check it prints the paper comparison.
-#[test]
-fn figure16_notebook_runs_on_the_reference_csv() {
+/// Run a notebook's code cells with plain Python in `notebooks/` (each reads only
+/// committed `results/` CSV files) and return what it printed; it must succeed.
+fn run_notebook(name: &str) -> String {
     let notebook: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_file("notebooks/figure16.ipynb")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(repo_file(&format!("notebooks/{name}"))).unwrap()).unwrap();
     let code: Vec<String> = notebook["cells"]
         .as_array()
         .unwrap()
@@ -312,12 +311,29 @@ fn figure16_notebook_runs_on_the_reference_csv() {
         .current_dir(repo_file("notebooks"))
         .output()
         .expect("python3 is on every machine of this project's kind");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{name}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// The Figure 16 notebook against the committed reference run prints the paper comparison.
+#[test]
+fn figure16_notebook_runs_on_the_reference_csv() {
+    let stdout = run_notebook("figure16.ipynb");
     assert!(
         stdout.contains("150-155: median (ms)") && stdout.contains("trials with a safety violation: 0"),
         "{stdout}"
     );
+}
+
+/// The attacks notebook against the committed attack-matrix run: its claim about
+/// `forge-log` holds on the rows, and its bootstrap and recovery cells print.
+#[test]
+fn attacks_notebook_runs_on_the_reference_csv() {
+    let stdout = run_notebook("attacks.ipynb");
+    assert!(stdout.contains("forge-log: unsafe when the forger led: 14 of 14; when it did not: 0 of 36"), "{stdout}");
+    assert!(stdout.contains("bootstrap pbft delay(200ms) on the leader") && stdout.contains("95% CI"), "{stdout}");
+    assert!(stdout.contains("recovery pbft selective-drop(to=1) x1: back to 90% of 195 ops/s never"), "{stdout}");
 }
 
 /// The attack kind end to end: a lying Raft node is caught and the trial replays to the
