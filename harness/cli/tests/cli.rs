@@ -410,3 +410,53 @@ think_ms = 5
     assert!(during < before / 2.0, "a primary holding every message 300 ms: {before} ops/s before, {during} during");
     assert!(out.join("figures/attack_timeline.png").exists() && out.join("figures/attack_timeline.svg").exists());
 }
+
+/// The availability kind end to end: with k replicas down for good, a majority-backed
+/// leader exists exactly while k < n/2 — 2 replicas survive no failure, 4 no more than 3
+/// — and the summary and figure land.
+#[test]
+fn availability_experiment_shows_even_clusters_buy_no_fault_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("availability.toml");
+    std::fs::write(
+        &path,
+        r#"# Cluster sizes against failures.
+[experiment]
+name = "availability-small"
+kind = "availability"
+trials = 3
+seed = 5
+
+[cluster]
+protocol = "raft"
+nodes = [2, 3, 4]
+
+[availability]
+failures = [1, 2, 3]
+duration_ms = 4000
+
+[workload]
+warmup_ms = 500
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    run_ok(qlab().arg("run").arg(&path).arg("--out").arg(&out));
+    let mut reader = csv::Reader::from_path(out.join("summary.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let mut after = std::collections::BTreeMap::new();
+    for row in reader.records().map(Result::unwrap) {
+        let nodes: u32 = row[column("nodes")].parse().unwrap();
+        let failures: u32 = row[column("failures")].parse().unwrap();
+        assert_eq!(&row[column("unsafe")], "0", "{row:?}");
+        after.insert((nodes, failures), row[column("available_after_failures_mean")].parse::<f64>().unwrap());
+    }
+    // 3 failures of 2 replicas is no cluster: left out of the sweep.
+    assert!(!after.contains_key(&(2, 3)), "{after:?}");
+    for (point, expected_up) in [((2, 1), false), ((3, 1), true), ((3, 2), false), ((4, 1), true), ((4, 2), false)] {
+        let share = after[&point];
+        assert!(if expected_up { share > 0.95 } else { share == 0.0 }, "{point:?}: {share} ({after:?})");
+    }
+    assert!(out.join("figures/availability_vs_nodes.png").exists());
+}

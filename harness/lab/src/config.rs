@@ -59,6 +59,9 @@ pub enum Kind {
     Throughput,
     /// Malicious replicas running an attack for a window of the run (simulator only).
     Attack,
+    /// Share of the time a majority-backed leader exists while k replicas fail
+    /// (simulator only).
+    Availability,
 }
 
 impl Kind {
@@ -67,6 +70,7 @@ impl Kind {
             Kind::Election => "election",
             Kind::Throughput => "throughput",
             Kind::Attack => "attack",
+            Kind::Availability => "availability",
         }
     }
 }
@@ -667,6 +671,42 @@ impl AttackSpec {
     }
 }
 
+/// `kind = "availability"`: how many replicas fail, and for how long the run goes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvailabilitySection {
+    /// Sweep: replicas that crash (distinct, drawn from the seed, at seed-drawn times
+    /// between `[workload] warmup_ms` and half the run) and stay down. Combinations
+    /// with more failures than replicas are left out of the sweep.
+    #[serde(default = "one_failure")]
+    pub failures: Sweep<u32>,
+    #[serde(default = "default_availability_ms")]
+    pub duration_ms: f64,
+    /// How often the run asks whether a majority-backed leader exists.
+    #[serde(default = "default_sample_ms")]
+    pub sample_ms: f64,
+}
+
+impl Default for AvailabilitySection {
+    fn default() -> Self {
+        AvailabilitySection {
+            failures: one_failure(),
+            duration_ms: default_availability_ms(),
+            sample_ms: default_sample_ms(),
+        }
+    }
+}
+
+fn one_failure() -> Sweep<u32> {
+    Sweep::one(1)
+}
+fn default_availability_ms() -> f64 {
+    10_000.0
+}
+fn default_sample_ms() -> f64 {
+    10.0
+}
+
 fn one_malicious() -> Sweep<u32> {
     Sweep::one(1)
 }
@@ -702,6 +742,8 @@ pub struct ExperimentFile {
     pub limits: LimitsSection,
     #[serde(default)]
     pub attack: AttackSection,
+    #[serde(default)]
+    pub availability: AvailabilitySection,
 }
 
 /// A parsed, validated experiment with its source text (kept for provenance).
@@ -731,6 +773,8 @@ pub struct Point {
     /// `kind = "attack"`: the attack and how many replicas run it.
     pub attack: AttackSpec,
     pub malicious: u32,
+    /// `kind = "availability"`: how many replicas fail.
+    pub failures: u32,
 }
 
 impl Point {
@@ -869,7 +913,7 @@ impl Experiment {
             let minimum = match (f.experiment.kind, point.protocol) {
                 (_, ProtocolName::Pbft) => 4,
                 (Kind::Election, _) => 3,
-                (Kind::Throughput, _) => 1,
+                (Kind::Throughput | Kind::Availability, _) => 1,
                 (Kind::Attack, _) => 2,
             };
             if point.nodes < minimum {
@@ -940,7 +984,16 @@ impl Experiment {
         if f.experiment.kind == Kind::Attack {
             self.validate_attack()?;
         }
+        if f.experiment.kind == Kind::Availability {
+            self.validate_availability()?;
+        }
         match (&f.faults, f.experiment.kind) {
+            (Some(_), Kind::Availability) => {
+                return Err(self.error_at(
+                    &(0..0),
+                    "an availability experiment takes no [faults]: its faults are [availability] failures".into(),
+                ));
+            }
             (Some(_), Kind::Attack) => {
                 return Err(
                     self.error_at(&(0..0), "an attack experiment takes no [faults]: its fault is the attack".into())
@@ -1095,6 +1148,34 @@ impl Experiment {
         Ok(())
     }
 
+    fn validate_availability(&self) -> Result<(), LabError> {
+        let f = &self.file;
+        let a = &f.availability;
+        if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
+            return Err(self.error_at(
+                &f.experiment.mode.span,
+                "availability experiments run in the simulator: mode = \"sim\"".into(),
+            ));
+        }
+        if f.cluster.protocol.values.contains(&ProtocolName::Pbft) {
+            return Err(self.error_at(
+                &f.cluster.protocol.span,
+                "availability counts a leader a majority follows, a crash-fault notion: protocol is \"raft\" or \"multipaxos\""
+                    .into(),
+            ));
+        }
+        if !(a.duration_ms > 0.0 && a.sample_ms > 0.0 && a.sample_ms <= a.duration_ms) {
+            return Err(self.error_at(
+                &(0..0),
+                format!("[availability] needs 0 < sample_ms <= duration_ms, got {} / {}", a.sample_ms, a.duration_ms),
+            ));
+        }
+        if self.points().is_empty() {
+            return Err(self.error_at(&a.failures.span, "every value of failures exceeds every cluster size".into()));
+        }
+        Ok(())
+    }
+
     fn validate_faults(&self, faults: &FaultsSection) -> Result<(), LabError> {
         let f = &self.file;
         let schedule_span = faults.schedule.span();
@@ -1225,6 +1306,7 @@ impl Experiment {
                         batch_delay_ms: 0.0,
                         attack: AttackSpec::default(),
                         malicious: 0,
+                        failures: 0,
                     });
                 }
             }
@@ -1251,6 +1333,11 @@ impl Experiment {
         let points = expand(points, &f.network.reorder.values, |p, v| p.reorder = *v);
         let points = expand(points, &f.workload.clients.values, |p, v| p.clients = *v);
         let points = expand(points, &f.workload.value_bytes.values, |p, v| p.value_bytes = *v);
+        if f.experiment.kind == Kind::Availability {
+            // More failures than replicas is no cluster: those combinations are left out.
+            let points = expand(points, &f.availability.failures.values, |p, v| p.failures = *v);
+            return points.into_iter().filter(|p| p.failures <= p.nodes).collect();
+        }
         if f.experiment.kind != Kind::Attack {
             return points;
         }
@@ -1512,6 +1599,35 @@ clients = 2
         assert!(e.points()[0].paxos_config(&e.file.raft, &e.file.paxos).ablate.skip_phase1_values);
         let typo = error_of(&example.replace("skip_prev_log_check", "skip_prev_log"));
         assert!(typo.contains("unknown field `skip_prev_log`") && typo.contains("skip_prev_log_check"), "{typo}");
+    }
+
+    #[test]
+    fn availability_sweeps_failures_up_to_the_cluster_size_in_the_simulator_only() {
+        let file = r#"
+[experiment]
+name = "a"
+kind = "availability"
+trials = 1
+
+[cluster]
+protocol = "raft"
+nodes = [2, 3]
+
+[availability]
+failures = [1, 3]
+"#;
+        let points: Vec<(u32, u32)> = parse(file).unwrap().points().iter().map(|p| (p.nodes, p.failures)).collect();
+        assert_eq!(points, [(2, 1), (3, 1), (3, 3)]);
+        let e = error_of(
+            &file.replace("protocol = \"raft\"", "protocol = \"pbft\"\nf = 1").replace("nodes = [2, 3]\n", ""),
+        );
+        assert!(e.contains("protocol is \"raft\" or \"multipaxos\""), "{e}");
+        let e = error_of(&file.replace("kind = \"availability\"", "kind = \"availability\"\nmode = \"quic\""));
+        assert!(e.contains("availability experiments run in the simulator"), "{e}");
+        let e = error_of(&file.replace("failures = [1, 3]", "failures = 4"));
+        assert!(e.contains("every value of failures exceeds every cluster size"), "{e}");
+        let e = error_of(&file.replace("failures = [1, 3]", "failures = [1]\nduration = 5"));
+        assert!(e.contains("unknown field `duration`") && e.contains("duration_ms"), "{e}");
     }
 
     #[test]

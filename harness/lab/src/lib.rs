@@ -16,6 +16,7 @@
 //! re-running anything, and notebooks can read the same CSV.
 
 pub mod attack;
+pub mod availability;
 pub mod chaos;
 pub mod check;
 pub mod config;

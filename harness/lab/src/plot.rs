@@ -614,6 +614,43 @@ pub fn plot_attack(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>
     Ok(figures)
 }
 
+/// `figures/availability_vs_nodes` (and `summary.csv`) from an availability run: the
+/// mean share of time after the failures with a leader a majority follows, against the
+/// cluster size, one line per protocol and number of failures.
+pub fn plot_availability(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
+    let table = Table::read(&run_dir.join(TRIALS_CSV))?;
+    crate::results::summarize_availability(&table, &run_dir.join(SUMMARY_CSV))?;
+    let mut series = Vec::new();
+    for (key, rows) in table.group_by(&["protocol", "failures"]) {
+        let mut points: Vec<(f64, f64)> = table
+            .group_by(&["nodes"])
+            .into_iter()
+            .filter_map(|(nodes, _)| {
+                let values: Vec<f64> = rows
+                    .iter()
+                    .filter(|r| table.get(r, "nodes") == Some(nodes[0].as_str()))
+                    .filter_map(|r| table.number(r, "available_after_failures"))
+                    .collect();
+                let n: f64 = nodes[0].parse().ok()?;
+                (!values.is_empty()).then(|| (n, 100.0 * crate::results::mean(&values)))
+            })
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let color = series.len();
+        series.push(XySeries { label: format!("{}, {} failed", key[0], key[1]), points, color, fitted: false });
+    }
+    if series.is_empty() {
+        return Ok(Vec::new());
+    }
+    let figure = XyFigure {
+        title: format!("{experiment_name}: time with a majority-backed leader after k failures"),
+        x_label: "replicas (n)".into(),
+        y_label: "time with a leader a majority follows (%)".into(),
+        series,
+    };
+    write_xy(run_dir, "availability_vs_nodes", &figure)
+}
+
 /// The colour a protocol has in every multi-protocol figure (Okabe & Ito).
 fn protocol_color(protocol: &str) -> RGBColor {
     match protocol {

@@ -93,11 +93,37 @@ pub const ATTACK_TRIAL_COLUMNS: &[&str] = &[
     "violations",
 ];
 
+/// The columns that identify a point of an availability sweep.
+pub const AVAILABILITY_POINT_COLUMNS: &[&str] = &[
+    "protocol",
+    "mode",
+    "nodes",
+    "failures",
+    "election_timeout_ms_min",
+    "election_timeout_ms_max",
+    "latency_ms_mean",
+    "loss",
+];
+
+/// What an availability trial found: the share of samples with a leader a majority
+/// follows, after the warm-up and after every failure, and the epochs such leaders led.
+pub const AVAILABILITY_TRIAL_COLUMNS: &[&str] = &[
+    "trial",
+    "point",
+    "seed",
+    "available_fraction",
+    "available_after_failures",
+    "leader_epochs",
+    "safety",
+    "violations",
+];
+
 pub fn point_columns(kind: crate::config::Kind) -> &'static [&'static str] {
     match kind {
         crate::config::Kind::Election => ELECTION_POINT_COLUMNS,
         crate::config::Kind::Throughput => THROUGHPUT_POINT_COLUMNS,
         crate::config::Kind::Attack => ATTACK_POINT_COLUMNS,
+        crate::config::Kind::Availability => AVAILABILITY_POINT_COLUMNS,
     }
 }
 
@@ -107,6 +133,7 @@ pub fn columns(kind: crate::config::Kind) -> Vec<&'static str> {
         crate::config::Kind::Election => [ELECTION_POINT_COLUMNS, ELECTION_TRIAL_COLUMNS].concat(),
         crate::config::Kind::Throughput => [THROUGHPUT_POINT_COLUMNS, THROUGHPUT_TRIAL_COLUMNS].concat(),
         crate::config::Kind::Attack => [ATTACK_POINT_COLUMNS, ATTACK_TRIAL_COLUMNS].concat(),
+        crate::config::Kind::Availability => [AVAILABILITY_POINT_COLUMNS, AVAILABILITY_TRIAL_COLUMNS].concat(),
     }
 }
 
@@ -185,6 +212,36 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
     writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
     let md = dir.join("matrix.md");
     std::fs::write(&md, markdown).map_err(|e| LabError::Io { path: md, source: e })
+}
+
+/// Write `summary.csv` from an availability `trials.csv`: per point, the trials, the
+/// mean share of time with a majority-backed leader (whole run and after the failures)
+/// and the unsafe trials.
+pub fn summarize_availability(table: &Table, path: &Path) -> Result<()> {
+    let file = File::create(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+    let mut writer = csv::Writer::from_writer(file);
+    let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
+    writer
+        .write_record(AVAILABILITY_POINT_COLUMNS.iter().copied().chain([
+            "trials",
+            "available_fraction_mean",
+            "available_after_failures_mean",
+            "unsafe",
+        ]))
+        .map_err(csv_err)?;
+    for (values, rows) in table.group_by(AVAILABILITY_POINT_COLUMNS) {
+        let column = |name: &str| -> Vec<f64> { rows.iter().filter_map(|r| table.number(r, name)).collect() };
+        let unsafe_trials = rows.iter().filter(|r| table.get(r, "safety").is_some_and(|s| s != "ok")).count();
+        let mut record = values.clone();
+        record.extend([
+            rows.len().to_string(),
+            fmt_metric(mean(&column("available_fraction"))),
+            fmt_metric(mean(&column("available_after_failures"))),
+            unsafe_trials.to_string(),
+        ]);
+        writer.write_record(&record).map_err(csv_err)?;
+    }
+    writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
 }
 
 /// Write `summary.csv` (one row per point: means over trials) from a throughput `trials.csv`.

@@ -89,6 +89,33 @@ fn election_row(point: &Point, trial: u64, point_index: usize, seed: u64, outcom
     ]
 }
 
+fn availability_row(
+    point: &Point,
+    trial: u64,
+    point_index: usize,
+    seed: u64,
+    outcome: &crate::availability::AvailabilityTrial,
+) -> Vec<String> {
+    vec![
+        point.protocol.name().to_string(),
+        point.mode.name().to_string(),
+        point.nodes.to_string(),
+        point.failures.to_string(),
+        point.election_timeout_ms_min.to_string(),
+        point.election_timeout_ms_max.to_string(),
+        point.latency.mean_ms().to_string(),
+        point.loss.to_string(),
+        trial.to_string(),
+        point_index.to_string(),
+        seed.to_string(),
+        fmt_metric(outcome.available_fraction),
+        fmt_metric(outcome.available_after_failures),
+        outcome.leader_epochs.to_string(),
+        outcome.safety.clone(),
+        outcome.violations.join("; "),
+    ]
+}
+
 fn throughput_row(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ThroughputTrial) -> Vec<String> {
     vec![
         point.protocol.name().to_string(),
@@ -246,6 +273,10 @@ fn run_one_of<P: LabProtocol>(
     };
     match (experiment.file.experiment.kind, point.mode) {
         (Kind::Attack, _) => unreachable!("run_one runs attack trials itself"),
+        (Kind::Availability, _) => {
+            let outcome = crate::availability::run_trial::<P>(experiment, point, seed);
+            (availability_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
+        }
         (Kind::Election, Mode::Sim) => {
             let outcome = election::run_trial::<P>(experiment, point, seed, false);
             (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
@@ -451,6 +482,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         Kind::Election => crate::plot::plot_election(&run_dir, experiment.name())?,
         Kind::Throughput => crate::plot::plot_throughput(&run_dir, experiment.name())?,
         Kind::Attack => crate::plot::plot_attack(&run_dir, experiment.name())?,
+        Kind::Availability => crate::plot::plot_availability(&run_dir, experiment.name())?,
     };
     let wall_seconds = clock.elapsed().as_secs_f64();
     meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
@@ -471,6 +503,8 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
                 "election"
             } else if table.column("ops_per_s_during").is_some() {
                 "attack"
+            } else if table.column("available_fraction").is_some() {
+                "availability"
             } else if table.column("ops_per_s").is_some() {
                 "throughput"
             } else {
@@ -484,6 +518,7 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
         "election" => crate::plot::plot_election(run_dir, &name),
         "throughput" => crate::plot::plot_throughput(run_dir, &name),
         "attack" => crate::plot::plot_attack(run_dir, &name),
+        "availability" => crate::plot::plot_availability(run_dir, &name),
         other => Err(LabError::Usage(format!("{}: unknown experiment kind {other:?}", run_dir.display()))),
     }
 }
