@@ -336,6 +336,26 @@ fn attacks_notebook_runs_on_the_reference_csv() {
     assert!(stdout.contains("recovery pbft selective-drop(to=1) x1: back to 90% of 195 ops/s never"), "{stdout}");
 }
 
+/// Write `text` as an experiment file in `dir`, run it into `dir/run`, and return that
+/// run directory.
+fn run_small_experiment(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("experiment.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = dir.join("run");
+    run_ok(qlab().arg("run").arg(&path).arg("--out").arg(&out));
+    out
+}
+
+/// The rows of a results CSV, each by column name.
+fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|row| headers.iter().map(String::from).zip(row.unwrap().iter().map(String::from)).collect())
+        .collect()
+}
+
 /// The attack kind end to end: a lying Raft node is caught and the trial replays to the
 /// same verdict; an equivocating PBFT primary (f = 1) leaves every trial safe; a delayed
 /// primary (an attack with a parameter) slows PBFT inside the window only; the matrix
@@ -343,9 +363,8 @@ fn attacks_notebook_runs_on_the_reference_csv() {
 #[test]
 fn attack_experiment_writes_the_matrix_and_unsafe_trials_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("attack.toml");
-    std::fs::write(
-        &path,
+    let out = run_small_experiment(
+        dir.path(),
         r#"# A small attack experiment.
 [experiment]
 name = "attack-small"
@@ -368,10 +387,7 @@ after_ms = 1500
 clients = 2
 think_ms = 5
 "#,
-    )
-    .unwrap();
-    let out = dir.path().join("run");
-    run_ok(qlab().arg("run").arg(&path).arg("--out").arg(&out));
+    );
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     let line =
         |attack: &str| summary.lines().find(|l| l.contains(attack)).unwrap_or_else(|| panic!("{summary}")).to_string();
@@ -390,19 +406,16 @@ think_ms = 5
     assert!(text.contains("replay matches") && text.contains("violation: "), "{text}");
 
     // The timeline: 100 ms bins over the 3 s run, each phase's bins adding up to its rate.
-    let mut reader = csv::Reader::from_path(out.join("trials.csv")).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
     let (mut before, mut during) = (0.0, 0.0);
-    for row in reader.records().map(Result::unwrap) {
-        let number = |name: &str| row[column(name)].parse::<f64>().unwrap();
-        let bins: Vec<f64> = row[column("completions_per_bin")].split(' ').map(|n| n.parse().unwrap()).collect();
+    for row in csv_rows(&out.join("trials.csv")) {
+        let number = |name: &str| row[name].parse::<f64>().unwrap();
+        let bins: Vec<f64> = row["completions_per_bin"].split(' ').map(|n| n.parse().unwrap()).collect();
         assert_eq!((bins.len(), number("timeline_bin_ms"), number("attack_from_ms")), (30, 100.0, 500.0), "{row:?}");
         let sum = |range: std::ops::Range<usize>| bins[range].iter().sum::<f64>();
         assert_eq!(sum(0..5), number("ops_per_s_before") * 0.5, "{row:?}");
         assert_eq!(sum(5..15), number("ops_per_s_during"), "{row:?}");
         assert_eq!(sum(15..30), (number("ops_per_s_after") * 1.5).round(), "{row:?}");
-        if &row[column("attack")] == "delay(300ms)" {
+        if row["attack"] == "delay(300ms)" {
             before += number("ops_per_s_before");
             during += number("ops_per_s_during");
         }
@@ -417,9 +430,8 @@ think_ms = 5
 #[test]
 fn availability_experiment_shows_even_clusters_buy_no_fault_tolerance() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("availability.toml");
-    std::fs::write(
-        &path,
+    let out = run_small_experiment(
+        dir.path(),
         r#"# Cluster sizes against failures.
 [experiment]
 name = "availability-small"
@@ -438,19 +450,13 @@ duration_ms = 4000
 [workload]
 warmup_ms = 500
 "#,
-    )
-    .unwrap();
-    let out = dir.path().join("run");
-    run_ok(qlab().arg("run").arg(&path).arg("--out").arg(&out));
-    let mut reader = csv::Reader::from_path(out.join("summary.csv")).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    );
     let mut after = std::collections::BTreeMap::new();
-    for row in reader.records().map(Result::unwrap) {
-        let nodes: u32 = row[column("nodes")].parse().unwrap();
-        let failures: u32 = row[column("failures")].parse().unwrap();
-        assert_eq!(&row[column("unsafe")], "0", "{row:?}");
-        after.insert((nodes, failures), row[column("available_after_failures_mean")].parse::<f64>().unwrap());
+    for row in csv_rows(&out.join("summary.csv")) {
+        let nodes: u32 = row["nodes"].parse().unwrap();
+        let failures: u32 = row["failures"].parse().unwrap();
+        assert_eq!(row["unsafe"], "0", "{row:?}");
+        after.insert((nodes, failures), row["available_after_failures_mean"].parse::<f64>().unwrap());
     }
     // 3 failures of 2 replicas is no cluster: left out of the sweep.
     assert!(!after.contains_key(&(2, 3)), "{after:?}");

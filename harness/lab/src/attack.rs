@@ -71,8 +71,7 @@ pub fn run_trial<Q: LabProtocol>(
     let ns = |ms: f64| (ms * 1e6).round() as Nanos;
     let (from, until) = (ns(file.attack.from_ms), ns(file.attack.until_ms));
     let end = until + ns(file.attack.after_ms);
-    let mut sim: Sim<Q, Q::Client> =
-        Sim::new_staggered(config, point.nodes, point.network_config(&file.network), seed, point.timeout_ns_min());
+    let mut sim: Sim<Q, Q::Client> = point.sim(&file.network, config, seed);
     if trace {
         sim.enable_trace();
     }

@@ -38,13 +38,7 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
     let sample = ms(file.availability.sample_ms).max(1);
     let warmup = ms(file.workload.warmup_ms).min(duration / 2);
     let half = duration / 2;
-    let mut sim: Sim<P, P::Client> = Sim::new_staggered(
-        P::config(point, file),
-        point.nodes,
-        point.network_config(&file.network),
-        seed,
-        point.timeout_ns_min(),
-    );
+    let mut sim: Sim<P, P::Client> = point.sim(&file.network, P::config(point, file), seed);
     // The failures: k distinct replicas at times in [warmup, half), from the seed alone.
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa7a1_1ab1_e000_0000);
     let mut candidates: Vec<NodeId> = (0..point.nodes).map(NodeId).collect();

@@ -821,6 +821,16 @@ impl Point {
         config.ablate = section.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default();
         config
     }
+    /// A simulated cluster of this point: its size and network, replicas starting at
+    /// seed-drawn times within one minimum timeout (as real processes do).
+    pub fn sim<P: qlab_core::Protocol, C: qlab_core::Client>(
+        &self,
+        network: &NetworkSection,
+        config: P::Config,
+        seed: u64,
+    ) -> qlab_sim::Sim<P, C> {
+        qlab_sim::Sim::new_staggered(config, self.nodes, self.network_config(network), seed, self.timeout_ns_min())
+    }
     pub fn network_config(&self, section: &NetworkSection) -> NetworkConfig {
         NetworkConfig {
             latency: self.latency.to_latency(),

@@ -224,13 +224,7 @@ fn run_sim_segment<P: LabProtocol>(
 pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64) -> ThroughputTrial {
     let file = &experiment.file;
     let heartbeat_ns = point.heartbeat_ns();
-    let mut sim: Sim<P, P::Client> = Sim::new_staggered(
-        P::config(point, file),
-        point.nodes,
-        point.network_config(&file.network),
-        seed,
-        point.timeout_ns_min(),
-    );
+    let mut sim: Sim<P, P::Client> = point.sim(&file.network, P::config(point, file), seed);
     for c in 0..point.clients {
         sim.add_client(P::client(ClientId(c as u64), point.nodes, qlab_core::ms(100)));
     }
