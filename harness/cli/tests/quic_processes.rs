@@ -41,7 +41,7 @@ async fn raft_processes_survive_kill_9_of_the_leader() {
     let start = cluster.file.start_unix_ns;
     let (harness, from_nodes) =
         Harness::<Message>::connect(endpoint, &cluster.file.addrs(), start, cluster.file.max_frame_bytes);
-    let clients = qlab_lab::real::clients::<Raft>(CLIENTS, NODES, ms(300));
+    let clients = qlab_lab::real::clients::<Raft>(&RaftConfig::default(), CLIENTS, NODES, ms(300));
     let mut driver = Driver::new(harness, from_nodes, clients, start);
     let mut load = WriteLoad::new(CLIENTS, WRITES, 5, 16);
     load.start(&mut driver);

@@ -11,6 +11,7 @@ use crate::linearizability::{LinCheck, check_history};
 use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
 use qlab_core::adversary::{FaultyConfig, MaliciousNode};
+use qlab_core::reads::ReadMode;
 use qlab_core::{ClientId, Nanos, NodeId, ms};
 use qlab_paxos::attacks::{MaliciousPaxos, PaxosAttack};
 use qlab_paxos::{Paxos, PaxosConfig};
@@ -25,7 +26,9 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Clone, Debug)]
 pub struct ChaosConfig {
     pub nodes: u32,
+    /// Closed-loop clients, of which the last `readers` only read.
     pub clients: u32,
+    pub readers: u32,
     /// How long faults keep being injected.
     pub fault_phase_ns: Nanos,
     /// After healing, how long the cluster gets to serve every client again.
@@ -34,7 +37,31 @@ pub struct ChaosConfig {
     /// number). A Byzantine-fault-tolerant protocol promises progress only while at
     /// most `f` replicas are faulty, so its chaos runs keep to that.
     pub faulty_at_most: Option<u32>,
+    /// Which faults the run injects besides the seed-drawn loss, duplication and reordering.
+    pub faults: FaultKinds,
+    /// How Raft and Multi-Paxos serve reads (PBFT orders them like writes).
+    pub read_mode: ReadMode,
+    /// Each replica's clock runs at a seed-drawn rate within `1 ± clock_skew_ppm / 10⁶`
+    /// (0: every clock exact, and no draw, so existing seeds replay unchanged).
+    pub clock_skew_ppm: u64,
     pub trace: bool,
+}
+
+/// The kinds of fault a chaos run draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultKinds {
+    /// Crashes and restarts.
+    pub crashes: bool,
+    /// Partitions and one-way cuts (and the heals between them).
+    pub partitions: bool,
+    /// Partitions cut the current leader off alone (Jepsen's "isolate the primary")
+    /// rather than splitting the cluster at random: the fault leases must survive.
+    pub isolate_leader: bool,
+}
+
+impl FaultKinds {
+    pub const ALL: FaultKinds = FaultKinds { crashes: true, partitions: true, isolate_leader: false };
+    pub const NONE: FaultKinds = FaultKinds { crashes: false, partitions: false, isolate_leader: false };
 }
 
 impl ChaosConfig {
@@ -42,9 +69,13 @@ impl ChaosConfig {
         ChaosConfig {
             nodes,
             clients: 3,
+            readers: 0,
             fault_phase_ns: ms(3_000),
             recovery_deadline_ns: ms(10_000),
             faulty_at_most: None,
+            faults: FaultKinds::ALL,
+            read_mode: ReadMode::Log,
+            clock_skew_ppm: 0,
             trace: false,
         }
     }
@@ -117,7 +148,7 @@ pub fn caught(
     let (seed, outcome) = first.ok_or(format!("no violation in {count} seeds"))?;
     let replay = replay_command(seed);
     let first_violation = confirm_violation(&run, seed, &outcome, expected, &replay)?;
-    Ok(format!("unsafe in {unsafe_runs} of {count} seeds; first seed {seed}: {first_violation:?}\n  replay: {replay}"))
+    Ok(format!("unsafe in {unsafe_runs} of {count} seeds; first seed {seed}: {first_violation}\n  replay: {replay}"))
 }
 
 /// The violations of `outcome`, as printed.
@@ -126,14 +157,14 @@ fn shown(outcome: &ChaosOutcome) -> Vec<String> {
 }
 
 /// `outcome` (the run of `seed`) broke one of `expected`, and running `seed` again gives
-/// the same run. Returns its first violation.
+/// the same run. Returns its first violation (or the linearizability verdict).
 fn confirm_violation(
     run: &impl Fn(u64) -> ChaosOutcome,
     seed: u64,
     outcome: &ChaosOutcome,
     expected: &[crate::check::Invariant],
     replay: &str,
-) -> Result<Option<String>, String> {
+) -> Result<String, String> {
     let broke_expected = outcome.violations.iter().any(|v| expected.contains(&v.invariant))
         || (expected.contains(&crate::check::Invariant::Linearizability)
             && outcome.linearizability != LinCheck::Linearizable);
@@ -148,7 +179,7 @@ fn confirm_violation(
     if shown(&again) != shown(outcome) || again.operations_completed != outcome.operations_completed {
         return Err(format!("seed {seed} did not replay to the same run\n  replay: {replay}"));
     }
-    Ok(shown(outcome).into_iter().next())
+    Ok(shown(outcome).into_iter().next().unwrap_or_else(|| format!("{:?}", outcome.linearizability)))
 }
 
 /// For the ablation tests: with a safety rule switched off, some seed in `seeds` must
@@ -175,12 +206,12 @@ pub fn caught_first(
     if !honest.is_safe() {
         return Err(format!("seed {seed} is unsafe with the rule on too: {:?}", shown(&honest)));
     }
-    Ok(format!("caught at seed {seed} ({} seeds tried): {first_violation:?}\n  replay: {replay}", seed - start + 1))
+    Ok(format!("caught at seed {seed} ({} seeds tried): {first_violation}\n  replay: {replay}", seed - start + 1))
 }
 
 /// Raft under chaos, with seed-chosen batching knobs.
 pub fn run_raft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
-    let (raft, network, rng) = raft_chaos_setup(seed);
+    let (raft, network, rng) = raft_chaos_setup(seed, config);
     run_chaos::<Raft>(seed, config, raft, network, rng)
 }
 
@@ -192,7 +223,7 @@ pub fn run_raft_attack_chaos(
     attack: &RaftAttack,
     malicious: &[NodeId],
 ) -> ChaosOutcome {
-    let (raft, network, rng) = raft_chaos_setup(seed);
+    let (raft, network, rng) = raft_chaos_setup(seed, config);
     let faulty = with_malicious(raft, malicious.iter().map(|node| (*node, attack.clone())));
     run_chaos::<MaliciousRaft>(seed, config, faulty, network, rng)
 }
@@ -200,12 +231,12 @@ pub fn run_raft_attack_chaos(
 /// Raft under chaos with safety rules switched off: the same seed-drawn network, knobs
 /// and faults as [`run_raft_chaos`].
 pub fn run_raft_ablation_chaos(seed: u64, config: &ChaosConfig, ablate: qlab_raft::RaftAblations) -> ChaosOutcome {
-    let (mut raft, network, rng) = raft_chaos_setup(seed);
+    let (mut raft, network, rng) = raft_chaos_setup(seed, config);
     raft.ablate = ablate;
     run_chaos::<Raft>(seed, config, raft, network, rng)
 }
 
-fn raft_chaos_setup(seed: u64) -> (RaftConfig, NetworkConfig, ChaCha8Rng) {
+fn raft_chaos_setup(seed: u64, config: &ChaosConfig) -> (RaftConfig, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);
     let raft = RaftConfig {
@@ -218,6 +249,8 @@ fn raft_chaos_setup(seed: u64) -> (RaftConfig, NetworkConfig, ChaCha8Rng) {
         check_quorum: true,
         // Half the seeds batch commands (exercising the leader's flush path).
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
+        read_mode: config.read_mode,
+        lease_drift_bound_ppm: qlab_raft::DEFAULT_DRIFT_BOUND_PPM,
         ablate: Default::default(),
     };
     (raft, network, rng)
@@ -225,7 +258,7 @@ fn raft_chaos_setup(seed: u64) -> (RaftConfig, NetworkConfig, ChaCha8Rng) {
 
 /// Multi-Paxos under chaos, with seed-chosen window, batching and message sizes.
 pub fn run_paxos_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
-    let (paxos, network, rng) = paxos_chaos_setup(seed);
+    let (paxos, network, rng) = paxos_chaos_setup(seed, config);
     run_chaos::<Paxos>(seed, config, paxos, network, rng)
 }
 
@@ -237,7 +270,7 @@ pub fn run_paxos_attack_chaos(
     attack: &PaxosAttack,
     malicious: &[NodeId],
 ) -> ChaosOutcome {
-    let (paxos, network, rng) = paxos_chaos_setup(seed);
+    let (paxos, network, rng) = paxos_chaos_setup(seed, config);
     let faulty = with_malicious(paxos, malicious.iter().map(|node| (*node, attack.clone())));
     run_chaos::<MaliciousPaxos>(seed, config, faulty, network, rng)
 }
@@ -245,12 +278,12 @@ pub fn run_paxos_attack_chaos(
 /// Multi-Paxos under chaos with its phase-1 value rule switched off: the same seed-drawn
 /// network, knobs and faults as [`run_paxos_chaos`].
 pub fn run_paxos_ablation_chaos(seed: u64, config: &ChaosConfig, ablate: qlab_paxos::PaxosAblations) -> ChaosOutcome {
-    let (mut paxos, network, rng) = paxos_chaos_setup(seed);
+    let (mut paxos, network, rng) = paxos_chaos_setup(seed, config);
     paxos.ablate = ablate;
     run_chaos::<Paxos>(seed, config, paxos, network, rng)
 }
 
-fn paxos_chaos_setup(seed: u64) -> (PaxosConfig, NetworkConfig, ChaCha8Rng) {
+fn paxos_chaos_setup(seed: u64, config: &ChaosConfig) -> (PaxosConfig, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);
     let paxos = PaxosConfig {
@@ -263,6 +296,8 @@ fn paxos_chaos_setup(seed: u64) -> (PaxosConfig, NetworkConfig, ChaCha8Rng) {
         max_values_per_message: [1, 2, 16][rng.random_range(0..3usize)],
         check_quorum: true,
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
+        read_mode: config.read_mode,
+        lease_drift_bound_ppm: qlab_paxos::DEFAULT_DRIFT_BOUND_PPM,
         ablate: Default::default(),
     };
     (paxos, network, rng)
@@ -324,7 +359,13 @@ pub fn run_chaos<P: LabProtocol>(
         sim.enable_trace();
     }
     for c in 0..config.clients {
-        sim.add_client(P::client(ClientId(c as u64), n, ms(100)));
+        sim.add_client(P::client(sim.config(), ClientId(c as u64), n, ms(100)));
+    }
+    if config.clock_skew_ppm > 0 {
+        let skew = config.clock_skew_ppm as f64 / 1e6;
+        for id in (0..n).map(NodeId) {
+            sim.set_clock_rate(id, 1.0 + rng.random_range(-skew..=skew));
+        }
     }
     let mut workload = Workload::new(
         WorkloadConfig {
@@ -334,6 +375,7 @@ pub fn run_chaos<P: LabProtocol>(
             think_ns: ms(5),
             read_ratio: 0.3,
             cas_ratio: 0.3,
+            readers: config.readers,
         },
         seed,
     );
@@ -358,6 +400,14 @@ pub fn run_chaos<P: LabProtocol>(
             all.len() as u32
         };
         let action = rng.random_range(0..10u32);
+        let allowed = match action {
+            0..=4 => config.faults.crashes,
+            5..=7 => config.faults.partitions,
+            _ => config.faults.partitions || config.faults.crashes,
+        };
+        if !allowed {
+            continue;
+        }
         let line = match action {
             0..=2 if !up.is_empty() => {
                 // Bias towards the leader: its crash is what exercises elections.
@@ -379,8 +429,16 @@ pub fn run_chaos<P: LabProtocol>(
             5..=6 => {
                 let mut a = Vec::new();
                 let mut b = Vec::new();
-                for id in (0..n).map(NodeId) {
-                    if rng.random_bool(0.5) { a.push(id) } else { b.push(id) }
+                match sim.leader() {
+                    Some(leader) if config.faults.isolate_leader => {
+                        a.push(leader);
+                        b.extend((0..n).map(NodeId).filter(|id| *id != leader));
+                    }
+                    _ => {
+                        for id in (0..n).map(NodeId) {
+                            if rng.random_bool(0.5) { a.push(id) } else { b.push(id) }
+                        }
+                    }
                 }
                 let smaller = if a.len() <= b.len() { a.clone() } else { b.clone() };
                 if config.faulty_at_most.is_some() {

@@ -7,6 +7,7 @@
 
 use crate::error::LabError;
 use qlab_core::Nanos;
+use qlab_core::reads::ReadMode;
 use qlab_paxos::PaxosConfig;
 use qlab_pbft::PbftConfig;
 use qlab_raft::RaftConfig;
@@ -285,9 +286,23 @@ pub struct RaftSection {
     /// Sweep: how long the leader collects commands into one batch (0: no batching).
     #[serde(default = "zero_sweep")]
     pub batch_delay_ms: Sweep<f64>,
+    /// Sweep: how Raft and Multi-Paxos serve reads: `"log"`, `"read-index"`, `"lease"`
+    /// or `"follower-stale"` (`kind = "reads"` only; elsewhere reads go through the log).
+    #[serde(default = "log_reads")]
+    pub read_mode: Sweep<ReadMode>,
+    /// Lease reads: the assumed bound on clock drift, in parts per million.
+    #[serde(default = "default_drift_bound_ppm")]
+    pub lease_drift_bound_ppm: toml::Spanned<u64>,
     /// `[raft.ablate]`: Raft's safety rules switched off, to show what each prevents.
     #[serde(default)]
     pub ablate: Option<toml::Spanned<qlab_raft::RaftAblations>>,
+}
+
+fn log_reads() -> Sweep<ReadMode> {
+    Sweep::one(ReadMode::Log)
+}
+fn default_drift_bound_ppm() -> toml::Spanned<u64> {
+    toml::Spanned::new(0..0, qlab_raft::DEFAULT_DRIFT_BOUND_PPM)
 }
 
 /// Multi-Paxos's own knobs. Its leader timeout, heartbeat and batching are the
@@ -372,6 +387,8 @@ impl Default for RaftSection {
             check_quorum: true,
             max_entries_per_append: default_batch(),
             batch_delay_ms: zero_sweep(),
+            read_mode: log_reads(),
+            lease_drift_bound_ppm: default_drift_bound_ppm(),
             ablate: None,
         }
     }
@@ -770,6 +787,8 @@ pub struct Point {
     pub clients: u32,
     pub value_bytes: usize,
     pub batch_delay_ms: f64,
+    /// How Raft and Multi-Paxos serve reads.
+    pub read_mode: ReadMode,
     /// `kind = "attack"`: the attack and how many replicas run it.
     pub attack: AttackSpec,
     pub malicious: u32,
@@ -787,6 +806,8 @@ impl Point {
             max_entries_per_append: section.max_entries_per_append,
             check_quorum: section.check_quorum,
             batch_delay_ns: ns(self.batch_delay_ms),
+            read_mode: self.read_mode,
+            lease_drift_bound_ppm: *section.lease_drift_bound_ppm.get_ref(),
             ablate: section.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
         }
     }
@@ -808,6 +829,8 @@ impl Point {
             max_values_per_message: raft.max_entries_per_append,
             check_quorum: paxos.check_quorum,
             batch_delay_ns: ns(self.batch_delay_ms),
+            read_mode: self.read_mode,
+            lease_drift_bound_ppm: *raft.lease_drift_bound_ppm.get_ref(),
             ablate: paxos.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
         }
     }
@@ -1314,6 +1337,7 @@ impl Experiment {
                         clients: 0,
                         value_bytes: 0,
                         batch_delay_ms: 0.0,
+                        read_mode: ReadMode::Log,
                         attack: AttackSpec::default(),
                         malicious: 0,
                         failures: 0,
@@ -1337,6 +1361,7 @@ impl Experiment {
             };
         });
         let points = expand(points, &f.raft.batch_delay_ms.values, |p, v| p.batch_delay_ms = *v);
+        let points = expand(points, &f.raft.read_mode.values, |p, v| p.read_mode = *v);
         let points = expand(points, &f.network.latency_ms.values, |p, v| p.latency = v.clone());
         let points = expand(points, &f.network.loss.values, |p, v| p.loss = *v);
         let points = expand(points, &f.network.duplicate.values, |p, v| p.duplicate = *v);

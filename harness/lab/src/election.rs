@@ -52,6 +52,7 @@ fn probe_workload(experiment: &Experiment, point: &Point, seed: u64) -> Workload
         think_ns: (experiment.file.workload.think_ms * 1e6) as Nanos,
         read_ratio: 0.0,
         cas_ratio: 0.0,
+        readers: 0,
     };
     Workload::new(config, seed)
 }
@@ -78,7 +79,7 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
         // Retry a silent replica after a few round trips, not a fixed 100 ms, so the
         // unavailability measure is not dominated by the client's own timeout.
         let retry_timeout_ns = (point.latency.mean_ms() * 1e6 * 8.0).max(20e6) as Nanos;
-        sim.add_client(P::client(ClientId(c as u64), nodes, retry_timeout_ns));
+        sim.add_client(P::client(sim.config(), ClientId(c as u64), nodes, retry_timeout_ns));
     }
     let mut workload = probe_workload(experiment, point, seed);
     let max_election_ns = (file.limits.max_election_ms * 1e6) as Nanos;
@@ -271,7 +272,7 @@ pub fn run_trial_quic<P: LabProtocol>(
     let mut cluster = real::start_cluster::<P>(experiment, point, seed, node_binary)?;
     let runtime = real::runtime()?;
     let outcome = runtime.block_on(async {
-        let mut driver = real::driver::<P>(&cluster, point)?;
+        let mut driver = real::driver::<P>(&cluster, point, &P::config(point, file))?;
         real::apply_network_faults(&driver, point, &file.network);
         let (_, _) = real::wait_for_leader(&mut driver, point.nodes).await?;
         let mut workload = probe_workload(experiment, point, seed);

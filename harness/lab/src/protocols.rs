@@ -5,6 +5,7 @@
 
 use crate::config::{ExperimentFile, Point};
 use qlab_core::leader_client::LeaderClient;
+use qlab_core::reads::ReadMode;
 use qlab_core::{Client, ClientId, Nanos, Protocol};
 use qlab_paxos::{Paxos, PaxosConfig, PaxosTimer};
 use qlab_pbft::{Pbft, PbftClient, PbftConfig};
@@ -26,8 +27,9 @@ pub trait LabProtocol:
     const NAME: &'static str;
 
     fn config(point: &Point, file: &ExperimentFile) -> Self::Config;
-    /// A client that gives up on a silent replica after `retry_timeout_ns`.
-    fn client(id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> Self::Client;
+    /// A client of replicas configured by `config` that gives up on a silent replica
+    /// after `retry_timeout_ns`.
+    fn client(config: &Self::Config, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> Self::Client;
     /// Whether `msg` carries new log entries to a follower (what `lagging_followers`
     /// withholds to leave followers behind).
     fn carries_entries(msg: &Self::Message) -> bool;
@@ -51,9 +53,10 @@ pub trait LabProtocol:
     }
 }
 
-fn leader_client(id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
+fn leader_client(read_mode: ReadMode, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
     let mut client = LeaderClient::new(id, nodes);
     client.retry_timeout_ns = retry_timeout_ns;
+    client.reads_anywhere = read_mode == ReadMode::FollowerStale;
     client
 }
 
@@ -64,8 +67,8 @@ impl LabProtocol for Raft {
     fn config(point: &Point, file: &ExperimentFile) -> Self::Config {
         point.raft_config(&file.raft)
     }
-    fn client(id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
-        leader_client(id, nodes, retry_timeout_ns)
+    fn client(config: &Self::Config, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
+        leader_client(config.read_mode, id, nodes, retry_timeout_ns)
     }
     fn carries_entries(msg: &qlab_raft::Message) -> bool {
         matches!(msg, qlab_raft::Message::AppendEntries { entries, .. } if !entries.is_empty())
@@ -82,8 +85,8 @@ impl LabProtocol for Paxos {
     fn config(point: &Point, file: &ExperimentFile) -> PaxosConfig {
         point.paxos_config(&file.raft, &file.paxos)
     }
-    fn client(id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
-        leader_client(id, nodes, retry_timeout_ns)
+    fn client(config: &PaxosConfig, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
+        leader_client(config.read_mode, id, nodes, retry_timeout_ns)
     }
     fn carries_entries(msg: &qlab_paxos::Message) -> bool {
         matches!(msg, qlab_paxos::Message::Accept { values, .. } if !values.is_empty())
@@ -109,7 +112,7 @@ impl LabProtocol for Pbft {
     fn config(point: &Point, file: &ExperimentFile) -> PbftConfig {
         point.pbft_config(&file.pbft)
     }
-    fn client(id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> PbftClient {
+    fn client(_config: &PbftConfig, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> PbftClient {
         let mut client = PbftClient::new(id, nodes, qlab_pbft::client_secret(PBFT_KEY_SEED, id.0));
         // A PBFT client's timeout is what starts a view change; keep it above a round trip.
         client.retry_timeout_ns = retry_timeout_ns;
@@ -150,8 +153,8 @@ where
     fn config(point: &Point, file: &ExperimentFile) -> Self::Config {
         qlab_core::adversary::FaultyConfig::honest(P::config(point, file))
     }
-    fn client(id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> Self::Client {
-        P::client(id, nodes, retry_timeout_ns)
+    fn client(config: &Self::Config, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> Self::Client {
+        P::client(&config.honest, id, nodes, retry_timeout_ns)
     }
     fn carries_entries(msg: &Self::Message) -> bool {
         P::carries_entries(msg)

@@ -244,20 +244,25 @@ pub fn start_cluster<P: LabProtocol>(
 }
 
 /// The harness side: links to every node and `point.clients` clients of `P`.
-pub fn driver<P: LabProtocol>(cluster: &LocalCluster, point: &Point) -> Result<Driver<P::Message, P::Client>> {
+pub fn driver<P: LabProtocol>(
+    cluster: &LocalCluster,
+    point: &Point,
+    config: &P::Config,
+) -> Result<Driver<P::Message, P::Client>> {
     let pinned = cluster.pinned()?;
     let endpoint = qlab_net::tls::endpoint(cluster.harness_bind, &cluster.harness_identity, pinned)
         .map_err(|e| LabError::Usage(format!("harness endpoint: {e}")))?;
     let start = cluster.file.start_unix_ns;
     let (harness, from_nodes) =
         Harness::<P::Message>::connect(endpoint, &cluster.file.addrs(), start, cluster.file.max_frame_bytes);
-    let clients = clients::<P>(point.clients as usize, point.nodes, qlab_core::ms(200));
+    let clients = clients::<P>(config, point.clients as usize, point.nodes, qlab_core::ms(200));
     Ok(Driver::new(harness, from_nodes, clients, start))
 }
 
-/// `count` clients of `P` (ids 0..count) that give up on a silent replica after `retry_timeout_ns`.
-pub fn clients<P: LabProtocol>(count: usize, nodes: u32, retry_timeout_ns: u64) -> Vec<P::Client> {
-    (0..count).map(|c| P::client(ClientId(c as u64), nodes, retry_timeout_ns)).collect()
+/// `count` clients of `P` (ids 0..count) of replicas configured by `config` that give up
+/// on a silent replica after `retry_timeout_ns`.
+pub fn clients<P: LabProtocol>(config: &P::Config, count: usize, nodes: u32, retry_timeout_ns: u64) -> Vec<P::Client> {
+    (0..count).map(|c| P::client(config, ClientId(c as u64), nodes, retry_timeout_ns)).collect()
 }
 
 /// `loss` and `quic_delay_ms` as the transport applies them (nothing when `netem` does).

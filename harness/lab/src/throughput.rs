@@ -57,6 +57,7 @@ pub(crate) fn workload_config(experiment: &Experiment, point: &Point) -> Workloa
         think_ns: (w.think_ms * 1e6) as Nanos,
         read_ratio: w.read_ratio,
         cas_ratio: 0.0,
+        readers: 0,
     }
 }
 
@@ -226,7 +227,7 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
     let heartbeat_ns = point.heartbeat_ns();
     let mut sim: Sim<P, P::Client> = point.sim(&file.network, P::config(point, file), seed);
     for c in 0..point.clients {
-        sim.add_client(P::client(ClientId(c as u64), point.nodes, qlab_core::ms(100)));
+        sim.add_client(P::client(sim.config(), ClientId(c as u64), point.nodes, qlab_core::ms(100)));
     }
     let mut workload = Workload::new(workload_config(experiment, point), seed);
     // Start once a leader exists, so the warm-up is about load, not the first election.
@@ -307,7 +308,7 @@ async fn measure_quic<P: LabProtocol>(
     cluster: &mut qlab_net::cluster::LocalCluster,
 ) -> crate::Result<ThroughputTrial> {
     let file = &experiment.file;
-    let mut driver = crate::real::driver::<P>(cluster, point)?;
+    let mut driver = crate::real::driver::<P>(cluster, point, &P::config(point, file))?;
     let mut faults = crate::real::RealFaults::new(point, &file.network);
     if point.loss > 0.0 || file.network.quic_delay_ms > 0.0 {
         faults.send_all(&driver);

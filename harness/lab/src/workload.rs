@@ -21,6 +21,10 @@ pub struct WorkloadConfig {
     /// Fraction of operations that are reads; `cas_ratio` of the rest are CAS.
     pub read_ratio: f64,
     pub cas_ratio: f64,
+    /// The last `readers` of the clients only read, like a dashboard polling the store.
+    /// They stay with whichever replica answers their reads, which is what exposes a
+    /// replica answering from stale state.
+    pub readers: u32,
 }
 
 pub struct Workload {
@@ -78,7 +82,8 @@ impl Workload {
         self.next_seq[client] += 1;
         let seq = self.next_seq[client];
         let key = self.rng.random_range(0..self.config.keys.max(1));
-        let op = if self.rng.random_bool(self.config.read_ratio) {
+        let reader = client as u32 >= self.config.clients.saturating_sub(self.config.readers);
+        let op = if reader || self.rng.random_bool(self.config.read_ratio) {
             Op::Get { key }
         } else if self.rng.random_bool(self.config.cas_ratio) {
             let expected = self.last_seen[client].get(&key).cloned().flatten();

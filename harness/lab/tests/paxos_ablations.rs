@@ -12,7 +12,7 @@ use qlab_paxos::PaxosAblations;
 const SEEDS: u64 = 500;
 
 fn ablated() -> PaxosAblations {
-    PaxosAblations { skip_phase1_values: true }
+    PaxosAblations { skip_phase1_values: true, ..Default::default() }
 }
 
 /// Paxos Made Simple §2.2, P2c: a proposer in ballot b proposes the value of the

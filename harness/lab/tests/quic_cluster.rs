@@ -50,7 +50,7 @@ async fn raft_over_quic_survives_a_leader_kill_and_restart() {
 
     let endpoint = tls::endpoint("127.0.0.1:0".parse().unwrap(), &harness_identity, pinned.clone()).unwrap();
     let (harness, from_nodes) = Harness::<Message>::connect(endpoint, &addrs, start_unix_ns, DEFAULT_MAX_FRAME_BYTES);
-    let clients = qlab_lab::real::clients::<Raft>(CLIENTS, NODES, ms(300));
+    let clients = qlab_lab::real::clients::<Raft>(&RaftConfig::default(), CLIENTS, NODES, ms(300));
     let mut driver = Driver::new(harness, from_nodes, clients, start_unix_ns);
     let mut load = WriteLoad::new(CLIENTS, WRITES, 5, 16);
     load.start(&mut driver);

@@ -29,7 +29,7 @@ fn feed(decoder: &mut FrameDecoder, bytes: &[u8], chunk: usize) -> (usize, usize
 fn valid_stream(count: usize) -> Vec<u8> {
     let mut wire = Vec::new();
     for i in 0..count as u64 {
-        encode(&Message::Heartbeat { term: i, commit: i / 2 }, &mut wire);
+        encode(&Message::Heartbeat { term: i, commit: i / 2, read_round: i }, &mut wire);
         encode(&Message::VoteResponse { term: i, granted: i % 2 == 0 }, &mut wire);
     }
     wire

@@ -21,6 +21,11 @@
 //! made durable before its messages leave; a crashed node loses every volatile field,
 //! its timers and the messages addressed to it, and [`Sim::restart`] rebuilds it from
 //! the records it persisted with [`Protocol::restore`].
+//!
+//! Clocks: by default every node's clock is the simulator's. [`Sim::set_clock_rate`]
+//! makes one run fast or slow (a rate of 1.01 is 1% fast): the node reads `now × rate`
+//! and a timer it sets for `d` of its own nanoseconds fires after `d / rate` simulated
+//! ones. That is the clock skew lease-based reads must bound.
 
 use qlab_core::{
     Action, Client, ClientAction, ClientOutbox, Context, Event, Nanos, NodeId, OpResult, Outbox, Protocol, Reply,
@@ -190,6 +195,9 @@ struct NodeSlot<P: Protocol> {
     /// At most one entry per timer kind; protocols have a handful, so a short list
     /// beats hashing on the hot path.
     timers: TimerTable<P::Timer, PendingTimer>,
+    /// Local clock nanoseconds per simulated nanosecond (1.0: no skew). Survives restarts:
+    /// it is the machine's oscillator, not the process's state.
+    clock_rate: f64,
 }
 
 /// A tiny map from timer key to state, scanned linearly.
@@ -324,6 +332,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 rng: node_rng(seed, id, 0),
                 incarnation: 0,
                 timers: TimerTable::new(),
+                clock_rate: 1.0,
             });
         }
         for i in 0..nodes {
@@ -343,6 +352,10 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     }
     pub fn trace(&self) -> &[String] {
         self.trace.as_deref().unwrap_or(&[])
+    }
+    /// The protocol configuration every replica runs.
+    pub fn config(&self) -> &P::Config {
+        &self.config
     }
     pub fn seed(&self) -> u64 {
         self.seed
@@ -437,6 +450,23 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     }
     pub fn is_link_blocked(&self, from: NodeId, to: NodeId) -> bool {
         self.blocked[(from.0 * self.node_count() + to.0) as usize]
+    }
+
+    /// Make `id`'s clock run at `rate` local nanoseconds per simulated one from now on
+    /// (timers already set keep their simulated deadlines).
+    pub fn set_clock_rate(&mut self, id: NodeId, rate: f64) {
+        assert!(rate.is_finite() && rate > 0.0, "clock rate {rate}");
+        self.nodes[id.0 as usize].clock_rate = rate;
+    }
+
+    pub fn clock_rate(&self, id: NodeId) -> f64 {
+        self.nodes[id.0 as usize].clock_rate
+    }
+
+    /// What `id`'s own clock reads now.
+    fn local_now(&self, id: NodeId) -> Nanos {
+        let rate = self.nodes[id.0 as usize].clock_rate;
+        if rate == 1.0 { self.now } else { (self.now as f64 * rate) as Nanos }
     }
 
     /// Stop `id`: it keeps only its persisted records.
@@ -653,13 +683,14 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     /// (durable before anything leaves the node), then messages, timers and replies.
     fn with_node(&mut self, id: NodeId, f: impl FnOnce(&mut P, &mut Context<'_, P>)) {
         let mut outbox = std::mem::take(&mut self.outbox);
+        let local_now = self.local_now(id);
         {
             let slot = &mut self.nodes[id.0 as usize];
             let Some(protocol) = slot.protocol.as_mut() else {
                 self.outbox = outbox;
                 return;
             };
-            let mut ctx = Context::new(self.now, &mut slot.rng, &mut outbox);
+            let mut ctx = Context::new(local_now, &mut slot.rng, &mut outbox);
             f(protocol, &mut ctx);
         }
         // A step is atomic here (a crash can only fall between steps), so appending
@@ -677,6 +708,8 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                     }
                 }
                 Action::SetTimer { timer, after } => {
+                    let rate = self.nodes[id.0 as usize].clock_rate;
+                    let after = if rate == 1.0 { after } else { (after as f64 / rate).ceil() as Nanos };
                     let deadline = self.now + after;
                     match self.nodes[id.0 as usize].timers.get_mut(&timer) {
                         // The queued entry comes no later than the new deadline: it

@@ -7,6 +7,10 @@
 //! back-off and tries the next replica. A silent replica (crashed, partitioned) is given
 //! up on after `retry_timeout_ns`. Retries keep the same (client, seq), so the replicated
 //! session table applies the command at most once however many leaders saw it.
+//!
+//! With `reads_anywhere` (the `follower-stale` read mode) a `get` goes to the client's
+//! own replica (`id mod nodes`, then the next one after a timeout) instead of the
+//! leader, which spreads reads over the cluster as follower reads do.
 
 use crate::{Client, ClientAction, ClientId, ClientOutbox, Nanos, NodeId, OpResult, Reply, ReplyBody, Request, ms};
 
@@ -28,6 +32,9 @@ pub struct LeaderClient {
     redirects: u32,
     pub retry_timeout_ns: Nanos,
     pub no_leader_backoff_ns: Nanos,
+    /// Send `get`s to `read_replica` rather than the leader.
+    pub reads_anywhere: bool,
+    read_replica: u32,
 }
 
 impl LeaderClient {
@@ -41,7 +48,13 @@ impl LeaderClient {
             redirects: 0,
             retry_timeout_ns: ms(100),
             no_leader_backoff_ns: ms(5),
+            reads_anywhere: false,
+            read_replica: (id.0 % nodes as u64) as u32,
         }
+    }
+
+    fn is_spread_read(&self, request: &Request) -> bool {
+        self.reads_anywhere && !request.op.is_write()
     }
 
     fn pick_target(&mut self) -> NodeId {
@@ -55,7 +68,7 @@ impl LeaderClient {
 
     fn send_attempt(&mut self, out: &mut ClientOutbox<LeaderClientTimer>) {
         let Some(request) = self.outstanding.clone() else { return };
-        let to = self.pick_target();
+        let to = if self.is_spread_read(&request) { NodeId(self.read_replica) } else { self.pick_target() };
         out.actions.push(ClientAction::Send { to, request });
         out.actions.push(ClientAction::SetTimer { timer: LeaderClientTimer::Retry, after: self.retry_timeout_ns });
     }
@@ -84,8 +97,11 @@ impl Client for LeaderClient {
         }
         match reply.body {
             ReplyBody::Done(result) => {
+                let spread = self.is_spread_read(outstanding);
                 self.outstanding = None;
-                self.leader_hint = Some(from);
+                if !spread {
+                    self.leader_hint = Some(from);
+                }
                 out.actions.push(ClientAction::CancelTimer { timer: LeaderClientTimer::Retry });
                 Some(result)
             }
@@ -107,6 +123,12 @@ impl Client for LeaderClient {
     fn on_timer(&mut self, _now: Nanos, timer: LeaderClientTimer, out: &mut ClientOutbox<LeaderClientTimer>) {
         match timer {
             LeaderClientTimer::Retry => {
+                if self.outstanding.as_ref().is_some_and(|r| self.is_spread_read(r)) {
+                    // Only the read replica was silent; the leader hint may be fine.
+                    self.read_replica = (self.read_replica + 1) % self.nodes;
+                    self.send_attempt(out);
+                    return;
+                }
                 self.leader_hint = None;
                 self.redirects = 0;
                 self.send_attempt(out);

@@ -17,12 +17,14 @@
 //! ids and time ([`NodeId`], [`ClientId`], [`Nanos`]), client [`Request`]s and
 //! [`Reply`]s, the replicated key-value state machine with its session table
 //! ([`kv::KvStore`]), and blake3 digests with the hash chain that lets checkers
-//! compare whole committed prefixes in constant space ([`digest`]).
+//! compare whole committed prefixes in constant space ([`digest`]), and the read modes
+//! the leader-based protocols offer besides reading through the log ([`reads`]).
 
 pub mod adversary;
 pub mod digest;
 pub mod kv;
 pub mod leader_client;
+pub mod reads;
 
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};

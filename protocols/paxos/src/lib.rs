@@ -45,9 +45,20 @@
 //! original term. Phase 1 costs a round trip in which the leader has to collect the
 //! accepted values, where a Raft vote carries only two numbers.
 //!
-//! **Ablation.** [`PaxosAblations::skip_phase1_values`] makes a new leader ignore the
+//! **Reads.** `read_mode` offers the same four ways to serve a `get` as Raft (see
+//! [`qlab_core::reads`]): through the log, `read-index` (a heartbeat round acknowledged
+//! by a majority in the leader's ballot after the read arrived — no higher ballot can
+//! have completed phase 1 by then — and the re-proposed slots of phase 1 committed
+//! first), `lease`, and `follower-stale`. For leases an acceptor that heard from its
+//! leader within the minimum timeout, or started within it, ignores `Prepare`s of
+//! higher ballots from others, and so does the leader: no new leader can be chosen
+//! while the old one's lease runs.
+//!
+//! **Ablations.** [`PaxosAblations::skip_phase1_values`] makes a new leader ignore the
 //! accepted values its promises carry (keeping only those they report chosen) and fill
 //! those slots afresh: the rule without which a chosen value can be replaced.
+//! [`PaxosAblations::no_check_quorum`] drops the check-quorum step-down and the promise
+//! guard that lease reads rely on.
 //!
 //! Persistent state is the promised ballot and the accepted values, written as
 //! [`Record`]s. What is chosen, the state machine and the leader's bookkeeping are
@@ -56,8 +67,10 @@
 pub mod attacks;
 pub mod client;
 
+use qlab_core::reads::{LeaderReads, ReadMode, lease_ns};
 use qlab_core::{
-    ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Protocol, Reply, ReplyBody, Request, majority, ms,
+    ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Op, OpResult, Protocol, Reply, ReplyBody, Request,
+    majority, ms,
 };
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -107,10 +120,24 @@ pub struct PaxosConfig {
     /// window has room).
     #[serde(default)]
     pub batch_delay_ns: Nanos,
+    /// How `get`s are served; see [`qlab_core::reads`].
+    #[serde(default)]
+    pub read_mode: ReadMode,
+    /// Lease reads: the bound, in parts per million, on any clock's rate drift; the
+    /// lease is `leader_timeout_ns_min × (1 − ρ)/(1 + ρ)`.
+    #[serde(default = "default_drift_bound_ppm")]
+    pub lease_drift_bound_ppm: u64,
     /// Safety rules switched off, for counterexamples; all false is Multi-Paxos.
     #[serde(default)]
     pub ablate: PaxosAblations,
 }
+
+fn default_drift_bound_ppm() -> u64 {
+    DEFAULT_DRIFT_BOUND_PPM
+}
+
+/// 1%, as for Raft.
+pub const DEFAULT_DRIFT_BOUND_PPM: u64 = 10_000;
 
 /// Multi-Paxos's safety rule that can be switched off to watch the checkers catch what
 /// it prevents.
@@ -122,6 +149,10 @@ pub struct PaxosAblations {
     /// there, and a value a majority accepted (chosen, though perhaps not yet known to
     /// be) is replaced (State Machine Safety).
     pub skip_phase1_values: bool,
+    /// Check-quorum: no step-down of a leader cut off from a majority, and no guard on
+    /// promises while an acceptor hears from its leader. With `lease` reads a new leader
+    /// commits while the old one's lease runs (linearizability).
+    pub no_check_quorum: bool,
 }
 
 impl PaxosAblations {
@@ -141,8 +172,21 @@ impl Default for PaxosConfig {
             max_values_per_message: 64,
             check_quorum: true,
             batch_delay_ns: 0,
+            read_mode: ReadMode::Log,
+            lease_drift_bound_ppm: DEFAULT_DRIFT_BOUND_PPM,
             ablate: PaxosAblations::default(),
         }
+    }
+}
+
+impl PaxosConfig {
+    /// Check-quorum as configured, unless the ablation removes it.
+    pub fn check_quorum_on(&self) -> bool {
+        self.check_quorum && !self.ablate.no_check_quorum
+    }
+    /// Whether acceptors refuse other proposers while they hear from a leader (leases).
+    fn promise_guard_on(&self) -> bool {
+        self.read_mode == ReadMode::Lease && self.check_quorum_on()
     }
 }
 
@@ -196,51 +240,24 @@ pub struct PromisedSlot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// Phase 1a: promise `ballot`, and tell me what you accepted above `commit`.
-    Prepare {
-        ballot: Ballot,
-        commit: Slot,
-    },
+    Prepare { ballot: Ballot, commit: Slot },
     /// Phase 1b.
-    Promise {
-        ballot: Ballot,
-        accepted: Vec<PromisedSlot>,
-    },
+    Promise { ballot: Ballot, accepted: Vec<PromisedSlot> },
     /// Phase 2a for the contiguous slots `first_slot ..`; `commit` is the leader's
     /// commit point (the learners' notification).
-    Accept {
-        ballot: Ballot,
-        first_slot: Slot,
-        values: Vec<Value>,
-        commit: Slot,
-    },
+    Accept { ballot: Ballot, first_slot: Slot, values: Vec<Value>, commit: Slot },
     /// Phase 2b for `first_slot .. first_slot + count`.
-    Accepted {
-        ballot: Ballot,
-        first_slot: Slot,
-        count: u64,
-    },
+    Accepted { ballot: Ballot, first_slot: Slot, count: u64 },
     /// `ballot` was refused: this acceptor promised `promised`.
-    Nack {
-        ballot: Ballot,
-        promised: Ballot,
-    },
-    Heartbeat {
-        ballot: Ballot,
-        commit: Slot,
-    },
-    HeartbeatAck {
-        ballot: Ballot,
-        commit: Slot,
-    },
+    Nack { ballot: Ballot, promised: Ballot },
+    /// `read_round` numbers the leader's heartbeat rounds for read-index and lease reads.
+    Heartbeat { ballot: Ballot, commit: Slot, read_round: u64 },
+    /// `read_round` echoes the heartbeat's.
+    HeartbeatAck { ballot: Ballot, commit: Slot, read_round: u64 },
     /// A learner missing chosen values from `from_slot` on asks the leader.
-    CatchUp {
-        from_slot: Slot,
-    },
+    CatchUp { from_slot: Slot },
     /// Chosen values of the contiguous slots `first_slot ..`.
-    Learn {
-        first_slot: Slot,
-        values: Vec<Value>,
-    },
+    Learn { first_slot: Slot, values: Vec<Value> },
 }
 
 /// What an acceptor persists.
@@ -316,6 +333,10 @@ pub struct Paxos {
     proposed_requests: HashMap<ClientId, u64>,
     heard_from: Vec<bool>,
     flush_timer_armed: bool,
+    /// Leader with read-index or lease reads: heartbeat rounds and waiting reads.
+    reads: Option<LeaderReads>,
+    /// Lease reads: ignore other proposers' `Prepare`s before this local time.
+    promise_guard_until: Nanos,
 }
 
 impl Paxos {
@@ -426,6 +447,56 @@ impl Paxos {
                 }
             }
         }
+        self.answer_ready_reads(ctx);
+    }
+
+    // ---- reads that skip the log ----------------------------------------------------------
+
+    fn serve_read(&mut self, request: Request, ctx: &mut Context<'_, Self>) {
+        let Op::Get { key } = request.op else { unreachable!("only gets skip the log") };
+        if self.config.read_mode == ReadMode::FollowerStale {
+            self.reply_read(&request, key, ctx);
+            return;
+        }
+        if self.role != Role::Leader {
+            let leader = self.leader.map(|(_, node)| node).filter(|n| *n != self.id);
+            ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::NotLeader { leader } });
+            return;
+        }
+        let commit = self.commit_index();
+        let reads = self.reads.as_mut().expect("a leader with leader reads keeps their state");
+        if self.config.read_mode == ReadMode::Lease && reads.lease_holds(ctx.now(), commit) {
+            self.reply_read(&request, key, ctx);
+            return;
+        }
+        reads.enqueue(request, commit);
+        if reads.round_wanted() {
+            self.broadcast_heartbeat(ctx);
+        }
+    }
+
+    fn reply_read(&self, request: &Request, key: u64, ctx: &mut Context<'_, Self>) {
+        let value = self.kv.get(key).cloned();
+        ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::Done(OpResult::Value(value)) });
+    }
+
+    fn answer_ready_reads(&mut self, ctx: &mut Context<'_, Self>) {
+        let commit = self.commit_index();
+        let Some(reads) = self.reads.as_mut() else { return };
+        if reads.waiting() == 0 {
+            return;
+        }
+        for request in reads.take_ready(commit, self.last_applied) {
+            let Op::Get { key } = request.op else { continue };
+            self.reply_read(&request, key, ctx);
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self, ctx: &mut Context<'_, Self>) {
+        let now = ctx.now();
+        let read_round = self.reads.as_mut().map_or(0, |reads| reads.next_round(now));
+        let commit = self.commit_index();
+        ctx.broadcast(Message::Heartbeat { ballot: self.promised, commit, read_round });
     }
 
     /// The leader of `ballot` says everything up to `leader_commit` is chosen: commit
@@ -470,6 +541,7 @@ impl Paxos {
             self.flush_timer_armed = false;
             // Never proposed, so never promised to anyone: their clients retry.
             self.pending.clear();
+            self.reads = None;
             self.in_flight.clear();
             self.reset_leader_timer(ctx);
         }
@@ -488,6 +560,9 @@ impl Paxos {
             self.catch_up_requested_at = None;
         }
         self.reset_leader_timer(ctx);
+        if self.config.promise_guard_on() {
+            self.promise_guard_until = ctx.now() + self.config.leader_timeout_ns_min;
+        }
         if self.leader_known_ballot != ballot {
             self.leader_known_ballot = ballot;
             ctx.observe(Event::LeaderKnown { epoch: ballot.epoch(), leader: from });
@@ -579,11 +654,16 @@ impl Paxos {
         self.proposed_requests.clear();
         self.heard_from = vec![true; self.nodes as usize];
         self.next_slot = commit + 1;
+        if self.config.read_mode.leader_reads() {
+            // Reads wait until every slot that may have been chosen before is committed.
+            let lease = lease_ns(self.config.leader_timeout_ns_min, self.config.lease_drift_bound_ppm);
+            self.reads = Some(LeaderReads::new(self.id, self.nodes, lease, last));
+        }
         for value in values {
             self.propose(value, ctx);
         }
         ctx.set_timer(PaxosTimer::Heartbeat, self.config.heartbeat_interval_ns);
-        if self.config.check_quorum {
+        if self.config.check_quorum_on() {
             ctx.set_timer(PaxosTimer::CheckQuorum, self.config.leader_timeout_ns_min);
         }
         self.advance_leader_commit(ctx);
@@ -692,6 +772,13 @@ impl Paxos {
     // ---- message handlers ---------------------------------------------------------------
 
     fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, commit: Slot, ctx: &mut Context<'_, Self>) {
+        if self.config.promise_guard_on()
+            && ballot > self.promised
+            && (self.role == Role::Leader || ctx.now() < self.promise_guard_until)
+        {
+            // A lease may still run: ignore, and let the proposer time out and retry.
+            return;
+        }
         if ballot < self.promised || (ballot == self.promised && ballot.node != from) {
             ctx.send(from, Message::Nack { ballot, promised: self.promised });
             return;
@@ -759,7 +846,14 @@ impl Paxos {
         self.learn_commit(ballot, commit, ctx);
     }
 
-    fn handle_heartbeat(&mut self, from: NodeId, ballot: Ballot, commit: Slot, ctx: &mut Context<'_, Self>) {
+    fn handle_heartbeat(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        commit: Slot,
+        read_round: u64,
+        ctx: &mut Context<'_, Self>,
+    ) {
         if ballot < self.promised || (ballot == self.promised && ballot.node != from) {
             ctx.send(from, Message::Nack { ballot, promised: self.promised });
             return;
@@ -770,14 +864,18 @@ impl Paxos {
         self.promise(ballot, ctx);
         self.follow(from, ballot, ctx);
         self.learn_commit(ballot, commit, ctx);
-        ctx.send(from, Message::HeartbeatAck { ballot, commit: self.commit_index() });
+        ctx.send(from, Message::HeartbeatAck { ballot, commit: self.commit_index(), read_round });
     }
 
-    fn handle_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, ctx: &mut Context<'_, Self>) {
+    fn handle_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, read_round: u64, ctx: &mut Context<'_, Self>) {
         if self.role != Role::Leader || ballot != self.promised {
             return;
         }
         self.heard_from[from.0 as usize] = true;
+        if let Some(reads) = self.reads.as_mut() {
+            reads.on_ack(from, read_round);
+            self.answer_ready_reads(ctx);
+        }
         self.retransmit_to(from, ctx);
     }
 
@@ -835,6 +933,8 @@ impl Protocol for Paxos {
             proposed_requests: HashMap::new(),
             heard_from: Vec::new(),
             flush_timer_armed: false,
+            reads: None,
+            promise_guard_until: 0,
             chosen_digests: Vec::new(),
         }
     }
@@ -863,6 +963,11 @@ impl Protocol for Paxos {
         if self.promised != Ballot::ZERO || !self.accepted.is_empty() {
             ctx.observe(Event::Restarted { epoch: self.promised.epoch() });
         }
+        if self.config.promise_guard_on() {
+            // A lease this acceptor helped grant before crashing is forgotten; waiting
+            // out a minimum timeout honours it anyway.
+            self.promise_guard_until = ctx.now() + self.config.leader_timeout_ns_min;
+        }
         self.reset_leader_timer(ctx);
     }
 
@@ -878,8 +983,12 @@ impl Protocol for Paxos {
                 self.handle_accepted(from, ballot, first_slot, count, ctx)
             }
             Message::Nack { ballot, promised } => self.handle_nack(ballot, promised, ctx),
-            Message::Heartbeat { ballot, commit } => self.handle_heartbeat(from, ballot, commit, ctx),
-            Message::HeartbeatAck { ballot, .. } => self.handle_heartbeat_ack(from, ballot, ctx),
+            Message::Heartbeat { ballot, commit, read_round } => {
+                self.handle_heartbeat(from, ballot, commit, read_round, ctx)
+            }
+            Message::HeartbeatAck { ballot, read_round, .. } => {
+                self.handle_heartbeat_ack(from, ballot, read_round, ctx)
+            }
             Message::CatchUp { from_slot } => self.handle_catch_up(from, from_slot, ctx),
             Message::Learn { first_slot, values } => self.handle_learn(first_slot, values, ctx),
         }
@@ -894,8 +1003,7 @@ impl Protocol for Paxos {
             }
             PaxosTimer::Heartbeat => {
                 if self.role == Role::Leader {
-                    let commit = self.commit_index();
-                    ctx.broadcast(Message::Heartbeat { ballot: self.promised, commit });
+                    self.broadcast_heartbeat(ctx);
                     ctx.set_timer(PaxosTimer::Heartbeat, self.config.heartbeat_interval_ns);
                 }
             }
@@ -921,6 +1029,10 @@ impl Protocol for Paxos {
     }
 
     fn on_request(&mut self, ctx: &mut Context<'_, Self>, request: Request) {
+        if self.config.read_mode != ReadMode::Log && matches!(request.op, Op::Get { .. }) {
+            self.serve_read(request, ctx);
+            return;
+        }
         if self.role != Role::Leader {
             let leader = self.leader.map(|(_, node)| node).filter(|n| *n != self.id);
             ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::NotLeader { leader } });
@@ -961,7 +1073,9 @@ impl Protocol for Paxos {
     fn message_bytes(msg: &Message) -> usize {
         const BALLOT: usize = 12;
         match msg {
-            Message::Prepare { .. } | Message::Heartbeat { .. } | Message::HeartbeatAck { .. } => 1 + BALLOT + 8,
+            Message::Prepare { .. } => 1 + BALLOT + 8,
+            // The read round is a varint on the wire: one byte while no read uses it.
+            Message::Heartbeat { .. } | Message::HeartbeatAck { .. } => 1 + BALLOT + 8 + 1,
             Message::Promise { accepted, .. } => {
                 1 + BALLOT + accepted.iter().map(|p| 8 + BALLOT + 1 + p.value.encoded_bytes()).sum::<usize>()
             }

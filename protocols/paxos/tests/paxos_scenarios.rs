@@ -241,7 +241,7 @@ fn a_lagging_learner_catches_up_from_the_leader() {
     assert_eq!(a.paxos.commit_index(), 3);
     // C missed every Accept; a heartbeat tells it the commit point and it asks for the rest.
     c.now = 1;
-    let out = c.deliver(0, Message::Heartbeat { ballot, commit: 3 });
+    let out = c.deliver(0, Message::Heartbeat { ballot, commit: 3, read_round: 0 });
     let catch_up = sent(&out).into_iter().find(|(_, m)| matches!(m, Message::CatchUp { .. })).expect("catch-up");
     assert_eq!(catch_up, (Some(NodeId(0)), Message::CatchUp { from_slot: 1 }));
     let learn = only(&sent(&a.deliver(2, catch_up.1))).1;

@@ -51,15 +51,29 @@
 //! `commitIndex` and the state machine are volatile and rebuilt by re-applying the log
 //! as the commit point is learned again after a restart.
 //!
+//! **Reads (§6.4).** `read_mode` chooses how a `get` is served: through the log like a
+//! write (the default), by `read-index` (the leader confirms its leadership with a
+//! heartbeat round after the read arrives, then answers at its commit index), by
+//! `lease` (the leader answers while a majority acknowledged a heartbeat sent less than
+//! a drift-shortened minimum election timeout ago), or `follower-stale` (any replica
+//! answers from its own state: not linearizable). Heartbeats carry a round number the
+//! responses echo; [`qlab_core::reads`] explains the modes and keeps the leader's
+//! bookkeeping. Lease reads need the check-quorum vote guard: a follower that heard
+//! from its leader within the minimum election timeout, or restarted within it,
+//! ignores `RequestVote` (as etcd raft does with CheckQuorum), and so does a leader.
+//!
 //! **Ablations.** [`RaftAblations`] switches off one safety rule at a time (the election
-//! restriction, one vote per term, the prevLog check, the Figure 8 commit rule) so the
-//! suite can show the run each rule prevents. All are off by default; with one on, this
-//! is no longer Raft.
+//! restriction, one vote per term, the prevLog check, the Figure 8 commit rule, the
+//! check-quorum step-down and vote guard) so the suite can show the run each rule
+//! prevents. All are off by default; with one on, this is no longer Raft.
 
 pub mod attacks;
 pub mod client;
 
-use qlab_core::{Context, Digest, Event, KvStore, Nanos, NodeId, Protocol, Reply, ReplyBody, Request, majority, ms};
+use qlab_core::reads::{LeaderReads, ReadMode, lease_ns};
+use qlab_core::{
+    Context, Digest, Event, KvStore, Nanos, NodeId, Op, OpResult, Protocol, Reply, ReplyBody, Request, majority, ms,
+};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -87,9 +101,23 @@ pub struct RaftConfig {
     /// one AppendEntries per follower for the lot. 0 appends each command at once.
     #[serde(default)]
     pub batch_delay_ns: Nanos,
+    /// How `get`s are served (§6.4); see [`qlab_core::reads`].
+    #[serde(default)]
+    pub read_mode: ReadMode,
+    /// Lease reads: the bound, in parts per million, on how far any clock's rate may
+    /// drift from true time; the lease is `election_timeout_ns_min × (1 − ρ)/(1 + ρ)`.
+    #[serde(default = "default_drift_bound_ppm")]
+    pub lease_drift_bound_ppm: u64,
     /// Safety rules switched off, for counterexamples; all false is Raft.
     #[serde(default)]
     pub ablate: RaftAblations,
+}
+
+/// 1%: far above a quartz oscillator's tens of ppm, so a lease stays safe on any sane host.
+pub const DEFAULT_DRIFT_BOUND_PPM: u64 = 10_000;
+
+fn default_drift_bound_ppm() -> u64 {
+    DEFAULT_DRIFT_BOUND_PPM
 }
 
 /// Raft's safety rules, each of which can be switched off to watch the checkers catch
@@ -109,12 +137,22 @@ pub struct RaftAblations {
     /// §5.4.2, Figure 8: commit an entry of an earlier term once a majority stores it;
     /// a later leader may still overwrite it (State Machine Safety).
     pub commit_old_term_by_count: bool,
+    /// Check-quorum: neither does a leader cut off from a majority step down, nor does a
+    /// follower that just heard from its leader refuse votes. Harmless for reads through
+    /// the log; with `lease` reads a new leader commits while the old one's lease still
+    /// runs, and its reads go stale (linearizability).
+    pub no_check_quorum: bool,
 }
 
 impl RaftAblations {
     /// Ablation names as experiment files and test tools write them.
-    pub const NAMES: &'static [&'static str] =
-        &["vote_without_log_check", "multiple_votes_per_term", "skip_prev_log_check", "commit_old_term_by_count"];
+    pub const NAMES: &'static [&'static str] = &[
+        "vote_without_log_check",
+        "multiple_votes_per_term",
+        "skip_prev_log_check",
+        "commit_old_term_by_count",
+        "no_check_quorum",
+    ];
 
     /// Only the ablation called `name` switched on.
     pub fn only(name: &str) -> Option<Self> {
@@ -124,6 +162,7 @@ impl RaftAblations {
             "multiple_votes_per_term" => ablate.multiple_votes_per_term = true,
             "skip_prev_log_check" => ablate.skip_prev_log_check = true,
             "commit_old_term_by_count" => ablate.commit_old_term_by_count = true,
+            "no_check_quorum" => ablate.no_check_quorum = true,
             _ => return None,
         }
         Some(ablate)
@@ -143,8 +182,21 @@ impl Default for RaftConfig {
             max_entries_per_append: 64,
             check_quorum: true,
             batch_delay_ns: 0,
+            read_mode: ReadMode::Log,
+            lease_drift_bound_ppm: DEFAULT_DRIFT_BOUND_PPM,
             ablate: RaftAblations::default(),
         }
+    }
+}
+
+impl RaftConfig {
+    /// Check-quorum as configured, unless the ablation removes it.
+    pub fn check_quorum_on(&self) -> bool {
+        self.check_quorum && !self.ablate.no_check_quorum
+    }
+    /// Whether followers refuse votes while they hear from a leader (lease reads).
+    fn vote_guard_on(&self) -> bool {
+        self.read_mode == ReadMode::Lease && self.check_quorum_on()
     }
 }
 
@@ -219,14 +271,18 @@ pub enum Message {
         conflict_index: Index,
     },
     /// `commit` is `min(leader commitIndex, matchIndex[recipient])`: never beyond
-    /// what the recipient is known to share with the leader.
+    /// what the recipient is known to share with the leader. `read_round` numbers the
+    /// leader's heartbeat rounds for read-index and lease reads.
     Heartbeat {
         term: Term,
         commit: Index,
+        read_round: u64,
     },
+    /// `read_round` echoes the heartbeat's.
     HeartbeatResponse {
         term: Term,
         last_log_index: Index,
+        read_round: u64,
     },
 }
 
@@ -310,6 +366,11 @@ pub struct Raft {
     appended_requests: HashMap<qlab_core::ClientId, u64>,
     /// Leader: commands waiting for the batch to be appended.
     pending_commands: Vec<Arc<Request>>,
+    /// Leader with read-index or lease reads: heartbeat rounds and waiting reads.
+    reads: Option<LeaderReads>,
+    /// Lease reads: refuse votes before this local time (a minimum election timeout
+    /// after last hearing from a leader, or after starting).
+    vote_guard_until: Nanos,
 }
 
 impl Raft {
@@ -413,6 +474,7 @@ impl Raft {
             ctx.cancel_timer(RaftTimer::Flush);
             // Never appended, so never promised: their clients retry elsewhere.
             self.pending_commands.clear();
+            self.reads = None;
             // A leader has no election timer running; a follower or candidate keeps
             // its own: Figure 2 restarts it only for the current leader's messages
             // and for granted votes, not for merely seeing a higher term. (Restarting
@@ -466,6 +528,10 @@ impl Raft {
         self.leader_known_term = self.current_term;
         ctx.observe(Event::LeaderKnown { epoch: self.current_term, leader: self.id });
         ctx.cancel_timer(RaftTimer::Election);
+        if self.config.read_mode.leader_reads() {
+            let lease = lease_ns(self.config.election_timeout_ns_min, self.config.lease_drift_bound_ppm);
+            self.reads = Some(LeaderReads::new(self.id, self.nodes, lease, last + 1));
+        }
         // §5.4.2 / §8: a no-op of the new term lets earlier entries commit now.
         let noop = Entry { term: self.current_term, index: last + 1, payload: Payload::Noop };
         self.append_local(vec![noop], ctx);
@@ -474,7 +540,7 @@ impl Raft {
             self.send_append(peer, ctx);
         }
         ctx.set_timer(RaftTimer::Heartbeat, self.config.heartbeat_interval_ns);
-        if self.config.check_quorum {
+        if self.config.check_quorum_on() {
             ctx.set_timer(RaftTimer::CheckQuorum, self.config.election_timeout_ns_min);
         }
         self.maybe_commit(ctx);
@@ -534,9 +600,54 @@ impl Raft {
     }
 
     fn broadcast_heartbeats(&mut self, ctx: &mut Context<'_, Self>) {
+        let now = ctx.now();
+        let read_round = self.reads.as_mut().map_or(0, |reads| reads.next_round(now));
         for peer in self.peers() {
             let commit = self.commit_index.min(self.progress[peer.0 as usize].match_index);
-            ctx.send(peer, Message::Heartbeat { term: self.current_term, commit });
+            ctx.send(peer, Message::Heartbeat { term: self.current_term, commit, read_round });
+        }
+    }
+
+    // ---- reads that skip the log (§6.4) ---------------------------------------------
+
+    /// A `get` under a read mode that skips the log.
+    fn serve_read(&mut self, request: Request, ctx: &mut Context<'_, Self>) {
+        let Op::Get { key } = request.op else { unreachable!("only gets skip the log") };
+        if self.config.read_mode == ReadMode::FollowerStale {
+            self.reply_read(&request, key, ctx);
+            return;
+        }
+        if self.role != Role::Leader {
+            let leader = self.leader;
+            ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::NotLeader { leader } });
+            return;
+        }
+        let reads = self.reads.as_mut().expect("a leader with leader reads keeps their state");
+        if self.config.read_mode == ReadMode::Lease && reads.lease_holds(ctx.now(), self.commit_index) {
+            // The leader applies everything it commits at once, so its state is at
+            // the commit index.
+            self.reply_read(&request, key, ctx);
+            return;
+        }
+        reads.enqueue(request, self.commit_index);
+        if reads.round_wanted() {
+            self.broadcast_heartbeats(ctx);
+        }
+    }
+
+    fn reply_read(&self, request: &Request, key: u64, ctx: &mut Context<'_, Self>) {
+        let value = self.kv.get(key).cloned();
+        ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::Done(OpResult::Value(value)) });
+    }
+
+    fn answer_ready_reads(&mut self, ctx: &mut Context<'_, Self>) {
+        let Some(reads) = self.reads.as_mut() else { return };
+        if reads.waiting() == 0 {
+            return;
+        }
+        for request in reads.take_ready(self.commit_index, self.last_applied) {
+            let Op::Get { key } = request.op else { continue };
+            self.reply_read(&request, key, ctx);
         }
     }
 
@@ -581,6 +692,7 @@ impl Raft {
                 }
             }
         }
+        self.answer_ready_reads(ctx);
     }
 
     // ---- message handlers ---------------------------------------------------------
@@ -593,6 +705,11 @@ impl Raft {
         last_log_term: Term,
         ctx: &mut Context<'_, Self>,
     ) {
+        if self.config.vote_guard_on() && (self.role == Role::Leader || ctx.now() < self.vote_guard_until) {
+            // Someone's lease may still run: ignore the request, term and all, as etcd
+            // raft does under CheckQuorum. The candidate times out and tries again.
+            return;
+        }
         if term > self.current_term {
             self.become_follower(term, None, ctx);
         }
@@ -634,6 +751,9 @@ impl Raft {
         }
         self.become_follower(term, Some(from), ctx);
         self.reset_election_timer(ctx);
+        if self.config.vote_guard_on() {
+            self.vote_guard_until = ctx.now() + self.config.election_timeout_ns_min;
+        }
         if self.leader_known_term != term {
             self.leader_known_term = term;
             ctx.observe(Event::LeaderKnown { epoch: term, leader: from });
@@ -766,9 +886,17 @@ impl Raft {
         self.send_append(from, ctx);
     }
 
-    fn handle_heartbeat(&mut self, from: NodeId, term: Term, commit: Index, ctx: &mut Context<'_, Self>) {
+    fn handle_heartbeat(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        commit: Index,
+        read_round: u64,
+        ctx: &mut Context<'_, Self>,
+    ) {
         if term < self.current_term {
-            ctx.send(from, Message::HeartbeatResponse { term: self.current_term, last_log_index: self.last_index() });
+            let (term, last_log_index) = (self.current_term, self.last_index());
+            ctx.send(from, Message::HeartbeatResponse { term, last_log_index, read_round: 0 });
             return;
         }
         if !self.accept_leader(from, term, ctx) {
@@ -777,12 +905,16 @@ impl Raft {
         if commit > self.commit_index {
             self.advance_commit(commit, ctx);
         }
-        ctx.send(from, Message::HeartbeatResponse { term, last_log_index: self.last_index() });
+        ctx.send(from, Message::HeartbeatResponse { term, last_log_index: self.last_index(), read_round });
     }
 
-    fn handle_heartbeat_response(&mut self, from: NodeId, term: Term, ctx: &mut Context<'_, Self>) {
+    fn handle_heartbeat_response(&mut self, from: NodeId, term: Term, read_round: u64, ctx: &mut Context<'_, Self>) {
         if !self.accept_response(from, term, ctx) {
             return;
+        }
+        if let Some(reads) = self.reads.as_mut() {
+            reads.on_ack(from, read_round);
+            self.answer_ready_reads(ctx);
         }
         let last = self.last_index();
         let progress = &mut self.progress[from.0 as usize];
@@ -823,6 +955,8 @@ impl Protocol for Raft {
             progress: Vec::new(),
             appended_requests: HashMap::new(),
             pending_commands: Vec::new(),
+            reads: None,
+            vote_guard_until: 0,
         }
     }
 
@@ -857,6 +991,11 @@ impl Protocol for Raft {
         if self.current_term > 0 || !self.log.is_empty() {
             ctx.observe(Event::Restarted { epoch: self.current_term });
         }
+        if self.config.vote_guard_on() {
+            // Whatever lease this node helped grant before a crash is forgotten with
+            // its volatile state; waiting out a minimum timeout honours it anyway.
+            self.vote_guard_until = ctx.now() + self.config.election_timeout_ns_min;
+        }
         self.reset_election_timer(ctx);
     }
 
@@ -873,8 +1012,12 @@ impl Protocol for Raft {
             Message::AppendResponse { term, success, match_index, conflict_term, conflict_index } => {
                 self.handle_append_response(from, term, success, match_index, conflict_term, conflict_index, ctx)
             }
-            Message::Heartbeat { term, commit } => self.handle_heartbeat(from, term, commit, ctx),
-            Message::HeartbeatResponse { term, .. } => self.handle_heartbeat_response(from, term, ctx),
+            Message::Heartbeat { term, commit, read_round } => {
+                self.handle_heartbeat(from, term, commit, read_round, ctx)
+            }
+            Message::HeartbeatResponse { term, read_round, .. } => {
+                self.handle_heartbeat_response(from, term, read_round, ctx)
+            }
         }
     }
 
@@ -913,6 +1056,10 @@ impl Protocol for Raft {
     }
 
     fn on_request(&mut self, ctx: &mut Context<'_, Self>, request: Request) {
+        if self.config.read_mode != ReadMode::Log && matches!(request.op, Op::Get { .. }) {
+            self.serve_read(request, ctx);
+            return;
+        }
         if self.role != Role::Leader {
             ctx.reply(Reply {
                 client: request.client,
@@ -952,7 +1099,8 @@ impl Protocol for Raft {
             Message::AppendEntries { entries, .. } => 33 + entries.iter().map(Entry::encoded_bytes).sum::<usize>(),
             Message::RequestVote { .. } | Message::AppendResponse { .. } => 25,
             Message::VoteResponse { .. } => 10,
-            Message::Heartbeat { .. } | Message::HeartbeatResponse { .. } => 17,
+            // The read round is a varint on the wire: one byte while no read uses it.
+            Message::Heartbeat { .. } | Message::HeartbeatResponse { .. } => 18,
         }
     }
 

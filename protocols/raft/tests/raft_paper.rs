@@ -189,7 +189,7 @@ fn s5_2_majority_of_votes_wins_and_new_leader_appends_a_noop() {
 fn s5_2_higher_term_makes_a_leader_step_down() {
     let mut h = Harness::new(0, 3);
     elect(&mut h, &[1]);
-    h.deliver(2, Message::HeartbeatResponse { term: 7, last_log_index: 0 });
+    h.deliver(2, Message::HeartbeatResponse { term: 7, last_log_index: 0, read_round: 0 });
     assert_eq!(h.raft.role(), Role::Follower);
     assert_eq!(h.raft.current_term(), 7);
 }
@@ -387,7 +387,7 @@ fn figure8_d_an_uncommitted_old_term_entry_can_be_overwritten() {
 #[test]
 fn s8_follower_redirects_clients_to_the_leader() {
     let mut h = Harness::new(1, 3);
-    h.deliver(0, Message::Heartbeat { term: 1, commit: 0 });
+    h.deliver(0, Message::Heartbeat { term: 1, commit: 0, read_round: 0 });
     let request = Request { client: ClientId(0), seq: 1, op: Op::Get { key: 1 }, signature: Vec::new() };
     let out = h.call(|r, ctx| r.on_request(ctx, request));
     let replies: Vec<&Reply> = out
@@ -453,7 +453,7 @@ fn check_quorum_leader_steps_down_without_a_majority() {
     elect(&mut h, &[1]);
     h.call(|r, ctx| r.on_timer(ctx, RaftTimer::CheckQuorum));
     let term = h.raft.current_term();
-    h.deliver(2, Message::HeartbeatResponse { term, last_log_index: 0 });
+    h.deliver(2, Message::HeartbeatResponse { term, last_log_index: 0, read_round: 0 });
     h.call(|r, ctx| r.on_timer(ctx, RaftTimer::CheckQuorum));
     assert_eq!(h.raft.role(), Role::Leader);
 }
