@@ -890,13 +890,20 @@ impl Paxos {
     }
 
     fn handle_learn(&mut self, first_slot: Slot, values: Vec<Value>, ctx: &mut Context<'_, Self>) {
+        let before = self.commit_index();
         for (i, value) in values.into_iter().enumerate() {
             if first_slot + i as Slot == self.commit_index() + 1 {
                 self.commit_next(value, ctx);
             }
         }
-        self.catch_up_requested_at = None;
-        self.maybe_catch_up(ctx);
+        // Progress: ask for the next chunk at once instead of a heartbeat later. Only on
+        // progress: a duplicated or stale Learn that asks again makes every copy breed
+        // another request, and under message duplication the requests multiply without
+        // bound (a storm the chaos runs found).
+        if self.commit_index() > before {
+            self.catch_up_requested_at = None;
+            self.maybe_catch_up(ctx);
+        }
     }
 }
 

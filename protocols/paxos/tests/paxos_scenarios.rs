@@ -248,3 +248,20 @@ fn a_lagging_learner_catches_up_from_the_leader() {
     assert_eq!(committed_slots(&c.deliver(0, learn)), vec![1, 2, 3]);
     assert_eq!(c.paxos.chosen(), a.paxos.chosen());
 }
+
+/// A learner asks for the next chunk as soon as a `Learn` advances it, but a duplicated
+/// (or stale) `Learn` that teaches nothing must not ask again: otherwise every copy the
+/// network duplicates breeds another request and the requests multiply without bound.
+#[test]
+fn a_duplicated_learn_does_not_breed_catch_up_requests() {
+    let mut c = Replica::new(2, 3);
+    let ballot = Ballot { round: 1, node: NodeId(0) };
+    c.now = 1;
+    let out = c.deliver(0, Message::Heartbeat { ballot, commit: 2, read_round: 0 });
+    assert!(sent(&out).iter().any(|(_, m)| *m == Message::CatchUp { from_slot: 1 }));
+    let learn = Message::Learn { first_slot: 1, values: vec![value_of(command(1, b"a"))] };
+    let asks = |out: &Out| sent(out).into_iter().filter(|(_, m)| matches!(m, Message::CatchUp { .. })).count();
+    assert_eq!(asks(&c.deliver(0, learn.clone())), 1, "progress: ask for slot 2 at once");
+    assert_eq!(asks(&c.deliver(0, learn)), 0, "the duplicate taught nothing");
+    assert_eq!(c.paxos.commit_index(), 1);
+}
