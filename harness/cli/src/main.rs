@@ -175,6 +175,29 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                     );
                     (o.safety.clone(), &o.violations)
                 }
+                run::ReplayOutcome::Reads(o) => {
+                    say!("faults:");
+                    for line in &o.outcome.fault_log {
+                        say!("{line}");
+                    }
+                    say!(
+                        "trial {} seed {}: {} {} nodes, {} reads, {} faults, clock skew {} ppm: {} reads, {} writes, \
+                         linearizable {}, live after heal {}, safety {}",
+                        replay.trial,
+                        replay.seed,
+                        replay.point.protocol.name(),
+                        replay.point.nodes,
+                        replay.point.read_mode.name(),
+                        replay.point.fault_profile.name(),
+                        replay.point.clock_skew_ppm,
+                        o.reads,
+                        o.writes,
+                        o.linearizable,
+                        o.live_after_heal,
+                        o.safety
+                    );
+                    (o.safety.to_string(), &o.violations)
+                }
             };
             for v in violations {
                 say!("violation: {v}");
@@ -233,7 +256,20 @@ fn print_summary(run_dir: &std::path::Path) -> qlab_lab::Result<()> {
     ];
     let attack =
         ["protocol", "nodes", "attack", "malicious", "seeds", "unsafe", "not_recovered", "invariants", "verdict"];
-    let shown: &[&str] = if table.column("verdict").is_some() {
+    let reads = [
+        "protocol",
+        "nodes",
+        "read_mode",
+        "fault_profile",
+        "clock_skew_ppm",
+        "trials",
+        "read_latency_ms_p50",
+        "msgs_per_op",
+        "verdict",
+    ];
+    let shown: &[&str] = if table.column("read_mode").is_some() {
+        &reads
+    } else if table.column("verdict").is_some() {
         &attack
     } else if table.column("ops_per_s").is_some() {
         &throughput

@@ -466,3 +466,55 @@ warmup_ms = 500
     }
     assert!(out.join("figures/availability_vs_nodes.png").exists());
 }
+
+/// The reads kind end to end: read-index and log reads linearizable in every trial,
+/// follower reads stale, the table and matrix figure written, and a stale trial's
+/// replay printing its faults and matching the recorded verdict.
+#[test]
+fn reads_experiment_judges_each_read_mode_and_stale_trials_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_small_experiment(
+        dir.path(),
+        r#"# Read modes under the chaos tests' faults.
+[experiment]
+name = "reads-small"
+kind = "reads"
+trials = 6
+seed = 3
+
+[cluster]
+protocol = ["raft", "multipaxos"]
+nodes = 3
+
+[raft]
+read_mode = ["log", "read-index", "follower-stale"]
+
+[reads]
+fault_profile = "all"
+
+[workload]
+clients = 4
+"#,
+    );
+    let mut stale = std::collections::BTreeMap::new();
+    for row in csv_rows(&out.join("summary.csv")) {
+        assert_eq!(row["trials"], "6", "{row:?}");
+        assert_eq!(row["other_violations"], "0", "{row:?}");
+        stale.insert((row["protocol"].clone(), row["read_mode"].clone()), row["not_linearizable"].clone());
+    }
+    for protocol in ["raft", "multipaxos"] {
+        assert_eq!(stale[&(protocol.to_string(), "log".to_string())], "0", "{stale:?}");
+        assert_eq!(stale[&(protocol.to_string(), "read-index".to_string())], "0", "{stale:?}");
+        assert_ne!(stale[&(protocol.to_string(), "follower-stale".to_string())], "0", "{stale:?}");
+    }
+    let table = std::fs::read_to_string(out.join("reads.md")).unwrap();
+    assert!(table.contains("| raft | 3 | read-index | all | 0% | 6 | linearizable in all 6 |"), "{table}");
+    assert!(out.join("figures/read_modes_matrix.png").exists() && out.join("figures/read_modes_matrix.svg").exists());
+    let rows = csv_rows(&out.join("trials.csv"));
+    let stale_row = rows.iter().find(|r| r["linearizable"] == "no").expect("a stale trial");
+    assert!(stale_row["replay"].starts_with("qlab replay"), "{stale_row:?}");
+    let output = run_ok(qlab().arg("replay").arg(&out).args(["--trial", &stale_row["trial"], "--max-lines", "5"]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("faults:") && stdout.contains("linearizable no"), "{stdout}");
+    assert!(stdout.contains("violation: linearizability") && stdout.contains("replay matches"), "{stdout}");
+}

@@ -44,6 +44,8 @@ pub struct ChaosConfig {
     /// Each replica's clock runs at a seed-drawn rate within `1 ± clock_skew_ppm / 10⁶`
     /// (0: every clock exact, and no draw, so existing seeds replay unchanged).
     pub clock_skew_ppm: u64,
+    /// The drift bound lease reads assume, in parts per million.
+    pub lease_drift_bound_ppm: u64,
     pub trace: bool,
 }
 
@@ -76,6 +78,7 @@ impl ChaosConfig {
             faults: FaultKinds::ALL,
             read_mode: ReadMode::Log,
             clock_skew_ppm: 0,
+            lease_drift_bound_ppm: qlab_raft::DEFAULT_DRIFT_BOUND_PPM,
             trace: false,
         }
     }
@@ -92,6 +95,10 @@ pub struct ChaosOutcome {
     pub faults_injected: usize,
     pub trace: Vec<String>,
     pub fault_log: Vec<String>,
+    /// Every client operation, as the clients saw it.
+    pub history: Vec<crate::linearizability::HistoryOp>,
+    /// Replica-to-replica messages sent.
+    pub messages_sent: u64,
 }
 
 impl ChaosOutcome {
@@ -250,7 +257,7 @@ fn raft_chaos_setup(seed: u64, config: &ChaosConfig) -> (RaftConfig, NetworkConf
         // Half the seeds batch commands (exercising the leader's flush path).
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
         read_mode: config.read_mode,
-        lease_drift_bound_ppm: qlab_raft::DEFAULT_DRIFT_BOUND_PPM,
+        lease_drift_bound_ppm: config.lease_drift_bound_ppm,
         ablate: Default::default(),
     };
     (raft, network, rng)
@@ -297,7 +304,7 @@ fn paxos_chaos_setup(seed: u64, config: &ChaosConfig) -> (PaxosConfig, NetworkCo
         check_quorum: true,
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
         read_mode: config.read_mode,
-        lease_drift_bound_ppm: qlab_paxos::DEFAULT_DRIFT_BOUND_PPM,
+        lease_drift_bound_ppm: config.lease_drift_bound_ppm,
         ablate: Default::default(),
     };
     (paxos, network, rng)
@@ -516,6 +523,8 @@ pub fn run_chaos<P: LabProtocol>(
         faults_injected: faults,
         trace: sim.trace().to_vec(),
         fault_log,
+        history: workload.history,
+        messages_sent: sim.stats.messages_sent,
     }
 }
 

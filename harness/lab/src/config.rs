@@ -63,6 +63,8 @@ pub enum Kind {
     /// Share of the time a majority-backed leader exists while k replicas fail
     /// (simulator only).
     Availability,
+    /// Seeded chaos runs judged for linearizability, per read mode (simulator only).
+    Reads,
 }
 
 impl Kind {
@@ -72,6 +74,7 @@ impl Kind {
             Kind::Throughput => "throughput",
             Kind::Attack => "attack",
             Kind::Availability => "availability",
+            Kind::Reads => "reads",
         }
     }
 }
@@ -688,6 +691,67 @@ impl AttackSpec {
     }
 }
 
+/// `kind = "reads"`: the faults each chaos run injects (besides the seed-drawn loss,
+/// duplication and reordering every profile has).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultProfile {
+    /// No crash and no partition.
+    None,
+    /// Crashes, restarts, random partitions and one-way cuts: the chaos tests' mix.
+    All,
+    Crashes,
+    /// Random partitions and one-way cuts.
+    Partitions,
+    /// Partitions that cut the current leader off alone (and one-way cuts).
+    IsolateLeader,
+}
+
+impl FaultProfile {
+    pub const NAMES: &'static [&'static str] = &["none", "all", "crashes", "partitions", "isolate-leader"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultProfile::None => "none",
+            FaultProfile::All => "all",
+            FaultProfile::Crashes => "crashes",
+            FaultProfile::Partitions => "partitions",
+            FaultProfile::IsolateLeader => "isolate-leader",
+        }
+    }
+}
+
+/// `kind = "reads"`: what the chaos runs inject and who reads.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadsSection {
+    /// Sweep: `"none"`, `"all"`, `"crashes"`, `"partitions"`, `"isolate-leader"`.
+    #[serde(default = "all_faults")]
+    pub fault_profile: Sweep<FaultProfile>,
+    /// Sweep: each replica's clock runs at a seed-drawn rate within `1 ± ppm / 10⁶`.
+    #[serde(default = "no_skew")]
+    pub clock_skew_ppm: Sweep<u64>,
+    /// Of the `[workload] clients`, how many only read.
+    #[serde(default = "default_readers")]
+    pub readers: u32,
+}
+
+impl Default for ReadsSection {
+    fn default() -> Self {
+        ReadsSection { fault_profile: all_faults(), clock_skew_ppm: no_skew(), readers: default_readers() }
+    }
+}
+
+fn all_faults() -> Sweep<FaultProfile> {
+    Sweep::one(FaultProfile::All)
+}
+fn no_skew() -> Sweep<u64> {
+    Sweep::one(0)
+}
+fn default_readers() -> u32 {
+    2
+}
+
 /// `kind = "availability"`: how many replicas fail, and for how long the run goes.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -761,6 +825,8 @@ pub struct ExperimentFile {
     pub attack: AttackSection,
     #[serde(default)]
     pub availability: AvailabilitySection,
+    #[serde(default)]
+    pub reads: ReadsSection,
 }
 
 /// A parsed, validated experiment with its source text (kept for provenance).
@@ -789,6 +855,9 @@ pub struct Point {
     pub batch_delay_ms: f64,
     /// How Raft and Multi-Paxos serve reads.
     pub read_mode: ReadMode,
+    /// `kind = "reads"`: the faults injected and the clocks' skew bound.
+    pub fault_profile: FaultProfile,
+    pub clock_skew_ppm: u64,
     /// `kind = "attack"`: the attack and how many replicas run it.
     pub attack: AttackSpec,
     pub malicious: u32,
@@ -946,7 +1015,7 @@ impl Experiment {
             let minimum = match (f.experiment.kind, point.protocol) {
                 (_, ProtocolName::Pbft) => 4,
                 (Kind::Election, _) => 3,
-                (Kind::Throughput | Kind::Availability, _) => 1,
+                (Kind::Throughput | Kind::Availability | Kind::Reads, _) => 1,
                 (Kind::Attack, _) => 2,
             };
             if point.nodes < minimum {
@@ -1020,11 +1089,29 @@ impl Experiment {
         if f.experiment.kind == Kind::Availability {
             self.validate_availability()?;
         }
+        if f.experiment.kind == Kind::Reads {
+            self.validate_reads()?;
+        } else if let Some(mode) = f.raft.read_mode.values.iter().find(|m| **m != ReadMode::Log) {
+            return Err(self.error_at(
+                &f.raft.read_mode.span,
+                format!(
+                    "read_mode {:?} is for kind = \"reads\" (which judges each mode's linearizability); other kinds \
+                     read through the log",
+                    mode.name()
+                ),
+            ));
+        }
         match (&f.faults, f.experiment.kind) {
             (Some(_), Kind::Availability) => {
                 return Err(self.error_at(
                     &(0..0),
                     "an availability experiment takes no [faults]: its faults are [availability] failures".into(),
+                ));
+            }
+            (Some(_), Kind::Reads) => {
+                return Err(self.error_at(
+                    &self.section_span("faults"),
+                    "a reads experiment takes no [faults]: its faults are [reads] fault_profile".into(),
                 ));
             }
             (Some(_), Kind::Attack) => {
@@ -1209,6 +1296,92 @@ impl Experiment {
         Ok(())
     }
 
+    fn validate_reads(&self) -> Result<(), LabError> {
+        let f = &self.file;
+        if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
+            return Err(
+                self.error_at(&f.experiment.mode.span, "reads experiments run in the simulator: mode = \"sim\"".into())
+            );
+        }
+        if f.cluster.protocol.values.contains(&ProtocolName::Pbft) {
+            return Err(self.error_at(
+                &f.cluster.protocol.span,
+                "read modes are for the leader-based protocols (PBFT orders reads like writes): protocol is \"raft\" \
+                 or \"multipaxos\""
+                    .into(),
+            ));
+        }
+        // The chaos runs draw their own timing, network and operation mix from each
+        // seed; anything the file says about them would be silently ignored.
+        for (section, allowed) in [
+            ("network", &[][..]),
+            ("paxos", &[][..]),
+            ("raft", &["read_mode", "lease_drift_bound_ppm"][..]),
+            ("workload", &["clients"][..]),
+        ] {
+            if let Some((key, span)) = self.first_key_outside(section, allowed) {
+                return Err(self.error_at(
+                    &span,
+                    format!(
+                        "a reads experiment runs the chaos tests' trials, whose timing, network and operation mix \
+                         come from each seed: [{section}] {key} would be ignored (allowed in [{section}]: {})",
+                        if allowed.is_empty() { "nothing".to_string() } else { allowed.join(", ") }
+                    ),
+                ));
+            }
+        }
+        if f.workload.clients.values.contains(&0) {
+            return Err(self.error_at(&f.workload.clients.span, "clients must be at least 1".into()));
+        }
+        if f.workload.clients.values.iter().any(|c| *c < f.reads.readers) {
+            return Err(self.error_at(
+                &self.section_span("reads"),
+                format!("[reads] readers = {} exceeds the clients of some point", f.reads.readers),
+            ));
+        }
+        if let Some(skew) = f.reads.clock_skew_ppm.values.iter().find(|s| **s >= 1_000_000) {
+            return Err(self.error_at(
+                &f.reads.clock_skew_ppm.span,
+                format!("clock_skew_ppm must be below 1000000 (a clock rate must stay positive), got {skew}"),
+            ));
+        }
+        let bound = &f.raft.lease_drift_bound_ppm;
+        if *bound.get_ref() >= 1_000_000 {
+            return Err(self.error_at(
+                &bound.span(),
+                format!("lease_drift_bound_ppm must be below 1000000, got {}", bound.get_ref()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The first key of `[section]` in the file's text that is not in `allowed`, with
+    /// its position.
+    fn first_key_outside(&self, section: &str, allowed: &[&str]) -> Option<(String, Range<usize>)> {
+        let table: toml::Table = toml::from_str(&self.source).ok()?;
+        let keys = table.get(section)?.as_table()?;
+        let header = self.section_span(section);
+        let key = keys.keys().find(|k| !allowed.contains(&k.as_str()))?;
+        let from = header.end;
+        let offset = self.source[from..].find(key.as_str()).map_or(header.start, |i| from + i);
+        Some((key.clone(), offset..offset + key.len()))
+    }
+
+    /// Where `[section]` starts in the file's text (the whole file if it is not there).
+    fn section_span(&self, section: &str) -> Range<usize> {
+        let header = format!("[{section}]");
+        let start = self.source.lines().scan(0, |at, line| {
+            let here = *at;
+            *at += line.len() + 1;
+            Some((here, line))
+        });
+        start
+            .filter(|(_, line)| line.trim_start().starts_with(&header))
+            .map(|(at, line)| at..at + line.len())
+            .next()
+            .unwrap_or(0..0)
+    }
+
     fn validate_faults(&self, faults: &FaultsSection) -> Result<(), LabError> {
         let f = &self.file;
         let schedule_span = faults.schedule.span();
@@ -1338,6 +1511,8 @@ impl Experiment {
                         value_bytes: 0,
                         batch_delay_ms: 0.0,
                         read_mode: ReadMode::Log,
+                        fault_profile: FaultProfile::None,
+                        clock_skew_ppm: 0,
                         attack: AttackSpec::default(),
                         malicious: 0,
                         failures: 0,
@@ -1368,6 +1543,10 @@ impl Experiment {
         let points = expand(points, &f.network.reorder.values, |p, v| p.reorder = *v);
         let points = expand(points, &f.workload.clients.values, |p, v| p.clients = *v);
         let points = expand(points, &f.workload.value_bytes.values, |p, v| p.value_bytes = *v);
+        if f.experiment.kind == Kind::Reads {
+            let points = expand(points, &f.reads.fault_profile.values, |p, v| p.fault_profile = *v);
+            return expand(points, &f.reads.clock_skew_ppm.values, |p, v| p.clock_skew_ppm = *v);
+        }
         if f.experiment.kind == Kind::Availability {
             // More failures than replicas is no cluster: those combinations are left out.
             let points = expand(points, &f.availability.failures.values, |p, v| p.failures = *v);
@@ -1663,6 +1842,64 @@ failures = [1, 3]
         assert!(e.contains("every value of failures exceeds every cluster size"), "{e}");
         let e = error_of(&file.replace("failures = [1, 3]", "failures = [1]\nduration = 5"));
         assert!(e.contains("unknown field `duration`") && e.contains("duration_ms"), "{e}");
+    }
+
+    #[test]
+    fn reads_sweep_modes_faults_and_skew_and_refuse_what_chaos_runs_ignore() {
+        let file = r#"
+[experiment]
+name = "r"
+kind = "reads"
+trials = 1
+
+[cluster]
+protocol = ["raft", "multipaxos"]
+nodes = 3
+
+[raft]
+read_mode = ["read-index", "lease"]
+lease_drift_bound_ppm = 20000
+
+[reads]
+fault_profile = ["none", "isolate-leader"]
+clock_skew_ppm = [0, 300000]
+readers = 1
+
+[workload]
+clients = 3
+"#;
+        let e = parse(file).unwrap();
+        assert_eq!(e.points().len(), 2 * 2 * 2 * 2);
+        let last = e.points().pop().unwrap();
+        assert_eq!(
+            (last.protocol, last.read_mode, last.fault_profile, last.clock_skew_ppm),
+            (ProtocolName::Multipaxos, ReadMode::Lease, FaultProfile::IsolateLeader, 300_000)
+        );
+        assert_eq!(last.raft_config(&e.file.raft).lease_drift_bound_ppm, 20_000);
+        let at = |e: &str, line: usize| assert!(e.contains(&format!("exp.toml:{line}:")), "{e}");
+        let e = error_of(&file.replace("\"lease\"]", "\"stale\"]"));
+        assert!(e.contains("unknown variant `stale`") && e.contains("follower-stale"), "{e}");
+        at(&e, 12);
+        let e = error_of(&file.replace("\"none\",", "\"sometimes\","));
+        assert!(e.contains("isolate-leader"), "{e}");
+        let e = error_of(&file.replace("[workload]\n", "[workload]\nthink_ms = 3\n"));
+        assert!(
+            e.contains("[workload] think_ms would be ignored") && e.contains("allowed in [workload]: clients"),
+            "{e}"
+        );
+        at(&e, 21);
+        let e = error_of(&file.replace("[reads]", "[network]\nloss = 0.1\n\n[reads]"));
+        assert!(e.contains("[network] loss would be ignored"), "{e}");
+        let e = error_of(&file.replace("readers = 1", "readers = 4"));
+        assert!(e.contains("readers = 4 exceeds the clients"), "{e}");
+        let e = error_of(&file.replace("[0, 300000]", "[0, 1000000]"));
+        assert!(e.contains("clock_skew_ppm must be below 1000000"), "{e}");
+        let e = error_of(&file.replace("\"multipaxos\"]", "\"pbft\"]").replace("nodes = 3", "nodes = 4"));
+        assert!(e.contains("PBFT orders reads like writes"), "{e}");
+        let e = error_of(&file.replace("kind = \"reads\"", "kind = \"throughput\""));
+        assert!(e.contains("read_mode \"read-index\" is for kind = \"reads\""), "{e}");
+        let e = error_of(&file.replace("[reads]", "[faults]\nschedule = []\n\n[reads]"));
+        assert!(e.contains("a reads experiment takes no [faults]"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod error;
 pub mod linearizability;
 pub mod plot;
 pub mod protocols;
+pub mod reads;
 pub mod real;
 pub mod results;
 pub mod run;

@@ -651,6 +651,106 @@ pub fn plot_availability(run_dir: &Path, experiment_name: &str) -> Result<Vec<Pa
     write_xy(run_dir, "availability_vs_nodes", &figure)
 }
 
+/// Redraw a reads run's summary, `reads.md` and `figures/read_modes_matrix` from its
+/// CSV: one row per protocol and read mode, one column per fault profile and clock
+/// skew, each cell shaded by the share of trials whose history was not linearizable and
+/// captioned with the count.
+pub fn plot_reads(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
+    let table = Table::read(&run_dir.join(TRIALS_CSV))?;
+    crate::results::summarize_reads(&table, run_dir)?;
+    let rows: Vec<Vec<String>> = table.group_by(&["protocol", "read_mode"]).into_iter().map(|(k, _)| k).collect();
+    let columns: Vec<Vec<String>> =
+        table.group_by(&["fault_profile", "clock_skew_ppm"]).into_iter().map(|(k, _)| k).collect();
+    if rows.is_empty() || columns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cells = vec![vec![None; columns.len()]; rows.len()];
+    for (key, trials) in table.group_by(&["protocol", "read_mode", "fault_profile", "clock_skew_ppm"]) {
+        let r = rows.iter().position(|row| row[..] == key[..2]).expect("grouped from the same table");
+        let c = columns.iter().position(|column| column[..] == key[2..]).expect("grouped from the same table");
+        let stale = trials.iter().filter(|t| table.get(t, "linearizable") == Some("no")).count();
+        cells[r][c] = Some((stale, trials.len()));
+    }
+    let figure = ReadsMatrix {
+        title: format!("{experiment_name}: trials whose client history is not linearizable"),
+        row_labels: rows.iter().map(|r| format!("{} {}", r[0], r[1])).collect(),
+        column_groups: columns.iter().map(|c| c[0].clone()).collect(),
+        column_labels: columns
+            .iter()
+            .map(|c| c[1].parse::<f64>().map_or(c[1].clone(), |ppm| format!("skew {}%", ppm / 1e4)))
+            .collect(),
+        cells,
+    };
+    let size = (
+        READS_LABEL_PX + READS_CELL_PX.0 * figure.column_labels.len() as u32 + 20,
+        READS_TOP_PX + READS_CELL_PX.1 * figure.row_labels.len() as u32 + 20,
+    );
+    write_figure_sized(run_dir, "read_modes_matrix", &figure, size)
+}
+
+const READS_LABEL_PX: u32 = 230;
+const READS_CELL_PX: (u32, u32) = (96, 34);
+const READS_TOP_PX: u32 = 100;
+
+/// The read-mode matrix: a row per protocol and read mode, a column per fault profile
+/// and clock skew; `cells[row][column]` is (trials not linearizable, trials).
+struct ReadsMatrix {
+    title: String,
+    row_labels: Vec<String>,
+    column_groups: Vec<String>,
+    column_labels: Vec<String>,
+    cells: Vec<Vec<Option<(usize, usize)>>>,
+}
+
+impl Drawable for ReadsMatrix {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        let text = |size| ("sans-serif", size).into_font().color(&BLACK);
+        root.draw(&Text::new(self.title.clone(), (20, 14), text(22))).map_err(err)?;
+        let (label_w, (cell_w, cell_h), top) = (READS_LABEL_PX as i32, READS_CELL_PX, READS_TOP_PX as i32);
+        let (cell_w, cell_h) = (cell_w as i32, cell_h as i32);
+        for (c, label) in self.column_labels.iter().enumerate() {
+            let x = label_w + c as i32 * cell_w;
+            // The fault profile once, above its first column.
+            if c == 0 || self.column_groups[c] != self.column_groups[c - 1] {
+                let group = match self.column_groups[c].as_str() {
+                    "none" => "no faults".to_string(),
+                    profile => format!("{profile} faults"),
+                };
+                root.draw(&Text::new(group, (x + 4, top - 52), text(16))).map_err(err)?;
+            }
+            root.draw(&Text::new(label.clone(), (x + 4, top - 26), text(14))).map_err(err)?;
+        }
+        // White (none stale) to vermilion (every trial stale), Okabe & Ito; any stale
+        // trial at all shows at a quarter strength, so 1 in 200 is not white.
+        let shade = |share: f64| {
+            let strength = if share > 0.0 { 0.25 + 0.75 * share.clamp(0.0, 1.0) } else { 0.0 };
+            let mix = |a: u8| (255.0 - (255.0 - a as f64) * strength).round() as u8;
+            RGBColor(mix(213), mix(94), mix(0))
+        };
+        for (r, label) in self.row_labels.iter().enumerate() {
+            let y = top + r as i32 * cell_h;
+            root.draw(&Text::new(label.clone(), (20, y + 9), text(16))).map_err(err)?;
+            for (c, cell) in self.cells[r].iter().enumerate() {
+                let x = label_w + c as i32 * cell_w;
+                let area = [(x, y), (x + cell_w - 4, y + cell_h - 4)];
+                let (fill, caption) = match cell {
+                    Some((stale, trials)) => (shade(*stale as f64 / *trials as f64), format!("{stale}/{trials}")),
+                    None => (RGBColor(240, 240, 240), "-".to_string()),
+                };
+                root.draw(&Rectangle::new(area, fill.filled())).map_err(err)?;
+                root.draw(&Rectangle::new(area, RGBColor(160, 160, 160).stroke_width(1))).map_err(err)?;
+                root.draw(&Text::new(caption, (x + 8, y + 8), text(15))).map_err(err)?;
+            }
+        }
+        root.present().map_err(|e| e.to_string())
+    }
+}
+
 /// The colour a protocol has in every multi-protocol figure (Okabe & Ito).
 fn protocol_color(protocol: &str) -> RGBColor {
     match protocol {

@@ -118,12 +118,46 @@ pub const AVAILABILITY_TRIAL_COLUMNS: &[&str] = &[
     "violations",
 ];
 
+/// The columns that identify a point of a reads sweep.
+pub const READS_POINT_COLUMNS: &[&str] = &[
+    "protocol",
+    "nodes",
+    "read_mode",
+    "fault_profile",
+    "clock_skew_ppm",
+    "lease_drift_bound_ppm",
+    "clients",
+    "readers",
+];
+
+/// What a reads trial found: operations and their latencies, messages per operation,
+/// the faults injected, the linearizability verdict (`yes`, `no`, `inconclusive`),
+/// whether every client was served after healing, and the command that replays it.
+pub const READS_TRIAL_COLUMNS: &[&str] = &[
+    "trial",
+    "point",
+    "seed",
+    "reads",
+    "writes",
+    "read_latency_ms_p50",
+    "read_latency_ms_p99",
+    "write_latency_ms_p50",
+    "msgs_per_op",
+    "faults_injected",
+    "linearizable",
+    "live_after_heal",
+    "safety",
+    "replay",
+    "violations",
+];
+
 pub fn point_columns(kind: crate::config::Kind) -> &'static [&'static str] {
     match kind {
         crate::config::Kind::Election => ELECTION_POINT_COLUMNS,
         crate::config::Kind::Throughput => THROUGHPUT_POINT_COLUMNS,
         crate::config::Kind::Attack => ATTACK_POINT_COLUMNS,
         crate::config::Kind::Availability => AVAILABILITY_POINT_COLUMNS,
+        crate::config::Kind::Reads => READS_POINT_COLUMNS,
     }
 }
 
@@ -134,6 +168,7 @@ pub fn columns(kind: crate::config::Kind) -> Vec<&'static str> {
         crate::config::Kind::Throughput => [THROUGHPUT_POINT_COLUMNS, THROUGHPUT_TRIAL_COLUMNS].concat(),
         crate::config::Kind::Attack => [ATTACK_POINT_COLUMNS, ATTACK_TRIAL_COLUMNS].concat(),
         crate::config::Kind::Availability => [AVAILABILITY_POINT_COLUMNS, AVAILABILITY_TRIAL_COLUMNS].concat(),
+        crate::config::Kind::Reads => [READS_POINT_COLUMNS, READS_TRIAL_COLUMNS].concat(),
     }
 }
 
@@ -242,6 +277,89 @@ pub fn summarize_availability(table: &Table, path: &Path) -> Result<()> {
         writer.write_record(&record).map_err(csv_err)?;
     }
     writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
+}
+
+/// The read-mode table from a reads `trials.csv`: `summary.csv` with one row per point —
+/// trials, how many histories were not linearizable (and the first such trial), other
+/// checker failures, trials not served again after healing, median read and write
+/// latency and messages per operation over the trials, and the verdict — and the same
+/// as Markdown in `reads.md`.
+pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
+    let path = dir.join(SUMMARY_CSV);
+    let file = File::create(&path).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let mut writer = csv::Writer::from_writer(file);
+    let csv_err = |e| LabError::Csv { path: path.clone(), source: e };
+    writer
+        .write_record(READS_POINT_COLUMNS.iter().copied().chain([
+            "trials",
+            "not_linearizable",
+            "first_not_linearizable_trial",
+            "other_violations",
+            "not_live",
+            "read_latency_ms_p50",
+            "write_latency_ms_p50",
+            "msgs_per_op",
+            "verdict",
+        ]))
+        .map_err(csv_err)?;
+    let mut markdown = String::from(
+        "| protocol | n | read mode | faults | clock skew | trials | verdict | read p50 (ms) | write p50 (ms) | msgs/op |\n\
+         |---|---:|---|---|---:|---:|---|---:|---:|---:|\n",
+    );
+    for (values, rows) in table.group_by(READS_POINT_COLUMNS) {
+        let median_of = |name: &str| -> f64 {
+            let mut v: Vec<f64> = rows.iter().filter_map(|r| table.number(r, name)).collect();
+            v.sort_by(f64::total_cmp);
+            quantile(&v, 0.5)
+        };
+        let stale: Vec<&&Vec<String>> = rows.iter().filter(|r| table.get(r, "linearizable") == Some("no")).collect();
+        let inconclusive = rows.iter().filter(|r| table.get(r, "linearizable") == Some("inconclusive")).count();
+        let other = rows
+            .iter()
+            .filter(|r| {
+                table.get(r, "safety") == Some("unsafe")
+                    && table.get(r, "linearizable") != Some("no")
+                    && table.get(r, "violations").is_some_and(|v| !v.is_empty())
+            })
+            .count();
+        let not_live = rows.iter().filter(|r| table.get(r, "live_after_heal") == Some("false")).count();
+        let n = rows.len();
+        let verdict = match (stale.len(), inconclusive) {
+            (0, 0) => format!("linearizable in all {n}"),
+            (0, k) => format!("linearizable in {} of {n}, {k} inconclusive", n - k),
+            (k, _) => format!("stale in {k} of {n}"),
+        };
+        let (read_p50, write_p50, msgs) =
+            (median_of("read_latency_ms_p50"), median_of("write_latency_ms_p50"), median_of("msgs_per_op"));
+        let mut record = values.clone();
+        record.extend([
+            n.to_string(),
+            stale.len().to_string(),
+            stale.first().and_then(|r| table.get(r, "trial")).unwrap_or("").to_string(),
+            other.to_string(),
+            not_live.to_string(),
+            fmt_metric(read_p50),
+            fmt_metric(write_p50),
+            fmt_metric(msgs),
+            verdict.clone(),
+        ]);
+        writer.write_record(&record).map_err(csv_err)?;
+        let skew_ppm: f64 = values[4].parse().unwrap_or(f64::NAN);
+        markdown.push_str(&format!(
+            "| {} | {} | {} | {} | {}% | {n} | {verdict} | {} | {} | {} |\n",
+            values[0],
+            values[1],
+            values[2],
+            values[3],
+            skew_ppm / 1e4,
+            fmt_metric(read_p50),
+            fmt_metric(write_p50),
+            fmt_metric(msgs)
+        ));
+    }
+    writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let md = dir.join("reads.md");
+    std::fs::write(&md, markdown).map_err(|e| LabError::Io { path: md, source: e })
 }
 
 /// Write `summary.csv` (one row per point: means over trials) from a throughput `trials.csv`.

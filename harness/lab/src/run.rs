@@ -170,6 +170,12 @@ fn run_one(
     node_binary: &Path,
     run_dir: &Path,
 ) -> (Vec<String>, bool, bool) {
+    if experiment.file.experiment.kind == Kind::Reads {
+        let outcome = crate::reads::run_trial(experiment, point, seed, false);
+        let replay = format!("qlab replay {} --trial {trial}", run_dir.display());
+        let row = reads_row(experiment, point, trial, point_index, seed, &outcome, &replay);
+        return (row, outcome.safety != "ok", false);
+    }
     if experiment.file.experiment.kind == Kind::Attack {
         let outcome = run_attack_trial(experiment, point, seed, false);
         let replay = format!("qlab replay {} --trial {trial}", run_dir.display());
@@ -248,6 +254,42 @@ fn attack_row(
     ]
 }
 
+fn reads_row(
+    experiment: &Experiment,
+    point: &Point,
+    trial: u64,
+    point_index: usize,
+    seed: u64,
+    outcome: &crate::reads::ReadsTrial,
+    replay: &str,
+) -> Vec<String> {
+    vec![
+        point.protocol.name().to_string(),
+        point.nodes.to_string(),
+        point.read_mode.name().to_string(),
+        point.fault_profile.name().to_string(),
+        point.clock_skew_ppm.to_string(),
+        experiment.file.raft.lease_drift_bound_ppm.get_ref().to_string(),
+        point.clients.to_string(),
+        experiment.file.reads.readers.to_string(),
+        trial.to_string(),
+        point_index.to_string(),
+        seed.to_string(),
+        outcome.reads.to_string(),
+        outcome.writes.to_string(),
+        fmt_metric(outcome.read_latency_ms_p50),
+        fmt_metric(outcome.read_latency_ms_p99),
+        fmt_metric(outcome.write_latency_ms_p50),
+        fmt_metric(outcome.msgs_per_op),
+        outcome.faults_injected.to_string(),
+        outcome.linearizable.to_string(),
+        outcome.live_after_heal.to_string(),
+        outcome.safety.to_string(),
+        if outcome.safety == "ok" { String::new() } else { replay.to_string() },
+        first_violations(&outcome.violations),
+    ]
+}
+
 /// The first few violations, so one broken run does not make a megabyte cell (the
 /// replay prints them all).
 fn first_violations(violations: &[String]) -> String {
@@ -272,7 +314,7 @@ fn run_one_of<P: LabProtocol>(
         row.into_iter().take(results::point_columns(experiment.file.experiment.kind).len() + 3).collect()
     };
     match (experiment.file.experiment.kind, point.mode) {
-        (Kind::Attack, _) => unreachable!("run_one runs attack trials itself"),
+        (Kind::Attack | Kind::Reads, _) => unreachable!("run_one runs attack and reads trials itself"),
         (Kind::Availability, _) => {
             let outcome = crate::availability::run_trial::<P>(experiment, point, seed);
             (availability_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
@@ -483,6 +525,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         Kind::Throughput => crate::plot::plot_throughput(&run_dir, experiment.name())?,
         Kind::Attack => crate::plot::plot_attack(&run_dir, experiment.name())?,
         Kind::Availability => crate::plot::plot_availability(&run_dir, experiment.name())?,
+        Kind::Reads => crate::plot::plot_reads(&run_dir, experiment.name())?,
     };
     let wall_seconds = clock.elapsed().as_secs_f64();
     meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
@@ -505,6 +548,8 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
                 "attack"
             } else if table.column("available_fraction").is_some() {
                 "availability"
+            } else if table.column("linearizable").is_some() {
+                "reads"
             } else if table.column("ops_per_s").is_some() {
                 "throughput"
             } else {
@@ -519,6 +564,7 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
         "throughput" => crate::plot::plot_throughput(run_dir, &name),
         "attack" => crate::plot::plot_attack(run_dir, &name),
         "availability" => crate::plot::plot_availability(run_dir, &name),
+        "reads" => crate::plot::plot_reads(run_dir, &name),
         other => Err(LabError::Usage(format!("{}: unknown experiment kind {other:?}", run_dir.display()))),
     }
 }
@@ -538,6 +584,7 @@ pub struct Replay {
 pub enum ReplayOutcome {
     Election(ElectionTrial),
     Attack(AttackTrial),
+    Reads(Box<crate::reads::ReadsTrial>),
 }
 
 impl ReplayOutcome {
@@ -545,6 +592,7 @@ impl ReplayOutcome {
         match self {
             ReplayOutcome::Election(o) => &o.trace,
             ReplayOutcome::Attack(o) => &o.trace,
+            ReplayOutcome::Reads(o) => &o.outcome.trace,
         }
     }
 }
@@ -570,6 +618,16 @@ pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
             table.get(row, column).map(str::to_string)
         })
     };
+    if experiment.file.experiment.kind == Kind::Reads {
+        let outcome = crate::reads::run_trial(&experiment, &point, seed, true);
+        return Ok(Replay {
+            trial,
+            seed,
+            point,
+            outcome: ReplayOutcome::Reads(Box::new(outcome)),
+            recorded: recorded("safety"),
+        });
+    }
     if experiment.file.experiment.kind == Kind::Attack {
         let outcome = run_attack_trial(&experiment, &point, seed, true);
         return Ok(Replay {
@@ -582,7 +640,7 @@ pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
     }
     if experiment.file.experiment.kind != Kind::Election || point.mode != Mode::Sim {
         return Err(LabError::Usage(format!(
-            "trial {trial} is a {} trial in {} mode; qlab replay re-runs simulated election and attack trials (real-mode trials are measurements and do not replay)",
+            "trial {trial} is a {} trial in {} mode; qlab replay re-runs simulated election, attack and reads trials (real-mode trials are measurements and do not replay)",
             experiment.file.experiment.kind.name(),
             point.mode.name()
         )));

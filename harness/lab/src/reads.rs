@@ -1,0 +1,116 @@
+//! The `reads` experiment kind: which read modes are linearizable, under which faults,
+//! and what each costs.
+//!
+//! A trial is one seeded chaos run of the chaos tests (`chaos.rs`): the replicas' timing
+//! (150–300 ms election timeouts, 50 ms heartbeats), the network (1–10 ms latency, up to
+//! 10% loss, 5% duplication, 20% reordering) and the batching knobs are drawn from the
+//! seed, and the run injects the point's fault profile for 3 s, heals, and waits for
+//! every client to be served again. The point chooses the protocol, the cluster size,
+//! the read mode ([`qlab_core::reads`]), the fault profile, how far each replica's clock
+//! may run fast or slow (`clock_skew_ppm`) against the drift bound leases assume, and
+//! the clients, of which `readers` only read (they stay with whichever replica answers
+//! them, which is what exposes a stale one). The linearizability checker judges the
+//! whole client history; the other checkers run too. A trial replays exactly from its
+//! seed with `qlab replay`, and is the same run the `read_modes` tests make.
+
+use crate::chaos::{ChaosConfig, ChaosOutcome, FaultKinds, run_paxos_chaos, run_raft_chaos};
+use crate::config::{Experiment, FaultProfile, Point, ProtocolName};
+use crate::linearizability::LinCheck;
+use crate::results::quantile;
+use qlab_core::nanos_to_ms;
+
+/// What one reads trial found.
+#[derive(Debug)]
+pub struct ReadsTrial {
+    pub reads: usize,
+    pub writes: usize,
+    pub read_latency_ms_p50: f64,
+    pub read_latency_ms_p99: f64,
+    pub write_latency_ms_p50: f64,
+    /// Replica-to-replica messages per completed operation.
+    pub msgs_per_op: f64,
+    pub faults_injected: usize,
+    /// `yes`, `no` or `inconclusive` (the search ran out of budget).
+    pub linearizable: &'static str,
+    pub live_after_heal: bool,
+    /// `ok` when every checker passed and the history is linearizable.
+    pub safety: &'static str,
+    pub violations: Vec<String>,
+    pub outcome: ChaosOutcome,
+}
+
+impl FaultProfile {
+    pub fn kinds(self) -> FaultKinds {
+        match self {
+            FaultProfile::None => FaultKinds::NONE,
+            FaultProfile::All => FaultKinds::ALL,
+            FaultProfile::Crashes => FaultKinds { crashes: true, partitions: false, isolate_leader: false },
+            FaultProfile::Partitions => FaultKinds { crashes: false, partitions: true, isolate_leader: false },
+            FaultProfile::IsolateLeader => FaultKinds { crashes: false, partitions: true, isolate_leader: true },
+        }
+    }
+}
+
+/// The chaos configuration of `point`.
+pub fn chaos_config(experiment: &Experiment, point: &Point, trace: bool) -> ChaosConfig {
+    let file = &experiment.file;
+    ChaosConfig {
+        clients: point.clients,
+        readers: file.reads.readers,
+        faults: point.fault_profile.kinds(),
+        read_mode: point.read_mode,
+        clock_skew_ppm: point.clock_skew_ppm,
+        lease_drift_bound_ppm: *file.raft.lease_drift_bound_ppm.get_ref(),
+        trace,
+        ..ChaosConfig::new(point.nodes)
+    }
+}
+
+pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> ReadsTrial {
+    let config = chaos_config(experiment, point, trace);
+    let outcome = match point.protocol {
+        ProtocolName::Raft => run_raft_chaos(seed, &config),
+        ProtocolName::Multipaxos => run_paxos_chaos(seed, &config),
+        ProtocolName::Pbft => unreachable!("validation keeps PBFT out of reads experiments"),
+    };
+    let latencies = |reads: bool| -> Vec<f64> {
+        let mut ms: Vec<f64> = outcome
+            .history
+            .iter()
+            .filter(|op| op.op.is_write() != reads)
+            .filter_map(|op| op.completed.as_ref().map(|(at, _)| nanos_to_ms(at - op.invoked)))
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        ms
+    };
+    let (read_ms, write_ms) = (latencies(true), latencies(false));
+    let completed = read_ms.len() + write_ms.len();
+    let linearizable = match outcome.linearizability {
+        LinCheck::Linearizable => "yes",
+        LinCheck::Violation { .. } => "no",
+        LinCheck::Inconclusive { .. } => "inconclusive",
+    };
+    let mut violations: Vec<String> = outcome.violations.iter().map(ToString::to_string).collect();
+    if let LinCheck::Violation { key, operations } = outcome.linearizability {
+        violations.push(format!("linearizability: no order of the {operations} operations on key {key} explains them"));
+    }
+    let safety = match (&outcome.linearizability, outcome.violations.is_empty()) {
+        (_, false) | (LinCheck::Violation { .. }, _) => "unsafe",
+        (LinCheck::Inconclusive { .. }, true) => "inconclusive",
+        (LinCheck::Linearizable, true) => "ok",
+    };
+    ReadsTrial {
+        reads: read_ms.len(),
+        writes: write_ms.len(),
+        read_latency_ms_p50: quantile(&read_ms, 0.5),
+        read_latency_ms_p99: quantile(&read_ms, 0.99),
+        write_latency_ms_p50: quantile(&write_ms, 0.5),
+        msgs_per_op: if completed == 0 { f64::NAN } else { outcome.messages_sent as f64 / completed as f64 },
+        faults_injected: outcome.faults_injected,
+        linearizable,
+        live_after_heal: outcome.live_after_heal,
+        safety,
+        violations,
+        outcome,
+    }
+}
