@@ -175,6 +175,37 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                     );
                     (o.safety.clone(), &o.violations)
                 }
+                run::ReplayOutcome::Counterexample(o, shrunk) => {
+                    if let Some(shrunk) = shrunk {
+                        say!(
+                            "shrunk: {} of the run's {} faults still break {} ({} runs searched); the trace above is \
+                             that run, up to the first violation:",
+                            shrunk.schedule.events.len(),
+                            shrunk.original_faults,
+                            shrunk.trial.invariant,
+                            shrunk.runs
+                        );
+                        for line in &shrunk.trial.fault_log {
+                            say!("  {line}");
+                        }
+                        say!("  minimal run: {}", shrunk.trial.detail);
+                    } else if !o.fault_log.is_empty() {
+                        say!("faults:");
+                        for line in &o.fault_log {
+                            say!("  {line}");
+                        }
+                    }
+                    say!(
+                        "trial {} seed {}: case {}: showed {}{}; {}",
+                        replay.trial,
+                        replay.seed,
+                        replay.point.case.map_or("?", |c| c.name()),
+                        o.showed,
+                        if o.invariant.is_empty() { String::new() } else { format!(" ({})", o.invariant) },
+                        o.detail
+                    );
+                    (o.showed.to_string(), &o.violations)
+                }
                 run::ReplayOutcome::Reads(o) => {
                     say!("faults:");
                     for line in &o.outcome.fault_log {
@@ -199,8 +230,12 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                     (o.safety.to_string(), &o.violations)
                 }
             };
-            for v in violations {
+            const SHOWN_VIOLATIONS: usize = 10;
+            for v in violations.iter().take(SHOWN_VIOLATIONS) {
                 say!("violation: {v}");
+            }
+            if violations.len() > SHOWN_VIOLATIONS {
+                say!("... and {} more violations", violations.len() - SHOWN_VIOLATIONS);
             }
             if let Some(recorded) = replay.recorded {
                 say!(
@@ -267,7 +302,10 @@ fn print_summary(run_dir: &std::path::Path) -> qlab_lab::Result<()> {
         "msgs_per_op",
         "verdict",
     ];
-    let shown: &[&str] = if table.column("read_mode").is_some() {
+    let counterexample = ["case", "runs", "violations", "first_failing_seed", "invariant", "unexplained"];
+    let shown: &[&str] = if table.column("first_failing_seed").is_some() {
+        &counterexample
+    } else if table.column("read_mode").is_some() {
         &reads
     } else if table.column("verdict").is_some() {
         &attack

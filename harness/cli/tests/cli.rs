@@ -518,3 +518,46 @@ clients = 4
     assert!(stdout.contains("faults:") && stdout.contains("linearizable no"), "{stdout}");
     assert!(stdout.contains("violation: linearizability") && stdout.contains("replay matches"), "{stdout}");
 }
+
+/// The counterexample kind end to end: one summary row per case with the columns the
+/// table promises, and `qlab replay` of a failing chaos case printing the shrunk
+/// schedule, the trace up to the violation, and a matching verdict.
+#[test]
+fn counterexample_experiment_counts_each_case_and_replay_shrinks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_small_experiment(
+        dir.path(),
+        r#"# Two rules and a cluster size.
+[experiment]
+name = "cx-small"
+kind = "counterexample"
+trials = 30
+seed = 2
+
+[counterexample]
+cases = ["no-prev-log-check", "two-nodes", "randomized-timeout"]
+"#,
+    );
+    let rows = csv_rows(&out.join("summary.csv"));
+    let cases: Vec<&str> = rows.iter().map(|r| r["case"].as_str()).collect();
+    assert_eq!(cases, ["no-prev-log-check", "two-nodes", "randomized-timeout"]);
+    for row in &rows {
+        for column in ["runs", "violations", "first_failing_seed", "invariant"] {
+            assert!(row.contains_key(column), "{column} missing: {row:?}");
+        }
+        assert_eq!(row["runs"], "30");
+        assert_eq!(row["unexplained"], "0", "{row:?}");
+    }
+    assert_eq!(rows[1]["violations"], "30", "2 replicas never survive a failure: {:?}", rows[1]);
+    assert_ne!(rows[0]["violations"], "0", "{:?}", rows[0]);
+    assert!(std::fs::read_to_string(out.join("counterexamples.md")).unwrap().contains("| two-nodes | 30 | 30 |"));
+    let trial = csv_rows(&out.join("trials.csv"))
+        .into_iter()
+        .find(|r| r["case"] == "no-prev-log-check" && r["showed"] == "true")
+        .expect("a failing run")["trial"]
+        .clone();
+    let output = run_ok(qlab().arg("replay").arg(&out).args(["--trial", &trial]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("shrunk: ") && stdout.contains("faults still break"), "{stdout}");
+    assert!(stdout.contains("minimal run: ") && stdout.contains("replay matches"), "{stdout}");
+}

@@ -46,6 +46,8 @@ pub struct ChaosConfig {
     pub clock_skew_ppm: u64,
     /// The drift bound lease reads assume, in parts per million.
     pub lease_drift_bound_ppm: u64,
+    /// Inject these faults instead of drawing them from the seed.
+    pub schedule: Option<ChaosSchedule>,
     pub trace: bool,
 }
 
@@ -79,6 +81,7 @@ impl ChaosConfig {
             read_mode: ReadMode::Log,
             clock_skew_ppm: 0,
             lease_drift_bound_ppm: qlab_raft::DEFAULT_DRIFT_BOUND_PPM,
+            schedule: None,
             trace: false,
         }
     }
@@ -99,6 +102,61 @@ pub struct ChaosOutcome {
     pub history: Vec<crate::linearizability::HistoryOp>,
     /// Replica-to-replica messages sent.
     pub messages_sent: u64,
+    /// The faults injected, replayable as [`ChaosConfig::schedule`].
+    pub schedule: ChaosSchedule,
+}
+
+/// One fault a chaos run injects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    Crash(NodeId),
+    Restart(NodeId),
+    /// Two sides that cannot reach each other (replacing any earlier partition or cut).
+    Partition(Vec<NodeId>, Vec<NodeId>),
+    /// One direction of one link.
+    Cut(NodeId, NodeId),
+    /// Every link whole again (crashed replicas stay down).
+    Heal,
+}
+
+impl FaultAction {
+    fn apply<P: LabProtocol>(&self, sim: &mut Sim<P, P::Client>) {
+        match self {
+            FaultAction::Crash(node) => sim.crash(*node),
+            FaultAction::Restart(node) => sim.restart(*node),
+            FaultAction::Partition(a, b) => sim.partition(&[a.clone(), b.clone()]),
+            FaultAction::Cut(from, to) => sim.set_link_blocked(*from, *to, true),
+            FaultAction::Heal => sim.heal(),
+        }
+    }
+}
+
+impl std::fmt::Display for FaultAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FaultAction::Crash(node) => write!(f, "crash {node}"),
+            FaultAction::Restart(node) => write!(f, "restart {node}"),
+            FaultAction::Partition(a, b) => write!(f, "partition {a:?} | {b:?}"),
+            FaultAction::Cut(from, to) => write!(f, "cut {from} -> {to}"),
+            FaultAction::Heal => write!(f, "heal"),
+        }
+    }
+}
+
+/// A fault at a simulated time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultEvent {
+    pub at_ns: Nanos,
+    pub action: FaultAction,
+}
+
+/// The faults of a chaos run and when everything healed: given back as
+/// [`ChaosConfig::schedule`], the run repeats exactly; with events left out, it is the
+/// same run with fewer faults (what shrinking a counterexample tries).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChaosSchedule {
+    pub events: Vec<FaultEvent>,
+    pub heal_at_ns: Nanos,
 }
 
 impl ChaosOutcome {
@@ -390,11 +448,25 @@ pub fn run_chaos<P: LabProtocol>(
     // Some seeds churn fast (a fault every ~60 ms), some let the cluster settle.
     let fault_gap_ns_max = [ms(100), ms(300), ms(1_000)][rng.random_range(0..3usize)];
     let mut fault_log = Vec::new();
-    let mut faults = 0;
     let mut at: Nanos = 0;
     // Nodes on the cut-off side of the current partition or cuts (cleared by a heal).
     let mut isolated: std::collections::BTreeSet<NodeId> = Default::default();
     let budget = config.faulty_at_most.unwrap_or(n);
+    let mut schedule = Vec::new();
+    let mut inject = |sim: &mut Sim<P, P::Client>, action: FaultAction| {
+        action.apply(sim);
+        fault_log.push(format!("{:>10.3}ms {action}", qlab_core::nanos_to_ms(sim.now())));
+        schedule.push(FaultEvent { at_ns: sim.now(), action });
+    };
+    if let Some(given) = &config.schedule {
+        // An explicit schedule (a replay, or a shrunk one): no draws.
+        for event in &given.events {
+            workload.run(&mut sim, event.at_ns, |_, _| {}, |_| false);
+            inject(&mut sim, event.action.clone());
+        }
+        workload.run(&mut sim, given.heal_at_ns, |_, _| {}, |_| false);
+        at = config.fault_phase_ns;
+    }
     while at < config.fault_phase_ns {
         at += rng.random_range(ms(20)..fault_gap_ns_max);
         workload.run(&mut sim, at, |_, _| {}, |_| false);
@@ -425,14 +497,9 @@ pub fn run_chaos<P: LabProtocol>(
                 if impaired(&[victim]) > budget {
                     continue;
                 }
-                sim.crash(victim);
-                format!("crash {victim}")
+                FaultAction::Crash(victim)
             }
-            3..=4 if !down.is_empty() => {
-                let node = down[rng.random_range(0..down.len())];
-                sim.restart(node);
-                format!("restart {node}")
-            }
+            3..=4 if !down.is_empty() => FaultAction::Restart(down[rng.random_range(0..down.len())]),
             5..=6 => {
                 let mut a = Vec::new();
                 let mut b = Vec::new();
@@ -456,9 +523,8 @@ pub fn run_chaos<P: LabProtocol>(
                         continue;
                     }
                 }
-                sim.partition(&[a.clone(), b.clone()]);
                 isolated = smaller.into_iter().collect();
-                format!("partition {a:?} | {b:?}")
+                FaultAction::Partition(a, b)
             }
             7 => {
                 let from = NodeId(rng.random_range(0..n));
@@ -466,19 +532,18 @@ pub fn run_chaos<P: LabProtocol>(
                 if impaired(&[to]) > budget {
                     continue;
                 }
-                sim.set_link_blocked(from, to, true);
                 isolated.insert(to);
-                format!("cut {from} -> {to}")
+                FaultAction::Cut(from, to)
             }
             _ => {
-                sim.heal();
                 isolated.clear();
-                "heal".to_string()
+                FaultAction::Heal
             }
         };
-        faults += 1;
-        fault_log.push(format!("{:>10.3}ms {line}", qlab_core::nanos_to_ms(sim.now())));
+        inject(&mut sim, line);
     }
+    let heal_at_ns = sim.now();
+    let faults = schedule.len();
     // Heal everything: network whole again, every node back up.
     sim.heal();
     for id in (0..n).map(NodeId) {
@@ -525,6 +590,7 @@ pub fn run_chaos<P: LabProtocol>(
         fault_log,
         history: workload.history,
         messages_sent: sim.stats.messages_sent,
+        schedule: ChaosSchedule { events: schedule, heal_at_ns },
     }
 }
 
@@ -600,4 +666,42 @@ pub fn attack_from_env<A>(parse: impl Fn(&str, &qlab_core::adversary::AttackPara
 /// The node count a replay asks for (`QLAB_CHAOS_NODES`), or `default`.
 pub fn nodes_from_env(default: u32) -> u32 {
     std::env::var("QLAB_CHAOS_NODES").map_or(default, |v| v.parse().expect("a node count"))
+}
+
+/// Shrink a failing schedule to one from which no single fault can be left out and
+/// still fail (`fails` decides what counts as failing, e.g. "the same invariant
+/// broken"). Delta debugging in the manner of Zeller's ddmin: try leaving out halves,
+/// quarters, ... of the faults, keep any removal after which the run still fails, and
+/// end with single faults. Every candidate is a full deterministic run of `run`.
+/// Returns the shrunk schedule and how many runs the search took.
+pub fn shrink(
+    run: impl Fn(&ChaosSchedule) -> ChaosOutcome,
+    schedule: &ChaosSchedule,
+    fails: impl Fn(&ChaosOutcome) -> bool,
+) -> (ChaosSchedule, usize) {
+    let mut current = schedule.clone();
+    let mut runs = 0;
+    let mut chunk = current.events.len().div_ceil(2).max(1);
+    loop {
+        let mut removed_any = false;
+        let mut start = 0;
+        while start < current.events.len() {
+            let end = (start + chunk).min(current.events.len());
+            let mut candidate = current.clone();
+            candidate.events.drain(start..end);
+            runs += 1;
+            if fails(&run(&candidate)) {
+                current = candidate;
+                removed_any = true;
+            } else {
+                start = end;
+            }
+        }
+        if chunk == 1 && !removed_any {
+            return (current, runs);
+        }
+        if !removed_any || chunk > 1 {
+            chunk = (chunk / 2).max(1);
+        }
+    }
 }

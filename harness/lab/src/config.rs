@@ -65,6 +65,8 @@ pub enum Kind {
     Availability,
     /// Seeded chaos runs judged for linearizability, per read mode (simulator only).
     Reads,
+    /// Built-in cases that show why a rule exists, one row per case (simulator only).
+    Counterexample,
 }
 
 impl Kind {
@@ -75,6 +77,7 @@ impl Kind {
             Kind::Attack => "attack",
             Kind::Availability => "availability",
             Kind::Reads => "reads",
+            Kind::Counterexample => "counterexample",
         }
     }
 }
@@ -155,6 +158,13 @@ pub struct ClusterSection {
     /// Real mode only: `"memory"` (fast, lost on a crash) or `"disk"` (WAL, fsync per step).
     #[serde(default = "default_storage")]
     pub storage: qlab_net::cluster::StorageKind,
+}
+
+impl Default for ClusterSection {
+    /// Only `kind = "counterexample"` goes without `[cluster]` (its cases fix their own).
+    fn default() -> Self {
+        ClusterSection { protocol: Sweep::one(ProtocolName::Raft), nodes: None, f: None, storage: default_storage() }
+    }
 }
 
 fn default_storage() -> qlab_net::cluster::StorageKind {
@@ -752,6 +762,14 @@ fn default_readers() -> u32 {
     2
 }
 
+/// `kind = "counterexample"`: which built-in cases to run (`trials` seeds each).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterexampleSection {
+    /// Sweep of case names (see `qlab_lab::counterexample::Case`).
+    pub cases: Sweep<crate::counterexample::Case>,
+}
+
 /// `kind = "availability"`: how many replicas fail, and for how long the run goes.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -806,6 +824,7 @@ fn default_attack_after_ms() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct ExperimentFile {
     pub experiment: ExperimentSection,
+    #[serde(default)]
     pub cluster: ClusterSection,
     #[serde(default)]
     pub network: NetworkSection,
@@ -827,6 +846,7 @@ pub struct ExperimentFile {
     pub availability: AvailabilitySection,
     #[serde(default)]
     pub reads: ReadsSection,
+    pub counterexample: Option<CounterexampleSection>,
 }
 
 /// A parsed, validated experiment with its source text (kept for provenance).
@@ -858,6 +878,8 @@ pub struct Point {
     /// `kind = "reads"`: the faults injected and the clocks' skew bound.
     pub fault_profile: FaultProfile,
     pub clock_skew_ppm: u64,
+    /// `kind = "counterexample"`: the case.
+    pub case: Option<crate::counterexample::Case>,
     /// `kind = "attack"`: the attack and how many replicas run it.
     pub attack: AttackSpec,
     pub malicious: u32,
@@ -866,6 +888,32 @@ pub struct Point {
 }
 
 impl Point {
+    /// A point with nothing swept set yet.
+    fn blank(mode: Mode, protocol: ProtocolName, nodes: u32) -> Point {
+        Point {
+            mode,
+            protocol,
+            nodes,
+            election_timeout_ms_min: 0.0,
+            election_timeout_ms_max: 0.0,
+            heartbeat_ms: 0.0,
+            latency: LatencyMs::Constant { value: 0.0 },
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            clients: 0,
+            value_bytes: 0,
+            batch_delay_ms: 0.0,
+            read_mode: ReadMode::Log,
+            fault_profile: FaultProfile::None,
+            clock_skew_ppm: 0,
+            case: None,
+            attack: AttackSpec::default(),
+            malicious: 0,
+            failures: 0,
+        }
+    }
+
     pub fn raft_config(&self, section: &RaftSection) -> RaftConfig {
         let ns = |v: f64| (v * 1e6).round() as Nanos;
         RaftConfig {
@@ -996,6 +1044,9 @@ impl Experiment {
         if *f.experiment.trials.get_ref() == 0 {
             return Err(self.error_at(&f.experiment.trials.span(), "trials must be at least 1".into()));
         }
+        if f.experiment.kind == Kind::Counterexample {
+            return self.validate_counterexample();
+        }
         match (&f.cluster.nodes, &f.cluster.f) {
             (Some(_), Some(fs)) => {
                 return Err(self.error_at(&fs.span, "give either `nodes` or `f`, not both".into()));
@@ -1015,7 +1066,7 @@ impl Experiment {
             let minimum = match (f.experiment.kind, point.protocol) {
                 (_, ProtocolName::Pbft) => 4,
                 (Kind::Election, _) => 3,
-                (Kind::Throughput | Kind::Availability | Kind::Reads, _) => 1,
+                (Kind::Throughput | Kind::Availability | Kind::Reads | Kind::Counterexample, _) => 1,
                 (Kind::Attack, _) => 2,
             };
             if point.nodes < minimum {
@@ -1296,6 +1347,54 @@ impl Experiment {
         Ok(())
     }
 
+    fn validate_counterexample(&self) -> Result<(), LabError> {
+        let f = &self.file;
+        if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
+            return Err(self.error_at(
+                &f.experiment.mode.span,
+                "counterexample experiments run in the simulator: mode = \"sim\"".into(),
+            ));
+        }
+        let Some(section) = &f.counterexample else {
+            return Err(LabError::Config {
+                path: self.path.clone(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "a counterexample experiment needs [counterexample] cases = [...], from {}",
+                    crate::counterexample::Case::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        };
+        if section.cases.values.is_empty() {
+            return Err(self.error_at(&section.cases.span, "cases is empty".into()));
+        }
+        for other in [
+            "cluster",
+            "network",
+            "raft",
+            "paxos",
+            "pbft",
+            "faults",
+            "workload",
+            "limits",
+            "attack",
+            "availability",
+            "reads",
+        ] {
+            if let Some((key, span)) = self.first_key_outside(other, &[]) {
+                return Err(self.error_at(
+                    &span,
+                    format!(
+                        "a counterexample experiment's cases fix their own clusters, timing and faults: [{other}] {key} \
+                         would be ignored (give only [experiment] and [counterexample])"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_reads(&self) -> Result<(), LabError> {
         let f = &self.file;
         if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
@@ -1488,6 +1587,14 @@ impl Experiment {
                 .collect()
         }
         let mut points = Vec::new();
+        if let (Kind::Counterexample, Some(section)) = (f.experiment.kind, &f.counterexample) {
+            return section
+                .cases
+                .values
+                .iter()
+                .map(|case| Point { case: Some(*case), ..Point::blank(Mode::Sim, ProtocolName::Raft, 0) })
+                .collect();
+        }
         for mode in &f.experiment.mode.values {
             for protocol in &f.cluster.protocol.values {
                 let sizes: Vec<u32> = match (&f.cluster.nodes, &f.cluster.f) {
@@ -1496,27 +1603,7 @@ impl Experiment {
                     (None, None) => vec![],
                 };
                 for nodes in sizes {
-                    points.push(Point {
-                        mode: *mode,
-                        protocol: *protocol,
-                        nodes,
-                        election_timeout_ms_min: 0.0,
-                        election_timeout_ms_max: 0.0,
-                        heartbeat_ms: 0.0,
-                        latency: LatencyMs::Constant { value: 0.0 },
-                        loss: 0.0,
-                        duplicate: 0.0,
-                        reorder: 0.0,
-                        clients: 0,
-                        value_bytes: 0,
-                        batch_delay_ms: 0.0,
-                        read_mode: ReadMode::Log,
-                        fault_profile: FaultProfile::None,
-                        clock_skew_ppm: 0,
-                        attack: AttackSpec::default(),
-                        malicious: 0,
-                        failures: 0,
-                    });
+                    points.push(Point::blank(*mode, *protocol, nodes));
                 }
             }
         }
@@ -1842,6 +1929,33 @@ failures = [1, 3]
         assert!(e.contains("every value of failures exceeds every cluster size"), "{e}");
         let e = error_of(&file.replace("failures = [1, 3]", "failures = [1]\nduration = 5"));
         assert!(e.contains("unknown field `duration`") && e.contains("duration_ms"), "{e}");
+    }
+
+    #[test]
+    fn counterexample_files_name_cases_and_nothing_the_cases_fix_themselves() {
+        let file = r#"
+[experiment]
+name = "cx"
+kind = "counterexample"
+trials = 5
+
+[counterexample]
+cases = ["two-nodes", "fixed-timeout"]
+"#;
+        let e = parse(file).unwrap();
+        let cases: Vec<_> = e.points().iter().map(|p| p.case.unwrap().name()).collect();
+        assert_eq!(cases, ["two-nodes", "fixed-timeout"]);
+        let e = error_of(&file.replace("\"two-nodes\"", "\"three-nodes\""));
+        assert!(e.contains("unknown variant `three-nodes`") && e.contains("minority-leader-rollback"), "{e}");
+        assert!(e.starts_with("exp.toml:8:"), "{e}");
+        let e = error_of(
+            &file.replace("[counterexample]", "[cluster]\nprotocol = \"raft\"\nnodes = 3\n\n[counterexample]"),
+        );
+        assert!(e.contains("[cluster] nodes would be ignored") && e.starts_with("exp.toml:9:1:"), "{e}");
+        let e = error_of(&file.replace("[counterexample]\ncases = [\"two-nodes\", \"fixed-timeout\"]\n", ""));
+        assert!(e.contains("needs [counterexample] cases") && e.contains("six-vs-five"), "{e}");
+        let e = error_of(&file.replace("kind = \"counterexample\"", "kind = \"counterexample\"\nmode = \"quic\""));
+        assert!(e.contains("counterexample experiments run in the simulator"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod availability;
 pub mod chaos;
 pub mod check;
 pub mod config;
+pub mod counterexample;
 pub mod election;
 pub mod error;
 pub mod linearizability;

@@ -651,6 +651,14 @@ pub fn plot_availability(run_dir: &Path, experiment_name: &str) -> Result<Vec<Pa
     write_xy(run_dir, "availability_vs_nodes", &figure)
 }
 
+/// Rewrite a counterexample run's `summary.csv` and `counterexamples.md` from its CSV
+/// (a table is the whole result: no figure).
+pub fn plot_counterexamples(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let table = Table::read(&run_dir.join(TRIALS_CSV))?;
+    crate::results::summarize_counterexamples(&table, run_dir)?;
+    Ok(Vec::new())
+}
+
 /// Redraw a reads run's summary, `reads.md` and `figures/read_modes_matrix` from its
 /// CSV: one row per protocol and read mode, one column per fault profile and clock
 /// skew, each cell shaded by the share of trials whose history was not linearizable and

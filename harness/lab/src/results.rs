@@ -151,6 +151,15 @@ pub const READS_TRIAL_COLUMNS: &[&str] = &[
     "violations",
 ];
 
+/// The column that identifies a point of a counterexample run: the case.
+pub const COUNTEREXAMPLE_POINT_COLUMNS: &[&str] = &["case"];
+
+/// What one run of a case found: whether its failure showed, the invariant or property,
+/// a one-line detail, the faults injected, whether any checker found something the case
+/// does not explain, and the command that replays (and shrinks) the run.
+pub const COUNTEREXAMPLE_TRIAL_COLUMNS: &[&str] =
+    &["trial", "point", "seed", "showed", "invariant", "detail", "faults", "safety", "replay", "violations"];
+
 pub fn point_columns(kind: crate::config::Kind) -> &'static [&'static str] {
     match kind {
         crate::config::Kind::Election => ELECTION_POINT_COLUMNS,
@@ -158,6 +167,7 @@ pub fn point_columns(kind: crate::config::Kind) -> &'static [&'static str] {
         crate::config::Kind::Attack => ATTACK_POINT_COLUMNS,
         crate::config::Kind::Availability => AVAILABILITY_POINT_COLUMNS,
         crate::config::Kind::Reads => READS_POINT_COLUMNS,
+        crate::config::Kind::Counterexample => COUNTEREXAMPLE_POINT_COLUMNS,
     }
 }
 
@@ -169,6 +179,7 @@ pub fn columns(kind: crate::config::Kind) -> Vec<&'static str> {
         crate::config::Kind::Attack => [ATTACK_POINT_COLUMNS, ATTACK_TRIAL_COLUMNS].concat(),
         crate::config::Kind::Availability => [AVAILABILITY_POINT_COLUMNS, AVAILABILITY_TRIAL_COLUMNS].concat(),
         crate::config::Kind::Reads => [READS_POINT_COLUMNS, READS_TRIAL_COLUMNS].concat(),
+        crate::config::Kind::Counterexample => [COUNTEREXAMPLE_POINT_COLUMNS, COUNTEREXAMPLE_TRIAL_COLUMNS].concat(),
     }
 }
 
@@ -359,6 +370,68 @@ pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
     }
     writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
     let md = dir.join("reads.md");
+    std::fs::write(&md, markdown).map_err(|e| LabError::Io { path: md, source: e })
+}
+
+/// The counterexample table from a counterexample `trials.csv`: `summary.csv` with one
+/// row per case — `case, runs, violations` (runs in which the case's failure showed),
+/// `first_failing_seed`, its trial, the `invariant` broken or property shown, runs in
+/// which a checker found something the case does not explain, and what the case sets
+/// up — and the same as Markdown in `counterexamples.md`.
+pub fn summarize_counterexamples(table: &Table, dir: &Path) -> Result<()> {
+    let path = dir.join(SUMMARY_CSV);
+    let file = File::create(&path).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let mut writer = csv::Writer::from_writer(file);
+    let csv_err = |e| LabError::Csv { path: path.clone(), source: e };
+    writer
+        .write_record([
+            "case",
+            "runs",
+            "violations",
+            "first_failing_seed",
+            "first_failing_trial",
+            "invariant",
+            "unexplained",
+            "description",
+        ])
+        .map_err(csv_err)?;
+    let mut markdown = String::from(
+        "| case | runs | showed in | first failing seed | invariant or property |\n|---|---:|---:|---:|---|\n",
+    );
+    for (values, rows) in table.group_by(COUNTEREXAMPLE_POINT_COLUMNS) {
+        let showed: Vec<&&Vec<String>> = rows.iter().filter(|r| table.get(r, "showed") == Some("true")).collect();
+        let unexplained = rows.iter().filter(|r| table.get(r, "safety").is_some_and(|s| s != "ok")).count();
+        let first = showed.iter().min_by_key(|r| table.number(r, "trial").map_or(u64::MAX, |t| t as u64));
+        let mut invariants: Vec<&str> = showed.iter().filter_map(|r| table.get(r, "invariant")).collect();
+        invariants.sort_unstable();
+        invariants.dedup();
+        let description = values[0]
+            .parse::<crate::counterexample::Case>()
+            .map_or(String::new(), |case| case.description().to_string());
+        let seed = first.and_then(|r| table.get(r, "seed")).unwrap_or("").to_string();
+        writer
+            .write_record([
+                values[0].clone(),
+                rows.len().to_string(),
+                showed.len().to_string(),
+                seed.clone(),
+                first.and_then(|r| table.get(r, "trial")).unwrap_or("").to_string(),
+                invariants.join("; "),
+                unexplained.to_string(),
+                description,
+            ])
+            .map_err(csv_err)?;
+        markdown.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            values[0],
+            rows.len(),
+            showed.len(),
+            if seed.is_empty() { "-" } else { &seed },
+            invariants.join("; ")
+        ));
+    }
+    writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let md = dir.join("counterexamples.md");
     std::fs::write(&md, markdown).map_err(|e| LabError::Io { path: md, source: e })
 }
 

@@ -170,6 +170,12 @@ fn run_one(
     node_binary: &Path,
     run_dir: &Path,
 ) -> (Vec<String>, bool, bool) {
+    if let (Kind::Counterexample, Some(case)) = (experiment.file.experiment.kind, point.case) {
+        let outcome = crate::counterexample::run_trial(case, seed, false);
+        let replay = format!("qlab replay {} --trial {trial}", run_dir.display());
+        let row = counterexample_row(case, trial, point_index, seed, &outcome, &replay);
+        return (row, outcome.safety != "ok", false);
+    }
     if experiment.file.experiment.kind == Kind::Reads {
         let outcome = crate::reads::run_trial(experiment, point, seed, false);
         let replay = format!("qlab replay {} --trial {trial}", run_dir.display());
@@ -254,6 +260,29 @@ fn attack_row(
     ]
 }
 
+fn counterexample_row(
+    case: crate::counterexample::Case,
+    trial: u64,
+    point_index: usize,
+    seed: u64,
+    outcome: &crate::counterexample::CaseTrial,
+    replay: &str,
+) -> Vec<String> {
+    vec![
+        case.name().to_string(),
+        trial.to_string(),
+        point_index.to_string(),
+        seed.to_string(),
+        outcome.showed.to_string(),
+        outcome.invariant.clone(),
+        outcome.detail.clone(),
+        outcome.faults.to_string(),
+        outcome.safety.clone(),
+        if outcome.showed || outcome.safety != "ok" { replay.to_string() } else { String::new() },
+        first_violations(&outcome.violations),
+    ]
+}
+
 fn reads_row(
     experiment: &Experiment,
     point: &Point,
@@ -314,7 +343,9 @@ fn run_one_of<P: LabProtocol>(
         row.into_iter().take(results::point_columns(experiment.file.experiment.kind).len() + 3).collect()
     };
     match (experiment.file.experiment.kind, point.mode) {
-        (Kind::Attack | Kind::Reads, _) => unreachable!("run_one runs attack and reads trials itself"),
+        (Kind::Attack | Kind::Reads | Kind::Counterexample, _) => {
+            unreachable!("run_one runs attack, reads and counterexample trials itself")
+        }
         (Kind::Availability, _) => {
             let outcome = crate::availability::run_trial::<P>(experiment, point, seed);
             (availability_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
@@ -526,6 +557,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         Kind::Attack => crate::plot::plot_attack(&run_dir, experiment.name())?,
         Kind::Availability => crate::plot::plot_availability(&run_dir, experiment.name())?,
         Kind::Reads => crate::plot::plot_reads(&run_dir, experiment.name())?,
+        Kind::Counterexample => crate::plot::plot_counterexamples(&run_dir)?,
     };
     let wall_seconds = clock.elapsed().as_secs_f64();
     meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
@@ -550,6 +582,8 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
                 "availability"
             } else if table.column("linearizable").is_some() {
                 "reads"
+            } else if table.column("showed").is_some() {
+                "counterexample"
             } else if table.column("ops_per_s").is_some() {
                 "throughput"
             } else {
@@ -565,6 +599,7 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
         "attack" => crate::plot::plot_attack(run_dir, &name),
         "availability" => crate::plot::plot_availability(run_dir, &name),
         "reads" => crate::plot::plot_reads(run_dir, &name),
+        "counterexample" => crate::plot::plot_counterexamples(run_dir),
         other => Err(LabError::Usage(format!("{}: unknown experiment kind {other:?}", run_dir.display()))),
     }
 }
@@ -585,6 +620,8 @@ pub enum ReplayOutcome {
     Election(ElectionTrial),
     Attack(AttackTrial),
     Reads(Box<crate::reads::ReadsTrial>),
+    /// A case's run and, for a chaos case that failed, its shrunk counterexample.
+    Counterexample(Box<crate::counterexample::CaseTrial>, Option<Box<crate::counterexample::Shrunk>>),
 }
 
 impl ReplayOutcome {
@@ -593,6 +630,8 @@ impl ReplayOutcome {
             ReplayOutcome::Election(o) => &o.trace,
             ReplayOutcome::Attack(o) => &o.trace,
             ReplayOutcome::Reads(o) => &o.outcome.trace,
+            // The shrunk run's trace when there is one: the short story of the failure.
+            ReplayOutcome::Counterexample(o, shrunk) => shrunk.as_ref().map_or(&o.trace, |s| &s.trial.trace),
         }
     }
 }
@@ -618,6 +657,17 @@ pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
             table.get(row, column).map(str::to_string)
         })
     };
+    if let (Kind::Counterexample, Some(case)) = (experiment.file.experiment.kind, point.case) {
+        let outcome = crate::counterexample::run_trial(case, seed, true);
+        let shrunk = if outcome.showed { crate::counterexample::shrink_trial(case, seed).map(Box::new) } else { None };
+        return Ok(Replay {
+            trial,
+            seed,
+            point,
+            outcome: ReplayOutcome::Counterexample(Box::new(outcome), shrunk),
+            recorded: recorded("showed"),
+        });
+    }
     if experiment.file.experiment.kind == Kind::Reads {
         let outcome = crate::reads::run_trial(&experiment, &point, seed, true);
         return Ok(Replay {

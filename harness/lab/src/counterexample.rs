@@ -1,0 +1,398 @@
+//! The `counterexample` experiment kind: why each rule exists, one row per case.
+//!
+//! A case is a set-up in which something is known to go wrong (or, for the contrasts,
+//! known not to): a safety rule switched off, timeouts without randomization, a cluster
+//! size whose majority leaves no room for a failure, reads that skip the leader. Each
+//! trial runs the case once from its seed and says whether the failure *showed*, which
+//! invariant or property it was, and a one-line detail. `summary.csv` gives per case the
+//! runs, how many showed, the first seed that did and the invariant.
+//!
+//! Cases built on the chaos runs (the ablations, follower reads) can be *shrunk*:
+//! `qlab replay RUN --trial K` takes the trial's fault schedule, leaves out every fault
+//! the failure does not need (delta debugging over deterministic re-runs, see
+//! [`crate::chaos::shrink`]) and prints the minimal schedule with the event trace up to
+//! the first violation.
+
+use crate::chaos::{ChaosConfig, ChaosOutcome, ChaosSchedule, run_raft_ablation_chaos, run_raft_chaos, shrink};
+use crate::check::Invariant;
+use crate::config::Experiment;
+use crate::linearizability::LinCheck;
+use qlab_core::reads::ReadMode;
+use qlab_core::{ClientId, NodeId, Op, Request, ms, nanos_to_ms};
+use qlab_raft::{Raft, RaftAblations};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The cases, as experiment files name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Case {
+    MultipleVotesPerTerm,
+    NoUpToDateCheck,
+    NoPrevLogCheck,
+    FixedTimeout,
+    RandomizedTimeout,
+    TwoNodes,
+    FourVsThree,
+    SixVsFive,
+    FollowerStaleReads,
+    MinorityLeaderRollback,
+}
+
+impl Case {
+    pub const ALL: &'static [Case] = &[
+        Case::MultipleVotesPerTerm,
+        Case::NoUpToDateCheck,
+        Case::NoPrevLogCheck,
+        Case::FixedTimeout,
+        Case::RandomizedTimeout,
+        Case::TwoNodes,
+        Case::FourVsThree,
+        Case::SixVsFive,
+        Case::FollowerStaleReads,
+        Case::MinorityLeaderRollback,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::MultipleVotesPerTerm => "multiple-votes-per-term",
+            Case::NoUpToDateCheck => "no-up-to-date-check",
+            Case::NoPrevLogCheck => "no-prev-log-check",
+            Case::FixedTimeout => "fixed-timeout",
+            Case::RandomizedTimeout => "randomized-timeout",
+            Case::TwoNodes => "two-nodes",
+            Case::FourVsThree => "four-vs-three",
+            Case::SixVsFive => "six-vs-five",
+            Case::FollowerStaleReads => "follower-stale-reads",
+            Case::MinorityLeaderRollback => "minority-leader-rollback",
+        }
+    }
+
+    /// What the case sets up and what showing means, for the summary and the README.
+    pub fn description(self) -> &'static str {
+        match self {
+            Case::MultipleVotesPerTerm => {
+                "Raft, 3 nodes, chaos; a server votes for every candidate of a term (no §5.2 rule): split brain, two leaders in one term"
+            }
+            Case::NoUpToDateCheck => {
+                "Raft, 3 nodes, chaos; votes without the §5.4.1 log comparison: a leader lacking committed entries overwrites them"
+            }
+            Case::NoPrevLogCheck => {
+                "Raft, 3 nodes, chaos; appends without the §5.3 prevLog check: logs diverge under matching indices"
+            }
+            Case::FixedTimeout => {
+                "Raft, 5 nodes, leader crashed, every timeout 150 ms (no randomization): shows when an election needs more than one term (split votes)"
+            }
+            Case::RandomizedTimeout => {
+                "the same with timeouts drawn from 150-300 ms (the contrast): shows when an election needs more than one term"
+            }
+            Case::TwoNodes => {
+                "Raft, 2 nodes, one crashes for good: shows when no leader a majority follows is left (a majority of 2 is 2)"
+            }
+            Case::FourVsThree => {
+                "Raft, 4 nodes: shows when a leader survives 1 failure but none survives 2, the tolerance of 3 nodes"
+            }
+            Case::SixVsFive => {
+                "Raft, 6 nodes: shows when a leader survives 2 failures but none survives 3, the tolerance of 5 nodes"
+            }
+            Case::FollowerStaleReads => {
+                "Raft, 3 nodes, chaos; reads answered by any replica from its own state: a history that is not linearizable"
+            }
+            Case::MinorityLeaderRollback => {
+                "Raft, 5 nodes; the leader and one follower cut off while a client writes to it, healed after the majority moved on: shows when the old leader steps down and drops its uncommitted entries (every checker must still pass)"
+            }
+        }
+    }
+
+    /// Whether trials of this case are chaos runs whose fault schedule can be shrunk.
+    pub fn shrinkable(self) -> bool {
+        self.chaos().is_some()
+    }
+
+    /// The ablation and read mode of a chaos-based case.
+    fn chaos(self) -> Option<(RaftAblations, ReadMode)> {
+        let only = |name| RaftAblations::only(name).expect("a known ablation");
+        match self {
+            Case::MultipleVotesPerTerm => Some((only("multiple_votes_per_term"), ReadMode::Log)),
+            Case::NoUpToDateCheck => Some((only("vote_without_log_check"), ReadMode::Log)),
+            Case::NoPrevLogCheck => Some((only("skip_prev_log_check"), ReadMode::Log)),
+            Case::FollowerStaleReads => Some((RaftAblations::default(), ReadMode::FollowerStale)),
+            _ => None,
+        }
+    }
+}
+
+/// What one trial of a case found.
+#[derive(Debug)]
+pub struct CaseTrial {
+    /// The case's failure showed in this run.
+    pub showed: bool,
+    /// The invariant broken or the property shown (empty when nothing showed).
+    pub invariant: String,
+    pub detail: String,
+    /// Faults the run injected (chaos cases).
+    pub faults: usize,
+    /// `ok` unless a checker found something the case does not explain.
+    pub safety: String,
+    pub violations: Vec<String>,
+    pub trace: Vec<String>,
+    pub fault_log: Vec<String>,
+    /// Chaos cases: the fault schedule, for shrinking.
+    pub schedule: Option<ChaosSchedule>,
+}
+
+fn chaos_config(read_mode: ReadMode, trace: bool) -> ChaosConfig {
+    let readers = if read_mode == ReadMode::FollowerStale { 2 } else { 0 };
+    ChaosConfig { clients: 3 + readers, readers, read_mode, trace, ..ChaosConfig::new(3) }
+}
+
+fn run_chaos_case(case: Case, seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    let (ablate, _) = case.chaos().expect("a chaos case");
+    if ablate.any() { run_raft_ablation_chaos(seed, config, ablate) } else { run_raft_chaos(seed, config) }
+}
+
+/// The first broken invariant of a chaos outcome.
+fn first_broken(outcome: &ChaosOutcome) -> Option<(Invariant, String)> {
+    if let Some(v) = outcome.violations.first() {
+        return Some((v.invariant, v.to_string()));
+    }
+    match outcome.linearizability {
+        LinCheck::Violation { key, operations } => Some((
+            Invariant::Linearizability,
+            format!("no order of the {operations} operations on key {key} explains what the clients saw"),
+        )),
+        _ => None,
+    }
+}
+
+fn chaos_trial(case: Case, outcome: ChaosOutcome) -> CaseTrial {
+    let broken = first_broken(&outcome);
+    // With a rule off any checker may fire: that is the case showing. Follower reads
+    // explain a stale read, not a broken log.
+    let unexplained = case == Case::FollowerStaleReads && !outcome.violations.is_empty();
+    CaseTrial {
+        showed: broken.is_some(),
+        invariant: broken.as_ref().map_or(String::new(), |(i, _)| i.name().to_string()),
+        detail: broken.map_or_else(
+            || format!("{} operations, every checker passed", outcome.operations_completed),
+            |(_, detail)| detail,
+        ),
+        faults: outcome.faults_injected,
+        safety: if unexplained { "unsafe".into() } else { "ok".into() },
+        violations: outcome.violations.iter().map(ToString::to_string).collect(),
+        trace: outcome.trace,
+        fault_log: outcome.fault_log,
+        schedule: Some(outcome.schedule),
+    }
+}
+
+/// A built-in experiment file for the cases that reuse the election and availability
+/// runners.
+fn builtin(text: &str) -> Experiment {
+    Experiment::parse(Path::new("<counterexample case>"), text.to_string()).expect("built-in case files are valid")
+}
+
+fn election_case(case: Case, seed: u64, trace: bool) -> CaseTrial {
+    let timeout = if case == Case::FixedTimeout { "[150, 150]" } else { "[150, 300]" };
+    let experiment = builtin(&format!(
+        "[experiment]\nname = \"cx\"\nkind = \"election\"\ntrials = 1\n\n[cluster]\nprotocol = \"raft\"\nnodes = \
+         5\n\n[network]\nlatency_ms = {{ dist = \"normal\", mean = 7.5, stddev = 1.5 }}\n\n[raft]\nelection_timeout_ms = \
+         {timeout}\n\n[faults]\ncrash = {{ who = \"leader\", at = \"random-in-heartbeat\" }}\n\n[workload]\nclients = 0\n"
+    ));
+    let point = experiment.points().remove(0);
+    let outcome = crate::election::run_trial::<Raft>(&experiment, &point, seed, trace);
+    let showed = outcome.terms > 1;
+    CaseTrial {
+        showed,
+        invariant: if showed { "liveness: split vote".into() } else { String::new() },
+        detail: format!("a new leader after {:.1} ms and {} term(s)", outcome.election_ms, outcome.terms),
+        faults: 1,
+        safety: outcome.safety.clone(),
+        violations: outcome.violations,
+        trace: outcome.trace,
+        fault_log: vec![],
+        schedule: None,
+    }
+}
+
+/// Share of the time after `failures` permanent crashes with a majority-backed leader.
+fn available_after(nodes: u32, failures: u32, seed: u64) -> (f64, String, Vec<String>) {
+    let experiment = builtin(&format!(
+        "[experiment]\nname = \"cx\"\nkind = \"availability\"\ntrials = 1\n\n[cluster]\nprotocol = \"raft\"\nnodes = \
+         {nodes}\n\n[network]\nlatency_ms = {{ dist = \"normal\", mean = 2.0, stddev = 0.5 }}\n\n[availability]\nfailures \
+         = {failures}\nduration_ms = 4000\n\n[workload]\nwarmup_ms = 500\n"
+    ));
+    let point = experiment.points().remove(0);
+    let outcome = crate::availability::run_trial::<Raft>(&experiment, &point, seed);
+    (outcome.available_after_failures, outcome.safety, outcome.violations)
+}
+
+fn availability_case(case: Case, seed: u64) -> CaseTrial {
+    let (nodes, survives, fails) = match case {
+        Case::TwoNodes => (2, 0, 1),
+        Case::FourVsThree => (4, 1, 2),
+        _ => (6, 2, 3),
+    };
+    let (up_before, safety_a, mut violations) =
+        if survives > 0 { available_after(nodes, survives, seed) } else { (1.0, "ok".into(), vec![]) };
+    let (up_after, safety_b, more) = available_after(nodes, fails, seed);
+    violations.extend(more);
+    let showed = up_before > 0.95 && up_after == 0.0;
+    let detail = if survives > 0 {
+        format!(
+            "{nodes} nodes: a majority-backed leader {:.0}% of the time after {survives} failure(s), {:.0}% after {fails}",
+            100.0 * up_before,
+            100.0 * up_after
+        )
+    } else {
+        format!("{nodes} nodes: a majority-backed leader {:.0}% of the time after {fails} failure", 100.0 * up_after)
+    };
+    CaseTrial {
+        showed,
+        invariant: if showed { format!("availability: no majority after {fails} failure(s)") } else { String::new() },
+        detail,
+        faults: fails as usize,
+        safety: if safety_a == "ok" && safety_b == "ok" { "ok".into() } else { "unsafe".into() },
+        violations,
+        trace: vec![],
+        fault_log: vec![],
+        schedule: None,
+    }
+}
+
+/// The minority-side old leader: cut off with one follower while a client keeps writing
+/// to it, so it appends entries it can never commit; the majority elects a leader and
+/// commits; after healing, the old leader must step down and replace its uncommitted
+/// suffix with the new leader's entries.
+fn rollback_case(seed: u64, trace: bool) -> CaseTrial {
+    use qlab_raft::Role;
+    use qlab_sim::{Latency, NetworkConfig, Sim};
+    let config = qlab_raft::RaftConfig::default();
+    let network = NetworkConfig {
+        latency: Latency::Normal { ns_mean: 2e6, ns_stddev: 0.5e6, ns_floor: 100_000 },
+        ..NetworkConfig::default()
+    };
+    let mut sim: Sim<Raft, qlab_core::leader_client::LeaderClient> =
+        Sim::new_staggered(config.clone(), 5, network, seed, ms(150));
+    if trace {
+        sim.enable_trace();
+    }
+    sim.run_to(ms(1_000));
+    let old = sim.leader().expect("a leader after a second");
+    let old_term = sim.node(old).map_or(0, |n| n.current_term());
+    let buddy = NodeId((old.0 + 1) % 5);
+    let majority: Vec<NodeId> = (0..5).map(NodeId).filter(|n| *n != old && *n != buddy).collect();
+    sim.partition(&[vec![old, buddy], majority.clone()]);
+    // Writes straight to the old leader: appended on its side, never committed.
+    for seq in 1..=5u64 {
+        let op = Op::Put { key: 1, value: format!("minority-{seq}").into_bytes() };
+        sim.inject_request(old, Request::new(ClientId(900), seq, op));
+        sim.run_to(sim.now() + ms(5));
+    }
+    let appended = sim.node(old).map_or(0, |n| n.last_index());
+    let committed_before = sim.node(old).map_or(0, |n| n.commit_index());
+    // The majority elects a leader and commits writes of its own.
+    sim.run_to(sim.now() + ms(1_000));
+    let new = majority.iter().copied().find(|n| sim.node(*n).is_some_and(|r| r.role() == Role::Leader));
+    if let Some(new) = new {
+        for seq in 1..=3u64 {
+            let op = Op::Put { key: 1, value: format!("majority-{seq}").into_bytes() };
+            sim.inject_request(new, Request::new(ClientId(901), seq, op));
+            sim.run_to(sim.now() + ms(20));
+        }
+    }
+    sim.heal();
+    sim.run_to(sim.now() + ms(1_500));
+    let node = sim.node(old).expect("the old leader never crashes");
+    // The old leader's entries of its own term above what it had committed, if any
+    // survive (they were never on a majority, so none may).
+    let kept_old = node.log().iter().filter(|e| e.index > committed_before && e.term == old_term).count();
+    let rolled_back = appended.saturating_sub(committed_before) as usize;
+    let stepped_down = node.role() != Role::Leader && node.current_term() > old_term;
+    let showed = new.is_some() && stepped_down && rolled_back > 0 && kept_old == 0;
+    let violations: Vec<String> =
+        crate::check::check_observations(&sim.observations).iter().map(ToString::to_string).collect();
+    CaseTrial {
+        showed,
+        invariant: if showed { "old leader rolled back (log matching restored)".into() } else { String::new() },
+        detail: format!(
+            "{old} appended {rolled_back} entries it never committed; after healing it is a {:?} in term {} and keeps \
+             {kept_old} of them",
+            node.role(),
+            node.current_term()
+        ),
+        faults: 2,
+        safety: if violations.is_empty() { "ok".into() } else { "unsafe".into() },
+        violations,
+        trace: sim.trace().to_vec(),
+        fault_log: vec![
+            format!("partition [{old}, {buddy}] | {majority:?}"),
+            format!("heal at {:.3} ms", nanos_to_ms(sim.now())),
+        ],
+        schedule: None,
+    }
+}
+
+pub fn run_trial(case: Case, seed: u64, trace: bool) -> CaseTrial {
+    match case {
+        Case::MultipleVotesPerTerm | Case::NoUpToDateCheck | Case::NoPrevLogCheck | Case::FollowerStaleReads => {
+            let (_, read_mode) = case.chaos().expect("a chaos case");
+            chaos_trial(case, run_chaos_case(case, seed, &chaos_config(read_mode, trace)))
+        }
+        Case::FixedTimeout | Case::RandomizedTimeout => election_case(case, seed, trace),
+        Case::TwoNodes | Case::FourVsThree | Case::SixVsFive => availability_case(case, seed),
+        Case::MinorityLeaderRollback => rollback_case(seed, trace),
+    }
+}
+
+/// A shrunk counterexample: the fewest faults that still break the same invariant.
+pub struct Shrunk {
+    pub original_faults: usize,
+    pub schedule: ChaosSchedule,
+    pub runs: usize,
+    /// The shrunk run, traced, with its trace cut just after the first violation.
+    pub trial: CaseTrial,
+}
+
+/// Shrink trial `seed` of a chaos case whose failure showed; `None` for other cases or
+/// when nothing showed.
+pub fn shrink_trial(case: Case, seed: u64) -> Option<Shrunk> {
+    let (_, read_mode) = case.chaos()?;
+    let config = chaos_config(read_mode, false);
+    let original = run_chaos_case(case, seed, &config);
+    let (invariant, _) = first_broken(&original)?;
+    let with = |schedule: &ChaosSchedule| ChaosConfig { schedule: Some(schedule.clone()), ..config.clone() };
+    let (schedule, runs) = shrink(
+        |schedule| run_chaos_case(case, seed, &with(schedule)),
+        &original.schedule,
+        |outcome| first_broken(outcome).is_some_and(|(i, _)| i == invariant),
+    );
+    let traced = ChaosConfig { trace: true, ..with(&schedule) };
+    let outcome = run_chaos_case(case, seed, &traced);
+    let cut_at = outcome.violations.first().map(|v| v.time);
+    let mut trial = chaos_trial(case, outcome);
+    if let Some(cut_at) = cut_at {
+        // Trace lines start with the time in ms; keep those up to the violation.
+        let limit = nanos_to_ms(cut_at);
+        trial.trace.retain(|line| {
+            line.split_whitespace()
+                .next()
+                .and_then(|t| t.trim_end_matches("ms").parse::<f64>().ok())
+                .is_none_or(|t| t <= limit)
+        });
+    }
+    Some(Shrunk { original_faults: original.faults_injected, schedule, runs, trial })
+}
+
+impl std::str::FromStr for Case {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Case, String> {
+        Case::ALL.iter().copied().find(|c| c.name() == name).ok_or_else(|| format!("no case {name:?}"))
+    }
+}
+
+impl std::fmt::Display for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
