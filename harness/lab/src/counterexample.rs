@@ -237,7 +237,10 @@ fn availability_case(case: Case, seed: u64) -> CaseTrial {
         if survives > 0 { available_after(nodes, survives, seed) } else { (1.0, "ok".into(), vec![]) };
     let (up_after, safety_b, more) = available_after(nodes, fails, seed);
     violations.extend(more);
-    let showed = up_before > 0.95 && up_after == 0.0;
+    // Surviving is having a majority-backed leader most of the time after the failures
+    // (the election a failure may force takes a few hundred ms of the 2 s measured);
+    // not surviving is having none at all.
+    let showed = up_before > 0.5 && up_after == 0.0;
     let detail = if survives > 0 {
         format!(
             "{nodes} nodes: a majority-backed leader {:.0}% of the time after {survives} failure(s), {:.0}% after {fails}",
