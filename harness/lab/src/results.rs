@@ -396,7 +396,7 @@ pub fn summarize_counterexamples(table: &Table, dir: &Path) -> Result<()> {
         ])
         .map_err(csv_err)?;
     let mut markdown = String::from(
-        "| case | runs | showed in | first failing seed | invariant or property |\n|---|---:|---:|---:|---|\n",
+        "| case | runs | showed in | first failing trial | invariant or property |\n|---|---:|---:|---:|---|\n",
     );
     for (values, rows) in table.group_by(COUNTEREXAMPLE_POINT_COLUMNS) {
         let showed: Vec<&&Vec<String>> = rows.iter().filter(|r| table.get(r, "showed") == Some("true")).collect();
@@ -426,7 +426,7 @@ pub fn summarize_counterexamples(table: &Table, dir: &Path) -> Result<()> {
             values[0],
             rows.len(),
             showed.len(),
-            if seed.is_empty() { "-" } else { &seed },
+            first.and_then(|r| table.get(r, "trial")).unwrap_or("-"),
             invariants.join("; ")
         ));
     }
