@@ -204,7 +204,8 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                         if o.invariant.is_empty() { String::new() } else { format!(" ({})", o.invariant) },
                         o.detail
                     );
-                    (o.showed.to_string(), &o.violations)
+                    // The minimal run's violations tell the story; the full run's are in trials.csv.
+                    (o.showed.to_string(), shrunk.as_ref().map_or(&o.violations, |s| &s.trial.violations))
                 }
                 run::ReplayOutcome::Reads(o) => {
                     say!("faults:");
