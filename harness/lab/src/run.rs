@@ -690,7 +690,7 @@ pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
     }
     if experiment.file.experiment.kind != Kind::Election || point.mode != Mode::Sim {
         return Err(LabError::Usage(format!(
-            "trial {trial} is a {} trial in {} mode; qlab replay re-runs simulated election, attack and reads trials (real-mode trials are measurements and do not replay)",
+            "trial {trial} is a {} trial in {} mode; qlab replay re-runs simulated election, attack, reads and counterexample trials (real-mode trials are measurements and do not replay)",
             experiment.file.experiment.kind.name(),
             point.mode.name()
         )));
