@@ -218,7 +218,10 @@ fn replay_reproduces_a_trial_with_a_readable_trace() {
     run_ok(qlab().arg("run").arg(&tp).arg("--out").arg(&tp_out));
     let refused = qlab().arg("replay").arg(&tp_out).args(["--trial", "0"]).output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("re-runs simulated election, attack, reads and counterexample trials"));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("re-runs simulated election, attack, reads and counterexample trials")
+    );
     let output = qlab().arg("replay").arg(&out).args(["--trial", "99"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("trials 0..7"));
@@ -560,4 +563,68 @@ cases = ["no-prev-log-check", "two-nodes", "randomized-timeout"]
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("shrunk: ") && stdout.contains("faults still break"), "{stdout}");
     assert!(stdout.contains("minimal run: ") && stdout.contains("replay matches"), "{stdout}");
+}
+
+/// Every committed reference run redraws from its CSV alone to byte-identical figures,
+/// summaries and tables: what the README and gallery show is what the CSV says.
+#[test]
+fn plot_regenerates_every_committed_reference_run_byte_for_byte() {
+    fn files(dir: &std::path::Path, prefix: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, prefix, out);
+            } else {
+                out.push(path.strip_prefix(prefix).unwrap().to_path_buf());
+            }
+        }
+    }
+    let results = repo_file("results");
+    let mut checked = 0;
+    let mut experiments: Vec<PathBuf> = std::fs::read_dir(&results).unwrap().map(|e| e.unwrap().path()).collect();
+    experiments.sort();
+    for experiment in experiments {
+        let reference = experiment.join("reference");
+        if !reference.join("trials.csv").exists() {
+            continue;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = tmp.path().join("run");
+        let mut committed = Vec::new();
+        files(&reference, &reference, &mut committed);
+        committed.sort();
+        // Only the inputs are copied; everything `plot` writes must come back the same.
+        for input in ["trials.csv", "meta.json", "experiment.toml"] {
+            std::fs::create_dir_all(&copy).unwrap();
+            if reference.join(input).exists() {
+                std::fs::copy(reference.join(input), copy.join(input)).unwrap();
+            }
+        }
+        run_ok(qlab().arg("plot").arg(&copy));
+        let mut redrawn = Vec::new();
+        files(&copy, &copy, &mut redrawn);
+        redrawn.sort();
+        assert_eq!(committed, redrawn, "{}: plot writes other files than are committed", reference.display());
+        for file in &committed {
+            let (a, b) = (std::fs::read(reference.join(file)).unwrap(), std::fs::read(copy.join(file)).unwrap());
+            assert!(a == b, "{}: {} differs when redrawn", reference.display(), file.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 14, "only {checked} reference runs found");
+}
+
+/// Every figure and results file the README links exists in the repository, so the
+/// gallery cannot point at a run that is no longer committed.
+#[test]
+fn every_results_file_the_readme_links_is_committed() {
+    let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+    let mut linked = 0;
+    for (i, _) in readme.match_indices("](results/") {
+        let rest = &readme[i + 2..];
+        let path = &rest[..rest.find(')').expect("a closed link")];
+        assert!(repo_file(path).exists(), "README links {path}, which is not committed");
+        linked += 1;
+    }
+    assert!(linked >= 20, "only {linked} results links found");
 }

@@ -440,7 +440,9 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
     let file = File::create(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
     let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
-    let averaged = [
+    // Only the metrics the trials have: a run recorded before a column existed keeps the
+    // summary it was committed with when redrawn.
+    let averaged: Vec<&str> = [
         "ops_per_s",
         "latency_ms_p50",
         "latency_ms_p99",
@@ -452,16 +454,19 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
         "signatures_made_per_op",
         "signatures_verified_per_op",
         "view_changes",
-    ];
+    ]
+    .into_iter()
+    .filter(|column| table.column(column).is_some())
+    .collect();
     let mut header: Vec<&str> = THROUGHPUT_POINT_COLUMNS.to_vec();
     header.push("trials");
-    header.extend(averaged);
+    header.extend(&averaged);
     header.push("unsafe_trials");
     writer.write_record(&header).map_err(csv_err)?;
     for (key, rows) in table.group_by(THROUGHPUT_POINT_COLUMNS) {
         let mut record = key.clone();
         record.push(rows.len().to_string());
-        for column in averaged {
+        for column in &averaged {
             let values: Vec<f64> = rows.iter().filter_map(|r| table.number(r, column)).collect();
             record.push(fmt_metric(mean(&values)));
         }
