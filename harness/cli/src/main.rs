@@ -31,6 +31,16 @@ enum Command {
     },
     /// Redraw every figure of a run (and its summary) from its trials.csv alone.
     Plot { run_dir: PathBuf },
+    /// Compare two runs of the same experiment (two commits, two machines) point by
+    /// point: B / A for the kind's headline metrics with 95% bootstrap intervals.
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// Where compare.csv, compare.txt and figures/ go (default:
+        /// results/compare/<experiment>-<UTC time>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Re-run one trial of a run with a readable event trace.
     Replay {
         run_dir: PathBuf,
@@ -122,6 +132,27 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             }
             if report.failed_trials == report.trials && report.trials > 0 {
                 return Err(qlab_lab::LabError::Usage("no trial could run".into()));
+            }
+            Ok(())
+        }
+        Command::Compare { a, b, out } => {
+            let out = out.unwrap_or_else(|| {
+                let name = qlab_lab::results::read_meta(&b).map_or("run".to_string(), |m| m.experiment);
+                let stamp = qlab_lab::results::utc_timestamp(std::time::SystemTime::now()).replace([':', '-'], "");
+                PathBuf::from("results/compare").join(format!("{name}-{stamp}"))
+            });
+            let comparison = qlab_lab::compare::compare(&a, &b, &out)?;
+            let mut lines = vec![comparison.columns.clone()];
+            lines.extend(comparison.rows.iter().cloned());
+            let widths: Vec<usize> =
+                (0..lines[0].len()).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
+            for line in lines {
+                let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:>w$}")).collect();
+                say!("{}", cells.join("  "));
+            }
+            say!("-> {}", comparison.out_dir.join("compare.csv").display());
+            for figure in &comparison.figures {
+                say!("figure: {}", figure.display());
             }
             Ok(())
         }

@@ -628,3 +628,40 @@ fn every_results_file_the_readme_links_is_committed() {
     }
     assert!(linked >= 20, "only {linked} results links found");
 }
+
+/// `qlab compare`: a run against itself is ratio 1 everywhere with an interval around
+/// it; against another seed the points line up with their trial counts; the figure and
+/// the provenance note land; runs of different kinds are refused.
+#[test]
+fn compare_gives_ratios_with_intervals_per_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), 40);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    run_ok(qlab().arg("run").arg(&file).arg("--out").arg(&a));
+    run_ok(qlab().arg("run").arg(&file).arg("--out").arg(&b).args(["--seed", "6"]));
+    let same = tmp.path().join("same");
+    run_ok(qlab().arg("compare").arg(&a).arg(&a).arg("--out").arg(&same));
+    let rows = csv_rows(&same.join("compare.csv"));
+    assert_eq!(rows.len(), 2 * 2, "2 cluster sizes x 2 metrics: {rows:?}");
+    for row in &rows {
+        assert_eq!(row["ratio_b_over_a"], "1.000", "{row:?}");
+        let (low, high): (f64, f64) = (row["ratio_ci95_low"].parse().unwrap(), row["ratio_ci95_high"].parse().unwrap());
+        assert!(low <= 1.0 && 1.0 <= high, "{row:?}");
+    }
+    let out = tmp.path().join("cmp");
+    let printed = run_ok(qlab().arg("compare").arg(&a).arg(&b).arg("--out").arg(&out));
+    assert!(String::from_utf8_lossy(&printed.stdout).contains("ratio_b_over_a"));
+    let rows = csv_rows(&out.join("compare.csv"));
+    assert!(rows.iter().all(|r| r["trials_a"] == "40" && r["trials_b"] == "40"), "{rows:?}");
+    assert!(rows.iter().any(|r| r["metric"] == "election_ms" && r["nodes"] == "5"));
+    assert!(out.join("figures/compare_ratios.png").exists() && out.join("figures/compare_ratios.svg").exists());
+    assert!(std::fs::read_to_string(out.join("compare.txt")).unwrap().starts_with("A = "));
+    std::fs::create_dir_all(tmp.path().join("avail")).unwrap();
+    let other = run_small_experiment(
+        &tmp.path().join("avail"),
+        "# a\n[experiment]\nname = \"a\"\nkind = \"availability\"\ntrials = 1\n[cluster]\nprotocol = \"raft\"\nnodes = 3\n[availability]\nduration_ms = 1000\n",
+    );
+    let refused = qlab().arg("compare").arg(&a).arg(&other).arg("--out").arg(tmp.path().join("x")).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("compare runs of the same experiment"));
+}

@@ -70,6 +70,9 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: &'static [Kind] =
+        &[Kind::Election, Kind::Throughput, Kind::Attack, Kind::Availability, Kind::Reads, Kind::Counterexample];
+
     pub fn name(&self) -> &'static str {
         match self {
             Kind::Election => "election",

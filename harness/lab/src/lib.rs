@@ -19,6 +19,7 @@ pub mod attack;
 pub mod availability;
 pub mod chaos;
 pub mod check;
+pub mod compare;
 pub mod config;
 pub mod counterexample;
 pub mod election;

@@ -651,6 +651,92 @@ pub fn plot_availability(run_dir: &Path, experiment_name: &str) -> Result<Vec<Pa
     write_xy(run_dir, "availability_vs_nodes", &figure)
 }
 
+/// One ratio of `qlab compare`: B / A at a point, with its 95% interval.
+pub struct RatioRow {
+    pub label: String,
+    pub ratio: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// A dot plot of ratios, one row each, whiskers for the intervals, a line at 1.
+pub struct RatioFigure {
+    pub title: String,
+    pub rows: Vec<RatioRow>,
+}
+
+const RATIO_LABEL_PX: u32 = 460;
+const RATIO_ROW_PX: u32 = 24;
+
+impl Drawable for RatioFigure {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let finite = |v: f64| v.is_finite().then_some(v);
+        let all = self.rows.iter().flat_map(|r| [finite(r.ratio), finite(r.low), finite(r.high)]).flatten();
+        let (lo, hi) = all.fold((1.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let pad = ((hi - lo) * 0.08).max(0.02);
+        let n = self.rows.len();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&self.title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(RATIO_LABEL_PX)
+            .build_cartesian_2d((lo - pad)..(hi + pad), -0.5f64..(n as f64 - 0.5))
+            .map_err(|e| e.to_string())?;
+        let labels: Vec<String> = self.rows.iter().map(|r| r.label.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|y| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                    labels[labels.len() - 1 - i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("B / A")
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let grey = RGBColor(120, 120, 120);
+        chart
+            .draw_series(DashedLineSeries::new(vec![(1.0, -0.5), (1.0, n as f64 - 0.5)], 6, 4, grey.stroke_width(1)))
+            .map_err(|e| e.to_string())?;
+        for (i, row) in self.rows.iter().enumerate() {
+            // The first row on top.
+            let y = (n - 1 - i) as f64;
+            // Vermilion when the interval excludes 1 (a change the trials support), blue when not.
+            let changed = row.low > 1.0 || row.high < 1.0;
+            let color = if changed { series_color(1) } else { series_color(0) };
+            if row.low.is_finite() && row.high.is_finite() {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(row.low, y), (row.high, y)],
+                        color.stroke_width(2),
+                    )))
+                    .map_err(|e| e.to_string())?;
+            }
+            chart
+                .draw_series(std::iter::once(Circle::new((row.ratio, y), 4, color.filled())))
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())
+    }
+}
+
+/// Write a ratio dot plot as `figures/<stem>.svg` and `.png` under `dir`.
+pub fn write_ratios(dir: &Path, stem: &str, figure: &RatioFigure) -> Result<Vec<PathBuf>> {
+    let height = 110 + RATIO_ROW_PX * figure.rows.len() as u32;
+    write_figure_sized(dir, stem, figure, (1100, height.max(240)))
+}
+
 /// Rewrite a counterexample run's `summary.csv` and `counterexamples.md` from its CSV
 /// (a table is the whole result: no figure).
 pub fn plot_counterexamples(run_dir: &Path) -> Result<Vec<PathBuf>> {

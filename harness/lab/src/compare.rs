@@ -1,0 +1,217 @@
+//! `qlab compare A B`: the same experiment run twice — at two commits, on two machines —
+//! point by point.
+//!
+//! For every point (the kind's point columns) both runs have, and each of the kind's
+//! headline metrics, `compare.csv` gives the value in A and in B (the median or mean of
+//! the point's trials, as the kind's summary does), the ratio B / A and a 95% bootstrap
+//! confidence interval of that ratio (both runs' trials resampled with replacement,
+//! 2,000 times, from a fixed seed so the file is the same every time). A ratio whose
+//! interval excludes 1 is a change the trials support; one that straddles 1 is noise at
+//! this many trials. Points only one run has are listed with the other side empty.
+//! `figures/compare_ratios` draws every ratio with its interval against the line at 1.
+
+use crate::error::{LabError, Result};
+use crate::plot::{RatioFigure, RatioRow, write_ratios};
+use crate::results::{self, Meta, TRIALS_CSV, Table, fmt_metric, mean, quantile};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+
+/// How a metric is summarized over a point's trials.
+#[derive(Clone, Copy, Debug)]
+enum Aggregate {
+    Median,
+    Mean,
+    /// Share of trials whose cell is `true`.
+    ShareTrue,
+}
+
+impl Aggregate {
+    fn name(self) -> &'static str {
+        match self {
+            Aggregate::Median => "median",
+            Aggregate::Mean => "mean",
+            Aggregate::ShareTrue => "share",
+        }
+    }
+    fn of(self, values: &[f64]) -> f64 {
+        match self {
+            Aggregate::Median => {
+                let mut sorted = values.to_vec();
+                sorted.sort_by(f64::total_cmp);
+                quantile(&sorted, 0.5)
+            }
+            Aggregate::Mean | Aggregate::ShareTrue => mean(values),
+        }
+    }
+}
+
+/// The metrics compared for a kind.
+fn metrics(kind: &str) -> &'static [(&'static str, Aggregate)] {
+    match kind {
+        "election" => &[("election_ms", Aggregate::Median), ("unavailable_ms", Aggregate::Median)],
+        "throughput" => &[("ops_per_s", Aggregate::Mean), ("latency_ms_p99", Aggregate::Mean)],
+        "attack" => &[("ops_per_s_during", Aggregate::Mean), ("ops_per_s_after", Aggregate::Mean)],
+        "availability" => &[("available_after_failures", Aggregate::Mean)],
+        "reads" => &[("read_latency_ms_p50", Aggregate::Median), ("msgs_per_op", Aggregate::Median)],
+        "counterexample" => &[("showed", Aggregate::ShareTrue)],
+        _ => &[],
+    }
+}
+
+const RESAMPLES: usize = 2_000;
+
+/// What `compare` wrote.
+pub struct Comparison {
+    pub out_dir: PathBuf,
+    /// Rows of `compare.csv` (also printed).
+    pub rows: Vec<Vec<String>>,
+    pub columns: Vec<String>,
+    pub figures: Vec<PathBuf>,
+}
+
+fn values(table: &Table, rows: &[&Vec<String>], column: &str, aggregate: Aggregate) -> Vec<f64> {
+    rows.iter()
+        .filter_map(|r| match aggregate {
+            Aggregate::ShareTrue => table.get(r, column).map(|v| if v == "true" { 1.0 } else { 0.0 }),
+            _ => table.number(r, column),
+        })
+        .collect()
+}
+
+/// The 95% bootstrap interval of `agg(b) / agg(a)`.
+fn bootstrap_ratio(a: &[f64], b: &[f64], aggregate: Aggregate, rng: &mut ChaCha8Rng) -> (f64, f64) {
+    if a.is_empty() || b.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut ratios: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            let resample = |v: &[f64], rng: &mut ChaCha8Rng| -> Vec<f64> {
+                (0..v.len()).map(|_| v[rng.random_range(0..v.len())]).collect()
+            };
+            let (ra, rb) = (resample(a, rng), resample(b, rng));
+            aggregate.of(&rb) / aggregate.of(&ra)
+        })
+        .filter(|r| r.is_finite())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    (quantile(&ratios, 0.025), quantile(&ratios, 0.975))
+}
+
+pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path) -> Result<Comparison> {
+    let (meta_a, meta_b) = (results::read_meta(a_dir)?, results::read_meta(b_dir)?);
+    if meta_a.kind != meta_b.kind {
+        return Err(LabError::Usage(format!(
+            "{} is a {} run and {} a {} run: compare runs of the same experiment",
+            a_dir.display(),
+            meta_a.kind,
+            b_dir.display(),
+            meta_b.kind
+        )));
+    }
+    let kind =
+        crate::config::Kind::ALL.iter().copied().find(|k| k.name() == meta_a.kind).ok_or_else(|| {
+            LabError::Usage(format!("{}: unknown experiment kind {:?}", a_dir.display(), meta_a.kind))
+        })?;
+    let (ta, tb) = (Table::read(&a_dir.join(TRIALS_CSV))?, Table::read(&b_dir.join(TRIALS_CSV))?);
+    let key_columns: Vec<&str> = results::point_columns(kind)
+        .iter()
+        .copied()
+        .filter(|c| ta.column(c).is_some() && tb.column(c).is_some())
+        .collect();
+    let ga = ta.group_by(&key_columns);
+    let gb = tb.group_by(&key_columns);
+    let mut keys: Vec<Vec<String>> = ga.iter().map(|(k, _)| k.clone()).collect();
+    for (k, _) in &gb {
+        if !keys.contains(k) {
+            keys.push(k.clone());
+        }
+    }
+    let mut columns: Vec<String> = key_columns.iter().map(|c| c.to_string()).collect();
+    columns.extend(
+        [
+            "metric",
+            "aggregate",
+            "trials_a",
+            "a",
+            "trials_b",
+            "b",
+            "ratio_b_over_a",
+            "ratio_ci95_low",
+            "ratio_ci95_high",
+        ]
+        .map(String::from),
+    );
+    // Figure labels name only the point columns that differ between points.
+    let varying: Vec<usize> = (0..key_columns.len()).filter(|i| keys.iter().any(|k| k[*i] != keys[0][*i])).collect();
+    let label_of = |key: &[String]| -> String {
+        let parts: Vec<String> = varying.iter().map(|i| format!("{}={}", key_columns[*i], key[*i])).collect();
+        if parts.is_empty() { "all".to_string() } else { parts.join(" ") }
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(0xc0_3a_4e);
+    let mut rows = Vec::new();
+    let mut figure_rows = Vec::new();
+    for key in &keys {
+        let rows_a: Vec<&Vec<String>> = ga.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone()).unwrap_or_default();
+        let rows_b: Vec<&Vec<String>> = gb.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone()).unwrap_or_default();
+        for (metric, aggregate) in metrics(&meta_a.kind) {
+            if ta.column(metric).is_none() || tb.column(metric).is_none() {
+                continue;
+            }
+            let (va, vb) = (values(&ta, &rows_a, metric, *aggregate), values(&tb, &rows_b, metric, *aggregate));
+            let (a, b) = (aggregate.of(&va), aggregate.of(&vb));
+            let ratio = b / a;
+            let (low, high) = bootstrap_ratio(&va, &vb, *aggregate, &mut rng);
+            let mut row = key.clone();
+            row.extend([
+                metric.to_string(),
+                aggregate.name().to_string(),
+                rows_a.len().to_string(),
+                fmt_metric(a),
+                rows_b.len().to_string(),
+                fmt_metric(b),
+                if ratio.is_finite() { fmt_metric(ratio) } else { String::new() },
+                if low.is_finite() { fmt_metric(low) } else { String::new() },
+                if high.is_finite() { fmt_metric(high) } else { String::new() },
+            ]);
+            rows.push(row);
+            if ratio.is_finite() {
+                figure_rows.push(RatioRow { label: format!("{}: {metric}", label_of(key)), ratio, low, high });
+            }
+        }
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| LabError::Io { path: out_dir.to_path_buf(), source: e })?;
+    let path = out_dir.join("compare.csv");
+    let file = std::fs::File::create(&path).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let mut writer = csv::Writer::from_writer(file);
+    let csv_err = |e| LabError::Csv { path: path.clone(), source: e };
+    writer.write_record(&columns).map_err(csv_err)?;
+    for row in &rows {
+        writer.write_record(row).map_err(csv_err)?;
+    }
+    writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let provenance = |m: &Meta, dir: &Path| {
+        format!(
+            "{}: {} at {}{} on {} ({} cpus)",
+            dir.display(),
+            m.experiment,
+            &m.git_commit[..m.git_commit.len().min(10)],
+            if m.git_dirty { " (dirty)" } else { "" },
+            m.machine.hostname,
+            m.machine.cpus
+        )
+    };
+    let note = format!("A = {}\nB = {}\n", provenance(&meta_a, a_dir), provenance(&meta_b, b_dir));
+    let note_path = out_dir.join("compare.txt");
+    std::fs::write(&note_path, &note).map_err(|e| LabError::Io { path: note_path, source: e })?;
+    let figures = if figure_rows.is_empty() {
+        Vec::new()
+    } else {
+        let figure = RatioFigure {
+            title: format!("{} vs {}: B / A per point (95% bootstrap CI)", meta_b.experiment, meta_a.experiment),
+            rows: figure_rows,
+        };
+        write_ratios(out_dir, "compare_ratios", &figure)?
+    };
+    Ok(Comparison { out_dir: out_dir.to_path_buf(), rows, columns, figures })
+}
