@@ -665,3 +665,21 @@ fn compare_gives_ratios_with_intervals_per_point() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("compare runs of the same experiment"));
 }
+
+/// The read-modes notebook against the committed reference run: log and read-index
+/// never stale, every stale lease beyond its drift bound, and the paired latency ratio.
+#[test]
+fn reads_notebook_runs_on_the_reference_csv() {
+    let stdout = run_notebook("reads.ipynb");
+    assert!(stdout.contains("raft        read-index          0/2400"), "{stdout}");
+    assert!(stdout.contains("all beyond the assumed bound") && stdout.contains("lease / read-index"), "{stdout}");
+}
+
+/// The counterexamples notebook: per-case rates with intervals, the timeout test, and
+/// each case's first failing run with its replay command.
+#[test]
+fn counterexamples_notebook_runs_on_the_reference_csv() {
+    let stdout = run_notebook("counterexamples.ipynb");
+    assert!(stdout.contains("split votes: fixed") && stdout.contains("z = "), "{stdout}");
+    assert!(stdout.contains("qlab replay results/seed-counterexamples/reference --trial 1003"), "{stdout}");
+}
