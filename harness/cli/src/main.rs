@@ -30,7 +30,17 @@ enum Command {
         jobs: Option<usize>,
     },
     /// Redraw every figure of a run (and its summary) from its trials.csv alone.
-    Plot { run_dir: PathBuf },
+    Plot {
+        run_dir: PathBuf,
+        /// Which files: svg, png or both (comma-separated).
+        #[arg(long, default_value = "svg,png", value_name = "LIST")]
+        format: String,
+        /// The medium the line figures are sized for: screen, paper (one column),
+        /// paper-wide (two columns) or slides. Anything but screen writes to
+        /// figures-<style>/ so the run's own figures stay as they are.
+        #[arg(long, default_value = "screen", value_name = "STYLE")]
+        style: String,
+    },
     /// Compare two runs of the same experiment (two commits, two machines) point by
     /// point: B / A for the kind's headline metrics with 95% bootstrap intervals.
     Compare {
@@ -156,8 +166,26 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             }
             Ok(())
         }
-        Command::Plot { run_dir } => {
-            for figure in run::plot_run(&run_dir)? {
+        Command::Plot { run_dir, format, style } => {
+            let style = qlab_lab::plot::Style::from_name(&style).ok_or_else(|| {
+                qlab_lab::LabError::Usage(format!(
+                    "--style {style:?}: one of {}",
+                    qlab_lab::plot::Style::NAMES.join(", ")
+                ))
+            })?;
+            let mut options = qlab_lab::plot::PlotOptions { style, svg: false, png: false };
+            for name in format.split(',').map(str::trim) {
+                match name {
+                    "svg" => options.svg = true,
+                    "png" => options.png = true,
+                    other => {
+                        return Err(qlab_lab::LabError::Usage(format!(
+                            "--format {other:?}: svg or png (comma-separated); PDF would need a system cairo library"
+                        )));
+                    }
+                }
+            }
+            for figure in qlab_lab::plot::with_options(options, || run::plot_run(&run_dir))? {
                 say!("figure: {}", figure.display());
             }
             print_summary(&run_dir)?;

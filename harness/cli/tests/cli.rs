@@ -683,3 +683,28 @@ fn counterexamples_notebook_runs_on_the_reference_csv() {
     assert!(stdout.contains("split votes: fixed") && stdout.contains("z = "), "{stdout}");
     assert!(stdout.contains("qlab replay results/seed-counterexamples/reference --trial 1003"), "{stdout}");
 }
+
+/// `qlab plot --style paper --format svg`: paper-sized SVGs in figures-paper/, the run's
+/// own figures untouched; unknown styles and formats are refused with the choices.
+#[test]
+fn plot_styles_write_beside_the_run_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let reference = repo_file("results/quickstart/reference");
+    for input in ["trials.csv", "meta.json", "experiment.toml"] {
+        std::fs::copy(reference.join(input), run.join(input)).unwrap();
+    }
+    run_ok(qlab().arg("plot").arg(&run));
+    let before = std::fs::read(run.join("figures/election_cdf.svg")).unwrap();
+    run_ok(qlab().arg("plot").arg(&run).args(["--style", "paper", "--format", "svg"]));
+    let paper = std::fs::read_to_string(run.join("figures-paper/election_cdf.svg")).unwrap();
+    assert!(paper.contains("width=\"1050\"") && paper.contains("height=\"720\""), "{}", &paper[..200]);
+    assert!(!run.join("figures-paper/election_cdf.png").exists(), "--format svg writes no PNG");
+    assert_eq!(std::fs::read(run.join("figures/election_cdf.svg")).unwrap(), before);
+    for (flag, value, expected) in [("--style", "poster", "paper-wide"), ("--format", "pdf", "cairo")] {
+        let out = qlab().arg("plot").arg(&run).args([flag, value]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(expected), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

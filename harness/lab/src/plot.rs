@@ -3,7 +3,16 @@
 //! Every figure is written as SVG (for papers) and PNG (for the README and quick
 //! looks). Text uses DejaVu Sans, bundled in the binary and registered with plotters'
 //! `ab_glyph` renderer, so PNG text looks the same on every machine and needs no
-//! system font.
+//! system font. Colours come from the Okabe & Ito palette, one colour per protocol
+//! where protocols are compared.
+//!
+//! `qlab plot --style` redraws the line figures (CDFs, XY charts) for a medium: `screen`
+//! (the default, 1000 × 640 px), `paper` (one column of a two-column paper: 3.5 in at
+//! 300 dpi, 1050 × 720 px, text about 8 pt when printed at that width), `paper-wide`
+//! (both columns, 7 in) and `slides` (1600 × 1000 px, larger text). Text, margins,
+//! strokes and markers scale together. The matrices, timelines and ratio plots keep their
+//! own layout. `--format` picks SVG, PNG or both; PDF is not offered (plotters draws PDF
+//! only through a system cairo library, and the suite depends on none).
 
 use crate::error::{LabError, Result};
 use crate::results::{FIGURES_DIR, SUMMARY_CSV, TRIALS_CSV, Table, summarize_election};
@@ -20,6 +29,83 @@ fn register_font() {
         plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
             .unwrap_or_else(|_| panic!("the bundled DejaVu Sans font is a valid TTF"));
     });
+}
+
+/// The medium figures are drawn for (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Style {
+    #[default]
+    Screen,
+    Paper,
+    PaperWide,
+    Slides,
+}
+
+impl Style {
+    pub const NAMES: &'static [&'static str] = &["screen", "paper", "paper-wide", "slides"];
+
+    pub fn name(self) -> &'static str {
+        Style::NAMES[self as usize]
+    }
+
+    pub fn from_name(name: &str) -> Option<Style> {
+        match name {
+            "screen" => Some(Style::Screen),
+            "paper" => Some(Style::Paper),
+            "paper-wide" => Some(Style::PaperWide),
+            "slides" => Some(Style::Slides),
+            _ => None,
+        }
+    }
+    /// Canvas of a line figure, and the factor text, margins and strokes scale by.
+    fn geometry(self) -> ((u32, u32), f64) {
+        match self {
+            Style::Screen => ((1000, 640), 1.0),
+            Style::Paper => ((1050, 720), 2.0),
+            Style::PaperWide => ((2100, 1000), 2.0),
+            Style::Slides => ((1600, 1000), 1.5),
+        }
+    }
+}
+
+/// How `qlab plot` draws and which files it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlotOptions {
+    pub style: Style,
+    pub svg: bool,
+    pub png: bool,
+}
+
+impl Default for PlotOptions {
+    fn default() -> Self {
+        PlotOptions { style: Style::Screen, svg: true, png: true }
+    }
+}
+
+thread_local! {
+    static OPTIONS: std::cell::Cell<PlotOptions> = std::cell::Cell::new(PlotOptions::default());
+}
+
+/// Run `f` (a `plot_*` call) with `options` in force on this thread.
+pub fn with_options<T>(options: PlotOptions, f: impl FnOnce() -> T) -> T {
+    let before = OPTIONS.with(|o| o.replace(options));
+    let result = f();
+    OPTIONS.with(|o| o.set(before));
+    result
+}
+
+fn options() -> PlotOptions {
+    OPTIONS.with(|o| o.get())
+}
+
+/// A font size of the line figures, scaled for the style.
+fn font(px: i32) -> (&'static str, f64) {
+    ("sans-serif", px as f64 * options().style.geometry().1)
+}
+
+/// A length (margin, stroke, marker) of the line figures, scaled for the style.
+fn px(n: u32) -> u32 {
+    (n as f64 * options().style.geometry().1).round() as u32
 }
 
 /// Colour-blind-safe palette (Okabe & Ito 2008), then plotters' 99-colour palette.
@@ -69,7 +155,7 @@ where
     let log_x = figure.log_x && hi / lo.max(1e-9) >= 20.0;
     let x_label = if log_x { figure.x_label.clone() } else { figure.x_label.replace(", log scale", "") };
     let mut chart = ChartBuilder::on(&root);
-    chart.caption(&figure.title, ("sans-serif", 26)).margin(18).x_label_area_size(52).y_label_area_size(64);
+    chart.caption(&figure.title, font(26)).margin(px(18)).x_label_area_size(px(52)).y_label_area_size(px(64));
     let points = |s: &Series| -> Vec<(f64, f64)> {
         let n = s.values.len() as f64;
         let mut pts = Vec::with_capacity(s.values.len() * 2 + 1);
@@ -89,23 +175,27 @@ where
                 .y_label_formatter(&|v| format!("{v:.0}"))
                 .x_desc(&x_label)
                 .y_desc("trials (cumulative %)")
-                .label_style(("sans-serif", 17))
-                .axis_desc_style(("sans-serif", 19))
+                .label_style(font(17))
+                .axis_desc_style(font(19))
                 .light_line_style(RGBColor(235, 235, 235))
                 .draw()
                 .map_err(|e| e.to_string())?;
             for (i, s) in figure.series.iter().enumerate() {
                 let color = series_color(i);
+                let (line, legend, legend_len) = (px(2), px(3), px(22) as i32);
                 chart
-                    .draw_series(LineSeries::new(points(s), color.stroke_width(2)))
+                    .draw_series(LineSeries::new(points(s), color.stroke_width(line)))
                     .map_err(|e| e.to_string())?
                     .label(&s.label)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + legend_len, y)], color.stroke_width(legend))
+                    });
             }
             chart
                 .configure_series_labels()
                 .position(SeriesLabelPosition::LowerRight)
-                .label_font(("sans-serif", 16))
+                .label_font(font(16))
+                .legend_area_size(px(30))
                 .background_style(WHITE.mix(0.9))
                 .border_style(RGBColor(160, 160, 160))
                 .draw()
@@ -164,23 +254,35 @@ impl Drawable for XyFigure {
 }
 
 /// Write `figures/<stem>.svg` and `figures/<stem>.png`.
+/// A line figure (CDF or XY), sized by the style in force.
 fn write_figure(run_dir: &Path, stem: &str, figure: &impl Drawable) -> Result<Vec<PathBuf>> {
-    write_figure_sized(run_dir, stem, figure, (1000, 640))
+    write_figure_sized(run_dir, stem, figure, options().style.geometry().0)
 }
 
 fn write_figure_sized(run_dir: &Path, stem: &str, figure: &impl Drawable, size: (u32, u32)) -> Result<Vec<PathBuf>> {
     register_font();
-    let dir = run_dir.join(FIGURES_DIR);
+    // Another style's figures go beside the run's own, never over them.
+    let dir = match options().style {
+        Style::Screen => run_dir.join(FIGURES_DIR),
+        style => run_dir.join(format!("{FIGURES_DIR}-{}", style.name())),
+    };
     std::fs::create_dir_all(&dir).map_err(|e| LabError::Io { path: dir.clone(), source: e })?;
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));
-    figure
-        .draw(SVGBackend::new(&svg, size).into_drawing_area())
-        .map_err(|message| LabError::Plot { path: svg.clone(), message })?;
-    figure
-        .draw(BitMapBackend::new(&png, size).into_drawing_area())
-        .map_err(|message| LabError::Plot { path: png.clone(), message })?;
-    Ok(vec![svg, png])
+    let mut written = Vec::new();
+    if options().svg {
+        figure
+            .draw(SVGBackend::new(&svg, size).into_drawing_area())
+            .map_err(|message| LabError::Plot { path: svg.clone(), message })?;
+        written.push(svg);
+    }
+    if options().png {
+        figure
+            .draw(BitMapBackend::new(&png, size).into_drawing_area())
+            .map_err(|message| LabError::Plot { path: png.clone(), message })?;
+        written.push(png);
+    }
+    Ok(written)
 }
 
 /// Write a CDF figure as `figures/<stem>.svg` and `.png`.
@@ -392,10 +494,10 @@ where
     let x_max = all.iter().map(|p| p.0).fold(0.0f64, f64::max).max(1e-9) * 1.08;
     let y_max = all.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-9) * 1.12;
     let mut chart = ChartBuilder::on(&root)
-        .caption(&figure.title, ("sans-serif", 26))
-        .margin(18)
-        .x_label_area_size(52)
-        .y_label_area_size(80)
+        .caption(&figure.title, font(26))
+        .margin(px(18))
+        .x_label_area_size(px(52))
+        .y_label_area_size(px(80))
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
         .map_err(|e| e.to_string())?;
     chart
@@ -404,34 +506,38 @@ where
         .y_label_formatter(&|v| format_tick(*v))
         .x_desc(&figure.x_label)
         .y_desc(&figure.y_label)
-        .label_style(("sans-serif", 17))
-        .axis_desc_style(("sans-serif", 19))
+        .label_style(font(17))
+        .axis_desc_style(font(19))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(|e| e.to_string())?;
+    let (line, legend, legend_len, dash_legend_len, marker) = (px(2), px(3), px(22) as i32, px(8) as i32, px(4));
     for s in &figure.series {
         let color = series_color(s.color);
         let points: Vec<(f64, f64)> =
             s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
         if s.fitted {
             chart
-                .draw_series(DashedLineSeries::new(points, 7, 5, color.stroke_width(2)))
+                .draw_series(DashedLineSeries::new(points, px(7), px(5), color.stroke_width(line)))
                 .map_err(|e| e.to_string())?
                 .label(&s.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + dash_legend_len, y)], color.stroke_width(line))
+                });
             continue;
         }
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(line)))
             .map_err(|e| e.to_string())?
             .label(&s.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
-        chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(|e| e.to_string())?;
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + legend_len, y)], color.stroke_width(legend)));
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, marker, color.filled()))).map_err(|e| e.to_string())?;
     }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 16))
+        .label_font(font(16))
+        .legend_area_size(px(30))
         .background_style(WHITE.mix(0.9))
         .border_style(RGBColor(160, 160, 160))
         .draw()
