@@ -708,3 +708,19 @@ fn plot_styles_write_beside_the_run_figures() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(expected), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// The throughput notebook: the table with intervals and Multi-Paxos against Raft with
+/// bootstrap intervals, from the committed QUIC reference run.
+#[test]
+fn throughput_notebook_runs_on_the_reference_csv() {
+    let stdout = run_notebook("throughput.ipynb");
+    assert!(stdout.contains("paxos/raft") && stdout.contains("95% bootstrap"), "{stdout}");
+}
+
+/// The availability notebook checks every cell of the reference run against the
+/// majority rule.
+#[test]
+fn availability_notebook_runs_on_the_reference_csv() {
+    let stdout = run_notebook("availability.ipynb");
+    assert!(stdout.contains("all agree") && stdout.contains("n = 4: survives 1 failure(s)"), "{stdout}");
+}
