@@ -51,6 +51,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Write the README's gallery from results/gallery.toml (--check: only compare).
+    Gallery {
+        #[arg(default_value = "README.md")]
+        readme: PathBuf,
+        #[arg(long)]
+        check: bool,
+    },
     /// Re-run one trial of a run with a readable event trace.
     Replay {
         run_dir: PathBuf,
@@ -163,6 +170,21 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             say!("-> {}", comparison.out_dir.join("compare.csv").display());
             for figure in &comparison.figures {
                 say!("figure: {}", figure.display());
+            }
+            Ok(())
+        }
+        Command::Gallery { readme, check } => {
+            let matched = qlab_lab::gallery::update(&readme, check)?;
+            match (matched, check) {
+                (true, _) => say!("{}: the gallery is up to date", readme.display()),
+                (false, false) => say!("{}: gallery rewritten from results/gallery.toml", readme.display()),
+                (false, true) => {
+                    return Err(qlab_lab::LabError::Usage(format!(
+                        "{}: the gallery differs from results/gallery.toml; run `qlab gallery {}`",
+                        readme.display(),
+                        readme.display()
+                    )));
+                }
             }
             Ok(())
         }

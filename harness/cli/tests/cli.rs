@@ -724,3 +724,29 @@ fn availability_notebook_runs_on_the_reference_csv() {
     let stdout = run_notebook("availability.ipynb");
     assert!(stdout.contains("all agree") && stdout.contains("n = 4: survives 1 failure(s)"), "{stdout}");
 }
+
+/// The README's gallery is exactly what results/gallery.toml generates, and a drifted
+/// gallery is caught and rewritten.
+#[test]
+fn readme_gallery_is_generated_from_the_listing() {
+    let output = run_ok(qlab().arg("gallery").arg(repo_file("README.md")).arg("--check"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("up to date"));
+    let tmp = tempfile::tempdir().unwrap();
+    let readme = tmp.path().join("README.md");
+    let drifted =
+        std::fs::read_to_string(repo_file("README.md")).unwrap().replacen("Quickstart: time", "Old caption", 1);
+    std::fs::write(&readme, &drifted).unwrap();
+    std::fs::create_dir_all(tmp.path().join("results")).unwrap();
+    std::fs::copy(repo_file("results/gallery.toml"), tmp.path().join("results/gallery.toml")).unwrap();
+    // The figures are looked up beside the README: link the repository's results in.
+    for entry in std::fs::read_dir(repo_file("results")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::os::unix::fs::symlink(&path, tmp.path().join("results").join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let refused = qlab().arg("gallery").arg(&readme).arg("--check").output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    run_ok(qlab().arg("gallery").arg(&readme));
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), std::fs::read_to_string(repo_file("README.md")).unwrap());
+}

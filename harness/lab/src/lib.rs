@@ -24,6 +24,7 @@ pub mod config;
 pub mod counterexample;
 pub mod election;
 pub mod error;
+pub mod gallery;
 pub mod linearizability;
 pub mod plot;
 pub mod protocols;
