@@ -159,6 +159,30 @@ fn error_row(columns: &[&str], prefix: Vec<String>, message: &str) -> Vec<String
     row
 }
 
+/// The row of a trial that panicked: what of the point's columns the point can name,
+/// the trial, point and seed, `error` and the message in the last two columns.
+fn panic_row(
+    experiment: &Experiment,
+    point: &Point,
+    trial: u64,
+    point_index: usize,
+    seed: u64,
+    message: &str,
+) -> Vec<String> {
+    let kind = experiment.file.experiment.kind;
+    let fields = serde_json::to_value(point).unwrap_or_default();
+    let mut row: Vec<String> = results::point_columns(kind)
+        .iter()
+        .map(|column| match fields.get(*column) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        })
+        .collect();
+    row.extend([trial.to_string(), point_index.to_string(), seed.to_string()]);
+    error_row(&results::columns(kind), row, message)
+}
+
 /// Run trial `trial` and make its row; the bools say whether it was unsafe and whether
 /// it could not run at all.
 fn run_one(
@@ -524,8 +548,23 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
                     }
                     let point_index = (trial / trials_per_point) as usize;
                     let trial_seed = trial_seed(seed, trial);
-                    let (row, is_unsafe, failed) =
-                        run_one(experiment, &points[point_index], trial, point_index, trial_seed, node_binary, run_dir);
+                    let point = &points[point_index];
+                    // A panic in a trial (a protocol's assertion, a simulator storm) is a
+                    // finding about that trial, not the end of the run: it becomes an
+                    // error row naming the trial to replay.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_one(experiment, point, trial, point_index, trial_seed, node_binary, run_dir)
+                    }));
+                    let (row, is_unsafe, failed) = outcome.unwrap_or_else(|payload| {
+                        let message = payload
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "a panic without a message".into());
+                        let message =
+                            format!("trial panicked: {message} (qlab replay {} --trial {trial})", run_dir.display());
+                        (panic_row(experiment, point, trial, point_index, trial_seed, &message), false, true)
+                    });
                     if sender.send((trial, row, is_unsafe, failed)).is_err() {
                         break;
                     }

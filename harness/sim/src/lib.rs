@@ -248,6 +248,9 @@ struct ClientSlot<C: Client> {
     outstanding: Option<(Request, Nanos)>,
 }
 
+/// More pending deliveries and timers than any sane run has (see [`Sim::schedule`]).
+pub const MAX_PENDING_WORK: usize = 2_000_000;
+
 /// A predicate that drops a message on a link: `(from, to, message) -> drop?`.
 pub type MessageFilter<P> = Box<dyn FnMut(NodeId, NodeId, &<P as Protocol>::Message) -> bool>;
 
@@ -623,6 +626,17 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     }
 
     fn schedule(&mut self, time: Nanos, work: Work<P, C::Timer>) {
+        // A cluster of at most a few dozen replicas has a few thousand things pending at
+        // most; millions mean messages breeding messages, a protocol bug that would
+        // otherwise eat memory until the machine gives out. Stop with a clear message
+        // instead (the trial runner turns the panic into an error row).
+        assert!(
+            self.queue.len() < MAX_PENDING_WORK,
+            "event storm: {} events pending at {:.3} ms (messages breeding messages: a protocol bug; replay this \
+             seed to see it)",
+            self.queue.len(),
+            qlab_core::nanos_to_ms(self.now)
+        );
         self.next_seq += 1;
         let slot = match self.free_slots.pop() {
             Some(slot) => {
