@@ -4,7 +4,9 @@
 //! looks). Text uses DejaVu Sans, bundled in the binary and registered with plotters'
 //! `ab_glyph` renderer, so PNG text looks the same on every machine and needs no
 //! system font. Colours come from the Okabe & Ito palette, one colour per protocol
-//! where protocols are compared.
+//! where protocols are compared. Repeated measurements carry their 95% confidence
+//! intervals: error bars (Student t over the trials) on throughput points, bands on the
+//! attack timelines, bootstrap whiskers on `qlab compare` ratios.
 //!
 //! `qlab plot --style` redraws the line figures (CDFs, XY charts) for a medium: `screen`
 //! (the default, 1000 × 640 px), `paper` (one column of a two-column paper: 3.5 in at
@@ -471,6 +473,9 @@ pub struct XySeries {
     pub color: usize,
     /// A model rather than measurements: dashed, no markers.
     pub fitted: bool,
+    /// 95% confidence intervals over repetitions, drawn as error bars: `(x, low, high)`
+    /// (empty: none; a point measured once has none).
+    pub error_bars: Vec<(f64, f64, f64)>,
 }
 
 pub struct XyFigure {
@@ -485,10 +490,11 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
+    // The axes hold every point and the top of every error bar.
     let all: Vec<(f64, f64)> = figure
         .series
         .iter()
-        .flat_map(|s| s.points.iter().copied())
+        .flat_map(|s| s.points.iter().copied().chain(s.error_bars.iter().map(|(x, _, high)| (*x, *high))))
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect();
     let x_max = all.iter().map(|p| p.0).fold(0.0f64, f64::max).max(1e-9) * 1.08;
@@ -532,6 +538,25 @@ where
             .label(&s.label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + legend_len, y)], color.stroke_width(legend)));
         chart.draw_series(points.iter().map(|p| Circle::new(*p, marker, color.filled()))).map_err(|e| e.to_string())?;
+        // Error bars: a vertical line from the low to the high end with a cap at each.
+        let bars: Vec<(f64, f64, f64)> = s
+            .error_bars
+            .iter()
+            .filter(|(x, lo, hi)| x.is_finite() && lo.is_finite() && hi.is_finite())
+            .map(|(x, lo, hi)| (*x, lo.max(0.0), *hi))
+            .collect();
+        // Thin and half-transparent, so bars of neighbouring series stay readable.
+        let (cap, bar) = (marker as i32, color.mix(0.55).stroke_width(px(1)));
+        chart
+            .draw_series(bars.iter().map(|(x, lo, hi)| PathElement::new(vec![(*x, *lo), (*x, *hi)], bar)))
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(
+                bars.iter()
+                    .flat_map(|(x, lo, hi)| [(*x, *lo), (*x, *hi)])
+                    .map(|end| EmptyElement::at(end) + PathElement::new(vec![(-cap, 0), (cap, 0)], bar)),
+            )
+            .map_err(|e| e.to_string())?;
     }
     chart
         .configure_series_labels()
@@ -592,21 +617,38 @@ pub fn plot_throughput(run_dir: &Path, experiment_name: &str) -> Result<Vec<Path
         }
         let mut throughput = Vec::new();
         let mut latency = Vec::new();
+        let mut throughput_bars = Vec::new();
         for (clients, rows) in by_clients {
-            let avg = |column: &str| mean(&rows.iter().filter_map(|r| table.number(r, column)).collect::<Vec<_>>());
-            let ops = avg("ops_per_s");
+            let values = |column: &str| rows.iter().filter_map(|r| table.number(r, column)).collect::<Vec<_>>();
+            let ops_values = values("ops_per_s");
+            let ops = mean(&ops_values);
             throughput.push((clients as f64, ops));
-            latency.push((ops, avg("latency_ms_p99")));
+            if let Some(half) = t_half_width_95(&ops_values) {
+                throughput_bars.push((clients as f64, ops - half, ops + half));
+            }
+            latency.push((ops, mean(&values("latency_ms_p99"))));
         }
         let color = throughput_series.len();
-        throughput_series.push(XySeries { label: label(key), points: throughput, color, fitted: false });
-        latency_series.push(XySeries { label: label(key), points: latency, color, fitted: false });
+        throughput_series.push(XySeries {
+            label: label(key),
+            points: throughput,
+            color,
+            fitted: false,
+            error_bars: throughput_bars,
+        });
+        latency_series.push(XySeries {
+            label: label(key),
+            points: latency,
+            color,
+            fitted: false,
+            error_bars: Vec::new(),
+        });
     }
     let mut written = write_xy(
         run_dir,
         "throughput_vs_clients",
         &XyFigure {
-            title: format!("{experiment_name}: committed operations per second"),
+            title: format!("{experiment_name}: committed operations per second (mean, 95% CI of repeated trials)"),
             x_label: "closed-loop clients".into(),
             y_label: "throughput (ops/s)".into(),
             series: throughput_series,
@@ -660,8 +702,14 @@ fn plot_message_growth(run_dir: &Path, experiment_name: &str, table: &Table) -> 
         let (lo, hi) = (points[0].0, points[points.len() - 1].0);
         let curve = (0..=40).map(|i| lo + (hi - lo) * i as f64 / 40.0).map(|n| (n, fit.at(n))).collect();
         let color = series.len() / 2;
-        series.push(XySeries { label: name.clone(), points, color, fitted: false });
-        series.push(XySeries { label: format!("fit {}", fit.formula()), points: curve, color, fitted: true });
+        series.push(XySeries { label: name.clone(), points, color, fitted: false, error_bars: Vec::new() });
+        series.push(XySeries {
+            label: format!("fit {}", fit.formula()),
+            points: curve,
+            color,
+            fitted: true,
+            error_bars: Vec::new(),
+        });
         fits.push(format!(
             "{},{:.4},{:.4},{:.4},{:.6},{lo},{hi}",
             key.join(","),
@@ -743,7 +791,13 @@ pub fn plot_availability(run_dir: &Path, experiment_name: &str) -> Result<Vec<Pa
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         let color = series.len();
-        series.push(XySeries { label: format!("{}, {} failed", key[0], key[1]), points, color, fitted: false });
+        series.push(XySeries {
+            label: format!("{}, {} failed", key[0], key[1]),
+            points,
+            color,
+            fitted: false,
+            error_bars: Vec::new(),
+        });
     }
     if series.is_empty() {
         return Ok(Vec::new());
@@ -1046,6 +1100,23 @@ fn plot_attack_timeline(run_dir: &Path, experiment_name: &str, table: &Table) ->
 }
 
 /// Half the width of a normal-approximation 95% confidence interval of the mean.
+/// Half-width of the 95% Student-t interval of the mean of `values` (`None` for fewer
+/// than two): repetitions of a throughput point are few, where 1.96 would understate.
+fn t_half_width_95(values: &[f64]) -> Option<f64> {
+    const T_975: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let t = T_975.get(n - 2).copied().unwrap_or(1.96);
+    Some(t * (variance / n as f64).sqrt())
+}
+
 fn confidence_half_width_95(values: &[f64], mean: f64) -> f64 {
     let n = values.len() as f64;
     if n < 2.0 {
