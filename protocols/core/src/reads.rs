@@ -35,7 +35,7 @@
 //! protocols: they number their heartbeat rounds, report acknowledgements and their
 //! commit and apply points, and it says which reads may be answered.
 
-use crate::{Nanos, NodeId, Request, majority};
+use crate::{KvStore, Nanos, NodeId, Op, OpResult, Reply, ReplyBody, Request, majority};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -78,6 +78,14 @@ impl ReadMode {
     pub fn leader_reads(self) -> bool {
         matches!(self, ReadMode::ReadIndex | ReadMode::Lease)
     }
+}
+
+/// The answer to a `get` from `kv` as it stands (the caller has made sure that is
+/// recent enough for its read mode); `None` for an operation that is not a read.
+pub fn local_read(kv: &KvStore, request: &Request) -> Option<Reply> {
+    let Op::Get { key } = request.op else { return None };
+    let value = kv.get(key).cloned();
+    Some(Reply { client: request.client, seq: request.seq, body: ReplyBody::Done(OpResult::Value(value)) })
 }
 
 /// The leader's lease length for a minimum election timeout and a drift bound in parts

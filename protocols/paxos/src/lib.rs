@@ -67,10 +67,9 @@
 pub mod attacks;
 pub mod client;
 
-use qlab_core::reads::{LeaderReads, ReadMode, lease_ns};
+use qlab_core::reads::{LeaderReads, ReadMode, lease_ns, local_read};
 use qlab_core::{
-    ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Op, OpResult, Protocol, Reply, ReplyBody, Request,
-    majority, ms,
+    ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Op, Protocol, Reply, ReplyBody, Request, majority, ms,
 };
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -453,9 +452,9 @@ impl Paxos {
     // ---- reads that skip the log ----------------------------------------------------------
 
     fn serve_read(&mut self, request: Request, ctx: &mut Context<'_, Self>) {
-        let Op::Get { key } = request.op else { unreachable!("only gets skip the log") };
+        debug_assert!(matches!(request.op, Op::Get { .. }), "only gets skip the log");
         if self.config.read_mode == ReadMode::FollowerStale {
-            self.reply_read(&request, key, ctx);
+            self.reply_read(&request, ctx);
             return;
         }
         if self.role != Role::Leader {
@@ -466,7 +465,7 @@ impl Paxos {
         let commit = self.commit_index();
         let reads = self.reads.as_mut().expect("a leader with leader reads keeps their state");
         if self.config.read_mode == ReadMode::Lease && reads.lease_holds(ctx.now(), commit) {
-            self.reply_read(&request, key, ctx);
+            self.reply_read(&request, ctx);
             return;
         }
         reads.enqueue(request, commit);
@@ -475,9 +474,10 @@ impl Paxos {
         }
     }
 
-    fn reply_read(&self, request: &Request, key: u64, ctx: &mut Context<'_, Self>) {
-        let value = self.kv.get(key).cloned();
-        ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::Done(OpResult::Value(value)) });
+    fn reply_read(&self, request: &Request, ctx: &mut Context<'_, Self>) {
+        if let Some(reply) = local_read(&self.kv, request) {
+            ctx.reply(reply);
+        }
     }
 
     fn answer_ready_reads(&mut self, ctx: &mut Context<'_, Self>) {
@@ -487,8 +487,7 @@ impl Paxos {
             return;
         }
         for request in reads.take_ready(commit, self.last_applied) {
-            let Op::Get { key } = request.op else { continue };
-            self.reply_read(&request, key, ctx);
+            self.reply_read(&request, ctx);
         }
     }
 

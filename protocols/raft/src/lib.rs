@@ -70,9 +70,9 @@
 pub mod attacks;
 pub mod client;
 
-use qlab_core::reads::{LeaderReads, ReadMode, lease_ns};
+use qlab_core::reads::{LeaderReads, ReadMode, lease_ns, local_read};
 use qlab_core::{
-    Context, Digest, Event, KvStore, Nanos, NodeId, Op, OpResult, Protocol, Reply, ReplyBody, Request, majority, ms,
+    Context, Digest, Event, KvStore, Nanos, NodeId, Op, Protocol, Reply, ReplyBody, Request, majority, ms,
 };
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -612,9 +612,9 @@ impl Raft {
 
     /// A `get` under a read mode that skips the log.
     fn serve_read(&mut self, request: Request, ctx: &mut Context<'_, Self>) {
-        let Op::Get { key } = request.op else { unreachable!("only gets skip the log") };
+        debug_assert!(matches!(request.op, Op::Get { .. }), "only gets skip the log");
         if self.config.read_mode == ReadMode::FollowerStale {
-            self.reply_read(&request, key, ctx);
+            self.reply_read(&request, ctx);
             return;
         }
         if self.role != Role::Leader {
@@ -626,7 +626,7 @@ impl Raft {
         if self.config.read_mode == ReadMode::Lease && reads.lease_holds(ctx.now(), self.commit_index) {
             // The leader applies everything it commits at once, so its state is at
             // the commit index.
-            self.reply_read(&request, key, ctx);
+            self.reply_read(&request, ctx);
             return;
         }
         reads.enqueue(request, self.commit_index);
@@ -635,9 +635,10 @@ impl Raft {
         }
     }
 
-    fn reply_read(&self, request: &Request, key: u64, ctx: &mut Context<'_, Self>) {
-        let value = self.kv.get(key).cloned();
-        ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::Done(OpResult::Value(value)) });
+    fn reply_read(&self, request: &Request, ctx: &mut Context<'_, Self>) {
+        if let Some(reply) = local_read(&self.kv, request) {
+            ctx.reply(reply);
+        }
     }
 
     fn answer_ready_reads(&mut self, ctx: &mut Context<'_, Self>) {
@@ -646,8 +647,7 @@ impl Raft {
             return;
         }
         for request in reads.take_ready(self.commit_index, self.last_applied) {
-            let Op::Get { key } = request.op else { continue };
-            self.reply_read(&request, key, ctx);
+            self.reply_read(&request, ctx);
         }
     }
 
