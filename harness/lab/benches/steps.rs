@@ -5,6 +5,11 @@
 //!   committing, applying and answering. Throughput is in messages handled (the request
 //!   and n − 1 acknowledgements), so the line reads as messages per second one core
 //!   sustains in the protocol logic alone.
+//! - `pbft_request/n`: one client request through a whole simulated PBFT cluster of n
+//!   replicas (1 ms links, one client, no batching): pre-prepare, prepares, commits,
+//!   f + 1 replies, every message signed and verified. PBFT's cost is all-to-all and
+//!   signature-bound, so the whole protocol round is the honest unit, not one replica's
+//!   step.
 //! - `codec/append_entries`: framing and postcard encode + decode of a Raft
 //!   AppendEntries carrying 16 entries of 128-byte writes, as real mode sends it.
 //! - `checkers/*`: the safety checkers' cost per event over a recorded 5-node run
@@ -43,6 +48,11 @@ impl<P: Protocol> Driver<P> {
 
 fn put(seq: u64) -> Request {
     Request::new(ClientId(1), seq, Op::Put { key: seq % 64, value: vec![7; 128] })
+}
+
+/// `put` from client 0 (the PBFT bench's only client, which signs its requests itself).
+fn put0(seq: u64) -> Request {
+    Request::new(ClientId(0), seq, Op::Put { key: seq % 64, value: vec![7; 128] })
 }
 
 fn raft_leader(n: u32) -> Driver<qlab_raft::Raft> {
@@ -117,6 +127,30 @@ fn leader_step(c: &mut Criterion) {
     group.finish();
 }
 
+fn pbft_request(c: &mut Criterion) {
+    use qlab_lab::protocols::{LabProtocol, PBFT_KEY_SEED};
+    use qlab_pbft::{Pbft, PbftConfig};
+    use qlab_sim::{Latency, NetworkConfig, Sim};
+    let mut group = c.benchmark_group("pbft_request");
+    group.throughput(Throughput::Elements(1));
+    for n in [4u32, 7] {
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let config = PbftConfig::with_keys(PBFT_KEY_SEED, n, 1);
+            let network = NetworkConfig { latency: Latency::Constant { ns: ms(1) }, ..NetworkConfig::default() };
+            let mut sim: Sim<Pbft, _> = Sim::new(config.clone(), n, network, 3);
+            sim.add_client(Pbft::client(&config, ClientId(0), n, ms(500)));
+            let mut seq = 0;
+            b.iter(|| {
+                seq += 1;
+                sim.submit(0, put0(seq));
+                let done = sim.run_until(sim.now() + ms(1_000)).expect("the request commits");
+                black_box(done);
+            });
+        });
+    }
+    group.finish();
+}
+
 fn codec(c: &mut Criterion) {
     use qlab_raft::{Entry, Message, Payload};
     let entries: Vec<Entry> = (1..=16)
@@ -181,5 +215,5 @@ fn checkers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, leader_step, codec, checkers);
+criterion_group!(benches, leader_step, pbft_request, codec, checkers);
 criterion_main!(benches);
