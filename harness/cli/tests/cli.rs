@@ -296,22 +296,13 @@ fn every_shipped_experiment_parses() {
     }
 }
 
-/// Run a notebook's code cells with plain Python in `notebooks/` (each reads only
-/// committed `results/` CSV files) and return what it printed; it must succeed.
+/// Execute a notebook headless with `notebooks/execute.py` (Jupyter's nbclient, in the
+/// pinned environment the script installs on first use) against the committed `results/`
+/// CSV files, and return what its cells printed; a cell that raises fails the test.
 fn run_notebook(name: &str) -> String {
-    let notebook: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_file(&format!("notebooks/{name}"))).unwrap()).unwrap();
-    let code: Vec<String> = notebook["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["cell_type"] == "code")
-        .map(|c| c["source"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect::<String>())
-        .collect();
     let output = Command::new("python3")
-        .arg("-c")
-        .arg(code.join("\n\n"))
-        .current_dir(repo_file("notebooks"))
+        .arg(repo_file("notebooks/execute.py"))
+        .arg(repo_file(&format!("notebooks/{name}")))
         .output()
         .expect("python3 is on every machine of this project's kind");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -749,4 +740,25 @@ fn readme_gallery_is_generated_from_the_listing() {
     assert_eq!(refused.status.code(), Some(2));
     run_ok(qlab().arg("gallery").arg(&readme));
     assert_eq!(std::fs::read_to_string(&readme).unwrap(), std::fs::read_to_string(repo_file("README.md")).unwrap());
+}
+
+/// A notebook whose cell raises fails the run, naming the notebook and the error: CI
+/// cannot pass over a broken analysis.
+#[test]
+fn a_notebook_that_raises_fails_its_execution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let notebook = tmp.path().join("broken.ipynb");
+    std::fs::write(
+        &notebook,
+        r#"{"cells": [{"cell_type": "code", "execution_count": null, "id": "a", "metadata": {}, "outputs": [],
+            "source": ["print('before')\n", "raise ValueError('the claim does not hold')"]}],
+            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+            "nbformat": 4, "nbformat_minor": 5}"#,
+    )
+    .unwrap();
+    let output = Command::new("python3").arg(repo_file("notebooks/execute.py")).arg(&notebook).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken.ipynb: a cell failed") && stderr.contains("the claim does not hold"), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("before"));
 }
