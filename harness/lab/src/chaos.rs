@@ -104,6 +104,15 @@ pub struct ChaosOutcome {
     pub messages_sent: u64,
     /// The faults injected, replayable as [`ChaosConfig::schedule`].
     pub schedule: ChaosSchedule,
+    /// Replica-to-replica messages sent, per kind.
+    pub sent_by_kind: Vec<(&'static str, u64)>,
+}
+
+impl ChaosOutcome {
+    /// Messages of `kind` the replicas sent.
+    pub fn sent(&self, kind: &str) -> u64 {
+        self.sent_by_kind.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
+    }
 }
 
 /// One fault a chaos run injects.
@@ -293,6 +302,22 @@ pub fn run_raft_attack_chaos(
     run_chaos::<MaliciousRaft>(seed, config, faulty, network, rng)
 }
 
+/// Raft under chaos with log compaction at small, seed-drawn thresholds (a snapshot
+/// every 2 to 25 applied entries, `InstallSnapshot` chunks of 8 to 256 bytes, so a
+/// transfer takes many messages and crashes land in the middle of one): the same
+/// seed-drawn network, knobs and faults as [`run_raft_chaos`].
+pub fn run_raft_compaction_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    let (mut raft, network, rng) = raft_chaos_setup(seed, config);
+    // Drawn apart from the run's own generator, so the faults are those of `run_raft_chaos`.
+    let mut knobs = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_5000_0000_0000);
+    raft.snapshot_every_entries = [2, 5, 10, 25][knobs.random_range(0..4usize)];
+    if knobs.random_bool(0.5) {
+        raft.snapshot_every_bytes = [64, 512][knobs.random_range(0..2usize)];
+    }
+    raft.snapshot_chunk_bytes = [8, 32, 256][knobs.random_range(0..3usize)];
+    run_chaos::<Raft>(seed, config, raft, network, rng)
+}
+
 /// Raft under chaos with safety rules switched off: the same seed-drawn network, knobs
 /// and faults as [`run_raft_chaos`].
 pub fn run_raft_ablation_chaos(seed: u64, config: &ChaosConfig, ablate: qlab_raft::RaftAblations) -> ChaosOutcome {
@@ -316,7 +341,7 @@ fn raft_chaos_setup(seed: u64, config: &ChaosConfig) -> (RaftConfig, NetworkConf
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
         read_mode: config.read_mode,
         lease_drift_bound_ppm: config.lease_drift_bound_ppm,
-        ablate: Default::default(),
+        ..RaftConfig::default()
     };
     (raft, network, rng)
 }
@@ -591,6 +616,7 @@ pub fn run_chaos<P: LabProtocol>(
         history: workload.history,
         messages_sent: sim.stats.messages_sent,
         schedule: ChaosSchedule { events: schedule, heal_at_ns },
+        sent_by_kind: sim.stats.sent_by_kind.clone(),
     }
 }
 

@@ -309,9 +309,22 @@ pub struct RaftSection {
     /// Lease reads: the assumed bound on clock drift, in parts per million.
     #[serde(default = "default_drift_bound_ppm")]
     pub lease_drift_bound_ppm: toml::Spanned<u64>,
+    /// Log compaction (Raft §7): snapshot after this many applied entries (0: never by count).
+    #[serde(default)]
+    pub snapshot_every_entries: u64,
+    /// ...or after this many bytes of applied entries (0: never by size).
+    #[serde(default)]
+    pub snapshot_every_bytes: u64,
+    /// Bytes of snapshot per `InstallSnapshot` message.
+    #[serde(default = "default_snapshot_chunk_bytes")]
+    pub snapshot_chunk_bytes: usize,
     /// `[raft.ablate]`: Raft's safety rules switched off, to show what each prevents.
     #[serde(default)]
     pub ablate: Option<toml::Spanned<qlab_raft::RaftAblations>>,
+}
+
+fn default_snapshot_chunk_bytes() -> usize {
+    qlab_raft::DEFAULT_SNAPSHOT_CHUNK_BYTES
 }
 
 fn log_reads() -> Sweep<ReadMode> {
@@ -405,6 +418,9 @@ impl Default for RaftSection {
             batch_delay_ms: zero_sweep(),
             read_mode: log_reads(),
             lease_drift_bound_ppm: default_drift_bound_ppm(),
+            snapshot_every_entries: 0,
+            snapshot_every_bytes: 0,
+            snapshot_chunk_bytes: default_snapshot_chunk_bytes(),
             ablate: None,
         }
     }
@@ -928,6 +944,9 @@ impl Point {
             batch_delay_ns: ns(self.batch_delay_ms),
             read_mode: self.read_mode,
             lease_drift_bound_ppm: *section.lease_drift_bound_ppm.get_ref(),
+            snapshot_every_entries: section.snapshot_every_entries,
+            snapshot_every_bytes: section.snapshot_every_bytes,
+            snapshot_chunk_bytes: section.snapshot_chunk_bytes,
             ablate: section.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
         }
     }

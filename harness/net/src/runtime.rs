@@ -282,8 +282,12 @@ where
                 }
             }
             if let Some(wal) = storage.as_mut() {
-                // Durable before anything of this step leaves the node.
-                wal.append_batch(&records)?;
+                // Durable before anything of this step leaves the node. A snapshot record
+                // makes everything persisted before it obsolete: the log restarts there.
+                match records.iter().rposition(P::supersedes_earlier_records) {
+                    Some(base) => wal.rewrite(&records[base..])?,
+                    None => wal.append_batch(&records)?,
+                }
             }
             let mut events = Vec::new();
             for action in rest {

@@ -18,6 +18,10 @@
 //! anywhere after the damage, it is a torn tail and is cut off. If an intact record
 //! does follow, acknowledged data sits behind the damage, which no crash explains; the
 //! log is refused with an error naming the file and the byte offset, and nothing is cut.
+//!
+//! A protocol that compacts its log persists a record that supersedes all before it (a
+//! snapshot); the log is then rewritten to start at that record ([`Wal::rewrite`]), so
+//! the file stays as small as what a restart needs.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -162,6 +166,29 @@ impl Wal {
         self.file.write_all(&self.scratch).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.len += self.scratch.len() as u64;
+        Ok(())
+    }
+
+    /// Replace the whole log with `records` (a protocol's snapshot and what follows it,
+    /// [`qlab_core::Protocol::supersedes_earlier_records`]): they are written to a new
+    /// file that is made durable and then renamed over the old one, so a crash at any
+    /// moment leaves either the old log or the new one, never a mix.
+    pub fn rewrite<R: Serialize>(&mut self, records: &[R]) -> Result<(), WalError> {
+        let io = |source| WalError::Io { path: self.path.clone(), source };
+        let mut fresh_path = self.path.clone().into_os_string();
+        fresh_path.push(".compacting");
+        let fresh_path = PathBuf::from(fresh_path);
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&fresh_path).map_err(io)?;
+        let mut fresh = Wal { path: fresh_path.clone(), file, len: 0, scratch: std::mem::take(&mut self.scratch) };
+        fresh.append_batch(records)?;
+        std::fs::rename(&fresh_path, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        self.file = fresh.file;
+        self.len = fresh.len;
+        self.scratch = fresh.scratch;
         Ok(())
     }
 

@@ -167,3 +167,31 @@ fn an_impossible_length_inside_the_file_is_corruption() {
     assert!(matches!(error, WalError::Corrupt { offset: 0, .. }), "{error}");
     assert!(error.to_string().contains("exceeds the limit"), "{error}");
 }
+
+/// A snapshot record rewrites the log to start at it: the file shrinks to what a
+/// restart needs, appends continue after it, and a reopen recovers exactly that.
+/// No stray file is left from the rewrite.
+#[test]
+fn a_rewrite_replaces_the_log_with_the_snapshot_and_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    write_log(&path, 200);
+    let (mut wal, _) = Wal::open::<Record>(&path).unwrap();
+    let before = wal.len_bytes();
+    let snapshot = qlab_raft::Record::Snapshot {
+        term: 200,
+        voted_for: Some(NodeId(0)),
+        meta: *Raft::new(&RaftConfig::default(), NodeId(0), 3).snapshot(),
+        state: vec![7; 64],
+        entries: Vec::new(),
+    };
+    assert!(<Raft as Protocol>::supersedes_earlier_records(&snapshot));
+    wal.rewrite(std::slice::from_ref(&snapshot)).unwrap();
+    assert!(wal.len_bytes() < before / 50, "{} bytes left of {before}", wal.len_bytes());
+    wal.append_batch(&[record(300)]).unwrap();
+    drop(wal);
+    let (_, recovered) = Wal::open::<Record>(&path).unwrap();
+    assert_eq!(recovered.records, vec![snapshot, record(300)]);
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files, vec![std::ffi::OsString::from("node.wal")]);
+}

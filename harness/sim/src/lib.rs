@@ -714,7 +714,13 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         let n = self.node_count();
         for action in outbox.actions.drain(..) {
             match action {
-                Action::Persist { record } => self.nodes[id.0 as usize].storage.push(record),
+                Action::Persist { record } => {
+                    let storage = &mut self.nodes[id.0 as usize].storage;
+                    if P::supersedes_earlier_records(&record) {
+                        storage.clear();
+                    }
+                    storage.push(record)
+                }
                 Action::Send { to, msg } => self.transmit(id, to, msg),
                 Action::Broadcast { msg } => {
                     for peer in (0..n).map(NodeId).filter(|p| *p != id) {

@@ -288,6 +288,10 @@ impl<P: Protocol, A: Adversary<P>> Protocol for Faulty<P, A> {
         P::message_bytes(msg)
     }
 
+    fn supersedes_earlier_records(record: &Self::Record) -> bool {
+        P::supersedes_earlier_records(record)
+    }
+
     fn is_leader(&self) -> bool {
         self.honest.is_leader()
     }

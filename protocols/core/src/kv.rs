@@ -113,11 +113,38 @@ pub enum OpResult {
 }
 
 /// The state machine plus its session table. Serializable so a replica that fell
-/// behind a checkpoint can be sent the whole state (PBFT state transfer).
+/// behind a checkpoint or snapshot can be sent the whole state (PBFT state transfer,
+/// Raft's InstallSnapshot). It serializes in a canonical form, sorted by key and
+/// client: every replica encodes the same state as the same bytes, so a snapshot sent
+/// in chunks may be pieced together from two leaders' copies of it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "CanonicalKv", from = "CanonicalKv")]
 pub struct KvStore {
     data: HashMap<Key, Value>,
     sessions: HashMap<ClientId, (u64, OpResult)>,
+}
+
+/// [`KvStore`] as it is serialized: both tables as sorted lists.
+#[derive(Serialize, Deserialize)]
+struct CanonicalKv {
+    data: Vec<(Key, Value)>,
+    sessions: Vec<(ClientId, (u64, OpResult))>,
+}
+
+impl From<KvStore> for CanonicalKv {
+    fn from(kv: KvStore) -> Self {
+        let mut data: Vec<(Key, Value)> = kv.data.into_iter().collect();
+        data.sort_unstable_by_key(|(key, _)| *key);
+        let mut sessions: Vec<(ClientId, (u64, OpResult))> = kv.sessions.into_iter().collect();
+        sessions.sort_unstable_by_key(|(client, _)| *client);
+        CanonicalKv { data, sessions }
+    }
+}
+
+impl From<CanonicalKv> for KvStore {
+    fn from(kv: CanonicalKv) -> Self {
+        KvStore { data: kv.data.into_iter().collect(), sessions: kv.sessions.into_iter().collect() }
+    }
 }
 
 impl KvStore {

@@ -278,6 +278,14 @@ pub trait Protocol: Sized {
     fn is_leader(&self) -> bool;
     /// The epoch (term, ballot, view) this node is in.
     fn epoch(&self) -> u64;
+    /// Whether `record` holds everything [`Protocol::restore`] needs — a snapshot of the
+    /// state machine with the protocol state beside it — so that every record persisted
+    /// before it is obsolete. A driver makes such a record durable and then drops the
+    /// older ones, which is what keeps a long run's storage bounded (log compaction).
+    fn supersedes_earlier_records(record: &Self::Record) -> bool {
+        let _ = record;
+        false
+    }
     /// Protocol-specific counters since this replica started (PBFT: signatures made and
     /// verified, view changes), which experiments report per operation. Empty unless a
     /// protocol has something to count that the driver cannot see.

@@ -62,6 +62,20 @@
 //! from its leader within the minimum election timeout, or restarted within it,
 //! ignores `RequestVote` (as etcd raft does with CheckQuorum), and so does a leader.
 //!
+//! **Log compaction (§7).** With `snapshot_every_entries` or `snapshot_every_bytes` set,
+//! a replica snapshots its state machine once that much has been applied since its last
+//! snapshot, and discards the log up to the last applied entry. The snapshot keeps that
+//! entry's index and term (for the consistency check of the next `AppendEntries`) and
+//! its place in the digest chain (so the checkers still compare whole prefixes). It is
+//! persisted as one record together with the term, the vote and the entries after it,
+//! and that record supersedes every earlier one ([`Protocol::supersedes_earlier_records`]):
+//! a crash before it is durable keeps the old log, after it the new snapshot, never a
+//! mix. A follower whose next entry the leader has discarded gets `InstallSnapshot`
+//! instead, in chunks of at most `snapshot_chunk_bytes` with one chunk in flight; it
+//! answers with the bytes it holds, so a lost chunk or a restarted follower resumes
+//! from there. A complete snapshot replaces the follower's state machine; its log is
+//! kept past the snapshot only if it holds the snapshot's last entry (Figure 13).
+//!
 //! **Ablations.** [`RaftAblations`] switches off one safety rule at a time (the election
 //! restriction, one vote per term, the prevLog check, the Figure 8 commit rule, the
 //! check-quorum step-down and vote guard) so the suite can show the run each rule
@@ -108,9 +122,27 @@ pub struct RaftConfig {
     /// drift from true time; the lease is `election_timeout_ns_min × (1 − ρ)/(1 + ρ)`.
     #[serde(default = "default_drift_bound_ppm")]
     pub lease_drift_bound_ppm: u64,
+    /// Log compaction (§7): snapshot once this many entries were applied since the
+    /// last snapshot; 0 never snapshots by count.
+    #[serde(default)]
+    pub snapshot_every_entries: u64,
+    /// ...or once the entries applied since the last snapshot take this many bytes
+    /// (their encoded size); 0 never snapshots by size.
+    #[serde(default)]
+    pub snapshot_every_bytes: u64,
+    /// `InstallSnapshot` carries at most this many bytes of the snapshot per message.
+    #[serde(default = "default_snapshot_chunk_bytes")]
+    pub snapshot_chunk_bytes: usize,
     /// Safety rules switched off, for counterexamples; all false is Raft.
     #[serde(default)]
     pub ablate: RaftAblations,
+}
+
+/// 64 KiB: a chunk crosses a LAN in well under a millisecond and never nears a frame limit.
+pub const DEFAULT_SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+
+fn default_snapshot_chunk_bytes() -> usize {
+    DEFAULT_SNAPSHOT_CHUNK_BYTES
 }
 
 /// 1%: far above a quartz oscillator's tens of ppm, so a lease stays safe on any sane host.
@@ -184,6 +216,9 @@ impl Default for RaftConfig {
             batch_delay_ns: 0,
             read_mode: ReadMode::Log,
             lease_drift_bound_ppm: DEFAULT_DRIFT_BOUND_PPM,
+            snapshot_every_entries: 0,
+            snapshot_every_bytes: 0,
+            snapshot_chunk_bytes: DEFAULT_SNAPSHOT_CHUNK_BYTES,
             ablate: RaftAblations::default(),
         }
     }
@@ -193,6 +228,9 @@ impl RaftConfig {
     /// Check-quorum as configured, unless the ablation removes it.
     pub fn check_quorum_on(&self) -> bool {
         self.check_quorum && !self.ablate.no_check_quorum
+    }
+    fn compaction_on(&self) -> bool {
+        self.snapshot_every_entries > 0 || self.snapshot_every_bytes > 0
     }
     /// Whether followers refuse votes while they hear from a leader (lease reads).
     fn vote_guard_on(&self) -> bool {
@@ -242,6 +280,30 @@ impl Entry {
     }
 }
 
+/// Where a snapshot sits in the log: the last entry it covers, and that entry's digest
+/// and place in the digest chain, so the checkers can compare a snapshot with the log
+/// it replaced; and the digest of the state itself, which a follower checks before
+/// installing what it pieced together from chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub last_included_index: Index,
+    pub last_included_term: Term,
+    pub last_included_digest: Digest,
+    pub prefix_digest: Digest,
+    pub state_digest: Digest,
+}
+
+impl SnapshotMeta {
+    /// The empty snapshot every log starts from.
+    const GENESIS: SnapshotMeta = SnapshotMeta {
+        last_included_index: 0,
+        last_included_term: 0,
+        last_included_digest: Digest::GENESIS,
+        prefix_digest: Digest::GENESIS,
+        state_digest: Digest::GENESIS,
+    };
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     RequestVote {
@@ -284,6 +346,23 @@ pub enum Message {
         last_log_index: Index,
         read_round: u64,
     },
+    /// §7: bytes `offset..offset + data.len()` of the leader's snapshot `meta`, whose
+    /// serialized state machine is `total_bytes` long.
+    InstallSnapshot {
+        term: Term,
+        meta: SnapshotMeta,
+        total_bytes: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// The follower holds the first `received` bytes of snapshot `last_included_index`
+    /// (the next chunk starts there); `installed`: its state now includes that index.
+    InstallSnapshotResponse {
+        term: Term,
+        last_included_index: Index,
+        received: u64,
+        installed: bool,
+    },
 }
 
 impl Message {
@@ -294,7 +373,9 @@ impl Message {
             | Message::AppendEntries { term, .. }
             | Message::AppendResponse { term, .. }
             | Message::Heartbeat { term, .. }
-            | Message::HeartbeatResponse { term, .. } => *term,
+            | Message::HeartbeatResponse { term, .. }
+            | Message::InstallSnapshot { term, .. }
+            | Message::InstallSnapshotResponse { term, .. } => *term,
         }
     }
 }
@@ -313,6 +394,15 @@ pub enum Record {
     /// Remove every entry at index ≥ `from_index`.
     Truncate {
         from_index: Index,
+    },
+    /// Everything a restart needs, superseding every earlier record: the term and vote,
+    /// a snapshot of the state machine (serialized [`KvStore`]) and the entries after it.
+    Snapshot {
+        term: Term,
+        voted_for: Option<NodeId>,
+        meta: SnapshotMeta,
+        state: Vec<u8>,
+        entries: Vec<Entry>,
     },
 }
 
@@ -339,6 +429,17 @@ struct Progress {
     match_index: Index,
     /// Heard from since the last check-quorum tick.
     recently_active: bool,
+    /// The snapshot being sent to this follower and the bytes it acknowledged. Held
+    /// here, not re-read from the leader's latest snapshot, so a compaction on the
+    /// leader mid-transfer does not restart the transfer.
+    snapshot_sending: Option<(SnapshotMeta, Arc<Vec<u8>>, u64)>,
+}
+
+/// A snapshot a follower is receiving.
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    total_bytes: u64,
+    data: Vec<u8>,
 }
 
 pub struct Raft {
@@ -348,11 +449,22 @@ pub struct Raft {
     role: Role,
     current_term: Term,
     voted_for: Option<NodeId>,
+    /// The entries after the snapshot: `log[i]` has index `snapshot.last_included_index + 1 + i`.
     log: Vec<Entry>,
-    /// `prefix_digests[i]` chains entries `1..=i`; `prefix_digests[0]` is genesis.
+    /// `prefix_digests[i]` chains entries `1..=snapshot + i`; `prefix_digests[0]` is the
+    /// snapshot's (genesis before any).
     prefix_digests: Vec<Digest>,
-    /// `entry_digests[i]` is the digest of entry `i + 1`, computed once on append.
+    /// `entry_digests[i]` is the digest of `log[i]`, computed once on append.
     entry_digests: Vec<Digest>,
+    /// The last compaction point (§7); [`SnapshotMeta::GENESIS`] before any.
+    snapshot: SnapshotMeta,
+    /// The state machine at `snapshot`, serialized: what `InstallSnapshot` sends.
+    snapshot_state: Arc<Vec<u8>>,
+    /// Encoded bytes of the entries applied since the last snapshot.
+    applied_bytes_since_snapshot: u64,
+    incoming_snapshot: Option<IncomingSnapshot>,
+    snapshots_taken: u64,
+    snapshots_installed: u64,
     commit_index: Index,
     last_applied: Index,
     kv: KvStore,
@@ -389,21 +501,43 @@ impl Raft {
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
     }
+    /// The entries after the last snapshot (all of them while nothing was compacted).
     pub fn log(&self) -> &[Entry] {
         &self.log
     }
+    pub fn snapshot(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
     pub fn last_index(&self) -> Index {
-        self.log.len() as Index
+        self.snapshot.last_included_index + self.log.len() as Index
+    }
+    /// Position in `log` (and `entry_digests`) of the entry at `index`, which must lie
+    /// after the snapshot.
+    fn pos(&self, index: Index) -> usize {
+        debug_assert!(index > self.snapshot.last_included_index);
+        (index - self.snapshot.last_included_index - 1) as usize
+    }
+    /// The digest chain up to `index` (the snapshot's or a later one).
+    fn prefix_digest_at(&self, index: Index) -> Digest {
+        self.prefix_digests[(index - self.snapshot.last_included_index) as usize]
     }
     pub fn kv(&self) -> &KvStore {
         &self.kv
     }
     fn last_term(&self) -> Term {
-        self.log.last().map_or(0, |e| e.term)
+        self.log.last().map_or(self.snapshot.last_included_term, |e| e.term)
     }
-    /// Term of the entry at `index` (0 for index 0), `None` past the end.
+    /// Term of the entry at `index` (0 for index 0), `None` past the end or before
+    /// the snapshot (compacted away).
     pub fn term_at(&self, index: Index) -> Option<Term> {
-        if index == 0 { Some(0) } else { self.log.get(index as usize - 1).map(|e| e.term) }
+        let snapshot = self.snapshot.last_included_index;
+        if index == snapshot {
+            Some(self.snapshot.last_included_term)
+        } else if index < snapshot {
+            None
+        } else {
+            self.log.get(self.pos(index)).map(|e| e.term)
+        }
     }
     fn peers(&self) -> impl Iterator<Item = NodeId> + use<> {
         let me = self.id;
@@ -454,10 +588,15 @@ impl Raft {
             self.commit_index = from_index - 1;
             self.last_applied = self.last_applied.min(self.commit_index);
         }
-        self.log.truncate(from_index as usize - 1);
-        self.prefix_digests.truncate(from_index as usize);
-        self.entry_digests.truncate(from_index as usize - 1);
+        self.drop_from(from_index);
         ctx.persist(Record::Truncate { from_index });
+    }
+
+    fn drop_from(&mut self, from_index: Index) {
+        let keep = self.pos(from_index);
+        self.log.truncate(keep);
+        self.prefix_digests.truncate(keep + 1);
+        self.entry_digests.truncate(keep);
     }
 
     // ---- role changes: only through become_* --------------------------------------
@@ -516,14 +655,15 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         let last = self.last_index();
-        self.progress =
-            (0..self.nodes).map(|_| Progress { next_index: last + 1, match_index: 0, recently_active: true }).collect();
+        self.progress = (0..self.nodes)
+            .map(|_| Progress { next_index: last + 1, match_index: 0, recently_active: true, snapshot_sending: None })
+            .collect();
         self.appended_requests.clear();
         let from = self.commit_index;
         ctx.observe(Event::Elected {
             epoch: self.current_term,
             log_from_slot: from,
-            log_prefix_digests: self.prefix_digests[from as usize..].to_vec(),
+            log_prefix_digests: self.prefix_digests[(from - self.snapshot.last_included_index) as usize..].to_vec(),
         });
         self.leader_known_term = self.current_term;
         ctx.observe(Event::LeaderKnown { epoch: self.current_term, leader: self.id });
@@ -552,10 +692,16 @@ impl Raft {
     /// advancing `next_index` optimistically so replication pipelines.
     fn send_append(&mut self, peer: NodeId, ctx: &mut Context<'_, Self>) {
         let next = self.progress[peer.0 as usize].next_index;
+        if next <= self.snapshot.last_included_index {
+            // The entries this follower needs are compacted away (§7).
+            self.send_snapshot_chunk(peer, ctx);
+            return;
+        }
         let prev_log_index = next - 1;
         let prev_log_term = self.term_at(prev_log_index).expect("next_index within log + 1");
         let end = (self.last_index()).min(prev_log_index + self.config.max_entries_per_append as u64);
-        let entries: Vec<Entry> = self.log[prev_log_index as usize..end as usize].to_vec();
+        let snapshot = self.snapshot.last_included_index;
+        let entries: Vec<Entry> = self.log[(next - snapshot - 1) as usize..(end - snapshot) as usize].to_vec();
         self.progress[peer.0 as usize].next_index = end + 1;
         ctx.send(
             peer,
@@ -567,6 +713,19 @@ impl Raft {
                 leader_commit: self.commit_index,
             },
         );
+    }
+
+    /// Send `peer` the next chunk of a snapshot: the one already on its way to it, or
+    /// else the latest. One chunk is in flight per follower; the follower's answer
+    /// (or, if a chunk is lost, the next heartbeat response) asks for the next.
+    fn send_snapshot_chunk(&mut self, peer: NodeId, ctx: &mut Context<'_, Self>) {
+        let (latest, latest_state) = (self.snapshot, Arc::clone(&self.snapshot_state));
+        let progress = &mut self.progress[peer.0 as usize];
+        let (meta, state, offset) = progress.snapshot_sending.get_or_insert((latest, latest_state, 0)).clone();
+        let end = (offset as usize + self.config.snapshot_chunk_bytes.max(1)).min(state.len());
+        let data = state[offset as usize..end].to_vec();
+        let (term, total_bytes) = (self.current_term, state.len() as u64);
+        ctx.send(peer, Message::InstallSnapshot { term, meta, total_bytes, offset, data });
     }
 
     /// Append the collected commands as one batch and send them to every follower that
@@ -670,8 +829,8 @@ impl Raft {
         for slot in self.commit_index + 1..=new_commit {
             ctx.observe(Event::Committed {
                 slot,
-                digest: self.entry_digests[slot as usize - 1],
-                prefix_digest: self.prefix_digests[slot as usize],
+                digest: self.entry_digests[self.pos(slot)],
+                prefix_digest: self.prefix_digest_at(slot),
             });
         }
         self.commit_index = new_commit;
@@ -681,8 +840,10 @@ impl Raft {
     fn apply_committed(&mut self, ctx: &mut Context<'_, Self>) {
         while self.last_applied < self.commit_index {
             self.last_applied += 1;
-            let entry = &self.log[self.last_applied as usize - 1];
-            ctx.observe(Event::Applied { slot: entry.index, digest: self.entry_digests[entry.index as usize - 1] });
+            let at = self.pos(self.last_applied);
+            let entry = &self.log[at];
+            ctx.observe(Event::Applied { slot: entry.index, digest: self.entry_digests[at] });
+            self.applied_bytes_since_snapshot += entry.encoded_bytes() as u64;
             if let Payload::Command(request) = &entry.payload {
                 let result = self.kv.apply(request);
                 if self.role == Role::Leader
@@ -693,6 +854,74 @@ impl Raft {
             }
         }
         self.answer_ready_reads(ctx);
+        self.maybe_compact(ctx);
+    }
+
+    // ---- log compaction (§7) ------------------------------------------------------
+
+    /// Snapshot the state machine at the last applied entry and discard the log up to
+    /// it, once enough was applied since the last snapshot.
+    fn maybe_compact(&mut self, ctx: &mut Context<'_, Self>) {
+        let config = &self.config;
+        let applied_since = self.last_applied - self.snapshot.last_included_index;
+        let due = (config.snapshot_every_entries > 0 && applied_since >= config.snapshot_every_entries)
+            || (config.snapshot_every_bytes > 0 && self.applied_bytes_since_snapshot >= config.snapshot_every_bytes);
+        if !due || applied_since == 0 {
+            return;
+        }
+        let index = self.last_applied;
+        let at = self.pos(index);
+        self.snapshot = SnapshotMeta {
+            last_included_index: index,
+            last_included_term: self.log[at].term,
+            last_included_digest: self.entry_digests[at],
+            prefix_digest: self.prefix_digests[at + 1],
+            state_digest: self.kv.state_digest(),
+        };
+        self.snapshot_state = Arc::new(encode_state(&self.kv));
+        self.log.drain(..=at);
+        self.entry_digests.drain(..=at);
+        self.prefix_digests.drain(..=at);
+        self.applied_bytes_since_snapshot = 0;
+        self.snapshots_taken += 1;
+        self.persist_snapshot(ctx);
+    }
+
+    /// One record with all a restart needs; the driver drops every earlier one.
+    fn persist_snapshot(&self, ctx: &mut Context<'_, Self>) {
+        ctx.persist(Record::Snapshot {
+            term: self.current_term,
+            voted_for: self.voted_for,
+            meta: self.snapshot,
+            state: self.snapshot_state.as_ref().clone(),
+            entries: self.log.clone(),
+        });
+    }
+
+    /// Replace the log before `meta` and the state machine with a snapshot, keeping
+    /// the entries after it when this log holds its last entry (Figure 13, steps 6–7).
+    fn load_snapshot(&mut self, meta: SnapshotMeta, state: Arc<Vec<u8>>, kv: KvStore) {
+        let index = meta.last_included_index;
+        let keep: Vec<Entry> = if index > self.snapshot.last_included_index
+            && index <= self.last_index()
+            && self.term_at(index) == Some(meta.last_included_term)
+        {
+            self.log[self.pos(index) + 1..].to_vec()
+        } else {
+            Vec::new()
+        };
+        self.snapshot = meta;
+        self.snapshot_state = state;
+        self.log.clear();
+        self.entry_digests.clear();
+        self.prefix_digests = vec![meta.prefix_digest];
+        for entry in keep {
+            self.push_entry(entry);
+        }
+        self.kv = kv;
+        self.commit_index = self.commit_index.max(index);
+        self.last_applied = index;
+        self.applied_bytes_since_snapshot = 0;
     }
 
     // ---- message handlers ---------------------------------------------------------
@@ -806,6 +1035,15 @@ impl Raft {
         if !self.accept_leader(from, term, ctx) {
             return;
         }
+        let snapshot = self.snapshot.last_included_index;
+        let (prev_log_index, prev_log_term, entries) = if prev_log_index < snapshot {
+            // Entries up to our snapshot are committed, and a leader holds every committed
+            // entry (Leader Completeness): check and append only what lies beyond it.
+            let beyond: Vec<Entry> = entries.into_iter().filter(|e| e.index > snapshot).collect();
+            (snapshot, self.snapshot.last_included_term, beyond)
+        } else {
+            (prev_log_index, prev_log_term, entries)
+        };
         // Consistency check on prevLogIndex/prevLogTerm (§5.3).
         match self.term_at(prev_log_index) {
             None => {
@@ -919,12 +1157,120 @@ impl Raft {
         let last = self.last_index();
         let progress = &mut self.progress[from.0 as usize];
         // Repair: anything unacknowledged is resent from the last known match, which
-        // also recovers from AppendEntries lost in the network.
+        // also recovers from AppendEntries lost in the network (and resends the current
+        // snapshot chunk when one was lost).
         if progress.match_index < last {
             progress.next_index = progress.match_index + 1;
             self.send_append(from, ctx);
         }
     }
+
+    #[expect(clippy::too_many_arguments, reason = "the arguments are the RPC's fields, named as in Figure 13")]
+    fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        meta: SnapshotMeta,
+        total_bytes: u64,
+        offset: u64,
+        data: Vec<u8>,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        let index = meta.last_included_index;
+        if term < self.current_term {
+            let term = self.current_term;
+            ctx.send(
+                from,
+                Message::InstallSnapshotResponse { term, last_included_index: index, received: 0, installed: false },
+            );
+            return;
+        }
+        if !self.accept_leader(from, term, ctx) {
+            return;
+        }
+        let answer = |received, installed, ctx: &mut Context<'_, Self>| {
+            ctx.send(from, Message::InstallSnapshotResponse { term, last_included_index: index, received, installed });
+        };
+        if index <= self.commit_index {
+            // Our log or snapshot already holds everything it covers, committed.
+            self.incoming_snapshot = None;
+            answer(total_bytes, true, ctx);
+            return;
+        }
+        let mut incoming = match self.incoming_snapshot.take() {
+            Some(i) if i.meta == meta && i.total_bytes == total_bytes => i,
+            _ => IncomingSnapshot { meta, total_bytes, data: Vec::new() },
+        };
+        // Take only the chunk that continues what we hold; a duplicate, a reordered or
+        // an oversized chunk is answered with what we hold, and the leader resends.
+        if offset == incoming.data.len() as u64 && offset + data.len() as u64 <= total_bytes {
+            incoming.data.extend_from_slice(&data);
+        }
+        let received = incoming.data.len() as u64;
+        if received < total_bytes {
+            self.incoming_snapshot = Some(incoming);
+            answer(received, false, ctx);
+            return;
+        }
+        let Some(kv) = decode_state(&incoming.data).filter(|kv| kv.state_digest() == meta.state_digest) else {
+            // An honest leader cannot send this; start over rather than install it.
+            answer(0, false, ctx);
+            return;
+        };
+        self.load_snapshot(meta, Arc::new(incoming.data), kv);
+        self.snapshots_installed += 1;
+        self.persist_snapshot(ctx);
+        ctx.observe(Event::Committed {
+            slot: index,
+            digest: meta.last_included_digest,
+            prefix_digest: meta.prefix_digest,
+        });
+        ctx.observe(Event::Applied { slot: index, digest: meta.last_included_digest });
+        answer(total_bytes, true, ctx);
+    }
+
+    fn handle_install_snapshot_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_included_index: Index,
+        received: u64,
+        installed: bool,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        if !self.accept_response(from, term, ctx) {
+            return;
+        }
+        let progress = &mut self.progress[from.0 as usize];
+        if installed {
+            progress.snapshot_sending = None;
+            progress.match_index = progress.match_index.max(last_included_index);
+            progress.next_index = progress.match_index + 1;
+            self.maybe_commit(ctx);
+            if self.progress[from.0 as usize].next_index <= self.last_index() {
+                self.send_append(from, ctx);
+            }
+            return;
+        }
+        match progress.snapshot_sending.as_mut() {
+            Some((meta, state, acked)) if meta.last_included_index == last_included_index => {
+                // `received` may go back (the follower restarted): resume from there.
+                *acked = received.min(state.len() as u64);
+            }
+            // An answer about a transfer this leader no longer runs.
+            _ => return,
+        }
+        self.send_snapshot_chunk(from, ctx);
+    }
+}
+
+/// The state machine as a snapshot carries it.
+fn encode_state(kv: &KvStore) -> Vec<u8> {
+    postcard::to_stdvec(kv).expect("in-memory serialization cannot fail")
+}
+
+fn decode_state(bytes: &[u8]) -> Option<KvStore> {
+    postcard::from_bytes(bytes).ok()
 }
 
 impl Protocol for Raft {
@@ -946,6 +1292,12 @@ impl Protocol for Raft {
             log: Vec::new(),
             prefix_digests: vec![Digest::GENESIS],
             entry_digests: Vec::new(),
+            snapshot: SnapshotMeta::GENESIS,
+            snapshot_state: Arc::new(Vec::new()),
+            applied_bytes_since_snapshot: 0,
+            incoming_snapshot: None,
+            snapshots_taken: 0,
+            snapshots_installed: 0,
             commit_index: 0,
             last_applied: 0,
             kv: KvStore::default(),
@@ -973,10 +1325,17 @@ impl Protocol for Raft {
                         raft.push_entry(entry.clone());
                     }
                 }
-                Record::Truncate { from_index } => {
-                    raft.log.truncate(*from_index as usize - 1);
-                    raft.prefix_digests.truncate(*from_index as usize);
-                    raft.entry_digests.truncate(*from_index as usize - 1);
+                Record::Truncate { from_index } => raft.drop_from(*from_index),
+                Record::Snapshot { term, voted_for, meta, state, entries } => {
+                    raft.current_term = *term;
+                    raft.voted_for = *voted_for;
+                    let kv = decode_state(state).expect("a snapshot this replica persisted decodes");
+                    raft.log.clear();
+                    raft.entry_digests.clear();
+                    raft.load_snapshot(*meta, Arc::new(state.clone()), kv);
+                    for entry in entries {
+                        raft.push_entry(entry.clone());
+                    }
                 }
             }
         }
@@ -1017,6 +1376,12 @@ impl Protocol for Raft {
             }
             Message::HeartbeatResponse { term, read_round, .. } => {
                 self.handle_heartbeat_response(from, term, read_round, ctx)
+            }
+            Message::InstallSnapshot { term, meta, total_bytes, offset, data } => {
+                self.handle_install_snapshot(from, term, meta, total_bytes, offset, data, ctx)
+            }
+            Message::InstallSnapshotResponse { term, last_included_index, received, installed } => {
+                self.handle_install_snapshot_response(from, term, last_included_index, received, installed, ctx)
             }
         }
     }
@@ -1091,6 +1456,8 @@ impl Protocol for Raft {
             Message::AppendResponse { .. } => "append_response",
             Message::Heartbeat { .. } => "heartbeat",
             Message::HeartbeatResponse { .. } => "heartbeat_response",
+            Message::InstallSnapshot { .. } => "install_snapshot",
+            Message::InstallSnapshotResponse { .. } => "install_snapshot_response",
         }
     }
 
@@ -1101,7 +1468,20 @@ impl Protocol for Raft {
             Message::VoteResponse { .. } => 10,
             // The read round is a varint on the wire: one byte while no read uses it.
             Message::Heartbeat { .. } | Message::HeartbeatResponse { .. } => 18,
+            Message::InstallSnapshot { data, .. } => 105 + data.len(),
+            Message::InstallSnapshotResponse { .. } => 27,
         }
+    }
+
+    fn supersedes_earlier_records(record: &Record) -> bool {
+        matches!(record, Record::Snapshot { .. })
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        if !self.config.compaction_on() {
+            return Vec::new();
+        }
+        vec![("snapshots_taken", self.snapshots_taken), ("snapshots_installed", self.snapshots_installed)]
     }
 
     fn is_leader(&self) -> bool {

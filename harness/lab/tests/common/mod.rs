@@ -10,6 +10,7 @@ pub fn network() -> NetworkConfig {
 }
 
 /// Client 0 writes `value` to key 1.
+#[allow(dead_code, reason = "not every scenario file writes to key 1")]
 pub fn put(seq: u64, value: u8) -> Request {
     Request::new(ClientId(0), seq, Op::Put { key: 1, value: vec![value] })
 }
