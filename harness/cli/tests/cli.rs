@@ -762,3 +762,61 @@ fn a_notebook_that_raises_fails_its_execution() {
     assert!(stderr.contains("broken.ipynb: a cell failed") && stderr.contains("the claim does not hold"), "{stderr}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("before"));
 }
+
+/// The disruption kind end to end: a follower cut off and healed forces an election
+/// without PreVote and none with it; the rows carry the timeline and the outage, the
+/// summary and the timeline figure are written, and `qlab plot` redraws them byte for
+/// byte from the CSV.
+#[test]
+fn disruption_experiment_shows_what_pre_vote_prevents() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_small_experiment(
+        dir.path(),
+        r#"
+[experiment]
+name = "rejoin"
+kind = "disruption"
+trials = 3
+seed = 4
+
+[cluster]
+protocol = "raft"
+nodes = 5
+
+[raft]
+pre_vote = [false, true]
+
+[workload]
+clients = 4
+duration_ms = 3000
+
+[[disruption.scenario]]
+name = "rejoin"
+schedule = [
+    { action = "isolate", at_ms = 500, node = "follower" },
+    { action = "heal", at_ms = 2000 },
+]
+"#,
+    );
+    let rows = csv_rows(&out.join("trials.csv"));
+    assert_eq!(rows.len(), 6);
+    for row in &rows {
+        assert_eq!(row["safety"], "ok", "{row:?}");
+        assert_eq!(row["completions_per_bin"].split(' ').count(), 30, "3 s in 100 ms bins");
+        let elections: u32 = row["elections"].parse().unwrap();
+        let outage: f64 = row["unavailable_ms"].parse().unwrap();
+        if row["pre_vote"] == "true" {
+            assert_eq!(elections, 0, "{row:?}");
+            assert!(outage < 50.0, "{row:?}");
+        } else {
+            assert!(elections >= 1, "{row:?}");
+            assert!(outage > 100.0, "{row:?}");
+        }
+    }
+    let summary = csv_rows(&out.join("summary.csv"));
+    assert_eq!(summary.len(), 2);
+    let figure = std::fs::read(out.join("figures/disruption_timeline.svg")).unwrap();
+    std::fs::remove_dir_all(out.join("figures")).unwrap();
+    run_ok(qlab().arg("plot").arg(&out));
+    assert_eq!(std::fs::read(out.join("figures/disruption_timeline.svg")).unwrap(), figure);
+}

@@ -61,11 +61,15 @@ pub struct FaultKinds {
     /// Partitions cut the current leader off alone (Jepsen's "isolate the primary")
     /// rather than splitting the cluster at random: the fault leases must survive.
     pub isolate_leader: bool,
+    /// Leadership transfers to a random replica (Raft; other protocols ignore them).
+    /// Drawn only when on, so every seed without them replays as before.
+    pub transfers: bool,
 }
 
 impl FaultKinds {
-    pub const ALL: FaultKinds = FaultKinds { crashes: true, partitions: true, isolate_leader: false };
-    pub const NONE: FaultKinds = FaultKinds { crashes: false, partitions: false, isolate_leader: false };
+    pub const ALL: FaultKinds = FaultKinds { crashes: true, partitions: true, isolate_leader: false, transfers: false };
+    pub const NONE: FaultKinds =
+        FaultKinds { crashes: false, partitions: false, isolate_leader: false, transfers: false };
 }
 
 impl ChaosConfig {
@@ -126,6 +130,8 @@ pub enum FaultAction {
     Cut(NodeId, NodeId),
     /// Every link whole again (crashed replicas stay down).
     Heal,
+    /// The current leader is told to hand its leadership to this replica.
+    TransferLeader(NodeId),
 }
 
 impl FaultAction {
@@ -136,6 +142,11 @@ impl FaultAction {
             FaultAction::Partition(a, b) => sim.partition(&[a.clone(), b.clone()]),
             FaultAction::Cut(from, to) => sim.set_link_blocked(*from, *to, true),
             FaultAction::Heal => sim.heal(),
+            FaultAction::TransferLeader(to) => {
+                if let Some(leader) = sim.leader() {
+                    sim.admin(leader, qlab_core::AdminCommand::TransferLeadership { to: *to });
+                }
+            }
         }
     }
 }
@@ -148,6 +159,7 @@ impl std::fmt::Display for FaultAction {
             FaultAction::Partition(a, b) => write!(f, "partition {a:?} | {b:?}"),
             FaultAction::Cut(from, to) => write!(f, "cut {from} -> {to}"),
             FaultAction::Heal => write!(f, "heal"),
+            FaultAction::TransferLeader(to) => write!(f, "transfer leadership to {to}"),
         }
     }
 }
@@ -302,19 +314,23 @@ pub fn run_raft_attack_chaos(
     run_chaos::<MaliciousRaft>(seed, config, faulty, network, rng)
 }
 
-/// Raft under chaos with log compaction at small, seed-drawn thresholds (a snapshot
-/// every 2 to 25 applied entries, `InstallSnapshot` chunks of 8 to 256 bytes, so a
-/// transfer takes many messages and crashes land in the middle of one): the same
-/// seed-drawn network, knobs and faults as [`run_raft_chaos`].
+/// Raft under chaos with the mechanisms production deployments run with: log
+/// compaction at small, seed-drawn thresholds (a snapshot every 2 to 25 applied
+/// entries, `InstallSnapshot` chunks of 8 to 256 bytes, so a transfer takes many
+/// messages and crashes land in the middle of one), PreVote in half the seeds, and
+/// leadership transfers among the faults when `config.faults.transfers` is on. The
+/// network and knobs are those of [`run_raft_chaos`] for the same seed.
 pub fn run_raft_compaction_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
     let (mut raft, network, rng) = raft_chaos_setup(seed, config);
-    // Drawn apart from the run's own generator, so the faults are those of `run_raft_chaos`.
+    // Drawn apart from the run's own generator, so the network and knobs are those of
+    // `run_raft_chaos`.
     let mut knobs = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_5000_0000_0000);
     raft.snapshot_every_entries = [2, 5, 10, 25][knobs.random_range(0..4usize)];
     if knobs.random_bool(0.5) {
         raft.snapshot_every_bytes = [64, 512][knobs.random_range(0..2usize)];
     }
     raft.snapshot_chunk_bytes = [8, 32, 256][knobs.random_range(0..3usize)];
+    raft.pre_vote = knobs.random_bool(0.5);
     run_chaos::<Raft>(seed, config, raft, network, rng)
 }
 
@@ -503,6 +519,10 @@ pub fn run_chaos<P: LabProtocol>(
             all.extend(extra.iter().copied());
             all.len() as u32
         };
+        if config.faults.transfers && rng.random_bool(0.25) {
+            inject(&mut sim, FaultAction::TransferLeader(NodeId(rng.random_range(0..n))));
+            continue;
+        }
         let action = rng.random_range(0..10u32);
         let allowed = match action {
             0..=4 => config.faults.crashes,

@@ -55,6 +55,7 @@ fn metrics(kind: &str) -> &'static [(&'static str, Aggregate)] {
         "availability" => &[("available_after_failures", Aggregate::Mean)],
         "reads" => &[("read_latency_ms_p50", Aggregate::Median), ("msgs_per_op", Aggregate::Median)],
         "counterexample" => &[("showed", Aggregate::ShareTrue)],
+        "disruption" => &[("unavailable_ms", Aggregate::Median), ("elections", Aggregate::Mean)],
         _ => &[],
     }
 }

@@ -67,11 +67,21 @@ pub enum Kind {
     Reads,
     /// Built-in cases that show why a rule exists, one row per case (simulator only).
     Counterexample,
+    /// Named fault scenarios under steady load: elections forced, client-visible
+    /// unavailability, the throughput timeline (simulator only).
+    Disruption,
 }
 
 impl Kind {
-    pub const ALL: &'static [Kind] =
-        &[Kind::Election, Kind::Throughput, Kind::Attack, Kind::Availability, Kind::Reads, Kind::Counterexample];
+    pub const ALL: &'static [Kind] = &[
+        Kind::Election,
+        Kind::Throughput,
+        Kind::Attack,
+        Kind::Availability,
+        Kind::Reads,
+        Kind::Counterexample,
+        Kind::Disruption,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -81,6 +91,7 @@ impl Kind {
             Kind::Availability => "availability",
             Kind::Reads => "reads",
             Kind::Counterexample => "counterexample",
+            Kind::Disruption => "disruption",
         }
     }
 }
@@ -309,6 +320,9 @@ pub struct RaftSection {
     /// Lease reads: the assumed bound on clock drift, in parts per million.
     #[serde(default = "default_drift_bound_ppm")]
     pub lease_drift_bound_ppm: toml::Spanned<u64>,
+    /// Sweep: PreVote (thesis §9.6), `true`, `false` or `[false, true]`.
+    #[serde(default = "no_pre_vote")]
+    pub pre_vote: Sweep<bool>,
     /// Log compaction (Raft §7): snapshot after this many applied entries (0: never by count).
     #[serde(default)]
     pub snapshot_every_entries: u64,
@@ -321,6 +335,10 @@ pub struct RaftSection {
     /// `[raft.ablate]`: Raft's safety rules switched off, to show what each prevents.
     #[serde(default)]
     pub ablate: Option<toml::Spanned<qlab_raft::RaftAblations>>,
+}
+
+fn no_pre_vote() -> Sweep<bool> {
+    Sweep::one(false)
 }
 
 fn default_snapshot_chunk_bytes() -> usize {
@@ -418,6 +436,7 @@ impl Default for RaftSection {
             batch_delay_ms: zero_sweep(),
             read_mode: log_reads(),
             lease_drift_bound_ppm: default_drift_bound_ppm(),
+            pre_vote: no_pre_vote(),
             snapshot_every_entries: 0,
             snapshot_every_bytes: 0,
             snapshot_chunk_bytes: default_snapshot_chunk_bytes(),
@@ -479,11 +498,13 @@ pub struct FaultsSection {
     pub lagging_followers: toml::Spanned<u32>,
 }
 
-/// A node named in a fault schedule: an id, or `"leader"` (whoever leads at that moment).
+/// A node named in a fault schedule: an id, `"leader"` (whoever leads at that moment)
+/// or `"follower"` (the highest-numbered replica that does not lead at that moment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum NodeRef {
     Id(u32),
     Leader,
+    Follower,
 }
 
 impl<'de> Deserialize<'de> for NodeRef {
@@ -491,7 +512,10 @@ impl<'de> Deserialize<'de> for NodeRef {
         match toml::Value::deserialize(deserializer)? {
             toml::Value::Integer(id) if id >= 0 => Ok(NodeRef::Id(id as u32)),
             toml::Value::String(s) if s == "leader" => Ok(NodeRef::Leader),
-            other => Err(D::Error::custom(format!("expected a node id (0, 1, ...) or \"leader\", got {other}"))),
+            toml::Value::String(s) if s == "follower" => Ok(NodeRef::Follower),
+            other => Err(D::Error::custom(format!(
+                "expected a node id (0, 1, ...), \"leader\" or \"follower\", got {other}"
+            ))),
         }
     }
 }
@@ -504,12 +528,17 @@ pub enum ScheduledFault {
     Partition { at_ms: f64, groups: Vec<Vec<u32>> },
     /// Cut the one-way link `from → to`.
     Cut { at_ms: f64, from: NodeRef, to: NodeRef },
+    /// Partition `node` alone from the rest (both ways).
+    Isolate { at_ms: f64, node: NodeRef },
     /// Restore every link.
     Heal { at_ms: f64 },
     /// Stop a node (quic: `kill -9`); it keeps only what it persisted.
     Crash { at_ms: f64, node: NodeRef },
     /// Start a crashed node again from its storage.
     Restart { at_ms: f64, node: NodeRef },
+    /// Tell the leader of the moment to hand leadership to node `to` (Raft thesis
+    /// §3.10; simulator only; protocols without the mechanism ignore it).
+    TransferLeader { at_ms: f64, to: NodeRef },
 }
 
 impl ScheduledFault {
@@ -517,9 +546,11 @@ impl ScheduledFault {
         match self {
             ScheduledFault::Partition { at_ms, .. }
             | ScheduledFault::Cut { at_ms, .. }
+            | ScheduledFault::Isolate { at_ms, .. }
             | ScheduledFault::Heal { at_ms }
             | ScheduledFault::Crash { at_ms, .. }
-            | ScheduledFault::Restart { at_ms, .. } => *at_ms,
+            | ScheduledFault::Restart { at_ms, .. }
+            | ScheduledFault::TransferLeader { at_ms, .. } => *at_ms,
         }
     }
 }
@@ -789,6 +820,30 @@ pub struct CounterexampleSection {
     pub cases: Sweep<crate::counterexample::Case>,
 }
 
+/// `kind = "disruption"`: the scenarios, each a fault schedule run under the same load.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisruptionSection {
+    /// Width of one bin of the throughput timeline.
+    #[serde(default = "default_disruption_bin_ms")]
+    pub bin_ms: f64,
+    /// `[[disruption.scenario]]`: `name` and `schedule` (the entries of `[faults] schedule`).
+    #[serde(default)]
+    pub scenario: Vec<toml::Spanned<Scenario>>,
+}
+
+fn default_disruption_bin_ms() -> f64 {
+    100.0
+}
+
+/// One named fault schedule of a disruption experiment; times count from the clients' start.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub schedule: Vec<ScheduledFault>,
+}
+
 /// `kind = "availability"`: how many replicas fail, and for how long the run goes.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -866,6 +921,8 @@ pub struct ExperimentFile {
     #[serde(default)]
     pub reads: ReadsSection,
     pub counterexample: Option<CounterexampleSection>,
+    #[serde(default)]
+    pub disruption: DisruptionSection,
 }
 
 /// A parsed, validated experiment with its source text (kept for provenance).
@@ -904,6 +961,10 @@ pub struct Point {
     pub malicious: u32,
     /// `kind = "availability"`: how many replicas fail.
     pub failures: u32,
+    /// Raft: PreVote on.
+    pub pre_vote: bool,
+    /// `kind = "disruption"`: the scenario's name (empty elsewhere).
+    pub scenario: String,
 }
 
 impl Point {
@@ -930,6 +991,8 @@ impl Point {
             attack: AttackSpec::default(),
             malicious: 0,
             failures: 0,
+            pre_vote: false,
+            scenario: String::new(),
         }
     }
 
@@ -944,6 +1007,7 @@ impl Point {
             batch_delay_ns: ns(self.batch_delay_ms),
             read_mode: self.read_mode,
             lease_drift_bound_ppm: *section.lease_drift_bound_ppm.get_ref(),
+            pre_vote: self.pre_vote,
             snapshot_every_entries: section.snapshot_every_entries,
             snapshot_every_bytes: section.snapshot_every_bytes,
             snapshot_chunk_bytes: section.snapshot_chunk_bytes,
@@ -1089,6 +1153,7 @@ impl Experiment {
                 (_, ProtocolName::Pbft) => 4,
                 (Kind::Election, _) => 3,
                 (Kind::Throughput | Kind::Availability | Kind::Reads | Kind::Counterexample, _) => 1,
+                (Kind::Disruption, _) => 3,
                 (Kind::Attack, _) => 2,
             };
             if point.nodes < minimum {
@@ -1162,6 +1227,11 @@ impl Experiment {
         if f.experiment.kind == Kind::Availability {
             self.validate_availability()?;
         }
+        if f.experiment.kind == Kind::Disruption {
+            self.validate_disruption()?;
+        } else if let Some(first) = f.disruption.scenario.first() {
+            return Err(self.error_at(&first.span(), "[[disruption.scenario]] is for kind = \"disruption\"".into()));
+        }
         if f.experiment.kind == Kind::Reads {
             self.validate_reads()?;
         } else if let Some(mode) = f.raft.read_mode.values.iter().find(|m| **m != ReadMode::Log) {
@@ -1187,6 +1257,13 @@ impl Experiment {
                     "a reads experiment takes no [faults]: its faults are [reads] fault_profile".into(),
                 ));
             }
+            (Some(_), Kind::Disruption) => {
+                return Err(self.error_at(
+                    &self.section_span("faults"),
+                    "a disruption experiment takes no [faults]: its faults are each [[disruption.scenario]]'s schedule"
+                        .into(),
+                ));
+            }
             (Some(_), Kind::Attack) => {
                 return Err(
                     self.error_at(&(0..0), "an attack experiment takes no [faults]: its fault is the attack".into())
@@ -1204,7 +1281,9 @@ impl Experiment {
             (None, _) => {}
         }
         for (name, sweep) in [("clients", &f.workload.clients)] {
-            if matches!(f.experiment.kind, Kind::Throughput | Kind::Attack) && sweep.values.contains(&0) {
+            if matches!(f.experiment.kind, Kind::Throughput | Kind::Attack | Kind::Disruption)
+                && sweep.values.contains(&0)
+            {
                 return Err(self.error_at(&sweep.span, format!("{name} must be at least 1 in a throughput experiment")));
             }
         }
@@ -1334,6 +1413,62 @@ impl Experiment {
                         point.nodes - 1,
                         point.malicious,
                         point.nodes
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_disruption(&self) -> Result<(), LabError> {
+        let f = &self.file;
+        let d = &f.disruption;
+        if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
+            return Err(self.error_at(
+                &f.experiment.mode.span,
+                "disruption experiments run in the simulator: mode = \"sim\"".into(),
+            ));
+        }
+        if f.cluster.protocol.values.contains(&ProtocolName::Pbft) {
+            return Err(self.error_at(
+                &f.cluster.protocol.span,
+                "disruption scenarios are about leaders and terms: protocol is \"raft\" or \"multipaxos\"".into(),
+            ));
+        }
+        if d.scenario.is_empty() {
+            return Err(LabError::Config {
+                path: self.path.clone(),
+                line: 1,
+                column: 1,
+                message: "a disruption experiment needs at least one [[disruption.scenario]] with name = \"...\" and \
+                          schedule = [...] (the entries of a [faults] schedule)"
+                    .into(),
+            });
+        }
+        if !(d.bin_ms > 0.0 && d.bin_ms <= f.workload.duration_ms) {
+            return Err(self.error_at(
+                &self.section_span("disruption"),
+                format!("bin_ms must be in (0, duration_ms = {}], got {}", f.workload.duration_ms, d.bin_ms),
+            ));
+        }
+        let mut names = Vec::new();
+        for scenario in &d.scenario {
+            let name = &scenario.get_ref().name;
+            if name.is_empty() || names.contains(name) {
+                return Err(self.error_at(
+                    &scenario.span(),
+                    format!("each scenario needs a name of its own, got {name:?} (names so far: {})", names.join(", ")),
+                ));
+            }
+            names.push(name.clone());
+            self.validate_schedule(&scenario.get_ref().schedule, &scenario.span())?;
+            if let Some(late) = scenario.get_ref().schedule.iter().find(|e| e.at_ms() >= f.workload.duration_ms) {
+                return Err(self.error_at(
+                    &scenario.span(),
+                    format!(
+                        "scenario {name:?} has an entry at {} ms, at or after the run's end (duration_ms = {})",
+                        late.at_ms(),
+                        f.workload.duration_ms
                     ),
                 ));
             }
@@ -1516,6 +1651,14 @@ impl Experiment {
                     .into(),
             ));
         }
+        self.validate_schedule(faults.schedule.get_ref(), &schedule_span)?;
+        self.validate_lagging(faults)
+    }
+
+    /// The entries of one fault schedule: times, node ids, and what quic mode cannot do.
+    fn validate_schedule(&self, schedule: &[ScheduledFault], schedule_span: &Range<usize>) -> Result<(), LabError> {
+        let f = &self.file;
+        let schedule_span = schedule_span.clone();
         let smallest = self.points().iter().map(|p| p.nodes).min().unwrap_or(0);
         let check_node = |node: &NodeRef| -> Result<(), LabError> {
             match node {
@@ -1529,7 +1672,7 @@ impl Experiment {
                 _ => Ok(()),
             }
         };
-        for fault in faults.schedule.get_ref() {
+        for fault in schedule {
             if fault.at_ms() < 0.0 {
                 return Err(self.error_at(&schedule_span, format!("at_ms must be >= 0, got {}", fault.at_ms())));
             }
@@ -1543,7 +1686,7 @@ impl Experiment {
                     check_node(from)?;
                     check_node(to)?;
                 }
-                ScheduledFault::Crash { node, .. } => check_node(node)?,
+                ScheduledFault::Crash { node, .. } | ScheduledFault::Isolate { node, .. } => check_node(node)?,
                 ScheduledFault::Restart { node, .. } => {
                     check_node(node)?;
                     if f.experiment.mode.values.contains(&Mode::Quic)
@@ -1556,8 +1699,30 @@ impl Experiment {
                     }
                 }
                 ScheduledFault::Heal { .. } => {}
+                ScheduledFault::TransferLeader { to, .. } => {
+                    check_node(to)?;
+                    if *to == NodeRef::Leader {
+                        return Err(self.error_at(
+                            &schedule_span,
+                            "transfer-leader names the replica to hand over to: an id or \"follower\", not \"leader\""
+                                .into(),
+                        ));
+                    }
+                    if f.experiment.mode.values.contains(&Mode::Quic) {
+                        return Err(self.error_at(
+                            &schedule_span,
+                            "transfer-leader is an operator command the simulator delivers; real processes have no \
+                             admin channel yet: use mode = \"sim\""
+                                .into(),
+                        ));
+                    }
+                }
             }
         }
+        Ok(())
+    }
+
+    fn validate_lagging(&self, faults: &FaultsSection) -> Result<(), LabError> {
         let lagging = *faults.lagging_followers.get_ref();
         for point in self.points() {
             // Lagging followers cannot win, so the rest must still hold a majority.
@@ -1646,6 +1811,24 @@ impl Experiment {
         });
         let points = expand(points, &f.raft.batch_delay_ms.values, |p, v| p.batch_delay_ms = *v);
         let points = expand(points, &f.raft.read_mode.values, |p, v| p.read_mode = *v);
+        // PreVote is Raft's: the other protocols get one point, not one per value.
+        let points: Vec<Point> = points
+            .into_iter()
+            .flat_map(|point| {
+                let values =
+                    if point.protocol == ProtocolName::Raft { f.raft.pre_vote.values.clone() } else { vec![false] };
+                let mut seen = Vec::new();
+                values
+                    .into_iter()
+                    .filter(move |v| {
+                        !seen.contains(v) && {
+                            seen.push(*v);
+                            true
+                        }
+                    })
+                    .map(move |pre_vote| Point { pre_vote, ..point.clone() })
+            })
+            .collect();
         let points = expand(points, &f.network.latency_ms.values, |p, v| p.latency = v.clone());
         let points = expand(points, &f.network.loss.values, |p, v| p.loss = *v);
         let points = expand(points, &f.network.duplicate.values, |p, v| p.duplicate = *v);
@@ -1655,6 +1838,10 @@ impl Experiment {
         if f.experiment.kind == Kind::Reads {
             let points = expand(points, &f.reads.fault_profile.values, |p, v| p.fault_profile = *v);
             return expand(points, &f.reads.clock_skew_ppm.values, |p, v| p.clock_skew_ppm = *v);
+        }
+        if f.experiment.kind == Kind::Disruption {
+            let names: Vec<String> = f.disruption.scenario.iter().map(|s| s.get_ref().name.clone()).collect();
+            return expand(points, &names, |p, v| p.scenario = v.clone());
         }
         if f.experiment.kind == Kind::Availability {
             // More failures than replicas is no cluster: those combinations are left out.
@@ -1922,6 +2109,106 @@ clients = 2
         assert!(e.points()[0].paxos_config(&e.file.raft, &e.file.paxos).ablate.skip_phase1_values);
         let typo = error_of(&example.replace("skip_prev_log_check", "skip_prev_log"));
         assert!(typo.contains("unknown field `skip_prev_log`") && typo.contains("skip_prev_log_check"), "{typo}");
+    }
+
+    const DISRUPTION: &str = r#"
+[experiment]
+name = "d"
+kind = "disruption"
+trials = 1
+
+[cluster]
+protocol = ["raft", "multipaxos"]
+nodes = 5
+
+[raft]
+pre_vote = [false, true]
+
+[workload]
+duration_ms = 2000
+
+[[disruption.scenario]]
+name = "rejoin"
+schedule = [
+    { action = "isolate", at_ms = 500, node = "follower" },
+    { action = "heal", at_ms = 1500 },
+]
+
+[[disruption.scenario]]
+name = "handover"
+schedule = [{ action = "transfer-leader", at_ms = 500, to = 1 }]
+"#;
+
+    #[test]
+    fn disruption_sweeps_scenarios_and_pre_vote_for_raft_only() {
+        let points: Vec<(ProtocolName, bool, String)> =
+            parse(DISRUPTION).unwrap().points().iter().map(|p| (p.protocol, p.pre_vote, p.scenario.clone())).collect();
+        let raft = ProtocolName::Raft;
+        let paxos = ProtocolName::Multipaxos;
+        assert_eq!(
+            points,
+            [
+                (raft, false, "rejoin".to_string()),
+                (raft, false, "handover".to_string()),
+                (raft, true, "rejoin".to_string()),
+                (raft, true, "handover".to_string()),
+                (paxos, false, "rejoin".to_string()),
+                (paxos, false, "handover".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn disruption_files_are_checked_with_line_and_column() {
+        let cases = [
+            (
+                DISRUPTION.replace("kind = \"disruption\"", "kind = \"disruption\"\nmode = \"quic\""),
+                "run in the simulator",
+            ),
+            (
+                DISRUPTION.replace("[\"raft\", \"multipaxos\"]", "\"pbft\"\nf = 1").replace("nodes = 5\n", ""),
+                "protocol is \"raft\"",
+            ),
+            (DISRUPTION.replace("name = \"handover\"", "name = \"rejoin\""), "a name of its own"),
+            (DISRUPTION.replace("to = 1", "to = \"leader\""), "not \"leader\""),
+            (DISRUPTION.replace("to = 1", "to = 7"), "the schedule names node 7"),
+            (DISRUPTION.replace("at_ms = 1500", "at_ms = 2500"), "at or after the run's end"),
+            (DISRUPTION.replace("node = \"follower\"", "node = \"someone\""), "\"follower\""),
+            (
+                DISRUPTION.replace(
+                    "[[disruption.scenario]]\nname = \"handover\"",
+                    "[faults]\n[[disruption.scenario]]\nname = \"handover\"",
+                ),
+                "takes no [faults]",
+            ),
+            (DISRUPTION.replace("kind = \"disruption\"", "kind = \"throughput\""), "is for kind = \"disruption\""),
+        ];
+        for (file, expected) in cases {
+            let e = error_of(&file);
+            assert!(e.starts_with("exp.toml:") && e.contains(expected), "{expected}: {e}");
+        }
+        let e = error_of(DISRUPTION.split("[[disruption.scenario]]").next().unwrap());
+        assert!(e.contains("needs at least one [[disruption.scenario]]"), "{e}");
+    }
+
+    #[test]
+    fn transfer_leader_is_refused_in_quic_mode() {
+        let file = r#"
+[experiment]
+name = "t"
+kind = "throughput"
+mode = "quic"
+trials = 1
+
+[cluster]
+protocol = "raft"
+nodes = 3
+
+[faults]
+schedule = [{ action = "transfer-leader", at_ms = 100, to = 1 }]
+"#;
+        let e = error_of(file);
+        assert!(e.starts_with("exp.toml:13:") && e.contains("use mode = \"sim\""), "{e}");
     }
 
     #[test]

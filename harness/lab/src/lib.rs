@@ -22,6 +22,7 @@ pub mod check;
 pub mod compare;
 pub mod config;
 pub mod counterexample;
+pub mod disruption;
 pub mod election;
 pub mod error;
 pub mod gallery;

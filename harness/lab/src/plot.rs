@@ -1041,15 +1041,38 @@ const TIMELINE_PANEL_PX: (u32, u32) = (380, 230);
 /// `figures/attack_timeline`: throughput over time, from the `completions_per_bin`
 /// column. Runs recorded before the column existed get no timeline.
 fn plot_attack_timeline(run_dir: &Path, experiment_name: &str, table: &Table) -> Result<Vec<PathBuf>> {
+    write_timeline(
+        run_dir,
+        "attack_timeline",
+        &format!("{experiment_name}: throughput over time (mean of seeds, 95% CI; attack window shaded)"),
+        table,
+        &["protocol", "nodes", "attack", "malicious"],
+        &|key| format!("{} n={}: {} x{}", key[0], key[1], key[2], key[3]),
+        ("attack_from_ms", "attack_until_ms"),
+    )
+}
+
+/// Small multiples of throughput over time, one panel per group of `group_columns`
+/// (the first being the protocol), from `completions_per_bin` and `timeline_bin_ms`,
+/// with the window between the two `window_columns` (ms) shaded.
+fn write_timeline(
+    run_dir: &Path,
+    stem: &str,
+    title: &str,
+    table: &Table,
+    group_columns: &[&str],
+    panel_title: &dyn Fn(&[String]) -> String,
+    window_columns: (&str, &str),
+) -> Result<Vec<PathBuf>> {
     if table.column("completions_per_bin").is_none() {
         return Ok(Vec::new());
     }
     let mut panels = Vec::new();
-    for (key, rows) in table.group_by(&["protocol", "nodes", "attack", "malicious"]) {
+    for (key, rows) in table.group_by(group_columns) {
         let first = rows[0];
         let number = |c: &str| table.number(first, c).unwrap_or(f64::NAN);
         let bin_s = number("timeline_bin_ms") / 1e3;
-        let window_s = (number("attack_from_ms") / 1e3, number("attack_until_ms") / 1e3);
+        let window_s = (number(window_columns.0) / 1e3, number(window_columns.1) / 1e3);
         let series: Vec<Vec<f64>> = rows
             .iter()
             .map(|r| {
@@ -1070,7 +1093,7 @@ fn plot_attack_timeline(run_dir: &Path, experiment_name: &str, table: &Table) ->
             })
             .collect();
         panels.push(TimelinePanel {
-            title: format!("{} n={}: {} x{}", key[0], key[1], key[2], key[3]),
+            title: panel_title(&key),
             protocol: key[0].clone(),
             points,
             window_s,
@@ -1088,15 +1111,37 @@ fn plot_attack_timeline(run_dir: &Path, experiment_name: &str, table: &Table) ->
             None => y_max_by_protocol.push((panel.protocol.clone(), top)),
         }
     }
-    let figure = AttackTimeline {
-        title: format!("{experiment_name}: throughput over time (mean of seeds, 95% CI; attack window shaded)"),
-        columns: TIMELINE_COLUMNS,
-        panels,
-        y_max_by_protocol,
-    };
+    // As many columns as the protocol with the most panels needs, up to four.
+    let widest = y_max_by_protocol
+        .iter()
+        .map(|(protocol, _)| panels.iter().filter(|p| p.protocol == *protocol).count())
+        .max()
+        .unwrap_or(1);
+    let columns = widest.clamp(1, TIMELINE_COLUMNS);
+    let figure = AttackTimeline { title: title.to_string(), columns, panels, y_max_by_protocol };
     let rows = figure.panel_rows().len();
-    let size = (TIMELINE_PANEL_PX.0 * TIMELINE_COLUMNS as u32, 50 + TIMELINE_PANEL_PX.1 * rows as u32);
-    write_figure_sized(run_dir, "attack_timeline", &figure, size)
+    let size = ((TIMELINE_PANEL_PX.0 * columns as u32).max(760), 50 + TIMELINE_PANEL_PX.1 * rows as u32);
+    write_figure_sized(run_dir, stem, &figure, size)
+}
+
+/// `summary.csv` and `figures/disruption_timeline` from a disruption run: throughput
+/// over time per scenario and PreVote setting, the faults' span shaded.
+pub fn plot_disruption(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
+    let table = Table::read(&run_dir.join(TRIALS_CSV))?;
+    crate::results::summarize_disruption(&table, &run_dir.join(SUMMARY_CSV))?;
+    write_timeline(
+        run_dir,
+        "disruption_timeline",
+        &format!("{experiment_name}: throughput over time (mean of seeds, 95% CI; faults' span shaded)"),
+        &table,
+        &["protocol", "nodes", "scenario", "pre_vote", "check_quorum"],
+        &|key| {
+            let pre_vote =
+                if key[0] == "raft" { if key[3] == "true" { ", pre-vote" } else { ", no pre-vote" } } else { "" };
+            format!("{} n={}: {}{pre_vote}", key[0], key[1], key[2])
+        },
+        ("fault_from_ms", "fault_until_ms"),
+    )
 }
 
 /// Half the width of a normal-approximation 95% confidence interval of the mean.
@@ -1178,6 +1223,8 @@ impl Drawable for AttackTimeline {
                     .draw()
                     .map_err(|e| e.to_string())?;
                 let (from, until) = panel.window_s;
+                // A fault at one instant (a crash, a handover) still gets a visible mark.
+                let until = if until > from { until } else { from + x_max * 0.004 };
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
                         [(from, 0.0), (until, y_max)],

@@ -44,9 +44,15 @@ impl FaultProfile {
         match self {
             FaultProfile::None => FaultKinds::NONE,
             FaultProfile::All => FaultKinds::ALL,
-            FaultProfile::Crashes => FaultKinds { crashes: true, partitions: false, isolate_leader: false },
-            FaultProfile::Partitions => FaultKinds { crashes: false, partitions: true, isolate_leader: false },
-            FaultProfile::IsolateLeader => FaultKinds { crashes: false, partitions: true, isolate_leader: true },
+            FaultProfile::Crashes => {
+                FaultKinds { crashes: true, partitions: false, isolate_leader: false, transfers: false }
+            }
+            FaultProfile::Partitions => {
+                FaultKinds { crashes: false, partitions: true, isolate_leader: false, transfers: false }
+            }
+            FaultProfile::IsolateLeader => {
+                FaultKinds { crashes: false, partitions: true, isolate_leader: true, transfers: false }
+            }
         }
     }
 }

@@ -349,6 +349,8 @@ pub struct RealFaults {
     loss: f64,
     delay_ns: u64,
     crashed_leader: Option<u32>,
+    /// The replica a `crash` of `"follower"` hit, which a `restart` of `"follower"` means.
+    crashed_follower: Option<u32>,
     awaiting_ready: Vec<u32>,
 }
 
@@ -360,6 +362,7 @@ impl RealFaults {
             loss,
             delay_ns,
             crashed_leader: None,
+            crashed_follower: None,
             awaiting_ready: Vec::new(),
         }
     }
@@ -386,6 +389,10 @@ impl RealFaults {
         match node {
             NodeRef::Id(id) => Some(*id),
             NodeRef::Leader => latest_leader(&observations_for_checkers(driver)),
+            NodeRef::Follower => {
+                let leader = latest_leader(&observations_for_checkers(driver));
+                (0..self.blocked.len() as u32).rev().find(|id| Some(*id) != leader)
+            }
         }
     }
 
@@ -415,10 +422,29 @@ impl RealFaults {
                 self.blocked.iter_mut().for_each(BTreeSet::clear);
                 self.send_all(driver);
             }
+            ScheduledFault::Isolate { node, .. } => {
+                if let Some(alone) = self.resolve(driver, node) {
+                    for a in 0..nodes {
+                        self.blocked[a as usize] = if a == alone {
+                            (0..nodes).filter(|b| *b != a).collect()
+                        } else {
+                            std::iter::once(alone).collect()
+                        };
+                    }
+                    self.send_all(driver);
+                }
+            }
+            ScheduledFault::TransferLeader { .. } => {
+                return Err(crate::LabError::Usage(
+                    "transfer-leader needs an admin channel real processes do not have (validation refuses it)".into(),
+                ));
+            }
             ScheduledFault::Crash { node, .. } => {
                 if let Some(id) = self.resolve(driver, node) {
-                    if *node == NodeRef::Leader {
-                        self.crashed_leader = Some(id);
+                    match node {
+                        NodeRef::Leader => self.crashed_leader = Some(id),
+                        NodeRef::Follower => self.crashed_follower = Some(id),
+                        NodeRef::Id(_) => {}
                     }
                     cluster.kill(id);
                 }
@@ -427,6 +453,7 @@ impl RealFaults {
                 let id = match node {
                     NodeRef::Id(id) => Some(*id),
                     NodeRef::Leader => self.crashed_leader,
+                    NodeRef::Follower => self.crashed_follower,
                 };
                 if let Some(id) = id {
                     driver.ready.remove(&id);

@@ -160,6 +160,30 @@ pub const COUNTEREXAMPLE_POINT_COLUMNS: &[&str] = &["case"];
 pub const COUNTEREXAMPLE_TRIAL_COLUMNS: &[&str] =
     &["trial", "point", "seed", "showed", "invariant", "detail", "faults", "safety", "replay", "violations"];
 
+/// The columns that identify a point of a disruption sweep.
+pub const DISRUPTION_POINT_COLUMNS: &[&str] =
+    &["protocol", "nodes", "scenario", "pre_vote", "check_quorum", "clients", "latency_ms_mean", "loss"];
+
+/// What a disruption trial measured: throughput over the run, the client-visible outage
+/// from the first fault on (the longest stretch with no completion), elections won and
+/// epochs moved after the first fault, the scenario's first and last fault, and the
+/// throughput timeline (completions per bin, space-separated).
+pub const DISRUPTION_TRIAL_COLUMNS: &[&str] = &[
+    "trial",
+    "point",
+    "seed",
+    "ops_per_s",
+    "unavailable_ms",
+    "elections",
+    "epochs_advanced",
+    "fault_from_ms",
+    "fault_until_ms",
+    "timeline_bin_ms",
+    "completions_per_bin",
+    "safety",
+    "violations",
+];
+
 pub fn point_columns(kind: crate::config::Kind) -> &'static [&'static str] {
     match kind {
         crate::config::Kind::Election => ELECTION_POINT_COLUMNS,
@@ -168,6 +192,7 @@ pub fn point_columns(kind: crate::config::Kind) -> &'static [&'static str] {
         crate::config::Kind::Availability => AVAILABILITY_POINT_COLUMNS,
         crate::config::Kind::Reads => READS_POINT_COLUMNS,
         crate::config::Kind::Counterexample => COUNTEREXAMPLE_POINT_COLUMNS,
+        crate::config::Kind::Disruption => DISRUPTION_POINT_COLUMNS,
     }
 }
 
@@ -180,6 +205,7 @@ pub fn columns(kind: crate::config::Kind) -> Vec<&'static str> {
         crate::config::Kind::Availability => [AVAILABILITY_POINT_COLUMNS, AVAILABILITY_TRIAL_COLUMNS].concat(),
         crate::config::Kind::Reads => [READS_POINT_COLUMNS, READS_TRIAL_COLUMNS].concat(),
         crate::config::Kind::Counterexample => [COUNTEREXAMPLE_POINT_COLUMNS, COUNTEREXAMPLE_TRIAL_COLUMNS].concat(),
+        crate::config::Kind::Disruption => [DISRUPTION_POINT_COLUMNS, DISRUPTION_TRIAL_COLUMNS].concat(),
     }
 }
 
@@ -258,6 +284,44 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
     writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
     let md = dir.join("matrix.md");
     std::fs::write(&md, markdown).map_err(|e| LabError::Io { path: md, source: e })
+}
+
+/// Write `summary.csv` from a disruption `trials.csv`: per point, the trials, mean
+/// throughput, median and worst client-visible outage, mean elections and epochs
+/// advanced, and the unsafe trials.
+pub fn summarize_disruption(table: &Table, path: &Path) -> Result<()> {
+    let file = File::create(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+    let mut writer = csv::Writer::from_writer(file);
+    let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
+    writer
+        .write_record(DISRUPTION_POINT_COLUMNS.iter().copied().chain([
+            "trials",
+            "ops_per_s_mean",
+            "unavailable_ms_p50",
+            "unavailable_ms_max",
+            "elections_mean",
+            "epochs_advanced_mean",
+            "unsafe",
+        ]))
+        .map_err(csv_err)?;
+    for (values, rows) in table.group_by(DISRUPTION_POINT_COLUMNS) {
+        let column = |name: &str| -> Vec<f64> { rows.iter().filter_map(|r| table.number(r, name)).collect() };
+        let unsafe_trials = rows.iter().filter(|r| table.get(r, "safety").is_some_and(|s| s != "ok")).count();
+        let mut outages = column("unavailable_ms");
+        outages.sort_by(f64::total_cmp);
+        let mut record = values.clone();
+        record.extend([
+            rows.len().to_string(),
+            fmt_metric(mean(&column("ops_per_s"))),
+            fmt_metric(quantile(&outages, 0.5)),
+            fmt_metric(outages.last().copied().unwrap_or(f64::NAN)),
+            fmt_metric(mean(&column("elections"))),
+            fmt_metric(mean(&column("epochs_advanced"))),
+            unsafe_trials.to_string(),
+        ]);
+        writer.write_record(&record).map_err(csv_err)?;
+    }
+    writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
 }
 
 /// Write `summary.csv` from an availability `trials.csv`: per point, the trials, the

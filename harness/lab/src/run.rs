@@ -116,6 +116,43 @@ fn availability_row(
     ]
 }
 
+fn disruption_row(
+    experiment: &Experiment,
+    point: &Point,
+    trial: u64,
+    point_index: usize,
+    seed: u64,
+    outcome: &crate::disruption::DisruptionTrial,
+) -> Vec<String> {
+    let check_quorum = match point.protocol {
+        crate::config::ProtocolName::Multipaxos => experiment.file.paxos.check_quorum,
+        _ => experiment.file.raft.check_quorum,
+    };
+    vec![
+        point.protocol.name().to_string(),
+        point.nodes.to_string(),
+        point.scenario.clone(),
+        point.pre_vote.to_string(),
+        check_quorum.to_string(),
+        point.clients.to_string(),
+        point.latency.mean_ms().to_string(),
+        point.loss.to_string(),
+        trial.to_string(),
+        point_index.to_string(),
+        seed.to_string(),
+        fmt_metric(outcome.ops_per_s),
+        fmt_metric(outcome.unavailable_ms),
+        outcome.elections.to_string(),
+        outcome.epochs_advanced.to_string(),
+        fmt_metric(outcome.fault_from_ms),
+        fmt_metric(outcome.fault_until_ms),
+        fmt_metric(outcome.timeline_bin_ms),
+        outcome.completions_per_bin.iter().map(u64::to_string).collect::<Vec<_>>().join(" "),
+        outcome.safety.clone(),
+        outcome.violations.join("; "),
+    ]
+}
+
 fn throughput_row(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ThroughputTrial) -> Vec<String> {
     vec![
         point.protocol.name().to_string(),
@@ -374,6 +411,10 @@ fn run_one_of<P: LabProtocol>(
             let outcome = crate::availability::run_trial::<P>(experiment, point, seed);
             (availability_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
         }
+        (Kind::Disruption, _) => {
+            let outcome = crate::disruption::run_trial::<P>(experiment, point, seed);
+            (disruption_row(experiment, point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
+        }
         (Kind::Election, Mode::Sim) => {
             let outcome = election::run_trial::<P>(experiment, point, seed, false);
             (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
@@ -597,6 +638,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         Kind::Availability => crate::plot::plot_availability(&run_dir, experiment.name())?,
         Kind::Reads => crate::plot::plot_reads(&run_dir, experiment.name())?,
         Kind::Counterexample => crate::plot::plot_counterexamples(&run_dir)?,
+        Kind::Disruption => crate::plot::plot_disruption(&run_dir, experiment.name())?,
     };
     let wall_seconds = clock.elapsed().as_secs_f64();
     meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
@@ -623,6 +665,8 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
                 "reads"
             } else if table.column("showed").is_some() {
                 "counterexample"
+            } else if table.column("epochs_advanced").is_some() {
+                "disruption"
             } else if table.column("ops_per_s").is_some() {
                 "throughput"
             } else {
@@ -639,6 +683,7 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
         "availability" => crate::plot::plot_availability(run_dir, &name),
         "reads" => crate::plot::plot_reads(run_dir, &name),
         "counterexample" => crate::plot::plot_counterexamples(run_dir),
+        "disruption" => crate::plot::plot_disruption(run_dir, &name),
         other => Err(LabError::Usage(format!("{}: unknown experiment kind {other:?}", run_dir.display()))),
     }
 }

@@ -168,6 +168,7 @@ fn apply_sim<P: LabProtocol>(sim: &mut Sim<P, P::Client>, fault: &ScheduledFault
     let resolve = |sim: &Sim<P, P::Client>, node: &NodeRef, crashed: Option<NodeId>| match node {
         NodeRef::Id(id) => Some(NodeId(*id)),
         NodeRef::Leader => sim.leader().or(crashed),
+        NodeRef::Follower => sim.up_nodes().into_iter().rev().find(|id| Some(*id) != sim.leader()),
     };
     match fault {
         ScheduledFault::Partition { groups, .. } => {
@@ -180,6 +181,12 @@ fn apply_sim<P: LabProtocol>(sim: &mut Sim<P, P::Client>, fault: &ScheduledFault
             }
         }
         ScheduledFault::Heal { .. } => sim.heal(),
+        ScheduledFault::Isolate { node, .. } => {
+            if let Some(alone) = resolve(sim, node, *crashed_leader) {
+                let rest: Vec<NodeId> = (0..sim.node_count()).map(NodeId).filter(|id| *id != alone).collect();
+                sim.partition(&[vec![alone], rest]);
+            }
+        }
         ScheduledFault::Crash { node, .. } => {
             if let Some(id) = resolve(sim, node, None) {
                 if *node == NodeRef::Leader {
@@ -192,16 +199,22 @@ fn apply_sim<P: LabProtocol>(sim: &mut Sim<P, P::Client>, fault: &ScheduledFault
             let id = match node {
                 NodeRef::Id(id) => Some(NodeId(*id)),
                 NodeRef::Leader => *crashed_leader,
+                NodeRef::Follower => (0..sim.node_count()).rev().map(NodeId).find(|id| !sim.is_up(*id)),
             };
             if let Some(id) = id {
                 sim.restart(id);
+            }
+        }
+        ScheduledFault::TransferLeader { to, .. } => {
+            if let (Some(leader), Some(to)) = (sim.leader(), resolve(sim, to, *crashed_leader)) {
+                sim.admin(leader, qlab_core::AdminCommand::TransferLeadership { to });
             }
         }
     }
 }
 
 /// Run the workload to `until`, applying every scheduled fault that falls due.
-fn run_sim_segment<P: LabProtocol>(
+pub(crate) fn run_sim_segment<P: LabProtocol>(
     sim: &mut Sim<P, P::Client>,
     workload: &mut Workload,
     schedule: &mut std::collections::VecDeque<(Nanos, ScheduledFault)>,

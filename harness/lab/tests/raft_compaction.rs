@@ -1,10 +1,11 @@
 //! Raft log compaction and InstallSnapshot (Raft paper §7, Figure 13): property tests
-//! over chaos seeds with snapshots every few entries, and golden scenarios — a follower
-//! that missed 100,000 entries, a crash in the middle of a snapshot transfer, a restart
-//! from the snapshot record alone.
+//! over chaos seeds with snapshots every few entries (and PreVote in half the seeds,
+//! leadership transfers among the faults), and golden scenarios — a follower that
+//! missed 100,000 entries, a crash in the middle of a snapshot transfer, a restart from
+//! the snapshot record alone.
 
 use qlab_core::{ClientId, NodeId, Op, OpResult, Request, ms};
-use qlab_lab::chaos::{ChaosConfig, nodes_from_env, replay_from_env, run_raft_compaction_chaos, sweep};
+use qlab_lab::chaos::{ChaosConfig, FaultKinds, nodes_from_env, replay_from_env, run_raft_compaction_chaos, sweep};
 use qlab_raft::{Raft, RaftClient, RaftConfig, Record};
 use qlab_sim::Sim;
 
@@ -14,15 +15,23 @@ use common::{assert_safe, write};
 
 const SEEDS: u64 = 1_000;
 
+/// Crashes, partitions, cuts, and leadership transfers to random replicas.
+fn chaos_config(nodes: u32) -> ChaosConfig {
+    ChaosConfig { faults: FaultKinds { transfers: true, ..FaultKinds::ALL }, ..ChaosConfig::new(nodes) }
+}
+
 /// Every seed safe, linearizable and live again after the faults heal, with snapshots
 /// taken every 2–25 entries and sent in 8–256-byte chunks; and the sweep really
-/// exercised InstallSnapshot (in most seeds some replica fell behind a snapshot).
+/// exercised InstallSnapshot (in most seeds some replica fell behind a snapshot) and
+/// leadership transfer.
 fn check(nodes: u32) {
-    let config = ChaosConfig::new(nodes);
+    let config = chaos_config(nodes);
     sweep(run_raft_compaction_chaos, &config, 0..SEEDS, "raft_compaction").unwrap_or_else(|e| panic!("{e}"));
     let with_transfers =
         (0..100).filter(|seed| run_raft_compaction_chaos(*seed, &config).sent("install_snapshot") > 0).count();
     assert!(with_transfers >= 50, "only {with_transfers} of 100 seeds sent a snapshot");
+    let handed_over = (0..100).filter(|seed| run_raft_compaction_chaos(*seed, &config).sent("timeout_now") > 0).count();
+    assert!(handed_over >= 50, "only {handed_over} of 100 seeds handed leadership over");
 }
 
 #[test]
@@ -39,7 +48,7 @@ fn raft_5_nodes_with_compaction_survives_1000_chaos_seeds() {
 #[test]
 #[ignore = "replay tool: run with QLAB_CHAOS_SEED and QLAB_CHAOS_NODES set"]
 fn replay_one_seed() {
-    replay_from_env(run_raft_compaction_chaos, ChaosConfig::new(nodes_from_env(3)));
+    replay_from_env(run_raft_compaction_chaos, chaos_config(nodes_from_env(3)));
 }
 
 fn compacting_cluster(config: RaftConfig, seed: u64) -> Sim<Raft, RaftClient> {

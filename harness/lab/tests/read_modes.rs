@@ -41,9 +41,10 @@ const WITHIN_BOUND_PPM: u64 = 10_000;
 const BEYOND_BOUND_PPM: u64 = 700_000;
 
 /// The chaos aimed at leases: partitions (and cuts) only, partitions isolating the leader.
-const LEASE_FAULTS: FaultKinds = FaultKinds { crashes: false, partitions: true, isolate_leader: true };
+const LEASE_FAULTS: FaultKinds =
+    FaultKinds { crashes: false, partitions: true, isolate_leader: true, transfers: false };
 /// Partitions only, at random.
-const PARTITIONS: FaultKinds = FaultKinds { crashes: false, partitions: true, isolate_leader: false };
+const PARTITIONS: FaultKinds = FaultKinds { crashes: false, partitions: true, isolate_leader: false, transfers: false };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Proto {

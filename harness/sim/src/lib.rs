@@ -505,6 +505,13 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         self.with_node(id, |p, ctx| p.on_timer(ctx, timer));
     }
 
+    /// Give replica `id` an operator's command now (a crashed replica misses it).
+    pub fn admin(&mut self, id: NodeId, command: qlab_core::AdminCommand) {
+        if self.is_up(id) {
+            self.with_node(id, |p, ctx| p.on_admin(ctx, command));
+        }
+    }
+
     /// Deliver `request` straight to replica `to`, bypassing clients and network.
     pub fn inject_request(&mut self, to: NodeId, request: Request) {
         self.with_node(to, |p, ctx| p.on_request(ctx, request));

@@ -280,6 +280,12 @@ impl<P: Protocol, A: Adversary<P>> Protocol for Faulty<P, A> {
         })
     }
 
+    fn on_admin(&mut self, ctx: &mut Context<'_, Self>, command: crate::AdminCommand) {
+        // A malicious replica obeys the operator like an honest one; what it then sends
+        // goes through the attack's filters like everything else.
+        self.step(ctx, |_, honest, c| honest.on_admin(c, command))
+    }
+
     fn message_kind(msg: &Self::Message) -> &'static str {
         P::message_kind(msg)
     }

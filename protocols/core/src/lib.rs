@@ -154,6 +154,14 @@ pub enum Event {
     Restarted { epoch: u64 },
 }
 
+/// An operator's command to a replica, outside the client protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminCommand {
+    /// A leader hands its leadership to `to` (Raft thesis §3.10); other replicas, and
+    /// protocols without the mechanism, ignore it.
+    TransferLeadership { to: NodeId },
+}
+
 /// A protocol-level timer chosen by the protocol; drivers keep at most one pending
 /// instance of each value (setting it again replaces it).
 pub trait TimerKey: Clone + Copy + fmt::Debug + PartialEq + Eq + std::hash::Hash + Ord {}
@@ -268,6 +276,11 @@ pub trait Protocol: Sized {
     fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, msg: Self::Message);
     fn on_timer(&mut self, ctx: &mut Context<'_, Self>, timer: Self::Timer);
     fn on_request(&mut self, ctx: &mut Context<'_, Self>, request: Request);
+
+    /// An operator's command (see [`AdminCommand`]); ignored unless a protocol has it.
+    fn on_admin(&mut self, ctx: &mut Context<'_, Self>, command: AdminCommand) {
+        let _ = (ctx, command);
+    }
 
     /// A short stable name of a message's kind, for per-kind counters and for
     /// fault filters ("drop append_entries to n3").

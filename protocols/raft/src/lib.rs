@@ -43,6 +43,22 @@
 //! election timeout steps down, so a leader cut off by a partition stops answering
 //! clients instead of holding them forever.
 //!
+//! **PreVote (thesis §9.6).** With `pre_vote`, a follower whose election timer fires
+//! first asks `PreVote` for the term it would campaign in, without raising its own
+//! term. A replica grants a pre-vote only if the candidate's log is up to date and it
+//! has itself not heard from a leader for a minimum election timeout; only with a
+//! majority of pre-votes does the node become a real candidate. A node cut off by a
+//! partition therefore keeps its term, and when it rejoins it cannot force the working
+//! leader out (without PreVote its inflated term does).
+//!
+//! **Leadership transfer (thesis §3.10).** Told to hand over to `to`
+//! ([`AdminCommand::TransferLeadership`]), the leader stops taking client commands
+//! (clients are sent to `to`), brings `to`'s log up to date, and sends it `TimeoutNow`;
+//! `to` starts an election at once, skipping PreVote, and wins it with the most
+//! up-to-date log. A transfer that has not finished within a minimum election timeout
+//! is abandoned and the leader serves clients again. (With lease reads the followers'
+//! vote guard still holds, so the handover waits for the guard to lapse.)
+//!
 //! **Clients (§8).** Followers redirect clients to the leader. Each command carries
 //! (client, seq); the replicated [`KvStore`] session table applies it once however often
 //! it is retried, and the leader answers when it applies the entry.
@@ -86,7 +102,7 @@ pub mod client;
 
 use qlab_core::reads::{LeaderReads, ReadMode, lease_ns, local_read};
 use qlab_core::{
-    Context, Digest, Event, KvStore, Nanos, NodeId, Op, Protocol, Reply, ReplyBody, Request, majority, ms,
+    AdminCommand, Context, Digest, Event, KvStore, Nanos, NodeId, Op, Protocol, Reply, ReplyBody, Request, majority, ms,
 };
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -122,6 +138,9 @@ pub struct RaftConfig {
     /// drift from true time; the lease is `election_timeout_ns_min × (1 − ρ)/(1 + ρ)`.
     #[serde(default = "default_drift_bound_ppm")]
     pub lease_drift_bound_ppm: u64,
+    /// Thesis §9.6: campaign only after a majority granted a pre-vote.
+    #[serde(default)]
+    pub pre_vote: bool,
     /// Log compaction (§7): snapshot once this many entries were applied since the
     /// last snapshot; 0 never snapshots by count.
     #[serde(default)]
@@ -216,6 +235,7 @@ impl Default for RaftConfig {
             batch_delay_ns: 0,
             read_mode: ReadMode::Log,
             lease_drift_bound_ppm: DEFAULT_DRIFT_BOUND_PPM,
+            pre_vote: false,
             snapshot_every_entries: 0,
             snapshot_every_bytes: 0,
             snapshot_chunk_bytes: DEFAULT_SNAPSHOT_CHUNK_BYTES,
@@ -346,6 +366,21 @@ pub enum Message {
         last_log_index: Index,
         read_round: u64,
     },
+    /// Thesis §9.6: would you vote for me in `term` (one above the sender's own)?
+    PreVote {
+        term: Term,
+        last_log_index: Index,
+        last_log_term: Term,
+    },
+    /// `term` is the term asked about when granted, the responder's own otherwise.
+    PreVoteResponse {
+        term: Term,
+        granted: bool,
+    },
+    /// Thesis §3.10: the leader hands over; start an election now.
+    TimeoutNow {
+        term: Term,
+    },
     /// §7: bytes `offset..offset + data.len()` of the leader's snapshot `meta`, whose
     /// serialized state machine is `total_bytes` long.
     InstallSnapshot {
@@ -375,7 +410,10 @@ impl Message {
             | Message::Heartbeat { term, .. }
             | Message::HeartbeatResponse { term, .. }
             | Message::InstallSnapshot { term, .. }
-            | Message::InstallSnapshotResponse { term, .. } => *term,
+            | Message::InstallSnapshotResponse { term, .. }
+            | Message::PreVote { term, .. }
+            | Message::PreVoteResponse { term, .. }
+            | Message::TimeoutNow { term } => *term,
         }
     }
 }
@@ -418,6 +456,8 @@ pub enum RaftTimer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Follower,
+    /// Asking for pre-votes (thesis §9.6), term unchanged.
+    PreCandidate,
     Candidate,
     Leader,
 }
@@ -472,6 +512,10 @@ pub struct Raft {
     /// The term for which `LeaderKnown` was last reported.
     leader_known_term: Term,
     votes_granted: Vec<bool>,
+    /// Local time a leader of the current term was last heard from (PreVote).
+    leader_heard_at: Option<Nanos>,
+    /// Leader handing over: to whom, and until when it tries (thesis §3.10).
+    transfer: Option<(NodeId, Nanos)>,
     progress: Vec<Progress>,
     /// Client → highest seq the leader appended this term, to not append a retry
     /// that is already in flight.
@@ -614,6 +658,7 @@ impl Raft {
             // Never appended, so never promised: their clients retry elsewhere.
             self.pending_commands.clear();
             self.reads = None;
+            self.transfer = None;
             // A leader has no election timer running; a follower or candidate keeps
             // its own: Figure 2 restarts it only for the current leader's messages
             // and for granted votes, not for merely seeing a higher term. (Restarting
@@ -626,6 +671,7 @@ impl Raft {
 
     fn become_candidate(&mut self, ctx: &mut Context<'_, Self>) {
         assert_ne!(self.role, Role::Leader);
+        self.leader_heard_at = None;
         self.role = Role::Candidate;
         self.current_term += 1;
         self.voted_for = Some(self.id);
@@ -641,6 +687,91 @@ impl Raft {
             last_log_term: self.last_term(),
         });
         self.maybe_win_election(ctx);
+    }
+
+    /// Thesis §9.6: ask for pre-votes for the next term, without raising our own.
+    fn become_pre_candidate(&mut self, ctx: &mut Context<'_, Self>) {
+        assert_ne!(self.role, Role::Leader);
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes_granted = vec![false; self.nodes as usize];
+        self.votes_granted[self.id.0 as usize] = true;
+        self.reset_election_timer(ctx);
+        ctx.broadcast(Message::PreVote {
+            term: self.current_term + 1,
+            last_log_index: self.last_index(),
+            last_log_term: self.last_term(),
+        });
+        self.maybe_win_pre_vote(ctx);
+    }
+
+    fn maybe_win_pre_vote(&mut self, ctx: &mut Context<'_, Self>) {
+        let votes = self.votes_granted.iter().filter(|v| **v).count() as u32;
+        if self.role == Role::PreCandidate && votes >= majority(self.nodes) {
+            self.become_candidate(ctx);
+        }
+    }
+
+    fn handle_pre_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_log_index: Index,
+        last_log_term: Term,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        // Would we ourselves consider the leader gone? Then a new election is welcome.
+        let now = ctx.now();
+        let leader_alive = self.role == Role::Leader
+            || self.leader_heard_at.is_some_and(|at| now < at + self.config.election_timeout_ns_min);
+        let up_to_date = last_log_term > self.last_term()
+            || (last_log_term == self.last_term() && last_log_index >= self.last_index());
+        let granted = term > self.current_term && up_to_date && !leader_alive;
+        // Nothing is persisted or changed: a pre-vote promises nothing.
+        let term = if granted { term } else { self.current_term };
+        ctx.send(from, Message::PreVoteResponse { term, granted });
+    }
+
+    fn handle_pre_vote_response(&mut self, from: NodeId, term: Term, granted: bool, ctx: &mut Context<'_, Self>) {
+        if !granted && term > self.current_term {
+            // The responder is in a later term: ours is stale.
+            self.become_follower(term, None, ctx);
+            return;
+        }
+        if self.role != Role::PreCandidate || !granted || term != self.current_term + 1 {
+            return;
+        }
+        self.votes_granted[from.0 as usize] = true;
+        self.maybe_win_pre_vote(ctx);
+    }
+
+    // ---- leadership transfer (thesis §3.10) ---------------------------------------
+
+    fn start_transfer(&mut self, to: NodeId, ctx: &mut Context<'_, Self>) {
+        if self.role != Role::Leader || to == self.id || to.0 >= self.nodes {
+            return;
+        }
+        self.flush_commands(ctx);
+        self.transfer = Some((to, ctx.now() + self.config.election_timeout_ns_min));
+        self.maybe_send_timeout_now(ctx);
+        if self.transfer.is_some() {
+            self.send_append(to, ctx);
+        }
+    }
+
+    /// Once the target's log matches ours, tell it to campaign.
+    fn maybe_send_timeout_now(&mut self, ctx: &mut Context<'_, Self>) {
+        let Some((to, _)) = self.transfer else { return };
+        if self.progress[to.0 as usize].match_index == self.last_index() {
+            ctx.send(to, Message::TimeoutNow { term: self.current_term });
+        }
+    }
+
+    fn handle_timeout_now(&mut self, from: NodeId, term: Term, ctx: &mut Context<'_, Self>) {
+        if term == self.current_term && self.leader == Some(from) && self.role == Role::Follower {
+            // Skip PreVote: the leader itself asked for this election.
+            self.become_candidate(ctx);
+        }
     }
 
     fn maybe_win_election(&mut self, ctx: &mut Context<'_, Self>) {
@@ -980,6 +1111,7 @@ impl Raft {
         }
         self.become_follower(term, Some(from), ctx);
         self.reset_election_timer(ctx);
+        self.leader_heard_at = Some(ctx.now());
         if self.config.vote_guard_on() {
             self.vote_guard_until = ctx.now() + self.config.election_timeout_ns_min;
         }
@@ -1109,6 +1241,9 @@ impl Raft {
             }
             progress.next_index = progress.next_index.max(progress.match_index + 1);
             self.maybe_commit(ctx);
+            if self.transfer.is_some_and(|(to, _)| to == from) {
+                self.maybe_send_timeout_now(ctx);
+            }
             if self.progress[from.0 as usize].next_index <= last {
                 self.send_append(from, ctx);
             }
@@ -1304,6 +1439,8 @@ impl Protocol for Raft {
             leader: None,
             leader_known_term: 0,
             votes_granted: Vec::new(),
+            leader_heard_at: None,
+            transfer: None,
             progress: Vec::new(),
             appended_requests: HashMap::new(),
             pending_commands: Vec::new(),
@@ -1377,6 +1514,11 @@ impl Protocol for Raft {
             Message::HeartbeatResponse { term, read_round, .. } => {
                 self.handle_heartbeat_response(from, term, read_round, ctx)
             }
+            Message::PreVote { term, last_log_index, last_log_term } => {
+                self.handle_pre_vote(from, term, last_log_index, last_log_term, ctx)
+            }
+            Message::PreVoteResponse { term, granted } => self.handle_pre_vote_response(from, term, granted, ctx),
+            Message::TimeoutNow { term } => self.handle_timeout_now(from, term, ctx),
             Message::InstallSnapshot { term, meta, total_bytes, offset, data } => {
                 self.handle_install_snapshot(from, term, meta, total_bytes, offset, data, ctx)
             }
@@ -1390,11 +1532,19 @@ impl Protocol for Raft {
         match timer {
             RaftTimer::Election => {
                 if self.role != Role::Leader {
-                    self.become_candidate(ctx);
+                    if self.config.pre_vote {
+                        self.become_pre_candidate(ctx);
+                    } else {
+                        self.become_candidate(ctx);
+                    }
                 }
             }
             RaftTimer::Heartbeat => {
                 if self.role == Role::Leader {
+                    if self.transfer.is_some_and(|(_, until)| ctx.now() >= until) {
+                        // §3.10: the target never took over; serve clients again.
+                        self.transfer = None;
+                    }
                     self.broadcast_heartbeats(ctx);
                     ctx.set_timer(RaftTimer::Heartbeat, self.config.heartbeat_interval_ns);
                 }
@@ -1433,6 +1583,15 @@ impl Protocol for Raft {
             });
             return;
         }
+        if let Some((to, _)) = self.transfer {
+            // Handing over: new commands would only delay the target's catching up.
+            ctx.reply(Reply {
+                client: request.client,
+                seq: request.seq,
+                body: ReplyBody::NotLeader { leader: Some(to) },
+            });
+            return;
+        }
         if self.appended_requests.get(&request.client).is_some_and(|seq| *seq >= request.seq) {
             // A retry of a request already in our log: its entry will answer it.
             return;
@@ -1456,6 +1615,9 @@ impl Protocol for Raft {
             Message::AppendResponse { .. } => "append_response",
             Message::Heartbeat { .. } => "heartbeat",
             Message::HeartbeatResponse { .. } => "heartbeat_response",
+            Message::PreVote { .. } => "pre_vote",
+            Message::PreVoteResponse { .. } => "pre_vote_response",
+            Message::TimeoutNow { .. } => "timeout_now",
             Message::InstallSnapshot { .. } => "install_snapshot",
             Message::InstallSnapshotResponse { .. } => "install_snapshot_response",
         }
@@ -1468,8 +1630,17 @@ impl Protocol for Raft {
             Message::VoteResponse { .. } => 10,
             // The read round is a varint on the wire: one byte while no read uses it.
             Message::Heartbeat { .. } | Message::HeartbeatResponse { .. } => 18,
+            Message::PreVote { .. } => 25,
+            Message::PreVoteResponse { .. } => 10,
+            Message::TimeoutNow { .. } => 9,
             Message::InstallSnapshot { data, .. } => 105 + data.len(),
             Message::InstallSnapshotResponse { .. } => 27,
+        }
+    }
+
+    fn on_admin(&mut self, ctx: &mut Context<'_, Self>, command: AdminCommand) {
+        match command {
+            AdminCommand::TransferLeadership { to } => self.start_transfer(to, ctx),
         }
     }
 

@@ -1,0 +1,148 @@
+//! The `disruption` experiment kind: what does one fault scenario cost a cluster under
+//! steady load — how many elections does it force, how long do clients see no progress,
+//! and what does throughput do over time?
+//!
+//! Each `[[disruption.scenario]]` is a named fault schedule (the entries of a `[faults]
+//! schedule`, including `transfer-leader`). One trial: the cluster elects a leader,
+//! `clients` closed-loop clients start and run for `duration_ms`, and the scenario's
+//! faults fall due at their times from the clients' start. Measured from the first
+//! fault on: the elections won (`Elected` reports), how far the highest term or ballot
+//! moved, and the longest stretch in which no client operation completed
+//! (`unavailable_ms`, the client-visible outage); over the whole run, throughput and a
+//! timeline of completions per `bin_ms`. The checkers judge every trial. The canonical
+//! use is PreVote: a replica cut off by a partition and healed forces the working
+//! leader out without it and not with it (`experiments/rejoin-disruption.toml`).
+
+use crate::config::{Experiment, Point, ScheduledFault};
+use crate::protocols::LabProtocol;
+use crate::throughput::{judge, run_sim_segment, workload_config};
+use crate::workload::Workload;
+use qlab_core::{ClientId, Event, Nanos, NodeId};
+use qlab_sim::Sim;
+
+/// What one disruption trial measured.
+#[derive(Clone, Debug)]
+pub struct DisruptionTrial {
+    pub ops_per_s: f64,
+    /// Longest time from the first fault to the run's end with no operation completing.
+    pub unavailable_ms: f64,
+    /// Leaders elected after the first fault.
+    pub elections: u64,
+    /// The highest epoch (term, ballot) any replica reached, minus the highest at the
+    /// first fault.
+    pub epochs_advanced: u64,
+    /// The first and the last entry of the schedule, from the clients' start.
+    pub fault_from_ms: f64,
+    pub fault_until_ms: f64,
+    pub timeline_bin_ms: f64,
+    pub completions_per_bin: Vec<u64>,
+    pub safety: String,
+    pub violations: Vec<String>,
+}
+
+pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64) -> DisruptionTrial {
+    let file = &experiment.file;
+    let ns = |ms: f64| (ms * 1e6).round() as Nanos;
+    let scenario = file
+        .disruption
+        .scenario
+        .iter()
+        .map(|s| s.get_ref())
+        .find(|s| s.name == point.scenario)
+        .expect("points name only the file's scenarios");
+    let mut schedule: Vec<(Nanos, ScheduledFault)> =
+        scenario.schedule.iter().map(|f| (ns(f.at_ms()), f.clone())).collect();
+    schedule.sort_by_key(|(at, _)| *at);
+    let (first_ns, last_ns) = (schedule.first().map_or(0, |f| f.0), schedule.last().map_or(0, |f| f.0));
+    let mut schedule: std::collections::VecDeque<_> = schedule.into();
+
+    let mut sim: Sim<P, P::Client> = point.sim(&file.network, P::config(point, file), seed);
+    for c in 0..point.clients {
+        sim.add_client(P::client(sim.config(), ClientId(c as u64), point.nodes, qlab_core::ms(100)));
+    }
+    let mut deadline = 0;
+    while sim.leader().is_none() && deadline < qlab_core::ms(60_000) {
+        deadline += point.heartbeat_ns();
+        sim.run_to(deadline);
+    }
+    let start = sim.now();
+    let end = start + ns(file.workload.duration_ms);
+    let mut workload = Workload::new(workload_config(experiment, point), seed);
+    workload.start_all_at(start);
+    let mut crashed_leader = None;
+    let mut completions: Vec<Nanos> = Vec::new();
+    // Up to the first fault, then note where the epochs stood, then to the end.
+    run_sim_segment(
+        &mut sim,
+        &mut workload,
+        &mut std::collections::VecDeque::new(),
+        start,
+        start + first_ns,
+        &mut crashed_leader,
+        &mut |done| completions.push(done.time),
+    );
+    let highest_epoch = |sim: &Sim<P, P::Client>| -> u64 {
+        (0..point.nodes).filter_map(|n| sim.node(NodeId(n)).map(|p| p.epoch())).max().unwrap_or(0)
+    };
+    let epoch_at_first_fault = highest_epoch(&sim);
+    let first_fault_at = sim.now();
+    run_sim_segment(&mut sim, &mut workload, &mut schedule, start, end, &mut crashed_leader, &mut |done| {
+        completions.push(done.time)
+    });
+    let epochs_advanced = highest_epoch(&sim).saturating_sub(epoch_at_first_fault);
+    let elections = sim
+        .observations
+        .iter()
+        .filter(|o| o.time >= first_fault_at && matches!(o.event, Event::Elected { .. }))
+        .count() as u64;
+    workload.stop();
+    let settle = sim.now() + 4 * point.heartbeat_ns();
+    workload.run(&mut sim, settle, |_, _| {}, |_| false);
+    let (safety, violations) = judge(&sim.observations, &workload, sim.now());
+
+    let bin = ns(file.disruption.bin_ms).max(1);
+    let bins = (end - start).div_ceil(bin) as usize;
+    let mut completions_per_bin = vec![0u64; bins];
+    for t in &completions {
+        if let Some(slot) = completions_per_bin.get_mut(((t - start) / bin) as usize) {
+            *slot += 1;
+        }
+    }
+    DisruptionTrial {
+        ops_per_s: completions.len() as f64 / ((end - start) as f64 / 1e9),
+        unavailable_ms: longest_gap_ns(&completions, first_fault_at, end) as f64 / 1e6,
+        elections,
+        epochs_advanced,
+        fault_from_ms: first_ns as f64 / 1e6,
+        fault_until_ms: last_ns as f64 / 1e6,
+        timeline_bin_ms: file.disruption.bin_ms,
+        completions_per_bin,
+        safety,
+        violations,
+    }
+}
+
+/// The longest interval within `[from, to]` that holds no completion time.
+fn longest_gap_ns(completions: &[Nanos], from: Nanos, to: Nanos) -> Nanos {
+    let mut inside: Vec<Nanos> = completions.iter().copied().filter(|t| (from..=to).contains(t)).collect();
+    inside.sort_unstable();
+    let mut previous = from;
+    let mut longest = 0;
+    for t in inside.into_iter().chain(std::iter::once(to)) {
+        longest = longest.max(t - previous);
+        previous = t;
+    }
+    longest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_gap_ns;
+
+    #[test]
+    fn the_longest_gap_counts_the_edges_of_the_window() {
+        assert_eq!(longest_gap_ns(&[], 10, 50), 40);
+        assert_eq!(longest_gap_ns(&[5, 12, 30, 33, 60], 10, 50), 18);
+        assert_eq!(longest_gap_ns(&[11, 12], 10, 50), 38);
+    }
+}
