@@ -96,6 +96,9 @@ def main():
         out_dir, args = Path(args[1]).resolve(), args[2:]
     if not args or any(a.startswith("-") for a in args):
         sys.exit("usage: python3 notebooks/execute.py [--out DIR] NOTEBOOK.ipynb...")
+    if os.environ.get("QLAB_RUN_DIR"):
+        # The kernels run in notebooks/; a run directory is named from where we were called.
+        os.environ["QLAB_RUN_DIR"] = str(Path(os.environ["QLAB_RUN_DIR"]).resolve())
     if os.environ.get("QLAB_NOTEBOOK_IN_VENV") != "1":
         python = ensure_environment()
         child = dict(os.environ, QLAB_NOTEBOOK_IN_VENV="1")

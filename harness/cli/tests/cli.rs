@@ -820,3 +820,12 @@ schedule = [
     run_ok(qlab().arg("plot").arg(&out));
     assert_eq!(std::fs::read(out.join("figures/disruption_timeline.svg")).unwrap(), figure);
 }
+
+/// The disruption notebook on the committed rejoin-disruption run: PreVote's claim holds
+/// on the rows (an election in every trial without it, in none with it).
+#[test]
+fn disruption_notebook_runs_on_the_reference_csv() {
+    let stdout = run_notebook("disruption.ipynb");
+    assert!(stdout.contains("pre_vote=false: an election in 50 of 50"), "{stdout}");
+    assert!(stdout.contains("pre_vote=true : an election in 0 of 50"), "{stdout}");
+}
