@@ -186,6 +186,15 @@ crash = { who = "leader", at = "random-in-heartbeat" }
     let tp = std::fs::read_to_string(dir.path().join("tp-out/summary.csv")).unwrap();
     let quic_row = tp.lines().find(|l| l.contains(",quic,")).unwrap();
     assert!(quic_row.split(',').nth(9).unwrap().parse::<f64>().unwrap() > 100.0, "ops/s in {quic_row}");
+    // Each node's resident memory was sampled over the window: a few MiB, not zero.
+    let mut trials = csv::Reader::from_path(dir.path().join("tp-out/trials.csv")).unwrap();
+    let headers = trials.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    for row in trials.records().map(Result::unwrap).filter(|r| &r[1] == "quic") {
+        let (first, max): (f64, f64) =
+            (row[column("rss_mb_first")].parse().unwrap(), row[column("rss_mb_max")].parse().unwrap());
+        assert!(first > 1.0 && max >= first && max < 1024.0, "rss {first} .. {max} MiB");
+    }
     let leftovers = std::process::Command::new("pgrep").args(["-f", "qlab node --cluster"]).output().unwrap();
     // Cluster directories are named qlab-<pid of qlab run>-...; look for ours.
     let own: Vec<String> = String::from_utf8_lossy(&leftovers.stdout)

@@ -61,6 +61,8 @@ pub const THROUGHPUT_TRIAL_COLUMNS: &[&str] = &[
     "signatures_made_per_op",
     "signatures_verified_per_op",
     "view_changes",
+    "rss_mb_first",
+    "rss_mb_max",
     "safety",
     "violations",
 ];
@@ -518,6 +520,8 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
         "signatures_made_per_op",
         "signatures_verified_per_op",
         "view_changes",
+        "rss_mb_first",
+        "rss_mb_max",
     ]
     .into_iter()
     .filter(|column| table.column(column).is_some())

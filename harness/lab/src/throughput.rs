@@ -39,6 +39,12 @@ pub struct ThroughputTrial {
     pub signatures_verified_per_op: Option<f64>,
     /// View changes started by the replicas in the window, summed (PBFT).
     pub view_changes: Option<u64>,
+    /// Real mode: resident memory of the node processes in MiB, sampled every 500 ms —
+    /// the largest node's first sample in the window, and the largest sample of any
+    /// node in it. Flat from one to the other is a bounded run; the simulator has all
+    /// nodes in one process and reports neither.
+    pub rss_mb_first: Option<f64>,
+    pub rss_mb_max: Option<f64>,
     pub safety: String,
     pub violations: Vec<String>,
 }
@@ -78,6 +84,8 @@ struct Window<'a> {
     cpu_s_harness: Option<f64>,
     /// Protocol counters summed over the replicas, window end minus window start.
     protocol: BTreeMap<String, u64>,
+    /// (first, max) resident memory in MiB, real mode.
+    rss_mb: Option<(f64, f64)>,
 }
 
 impl ThroughputTrial {
@@ -97,6 +105,8 @@ impl ThroughputTrial {
             signatures_made_per_op: None,
             signatures_verified_per_op: None,
             view_changes: None,
+            rss_mb_first: None,
+            rss_mb_max: None,
             safety: String::new(),
             violations: Vec::new(),
         }
@@ -120,6 +130,8 @@ impl ThroughputTrial {
             signatures_made_per_op: window.protocol.get("signatures_made").map(|v| per_op(*v)),
             signatures_verified_per_op: window.protocol.get("signatures_verified").map(|v| per_op(*v)),
             view_changes: window.protocol.get("view_changes").copied(),
+            rss_mb_first: window.rss_mb.map(|r| r.0),
+            rss_mb_max: window.rss_mb.map(|r| r.1),
             safety,
             violations,
         }
@@ -296,8 +308,23 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
         cpu_s_per_node: None,
         cpu_s_harness: None,
         protocol,
+        rss_mb: None,
     };
     ThroughputTrial::from_window(window, safety, violations)
+}
+
+/// From (time, node, bytes) samples: the largest node's first sample in `[from, to]`
+/// and the largest sample, in MiB.
+fn rss_in_window(samples: &[(u64, u32, u64)], from: u64, to: u64) -> Option<(f64, f64)> {
+    let inside: Vec<&(u64, u32, u64)> = samples.iter().filter(|(t, _, _)| (from..=to).contains(t)).collect();
+    let mut first_by_node: BTreeMap<u32, u64> = BTreeMap::new();
+    for (_, node, bytes) in &inside {
+        first_by_node.entry(*node).or_insert(*bytes);
+    }
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let first = first_by_node.values().copied().max()?;
+    let max = inside.iter().map(|(_, _, b)| *b).max()?;
+    Some((mib(first), mib(max)))
 }
 
 /// Real mode: one process per replica on loopback.
@@ -364,6 +391,7 @@ async fn measure_quic<P: LabProtocol>(
     )
     .await?;
     let window_ns = driver.now_ns() - window_start;
+    let rss_mb = rss_in_window(&driver.rss_samples, window_start, window_start + window_ns);
     let harness_cpu_ns = qlab_net::runtime::process_cpu_ns().saturating_sub(harness_cpu_before);
     let after = driver.request_counters();
     workload.stop();
@@ -394,6 +422,7 @@ async fn measure_quic<P: LabProtocol>(
             &before.iter().map(|c| c.protocol.clone()).collect::<Vec<_>>(),
             &after.iter().map(|c| c.protocol.clone()).collect::<Vec<_>>(),
         ),
+        rss_mb,
     };
     Ok(ThroughputTrial::from_window(window, safety, violations))
 }

@@ -50,6 +50,9 @@ pub struct Driver<M, C: Client> {
     start_unix_ns: u64,
     pub observations: Vec<Observed>,
     pub counters: HashMap<u32, Counters>,
+    /// Every resident-set-size report, as (ns since the cluster's start, node, bytes):
+    /// nodes report every 500 ms and when asked, so this is each node's memory over time.
+    pub rss_samples: Vec<(u64, u32, u64)>,
     /// Counters sent on request, by request tag and node.
     tagged: HashMap<u64, HashMap<u32, Counters>>,
     next_tag: u64,
@@ -85,6 +88,7 @@ where
             start_unix_ns,
             observations: Vec::new(),
             counters: HashMap::new(),
+            rss_samples: Vec::new(),
             tagged: HashMap::new(),
             next_tag: 1,
             ready: HashSet::new(),
@@ -192,6 +196,9 @@ where
                 None
             }
             Wire::Report(Report::Counters(counters)) => {
+                if counters.rss_bytes > 0 {
+                    self.rss_samples.push((received_ns, counters.node, counters.rss_bytes));
+                }
                 if counters.tag != 0 {
                     self.tagged.entry(counters.tag).or_default().insert(counters.node, counters.clone());
                 }

@@ -106,6 +106,10 @@ pub struct Counters {
     pub dropped_sends: u64,
     /// User plus system CPU time of the process.
     pub cpu_ns: u64,
+    /// Resident set size of the process when the report was made (0 where the kernel
+    /// does not say).
+    #[serde(default)]
+    pub rss_bytes: u64,
     /// The protocol's own counters ([`Protocol::counters`]).
     #[serde(default)]
     pub protocol: Vec<(String, u64)>,
@@ -177,6 +181,16 @@ fn unix_ns() -> u64 {
 }
 
 /// CPU time of this process (Linux `/proc/self/stat`, utime + stime); 0 elsewhere.
+/// The process's resident set size now (`VmRSS` in `/proc/self/status`), 0 if unknown.
+pub fn process_rss_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0 };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
 pub fn process_cpu_ns() -> u64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0 };
     // Fields after the parenthesized command name; utime and stime are 14th and 15th.
@@ -423,6 +437,7 @@ fn snapshot<P: Protocol>(node: u32, stats: &Stats, protocol: &P) -> Counters {
         malformed_frames: stats.malformed_frames.load(Ordering::Relaxed),
         dropped_sends: stats.dropped_sends.load(Ordering::Relaxed),
         cpu_ns: process_cpu_ns(),
+        rss_bytes: process_rss_bytes(),
     }
 }
 
