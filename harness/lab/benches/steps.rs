@@ -83,7 +83,9 @@ fn paxos_leader(n: u32) -> Driver<qlab_paxos::Paxos> {
     d.call(|p, ctx| p.on_timer(ctx, PaxosTimer::LeaderTimeout));
     let ballot = d.node.own_ballot();
     for peer in 1..n {
-        d.call(|p, ctx| p.on_message(ctx, NodeId(peer), Message::Promise { ballot, accepted: vec![] }));
+        d.call(|p, ctx| {
+            p.on_message(ctx, NodeId(peer), Message::Promise { ballot, accepted: vec![], checkpoint: None })
+        });
     }
     assert!(d.node.is_leader());
     d

@@ -404,9 +404,19 @@ fn paxos_chaos_setup(seed: u64, config: &ChaosConfig) -> (PaxosConfig, NetworkCo
         batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
         read_mode: config.read_mode,
         lease_drift_bound_ppm: config.lease_drift_bound_ppm,
-        ablate: Default::default(),
+        ..PaxosConfig::default()
     };
     (paxos, network, rng)
+}
+
+/// Multi-Paxos under chaos with checkpoints every 2 to 25 applied slots (so promises
+/// carry checkpoints and learners catch up by state transfer many times per run): the
+/// same seed-drawn network, knobs and faults as [`run_paxos_chaos`].
+pub fn run_paxos_compaction_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    let (mut paxos, network, rng) = paxos_chaos_setup(seed, config);
+    let mut knobs = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_5000_0000_0000);
+    paxos.checkpoint_every_slots = [2, 5, 10, 25][knobs.random_range(0..4usize)];
+    run_chaos::<Paxos>(seed, config, paxos, network, rng)
 }
 
 /// PBFT under chaos: checkpoints every 4 or 8 sequence numbers so garbage collection,

@@ -366,6 +366,9 @@ pub struct PaxosSection {
     pub max_commands_per_slot: usize,
     #[serde(default = "default_true")]
     pub check_quorum: bool,
+    /// Checkpoint the state machine every this many applied slots (0: never).
+    #[serde(default)]
+    pub checkpoint_every_slots: u64,
     /// `[paxos.ablate]`: Multi-Paxos's phase-1 value rule switched off.
     #[serde(default)]
     pub ablate: Option<toml::Spanned<qlab_paxos::PaxosAblations>>,
@@ -377,6 +380,7 @@ impl Default for PaxosSection {
             window_slots: default_window(),
             max_commands_per_slot: default_batch(),
             check_quorum: true,
+            checkpoint_every_slots: 0,
             ablate: None,
         }
     }
@@ -1034,6 +1038,7 @@ impl Point {
             batch_delay_ns: ns(self.batch_delay_ms),
             read_mode: self.read_mode,
             lease_drift_bound_ppm: *raft.lease_drift_bound_ppm.get_ref(),
+            checkpoint_every_slots: paxos.checkpoint_every_slots,
             ablate: paxos.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
         }
     }

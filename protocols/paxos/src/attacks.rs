@@ -78,7 +78,7 @@ impl Adversary<Paxos> for PaxosAttack {
                             other => ctx.push(other),
                         }
                     }
-                    ctx.send(from, Message::Promise { ballot, accepted: Vec::new() });
+                    ctx.send(from, Message::Promise { ballot, accepted: Vec::new(), checkpoint: None });
                 }
                 Message::Accept { ballot, first_slot, values, commit } => {
                     let count = values.len() as u64;
@@ -104,7 +104,10 @@ impl Adversary<Paxos> for PaxosAttack {
                 let actions = ctx.capture::<Paxos>(|c| honest.on_message(c, from, msg));
                 for action in actions {
                     match (action, commit) {
-                        (Action::Send { to, msg: Message::Promise { ballot, mut accepted } }, Some(commit)) => {
+                        (
+                            Action::Send { to, msg: Message::Promise { ballot, mut accepted, checkpoint } },
+                            Some(commit),
+                        ) => {
                             accepted.retain(|s| s.slot <= commit || s.chosen);
                             for slot in commit + 1..=commit + FORGED_SLOTS {
                                 accepted.retain(|s| s.slot != slot);
@@ -116,7 +119,7 @@ impl Adversary<Paxos> for PaxosAttack {
                                 });
                             }
                             accepted.sort_by_key(|s| s.slot);
-                            ctx.send(to, Message::Promise { ballot, accepted });
+                            ctx.send(to, Message::Promise { ballot, accepted, checkpoint });
                         }
                         (other, _) => ctx.push(other),
                     }

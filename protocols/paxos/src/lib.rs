@@ -60,9 +60,22 @@
 //! [`PaxosAblations::no_check_quorum`] drops the check-quorum step-down and the promise
 //! guard that lease reads rely on.
 //!
+//! **Checkpoints.** With `checkpoint_every_slots` a replica checkpoints its state machine
+//! once that many slots were applied since the last checkpoint, and forgets the chosen
+//! and accepted values up to it: they are chosen and known to be, so no ballot can
+//! change them. A learner that needs slots the leader has forgotten is sent the leader's
+//! checkpoint instead (`Checkpoint`, the whole state: state transfer). Phase 1 needs care:
+//! a promise reports what the acceptor holds *above the candidate's commit point*, and an
+//! acceptor that checkpointed past that point can no longer list those slots one by one.
+//! It sends its checkpoint in the promise instead, and the candidate installs the
+//! furthest checkpoint among its promises before merging the rest — otherwise it would
+//! fill those slots with no-ops and could replace chosen values.
+//!
 //! Persistent state is the promised ballot and the accepted values, written as
-//! [`Record`]s. What is chosen, the state machine and the leader's bookkeeping are
-//! volatile: a restarted replica learns its commit point again from the leader.
+//! [`Record`]s, and the last checkpoint (one record that supersedes every earlier one).
+//! What is chosen above the checkpoint, the state machine's progress past it and the
+//! leader's bookkeeping are volatile: a restarted replica learns its commit point again
+//! from the leader.
 
 pub mod attacks;
 pub mod client;
@@ -126,6 +139,10 @@ pub struct PaxosConfig {
     /// lease is `leader_timeout_ns_min × (1 − ρ)/(1 + ρ)`.
     #[serde(default = "default_drift_bound_ppm")]
     pub lease_drift_bound_ppm: u64,
+    /// Checkpoint the state machine (and forget the slots up to it) once this many slots
+    /// were applied since the last checkpoint; 0 never.
+    #[serde(default)]
+    pub checkpoint_every_slots: u64,
     /// Safety rules switched off, for counterexamples; all false is Multi-Paxos.
     #[serde(default)]
     pub ablate: PaxosAblations,
@@ -173,6 +190,7 @@ impl Default for PaxosConfig {
             batch_delay_ns: 0,
             read_mode: ReadMode::Log,
             lease_drift_bound_ppm: DEFAULT_DRIFT_BOUND_PPM,
+            checkpoint_every_slots: 0,
             ablate: PaxosAblations::default(),
         }
     }
@@ -236,12 +254,31 @@ pub struct PromisedSlot {
     pub chosen: bool,
 }
 
+/// The state machine after every slot up to `slot`, serialized, with that slot's chosen
+/// value digest and place in the digest chain (so the checkers can compare it with the
+/// log it replaces) and the state's own digest (checked before it is installed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub slot: Slot,
+    pub digest: Digest,
+    pub prefix_digest: Digest,
+    pub state_digest: Digest,
+    pub state: Arc<Vec<u8>>,
+}
+
+impl Checkpoint {
+    fn bytes(&self) -> usize {
+        104 + self.state.len()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// Phase 1a: promise `ballot`, and tell me what you accepted above `commit`.
     Prepare { ballot: Ballot, commit: Slot },
-    /// Phase 1b.
-    Promise { ballot: Ballot, accepted: Vec<PromisedSlot> },
+    /// Phase 1b. `checkpoint`: the acceptor's checkpoint, when it lies beyond the
+    /// candidate's commit point (the slots up to it cannot be listed any more).
+    Promise { ballot: Ballot, accepted: Vec<PromisedSlot>, checkpoint: Option<Checkpoint> },
     /// Phase 2a for the contiguous slots `first_slot ..`; `commit` is the leader's
     /// commit point (the learners' notification).
     Accept { ballot: Ballot, first_slot: Slot, values: Vec<Value>, commit: Slot },
@@ -257,6 +294,8 @@ pub enum Message {
     CatchUp { from_slot: Slot },
     /// Chosen values of the contiguous slots `first_slot ..`.
     Learn { first_slot: Slot, values: Vec<Value> },
+    /// State transfer: the leader's checkpoint, for a learner asking for slots it forgot.
+    TransferState { checkpoint: Checkpoint },
 }
 
 /// What an acceptor persists.
@@ -270,6 +309,13 @@ pub enum Record {
         ballot: Ballot,
         first_slot: Slot,
         values: Vec<Value>,
+    },
+    /// Supersedes every earlier record: the promise, a checkpoint, and what was accepted
+    /// above it (slot, ballot, value).
+    Checkpointed {
+        promised: Ballot,
+        checkpoint: Checkpoint,
+        accepted: Vec<(Slot, Ballot, Value)>,
     },
 }
 
@@ -305,14 +351,19 @@ pub struct Paxos {
     role: Role,
     /// Acceptor: the highest ballot promised (persisted).
     promised: Ballot,
-    /// Acceptor: `accepted[s - 1]` is what slot `s` accepted, and in which ballot (persisted).
+    /// Acceptor: `accepted[s - base - 1]` is what slot `s` accepted, and in which ballot
+    /// (persisted); `base` is the checkpoint's slot (0 before any).
     accepted: Vec<Option<(Ballot, Value)>>,
-    /// Learner: `chosen[s - 1]` is slot `s`'s chosen value, for `s <= commit`.
+    /// Learner: `chosen[s - base - 1]` is slot `s`'s chosen value, for `base < s <= commit`.
     chosen: Vec<Value>,
-    /// `prefix_digests[s]` chains the chosen values of slots `1..=s`.
+    /// `prefix_digests[s - base]` chains the chosen values of slots `1..=s`.
     prefix_digests: Vec<Digest>,
-    /// `chosen_digests[s - 1]` is the digest of slot `s`'s chosen value.
+    /// `chosen_digests[s - base - 1]` is the digest of slot `s`'s chosen value.
     chosen_digests: Vec<Digest>,
+    /// The last checkpoint; slot 0 (and an empty state) before any.
+    checkpoint: Checkpoint,
+    checkpoints_taken: u64,
+    states_transferred_in: u64,
     /// The highest round seen in a refusal: the next ballot must beat it.
     round_seen: u64,
     last_applied: Slot,
@@ -346,15 +397,22 @@ impl Paxos {
         self.promised
     }
     pub fn commit_index(&self) -> Slot {
-        self.chosen.len() as Slot
+        self.base() + self.chosen.len() as Slot
     }
-    /// The committed values, slot 1 first.
+    /// The committed values after the last checkpoint (all of them before any).
     pub fn chosen(&self) -> &[Value] {
         &self.chosen
     }
-    /// What slot `slot` accepted, and in which ballot.
+    /// The last checkpoint's slot (0 before any).
+    pub fn base(&self) -> Slot {
+        self.checkpoint.slot
+    }
+    /// What slot `slot` accepted, and in which ballot (`None` at or below the checkpoint).
     pub fn accepted_at(&self, slot: Slot) -> Option<&(Ballot, Value)> {
-        self.accepted.get(slot.checked_sub(1)? as usize)?.as_ref()
+        self.accepted.get(slot.checked_sub(self.base() + 1)? as usize)?.as_ref()
+    }
+    fn prefix_digest_at(&self, slot: Slot) -> Digest {
+        self.prefix_digests[(slot - self.base()) as usize]
     }
     pub fn leader(&self) -> Option<NodeId> {
         self.leader.map(|(_, node)| node)
@@ -376,7 +434,10 @@ impl Paxos {
     // ---- acceptor state ---------------------------------------------------------------
 
     fn set_accepted(&mut self, slot: Slot, ballot: Ballot, value: Value) {
-        let index = slot as usize - 1;
+        let Some(index) = slot.checked_sub(self.base() + 1) else {
+            return; // at or below the checkpoint: chosen, and forgotten on purpose
+        };
+        let index = index as usize;
         if self.accepted.len() <= index {
             self.accepted.resize(index + 1, None);
         }
@@ -429,12 +490,86 @@ impl Paxos {
         self.apply_committed(ctx);
     }
 
+    // ---- checkpoints ----------------------------------------------------------------
+
+    /// Checkpoint at the last applied slot once enough was applied since the last one.
+    fn maybe_checkpoint(&mut self, ctx: &mut Context<'_, Self>) {
+        let every = self.config.checkpoint_every_slots;
+        if every == 0 || self.last_applied < self.base() + every {
+            return;
+        }
+        let slot = self.last_applied;
+        let state = encode_state(&self.kv);
+        let checkpoint = Checkpoint {
+            slot,
+            digest: self.chosen_digests[(slot - self.base() - 1) as usize],
+            prefix_digest: self.prefix_digest_at(slot),
+            state_digest: self.kv.state_digest(),
+            state: Arc::new(state),
+        };
+        self.forget_through(checkpoint);
+        self.checkpoints_taken += 1;
+        self.persist_checkpoint(ctx);
+    }
+
+    /// Make `checkpoint` the base: drop the chosen and accepted values up to it.
+    fn forget_through(&mut self, checkpoint: Checkpoint) {
+        let drop = (checkpoint.slot - self.base()) as usize;
+        self.chosen.drain(..drop.min(self.chosen.len()));
+        self.chosen_digests.drain(..drop.min(self.chosen_digests.len()));
+        self.prefix_digests.drain(..drop.min(self.prefix_digests.len() - 1));
+        self.accepted.drain(..drop.min(self.accepted.len()));
+        self.checkpoint = checkpoint;
+        if self.chosen.is_empty() {
+            self.prefix_digests = vec![self.checkpoint.prefix_digest];
+        }
+    }
+
+    fn persist_checkpoint(&self, ctx: &mut Context<'_, Self>) {
+        let base = self.base();
+        let accepted = self
+            .accepted
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.as_ref().map(|(b, v)| (base + 1 + i as Slot, *b, v.clone())))
+            .collect();
+        ctx.persist(Record::Checkpointed { promised: self.promised, checkpoint: self.checkpoint.clone(), accepted });
+    }
+
+    /// Install a checkpoint from another replica if it lies beyond our commit point:
+    /// its state replaces ours and its slot becomes our commit point.
+    fn install_checkpoint(&mut self, checkpoint: Checkpoint, ctx: &mut Context<'_, Self>) -> bool {
+        if checkpoint.slot <= self.commit_index() {
+            return false;
+        }
+        let Some(kv) = decode_state(&checkpoint.state).filter(|kv| kv.state_digest() == checkpoint.state_digest) else {
+            return false; // an honest replica cannot send this
+        };
+        let (slot, digest, prefix_digest) = (checkpoint.slot, checkpoint.digest, checkpoint.prefix_digest);
+        // Accepted values above it stay; everything at or below it is chosen.
+        let keep_from = (slot - self.base()) as usize;
+        let accepted: Vec<Option<(Ballot, Value)>> = self.accepted.drain(..).skip(keep_from).collect();
+        self.chosen.clear();
+        self.chosen_digests.clear();
+        self.checkpoint = checkpoint;
+        self.prefix_digests = vec![prefix_digest];
+        self.accepted = accepted;
+        self.kv = kv;
+        self.last_applied = slot;
+        self.states_transferred_in += 1;
+        self.persist_checkpoint(ctx);
+        ctx.observe(Event::Committed { slot, digest, prefix_digest });
+        ctx.observe(Event::Applied { slot, digest });
+        true
+    }
+
     fn apply_committed(&mut self, ctx: &mut Context<'_, Self>) {
         while self.last_applied < self.commit_index() {
             self.last_applied += 1;
             let slot = self.last_applied;
-            let value = &self.chosen[slot as usize - 1];
-            ctx.observe(Event::Applied { slot, digest: self.chosen_digests[slot as usize - 1] });
+            let at = (slot - self.base() - 1) as usize;
+            let value = &self.chosen[at];
+            ctx.observe(Event::Applied { slot, digest: self.chosen_digests[at] });
             if let Value::Commands(commands) = value {
                 for request in commands {
                     let result = self.kv.apply(request);
@@ -447,6 +582,7 @@ impl Paxos {
             }
         }
         self.answer_ready_reads(ctx);
+        self.maybe_checkpoint(ctx);
     }
 
     // ---- reads that skip the log ----------------------------------------------------------
@@ -581,19 +717,20 @@ impl Paxos {
         self.maybe_finish_phase1(ctx);
     }
 
-    /// What this acceptor reports above `from`: chosen values, then accepted ones.
+    /// What this acceptor reports above `from`: chosen values, then accepted ones. Slots
+    /// at or below the checkpoint are not listed (the checkpoint goes along instead).
     fn promised_slots_above(&self, from: Slot) -> Vec<PromisedSlot> {
         let commit = self.commit_index();
         let mut slots = Vec::new();
-        for slot in from + 1..=commit {
+        for slot in from.max(self.base()) + 1..=commit {
             slots.push(PromisedSlot {
                 slot,
                 ballot: Ballot::ZERO,
-                value: self.chosen[slot as usize - 1].clone(),
+                value: self.chosen[(slot - self.base() - 1) as usize].clone(),
                 chosen: true,
             });
         }
-        for slot in (from.max(commit) + 1)..=self.accepted.len() as Slot {
+        for slot in (from.max(commit) + 1)..=self.base() + self.accepted.len() as Slot {
             if let Some((ballot, value)) = self.accepted_at(slot) {
                 slots.push(PromisedSlot { slot, ballot: *ballot, value: value.clone(), chosen: false });
             }
@@ -613,9 +750,10 @@ impl Paxos {
         let ballot = self.promised;
         // Per slot: a chosen value wins outright; otherwise the highest-ballot value.
         let mut merged: BTreeMap<Slot, (bool, Ballot, Value)> = BTreeMap::new();
+        let commit = self.commit_index();
         for promise in self.promises.drain(..).flatten() {
             for PromisedSlot { slot, ballot, value, chosen } in promise {
-                if slot <= self.chosen.len() as Slot || (self.config.ablate.skip_phase1_values && !chosen) {
+                if slot <= commit || (self.config.ablate.skip_phase1_values && !chosen) {
                     continue;
                 }
                 let replace = match merged.get(&slot) {
@@ -640,7 +778,7 @@ impl Paxos {
         // Re-propose every slot above the commit point in our ballot; gaps get no-ops.
         let values: Vec<Value> =
             (commit + 1..=last).map(|slot| merged.remove(&slot).map_or(Value::Noop, |(_, _, v)| v)).collect();
-        let mut digests = vec![self.prefix_digests[commit as usize]];
+        let mut digests = vec![self.prefix_digest_at(commit)];
         for (i, value) in values.iter().enumerate() {
             let next = digests.last().expect("non-empty").chain(commit + 1 + i as Slot, &value.digest());
             digests.push(next);
@@ -790,7 +928,8 @@ impl Paxos {
             self.reset_leader_timer(ctx);
         }
         let accepted = self.promised_slots_above(commit);
-        ctx.send(from, Message::Promise { ballot, accepted });
+        let checkpoint = (commit < self.base()).then(|| self.checkpoint.clone());
+        ctx.send(from, Message::Promise { ballot, accepted, checkpoint });
     }
 
     fn handle_promise(
@@ -798,10 +937,15 @@ impl Paxos {
         from: NodeId,
         ballot: Ballot,
         accepted: Vec<PromisedSlot>,
+        checkpoint: Option<Checkpoint>,
         ctx: &mut Context<'_, Self>,
     ) {
         if self.role != Role::Candidate || ballot != self.promised {
             return;
+        }
+        if let Some(checkpoint) = checkpoint {
+            // The slots up to it are chosen; without it we would fill them with no-ops.
+            self.install_checkpoint(checkpoint, ctx);
         }
         self.promises[from.0 as usize] = Some(accepted);
         self.maybe_finish_phase1(ctx);
@@ -883,9 +1027,23 @@ impl Paxos {
         if from_slot == 0 || from_slot > commit {
             return;
         }
+        if from_slot <= self.base() {
+            // Forgotten since the checkpoint: send the state instead of the slots.
+            ctx.send(from, Message::TransferState { checkpoint: self.checkpoint.clone() });
+            return;
+        }
         let end = commit.min(from_slot + self.config.max_values_per_message as Slot - 1);
-        let values = self.chosen[from_slot as usize - 1..end as usize].to_vec();
+        let base = self.base();
+        let values = self.chosen[(from_slot - base - 1) as usize..(end - base) as usize].to_vec();
         ctx.send(from, Message::Learn { first_slot: from_slot, values });
+    }
+
+    fn handle_transfer_state(&mut self, checkpoint: Checkpoint, ctx: &mut Context<'_, Self>) {
+        if self.install_checkpoint(checkpoint, ctx) {
+            // As for a Learn that made progress: ask for what follows at once.
+            self.catch_up_requested_at = None;
+            self.maybe_catch_up(ctx);
+        }
     }
 
     fn handle_learn(&mut self, first_slot: Slot, values: Vec<Value>, ctx: &mut Context<'_, Self>) {
@@ -904,6 +1062,15 @@ impl Paxos {
             self.maybe_catch_up(ctx);
         }
     }
+}
+
+/// The state machine as a checkpoint carries it (canonical: the same state, the same bytes).
+fn encode_state(kv: &KvStore) -> Vec<u8> {
+    postcard::to_stdvec(kv).expect("in-memory serialization cannot fail")
+}
+
+fn decode_state(bytes: &[u8]) -> Option<KvStore> {
+    postcard::from_bytes(bytes).ok()
 }
 
 impl Protocol for Paxos {
@@ -942,6 +1109,15 @@ impl Protocol for Paxos {
             reads: None,
             promise_guard_until: 0,
             chosen_digests: Vec::new(),
+            checkpoint: Checkpoint {
+                slot: 0,
+                digest: Digest::GENESIS,
+                prefix_digest: Digest::GENESIS,
+                state_digest: Digest::GENESIS,
+                state: Arc::new(Vec::new()),
+            },
+            checkpoints_taken: 0,
+            states_transferred_in: 0,
         }
     }
 
@@ -956,6 +1132,19 @@ impl Protocol for Paxos {
                         paxos.set_accepted(first_slot + i as Slot, *ballot, value.clone());
                     }
                 }
+                Record::Checkpointed { promised, checkpoint, accepted } => {
+                    paxos.promised = paxos.promised.max(*promised);
+                    paxos.kv = decode_state(&checkpoint.state).expect("a checkpoint this replica persisted decodes");
+                    paxos.last_applied = checkpoint.slot;
+                    paxos.prefix_digests = vec![checkpoint.prefix_digest];
+                    paxos.chosen.clear();
+                    paxos.chosen_digests.clear();
+                    paxos.accepted.clear();
+                    paxos.checkpoint = checkpoint.clone();
+                    for (slot, ballot, value) in accepted {
+                        paxos.set_accepted(*slot, *ballot, value.clone());
+                    }
+                }
             }
         }
         paxos
@@ -966,7 +1155,7 @@ impl Protocol for Paxos {
     }
 
     fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
-        if self.promised != Ballot::ZERO || !self.accepted.is_empty() {
+        if self.promised != Ballot::ZERO || !self.accepted.is_empty() || self.base() > 0 {
             ctx.observe(Event::Restarted { epoch: self.promised.epoch() });
         }
         if self.config.promise_guard_on() {
@@ -981,7 +1170,9 @@ impl Protocol for Paxos {
         assert!(from.0 < self.nodes && from != self.id, "{}: message from {from}", self.id);
         match msg {
             Message::Prepare { ballot, commit } => self.handle_prepare(from, ballot, commit, ctx),
-            Message::Promise { ballot, accepted } => self.handle_promise(from, ballot, accepted, ctx),
+            Message::Promise { ballot, accepted, checkpoint } => {
+                self.handle_promise(from, ballot, accepted, checkpoint, ctx)
+            }
             Message::Accept { ballot, first_slot, values, commit } => {
                 self.handle_accept(from, ballot, first_slot, values, commit, ctx)
             }
@@ -997,6 +1188,7 @@ impl Protocol for Paxos {
             }
             Message::CatchUp { from_slot } => self.handle_catch_up(from, from_slot, ctx),
             Message::Learn { first_slot, values } => self.handle_learn(first_slot, values, ctx),
+            Message::TransferState { checkpoint } => self.handle_transfer_state(checkpoint, ctx),
         }
     }
 
@@ -1073,6 +1265,7 @@ impl Protocol for Paxos {
             Message::HeartbeatAck { .. } => "heartbeat_ack",
             Message::CatchUp { .. } => "catch_up",
             Message::Learn { .. } => "learn",
+            Message::TransferState { .. } => "transfer_state",
         }
     }
 
@@ -1082,15 +1275,29 @@ impl Protocol for Paxos {
             Message::Prepare { .. } => 1 + BALLOT + 8,
             // The read round is a varint on the wire: one byte while no read uses it.
             Message::Heartbeat { .. } | Message::HeartbeatAck { .. } => 1 + BALLOT + 8 + 1,
-            Message::Promise { accepted, .. } => {
-                1 + BALLOT + accepted.iter().map(|p| 8 + BALLOT + 1 + p.value.encoded_bytes()).sum::<usize>()
+            Message::Promise { accepted, checkpoint, .. } => {
+                1 + BALLOT
+                    + accepted.iter().map(|p| 8 + BALLOT + 1 + p.value.encoded_bytes()).sum::<usize>()
+                    + checkpoint.as_ref().map_or(1, |c| 1 + c.bytes())
             }
             Message::Accept { values, .. } => 1 + BALLOT + 16 + values.iter().map(Value::encoded_bytes).sum::<usize>(),
             Message::Accepted { .. } => 1 + BALLOT + 16,
             Message::Nack { .. } => 1 + 2 * BALLOT,
             Message::CatchUp { .. } => 9,
             Message::Learn { values, .. } => 9 + values.iter().map(Value::encoded_bytes).sum::<usize>(),
+            Message::TransferState { checkpoint } => 1 + checkpoint.bytes(),
         }
+    }
+
+    fn supersedes_earlier_records(record: &Record) -> bool {
+        matches!(record, Record::Checkpointed { .. })
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        if self.config.checkpoint_every_slots == 0 {
+            return Vec::new();
+        }
+        vec![("checkpoints_taken", self.checkpoints_taken), ("states_transferred_in", self.states_transferred_in)]
     }
 
     fn is_leader(&self) -> bool {
