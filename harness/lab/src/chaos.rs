@@ -413,9 +413,19 @@ fn paxos_chaos_setup(seed: u64, config: &ChaosConfig) -> (PaxosConfig, NetworkCo
 /// carry checkpoints and learners catch up by state transfer many times per run): the
 /// same seed-drawn network, knobs and faults as [`run_paxos_chaos`].
 pub fn run_paxos_compaction_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    run_paxos_compaction_ablation_chaos(seed, config, Default::default())
+}
+
+/// [`run_paxos_compaction_chaos`] with safety rules switched off.
+pub fn run_paxos_compaction_ablation_chaos(
+    seed: u64,
+    config: &ChaosConfig,
+    ablate: qlab_paxos::PaxosAblations,
+) -> ChaosOutcome {
     let (mut paxos, network, rng) = paxos_chaos_setup(seed, config);
     let mut knobs = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_5000_0000_0000);
     paxos.checkpoint_every_slots = [2, 5, 10, 25][knobs.random_range(0..4usize)];
+    paxos.ablate = ablate;
     run_chaos::<Paxos>(seed, config, paxos, network, rng)
 }
 

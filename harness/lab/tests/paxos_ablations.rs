@@ -5,6 +5,7 @@
 
 use qlab_lab::chaos::{
     ChaosConfig, caught_first, nodes_from_env, replay_and_print, run_paxos_ablation_chaos, run_paxos_chaos,
+    run_paxos_compaction_ablation_chaos, run_paxos_compaction_chaos,
 };
 use qlab_lab::check::Invariant;
 use qlab_paxos::PaxosAblations;
@@ -37,12 +38,41 @@ fn p2c_phase1_values_keep_chosen_values_chosen() {
     eprintln!("skip_phase1_values: {account}");
 }
 
-/// Replays one seed with a full trace: see the command a failing test prints.
+/// Checkpoints: a promise from an acceptor that checkpointed past the candidate's commit
+/// point carries the checkpoint, because it can no longer list those slots. A candidate
+/// that ignores it fills chosen slots with no-ops. (Run with checkpoints every few slots;
+/// the control is the same seed with the rule on.)
+#[test]
+fn a_promised_checkpoint_keeps_chosen_slots_chosen() {
+    let config = ChaosConfig::new(3);
+    let ablate = PaxosAblations { ignore_promised_checkpoint: true, ..Default::default() };
+    let account = caught_first(
+        |seed| run_paxos_compaction_ablation_chaos(seed, &config, ablate),
+        |seed| run_paxos_compaction_chaos(seed, &config),
+        0..SEEDS,
+        &[Invariant::StateMachineSafety, Invariant::LeaderCompleteness, Invariant::Linearizability],
+        |seed| {
+            format!(
+                "QLAB_CHAOS_SEED={seed} QLAB_CHAOS_NODES=3 QLAB_PAXOS_ABLATION=ignore_promised_checkpoint cargo test \
+                 --release -p qlab-lab --test paxos_ablations replay_one_seed -- --ignored --nocapture"
+            )
+        },
+    )
+    .unwrap_or_else(|e| panic!("ignore_promised_checkpoint: {e}"));
+    eprintln!("ignore_promised_checkpoint: {account}");
+}
+
+/// Replays one seed with a full trace: see the command a failing test prints
+/// (`QLAB_PAXOS_ABLATION=ignore_promised_checkpoint` for the checkpoint rule, with
+/// checkpoints on; `skip_phase1_values` otherwise).
 #[test]
 #[ignore = "replay tool: run with QLAB_CHAOS_SEED and QLAB_CHAOS_NODES set"]
 fn replay_one_seed() {
-    replay_and_print(
-        |seed, config| run_paxos_ablation_chaos(seed, config, ablated()),
-        ChaosConfig::new(nodes_from_env(3)),
-    );
+    let config = ChaosConfig::new(nodes_from_env(3));
+    if std::env::var("QLAB_PAXOS_ABLATION").is_ok_and(|a| a == "ignore_promised_checkpoint") {
+        let ablate = PaxosAblations { ignore_promised_checkpoint: true, ..Default::default() };
+        replay_and_print(|seed, config| run_paxos_compaction_ablation_chaos(seed, config, ablate), config);
+    } else {
+        replay_and_print(|seed, config| run_paxos_ablation_chaos(seed, config, ablated()), config);
+    }
 }

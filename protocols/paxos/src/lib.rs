@@ -169,6 +169,10 @@ pub struct PaxosAblations {
     /// promises while an acceptor hears from its leader. With `lease` reads a new leader
     /// commits while the old one's lease runs (linearizability).
     pub no_check_quorum: bool,
+    /// With checkpoints: a candidate ignores the checkpoint a promise carries, so the
+    /// slots up to it, chosen but no longer listed, look empty and are filled with
+    /// no-ops (State Machine Safety, Leader Completeness).
+    pub ignore_promised_checkpoint: bool,
 }
 
 impl PaxosAblations {
@@ -943,7 +947,7 @@ impl Paxos {
         if self.role != Role::Candidate || ballot != self.promised {
             return;
         }
-        if let Some(checkpoint) = checkpoint {
+        if let Some(checkpoint) = checkpoint.filter(|_| !self.config.ablate.ignore_promised_checkpoint) {
             // The slots up to it are chosen; without it we would fill them with no-ops.
             self.install_checkpoint(checkpoint, ctx);
         }
