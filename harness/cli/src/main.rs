@@ -288,6 +288,24 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                     // The minimal run's violations tell the story; the full run's are in trials.csv.
                     (o.showed.to_string(), shrunk.as_ref().map_or(&o.violations, |s| &s.trial.violations))
                 }
+                run::ReplayOutcome::Disruption(o) => {
+                    say!(
+                        "trial {} seed {}: {} {} nodes, scenario {}, pre-vote {}: {:.0} ops/s, unavailable_ms {:.3}, \
+                         {} election(s), epochs advanced {}, safety {}",
+                        replay.trial,
+                        replay.seed,
+                        replay.point.protocol.name(),
+                        replay.point.nodes,
+                        replay.point.scenario,
+                        replay.point.pre_vote,
+                        o.ops_per_s,
+                        o.unavailable_ms,
+                        o.elections,
+                        o.epochs_advanced,
+                        o.safety
+                    );
+                    (format!("{:.3}", o.unavailable_ms), &o.violations)
+                }
                 run::ReplayOutcome::Reads(o) => {
                     say!("faults:");
                     for line in &o.outcome.fault_log {

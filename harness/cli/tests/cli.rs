@@ -819,6 +819,9 @@ schedule = [
     std::fs::remove_dir_all(out.join("figures")).unwrap();
     run_ok(qlab().arg("plot").arg(&out));
     assert_eq!(std::fs::read(out.join("figures/disruption_timeline.svg")).unwrap(), figure);
+    let replay = run_ok(qlab().arg("replay").arg(&out).args(["--trial", "4", "--max-lines", "3"]));
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert!(stdout.contains("scenario rejoin, pre-vote true") && stdout.contains("replay matches"), "{stdout}");
 }
 
 /// The disruption notebook on the committed rejoin-disruption run: PreVote's claim holds

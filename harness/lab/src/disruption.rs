@@ -38,9 +38,11 @@ pub struct DisruptionTrial {
     pub completions_per_bin: Vec<u64>,
     pub safety: String,
     pub violations: Vec<String>,
+    /// The simulator's event trace, when asked for (`qlab replay`).
+    pub trace: Vec<String>,
 }
 
-pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64) -> DisruptionTrial {
+pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> DisruptionTrial {
     let file = &experiment.file;
     let ns = |ms: f64| (ms * 1e6).round() as Nanos;
     let scenario = file
@@ -57,6 +59,9 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
     let mut schedule: std::collections::VecDeque<_> = schedule.into();
 
     let mut sim: Sim<P, P::Client> = point.sim(&file.network, P::config(point, file), seed);
+    if trace {
+        sim.enable_trace();
+    }
     for c in 0..point.clients {
         sim.add_client(P::client(sim.config(), ClientId(c as u64), point.nodes, qlab_core::ms(100)));
     }
@@ -119,6 +124,7 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
         completions_per_bin,
         safety,
         violations,
+        trace: sim.trace().to_vec(),
     }
 }
 

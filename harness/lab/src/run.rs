@@ -414,7 +414,7 @@ fn run_one_of<P: LabProtocol>(
             (availability_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
         }
         (Kind::Disruption, _) => {
-            let outcome = crate::disruption::run_trial::<P>(experiment, point, seed);
+            let outcome = crate::disruption::run_trial::<P>(experiment, point, seed, false);
             (disruption_row(experiment, point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
         }
         (Kind::Election, Mode::Sim) => {
@@ -706,6 +706,7 @@ pub enum ReplayOutcome {
     Election(ElectionTrial),
     Attack(AttackTrial),
     Reads(Box<crate::reads::ReadsTrial>),
+    Disruption(Box<crate::disruption::DisruptionTrial>),
     /// A case's run and, for a chaos case that failed, its shrunk counterexample.
     Counterexample(Box<crate::counterexample::CaseTrial>, Option<Box<crate::counterexample::Shrunk>>),
 }
@@ -716,6 +717,7 @@ impl ReplayOutcome {
             ReplayOutcome::Election(o) => &o.trace,
             ReplayOutcome::Attack(o) => &o.trace,
             ReplayOutcome::Reads(o) => &o.outcome.trace,
+            ReplayOutcome::Disruption(o) => &o.trace,
             // The shrunk run's trace when there is one: the short story of the failure.
             ReplayOutcome::Counterexample(o, shrunk) => shrunk.as_ref().map_or(&o.trace, |s| &s.trial.trace),
         }
@@ -764,6 +766,20 @@ pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
             recorded: recorded("safety"),
         });
     }
+    if experiment.file.experiment.kind == Kind::Disruption {
+        let outcome = match point.protocol {
+            ProtocolName::Raft => crate::disruption::run_trial::<Raft>(&experiment, &point, seed, true),
+            ProtocolName::Multipaxos => crate::disruption::run_trial::<Paxos>(&experiment, &point, seed, true),
+            ProtocolName::Pbft => crate::disruption::run_trial::<Pbft>(&experiment, &point, seed, true),
+        };
+        return Ok(Replay {
+            trial,
+            seed,
+            point,
+            outcome: ReplayOutcome::Disruption(Box::new(outcome)),
+            recorded: recorded("unavailable_ms"),
+        });
+    }
     if experiment.file.experiment.kind == Kind::Attack {
         let outcome = run_attack_trial(&experiment, &point, seed, true);
         return Ok(Replay {
@@ -776,7 +792,7 @@ pub fn replay(run_dir: &Path, trial: u64) -> Result<Replay> {
     }
     if experiment.file.experiment.kind != Kind::Election || point.mode != Mode::Sim {
         return Err(LabError::Usage(format!(
-            "trial {trial} is a {} trial in {} mode; qlab replay re-runs simulated election, attack, reads and counterexample trials (real-mode trials are measurements and do not replay)",
+            "trial {trial} is a {} trial in {} mode; qlab replay re-runs simulated election, attack, reads, counterexample and disruption trials (real-mode trials are measurements and do not replay)",
             experiment.file.experiment.kind.name(),
             point.mode.name()
         )));
