@@ -5,7 +5,7 @@
 //! checkpoint installs it instead of filling chosen slots with no-ops.
 
 use qlab_core::Protocol;
-use qlab_core::{ClientId, NodeId, Op, OpResult, Request, ms};
+use qlab_core::{ClientId, NodeId, OpResult, ms};
 use qlab_lab::chaos::{ChaosConfig, nodes_from_env, replay_from_env, run_paxos_compaction_chaos, sweep};
 use qlab_paxos::{Paxos, PaxosClient, PaxosConfig, PaxosTimer, Record};
 use qlab_sim::Sim;
@@ -55,9 +55,7 @@ fn settle(sim: &mut Sim<Paxos, PaxosClient>) -> NodeId {
     common::settle(sim, |sim, leader| sim.up_nodes().iter().all(|n| sim.node(*n).unwrap().leader() == Some(leader)))
 }
 
-fn put(seq: u64, keys: u64) -> Request {
-    Request::new(ClientId(0), seq, Op::Put { key: seq % keys, value: seq.to_le_bytes().to_vec() })
-}
+use common::put_spread as put;
 
 /// A follower down while 20,000 slots were chosen and checkpointed away asks for slots
 /// the leader forgot, is sent the leader's checkpoint, and ends with the leader's state;

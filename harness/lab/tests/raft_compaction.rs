@@ -4,7 +4,7 @@
 //! missed 100,000 entries, a crash in the middle of a snapshot transfer, a restart from
 //! the snapshot record alone.
 
-use qlab_core::{ClientId, NodeId, Op, OpResult, Request, ms};
+use qlab_core::{NodeId, OpResult, ms};
 use qlab_lab::chaos::{ChaosConfig, FaultKinds, nodes_from_env, replay_from_env, run_raft_compaction_chaos, sweep};
 use qlab_raft::{Raft, RaftClient, RaftConfig, Record};
 use qlab_sim::Sim;
@@ -52,24 +52,10 @@ fn replay_one_seed() {
 }
 
 fn compacting_cluster(config: RaftConfig, seed: u64) -> Sim<Raft, RaftClient> {
-    let mut sim = Sim::new(config, 3, common::network(), seed);
-    sim.add_client(RaftClient::new(ClientId(0), 3));
-    sim
+    common::raft_cluster(config, 3, seed)
 }
 
-fn settle(sim: &mut Sim<Raft, RaftClient>) -> NodeId {
-    common::settle(sim, |sim, leader| {
-        let term = sim.node(leader).unwrap().current_term();
-        sim.up_nodes()
-            .iter()
-            .all(|n| sim.node(*n).unwrap().leader() == Some(leader) && sim.node(*n).unwrap().current_term() == term)
-    })
-}
-
-/// Client 0's write number `seq`, to key `seq mod keys`.
-fn put(seq: u64, keys: u64) -> Request {
-    Request::new(ClientId(0), seq, Op::Put { key: seq % keys, value: seq.to_le_bytes().to_vec() })
-}
+use common::{put_spread as put, settle_raft as settle};
 
 fn install_snapshots_sent(sim: &Sim<Raft, RaftClient>) -> u64 {
     sim.stats.sent_by_kind.iter().find(|(k, _)| *k == "install_snapshot").map_or(0, |(_, n)| *n)

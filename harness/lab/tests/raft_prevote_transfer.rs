@@ -1,7 +1,7 @@
 //! PreVote (Raft thesis §9.6) and leadership transfer (thesis §3.10) as golden scenarios
 //! on the simulator, each with the checkers run at the end.
 
-use qlab_core::{AdminCommand, ClientId, Event, NodeId, OpResult, ms};
+use qlab_core::{AdminCommand, Event, NodeId, OpResult, ms};
 use qlab_raft::{Raft, RaftClient, RaftConfig, Role};
 use qlab_sim::Sim;
 
@@ -9,21 +9,7 @@ mod common;
 
 use common::{assert_safe, put, write};
 
-fn cluster(config: RaftConfig, nodes: u32, seed: u64) -> Sim<Raft, RaftClient> {
-    let mut sim = Sim::new(config, nodes, common::network(), seed);
-    sim.add_client(RaftClient::new(ClientId(0), nodes));
-    sim
-}
-
-fn settle(sim: &mut Sim<Raft, RaftClient>) -> NodeId {
-    common::settle(sim, |sim, leader| {
-        let term = sim.node(leader).unwrap().current_term();
-        sim.up_nodes().iter().all(|n| {
-            let node = sim.node(*n).unwrap();
-            node.current_term() == term && node.leader() == Some(leader)
-        })
-    })
-}
+use common::{raft_cluster as cluster, settle_raft as settle};
 
 fn elections_since(sim: &Sim<Raft, RaftClient>, since: u64) -> usize {
     sim.observations.iter().filter(|o| o.time >= since && matches!(o.event, Event::Elected { .. })).count()

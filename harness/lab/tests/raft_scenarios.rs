@@ -10,20 +10,11 @@ mod common;
 use common::{assert_safe, put, write};
 
 fn cluster(nodes: u32, seed: u64) -> Sim<Raft, RaftClient> {
-    let mut sim = Sim::new(RaftConfig::default(), nodes, common::network(), seed);
-    sim.add_client(RaftClient::new(ClientId(0), nodes));
-    sim
+    common::raft_cluster(RaftConfig::default(), nodes, seed)
 }
 
-/// Run until one leader is known by every up node.
 fn settle(sim: &mut Sim<Raft, RaftClient>) -> NodeId {
-    common::settle(sim, |sim, leader| {
-        let term = sim.node(leader).unwrap().current_term();
-        sim.up_nodes().iter().all(|n| {
-            let node = sim.node(*n).unwrap();
-            node.current_term() == term && node.leader() == Some(leader)
-        })
-    })
+    common::settle_raft(sim)
 }
 
 #[test]
