@@ -139,6 +139,10 @@ clients = [2, 8]
 value_bytes = 128
 warmup_ms = 300
 duration_ms = 700
+
+# A leadership transfer mid-window goes to the leader over its control link.
+[faults]
+schedule = [{ action = "transfer-leader", at_ms = 600, to = "follower" }]
 "#,
     )
     .unwrap();

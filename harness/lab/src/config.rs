@@ -1234,8 +1234,6 @@ impl Experiment {
         }
         if f.experiment.kind == Kind::Disruption {
             self.validate_disruption()?;
-        } else if let Some(first) = f.disruption.scenario.first() {
-            return Err(self.error_at(&first.span(), "[[disruption.scenario]] is for kind = \"disruption\"".into()));
         }
         if f.experiment.kind == Kind::Reads {
             self.validate_reads()?;
@@ -1713,14 +1711,6 @@ impl Experiment {
                                 .into(),
                         ));
                     }
-                    if f.experiment.mode.values.contains(&Mode::Quic) {
-                        return Err(self.error_at(
-                            &schedule_span,
-                            "transfer-leader is an operator command the simulator delivers; real processes have no \
-                             admin channel yet: use mode = \"sim\""
-                                .into(),
-                        ));
-                    }
                 }
             }
         }
@@ -2186,7 +2176,6 @@ schedule = [{ action = "transfer-leader", at_ms = 500, to = 1 }]
                 ),
                 "takes no [faults]",
             ),
-            (DISRUPTION.replace("kind = \"disruption\"", "kind = \"throughput\""), "is for kind = \"disruption\""),
         ];
         for (file, expected) in cases {
             let e = error_of(&file);
@@ -2194,26 +2183,6 @@ schedule = [{ action = "transfer-leader", at_ms = 500, to = 1 }]
         }
         let e = error_of(DISRUPTION.split("[[disruption.scenario]]").next().unwrap());
         assert!(e.contains("needs at least one [[disruption.scenario]]"), "{e}");
-    }
-
-    #[test]
-    fn transfer_leader_is_refused_in_quic_mode() {
-        let file = r#"
-[experiment]
-name = "t"
-kind = "throughput"
-mode = "quic"
-trials = 1
-
-[cluster]
-protocol = "raft"
-nodes = 3
-
-[faults]
-schedule = [{ action = "transfer-leader", at_ms = 100, to = 1 }]
-"#;
-        let e = error_of(file);
-        assert!(e.starts_with("exp.toml:13:") && e.contains("use mode = \"sim\""), "{e}");
     }
 
     #[test]

@@ -434,10 +434,12 @@ impl RealFaults {
                     self.send_all(driver);
                 }
             }
-            ScheduledFault::TransferLeader { .. } => {
-                return Err(crate::LabError::Usage(
-                    "transfer-leader needs an admin channel real processes do not have (validation refuses it)".into(),
-                ));
+            ScheduledFault::TransferLeader { to, .. } => {
+                let leader = latest_leader(&observations_for_checkers(driver));
+                if let (Some(leader), Some(to)) = (leader, self.resolve(driver, to)) {
+                    let command = qlab_core::AdminCommand::TransferLeadership { to: qlab_core::NodeId(to) };
+                    driver.harness().send(leader, &Wire::Control(Control::Admin(command)));
+                }
             }
             ScheduledFault::Crash { node, .. } => {
                 if let Some(id) = self.resolve(driver, node) {

@@ -1,17 +1,19 @@
 //! Raft over real QUIC on loopback, three replicas in this process (each its own
 //! endpoint, storage and task): 1,000 client writes commit while the leader is killed
 //! and restarted from its write-ahead log; every checker passes and every replica ends
-//! with the same committed log. (`harness/cli/tests/quic_processes.rs` does the same
-//! with one OS process per node and `kill -9`.)
+//! with the same committed log; then the harness tells the leader to hand leadership to
+//! another replica (thesis §3.10) over its control link, and the target takes over.
+//! (`harness/cli/tests/quic_processes.rs` does the same with one OS process per node and
+//! `kill -9`.)
 
-use qlab_core::{Event, ms};
+use qlab_core::{AdminCommand, Event, NodeId, ms};
 use qlab_lab::check::check_observations;
 use qlab_lab::linearizability::{LinCheck, check_history};
 use qlab_lab::real::{WriteLoad, final_commits, latest_leader, observations_for_checkers};
 use qlab_net::drive::Driver;
 use qlab_net::frame::DEFAULT_MAX_FRAME_BYTES;
 use qlab_net::harness::Harness;
-use qlab_net::runtime::{NodeConfig, Storage, run_node};
+use qlab_net::runtime::{Control, NodeConfig, Storage, Wire, run_node};
 use qlab_net::tls::{self, Identity, Pinned, Principal};
 use qlab_raft::{Message, Raft, RaftConfig};
 use std::time::Duration;
@@ -56,6 +58,7 @@ async fn raft_over_quic_survives_a_leader_kill_and_restart() {
     load.start(&mut driver);
     let give_up = Instant::now() + Duration::from_secs(90);
     let mut killed = None;
+    let mut handed_to = None;
     while load.completed < WRITES {
         load.step(&mut driver, give_up).await.unwrap_or_else(|| panic!("stalled after {} writes", load.completed));
         if load.completed == WRITES / 3 && killed.is_none() {
@@ -69,6 +72,13 @@ async fn raft_over_quic_survives_a_leader_kill_and_restart() {
             let result = (&mut nodes[leader as usize]).await;
             assert!(result.is_err_and(|e| e.is_cancelled()), "the killed node was aborted, not failed");
             nodes[leader as usize] = tokio::spawn(run_node::<Raft>(config(leader)));
+        }
+        if load.completed == WRITES * 3 / 4 && handed_to.is_none() {
+            let leader = latest_leader(&observations_for_checkers(&driver)).unwrap();
+            let target = (leader + 1) % NODES;
+            let command = AdminCommand::TransferLeadership { to: NodeId(target) };
+            driver.harness().send(leader, &Wire::<Message>::Control(Control::Admin(command)));
+            handed_to = Some(target);
         }
     }
     // Let the commit point reach every replica (heartbeats every 50 ms).
@@ -91,6 +101,7 @@ async fn raft_over_quic_survives_a_leader_kill_and_restart() {
         observations.iter().any(|o| o.node.0 != restarted && matches!(o.event, Event::Elected { .. })),
         "another node took over as leader"
     );
+    assert_eq!(latest_leader(&observations), handed_to, "the transfer's target leads at the end");
     for handle in &nodes {
         assert!(!handle.is_finished(), "every node is still running (a bind or WAL failure would end it)");
         handle.abort();

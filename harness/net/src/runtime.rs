@@ -68,6 +68,8 @@ pub enum Control {
     /// Send a `Report::Counters` now, carrying `tag` (experiments read counters at
     /// the edges of a measurement window).
     ReportCounters { tag: u64 },
+    /// An operator's command for the protocol (a leadership transfer).
+    Admin(qlab_core::AdminCommand),
 }
 
 /// Faults applied to what this node sends.
@@ -363,6 +365,9 @@ where
                     Input::Control(Control::Faults(new_faults)) => faults = new_faults,
                     Input::Control(Control::Shutdown) => break,
                     Input::Control(Control::Hello) => {}
+                    Input::Control(Control::Admin(command)) => {
+                        step!(|p: &mut P, ctx: &mut Context<'_, P>| p.on_admin(ctx, command));
+                    }
                     Input::Control(Control::ReportCounters { tag }) => {
                         let mut counters = snapshot(me, &stats, &protocol);
                         counters.tag = tag;
