@@ -724,9 +724,7 @@ impl Raft {
         let now = ctx.now();
         let leader_alive = self.role == Role::Leader
             || self.leader_heard_at.is_some_and(|at| now < at + self.config.election_timeout_ns_min);
-        let up_to_date = last_log_term > self.last_term()
-            || (last_log_term == self.last_term() && last_log_index >= self.last_index());
-        let granted = term > self.current_term && up_to_date && !leader_alive;
+        let granted = term > self.current_term && self.is_up_to_date(last_log_index, last_log_term) && !leader_alive;
         // Nothing is persisted or changed: a pre-vote promises nothing.
         let term = if granted { term } else { self.current_term };
         ctx.send(from, Message::PreVoteResponse { term, granted });
@@ -1055,6 +1053,12 @@ impl Raft {
         self.applied_bytes_since_snapshot = 0;
     }
 
+    /// §5.4.1: a log ending at (`last_log_index`, `last_log_term`) is at least as up to
+    /// date as ours — a later last term, or the same and at least as long.
+    fn is_up_to_date(&self, last_log_index: Index, last_log_term: Term) -> bool {
+        last_log_term > self.last_term() || (last_log_term == self.last_term() && last_log_index >= self.last_index())
+    }
+
     // ---- message handlers ---------------------------------------------------------
 
     fn handle_request_vote(
@@ -1073,10 +1077,7 @@ impl Raft {
         if term > self.current_term {
             self.become_follower(term, None, ctx);
         }
-        // §5.4.1 election restriction.
-        let up_to_date = last_log_term > self.last_term()
-            || (last_log_term == self.last_term() && last_log_index >= self.last_index())
-            || self.config.ablate.vote_without_log_check;
+        let up_to_date = self.is_up_to_date(last_log_index, last_log_term) || self.config.ablate.vote_without_log_check;
         let free_to_vote = self.voted_for.is_none_or(|v| v == from) || self.config.ablate.multiple_votes_per_term;
         let granted = term == self.current_term && free_to_vote && up_to_date;
         if granted {
