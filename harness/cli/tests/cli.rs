@@ -602,7 +602,7 @@ fn plot_regenerates_every_committed_reference_run_byte_for_byte() {
         }
         checked += 1;
     }
-    assert!(checked >= 14, "only {checked} reference runs found");
+    assert!(checked >= 20, "only {checked} reference runs found");
 }
 
 /// Every figure and results file the README links exists in the repository, so the
