@@ -15,9 +15,9 @@
 
 use crate::config::{Experiment, Point, ScheduledFault};
 use crate::protocols::LabProtocol;
-use crate::throughput::{judge, run_sim_segment, workload_config};
+use crate::throughput::{cluster_with_leader, judge, run_sim_segment, workload_config};
 use crate::workload::Workload;
-use qlab_core::{ClientId, Event, Nanos, NodeId};
+use qlab_core::{Event, Nanos, NodeId};
 use qlab_sim::Sim;
 
 /// What one disruption trial measured.
@@ -58,18 +58,7 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
     let (first_ns, last_ns) = (schedule.first().map_or(0, |f| f.0), schedule.last().map_or(0, |f| f.0));
     let mut schedule: std::collections::VecDeque<_> = schedule.into();
 
-    let mut sim: Sim<P, P::Client> = point.sim(&file.network, P::config(point, file), seed);
-    if trace {
-        sim.enable_trace();
-    }
-    for c in 0..point.clients {
-        sim.add_client(P::client(sim.config(), ClientId(c as u64), point.nodes, qlab_core::ms(100)));
-    }
-    let mut deadline = 0;
-    while sim.leader().is_none() && deadline < qlab_core::ms(60_000) {
-        deadline += point.heartbeat_ns();
-        sim.run_to(deadline);
-    }
+    let mut sim = cluster_with_leader::<P>(experiment, point, seed, trace);
     let start = sim.now();
     let end = start + ns(file.workload.duration_ms);
     let mut workload = Workload::new(workload_config(experiment, point), seed);

@@ -247,20 +247,35 @@ pub(crate) fn run_sim_segment<P: LabProtocol>(
     workload.run(sim, until, |_, done| on_done(done), |_| false);
 }
 
-pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64) -> ThroughputTrial {
+/// A simulated cluster of the point with its clients added (not yet submitting), run
+/// until a leader exists, so what follows is about load, not the first election.
+pub(crate) fn cluster_with_leader<P: LabProtocol>(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    trace: bool,
+) -> Sim<P, P::Client> {
     let file = &experiment.file;
-    let heartbeat_ns = point.heartbeat_ns();
     let mut sim: Sim<P, P::Client> = point.sim(&file.network, P::config(point, file), seed);
+    if trace {
+        sim.enable_trace();
+    }
     for c in 0..point.clients {
         sim.add_client(P::client(sim.config(), ClientId(c as u64), point.nodes, qlab_core::ms(100)));
     }
-    let mut workload = Workload::new(workload_config(experiment, point), seed);
-    // Start once a leader exists, so the warm-up is about load, not the first election.
     let mut deadline = 0;
     while sim.leader().is_none() && deadline < qlab_core::ms(60_000) {
-        deadline += heartbeat_ns;
+        deadline += point.heartbeat_ns();
         sim.run_to(deadline);
     }
+    sim
+}
+
+pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64) -> ThroughputTrial {
+    let file = &experiment.file;
+    let heartbeat_ns = point.heartbeat_ns();
+    let mut sim = cluster_with_leader::<P>(experiment, point, seed, false);
+    let mut workload = Workload::new(workload_config(experiment, point), seed);
     let clients_started = sim.now();
     workload.start_all_at(clients_started);
     let mut faults = schedule(experiment);
