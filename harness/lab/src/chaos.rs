@@ -110,6 +110,8 @@ pub struct ChaosOutcome {
     pub schedule: ChaosSchedule,
     /// Replica-to-replica messages sent, per kind.
     pub sent_by_kind: Vec<(&'static str, u64)>,
+    /// What the honest replicas reported, in time order (what the checkers judged).
+    pub observations: Vec<qlab_sim::Observation>,
 }
 
 impl ChaosOutcome {
@@ -657,6 +659,7 @@ pub fn run_chaos<P: LabProtocol>(
         messages_sent: sim.stats.messages_sent,
         schedule: ChaosSchedule { events: schedule, heal_at_ns },
         sent_by_kind: sim.stats.sent_by_kind.clone(),
+        observations: std::mem::take(&mut sim.observations),
     }
 }
 

@@ -73,20 +73,31 @@ pub fn judge_run(
     history: &[crate::linearizability::HistoryOp],
     end: Nanos,
 ) -> (Vec<Violation>, Vec<String>) {
-    use crate::linearizability::{LinCheck, check_history};
-    let mut violations = check_observations(observations);
+    verdicts(check_observations(observations), crate::linearizability::check_history(history), end)
+}
+
+/// [`judge_run`] from verdicts already reached (by the streaming checkers).
+pub fn verdicts(
+    mut violations: Vec<Violation>,
+    linearizability: crate::linearizability::LinCheck,
+    end: Nanos,
+) -> (Vec<Violation>, Vec<String>) {
+    use crate::linearizability::LinCheck;
     violations.sort_by_key(|v| v.time);
     let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
-    match check_history(history) {
+    match linearizability {
         LinCheck::Linearizable => {}
-        LinCheck::Violation { key, operations } => {
+        LinCheck::Violation { key, operations, from_ns } => {
             violations.push(Violation {
                 invariant: Invariant::Linearizability,
                 time: end,
                 nodes: vec![],
                 detail: format!("key {key}"),
             });
-            details.push(format!("linearizability violated on key {key} ({operations} operations)"));
+            details.push(format!(
+                "linearizability violated on key {key} ({operations} operations from {:.3} ms)",
+                nanos_to_ms(from_ns)
+            ));
         }
         LinCheck::Inconclusive { key, states } => {
             details.push(format!("linearizability inconclusive on key {key} after {states} states"));
@@ -106,6 +117,16 @@ pub fn verdict(violations: &[Violation]) -> String {
     names.join("+")
 }
 
+/// Check the replica-side invariants over a time-ordered observation stream.
+/// Reports at most one violation per (invariant, slot or epoch) to keep reports short.
+pub fn check_observations(observations: &[Observation]) -> Vec<Violation> {
+    let mut checker = SafetyChecker::new();
+    for o in observations {
+        checker.observe(o);
+    }
+    checker.finish()
+}
+
 #[derive(Clone, Copy)]
 struct CommittedSlot {
     digest: Digest,
@@ -113,38 +134,135 @@ struct CommittedSlot {
     node: NodeId,
 }
 
-/// Check the replica-side invariants over a time-ordered observation stream.
-/// Reports at most one violation per (invariant, slot or epoch) to keep reports short.
-pub fn check_observations(observations: &[Observation]) -> Vec<Violation> {
-    let mut violations = Vec::new();
-    let mut leaders: HashMap<u64, NodeId> = HashMap::new();
-    let mut committed: HashMap<u64, CommittedSlot> = HashMap::new();
-    let mut highest_committed: Option<(u64, Digest)> = None;
-    let mut reported: std::collections::HashSet<(Invariant, u64)> = Default::default();
-    let mut report = |violations: &mut Vec<Violation>, invariant, key: u64, time, nodes, detail| {
-        if reported.insert((invariant, key)) {
-            violations.push(Violation { invariant, time, nodes, detail });
+/// Slots kept in full behind the highest committed one (see [`SafetyChecker`]).
+pub const RETAINED_SLOTS: u64 = 1 << 16;
+/// Below the retained window, every slot that is a multiple of this is kept.
+pub const ANCHOR_EVERY_SLOTS: u64 = 1 << 12;
+
+/// The replica invariants checked one observation at a time, in time order, with
+/// memory that does not grow with the length of the run.
+///
+/// The first commit of each slot is the reference every later commit of that slot is
+/// compared with. A slot's reference is dropped once every node of the cluster has
+/// committed past it (when the cluster's size is given: no honest node reports a slot
+/// twice unless it restarts, and one that restarts reports its slots again), or once it falls more than [`RETAINED_SLOTS`] behind the highest
+/// committed slot; every [`ANCHOR_EVERY_SLOTS`]th reference is kept for good. Nothing is
+/// lost by dropping: a node whose log differs at slot `s` has a different prefix digest
+/// at every slot after `s`, so its next commit at a slot still held (at the latest the
+/// next anchor) reports the log-matching violation. Only the slot named in such a
+/// report is then the later one.
+pub struct SafetyChecker {
+    leaders: HashMap<u64, NodeId>,
+    /// References for slots at or above the floor.
+    recent: std::collections::BTreeMap<u64, CommittedSlot>,
+    /// References kept below the floor.
+    anchors: std::collections::BTreeMap<u64, CommittedSlot>,
+    highest_committed: Option<(u64, Digest)>,
+    /// Every slot below this has been dropped, bar the anchors.
+    dropped_below: u64,
+    /// Each node's highest committed slot.
+    node_commits: HashMap<NodeId, u64>,
+    reported: std::collections::HashSet<(Invariant, u64)>,
+    violations: Vec<Violation>,
+    retained_slots: u64,
+    anchor_every_slots: u64,
+    /// The cluster's size, when known: then a slot every node has committed past is
+    /// dropped even inside the retained window.
+    nodes: Option<u32>,
+    /// Observations taken, and those [`SafetyChecker::observe_late`] took out of order.
+    pub observations: u64,
+    pub late_observations: u64,
+}
+
+impl Default for SafetyChecker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SafetyChecker {
+    pub fn new() -> Self {
+        Self::with_retention(RETAINED_SLOTS, ANCHOR_EVERY_SLOTS)
+    }
+
+    /// A checker that keeps `retained_slots` slots in full and an anchor every
+    /// `anchor_every_slots` below them (tests use tiny values to exercise the dropping).
+    pub fn with_retention(retained_slots: u64, anchor_every_slots: u64) -> Self {
+        SafetyChecker {
+            leaders: HashMap::new(),
+            recent: Default::default(),
+            anchors: Default::default(),
+            highest_committed: None,
+            dropped_below: 0,
+            node_commits: HashMap::new(),
+            reported: Default::default(),
+            violations: Vec::new(),
+            retained_slots: retained_slots.max(1),
+            anchor_every_slots: anchor_every_slots.max(1),
+            nodes: None,
+            observations: 0,
+            late_observations: 0,
         }
-    };
-    for Observation { time, node, event } in observations {
-        debug_assert!(observations.first().is_none_or(|f| f.time <= *time));
+    }
+
+    /// Tell the checker the cluster has `nodes` replicas (ids `0..nodes`).
+    pub fn with_nodes(mut self, nodes: u32) -> Self {
+        self.nodes = Some(nodes);
+        self
+    }
+
+    /// Slot references held (a measure of the checker's memory).
+    pub fn slots_held(&self) -> usize {
+        self.recent.len() + self.anchors.len()
+    }
+
+    fn report(&mut self, invariant: Invariant, key: u64, time: Nanos, nodes: Vec<NodeId>, detail: String) {
+        if self.reported.insert((invariant, key)) {
+            self.violations.push(Violation { invariant, time, nodes, detail });
+        }
+    }
+
+    fn reference(&self, slot: u64) -> Option<CommittedSlot> {
+        self.recent.get(&slot).or_else(|| self.anchors.get(&slot)).copied()
+    }
+
+    /// Take the next observation (no earlier in time than the ones before it).
+    pub fn observe(&mut self, observation: &Observation) {
+        self.take(observation, true);
+    }
+
+    /// Take an observation that arrived after later ones were taken. Everything but
+    /// Leader Completeness is order-free and checked as usual; an election is not
+    /// checked for completeness, since the commits seen since may postdate it.
+    pub fn observe_late(&mut self, observation: &Observation) {
+        self.late_observations += 1;
+        self.take(observation, false);
+    }
+
+    fn take(&mut self, observation: &Observation, in_order: bool) {
+        self.observations += 1;
+        let Observation { time, node, event } = observation;
+        let (time, node) = (*time, *node);
         match event {
             Event::Elected { epoch, log_from_slot, log_prefix_digests } => {
-                match leaders.get(epoch) {
-                    Some(other) if other != node => report(
-                        &mut violations,
-                        Invariant::ElectionSafety,
-                        *epoch,
-                        *time,
-                        vec![*other, *node],
-                        format!("two leaders in epoch {epoch}"),
-                    ),
+                match self.leaders.get(epoch) {
+                    Some(other) if *other != node => {
+                        let other = *other;
+                        self.report(
+                            Invariant::ElectionSafety,
+                            *epoch,
+                            time,
+                            vec![other, node],
+                            format!("two leaders in epoch {epoch}"),
+                        )
+                    }
                     Some(_) => {}
                     None => {
-                        leaders.insert(*epoch, *node);
+                        self.leaders.insert(*epoch, node);
                     }
                 }
-                if let Some((slot, prefix)) = highest_committed
+                if let Some((slot, prefix)) = self.highest_committed
+                    && in_order
                     && slot >= *log_from_slot
                 {
                     let held = log_prefix_digests.get((slot - log_from_slot) as usize);
@@ -156,60 +274,64 @@ pub fn check_observations(observations: &[Observation]) -> Vec<Violation> {
                             ),
                             Some(d) => format!("prefix digest {d} at slot {slot}, committed {prefix}"),
                         };
-                        report(
-                            &mut violations,
+                        self.report(
                             Invariant::LeaderCompleteness,
                             *epoch,
-                            *time,
-                            vec![*node],
+                            time,
+                            vec![node],
                             format!("leader of epoch {epoch} lacks committed entries: {what}"),
                         );
                     }
                 }
             }
-            Event::Committed { slot, digest, prefix_digest } => match committed.get(slot) {
-                None => {
-                    committed
-                        .insert(*slot, CommittedSlot { digest: *digest, prefix_digest: *prefix_digest, node: *node });
-                    if highest_committed.is_none_or(|(s, _)| *slot > s) {
-                        highest_committed = Some((*slot, *prefix_digest));
+            Event::Committed { slot, digest, prefix_digest } => {
+                let (slot, digest, prefix_digest) = (*slot, *digest, *prefix_digest);
+                let node_commit = self.node_commits.entry(node).or_insert(0);
+                *node_commit = (*node_commit).max(slot);
+                match self.reference(slot) {
+                    Some(first) => {
+                        if first.digest != digest {
+                            self.report(
+                                Invariant::StateMachineSafety,
+                                slot,
+                                time,
+                                vec![first.node, node],
+                                format!("slot {slot} committed as {} and as {digest}", first.digest),
+                            );
+                        } else if first.prefix_digest != prefix_digest {
+                            self.report(
+                                Invariant::LogMatching,
+                                slot,
+                                time,
+                                vec![first.node, node],
+                                format!(
+                                    "same entry at slot {slot} but logs before it differ (prefix {} vs {prefix_digest})",
+                                    first.prefix_digest
+                                ),
+                            );
+                        }
+                    }
+                    // A slot below the floor without a reference was dropped (see the
+                    // type's comment): the node's next commit of a held slot covers it.
+                    None if slot < self.dropped_below => {}
+                    None => {
+                        self.recent.insert(slot, CommittedSlot { digest, prefix_digest, node });
+                        if self.highest_committed.is_none_or(|(s, _)| slot > s) {
+                            self.highest_committed = Some((slot, prefix_digest));
+                        }
                     }
                 }
-                Some(first) => {
-                    if first.digest != *digest {
-                        report(
-                            &mut violations,
-                            Invariant::StateMachineSafety,
-                            *slot,
-                            *time,
-                            vec![first.node, *node],
-                            format!("slot {slot} committed as {} and as {digest}", first.digest),
-                        );
-                    } else if first.prefix_digest != *prefix_digest {
-                        report(
-                            &mut violations,
-                            Invariant::LogMatching,
-                            *slot,
-                            *time,
-                            vec![first.node, *node],
-                            format!(
-                                "same entry at slot {slot} but logs before it differ (prefix {} vs {prefix_digest})",
-                                first.prefix_digest
-                            ),
-                        );
-                    }
-                }
-            },
+                self.drop_below_floor();
+            }
             Event::Applied { slot, digest } => {
-                if let Some(first) = committed.get(slot)
+                if let Some(first) = self.reference(*slot)
                     && first.digest != *digest
                 {
-                    report(
-                        &mut violations,
+                    self.report(
                         Invariant::StateMachineSafety,
                         *slot,
-                        *time,
-                        vec![first.node, *node],
+                        time,
+                        vec![first.node, node],
                         format!("slot {slot} applied as {digest}, committed as {}", first.digest),
                     );
                 }
@@ -217,7 +339,104 @@ pub fn check_observations(observations: &[Observation]) -> Vec<Violation> {
             Event::LeaderKnown { .. } | Event::Restarted { .. } => {}
         }
     }
-    violations
+
+    /// Slots below this may be dropped.
+    fn floor(&self) -> u64 {
+        let every_node_committed = self.nodes.is_some_and(|n| self.node_commits.len() as u32 >= n);
+        let slowest = if every_node_committed { self.node_commits.values().copied().min().unwrap_or(0) } else { 0 };
+        let highest = self.highest_committed.map_or(0, |(s, _)| s);
+        // The slowest node's own commit point stays held: it is the slot its next
+        // commits are compared against first.
+        slowest.max(highest.saturating_sub(self.retained_slots))
+    }
+
+    fn drop_below_floor(&mut self) {
+        let floor = self.floor();
+        // A node seen for the first time may lower the floor; what was dropped stays
+        // dropped rather than taking that node's word as the reference.
+        self.dropped_below = self.dropped_below.max(floor);
+        while let Some(entry) = self.recent.first_entry() {
+            if *entry.key() >= floor {
+                break;
+            }
+            let (slot, reference) = entry.remove_entry();
+            if slot % self.anchor_every_slots == 0 {
+                self.anchors.insert(slot, reference);
+            }
+        }
+    }
+
+    /// The violations found, in the order found.
+    pub fn finish(self) -> Vec<Violation> {
+        self.violations
+    }
+}
+
+/// A [`SafetyChecker`] fed from streams that arrive interleaved (real mode: each node
+/// reports its own events in time order over its own link, but the reports of
+/// different nodes arrive with different delays). Observations wait in one queue per
+/// node until the caller's clock has passed their time by a lag, then go to the
+/// checker merged in time order; one that arrives after later ones already went is
+/// taken as late ([`SafetyChecker::observe_late`]). Memory is what arrives within one
+/// lag.
+pub struct SafetyStream {
+    /// Per node, in time order.
+    waiting: Vec<std::collections::VecDeque<Observation>>,
+    released_until: Nanos,
+    checker: SafetyChecker,
+}
+
+impl SafetyStream {
+    pub fn new(checker: SafetyChecker) -> Self {
+        SafetyStream { waiting: Vec::new(), released_until: 0, checker }
+    }
+
+    pub fn push(&mut self, observation: Observation) {
+        if observation.time < self.released_until {
+            self.checker.observe_late(&observation);
+            return;
+        }
+        let node = observation.node.0 as usize;
+        if self.waiting.len() <= node {
+            self.waiting.resize_with(node + 1, Default::default);
+        }
+        let queue = &mut self.waiting[node];
+        if queue.back().is_none_or(|last| last.time <= observation.time) {
+            queue.push_back(observation);
+        } else {
+            // Not expected from one node's link, but cheap to tolerate.
+            let at = queue.partition_point(|o| o.time <= observation.time);
+            queue.insert(at, observation);
+        }
+    }
+
+    /// Check everything up to `until` (nothing earlier is expected any more).
+    pub fn release(&mut self, until: Nanos) {
+        loop {
+            let earliest = self
+                .waiting
+                .iter()
+                .enumerate()
+                .filter_map(|(node, queue)| queue.front().map(|o| (o.time, node)))
+                .min()
+                .filter(|(time, _)| *time <= until);
+            let Some((_, node)) = earliest else { break };
+            let observation = self.waiting[node].pop_front().expect("a front");
+            self.checker.observe(&observation);
+        }
+        self.released_until = self.released_until.max(until);
+    }
+
+    /// Observations waiting for their turn.
+    pub fn waiting(&self) -> usize {
+        self.waiting.iter().map(std::collections::VecDeque::len).sum()
+    }
+
+    /// Check what is left and hand back the checker.
+    pub fn finish(mut self) -> SafetyChecker {
+        self.release(Nanos::MAX);
+        self.checker
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +483,88 @@ mod tests {
         let elected =
             Event::Elected { epoch: 2, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS, d(b"p1")] };
         assert!(check_observations(&[obs(1, 0, committed(1, b"a", b"p1")), obs(2, 1, elected)]).is_empty());
+    }
+
+    /// Chain values of a log whose entry at `diverge_at` (if any) differs.
+    fn chain(len: u64, diverge_at: Option<u64>) -> Vec<(Digest, Digest)> {
+        let mut prefix = Digest::GENESIS;
+        (1..=len)
+            .map(|slot| {
+                let entry = if Some(slot) == diverge_at { d(b"other") } else { d(&slot.to_le_bytes()) };
+                prefix = prefix.chain(slot, &entry);
+                (entry, prefix)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_divergence_at_a_dropped_slot_is_caught_at_the_next_slot_still_held() {
+        let mut checker = SafetyChecker::with_retention(4, 8);
+        let good = chain(40, None);
+        let mut time = 0;
+        for node in [0, 1] {
+            for (i, (entry, prefix)) in good.iter().enumerate() {
+                time += 1;
+                let slot = i as u64 + 1;
+                checker.observe(&obs(time, node, Event::Committed { slot, digest: *entry, prefix_digest: *prefix }));
+            }
+        }
+        assert!(checker.slots_held() <= 4 + 1 + 40 / 8, "held {}", checker.slots_held());
+        // A late node whose log differs at slot 3, which nobody holds any more.
+        let bad = chain(40, Some(3));
+        for (i, (entry, prefix)) in bad.iter().enumerate().take(12) {
+            time += 1;
+            let slot = i as u64 + 1;
+            checker.observe(&obs(time, 2, Event::Committed { slot, digest: *entry, prefix_digest: *prefix }));
+        }
+        let violations = checker.finish();
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].invariant, Invariant::LogMatching);
+        assert!(violations[0].detail.contains("slot 8"), "{}", violations[0].detail);
+    }
+
+    #[test]
+    fn a_lagging_node_keeps_the_slots_it_has_yet_to_commit() {
+        // Node 2 stopped at slot 10: the others' references from 10 on stay, however
+        // far they run (within the retention), so its next commit is compared exactly.
+        let mut checker = SafetyChecker::with_retention(1_000, 8).with_nodes(3);
+        let good = chain(500, None);
+        let mut time = 0;
+        for (node, upto) in [(2, 10), (0, 500), (1, 500)] {
+            for (i, (entry, prefix)) in good.iter().enumerate().take(upto) {
+                time += 1;
+                let slot = i as u64 + 1;
+                checker.observe(&obs(time, node, Event::Committed { slot, digest: *entry, prefix_digest: *prefix }));
+            }
+        }
+        assert_eq!(checker.slots_held(), 491 + 1);
+        checker.observe(&obs(time + 1, 2, Event::Committed { slot: 11, digest: d(b"x"), prefix_digest: d(b"y") }));
+        assert_eq!(verdict(&checker.finish()), "state-machine-safety");
+    }
+
+    #[test]
+    fn a_late_election_is_not_judged_against_commits_made_after_it() {
+        let mut checker = SafetyChecker::new();
+        checker.observe(&obs(10, 0, committed(1, b"a", b"p1")));
+        let elected = Event::Elected { epoch: 2, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS] };
+        checker.observe_late(&obs(5, 1, elected));
+        assert_eq!(checker.late_observations, 1);
+        assert!(checker.finish().is_empty());
+    }
+
+    #[test]
+    fn a_stream_puts_interleaved_reports_back_in_time_order() {
+        // Node 1's election reaches the harness before node 0's earlier commit: in
+        // time order the commit came first and the leader lacks it.
+        let elected = Event::Elected { epoch: 2, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS] };
+        let mut stream = SafetyStream::new(SafetyChecker::new());
+        stream.push(obs(20, 1, elected));
+        stream.push(obs(10, 0, committed(1, b"a", b"p1")));
+        stream.release(15);
+        assert_eq!(stream.waiting(), 1);
+        let checker = stream.finish();
+        assert_eq!(checker.late_observations, 0);
+        assert_eq!(verdict(&checker.finish()), "leader-completeness");
     }
 
     #[test]

@@ -157,9 +157,12 @@ fn first_broken(outcome: &ChaosOutcome) -> Option<(Invariant, String)> {
         return Some((v.invariant, v.to_string()));
     }
     match outcome.linearizability {
-        LinCheck::Violation { key, operations } => Some((
+        LinCheck::Violation { key, operations, from_ns } => Some((
             Invariant::Linearizability,
-            format!("no order of the {operations} operations on key {key} explains what the clients saw"),
+            format!(
+                "no order of the {operations} operations on key {key} from {:.3} ms explains what the clients saw",
+                qlab_core::nanos_to_ms(from_ns)
+            ),
         )),
         _ => None,
     }

@@ -97,8 +97,11 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
         LinCheck::Inconclusive { .. } => "inconclusive",
     };
     let mut violations: Vec<String> = outcome.violations.iter().map(ToString::to_string).collect();
-    if let LinCheck::Violation { key, operations } = outcome.linearizability {
-        violations.push(format!("linearizability: no order of the {operations} operations on key {key} explains them"));
+    if let LinCheck::Violation { key, operations, from_ns } = outcome.linearizability {
+        violations.push(format!(
+            "linearizability: no order of the {operations} operations on key {key} from {:.3} ms explains them",
+            qlab_core::nanos_to_ms(from_ns)
+        ));
     }
     let safety = match (&outcome.linearizability, outcome.violations.is_empty()) {
         (_, false) | (LinCheck::Violation { .. }, _) => "unsafe",

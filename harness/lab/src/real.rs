@@ -337,6 +337,48 @@ pub async fn drive_workload<M: Wired, C: Client>(
     }
 }
 
+// ---- checking as a run goes -----------------------------------------------------------
+
+/// How far behind the harness's clock observations are put in time order: a report
+/// that takes longer than this to arrive is checked as late.
+pub const REPORT_LAG_NS: u64 = 1_000_000_000;
+
+/// Move the observations that arrived into `stream`, and check those older than
+/// [`REPORT_LAG_NS`].
+pub fn feed_safety_stream<M: Wired, C: Client>(driver: &mut Driver<M, C>, stream: &mut crate::check::SafetyStream) {
+    for o in driver.take_observations() {
+        stream.push(Observation { time: o.time_ns, node: NodeId(o.node), event: o.event });
+    }
+    stream.release(driver.now_ns().saturating_sub(REPORT_LAG_NS));
+}
+
+/// [`run_segment`] in steps of a second, feeding the safety checker between steps and
+/// noting the harness's own resident memory, so a run of any length holds only what
+/// the checkers still need.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_segment_checked<M: Wired, C: Client>(
+    driver: &mut Driver<M, C>,
+    workload: &mut Workload,
+    cluster: &mut LocalCluster,
+    faults: &mut RealFaults,
+    schedule: &mut std::collections::VecDeque<(u64, ScheduledFault)>,
+    clients_started: u64,
+    until: u64,
+    on_done: &mut dyn FnMut(&Done),
+    stream: &mut crate::check::SafetyStream,
+    harness_rss_bytes_max: &mut u64,
+) -> Result<()> {
+    loop {
+        let step_until = (driver.now_ns() + 1_000_000_000).min(until);
+        run_segment(driver, workload, cluster, faults, schedule, clients_started, step_until, on_done).await?;
+        feed_safety_stream(driver, stream);
+        *harness_rss_bytes_max = (*harness_rss_bytes_max).max(qlab_net::runtime::process_rss_bytes());
+        if driver.now_ns() >= until {
+            return Ok(());
+        }
+    }
+}
+
 // ---- scheduled faults in quic mode --------------------------------------------------
 
 use crate::config::{NodeRef, ScheduledFault};
@@ -388,9 +430,9 @@ impl RealFaults {
     fn resolve<M: Wired, C: Client>(&self, driver: &Driver<M, C>, node: &NodeRef) -> Option<u32> {
         match node {
             NodeRef::Id(id) => Some(*id),
-            NodeRef::Leader => latest_leader(&observations_for_checkers(driver)),
+            NodeRef::Leader => driver.latest_elected.map(|(_, node)| node),
             NodeRef::Follower => {
-                let leader = latest_leader(&observations_for_checkers(driver));
+                let leader = driver.latest_elected.map(|(_, node)| node);
                 (0..self.blocked.len() as u32).rev().find(|id| Some(*id) != leader)
             }
         }
@@ -435,7 +477,7 @@ impl RealFaults {
                 }
             }
             ScheduledFault::TransferLeader { to, .. } => {
-                let leader = latest_leader(&observations_for_checkers(driver));
+                let leader = driver.latest_elected.map(|(_, node)| node);
                 if let (Some(leader), Some(to)) = (leader, self.resolve(driver, to)) {
                     let command = qlab_core::AdminCommand::TransferLeadership { to: qlab_core::NodeId(to) };
                     driver.harness().send(leader, &Wire::Control(Control::Admin(command)));

@@ -63,6 +63,7 @@ pub const THROUGHPUT_TRIAL_COLUMNS: &[&str] = &[
     "view_changes",
     "rss_mb_first",
     "rss_mb_max",
+    "rss_mb_harness_max",
     "safety",
     "violations",
 ];
@@ -522,6 +523,7 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
         "view_changes",
         "rss_mb_first",
         "rss_mb_max",
+        "rss_mb_harness_max",
     ]
     .into_iter()
     .filter(|column| table.column(column).is_some())

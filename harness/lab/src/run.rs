@@ -181,6 +181,7 @@ fn throughput_row(point: &Point, trial: u64, point_index: usize, seed: u64, outc
         outcome.view_changes.map(|v| v.to_string()).unwrap_or_default(),
         outcome.rss_mb_first.map(fmt_metric).unwrap_or_default(),
         outcome.rss_mb_max.map(fmt_metric).unwrap_or_default(),
+        outcome.rss_mb_harness_max.map(fmt_metric).unwrap_or_default(),
         outcome.safety.clone(),
         outcome.violations.join("; "),
     ]

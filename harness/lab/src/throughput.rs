@@ -45,6 +45,9 @@ pub struct ThroughputTrial {
     /// nodes in one process and reports neither.
     pub rss_mb_first: Option<f64>,
     pub rss_mb_max: Option<f64>,
+    /// Real mode: the harness process's largest resident memory in the window (its
+    /// clients and the checkers, which run as the trial goes), sampled every second.
+    pub rss_mb_harness_max: Option<f64>,
     pub safety: String,
     pub violations: Vec<String>,
 }
@@ -86,6 +89,8 @@ struct Window<'a> {
     protocol: BTreeMap<String, u64>,
     /// (first, max) resident memory in MiB, real mode.
     rss_mb: Option<(f64, f64)>,
+    /// The harness process's largest resident memory in MiB, real mode.
+    harness_rss_mb: Option<f64>,
 }
 
 impl ThroughputTrial {
@@ -107,6 +112,7 @@ impl ThroughputTrial {
             view_changes: None,
             rss_mb_first: None,
             rss_mb_max: None,
+            rss_mb_harness_max: None,
             safety: String::new(),
             violations: Vec::new(),
         }
@@ -132,6 +138,7 @@ impl ThroughputTrial {
             view_changes: window.protocol.get("view_changes").copied(),
             rss_mb_first: window.rss_mb.map(|r| r.0),
             rss_mb_max: window.rss_mb.map(|r| r.1),
+            rss_mb_harness_max: window.harness_rss_mb,
             safety,
             violations,
         }
@@ -324,6 +331,7 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
         cpu_s_harness: None,
         protocol,
         rss_mb: None,
+        harness_rss_mb: None,
     };
     ThroughputTrial::from_window(window, safety, violations)
 }
@@ -369,12 +377,16 @@ async fn measure_quic<P: LabProtocol>(
         faults.send_all(&driver);
     }
     crate::real::wait_for_leader(&mut driver, point.nodes).await?;
-    let mut workload = Workload::new(workload_config(experiment, point), seed);
+    // Checked as the run goes, so a run of any length fits in memory.
+    let mut workload = Workload::new(workload_config(experiment, point), seed).check_as_it_goes();
+    let mut stream = crate::check::SafetyStream::new(crate::check::SafetyChecker::new().with_nodes(point.nodes));
+    crate::real::feed_safety_stream(&mut driver, &mut stream);
     let clients_started = driver.now_ns();
     workload.start_all_at(clients_started);
     let mut scheduled = schedule(experiment);
     let warmup_end = clients_started + (file.workload.warmup_ms * 1e6) as Nanos;
-    crate::real::run_segment(
+    let mut harness_rss_bytes = 0;
+    crate::real::run_segment_checked(
         &mut driver,
         &mut workload,
         cluster,
@@ -383,6 +395,8 @@ async fn measure_quic<P: LabProtocol>(
         clients_started,
         warmup_end,
         &mut |_| {},
+        &mut stream,
+        &mut harness_rss_bytes,
     )
     .await?;
     let before = driver.request_counters();
@@ -391,7 +405,8 @@ async fn measure_quic<P: LabProtocol>(
     let window_end = window_start + (file.workload.duration_ms * 1e6) as Nanos;
     let mut latencies = histogram();
     let mut ops = 0u64;
-    crate::real::run_segment(
+    harness_rss_bytes = 0;
+    crate::real::run_segment_checked(
         &mut driver,
         &mut workload,
         cluster,
@@ -403,6 +418,8 @@ async fn measure_quic<P: LabProtocol>(
             ops += 1;
             let _ = latencies.record(((done.time_ns - done.submitted_ns) / 1_000).max(1));
         },
+        &mut stream,
+        &mut harness_rss_bytes,
     )
     .await?;
     let window_ns = driver.now_ns() - window_start;
@@ -423,8 +440,17 @@ async fn measure_quic<P: LabProtocol>(
     let messages = delta(|c| c.messages_sent);
     let bytes = delta(|c| c.bytes_sent);
     let cpu_s = delta(|c| c.cpu_ns) as f64 / 1e9 / point.nodes as f64;
-    let observations = crate::real::observations_for_checkers(&driver);
-    let (safety, violations) = judge(&observations, &workload, driver.now_ns());
+    crate::real::feed_safety_stream(&mut driver, &mut stream);
+    let checker = stream.finish();
+    let late = checker.late_observations;
+    let (violations, mut details) =
+        crate::check::verdicts(checker.finish(), workload.linearizability(), driver.now_ns());
+    if late > 0 {
+        details.push(format!(
+            "{late} observations arrived over {} s late: leader completeness was not checked against them",
+            crate::real::REPORT_LAG_NS / 1_000_000_000
+        ));
+    }
     let window = Window {
         latencies: &latencies,
         ops,
@@ -438,6 +464,7 @@ async fn measure_quic<P: LabProtocol>(
             &after.iter().map(|c| c.protocol.clone()).collect::<Vec<_>>(),
         ),
         rss_mb,
+        harness_rss_mb: Some(harness_rss_bytes as f64 / (1024.0 * 1024.0)),
     };
-    Ok(ThroughputTrial::from_window(window, safety, violations))
+    Ok(ThroughputTrial::from_window(window, verdict(&violations), details))
 }

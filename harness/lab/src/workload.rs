@@ -6,7 +6,7 @@
 //! checker tell every write apart. Every invocation and completion is recorded in
 //! [`Workload::history`] with the virtual time the client saw it.
 
-use crate::linearizability::HistoryOp;
+use crate::linearizability::{HistoryChecker, HistoryOp, LinCheck, OpHandle, check_history};
 use qlab_core::{Client, ClientId, Nanos, Op, OpResult, Protocol, Request};
 use qlab_sim::{Completion, Sim, Step};
 use rand::{RngExt, SeedableRng};
@@ -31,14 +31,24 @@ pub struct Workload {
     config: WorkloadConfig,
     rng: ChaCha8Rng,
     next_seq: Vec<u64>,
-    /// Per client: index of its open operation in `history`.
-    open: Vec<Option<usize>>,
+    /// Per client: its open operation.
+    open: Vec<Option<Open>>,
     /// Per client: when it submits its next operation (`None`: busy or stopped).
     ready_at: Vec<Option<Nanos>>,
     /// Per client: the last value it saw for each key, to build plausible CAS.
     last_seen: Vec<std::collections::HashMap<u64, Option<Vec<u8>>>>,
+    /// Every operation, unless the history is checked as it is made (`checker`).
     pub history: Vec<HistoryOp>,
+    checker: Option<HistoryChecker>,
     stopped: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Open {
+    /// Index in `history`.
+    Recorded(usize),
+    /// Handle in `checker`.
+    Streamed(OpHandle),
 }
 
 impl Workload {
@@ -53,8 +63,30 @@ impl Workload {
             ready_at: vec![None; n],
             last_seen: vec![Default::default(); n],
             history: Vec::new(),
+            checker: None,
             stopped: false,
         }
+    }
+
+    /// Check linearizability as operations happen instead of keeping the history: for
+    /// runs too long to hold it (see [`HistoryChecker`]).
+    pub fn check_as_it_goes(mut self) -> Self {
+        self.checker = Some(HistoryChecker::new());
+        self
+    }
+
+    /// The linearizability verdict on everything so far (for a streamed history, the
+    /// checker's final search; it can be asked once).
+    pub fn linearizability(&mut self) -> LinCheck {
+        match self.checker.take() {
+            Some(checker) => checker.finish(),
+            None => check_history(&self.history),
+        }
+    }
+
+    /// Operations the history checker holds (0 when the history is kept whole).
+    pub fn operations_held(&self) -> usize {
+        self.checker.as_ref().map_or(0, HistoryChecker::operations_held)
     }
 
     /// Every client will start at `at`.
@@ -97,8 +129,18 @@ impl Workload {
     /// Make client `client`'s next operation, recorded as invoked at `now`.
     pub fn issue(&mut self, client: usize, now: Nanos) -> Request {
         let request = self.next_request(client);
-        self.history.push(HistoryOp { client: client as u64, op: request.op.clone(), invoked: now, completed: None });
-        self.open[client] = Some(self.history.len() - 1);
+        self.open[client] = Some(match &mut self.checker {
+            Some(checker) => Open::Streamed(checker.invoke(&request.op, now)),
+            None => {
+                self.history.push(HistoryOp {
+                    client: client as u64,
+                    op: request.op.clone(),
+                    invoked: now,
+                    completed: None,
+                });
+                Open::Recorded(self.history.len() - 1)
+            }
+        });
         self.ready_at[client] = None;
         request
     }
@@ -111,8 +153,14 @@ impl Workload {
     /// Record that `client`'s open operation `request` returned `result` at `time`; the
     /// client becomes ready again after its think time.
     pub fn record_completion(&mut self, client: usize, time: Nanos, request: &Request, result: &OpResult) {
-        let index = self.open[client].take().expect("completion for an open operation");
-        self.history[index].completed = Some((time, result.clone()));
+        match self.open[client].take().expect("completion for an open operation") {
+            Open::Recorded(index) => self.history[index].completed = Some((time, result.clone())),
+            Open::Streamed(handle) => {
+                if let Some(checker) = &mut self.checker {
+                    checker.complete(handle, time, result);
+                }
+            }
+        }
         let key = request.op.key();
         match result {
             OpResult::Value(v) => {

@@ -48,7 +48,12 @@ pub struct Driver<M, C: Client> {
     outstanding: Vec<Option<(Request, u64)>>,
     start: Instant,
     start_unix_ns: u64,
+    /// What the nodes reported, in arrival order; a long run takes them out as it goes
+    /// ([`Driver::take_observations`]).
     pub observations: Vec<Observed>,
+    /// The highest epoch any node reported winning, and that node: kept apart from
+    /// `observations` so it survives their being taken.
+    pub latest_elected: Option<(u64, u32)>,
     pub counters: HashMap<u32, Counters>,
     /// Every resident-set-size report, as (ns since the cluster's start, node, bytes):
     /// nodes report every 500 ms and when asked, so this is each node's memory over time.
@@ -87,6 +92,7 @@ where
             start,
             start_unix_ns,
             observations: Vec::new(),
+            latest_elected: None,
             counters: HashMap::new(),
             rss_samples: Vec::new(),
             tagged: HashMap::new(),
@@ -188,6 +194,13 @@ where
                 Some(Done { client, request, result, from: node, submitted_ns, time_ns: received_ns })
             }
             Wire::Report(Report::Observed { node, time_ns, events }) => {
+                for event in &events {
+                    if let Event::Elected { epoch, .. } = event
+                        && self.latest_elected.is_none_or(|latest| (*epoch, node) > latest)
+                    {
+                        self.latest_elected = Some((*epoch, node));
+                    }
+                }
                 self.observations.extend(events.into_iter().map(|event| Observed { node, time_ns, event }));
                 None
             }
@@ -229,6 +242,11 @@ where
     /// The counters node `node` sent for request `tag`, if they arrived.
     pub fn counters_for_node(&self, tag: u64, node: u32) -> Option<Counters> {
         self.tagged.get(&tag)?.get(&node).cloned()
+    }
+
+    /// The observations that arrived since the last call, in arrival order.
+    pub fn take_observations(&mut self) -> Vec<Observed> {
+        std::mem::take(&mut self.observations)
     }
 
     /// Observations sorted by cluster time (each node's stream is already ordered).

@@ -182,7 +182,6 @@ fn unix_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// CPU time of this process (Linux `/proc/self/stat`, utime + stime); 0 elsewhere.
 /// The process's resident set size now (`VmRSS` in `/proc/self/status`), 0 if unknown.
 pub fn process_rss_bytes() -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0 };
@@ -193,6 +192,7 @@ pub fn process_rss_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// CPU time of this process (Linux `/proc/self/stat`, utime + stime); 0 elsewhere.
 pub fn process_cpu_ns() -> u64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0 };
     // Fields after the parenthesized command name; utime and stime are 14th and 15th.
