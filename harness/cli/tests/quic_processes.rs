@@ -198,6 +198,10 @@ crash = { who = "leader", at = "random-in-heartbeat" }
         let (first, max): (f64, f64) =
             (row[column("rss_mb_first")].parse().unwrap(), row[column("rss_mb_max")].parse().unwrap());
         assert!(first > 1.0 && max >= first && max < 1024.0, "rss {first} .. {max} MiB");
+        // So was the harness's own, which checks the run as it goes.
+        let harness: f64 = row[column("rss_mb_harness_max")].parse().unwrap();
+        assert!(harness > 1.0 && harness < 4096.0, "harness rss {harness} MiB");
+        assert_eq!(&row[column("safety")], "ok");
     }
     let leftovers = std::process::Command::new("pgrep").args(["-f", "qlab node --cluster"]).output().unwrap();
     // Cluster directories are named qlab-<pid of qlab run>-...; look for ours.
