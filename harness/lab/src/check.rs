@@ -134,6 +134,51 @@ struct CommittedSlot {
     node: NodeId,
 }
 
+/// References of consecutive slots `from ..`, held in a ring: slots are log indices,
+/// so they come nearly in order and a lookup is an index.
+#[derive(Default)]
+struct SlotWindow {
+    from: u64,
+    slots: std::collections::VecDeque<Option<CommittedSlot>>,
+}
+
+impl SlotWindow {
+    fn get(&self, slot: u64) -> Option<CommittedSlot> {
+        let index = slot.checked_sub(self.from)?;
+        self.slots.get(usize::try_from(index).ok()?).copied().flatten()
+    }
+
+    fn insert(&mut self, slot: u64, reference: CommittedSlot) {
+        if self.slots.is_empty() {
+            self.from = slot;
+        }
+        while slot < self.from {
+            self.slots.push_front(None);
+            self.from -= 1;
+        }
+        let index = (slot - self.from) as usize;
+        if self.slots.len() <= index {
+            self.slots.resize(index + 1, None);
+        }
+        self.slots[index] = Some(reference);
+    }
+
+    /// Remove every slot below `floor`, handing each held reference to `dropped`.
+    fn drop_below(&mut self, floor: u64, mut dropped: impl FnMut(u64, CommittedSlot)) {
+        while self.from < floor {
+            let Some(front) = self.slots.pop_front() else { break };
+            if let Some(reference) = front {
+                dropped(self.from, reference);
+            }
+            self.from += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+}
+
 /// Slots kept in full behind the highest committed one (see [`SafetyChecker`]).
 pub const RETAINED_SLOTS: u64 = 1 << 16;
 /// Below the retained window, every slot that is a multiple of this is kept.
@@ -154,14 +199,14 @@ pub const ANCHOR_EVERY_SLOTS: u64 = 1 << 12;
 pub struct SafetyChecker {
     leaders: HashMap<u64, NodeId>,
     /// References for slots at or above the floor.
-    recent: std::collections::BTreeMap<u64, CommittedSlot>,
+    recent: SlotWindow,
     /// References kept below the floor.
     anchors: std::collections::BTreeMap<u64, CommittedSlot>,
     highest_committed: Option<(u64, Digest)>,
     /// Every slot below this has been dropped, bar the anchors.
     dropped_below: u64,
     /// Each node's highest committed slot.
-    node_commits: HashMap<NodeId, u64>,
+    node_commits: Vec<Option<u64>>,
     reported: std::collections::HashSet<(Invariant, u64)>,
     violations: Vec<Violation>,
     retained_slots: u64,
@@ -194,7 +239,7 @@ impl SafetyChecker {
             anchors: Default::default(),
             highest_committed: None,
             dropped_below: 0,
-            node_commits: HashMap::new(),
+            node_commits: Vec::new(),
             reported: Default::default(),
             violations: Vec::new(),
             retained_slots: retained_slots.max(1),
@@ -223,7 +268,7 @@ impl SafetyChecker {
     }
 
     fn reference(&self, slot: u64) -> Option<CommittedSlot> {
-        self.recent.get(&slot).or_else(|| self.anchors.get(&slot)).copied()
+        self.recent.get(slot).or_else(|| self.anchors.get(&slot).copied())
     }
 
     /// Take the next observation (no earlier in time than the ones before it).
@@ -286,8 +331,11 @@ impl SafetyChecker {
             }
             Event::Committed { slot, digest, prefix_digest } => {
                 let (slot, digest, prefix_digest) = (*slot, *digest, *prefix_digest);
-                let node_commit = self.node_commits.entry(node).or_insert(0);
-                *node_commit = (*node_commit).max(slot);
+                let index = node.0 as usize;
+                if self.node_commits.len() <= index {
+                    self.node_commits.resize(index + 1, None);
+                }
+                self.node_commits[index] = Some(self.node_commits[index].map_or(slot, |s| s.max(slot)));
                 match self.reference(slot) {
                     Some(first) => {
                         if first.digest != digest {
@@ -315,10 +363,12 @@ impl SafetyChecker {
                     // type's comment): the node's next commit of a held slot covers it.
                     None if slot < self.dropped_below => {}
                     None => {
-                        self.recent.insert(slot, CommittedSlot { digest, prefix_digest, node });
                         if self.highest_committed.is_none_or(|(s, _)| slot > s) {
                             self.highest_committed = Some((slot, prefix_digest));
                         }
+                        // Drop first, so a jump ahead never widens the window.
+                        self.drop_below_floor();
+                        self.recent.insert(slot, CommittedSlot { digest, prefix_digest, node });
                     }
                 }
                 self.drop_below_floor();
@@ -342,8 +392,12 @@ impl SafetyChecker {
 
     /// Slots below this may be dropped.
     fn floor(&self) -> u64 {
-        let every_node_committed = self.nodes.is_some_and(|n| self.node_commits.len() as u32 >= n);
-        let slowest = if every_node_committed { self.node_commits.values().copied().min().unwrap_or(0) } else { 0 };
+        let slowest = match self.nodes {
+            Some(n) if self.node_commits.len() as u32 >= n => {
+                self.node_commits[..n as usize].iter().map(|c| c.unwrap_or(0)).min().unwrap_or(0)
+            }
+            _ => 0,
+        };
         let highest = self.highest_committed.map_or(0, |(s, _)| s);
         // The slowest node's own commit point stays held: it is the slot its next
         // commits are compared against first.
@@ -355,15 +409,13 @@ impl SafetyChecker {
         // A node seen for the first time may lower the floor; what was dropped stays
         // dropped rather than taking that node's word as the reference.
         self.dropped_below = self.dropped_below.max(floor);
-        while let Some(entry) = self.recent.first_entry() {
-            if *entry.key() >= floor {
-                break;
+        let every = self.anchor_every_slots;
+        let anchors = &mut self.anchors;
+        self.recent.drop_below(floor, |slot, reference| {
+            if slot % every == 0 {
+                anchors.insert(slot, reference);
             }
-            let (slot, reference) = entry.remove_entry();
-            if slot % self.anchor_every_slots == 0 {
-                self.anchors.insert(slot, reference);
-            }
-        }
+        });
     }
 
     /// The violations found, in the order found.
