@@ -95,7 +95,8 @@ pub fn verdicts(
                 detail: format!("key {key}"),
             });
             details.push(format!(
-                "linearizability violated on key {key} ({operations} operations from {:.3} ms)",
+                "linearizability violated on key {key} ({} from {:.3} ms)",
+                crate::linearizability::operations_phrase(operations).trim_start_matches("the "),
                 nanos_to_ms(from_ns)
             ));
         }

@@ -160,7 +160,8 @@ fn first_broken(outcome: &ChaosOutcome) -> Option<(Invariant, String)> {
         LinCheck::Violation { key, operations, from_ns } => Some((
             Invariant::Linearizability,
             format!(
-                "no order of the {operations} operations on key {key} from {:.3} ms explains what the clients saw",
+                "no order of {} on key {key} from {:.3} ms explains what the clients saw",
+                crate::linearizability::operations_phrase(operations),
                 qlab_core::nanos_to_ms(from_ns)
             ),
         )),

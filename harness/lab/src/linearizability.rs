@@ -96,6 +96,11 @@ pub fn check_history(history: &[HistoryOp]) -> LinCheck {
     checker.finish()
 }
 
+/// "the operation" or "the N operations", for reports.
+pub fn operations_phrase(operations: usize) -> String {
+    if operations == 1 { "the 1 operation".to_string() } else { format!("the {operations} operations") }
+}
+
 /// Names one invoked operation of a [`HistoryChecker`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OpHandle(u64);

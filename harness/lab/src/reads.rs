@@ -99,7 +99,8 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
     let mut violations: Vec<String> = outcome.violations.iter().map(ToString::to_string).collect();
     if let LinCheck::Violation { key, operations, from_ns } = outcome.linearizability {
         violations.push(format!(
-            "linearizability: no order of the {operations} operations on key {key} from {:.3} ms explains them",
+            "linearizability: no order of {} on key {key} from {:.3} ms explains them",
+            crate::linearizability::operations_phrase(operations),
             qlab_core::nanos_to_ms(from_ns)
         ));
     }
