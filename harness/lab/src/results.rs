@@ -413,7 +413,13 @@ pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
         record.extend([
             n.to_string(),
             stale.len().to_string(),
-            stale.first().and_then(|r| table.get(r, "trial")).unwrap_or("").to_string(),
+            // The lowest trial number, not the first row: rows land in completion order.
+            stale
+                .iter()
+                .filter_map(|r| table.get(r, "trial")?.parse::<u64>().ok())
+                .min()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
             other.to_string(),
             not_live.to_string(),
             fmt_metric(read_p50),
