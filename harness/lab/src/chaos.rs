@@ -427,6 +427,8 @@ pub fn run_paxos_compaction_ablation_chaos(
     let (mut paxos, network, rng) = paxos_chaos_setup(seed, config);
     let mut knobs = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_5000_0000_0000);
     paxos.checkpoint_every_slots = [2, 5, 10, 25][knobs.random_range(0..4usize)];
+    // Small chunks, so a transfer spans many messages and crashes land inside it.
+    paxos.state_chunk_bytes = [8, 32, 256][knobs.random_range(0..3usize)];
     paxos.ablate = ablate;
     run_chaos::<Paxos>(seed, config, paxos, network, rng)
 }

@@ -369,6 +369,9 @@ pub struct PaxosSection {
     /// Checkpoint the state machine every this many applied slots (0: never).
     #[serde(default)]
     pub checkpoint_every_slots: u64,
+    /// State transfer sends the checkpoint in chunks of at most this many bytes.
+    #[serde(default = "default_state_chunk_bytes")]
+    pub state_chunk_bytes: usize,
     /// `[paxos.ablate]`: Multi-Paxos's phase-1 value rule switched off.
     #[serde(default)]
     pub ablate: Option<toml::Spanned<qlab_paxos::PaxosAblations>>,
@@ -381,9 +384,14 @@ impl Default for PaxosSection {
             max_commands_per_slot: default_batch(),
             check_quorum: true,
             checkpoint_every_slots: 0,
+            state_chunk_bytes: default_state_chunk_bytes(),
             ablate: None,
         }
     }
+}
+
+fn default_state_chunk_bytes() -> usize {
+    qlab_paxos::DEFAULT_STATE_CHUNK_BYTES
 }
 
 fn default_window() -> usize {
@@ -1039,6 +1047,7 @@ impl Point {
             read_mode: self.read_mode,
             lease_drift_bound_ppm: *raft.lease_drift_bound_ppm.get_ref(),
             checkpoint_every_slots: paxos.checkpoint_every_slots,
+            state_chunk_bytes: paxos.state_chunk_bytes,
             ablate: paxos.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
         }
     }

@@ -64,7 +64,10 @@
 //! once that many slots were applied since the last checkpoint, and forgets the chosen
 //! and accepted values up to it: they are chosen and known to be, so no ballot can
 //! change them. A learner that needs slots the leader has forgotten is sent the leader's
-//! checkpoint instead (`Checkpoint`, the whole state: state transfer). Phase 1 needs care:
+//! checkpoint instead (state transfer), in chunks of at most `state_chunk_bytes`: the
+//! learner asks for each next chunk with the bytes it holds, so a lost chunk is asked
+//! for again on the next heartbeat and a transfer interrupted by a newer checkpoint
+//! starts over from it. Phase 1 needs care:
 //! a promise reports what the acceptor holds *above the candidate's commit point*, and an
 //! acceptor that checkpointed past that point can no longer list those slots one by one.
 //! It sends its checkpoint in the promise instead, and the candidate installs the
@@ -143,6 +146,9 @@ pub struct PaxosConfig {
     /// were applied since the last checkpoint; 0 never.
     #[serde(default)]
     pub checkpoint_every_slots: u64,
+    /// State transfer sends the checkpoint in chunks of at most this many bytes.
+    #[serde(default = "default_state_chunk_bytes")]
+    pub state_chunk_bytes: usize,
     /// Safety rules switched off, for counterexamples; all false is Multi-Paxos.
     #[serde(default)]
     pub ablate: PaxosAblations,
@@ -195,6 +201,7 @@ impl Default for PaxosConfig {
             read_mode: ReadMode::Log,
             lease_drift_bound_ppm: DEFAULT_DRIFT_BOUND_PPM,
             checkpoint_every_slots: 0,
+            state_chunk_bytes: DEFAULT_STATE_CHUNK_BYTES,
             ablate: PaxosAblations::default(),
         }
     }
@@ -274,6 +281,46 @@ impl Checkpoint {
     fn bytes(&self) -> usize {
         104 + self.state.len()
     }
+
+    fn header(&self) -> CheckpointHeader {
+        CheckpointHeader {
+            slot: self.slot,
+            digest: self.digest,
+            prefix_digest: self.prefix_digest,
+            state_digest: self.state_digest,
+            state_bytes: self.state.len() as u64,
+        }
+    }
+}
+
+/// A checkpoint without its state: what each chunk of a state transfer names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointHeader {
+    pub slot: Slot,
+    pub digest: Digest,
+    pub prefix_digest: Digest,
+    pub state_digest: Digest,
+    pub state_bytes: u64,
+}
+
+impl CheckpointHeader {
+    fn with_state(self, state: Vec<u8>) -> Checkpoint {
+        Checkpoint {
+            slot: self.slot,
+            digest: self.digest,
+            prefix_digest: self.prefix_digest,
+            state_digest: self.state_digest,
+            state: Arc::new(state),
+        }
+    }
+}
+
+/// Default `state_chunk_bytes`, as Raft's snapshot chunks: far below the real-mode frame
+/// limit, and a small state still goes in one message.
+pub const DEFAULT_STATE_CHUNK_BYTES: usize = 64 * 1024;
+
+fn default_state_chunk_bytes() -> usize {
+    DEFAULT_STATE_CHUNK_BYTES
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -294,12 +341,14 @@ pub enum Message {
     Heartbeat { ballot: Ballot, commit: Slot, read_round: u64 },
     /// `read_round` echoes the heartbeat's.
     HeartbeatAck { ballot: Ballot, commit: Slot, read_round: u64 },
-    /// A learner missing chosen values from `from_slot` on asks the leader.
-    CatchUp { from_slot: Slot },
+    /// A learner missing chosen values from `from_slot` on asks the leader; `resume`:
+    /// the checkpoint slot and bytes held of a state transfer under way.
+    CatchUp { from_slot: Slot, resume: Option<(Slot, u64)> },
     /// Chosen values of the contiguous slots `first_slot ..`.
     Learn { first_slot: Slot, values: Vec<Value> },
-    /// State transfer: the leader's checkpoint, for a learner asking for slots it forgot.
-    TransferState { checkpoint: Checkpoint },
+    /// State transfer: bytes `offset ..` of the leader's checkpoint state, for a learner
+    /// asking for slots it forgot.
+    TransferState { header: CheckpointHeader, offset: u64, chunk: Vec<u8> },
 }
 
 /// What an acceptor persists.
@@ -368,6 +417,8 @@ pub struct Paxos {
     checkpoint: Checkpoint,
     checkpoints_taken: u64,
     states_transferred_in: u64,
+    /// A state transfer under way: the checkpoint and the bytes received so far.
+    incoming_state: Option<(CheckpointHeader, Vec<u8>)>,
     /// The highest round seen in a refusal: the next ballot must beat it.
     round_seen: u64,
     last_applied: Slot,
@@ -666,7 +717,8 @@ impl Paxos {
             return;
         }
         self.catch_up_requested_at = Some(now);
-        ctx.send(leader, Message::CatchUp { from_slot: self.commit_index() + 1 });
+        let resume = self.incoming_state.as_ref().map(|(header, bytes)| (header.slot, bytes.len() as u64));
+        ctx.send(leader, Message::CatchUp { from_slot: self.commit_index() + 1, resume });
     }
 
     // ---- role changes -------------------------------------------------------------------
@@ -1026,14 +1078,27 @@ impl Paxos {
         self.retransmit_to(from, ctx);
     }
 
-    fn handle_catch_up(&mut self, from: NodeId, from_slot: Slot, ctx: &mut Context<'_, Self>) {
+    fn handle_catch_up(
+        &mut self,
+        from: NodeId,
+        from_slot: Slot,
+        resume: Option<(Slot, u64)>,
+        ctx: &mut Context<'_, Self>,
+    ) {
         let commit = self.commit_index();
         if from_slot == 0 || from_slot > commit {
             return;
         }
         if from_slot <= self.base() {
-            // Forgotten since the checkpoint: send the state instead of the slots.
-            ctx.send(from, Message::TransferState { checkpoint: self.checkpoint.clone() });
+            // Forgotten since the checkpoint: send the state instead of the slots, from
+            // where the learner's transfer of this same checkpoint stopped.
+            let state = &self.checkpoint.state;
+            let offset = resume
+                .filter(|(slot, held)| *slot == self.checkpoint.slot && *held <= state.len() as u64)
+                .map_or(0, |(_, held)| held as usize);
+            let end = (offset + self.config.state_chunk_bytes.max(1)).min(state.len());
+            let chunk = state[offset..end].to_vec();
+            ctx.send(from, Message::TransferState { header: self.checkpoint.header(), offset: offset as u64, chunk });
             return;
         }
         let end = commit.min(from_slot + self.config.max_values_per_message as Slot - 1);
@@ -1042,12 +1107,35 @@ impl Paxos {
         ctx.send(from, Message::Learn { first_slot: from_slot, values });
     }
 
-    fn handle_transfer_state(&mut self, checkpoint: Checkpoint, ctx: &mut Context<'_, Self>) {
-        if self.install_checkpoint(checkpoint, ctx) {
-            // As for a Learn that made progress: ask for what follows at once.
-            self.catch_up_requested_at = None;
-            self.maybe_catch_up(ctx);
+    fn handle_transfer_state(
+        &mut self,
+        header: CheckpointHeader,
+        offset: u64,
+        chunk: Vec<u8>,
+        ctx: &mut Context<'_, Self>,
+    ) {
+        if header.slot <= self.commit_index() {
+            return;
         }
+        let same = self.incoming_state.as_ref().is_some_and(|(h, _)| *h == header);
+        if !same {
+            if offset != 0 {
+                return; // a chunk of a transfer we are not in: ask afresh on the next round
+            }
+            self.incoming_state = Some((header, Vec::new()));
+        }
+        let (_, bytes) = self.incoming_state.as_mut().expect("a transfer under way");
+        if offset != bytes.len() as u64 || (chunk.is_empty() && header.state_bytes > 0) {
+            return; // a duplicate or a stale chunk: no progress, no new request
+        }
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() as u64 >= header.state_bytes {
+            let (header, state) = self.incoming_state.take().expect("a transfer under way");
+            self.install_checkpoint(header.with_state(state), ctx);
+        }
+        // As for a Learn that made progress: ask for what follows at once.
+        self.catch_up_requested_at = None;
+        self.maybe_catch_up(ctx);
     }
 
     fn handle_learn(&mut self, first_slot: Slot, values: Vec<Value>, ctx: &mut Context<'_, Self>) {
@@ -1122,6 +1210,7 @@ impl Protocol for Paxos {
             },
             checkpoints_taken: 0,
             states_transferred_in: 0,
+            incoming_state: None,
         }
     }
 
@@ -1190,9 +1279,9 @@ impl Protocol for Paxos {
             Message::HeartbeatAck { ballot, read_round, .. } => {
                 self.handle_heartbeat_ack(from, ballot, read_round, ctx)
             }
-            Message::CatchUp { from_slot } => self.handle_catch_up(from, from_slot, ctx),
+            Message::CatchUp { from_slot, resume } => self.handle_catch_up(from, from_slot, resume, ctx),
             Message::Learn { first_slot, values } => self.handle_learn(first_slot, values, ctx),
-            Message::TransferState { checkpoint } => self.handle_transfer_state(checkpoint, ctx),
+            Message::TransferState { header, offset, chunk } => self.handle_transfer_state(header, offset, chunk, ctx),
         }
     }
 
@@ -1287,9 +1376,9 @@ impl Protocol for Paxos {
             Message::Accept { values, .. } => 1 + BALLOT + 16 + values.iter().map(Value::encoded_bytes).sum::<usize>(),
             Message::Accepted { .. } => 1 + BALLOT + 16,
             Message::Nack { .. } => 1 + 2 * BALLOT,
-            Message::CatchUp { .. } => 9,
+            Message::CatchUp { resume, .. } => 9 + resume.map_or(1, |_| 17),
             Message::Learn { values, .. } => 9 + values.iter().map(Value::encoded_bytes).sum::<usize>(),
-            Message::TransferState { checkpoint } => 1 + checkpoint.bytes(),
+            Message::TransferState { chunk, .. } => 1 + 112 + 8 + chunk.len(),
         }
     }
 

@@ -243,7 +243,7 @@ fn a_lagging_learner_catches_up_from_the_leader() {
     c.now = 1;
     let out = c.deliver(0, Message::Heartbeat { ballot, commit: 3, read_round: 0 });
     let catch_up = sent(&out).into_iter().find(|(_, m)| matches!(m, Message::CatchUp { .. })).expect("catch-up");
-    assert_eq!(catch_up, (Some(NodeId(0)), Message::CatchUp { from_slot: 1 }));
+    assert_eq!(catch_up, (Some(NodeId(0)), Message::CatchUp { from_slot: 1, resume: None }));
     let learn = only(&sent(&a.deliver(2, catch_up.1))).1;
     assert_eq!(committed_slots(&c.deliver(0, learn)), vec![1, 2, 3]);
     assert_eq!(c.paxos.chosen(), a.paxos.chosen());
@@ -258,7 +258,7 @@ fn a_duplicated_learn_does_not_breed_catch_up_requests() {
     let ballot = Ballot { round: 1, node: NodeId(0) };
     c.now = 1;
     let out = c.deliver(0, Message::Heartbeat { ballot, commit: 2, read_round: 0 });
-    assert!(sent(&out).iter().any(|(_, m)| *m == Message::CatchUp { from_slot: 1 }));
+    assert!(sent(&out).iter().any(|(_, m)| *m == Message::CatchUp { from_slot: 1, resume: None }));
     let learn = Message::Learn { first_slot: 1, values: vec![value_of(command(1, b"a"))] };
     let asks = |out: &Out| sent(out).into_iter().filter(|(_, m)| matches!(m, Message::CatchUp { .. })).count();
     assert_eq!(asks(&c.deliver(0, learn.clone())), 1, "progress: ask for slot 2 at once");
