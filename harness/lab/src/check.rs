@@ -185,18 +185,18 @@ pub const RETAINED_SLOTS: u64 = 1 << 16;
 /// Below the retained window, every slot that is a multiple of this is kept.
 pub const ANCHOR_EVERY_SLOTS: u64 = 1 << 12;
 
-/// The replica invariants checked one observation at a time, in time order, with
-/// memory that does not grow with the length of the run.
+/// The replica invariants checked one observation at a time, in time order, in memory
+/// that grows only by one anchor per [`ANCHOR_EVERY_SLOTS`] slots however long the run.
 ///
 /// The first commit of each slot is the reference every later commit of that slot is
-/// compared with. A slot's reference is dropped once every node of the cluster has
-/// committed past it (when the cluster's size is given: no honest node reports a slot
-/// twice unless it restarts, and one that restarts reports its slots again), or once it falls more than [`RETAINED_SLOTS`] behind the highest
-/// committed slot; every [`ANCHOR_EVERY_SLOTS`]th reference is kept for good. Nothing is
-/// lost by dropping: a node whose log differs at slot `s` has a different prefix digest
-/// at every slot after `s`, so its next commit at a slot still held (at the latest the
-/// next anchor) reports the log-matching violation. Only the slot named in such a
-/// report is then the later one.
+/// compared with. A reference is dropped once every node of the cluster has committed
+/// past it (when the cluster's size is given), or once it falls more than
+/// [`RETAINED_SLOTS`] behind the highest committed slot; every
+/// [`ANCHOR_EVERY_SLOTS`]th reference is kept for good. Nothing is lost by dropping: a
+/// node whose log differs at slot `s` has a different prefix digest at every slot after
+/// `s`, so its next commit at a slot still held (at the latest the next anchor) reports
+/// the log-matching violation — a restarted node that reports old slots again included.
+/// Only the slot named in such a report is then the later one.
 pub struct SafetyChecker {
     leaders: HashMap<u64, NodeId>,
     /// References for slots at or above the floor.

@@ -6,8 +6,13 @@ use qlab_lab::linearizability::{HistoryOp, LinCheck, check_history};
 use std::collections::HashMap;
 
 fn op_strategy() -> impl Strategy<Value = Op> {
-    let key = 0u64..3;
-    let value = (0u8..4).prop_map(|v| vec![v]);
+    ops_over(3, 4)
+}
+
+/// Puts, gets and compare-and-swaps on keys `0..keys` with one-byte values `0..values`.
+fn ops_over(keys: u64, values: u8) -> impl Strategy<Value = Op> {
+    let key = 0u64..keys;
+    let value = (0u8..values).prop_map(|v| vec![v]);
     prop_oneof![
         (key.clone(), value.clone()).prop_map(|(key, value)| Op::Put { key, value }),
         key.clone().prop_map(|key| Op::Get { key }),
@@ -125,20 +130,7 @@ fn result_strategy() -> impl Strategy<Value = OpResult> {
 /// Small histories with made-up results and overlapping intervals on two keys: half of
 /// them have results taken from a run of the model, the rest anything.
 fn small_history() -> impl Strategy<Value = Vec<HistoryOp>> {
-    let op = {
-        let key = 0u64..2;
-        let value = (0u8..3).prop_map(|v| vec![v]);
-        prop_oneof![
-            (key.clone(), value.clone()).prop_map(|(key, value)| Op::Put { key, value }),
-            key.clone().prop_map(|key| Op::Get { key }),
-            (key, proptest::option::of(value.clone()), value).prop_map(|(key, expected, new)| Op::Cas {
-                key,
-                expected,
-                new
-            }),
-        ]
-    };
-    let one = (op, 0u64..12, 0u64..6, proptest::option::of(result_strategy()), 0u8..8);
+    let one = (ops_over(2, 3), 0u64..12, 0u64..6, proptest::option::of(result_strategy()), 0u8..8);
     (proptest::collection::vec(one, 1..8), any::<bool>()).prop_map(|(ops, from_model)| {
         let mut data = HashMap::new();
         ops.into_iter()
