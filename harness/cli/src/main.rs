@@ -142,6 +142,14 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                     report.run_dir.join("trials.csv").display(),
                     report.run_dir.display()
                 );
+            } else if report.inconclusive_trials > 0 {
+                // A checker that gave up proved nothing: those trials are not called ok.
+                say!(
+                    "safety: no violation found, but {} trial(s) inconclusive (a checker gave up; safety column \
+                     `inconclusive` in {})",
+                    report.inconclusive_trials,
+                    report.run_dir.join("trials.csv").display()
+                );
             } else if report.failed_trials == 0 {
                 say!("safety: every trial ok");
             } else if report.failed_trials < report.trials {
@@ -254,7 +262,7 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                         o.recovered,
                         o.safety
                     );
-                    (o.safety.clone(), &o.violations)
+                    (o.safety.to_string(), &o.violations)
                 }
                 run::ReplayOutcome::Counterexample(o, shrunk) => {
                     if let Some(shrunk) = shrunk {

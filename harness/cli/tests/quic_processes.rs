@@ -2,9 +2,9 @@
 //! 1,000 writes commit while the leader process is `kill -9`ed and restarted from its
 //! WAL; the checkers pass; every replica ends with the same log; nothing is left running.
 
+use qlab_check::check_observations;
+use qlab_check::linearizability::{LinCheck, check_history};
 use qlab_core::{Event, ms};
-use qlab_lab::check::check_observations;
-use qlab_lab::linearizability::{LinCheck, check_history};
 use qlab_lab::real::{WriteLoad, final_commits, latest_leader, observations_for_checkers};
 use qlab_net::cluster::{ClusterFile, LocalCluster, StorageKind};
 use qlab_net::drive::Driver;

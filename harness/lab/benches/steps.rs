@@ -17,10 +17,10 @@
 //!   client history (the busiest of 20 seeds, 5 nodes).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use qlab_check::check_observations;
+use qlab_check::linearizability::check_history;
 use qlab_core::{Action, ClientId, Context, NodeId, Op, Outbox, Protocol, Request, ms};
 use qlab_lab::chaos::{ChaosConfig, run_raft_chaos};
-use qlab_lab::check::check_observations;
-use qlab_lab::linearizability::check_history;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;

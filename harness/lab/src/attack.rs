@@ -7,10 +7,10 @@
 //! and the first invariant broken, when and where. `qlab replay RUN_DIR --trial K`
 //! re-runs a trial with a full trace.
 
-use crate::check::{Invariant, verdict};
 use crate::config::{Experiment, Point};
 use crate::protocols::LabProtocol;
 use crate::workload::Workload;
+use qlab_check::{Invariant, Verdict};
 use qlab_core::adversary::{FaultyConfig, MaliciousNode};
 use qlab_core::{ClientId, Nanos, NodeId};
 use qlab_sim::Sim;
@@ -29,7 +29,7 @@ pub struct AttackTrial {
     /// the end of the after phase: the throughput timeline.
     pub completions_per_bin: Vec<u64>,
     /// `ok`, or the invariants broken joined by `+`.
-    pub safety: String,
+    pub safety: Verdict,
     /// The first invariant broken (by time), if any.
     pub invariant: Option<Invariant>,
     pub violated_at_ms: Option<f64>,
@@ -78,7 +78,7 @@ pub fn run_trial<Q: LabProtocol>(
     for c in 0..point.clients {
         sim.add_client(Q::client(sim.config(), ClientId(c as u64), point.nodes, qlab_core::ms(100)));
     }
-    let mut workload = Workload::new(crate::throughput::workload_config(experiment, point), seed);
+    let mut workload = Workload::new(crate::trial::workload_config(experiment, point), seed);
     workload.start_all_at(0);
     // Completions by phase: before, during, after (first half), after (second half).
     let mut done = [0u64; 4];
@@ -106,7 +106,8 @@ pub fn run_trial<Q: LabProtocol>(
     let settle = sim.now() + 4 * point.heartbeat_ns().max(qlab_core::ms(50));
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
 
-    let (violations, details) = crate::check::judge_run(&sim.observations, &workload.history, sim.now());
+    let qlab_check::Judgement { verdict, violations, details } =
+        qlab_check::judge_run(&sim.observations, &workload.history, sim.now());
     // Highest epoch wins: a stale acknowledgement delivered late names an old leader.
     let leader_at_attack = sim
         .observations
@@ -126,7 +127,7 @@ pub fn run_trial<Q: LabProtocol>(
         recovered: done[3] > 0,
         leader_at_attack,
         completions_per_bin,
-        safety: verdict(&violations),
+        safety: verdict,
         invariant: violations.first().map(|v| v.invariant),
         violated_at_ms: violations.first().map(|v| qlab_core::nanos_to_ms(v.time)),
         violations: details,

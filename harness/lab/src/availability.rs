@@ -9,9 +9,9 @@
 //! A crash-fault protocol with n replicas stays available while k < n/2 — so 4 replicas
 //! tolerate no more failures than 3, and 2 none at all — which is what the figure shows.
 
-use crate::check::{check_observations, verdict};
 use crate::config::{Experiment, Point};
 use crate::protocols::LabProtocol;
+use qlab_check::{Verdict, check_observations};
 use qlab_core::{Event, Nanos, NodeId, majority};
 use qlab_sim::Sim;
 use rand::{RngExt, SeedableRng};
@@ -27,7 +27,7 @@ pub struct AvailabilityTrial {
     pub available_after_failures: f64,
     /// Distinct epochs in which a majority-backed leader was seen.
     pub leader_epochs: u64,
-    pub safety: String,
+    pub safety: Verdict,
     pub violations: Vec<String>,
 }
 
@@ -97,7 +97,7 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
         available_fraction: share(available, samples),
         available_after_failures: share(available_late, samples_late),
         leader_epochs: epochs.len() as u64,
-        safety: verdict(&violations),
+        safety: Verdict::of(&violations, false),
         violations: violations.iter().map(ToString::to_string).collect(),
     }
 }

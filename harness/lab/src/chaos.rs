@@ -6,10 +6,10 @@
 //! A run passes when every checker reports nothing and the cluster is live again once
 //! the faults heal: every client completes an operation it issued after healing.
 
-use crate::check::{Violation, check_observations};
-use crate::linearizability::{LinCheck, check_history};
 use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
+use qlab_check::linearizability::{LinCheck, check_history};
+use qlab_check::{Violation, check_observations};
 use qlab_core::adversary::{FaultyConfig, MaliciousNode};
 use qlab_core::reads::ReadMode;
 use qlab_core::{ClientId, Nanos, NodeId, ms};
@@ -103,7 +103,7 @@ pub struct ChaosOutcome {
     pub trace: Vec<String>,
     pub fault_log: Vec<String>,
     /// Every client operation, as the clients saw it.
-    pub history: Vec<crate::linearizability::HistoryOp>,
+    pub history: Vec<qlab_check::linearizability::HistoryOp>,
     /// Replica-to-replica messages sent.
     pub messages_sent: u64,
     /// The faults injected, replayable as [`ChaosConfig::schedule`].
@@ -189,7 +189,18 @@ impl ChaosOutcome {
 
     /// No checker found anything (liveness aside).
     pub fn is_safe(&self) -> bool {
-        self.violations.is_empty() && self.linearizability == LinCheck::Linearizable
+        self.verdict().is_ok()
+    }
+
+    /// What the checkers concluded (liveness is `live_after_heal`'s, not a verdict's).
+    pub fn verdict(&self) -> qlab_check::Verdict {
+        use qlab_check::{Invariant, Verdict};
+        let replicas = Verdict::of(&self.violations, false);
+        match self.linearizability {
+            LinCheck::Linearizable => replicas,
+            LinCheck::Violation { .. } => replicas.and(Verdict::Unsafe([Invariant::Linearizability].into())),
+            LinCheck::Inconclusive { .. } => replicas.and(Verdict::Inconclusive),
+        }
     }
 }
 
@@ -220,7 +231,7 @@ fn with_malicious<C, A>(honest: C, malicious: impl Iterator<Item = (NodeId, A)>)
 pub fn caught(
     run: impl Fn(u64) -> ChaosOutcome,
     seeds: std::ops::Range<u64>,
-    expected: &[crate::check::Invariant],
+    expected: &[qlab_check::Invariant],
     replay_command: impl Fn(u64) -> String,
 ) -> Result<String, String> {
     let count = seeds.end - seeds.start;
@@ -250,11 +261,11 @@ fn confirm_violation(
     run: &impl Fn(u64) -> ChaosOutcome,
     seed: u64,
     outcome: &ChaosOutcome,
-    expected: &[crate::check::Invariant],
+    expected: &[qlab_check::Invariant],
     replay: &str,
 ) -> Result<String, String> {
     let broke_expected = outcome.violations.iter().any(|v| expected.contains(&v.invariant))
-        || (expected.contains(&crate::check::Invariant::Linearizability)
+        || (expected.contains(&qlab_check::Invariant::Linearizability)
             && outcome.linearizability != LinCheck::Linearizable);
     if !broke_expected {
         return Err(format!(
@@ -279,7 +290,7 @@ pub fn caught_first(
     run: impl Fn(u64) -> ChaosOutcome,
     control: impl Fn(u64) -> ChaosOutcome,
     seeds: std::ops::Range<u64>,
-    expected: &[crate::check::Invariant],
+    expected: &[qlab_check::Invariant],
     replay_command: impl Fn(u64) -> String,
 ) -> Result<String, String> {
     let count = seeds.end - seeds.start;
@@ -623,7 +634,7 @@ pub fn run_chaos<P: LabProtocol>(
     let mut served_after_heal = vec![false; config.clients as usize];
     let history_len_at_heal = workload.history.len();
     let deadline = healed_at + config.recovery_deadline_ns;
-    let mut served = |history: &[crate::linearizability::HistoryOp]| {
+    let mut served = |history: &[qlab_check::linearizability::HistoryOp]| {
         for op in &history[history_len_at_heal..] {
             if op.invoked >= healed_at && op.completed.is_some() {
                 served_after_heal[op.client as usize] = true;

@@ -6,6 +6,11 @@
 //! `FILE:LINE:COLUMN: message`, and the message lists the allowed values or range.
 
 use crate::error::LabError;
+
+/// The seed PBFT keys are derived from in experiments: keys are made fresh for each
+/// cluster in a real deployment; a benchmark only needs every replica and client to
+/// hold its own.
+pub const PBFT_KEY_SEED: u64 = 0x9bf7;
 use qlab_core::Nanos;
 use qlab_core::reads::ReadMode;
 use qlab_paxos::PaxosConfig;
@@ -829,7 +834,7 @@ fn default_readers() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct CounterexampleSection {
     /// Sweep of case names (see `qlab_lab::counterexample::Case`).
-    pub cases: Sweep<crate::counterexample::Case>,
+    pub cases: Sweep<crate::case::Case>,
 }
 
 /// `kind = "disruption"`: the scenarios, each a fault schedule run under the same load.
@@ -967,7 +972,7 @@ pub struct Point {
     pub fault_profile: FaultProfile,
     pub clock_skew_ppm: u64,
     /// `kind = "counterexample"`: the case.
-    pub case: Option<crate::counterexample::Case>,
+    pub case: Option<crate::case::Case>,
     /// `kind = "attack"`: the attack and how many replicas run it.
     pub attack: AttackSpec,
     pub malicious: u32,
@@ -1052,7 +1057,7 @@ impl Point {
         }
     }
     pub fn pbft_config(&self, section: &PbftSection) -> PbftConfig {
-        let mut config = PbftConfig::with_keys(crate::protocols::PBFT_KEY_SEED, self.nodes, self.clients.max(1) as u64);
+        let mut config = PbftConfig::with_keys(PBFT_KEY_SEED, self.nodes, self.clients.max(1) as u64);
         config.view_change_timeout_ns = (section.view_change_timeout_ms * 1e6).round() as Nanos;
         config.checkpoint_interval = section.checkpoint_interval;
         config.log_window = section.log_window;
@@ -1531,7 +1536,7 @@ impl Experiment {
                 column: 1,
                 message: format!(
                     "a counterexample experiment needs [counterexample] cases = [...], from {}",
-                    crate::counterexample::Case::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+                    crate::case::Case::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
                 ),
             });
         };

@@ -13,114 +13,15 @@
 //! [`crate::chaos::shrink`]) and prints the minimal schedule with the event trace up to
 //! the first violation.
 
+pub use crate::case::Case;
 use crate::chaos::{ChaosConfig, ChaosOutcome, ChaosSchedule, run_raft_ablation_chaos, run_raft_chaos, shrink};
-use crate::check::Invariant;
 use crate::config::Experiment;
-use crate::linearizability::LinCheck;
+use qlab_check::linearizability::LinCheck;
+use qlab_check::{Invariant, Verdict};
 use qlab_core::reads::ReadMode;
 use qlab_core::{ClientId, NodeId, Op, Request, ms, nanos_to_ms};
-use qlab_raft::{Raft, RaftAblations};
-use serde::{Deserialize, Serialize};
+use qlab_raft::Raft;
 use std::path::Path;
-
-/// The cases, as experiment files name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Case {
-    MultipleVotesPerTerm,
-    NoUpToDateCheck,
-    NoPrevLogCheck,
-    FixedTimeout,
-    RandomizedTimeout,
-    TwoNodes,
-    FourVsThree,
-    SixVsFive,
-    FollowerStaleReads,
-    MinorityLeaderRollback,
-}
-
-impl Case {
-    pub const ALL: &'static [Case] = &[
-        Case::MultipleVotesPerTerm,
-        Case::NoUpToDateCheck,
-        Case::NoPrevLogCheck,
-        Case::FixedTimeout,
-        Case::RandomizedTimeout,
-        Case::TwoNodes,
-        Case::FourVsThree,
-        Case::SixVsFive,
-        Case::FollowerStaleReads,
-        Case::MinorityLeaderRollback,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Case::MultipleVotesPerTerm => "multiple-votes-per-term",
-            Case::NoUpToDateCheck => "no-up-to-date-check",
-            Case::NoPrevLogCheck => "no-prev-log-check",
-            Case::FixedTimeout => "fixed-timeout",
-            Case::RandomizedTimeout => "randomized-timeout",
-            Case::TwoNodes => "two-nodes",
-            Case::FourVsThree => "four-vs-three",
-            Case::SixVsFive => "six-vs-five",
-            Case::FollowerStaleReads => "follower-stale-reads",
-            Case::MinorityLeaderRollback => "minority-leader-rollback",
-        }
-    }
-
-    /// What the case sets up and what showing means, for the summary and the README.
-    pub fn description(self) -> &'static str {
-        match self {
-            Case::MultipleVotesPerTerm => {
-                "Raft, 3 nodes, chaos; a server votes for every candidate of a term (no §5.2 rule): split brain, two leaders in one term"
-            }
-            Case::NoUpToDateCheck => {
-                "Raft, 3 nodes, chaos; votes without the §5.4.1 log comparison: a leader lacking committed entries overwrites them"
-            }
-            Case::NoPrevLogCheck => {
-                "Raft, 3 nodes, chaos; appends without the §5.3 prevLog check: logs diverge under matching indices"
-            }
-            Case::FixedTimeout => {
-                "Raft, 5 nodes, leader crashed, every timeout 150 ms (no randomization): shows when an election needs more than one term (split votes)"
-            }
-            Case::RandomizedTimeout => {
-                "the same with timeouts drawn from 150-300 ms (the contrast): shows when an election needs more than one term"
-            }
-            Case::TwoNodes => {
-                "Raft, 2 nodes, one crashes for good: shows when no leader a majority follows is left (a majority of 2 is 2)"
-            }
-            Case::FourVsThree => {
-                "Raft, 4 nodes: shows when a leader survives 1 failure but none survives 2, the tolerance of 3 nodes"
-            }
-            Case::SixVsFive => {
-                "Raft, 6 nodes: shows when a leader survives 2 failures but none survives 3, the tolerance of 5 nodes"
-            }
-            Case::FollowerStaleReads => {
-                "Raft, 3 nodes, chaos; reads answered by any replica from its own state: a history that is not linearizable"
-            }
-            Case::MinorityLeaderRollback => {
-                "Raft, 5 nodes; the leader and one follower cut off while a client writes to it, healed after the majority moved on: shows when the old leader steps down and drops its uncommitted entries (every checker must still pass)"
-            }
-        }
-    }
-
-    /// Whether trials of this case are chaos runs whose fault schedule can be shrunk.
-    pub fn shrinkable(self) -> bool {
-        self.chaos().is_some()
-    }
-
-    /// The ablation and read mode of a chaos-based case.
-    fn chaos(self) -> Option<(RaftAblations, ReadMode)> {
-        let only = |name| RaftAblations::only(name).expect("a known ablation");
-        match self {
-            Case::MultipleVotesPerTerm => Some((only("multiple_votes_per_term"), ReadMode::Log)),
-            Case::NoUpToDateCheck => Some((only("vote_without_log_check"), ReadMode::Log)),
-            Case::NoPrevLogCheck => Some((only("skip_prev_log_check"), ReadMode::Log)),
-            Case::FollowerStaleReads => Some((RaftAblations::default(), ReadMode::FollowerStale)),
-            _ => None,
-        }
-    }
-}
 
 /// What one trial of a case found.
 #[derive(Debug)]
@@ -132,8 +33,8 @@ pub struct CaseTrial {
     pub detail: String,
     /// Faults the run injected (chaos cases).
     pub faults: usize,
-    /// `ok` unless a checker found something the case does not explain.
-    pub safety: String,
+    /// `ok` unless a checker found something the case does not explain (or gave up).
+    pub safety: Verdict,
     pub violations: Vec<String>,
     pub trace: Vec<String>,
     pub fault_log: Vec<String>,
@@ -161,7 +62,7 @@ fn first_broken(outcome: &ChaosOutcome) -> Option<(Invariant, String)> {
             Invariant::Linearizability,
             format!(
                 "no order of {} on key {key} from {:.3} ms explains what the clients saw",
-                crate::linearizability::operations_phrase(operations),
+                qlab_check::linearizability::operations_phrase(operations),
                 qlab_core::nanos_to_ms(from_ns)
             ),
         )),
@@ -182,7 +83,14 @@ fn chaos_trial(case: Case, outcome: ChaosOutcome) -> CaseTrial {
             |(_, detail)| detail,
         ),
         faults: outcome.faults_injected,
-        safety: if unexplained { "unsafe".into() } else { "ok".into() },
+        // What the case explains is its showing, not a verdict against the run.
+        safety: if unexplained {
+            Verdict::of(&outcome.violations, false)
+        } else if outcome.verdict().is_inconclusive() {
+            Verdict::Inconclusive
+        } else {
+            Verdict::Ok
+        },
         violations: outcome.violations.iter().map(ToString::to_string).collect(),
         trace: outcome.trace,
         fault_log: outcome.fault_log,
@@ -220,7 +128,7 @@ fn election_case(case: Case, seed: u64, trace: bool) -> CaseTrial {
 }
 
 /// Share of the time after `failures` permanent crashes with a majority-backed leader.
-fn available_after(nodes: u32, failures: u32, seed: u64) -> (f64, String, Vec<String>) {
+fn available_after(nodes: u32, failures: u32, seed: u64) -> (f64, Verdict, Vec<String>) {
     let experiment = builtin(&format!(
         "[experiment]\nname = \"cx\"\nkind = \"availability\"\ntrials = 1\n\n[cluster]\nprotocol = \"raft\"\nnodes = \
          {nodes}\n\n[network]\nlatency_ms = {{ dist = \"normal\", mean = 2.0, stddev = 0.5 }}\n\n[availability]\nfailures \
@@ -238,7 +146,7 @@ fn availability_case(case: Case, seed: u64) -> CaseTrial {
         _ => (6, 2, 3),
     };
     let (up_before, safety_a, mut violations) =
-        if survives > 0 { available_after(nodes, survives, seed) } else { (1.0, "ok".into(), vec![]) };
+        if survives > 0 { available_after(nodes, survives, seed) } else { (1.0, Verdict::Ok, vec![]) };
     let (up_after, safety_b, more) = available_after(nodes, fails, seed);
     violations.extend(more);
     // Surviving is having a majority-backed leader most of the time after the failures
@@ -259,7 +167,7 @@ fn availability_case(case: Case, seed: u64) -> CaseTrial {
         invariant: if showed { format!("availability: no majority after {fails} failure(s)") } else { String::new() },
         detail,
         faults: fails as usize,
-        safety: if safety_a == "ok" && safety_b == "ok" { "ok".into() } else { "unsafe".into() },
+        safety: safety_a.and(safety_b),
         violations,
         trace: vec![],
         fault_log: vec![],
@@ -317,8 +225,8 @@ fn rollback_case(seed: u64, trace: bool) -> CaseTrial {
     let rolled_back = appended.saturating_sub(committed_before) as usize;
     let stepped_down = node.role() != Role::Leader && node.current_term() > old_term;
     let showed = new.is_some() && stepped_down && rolled_back > 0 && kept_old == 0;
-    let violations: Vec<String> =
-        crate::check::check_observations(&sim.observations).iter().map(ToString::to_string).collect();
+    let found = qlab_check::check_observations(&sim.observations);
+    let violations: Vec<String> = found.iter().map(ToString::to_string).collect();
     CaseTrial {
         showed,
         invariant: if showed { "old leader rolled back (log matching restored)".into() } else { String::new() },
@@ -329,7 +237,7 @@ fn rollback_case(seed: u64, trace: bool) -> CaseTrial {
             node.current_term()
         ),
         faults: 2,
-        safety: if violations.is_empty() { "ok".into() } else { "unsafe".into() },
+        safety: Verdict::of(&found, false),
         violations,
         trace: sim.trace().to_vec(),
         fault_log: vec![

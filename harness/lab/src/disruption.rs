@@ -15,7 +15,7 @@
 
 use crate::config::{Experiment, Point, ScheduledFault};
 use crate::protocols::LabProtocol;
-use crate::throughput::{cluster_with_leader, judge, run_sim_segment, workload_config};
+use crate::trial::{cluster_with_leader, judge, run_sim_segment, workload_config};
 use crate::workload::Workload;
 use qlab_core::{Event, Nanos, NodeId};
 use qlab_sim::Sim;
@@ -36,7 +36,7 @@ pub struct DisruptionTrial {
     pub fault_until_ms: f64,
     pub timeline_bin_ms: f64,
     pub completions_per_bin: Vec<u64>,
-    pub safety: String,
+    pub safety: qlab_check::Verdict,
     pub violations: Vec<String>,
     /// The simulator's event trace, when asked for (`qlab replay`).
     pub trace: Vec<String>,

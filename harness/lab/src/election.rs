@@ -19,10 +19,10 @@
 //! A trial that has not elected a leader `max_election_ms` after the crash is censored:
 //! recorded at that bound with `censored = true`.
 
-use crate::check::verdict;
 use crate::config::{Experiment, Point};
 use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
+use qlab_check::Verdict;
 use qlab_core::{ClientId, Event, Nanos, NodeId, Op, Request, nanos_to_ms};
 use qlab_sim::Sim;
 use rand::{RngExt, SeedableRng};
@@ -37,7 +37,7 @@ pub struct ElectionTrial {
     pub unavailable_ms: Option<f64>,
     pub terms: u64,
     pub censored: bool,
-    pub safety: String,
+    pub safety: Verdict,
     pub violations: Vec<String>,
     pub messages: u64,
     pub trace: Vec<String>,
@@ -226,7 +226,8 @@ fn finish<P: LabProtocol>(
     censored: bool,
     note: String,
 ) -> ElectionTrial {
-    let (violations, mut details) = crate::check::judge_run(&sim.observations, &workload.history, sim.now());
+    let judgement = qlab_check::judge_run(&sim.observations, &workload.history, sim.now());
+    let mut details = judgement.details;
     if !note.is_empty() {
         details.push(note);
     }
@@ -235,7 +236,7 @@ fn finish<P: LabProtocol>(
         unavailable_ms: unavailable_ns.map(nanos_to_ms),
         terms,
         censored,
-        safety: verdict(&violations),
+        safety: judgement.verdict,
         violations: details,
         messages: sim.stats.messages_sent,
         trace: sim.trace().to_vec(),
@@ -327,7 +328,7 @@ pub fn run_trial_quic<P: LabProtocol>(
             nanos_to_ms(unavailable_until.map_or((file.limits.max_election_ms * 1e6) as Nanos, |t| t - crash_time))
         });
         let observations = real::observations_for_checkers(&driver);
-        let (safety, violations) = crate::throughput::judge(&observations, &workload, driver.now_ns());
+        let (safety, violations) = crate::trial::judge(&observations, &workload, driver.now_ns());
         let messages = driver.counters.values().map(|c| c.messages_sent).sum();
         Ok::<_, crate::LabError>(ElectionTrial {
             election_ms: nanos_to_ms(election_ns),

@@ -17,8 +17,8 @@
 
 pub mod attack;
 pub mod availability;
+pub mod case;
 pub mod chaos;
-pub mod check;
 pub mod compare;
 pub mod config;
 pub mod counterexample;
@@ -26,7 +26,6 @@ pub mod disruption;
 pub mod election;
 pub mod error;
 pub mod gallery;
-pub mod linearizability;
 pub mod plot;
 pub mod protocols;
 pub mod reads;
@@ -34,6 +33,7 @@ pub mod real;
 pub mod results;
 pub mod run;
 pub mod throughput;
+pub mod trial;
 pub mod workload;
 
 pub use error::{LabError, Result};

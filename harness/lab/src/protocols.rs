@@ -100,10 +100,7 @@ impl LabProtocol for Paxos {
     }
 }
 
-/// The seed PBFT keys are derived from in experiments: keys are made fresh for each
-/// cluster in a real deployment; a benchmark only needs every replica and client to
-/// hold its own.
-pub const PBFT_KEY_SEED: u64 = 0x9bf7;
+pub use crate::config::PBFT_KEY_SEED;
 
 impl LabProtocol for Pbft {
     type Client = PbftClient;

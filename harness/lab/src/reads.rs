@@ -15,8 +15,8 @@
 
 use crate::chaos::{ChaosConfig, ChaosOutcome, FaultKinds, run_paxos_chaos, run_raft_chaos};
 use crate::config::{Experiment, FaultProfile, Point, ProtocolName};
-use crate::linearizability::LinCheck;
 use crate::results::quantile;
+use qlab_check::linearizability::LinCheck;
 use qlab_core::nanos_to_ms;
 
 /// What one reads trial found.
@@ -33,8 +33,9 @@ pub struct ReadsTrial {
     /// `yes`, `no` or `inconclusive` (the search ran out of budget).
     pub linearizable: &'static str,
     pub live_after_heal: bool,
-    /// `ok` when every checker passed and the history is linearizable.
-    pub safety: &'static str,
+    /// What the checkers concluded; whether the clients were served again after
+    /// healing is `live_after_heal`'s to say.
+    pub safety: qlab_check::Verdict,
     pub violations: Vec<String>,
     pub outcome: ChaosOutcome,
 }
@@ -100,15 +101,11 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
     if let LinCheck::Violation { key, operations, from_ns } = outcome.linearizability {
         violations.push(format!(
             "linearizability: no order of {} on key {key} from {:.3} ms explains them",
-            crate::linearizability::operations_phrase(operations),
+            qlab_check::linearizability::operations_phrase(operations),
             qlab_core::nanos_to_ms(from_ns)
         ));
     }
-    let safety = match (&outcome.linearizability, outcome.violations.is_empty()) {
-        (_, false) | (LinCheck::Violation { .. }, _) => "unsafe",
-        (LinCheck::Inconclusive { .. }, true) => "inconclusive",
-        (LinCheck::Linearizable, true) => "ok",
-    };
+    let safety = outcome.verdict();
     ReadsTrial {
         reads: read_ms.len(),
         writes: write_ms.len(),

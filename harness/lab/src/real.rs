@@ -52,7 +52,7 @@ fn node_config<P: LabProtocol>(
     Ok(config)
 }
 
-use crate::linearizability::HistoryOp;
+use qlab_check::linearizability::HistoryOp;
 use qlab_core::{Client, ClientId, Digest, Event, NodeId, Op, Request};
 use qlab_net::drive::{Done, Driver};
 use qlab_sim::Observation;
@@ -345,7 +345,7 @@ pub const REPORT_LAG_NS: u64 = 1_000_000_000;
 
 /// Move the observations that arrived into `stream`, and check those older than
 /// [`REPORT_LAG_NS`].
-pub fn feed_safety_stream<M: Wired, C: Client>(driver: &mut Driver<M, C>, stream: &mut crate::check::SafetyStream) {
+pub fn feed_safety_stream<M: Wired, C: Client>(driver: &mut Driver<M, C>, stream: &mut qlab_check::SafetyStream) {
     for o in driver.take_observations() {
         stream.push(Observation { time: o.time_ns, node: NodeId(o.node), event: o.event });
     }
@@ -365,7 +365,7 @@ pub async fn run_segment_checked<M: Wired, C: Client>(
     clients_started: u64,
     until: u64,
     on_done: &mut dyn FnMut(&Done),
-    stream: &mut crate::check::SafetyStream,
+    stream: &mut qlab_check::SafetyStream,
     harness_rss_bytes_max: &mut u64,
 ) -> Result<()> {
     loop {

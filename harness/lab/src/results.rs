@@ -1,6 +1,7 @@
 //! The run directory: trial rows appended as they finish, the summary, provenance.
 
 use crate::error::{LabError, Result};
+use qlab_check::Verdict;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -231,6 +232,7 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             "attacker_led",
             "first_unsafe_trial",
             "invariants",
+            "inconclusive",
             "verdict",
         ]))
         .map_err(csv_err)?;
@@ -240,7 +242,8 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
     );
     for (values, rows) in table.group_by(&key) {
         let unsafe_rows: Vec<&&Vec<String>> =
-            rows.iter().filter(|r| table.get(r, "safety").is_some_and(|s| s != "ok")).collect();
+            rows.iter().filter(|r| table.verdict(r).is_some_and(|v| v.is_unsafe())).collect();
+        let inconclusive = table.inconclusive_count(&rows);
         let not_recovered = rows.iter().filter(|r| table.get(r, "recovered") == Some("false")).count();
         // Seeds in which the attack began with a malicious replica leading (replicas
         // 0..malicious are the malicious ones).
@@ -260,6 +263,8 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             format!("violated in {} of {n}", unsafe_rows.len())
         } else if not_recovered > 0 {
             format!("stalled in {not_recovered} of {n}")
+        } else if inconclusive > 0 {
+            format!("inconclusive in {inconclusive} of {n}")
         } else {
             "safe".to_string()
         };
@@ -272,6 +277,7 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             attacker_led.to_string(),
             first,
             invariants.join(" "),
+            inconclusive.to_string(),
             verdict.clone(),
         ]);
         writer.write_record(&record).map_err(csv_err)?;
@@ -305,11 +311,12 @@ pub fn summarize_disruption(table: &Table, path: &Path) -> Result<()> {
             "elections_mean",
             "epochs_advanced_mean",
             "unsafe",
+            "inconclusive",
         ]))
         .map_err(csv_err)?;
     for (values, rows) in table.group_by(DISRUPTION_POINT_COLUMNS) {
         let column = |name: &str| -> Vec<f64> { rows.iter().filter_map(|r| table.number(r, name)).collect() };
-        let unsafe_trials = rows.iter().filter(|r| table.get(r, "safety").is_some_and(|s| s != "ok")).count();
+        let unsafe_trials = table.unsafe_count(&rows);
         let mut outages = column("unavailable_ms");
         outages.sort_by(f64::total_cmp);
         let mut record = values.clone();
@@ -321,6 +328,7 @@ pub fn summarize_disruption(table: &Table, path: &Path) -> Result<()> {
             fmt_metric(mean(&column("elections"))),
             fmt_metric(mean(&column("epochs_advanced"))),
             unsafe_trials.to_string(),
+            table.inconclusive_count(&rows).to_string(),
         ]);
         writer.write_record(&record).map_err(csv_err)?;
     }
@@ -340,17 +348,19 @@ pub fn summarize_availability(table: &Table, path: &Path) -> Result<()> {
             "available_fraction_mean",
             "available_after_failures_mean",
             "unsafe",
+            "inconclusive",
         ]))
         .map_err(csv_err)?;
     for (values, rows) in table.group_by(AVAILABILITY_POINT_COLUMNS) {
         let column = |name: &str| -> Vec<f64> { rows.iter().filter_map(|r| table.number(r, name)).collect() };
-        let unsafe_trials = rows.iter().filter(|r| table.get(r, "safety").is_some_and(|s| s != "ok")).count();
+        let unsafe_trials = table.unsafe_count(&rows);
         let mut record = values.clone();
         record.extend([
             rows.len().to_string(),
             fmt_metric(mean(&column("available_fraction"))),
             fmt_metric(mean(&column("available_after_failures"))),
             unsafe_trials.to_string(),
+            table.inconclusive_count(&rows).to_string(),
         ]);
         writer.write_record(&record).map_err(csv_err)?;
     }
@@ -395,7 +405,7 @@ pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
         let other = rows
             .iter()
             .filter(|r| {
-                table.get(r, "safety") == Some("unsafe")
+                table.verdict(r).is_some_and(|v| v.is_unsafe())
                     && table.get(r, "linearizable") != Some("no")
                     && table.get(r, "violations").is_some_and(|v| !v.is_empty())
             })
@@ -465,6 +475,7 @@ pub fn summarize_counterexamples(table: &Table, dir: &Path) -> Result<()> {
             "first_failing_trial",
             "invariant",
             "unexplained",
+            "inconclusive",
             "description",
         ])
         .map_err(csv_err)?;
@@ -473,14 +484,13 @@ pub fn summarize_counterexamples(table: &Table, dir: &Path) -> Result<()> {
     );
     for (values, rows) in table.group_by(COUNTEREXAMPLE_POINT_COLUMNS) {
         let showed: Vec<&&Vec<String>> = rows.iter().filter(|r| table.get(r, "showed") == Some("true")).collect();
-        let unexplained = rows.iter().filter(|r| table.get(r, "safety").is_some_and(|s| s != "ok")).count();
+        let unexplained = table.unsafe_count(&rows);
         let first = showed.iter().min_by_key(|r| table.number(r, "trial").map_or(u64::MAX, |t| t as u64));
         let mut invariants: Vec<&str> = showed.iter().filter_map(|r| table.get(r, "invariant")).collect();
         invariants.sort_unstable();
         invariants.dedup();
-        let description = values[0]
-            .parse::<crate::counterexample::Case>()
-            .map_or(String::new(), |case| case.description().to_string());
+        let description =
+            values[0].parse::<crate::case::Case>().map_or(String::new(), |case| case.description().to_string());
         let seed = first.and_then(|r| table.get(r, "seed")).unwrap_or("").to_string();
         writer
             .write_record([
@@ -491,6 +501,7 @@ pub fn summarize_counterexamples(table: &Table, dir: &Path) -> Result<()> {
                 first.and_then(|r| table.get(r, "trial")).unwrap_or("").to_string(),
                 invariants.join("; "),
                 unexplained.to_string(),
+                table.inconclusive_count(&rows).to_string(),
                 description,
             ])
             .map_err(csv_err)?;
@@ -537,7 +548,7 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
     let mut header: Vec<&str> = THROUGHPUT_POINT_COLUMNS.to_vec();
     header.push("trials");
     header.extend(&averaged);
-    header.push("unsafe_trials");
+    header.extend(["unsafe_trials", "inconclusive_trials"]);
     writer.write_record(&header).map_err(csv_err)?;
     for (key, rows) in table.group_by(THROUGHPUT_POINT_COLUMNS) {
         let mut record = key.clone();
@@ -546,9 +557,8 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
             let values: Vec<f64> = rows.iter().filter_map(|r| table.number(r, column)).collect();
             record.push(fmt_metric(mean(&values)));
         }
-        record.push(
-            rows.iter().filter(|r| !matches!(table.get(r, "safety"), Some("ok") | Some("error"))).count().to_string(),
-        );
+        record.push(table.unsafe_count(&rows).to_string());
+        record.push(table.inconclusive_count(&rows).to_string());
         writer.write_record(&record).map_err(csv_err)?;
     }
     writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
@@ -622,6 +632,26 @@ impl Table {
         self.get(row, name).and_then(|v| v.parse().ok())
     }
 
+    /// The row's `safety` verdict. Rows written before verdicts were typed may say
+    /// `unsafe` without naming invariants: that reads as unsafe with none named.
+    pub fn verdict(&self, row: &[String]) -> Option<Verdict> {
+        match self.get(row, "safety")? {
+            "unsafe" => Some(Verdict::Unsafe(Default::default())),
+            text => text.parse().ok(),
+        }
+    }
+
+    /// Rows of `rows` some checker found unsafe (not those that could not run or were
+    /// inconclusive).
+    pub fn unsafe_count(&self, rows: &[&Vec<String>]) -> usize {
+        rows.iter().filter(|r| self.verdict(r).is_some_and(|v| v.is_unsafe())).count()
+    }
+
+    /// Rows of `rows` on which a checker gave up without finding a violation.
+    pub fn inconclusive_count(&self, rows: &[&Vec<String>]) -> usize {
+        rows.iter().filter(|r| self.verdict(r).is_some_and(|v| v.is_inconclusive())).count()
+    }
+
     /// Rows grouped by the values of `key_columns`, in order of first appearance.
     pub fn group_by(&self, key_columns: &[&str]) -> Vec<(Vec<String>, Vec<&Vec<String>>)> {
         let mut order: Vec<Vec<String>> = Vec::new();
@@ -679,6 +709,7 @@ pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
         "unavailable_ms_p99",
         "terms_mean",
         "unsafe_trials",
+        "inconclusive_trials",
     ]);
     writer.write_record(&header).map_err(csv_err)?;
     for (key, rows) in table.group_by(ELECTION_POINT_COLUMNS) {
@@ -692,8 +723,7 @@ pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
         let terms = sorted("terms");
         let censored = rows.iter().filter(|r| table.get(r, "censored") == Some("true")).count();
         // A trial that could not run ("error") is not an unsafe one.
-        let unsafe_trials =
-            rows.iter().filter(|r| !matches!(table.get(r, "safety"), Some("ok") | Some("error"))).count();
+        let unsafe_trials = table.unsafe_count(&rows);
         let mut record = key.clone();
         record.extend([
             rows.len().to_string(),
@@ -707,6 +737,7 @@ pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
             fmt_metric(quantile(&unavailable, 0.99)),
             fmt_metric(mean(&terms)),
             unsafe_trials.to_string(),
+            table.inconclusive_count(&rows).to_string(),
         ]);
         writer.write_record(&record).map_err(csv_err)?;
     }

@@ -13,6 +13,7 @@ use crate::protocols::LabProtocol;
 use crate::results::{self, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter, fmt_metric};
 use crate::throughput::{self, ThroughputTrial};
 use indicatif::{ProgressBar, ProgressStyle};
+use qlab_check::Verdict;
 use qlab_net::netns::{Netem, NetnsHosts};
 use qlab_paxos::Paxos;
 use qlab_paxos::attacks::{MaliciousPaxos, PaxosAttack};
@@ -50,6 +51,8 @@ pub struct RunReport {
     pub unsafe_trials: u64,
     /// Trials that could not run (their rows say why).
     pub failed_trials: u64,
+    /// Trials no checker found unsafe but some checker gave up on: neither ok nor unsafe.
+    pub inconclusive_trials: u64,
     pub figures: Vec<PathBuf>,
     pub wall_seconds: f64,
 }
@@ -84,7 +87,7 @@ fn election_row(point: &Point, trial: u64, point_index: usize, seed: u64, outcom
         outcome.terms.to_string(),
         outcome.censored.to_string(),
         outcome.messages.to_string(),
-        outcome.safety.clone(),
+        outcome.safety.to_string(),
         outcome.violations.join("; "),
     ]
 }
@@ -111,7 +114,7 @@ fn availability_row(
         fmt_metric(outcome.available_fraction),
         fmt_metric(outcome.available_after_failures),
         outcome.leader_epochs.to_string(),
-        outcome.safety.clone(),
+        outcome.safety.to_string(),
         outcome.violations.join("; "),
     ]
 }
@@ -148,7 +151,7 @@ fn disruption_row(
         fmt_metric(outcome.fault_until_ms),
         fmt_metric(outcome.timeline_bin_ms),
         outcome.completions_per_bin.iter().map(u64::to_string).collect::<Vec<_>>().join(" "),
-        outcome.safety.clone(),
+        outcome.safety.to_string(),
         outcome.violations.join("; "),
     ]
 }
@@ -182,7 +185,7 @@ fn throughput_row(point: &Point, trial: u64, point_index: usize, seed: u64, outc
         outcome.rss_mb_first.map(fmt_metric).unwrap_or_default(),
         outcome.rss_mb_max.map(fmt_metric).unwrap_or_default(),
         outcome.rss_mb_harness_max.map(fmt_metric).unwrap_or_default(),
-        outcome.safety.clone(),
+        outcome.safety.to_string(),
         outcome.violations.join("; "),
     ]
 }
@@ -223,8 +226,7 @@ fn panic_row(
     error_row(&results::columns(kind), row, message)
 }
 
-/// Run trial `trial` and make its row; the bools say whether it was unsafe and whether
-/// it could not run at all.
+/// Run trial `trial` and make its row and verdict (`Error` when it could not run at all).
 fn run_one(
     experiment: &Experiment,
     point: &Point,
@@ -233,25 +235,25 @@ fn run_one(
     seed: u64,
     node_binary: &Path,
     run_dir: &Path,
-) -> (Vec<String>, bool, bool) {
+) -> (Vec<String>, Verdict) {
     if let (Kind::Counterexample, Some(case)) = (experiment.file.experiment.kind, point.case) {
         let outcome = crate::counterexample::run_trial(case, seed, false);
         let replay = format!("qlab replay {} --trial {trial}", run_dir.display());
         let row = counterexample_row(case, trial, point_index, seed, &outcome, &replay);
-        return (row, outcome.safety != "ok", false);
+        return (row, outcome.safety);
     }
     if experiment.file.experiment.kind == Kind::Reads {
         let outcome = crate::reads::run_trial(experiment, point, seed, false);
         let replay = format!("qlab replay {} --trial {trial}", run_dir.display());
         let row = reads_row(experiment, point, trial, point_index, seed, &outcome, &replay);
-        return (row, outcome.safety != "ok", false);
+        return (row, outcome.safety);
     }
     if experiment.file.experiment.kind == Kind::Attack {
         let outcome = run_attack_trial(experiment, point, seed, false);
         let replay = format!("qlab replay {} --trial {trial}", run_dir.display());
         let window = (experiment.file.attack.from_ms, experiment.file.attack.until_ms);
         let row = attack_row(point, window, trial, point_index, seed, &outcome, &replay);
-        return (row, outcome.safety != "ok", false);
+        return (row, outcome.safety);
     }
     match point.protocol {
         ProtocolName::Raft => run_one_of::<Raft>(experiment, point, trial, point_index, seed, node_binary),
@@ -316,10 +318,10 @@ fn attack_row(
         window.1.to_string(),
         attack::TIMELINE_BIN_MS.to_string(),
         outcome.completions_per_bin.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "),
-        outcome.safety.clone(),
+        outcome.safety.to_string(),
         outcome.invariant.map_or(String::new(), |i| i.name().to_string()),
         outcome.violated_at_ms.map(fmt_metric).unwrap_or_default(),
-        if outcome.safety == "ok" { String::new() } else { replay.to_string() },
+        if outcome.safety.is_ok() { String::new() } else { replay.to_string() },
         first_violations(&outcome.violations),
     ]
 }
@@ -341,8 +343,8 @@ fn counterexample_row(
         outcome.invariant.clone(),
         outcome.detail.clone(),
         outcome.faults.to_string(),
-        outcome.safety.clone(),
-        if outcome.showed || outcome.safety != "ok" { replay.to_string() } else { String::new() },
+        outcome.safety.to_string(),
+        if outcome.showed || !outcome.safety.is_ok() { replay.to_string() } else { String::new() },
         first_violations(&outcome.violations),
     ]
 }
@@ -378,7 +380,7 @@ fn reads_row(
         outcome.linearizable.to_string(),
         outcome.live_after_heal.to_string(),
         outcome.safety.to_string(),
-        if outcome.safety == "ok" { String::new() } else { replay.to_string() },
+        if outcome.safety.is_ok() { String::new() } else { replay.to_string() },
         first_violations(&outcome.violations),
     ]
 }
@@ -401,7 +403,7 @@ fn run_one_of<P: LabProtocol>(
     point_index: usize,
     seed: u64,
     node_binary: &Path,
-) -> (Vec<String>, bool, bool) {
+) -> (Vec<String>, Verdict) {
     let columns = results::columns(experiment.file.experiment.kind);
     let prefix = |row: Vec<String>| {
         row.into_iter().take(results::point_columns(experiment.file.experiment.kind).len() + 3).collect()
@@ -412,42 +414,41 @@ fn run_one_of<P: LabProtocol>(
         }
         (Kind::Availability, _) => {
             let outcome = crate::availability::run_trial::<P>(experiment, point, seed);
-            (availability_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
+            (availability_row(point, trial, point_index, seed, &outcome), outcome.safety.clone())
         }
         (Kind::Disruption, _) => {
             let outcome = crate::disruption::run_trial::<P>(experiment, point, seed, false);
-            (disruption_row(experiment, point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
+            (disruption_row(experiment, point, trial, point_index, seed, &outcome), outcome.safety.clone())
         }
         (Kind::Election, Mode::Sim) => {
             let outcome = election::run_trial::<P>(experiment, point, seed, false);
-            (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
+            (election_row(point, trial, point_index, seed, &outcome), outcome.safety.clone())
         }
         (Kind::Election, Mode::Quic) => match election::run_trial_quic::<P>(experiment, point, seed, node_binary) {
-            Ok(outcome) => (election_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false),
+            Ok(outcome) => (election_row(point, trial, point_index, seed, &outcome), outcome.safety.clone()),
             Err(e) => {
                 let blank = ElectionTrial {
                     election_ms: f64::NAN,
                     unavailable_ms: None,
                     terms: 0,
                     censored: false,
-                    safety: String::new(),
+                    safety: Verdict::Error,
                     violations: vec![],
                     messages: 0,
                     trace: vec![],
                 };
                 (
                     error_row(&columns, prefix(election_row(point, trial, point_index, seed, &blank)), &e.to_string()),
-                    false,
-                    true,
+                    Verdict::Error,
                 )
             }
         },
         (Kind::Throughput, Mode::Sim) => {
             let outcome = throughput::run_trial_sim::<P>(experiment, point, seed);
-            (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false)
+            (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety.clone())
         }
         (Kind::Throughput, Mode::Quic) => match throughput::run_trial_quic::<P>(experiment, point, seed, node_binary) {
-            Ok(outcome) => (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety != "ok", false),
+            Ok(outcome) => (throughput_row(point, trial, point_index, seed, &outcome), outcome.safety.clone()),
             Err(e) => {
                 let blank = ThroughputTrial::blank();
                 (
@@ -456,8 +457,7 @@ fn run_one_of<P: LabProtocol>(
                         prefix(throughput_row(point, trial, point_index, seed, &blank)),
                         &e.to_string(),
                     ),
-                    false,
-                    true,
+                    Verdict::Error,
                 )
             }
         },
@@ -574,7 +574,8 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     let next_trial = AtomicU64::new(0);
     let mut unsafe_trials = 0u64;
     let mut failed_trials = 0u64;
-    let (sender, receiver) = mpsc::channel::<(u64, Vec<String>, bool, bool)>();
+    let mut inconclusive_trials = 0u64;
+    let (sender, receiver) = mpsc::channel::<(u64, Vec<String>, Verdict)>();
     let mut write_error = None;
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(total.max(1) as usize) {
@@ -599,7 +600,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         run_one(experiment, point, trial, point_index, trial_seed, node_binary, run_dir)
                     }));
-                    let (row, is_unsafe, failed) = outcome.unwrap_or_else(|payload| {
+                    let (row, verdict) = outcome.unwrap_or_else(|payload| {
                         let message = payload
                             .downcast_ref::<String>()
                             .cloned()
@@ -607,18 +608,19 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
                             .unwrap_or_else(|| "a panic without a message".into());
                         let message =
                             format!("trial panicked: {message} (qlab replay {} --trial {trial})", run_dir.display());
-                        (panic_row(experiment, point, trial, point_index, trial_seed, &message), false, true)
+                        (panic_row(experiment, point, trial, point_index, trial_seed, &message), Verdict::Error)
                     });
-                    if sender.send((trial, row, is_unsafe, failed)).is_err() {
+                    if sender.send((trial, row, verdict)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(sender);
-        for (_, row, is_unsafe, failed) in receiver {
-            unsafe_trials += is_unsafe as u64;
-            failed_trials += failed as u64;
+        for (_, row, verdict) in receiver {
+            unsafe_trials += verdict.is_unsafe() as u64;
+            failed_trials += (verdict == Verdict::Error) as u64;
+            inconclusive_trials += verdict.is_inconclusive() as u64;
             if write_error.is_none()
                 && let Err(e) = writer.append(&row)
             {
@@ -647,7 +649,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
     meta.wall_seconds = Some((wall_seconds * 1000.0).round() / 1000.0);
     results::write_meta(&run_dir, &meta)?;
-    Ok(RunReport { run_dir, trials: total, unsafe_trials, failed_trials, figures, wall_seconds })
+    Ok(RunReport { run_dir, trials: total, unsafe_trials, failed_trials, inconclusive_trials, figures, wall_seconds })
 }
 
 /// Redraw the figures (and summary) of a finished or interrupted run from its CSV.

@@ -9,13 +9,14 @@
 //! In `quic` mode the same happens with one `qlab node` process per replica, and CPU
 //! time per node is measured too.
 
-use crate::check::verdict;
-use crate::config::{Experiment, NodeRef, Point, ScheduledFault};
+use crate::config::{Experiment, Point};
 use crate::protocols::LabProtocol;
-use crate::workload::{Workload, WorkloadConfig};
+use crate::trial::{cluster_with_leader, judge, run_sim_segment, schedule, workload_config};
+use crate::workload::Workload;
 use hdrhistogram::Histogram;
-use qlab_core::{ClientId, Nanos, NodeId};
-use qlab_sim::{Observation, Sim};
+use qlab_check::Verdict;
+use qlab_core::{Nanos, NodeId};
+use qlab_sim::Sim;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,32 +49,13 @@ pub struct ThroughputTrial {
     /// Real mode: the harness process's largest resident memory in the window (its
     /// clients and the checkers, which run as the trial goes), sampled every second.
     pub rss_mb_harness_max: Option<f64>,
-    pub safety: String,
+    pub safety: Verdict,
     pub violations: Vec<String>,
 }
 
 /// Latencies in microseconds, 1 µs to 1 minute, 3 significant digits.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
-}
-
-pub(crate) fn workload_config(experiment: &Experiment, point: &Point) -> WorkloadConfig {
-    let w = &experiment.file.workload;
-    WorkloadConfig {
-        clients: point.clients,
-        keys: w.keys,
-        value_bytes: point.value_bytes,
-        think_ns: (w.think_ms * 1e6) as Nanos,
-        read_ratio: w.read_ratio,
-        cas_ratio: 0.0,
-        readers: 0,
-    }
-}
-
-/// Judge a finished run: replica invariants and linearizability of the history.
-pub fn judge(observations: &[Observation], workload: &Workload, end: Nanos) -> (String, Vec<String>) {
-    let (violations, details) = crate::check::judge_run(observations, &workload.history, end);
-    (verdict(&violations), details)
 }
 
 /// What a measurement window saw, before it becomes a trial row.
@@ -113,12 +95,12 @@ impl ThroughputTrial {
             rss_mb_first: None,
             rss_mb_max: None,
             rss_mb_harness_max: None,
-            safety: String::new(),
+            safety: Verdict::Error,
             violations: Vec::new(),
         }
     }
 
-    fn from_window(window: Window<'_>, safety: String, violations: Vec<String>) -> Self {
+    fn from_window(window: Window<'_>, safety: Verdict, violations: Vec<String>) -> Self {
         let ops = window.ops;
         let per_op = |v: u64| if ops == 0 { f64::NAN } else { v as f64 / ops as f64 };
         let quantile = |q: f64| if ops == 0 { f64::NAN } else { window.latencies.value_at_quantile(q) as f64 / 1000.0 };
@@ -167,115 +149,6 @@ fn protocol_deltas(before: &[Vec<(String, u64)>], after: &[Vec<(String, u64)>]) 
         }
     }
     sums
-}
-
-/// The schedule, sorted by time, with times as nanoseconds after the clients start.
-fn schedule(experiment: &Experiment) -> std::collections::VecDeque<(Nanos, ScheduledFault)> {
-    let mut faults: Vec<(Nanos, ScheduledFault)> = experiment
-        .file
-        .faults
-        .as_ref()
-        .map(|f| f.schedule.get_ref().iter().map(|fault| ((fault.at_ms() * 1e6) as Nanos, fault.clone())).collect())
-        .unwrap_or_default();
-    faults.sort_by_key(|(at, _)| *at);
-    faults.into()
-}
-
-/// Carry out one scheduled fault on the simulator. `crashed_leader` remembers the
-/// node a `crash` of `"leader"` hit, which is what a later `restart` of `"leader"` means.
-fn apply_sim<P: LabProtocol>(sim: &mut Sim<P, P::Client>, fault: &ScheduledFault, crashed_leader: &mut Option<NodeId>) {
-    let resolve = |sim: &Sim<P, P::Client>, node: &NodeRef, crashed: Option<NodeId>| match node {
-        NodeRef::Id(id) => Some(NodeId(*id)),
-        NodeRef::Leader => sim.leader().or(crashed),
-        NodeRef::Follower => sim.up_nodes().into_iter().rev().find(|id| Some(*id) != sim.leader()),
-    };
-    match fault {
-        ScheduledFault::Partition { groups, .. } => {
-            let groups: Vec<Vec<NodeId>> = groups.iter().map(|g| g.iter().map(|id| NodeId(*id)).collect()).collect();
-            sim.partition(&groups);
-        }
-        ScheduledFault::Cut { from, to, .. } => {
-            if let (Some(from), Some(to)) = (resolve(sim, from, *crashed_leader), resolve(sim, to, *crashed_leader)) {
-                sim.set_link_blocked(from, to, true);
-            }
-        }
-        ScheduledFault::Heal { .. } => sim.heal(),
-        ScheduledFault::Isolate { node, .. } => {
-            if let Some(alone) = resolve(sim, node, *crashed_leader) {
-                let rest: Vec<NodeId> = (0..sim.node_count()).map(NodeId).filter(|id| *id != alone).collect();
-                sim.partition(&[vec![alone], rest]);
-            }
-        }
-        ScheduledFault::Crash { node, .. } => {
-            if let Some(id) = resolve(sim, node, None) {
-                if *node == NodeRef::Leader {
-                    *crashed_leader = Some(id);
-                }
-                sim.crash(id);
-            }
-        }
-        ScheduledFault::Restart { node, .. } => {
-            let id = match node {
-                NodeRef::Id(id) => Some(NodeId(*id)),
-                NodeRef::Leader => *crashed_leader,
-                NodeRef::Follower => (0..sim.node_count()).rev().map(NodeId).find(|id| !sim.is_up(*id)),
-            };
-            if let Some(id) = id {
-                sim.restart(id);
-            }
-        }
-        ScheduledFault::TransferLeader { to, .. } => {
-            if let (Some(leader), Some(to)) = (sim.leader(), resolve(sim, to, *crashed_leader)) {
-                sim.admin(leader, qlab_core::AdminCommand::TransferLeadership { to });
-            }
-        }
-    }
-}
-
-/// Run the workload to `until`, applying every scheduled fault that falls due.
-pub(crate) fn run_sim_segment<P: LabProtocol>(
-    sim: &mut Sim<P, P::Client>,
-    workload: &mut Workload,
-    schedule: &mut std::collections::VecDeque<(Nanos, ScheduledFault)>,
-    clients_started: Nanos,
-    until: Nanos,
-    crashed_leader: &mut Option<NodeId>,
-    on_done: &mut dyn FnMut(&qlab_sim::Completion),
-) {
-    while let Some((at, _)) = schedule.front() {
-        let due = clients_started + at;
-        if due > until {
-            break;
-        }
-        workload.run(sim, due, |_, done| on_done(done), |_| false);
-        let (_, fault) = schedule.pop_front().expect("peeked");
-        apply_sim(sim, &fault, crashed_leader);
-    }
-    workload.run(sim, until, |_, done| on_done(done), |_| false);
-}
-
-/// A simulated cluster of the point with its clients added (not yet submitting), run
-/// until a leader exists, so what follows is about load, not the first election.
-pub(crate) fn cluster_with_leader<P: LabProtocol>(
-    experiment: &Experiment,
-    point: &Point,
-    seed: u64,
-    trace: bool,
-) -> Sim<P, P::Client> {
-    let file = &experiment.file;
-    let mut sim: Sim<P, P::Client> = point.sim(&file.network, P::config(point, file), seed);
-    if trace {
-        sim.enable_trace();
-    }
-    for c in 0..point.clients {
-        sim.add_client(P::client(sim.config(), ClientId(c as u64), point.nodes, qlab_core::ms(100)));
-    }
-    let mut deadline = 0;
-    while sim.leader().is_none() && deadline < qlab_core::ms(60_000) {
-        deadline += point.heartbeat_ns();
-        sim.run_to(deadline);
-    }
-    sim
 }
 
 pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64) -> ThroughputTrial {
@@ -379,7 +252,7 @@ async fn measure_quic<P: LabProtocol>(
     crate::real::wait_for_leader(&mut driver, point.nodes).await?;
     // Checked as the run goes, so a run of any length fits in memory.
     let mut workload = Workload::new(workload_config(experiment, point), seed).check_as_it_goes();
-    let mut stream = crate::check::SafetyStream::new(crate::check::SafetyChecker::new().with_nodes(point.nodes));
+    let mut stream = qlab_check::SafetyStream::new(qlab_check::SafetyChecker::new().with_nodes(point.nodes));
     crate::real::feed_safety_stream(&mut driver, &mut stream);
     let clients_started = driver.now_ns();
     workload.start_all_at(clients_started);
@@ -443,8 +316,8 @@ async fn measure_quic<P: LabProtocol>(
     crate::real::feed_safety_stream(&mut driver, &mut stream);
     let checker = stream.finish();
     let late = checker.late_observations;
-    let (violations, mut details) =
-        crate::check::verdicts(checker.finish(), workload.linearizability(), driver.now_ns());
+    let qlab_check::Judgement { verdict, mut details, .. } =
+        qlab_check::judge(checker.finish(), workload.linearizability(), driver.now_ns());
     if late > 0 {
         details.push(format!(
             "{late} observations arrived over {} s late: leader completeness was not checked against them",
@@ -466,5 +339,5 @@ async fn measure_quic<P: LabProtocol>(
         rss_mb,
         harness_rss_mb: Some(harness_rss_bytes as f64 / (1024.0 * 1024.0)),
     };
-    Ok(ThroughputTrial::from_window(window, verdict(&violations), details))
+    Ok(ThroughputTrial::from_window(window, verdict, details))
 }

@@ -6,7 +6,7 @@
 //! checker tell every write apart. Every invocation and completion is recorded in
 //! [`Workload::history`] with the virtual time the client saw it.
 
-use crate::linearizability::{HistoryChecker, HistoryOp, LinCheck, OpHandle, check_history};
+use qlab_check::linearizability::{HistoryChecker, HistoryOp, LinCheck, OpHandle, check_history};
 use qlab_core::{Client, ClientId, Nanos, Op, OpResult, Protocol, Request};
 use qlab_sim::{Completion, Sim, Step};
 use rand::{RngExt, SeedableRng};

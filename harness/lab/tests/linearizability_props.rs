@@ -1,8 +1,8 @@
 //! Property tests of the linearizability checker against the KV model itself.
 
 use proptest::prelude::*;
+use qlab_check::linearizability::{HistoryOp, LinCheck, check_history};
 use qlab_core::{KvStore, Op, OpResult};
-use qlab_lab::linearizability::{HistoryOp, LinCheck, check_history};
 use std::collections::HashMap;
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -167,7 +167,7 @@ proptest! {
 /// stale read a million operations in is still found.
 #[test]
 fn streaming_checker_memory_stays_bounded_and_finds_a_late_stale_read() {
-    use qlab_lab::linearizability::HistoryChecker;
+    use qlab_check::linearizability::HistoryChecker;
     let mut checker = HistoryChecker::new();
     let mut most_held = 0;
     let clients = 8u64;

@@ -3,11 +3,11 @@
 //! chosen. Under the seeded chaos of `paxos_chaos.rs` a checker must flag a run within
 //! 500 seeds; the seed must replay exactly, and with the rule on it must be safe.
 
+use qlab_check::Invariant;
 use qlab_lab::chaos::{
     ChaosConfig, caught_first, nodes_from_env, replay_and_print, run_paxos_ablation_chaos, run_paxos_chaos,
     run_paxos_compaction_ablation_chaos, run_paxos_compaction_chaos,
 };
-use qlab_lab::check::Invariant;
 use qlab_paxos::PaxosAblations;
 
 const SEEDS: u64 = 500;

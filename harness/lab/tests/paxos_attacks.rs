@@ -5,14 +5,14 @@
 //! and replay exactly from the seed; attacks that only take liveness (a silent or
 //! crashed node, ballot inflation) must not produce a safety violation.
 
+use qlab_check::Invariant::{LeaderCompleteness, Linearizability, LogMatching, StateMachineSafety};
 use qlab_core::NodeId;
 use qlab_core::adversary::GenericAttack;
 use qlab_lab::chaos::{ChaosConfig, attack_from_env, caught, nodes_from_env, replay_and_print, run_paxos_attack_chaos};
-use qlab_lab::check::Invariant::{LeaderCompleteness, Linearizability, LogMatching, StateMachineSafety};
 use qlab_paxos::attacks::PaxosAttack;
 
 const SEEDS: u64 = 200;
-const LOST_OR_CHANGED: [qlab_lab::check::Invariant; 4] =
+const LOST_OR_CHANGED: [qlab_check::Invariant; 4] =
     [StateMachineSafety, LeaderCompleteness, LogMatching, Linearizability];
 
 fn run(attack: PaxosAttack) -> impl Fn(u64) -> qlab_lab::chaos::ChaosOutcome {

@@ -5,11 +5,11 @@
 //! full quorum the same seed must be safe (`pbft_attacks.rs` runs 200 such seeds and
 //! finds nothing).
 
+use qlab_check::Invariant;
 use qlab_core::NodeId;
 use qlab_lab::chaos::{
     ChaosConfig, caught_first, nodes_from_env, replay_and_print, run_pbft_ablation_attack_chaos, run_pbft_attack_chaos,
 };
-use qlab_lab::check::Invariant;
 use qlab_pbft::PbftAblations;
 use qlab_pbft::attacks::PbftAttack;
 

@@ -7,9 +7,9 @@
 //! colluding equivocators (the primary among them) agreement must break, and the
 //! checkers must say so.
 
+use qlab_check::Invariant;
 use qlab_core::NodeId;
 use qlab_lab::chaos::{ChaosConfig, attack_from_env, caught, nodes_from_env, replay_and_print, run_pbft_attack_chaos};
-use qlab_lab::check::Invariant;
 use qlab_pbft::attacks::PbftAttack;
 
 const SEEDS: u64 = 200;

@@ -6,9 +6,9 @@
 //! (`harness/cli/tests/quic_processes.rs` does the same with one OS process per node and
 //! `kill -9`.)
 
+use qlab_check::check_observations;
+use qlab_check::linearizability::{LinCheck, check_history};
 use qlab_core::{AdminCommand, Event, NodeId, ms};
-use qlab_lab::check::check_observations;
-use qlab_lab::linearizability::{LinCheck, check_history};
 use qlab_lab::real::{WriteLoad, final_commits, latest_leader, observations_for_checkers};
 use qlab_net::drive::Driver;
 use qlab_net::frame::DEFAULT_MAX_FRAME_BYTES;

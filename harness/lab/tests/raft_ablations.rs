@@ -6,10 +6,10 @@
 //! finds nothing). The Figure 8 commit rule needs a schedule too precise for random
 //! chaos to find; `raft_scenarios.rs` walks the cluster through Figure 8 itself.
 
+use qlab_check::Invariant;
 use qlab_lab::chaos::{
     ChaosConfig, caught_first, nodes_from_env, replay_and_print, run_raft_ablation_chaos, run_raft_chaos,
 };
-use qlab_lab::check::Invariant;
 use qlab_raft::RaftAblations;
 
 const SEEDS: u64 = 500;

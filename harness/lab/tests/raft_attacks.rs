@@ -5,12 +5,10 @@
 //! and replay exactly from the seed; attacks that only take liveness (a silent or
 //! crashed node, term inflation) must not produce a safety violation.
 
+use qlab_check::Invariant::{ElectionSafety, LeaderCompleteness, Linearizability, LogMatching, StateMachineSafety};
 use qlab_core::NodeId;
 use qlab_core::adversary::GenericAttack;
 use qlab_lab::chaos::{ChaosConfig, attack_from_env, caught, nodes_from_env, replay_and_print, run_raft_attack_chaos};
-use qlab_lab::check::Invariant::{
-    ElectionSafety, LeaderCompleteness, Linearizability, LogMatching, StateMachineSafety,
-};
 use qlab_raft::attacks::RaftAttack;
 
 const SEEDS: u64 = 200;

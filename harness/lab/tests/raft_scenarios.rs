@@ -187,7 +187,7 @@ fn elect(sim: &mut Sim<Raft, RaftClient>, id: NodeId) -> u64 {
 /// crashes. (c) S1 restarts, wins a later term and replicates X to a majority, but not
 /// its own no-op. (d) S1 crashes; S5 restarts and, its last term being newer than X's,
 /// wins with S2, S3 and S4 and overwrites X's index. Returns the checker's violations.
-fn figure_8(commit_old_term_by_count: bool) -> Vec<qlab_lab::check::Violation> {
+fn figure_8(commit_old_term_by_count: bool) -> Vec<qlab_check::Violation> {
     let [s1, s2, s3, s4, s5] = [0, 1, 2, 3, 4].map(NodeId);
     let mut config = RaftConfig { max_entries_per_append: 1, ..RaftConfig::default() };
     config.ablate.commit_old_term_by_count = commit_old_term_by_count;
@@ -229,7 +229,7 @@ fn figure_8(commit_old_term_by_count: bool) -> Vec<qlab_lab::check::Violation> {
     let deadline = sim.now() + ms(300);
     sim.run_to(deadline);
     assert!(sim.node(s2).unwrap().term_at(x_index).is_some_and(|t| t != x_term), "S5 overwrote X's index");
-    qlab_lab::check::check_observations(&sim.observations)
+    qlab_check::check_observations(&sim.observations)
 }
 
 /// §5.4.2: with the rule, S1 never commits X (an entry of an older term) by counting
@@ -245,5 +245,5 @@ fn s5_4_2_figure_8_the_commit_rule_makes_the_overwrite_harmless() {
 #[test]
 fn s5_4_2_figure_8_without_the_rule_a_committed_entry_is_overwritten() {
     let violations = figure_8(true);
-    assert!(violations.iter().any(|v| v.invariant == qlab_lab::check::Invariant::StateMachineSafety), "{violations:?}");
+    assert!(violations.iter().any(|v| v.invariant == qlab_check::Invariant::StateMachineSafety), "{violations:?}");
 }

@@ -22,13 +22,13 @@
 //! cut-off candidate as soon as it misses one write — so a golden scenario with an idle
 //! log shows it; Multi-Paxos, which elects any candidate, is caught by chaos.
 
+use qlab_check::Invariant;
+use qlab_check::linearizability::LinCheck;
 use qlab_core::reads::ReadMode;
 use qlab_lab::chaos::{
     ChaosConfig, ChaosOutcome, FaultKinds, caught_first, nodes_from_env, replay_and_print, run_paxos_ablation_chaos,
     run_paxos_chaos, run_raft_ablation_chaos, run_raft_chaos, sweep,
 };
-use qlab_lab::check::Invariant;
-use qlab_lab::linearizability::LinCheck;
 use qlab_paxos::PaxosAblations;
 use qlab_raft::RaftAblations;
 
@@ -288,7 +288,7 @@ fn isolated_leader_scenario(read_mode: ReadMode, leader_rate: f64, follower_rate
     workload.run(&mut sim, ms(2_000), |_, _| {}, |_| false);
     sim.heal();
     workload.run(&mut sim, ms(3_000), |_, _| {}, |_| false);
-    qlab_lab::linearizability::check_history(&workload.history)
+    qlab_check::linearizability::check_history(&workload.history)
 }
 
 /// Golden scenario for `no_check_quorum` in Raft: an idle log, the leader `L` cut off
@@ -297,8 +297,8 @@ fn isolated_leader_scenario(read_mode: ReadMode, leader_rate: f64, follower_rate
 /// `A` elects `B`, a write commits at `B`, and `L`, whose lease `A` renewed before
 /// voting, answers the next read with the old value. Returns the verdict.
 fn cut_off_candidate_scenario(no_check_quorum: bool) -> LinCheck {
+    use qlab_check::linearizability::{HistoryOp, check_history};
     use qlab_core::{ClientId, NodeId, Op, Protocol, Request, ms};
-    use qlab_lab::linearizability::{HistoryOp, check_history};
     use qlab_lab::protocols::LabProtocol;
     use qlab_raft::{Raft, RaftConfig};
     use qlab_sim::{Latency, NetworkConfig, Sim};

@@ -5,10 +5,10 @@
 //! by an ablated rule and clean ones alike — because a log that differs at a dropped
 //! slot differs in its prefix digest at every later slot.
 
+use qlab_check::{SafetyChecker, check_observations};
 use qlab_lab::chaos::{
     ChaosConfig, ChaosOutcome, run_paxos_compaction_ablation_chaos, run_raft_ablation_chaos, run_raft_compaction_chaos,
 };
-use qlab_lab::check::{SafetyChecker, check_observations};
 use qlab_paxos::PaxosAblations;
 use qlab_raft::RaftAblations;
 

@@ -28,8 +28,7 @@
 //! ones. That is the clock skew lease-based reads must bound.
 
 use qlab_core::{
-    Action, Client, ClientAction, ClientOutbox, Context, Event, Nanos, NodeId, OpResult, Outbox, Protocol, Reply,
-    Request,
+    Action, Client, ClientAction, ClientOutbox, Context, Nanos, NodeId, OpResult, Outbox, Protocol, Reply, Request,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -111,13 +110,8 @@ impl Default for NetworkConfig {
     }
 }
 
-/// Something an honest replica reported, stamped with when and who.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observation {
-    pub time: Nanos,
-    pub node: NodeId,
-    pub event: Event,
-}
+/// Defined in `qlab-core` so the checkers need no simulator; re-exported for drivers.
+pub use qlab_core::Observation;
 
 /// A client operation that finished.
 #[derive(Clone, Debug, PartialEq)]

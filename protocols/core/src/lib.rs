@@ -133,6 +133,15 @@ pub struct Reply {
     pub body: ReplyBody,
 }
 
+/// Something an honest replica reported, stamped with when and who: what the safety
+/// checkers read, from the simulator and from real mode alike.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub time: Nanos,
+    pub node: NodeId,
+    pub event: Event,
+}
+
 /// What honest replicas report for the checkers. The epoch is the protocol's
 /// notion of leadership period: a Raft term, a Paxos ballot, a PBFT view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Helpers shared by the whole-cluster scenario tests of every protocol.
 
+use qlab_check::check_observations;
 use qlab_core::{Client, ClientId, NodeId, Op, OpResult, Protocol, Request, ms};
-use qlab_lab::check::check_observations;
 use qlab_sim::{Latency, NetworkConfig, Sim};
 
 /// The scenarios' network: 1–3 ms one-way, nothing lost.

@@ -1,4 +1,4 @@
-//! Safety checkers run on every trial.
+//! # qlab-check: the safety checkers run on every trial, and their verdicts
 //!
 //! They read only what honest replicas reported ([`Observation`]s, in time order) and
 //! the client history, never protocol internals, so the same checkers judge Raft,
@@ -15,9 +15,10 @@
 //! - **Linearizability** of the client history against the KV model
 //!   ([`crate::linearizability`]).
 
-use qlab_core::{Digest, Event, Nanos, NodeId, nanos_to_ms};
-use qlab_sim::Observation;
-use std::collections::HashMap;
+pub mod linearizability;
+
+use qlab_core::{Digest, Event, Nanos, NodeId, Observation, nanos_to_ms};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +31,14 @@ pub enum Invariant {
 }
 
 impl Invariant {
+    pub const ALL: [Invariant; 5] = [
+        Invariant::ElectionSafety,
+        Invariant::LogMatching,
+        Invariant::LeaderCompleteness,
+        Invariant::StateMachineSafety,
+        Invariant::Linearizability,
+    ];
+
     pub fn name(&self) -> &'static str {
         match self {
             Invariant::ElectionSafety => "election-safety",
@@ -65,26 +74,147 @@ impl fmt::Display for Violation {
     }
 }
 
-/// Every verdict on a finished run: the replica invariants (ordered by time) and the
-/// linearizability of the clients' history (a violation of it dated `end`), as
-/// violations and as the lines a results row records.
-pub fn judge_run(
-    observations: &[Observation],
-    history: &[crate::linearizability::HistoryOp],
-    end: Nanos,
-) -> (Vec<Violation>, Vec<String>) {
-    verdicts(check_observations(observations), crate::linearizability::check_history(history), end)
+/// What the checkers concluded about one trial: the `safety` column of every kind.
+///
+/// A verdict is one of four things, never a free string: `Ok` claims that every
+/// checker ran to the end and found nothing; `Inconclusive` that none found a
+/// violation but at least one gave up (the linearizability search exhausted its state
+/// budget), so nothing is claimed either way; `Unsafe` names the invariants broken; and
+/// `Error` marks a trial that could not run (its row says why), which no checker saw.
+/// A broken invariant outranks a checker that gave up: a violation is a proof.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    Ok,
+    Inconclusive,
+    Unsafe(BTreeSet<Invariant>),
+    Error,
 }
 
-/// [`judge_run`] from verdicts already reached (by the streaming checkers).
-pub fn verdicts(
+impl Verdict {
+    /// The verdict of violations found by checkers of which some may have given up.
+    pub fn of(violations: &[Violation], gave_up: bool) -> Verdict {
+        if !violations.is_empty() {
+            Verdict::Unsafe(violations.iter().map(|v| v.invariant).collect())
+        } else if gave_up {
+            Verdict::Inconclusive
+        } else {
+            Verdict::Ok
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        *self == Verdict::Ok
+    }
+
+    pub fn is_unsafe(&self) -> bool {
+        matches!(self, Verdict::Unsafe(_))
+    }
+
+    pub fn is_inconclusive(&self) -> bool {
+        *self == Verdict::Inconclusive
+    }
+
+    /// Both verdicts together (two runs that make one trial): unsafe if either is, with
+    /// both sets of invariants; then error, then inconclusive; ok only if both are.
+    pub fn and(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (Verdict::Unsafe(mut a), Verdict::Unsafe(b)) => {
+                a.extend(b);
+                Verdict::Unsafe(a)
+            }
+            (u @ Verdict::Unsafe(_), _) | (_, u @ Verdict::Unsafe(_)) => u,
+            (Verdict::Error, _) | (_, Verdict::Error) => Verdict::Error,
+            (Verdict::Inconclusive, _) | (_, Verdict::Inconclusive) => Verdict::Inconclusive,
+            (Verdict::Ok, Verdict::Ok) => Verdict::Ok,
+        }
+    }
+}
+
+/// As the `safety` column writes it: `ok`, `inconclusive`, `error`, or the broken
+/// invariants' names in order, joined by `+` (`log-matching+state-machine-safety`).
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Ok => f.write_str("ok"),
+            Verdict::Inconclusive => f.write_str("inconclusive"),
+            Verdict::Error => f.write_str("error"),
+            Verdict::Unsafe(invariants) => {
+                // By name, so the column reads the same whatever order the enum has.
+                let mut names: Vec<&str> = invariants.iter().map(Invariant::name).collect();
+                names.sort_unstable();
+                f.write_str(&names.join("+"))
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Verdict, String> {
+        match text {
+            "ok" => Ok(Verdict::Ok),
+            "inconclusive" => Ok(Verdict::Inconclusive),
+            "error" => Ok(Verdict::Error),
+            _ => {
+                let invariants = text
+                    .split('+')
+                    .map(|name| {
+                        Invariant::ALL.iter().copied().find(|i| i.name() == name).ok_or_else(|| {
+                            let allowed: Vec<&str> = Invariant::ALL.iter().map(Invariant::name).collect();
+                            format!(
+                                "{text:?} is not a verdict: expected ok, inconclusive, error or invariants joined by + \
+                                 ({})",
+                                allowed.join(", ")
+                            )
+                        })
+                    })
+                    .collect::<Result<BTreeSet<_>, _>>()?;
+                Ok(Verdict::Unsafe(invariants))
+            }
+        }
+    }
+}
+
+impl serde::Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Verdict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Every checker's finding on one finished trial: the verdict, the violations in time
+/// order (a linearizability violation dated at the run's end), and the lines a results
+/// row records (one per violation, plus one if a checker gave up).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub violations: Vec<Violation>,
+    pub details: Vec<String>,
+}
+
+/// Judge a finished run: the replica invariants over its observations and the
+/// linearizability of its clients' history.
+pub fn judge_run(observations: &[Observation], history: &[crate::linearizability::HistoryOp], end: Nanos) -> Judgement {
+    judge(check_observations(observations), crate::linearizability::check_history(history), end)
+}
+
+/// [`judge_run`] from findings already reached (by the streaming checkers).
+pub fn judge(
     mut violations: Vec<Violation>,
     linearizability: crate::linearizability::LinCheck,
     end: Nanos,
-) -> (Vec<Violation>, Vec<String>) {
+) -> Judgement {
     use crate::linearizability::LinCheck;
     violations.sort_by_key(|v| v.time);
     let mut details: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    let mut gave_up = false;
     match linearizability {
         LinCheck::Linearizable => {}
         LinCheck::Violation { key, operations, from_ns } => {
@@ -101,21 +231,11 @@ pub fn verdicts(
             ));
         }
         LinCheck::Inconclusive { key, states } => {
+            gave_up = true;
             details.push(format!("linearizability inconclusive on key {key} after {states} states"));
         }
     }
-    (violations, details)
-}
-
-/// The verdict column of a trial: `ok`, or the violated invariants joined by `+`.
-pub fn verdict(violations: &[Violation]) -> String {
-    if violations.is_empty() {
-        return "ok".to_string();
-    }
-    let mut names: Vec<&str> = violations.iter().map(|v| v.invariant.name()).collect();
-    names.sort_unstable();
-    names.dedup();
-    names.join("+")
+    Judgement { verdict: Verdict::of(&violations, gave_up), violations, details }
 }
 
 /// Check the replica-side invariants over a time-ordered observation stream.
@@ -506,6 +626,44 @@ mod tests {
         Event::Committed { slot, digest: d(entry), prefix_digest: d(prefix) }
     }
 
+    fn violation(invariant: Invariant) -> Violation {
+        Violation { invariant, time: 0, nodes: vec![], detail: String::new() }
+    }
+
+    #[test]
+    fn a_checker_that_gave_up_is_inconclusive_never_ok() {
+        let inconclusive = crate::linearizability::LinCheck::Inconclusive { key: 3, states: 100_000 };
+        let judgement = judge(vec![], inconclusive.clone(), 0);
+        assert_eq!(judgement.verdict, Verdict::Inconclusive);
+        assert_eq!(judgement.verdict.to_string(), "inconclusive");
+        assert!(!judgement.verdict.is_ok() && !judgement.verdict.is_unsafe());
+        assert_eq!(judgement.details, ["linearizability inconclusive on key 3 after 100000 states"]);
+        // A violation found elsewhere still decides the trial: it is a proof.
+        let judgement = judge(vec![violation(Invariant::LogMatching)], inconclusive, 0);
+        assert_eq!(judgement.verdict.to_string(), "log-matching");
+    }
+
+    #[test]
+    fn verdicts_read_back_as_written() {
+        let both = Verdict::of(&[violation(Invariant::StateMachineSafety), violation(Invariant::LogMatching)], false);
+        assert_eq!(both.to_string(), "log-matching+state-machine-safety");
+        for verdict in [Verdict::Ok, Verdict::Inconclusive, Verdict::Error, both] {
+            assert_eq!(verdict.to_string().parse::<Verdict>(), Ok(verdict));
+        }
+        let error = "unsafe".parse::<Verdict>().unwrap_err();
+        assert!(error.contains("election-safety, log-matching"), "{error}");
+    }
+
+    #[test]
+    fn joined_verdicts_keep_the_worst() {
+        let lin = Verdict::of(&[violation(Invariant::Linearizability)], false);
+        assert_eq!(Verdict::Ok.and(Verdict::Ok), Verdict::Ok);
+        assert_eq!(Verdict::Ok.and(Verdict::Inconclusive), Verdict::Inconclusive);
+        assert_eq!(Verdict::Inconclusive.and(lin.clone()), lin);
+        let both = lin.and(Verdict::of(&[violation(Invariant::ElectionSafety)], false));
+        assert_eq!(both.to_string(), "election-safety+linearizability");
+    }
+
     #[test]
     fn two_leaders_in_one_epoch_break_election_safety() {
         let elected = |epoch| Event::Elected { epoch, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS] };
@@ -518,20 +676,20 @@ mod tests {
     #[test]
     fn different_entries_at_one_slot_break_state_machine_safety() {
         let v = check_observations(&[obs(1, 0, committed(1, b"a", b"pa")), obs(2, 1, committed(1, b"b", b"pb"))]);
-        assert_eq!(verdict(&v), "state-machine-safety");
+        assert_eq!(Verdict::of(&v, false).to_string(), "state-machine-safety");
     }
 
     #[test]
     fn same_entry_on_different_prefixes_breaks_log_matching() {
         let v = check_observations(&[obs(1, 0, committed(2, b"a", b"p1")), obs(2, 1, committed(2, b"a", b"p2"))]);
-        assert_eq!(verdict(&v), "log-matching");
+        assert_eq!(Verdict::of(&v, false).to_string(), "log-matching");
     }
 
     #[test]
     fn leader_missing_a_committed_entry_breaks_leader_completeness() {
         let elected = Event::Elected { epoch: 2, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS] };
         let v = check_observations(&[obs(1, 0, committed(1, b"a", b"p1")), obs(2, 1, elected)]);
-        assert_eq!(verdict(&v), "leader-completeness");
+        assert_eq!(Verdict::of(&v, false).to_string(), "leader-completeness");
         // Holding it (chain value equal at the committed slot) is fine.
         let elected =
             Event::Elected { epoch: 2, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS, d(b"p1")] };
@@ -592,7 +750,7 @@ mod tests {
         }
         assert_eq!(checker.slots_held(), 491 + 1);
         checker.observe(&obs(time + 1, 2, Event::Committed { slot: 11, digest: d(b"x"), prefix_digest: d(b"y") }));
-        assert_eq!(verdict(&checker.finish()), "state-machine-safety");
+        assert_eq!(Verdict::of(&checker.finish(), false).to_string(), "state-machine-safety");
     }
 
     #[test]
@@ -617,7 +775,7 @@ mod tests {
         assert_eq!(stream.waiting(), 1);
         let checker = stream.finish();
         assert_eq!(checker.late_observations, 0);
-        assert_eq!(verdict(&checker.finish()), "leader-completeness");
+        assert_eq!(Verdict::of(&checker.finish(), false).to_string(), "leader-completeness");
     }
 
     #[test]
