@@ -18,12 +18,14 @@
 //! [`Reply`]s, the replicated key-value state machine with its session table
 //! ([`kv::KvStore`]), and blake3 digests with the hash chain that lets checkers
 //! compare whole committed prefixes in constant space ([`digest`]), and the read modes
-//! the leader-based protocols offer besides reading through the log ([`reads`]).
+//! the leader-based protocols offer besides reading through the log ([`reads`]), and the
+//! quorum arithmetic every leader counts acknowledgements with ([`quorum`]).
 
 pub mod adversary;
 pub mod digest;
 pub mod kv;
 pub mod leader_client;
+pub mod quorum;
 pub mod reads;
 
 use rand_chacha::ChaCha8Rng;
@@ -32,6 +34,7 @@ use std::fmt;
 
 pub use digest::Digest;
 pub use kv::{KvStore, Op, OpResult};
+pub use quorum::majority;
 
 /// Time in nanoseconds since the start of a run (virtual in the simulator,
 /// monotonic in real mode).
@@ -353,22 +356,9 @@ impl<T> Default for ClientOutbox<T> {
     }
 }
 
-/// The smallest number of nodes out of `nodes` that is a strict majority (a quorum).
-pub const fn majority(nodes: u32) -> u32 {
-    nodes / 2 + 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn majority_of_odd_and_even_clusters() {
-        assert_eq!(majority(1), 1);
-        assert_eq!(majority(3), 2);
-        assert_eq!(majority(4), 3);
-        assert_eq!(majority(5), 3);
-    }
 
     #[test]
     fn request_digest_depends_on_every_field() {

@@ -35,7 +35,8 @@
 //! protocols: they number their heartbeat rounds, report acknowledgements and their
 //! commit and apply points, and it says which reads may be answered.
 
-use crate::{KvStore, Nanos, NodeId, Op, OpResult, Reply, ReplyBody, Request, majority};
+use crate::quorum::{majority, quorum_value};
+use crate::{KvStore, Nanos, NodeId, Op, OpResult, Reply, ReplyBody, Request};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -177,10 +178,8 @@ impl LeaderReads {
             return;
         }
         *acked = round;
-        let mut rounds: Vec<u64> =
-            self.acked.iter().enumerate().map(|(i, r)| if i == self.me.0 as usize { self.round } else { *r }).collect();
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = rounds[majority(self.nodes) as usize - 1];
+        let rounds = self.acked.iter().enumerate().map(|(i, r)| if i == self.me.0 as usize { self.round } else { *r });
+        let Some(confirmed) = quorum_value(rounds, majority(self.nodes)) else { return };
         if confirmed <= self.confirmed {
             return;
         }

@@ -498,7 +498,7 @@ impl Pbft {
         self.f
     }
     fn quorum(&self) -> usize {
-        2 * self.f as usize + 1
+        qlab_core::quorum::byzantine_quorum(self.f) as usize
     }
 
     // ---- signatures ----------------------------------------------------------------

@@ -100,6 +100,7 @@
 pub mod attacks;
 pub mod client;
 
+use qlab_core::quorum::quorum_value;
 use qlab_core::reads::{LeaderReads, ReadMode, lease_ns, local_read};
 use qlab_core::{
     AdminCommand, Context, Digest, Event, KvStore, Nanos, NodeId, Op, Protocol, Reply, ReplyBody, Request, majority, ms,
@@ -941,9 +942,8 @@ impl Raft {
 
     /// §5.3/§5.4.2: the highest index stored on a majority, if it is of this term.
     fn maybe_commit(&mut self, ctx: &mut Context<'_, Self>) {
-        let mut matched: Vec<Index> = self.progress.iter().map(|p| p.match_index).collect();
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[majority(self.nodes) as usize - 1];
+        let matched = self.progress.iter().map(|p| p.match_index);
+        let Some(candidate) = quorum_value(matched, majority(self.nodes)) else { return };
         let own_term = self.term_at(candidate) == Some(self.current_term);
         if candidate > self.commit_index && (own_term || self.config.ablate.commit_old_term_by_count) {
             self.advance_commit(candidate, ctx);
