@@ -10,7 +10,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub const HEADER_BYTES: usize = 4;
+pub const HEADER_BYTES: usize = qlab_core::wire::FRAME_HEADER_BYTES;
 
 /// Default bound on one frame: far above any honest message (a batch of 64 entries of
 /// 64 KiB values), far below what would hurt to buffer.

@@ -666,7 +666,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     /// Put one replica-to-replica message on the wire, through cuts, filter and losses.
     fn transmit(&mut self, from: NodeId, to: NodeId, msg: P::Message) {
         self.stats.messages_sent += 1;
-        self.stats.bytes_sent += P::message_bytes(&msg) as u64;
+        self.stats.bytes_sent += qlab_core::wire::peer_frame_bytes(&msg) as u64;
         let kind = P::message_kind(&msg);
         match self.stats.sent_by_kind.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, count)) => *count += 1,

@@ -37,9 +37,6 @@ impl Protocol for Breeder {
     fn message_kind(_: &()) -> &'static str {
         "breed"
     }
-    fn message_bytes(_: &()) -> usize {
-        1
-    }
     fn is_leader(&self) -> bool {
         false
     }

@@ -290,10 +290,6 @@ impl<P: Protocol, A: Adversary<P>> Protocol for Faulty<P, A> {
         P::message_kind(msg)
     }
 
-    fn message_bytes(msg: &Self::Message) -> usize {
-        P::message_bytes(msg)
-    }
-
     fn supersedes_earlier_records(record: &Self::Record) -> bool {
         P::supersedes_earlier_records(record)
     }
@@ -351,9 +347,6 @@ mod tests {
         fn on_request(&mut self, _: &mut Context<'_, Self>, _: Request) {}
         fn message_kind(_: &u32) -> &'static str {
             "n"
-        }
-        fn message_bytes(_: &u32) -> usize {
-            4
         }
         fn is_leader(&self) -> bool {
             false

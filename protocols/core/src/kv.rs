@@ -64,7 +64,8 @@ impl Op {
     pub fn is_write(&self) -> bool {
         !matches!(self, Op::Get { .. })
     }
-    /// Approximate encoded size in bytes, for the protocols' bytes-per-op metrics.
+    /// Approximate encoded size in bytes, for Raft's log-bytes snapshot trigger (the
+    /// byte metrics count real encodings instead, see [`crate::wire`]).
     pub fn encoded_bytes(&self) -> usize {
         match self {
             Op::Put { value, .. } => 9 + value.len(),

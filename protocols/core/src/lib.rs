@@ -27,6 +27,7 @@ pub mod kv;
 pub mod leader_client;
 pub mod quorum;
 pub mod reads;
+pub mod wire;
 
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -273,7 +274,9 @@ impl<'a, P: Protocol> Context<'a, P> {
 
 /// A replicated-state-machine protocol as a deterministic state machine.
 pub trait Protocol: Sized {
-    type Message: Clone + fmt::Debug;
+    /// Serializable because its wire size is its postcard encoding ([`wire`]), in the
+    /// simulator as on QUIC.
+    type Message: Clone + fmt::Debug + Serialize;
     type Timer: TimerKey;
     type Record: Clone + fmt::Debug;
     type Config: Clone + fmt::Debug;
@@ -297,8 +300,6 @@ pub trait Protocol: Sized {
     /// A short stable name of a message's kind, for per-kind counters and for
     /// fault filters ("drop append_entries to n3").
     fn message_kind(msg: &Self::Message) -> &'static str;
-    /// Encoded size in bytes, for bytes-per-op metrics.
-    fn message_bytes(msg: &Self::Message) -> usize;
     /// Whether this node currently believes it leads (for drivers and experiments).
     fn is_leader(&self) -> bool;
     /// The epoch (term, ballot, view) this node is in.

@@ -246,13 +246,6 @@ impl Value {
         }
         Digest(*hasher.finalize().as_bytes())
     }
-
-    fn encoded_bytes(&self) -> usize {
-        match self {
-            Value::Noop => 1,
-            Value::Commands(commands) => 2 + commands.iter().map(|c| 24 + c.op.encoded_bytes()).sum::<usize>(),
-        }
-    }
 }
 
 /// One slot of a promise: the value accepted there and in which ballot, or, for slots
@@ -278,10 +271,6 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn bytes(&self) -> usize {
-        104 + self.state.len()
-    }
-
     fn header(&self) -> CheckpointHeader {
         CheckpointHeader {
             slot: self.slot,
@@ -1359,26 +1348,6 @@ impl Protocol for Paxos {
             Message::CatchUp { .. } => "catch_up",
             Message::Learn { .. } => "learn",
             Message::TransferState { .. } => "transfer_state",
-        }
-    }
-
-    fn message_bytes(msg: &Message) -> usize {
-        const BALLOT: usize = 12;
-        match msg {
-            Message::Prepare { .. } => 1 + BALLOT + 8,
-            // The read round is a varint on the wire: one byte while no read uses it.
-            Message::Heartbeat { .. } | Message::HeartbeatAck { .. } => 1 + BALLOT + 8 + 1,
-            Message::Promise { accepted, checkpoint, .. } => {
-                1 + BALLOT
-                    + accepted.iter().map(|p| 8 + BALLOT + 1 + p.value.encoded_bytes()).sum::<usize>()
-                    + checkpoint.as_ref().map_or(1, |c| 1 + c.bytes())
-            }
-            Message::Accept { values, .. } => 1 + BALLOT + 16 + values.iter().map(Value::encoded_bytes).sum::<usize>(),
-            Message::Accepted { .. } => 1 + BALLOT + 16,
-            Message::Nack { .. } => 1 + 2 * BALLOT,
-            Message::CatchUp { resume, .. } => 9 + resume.map_or(1, |_| 17),
-            Message::Learn { values, .. } => 9 + values.iter().map(Value::encoded_bytes).sum::<usize>(),
-            Message::TransferState { chunk, .. } => 1 + 112 + 8 + chunk.len(),
         }
     }
 

@@ -1641,42 +1641,6 @@ impl Protocol for Pbft {
         }
     }
 
-    fn message_bytes(msg: &Message) -> usize {
-        const SIG: usize = 64 + 4;
-        const VOTE: usize = 8 + 8 + 32 + SIG;
-        let request = |r: &Request| 24 + 64 + r.op.encoded_bytes();
-        let pre_prepare = |pp: &Signed<PrePrepare>| VOTE + pp.body.batch.iter().map(|r| request(r)).sum::<usize>();
-        match msg {
-            Message::PrePrepare(pp) => 1 + pre_prepare(pp),
-            Message::Prepare(_) | Message::Commit(_) => 1 + VOTE,
-            Message::Checkpoint(_) => 1 + 8 + 32 + SIG,
-            Message::ViewChange(vc) => {
-                1 + 16
-                    + SIG
-                    + vc.body.checkpoint_proof.len() * (40 + SIG)
-                    + vc.body
-                        .prepared
-                        .iter()
-                        .map(|c| pre_prepare(&c.pre_prepare) + c.prepares.len() * VOTE)
-                        .sum::<usize>()
-            }
-            Message::NewView(nv) => {
-                1 + 8
-                    + SIG
-                    + nv.body
-                        .view_changes
-                        .iter()
-                        .map(|vc| Self::message_bytes(&Message::ViewChange(vc.clone())))
-                        .sum::<usize>()
-                    + nv.body.pre_prepares.iter().map(pre_prepare).sum::<usize>()
-            }
-            Message::Forward(r) => 1 + request(r),
-            Message::FetchState { .. } | Message::FetchNewView { .. } => 9,
-            Message::Behind { .. } => 17,
-            Message::State { proof, .. } => 1 + proof.len() * (40 + SIG) + 32 + 1024,
-        }
-    }
-
     fn is_leader(&self) -> bool {
         self.primary() == self.id && !self.in_view_change
     }

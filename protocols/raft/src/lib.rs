@@ -1624,21 +1624,6 @@ impl Protocol for Raft {
         }
     }
 
-    fn message_bytes(msg: &Message) -> usize {
-        match msg {
-            Message::AppendEntries { entries, .. } => 33 + entries.iter().map(Entry::encoded_bytes).sum::<usize>(),
-            Message::RequestVote { .. } | Message::AppendResponse { .. } => 25,
-            Message::VoteResponse { .. } => 10,
-            // The read round is a varint on the wire: one byte while no read uses it.
-            Message::Heartbeat { .. } | Message::HeartbeatResponse { .. } => 18,
-            Message::PreVote { .. } => 25,
-            Message::PreVoteResponse { .. } => 10,
-            Message::TimeoutNow { .. } => 9,
-            Message::InstallSnapshot { data, .. } => 105 + data.len(),
-            Message::InstallSnapshotResponse { .. } => 27,
-        }
-    }
-
     fn on_admin(&mut self, ctx: &mut Context<'_, Self>, command: AdminCommand) {
         match command {
             AdminCommand::TransferLeadership { to } => self.start_transfer(to, ctx),
