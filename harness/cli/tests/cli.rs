@@ -832,3 +832,69 @@ fn disruption_notebook_runs_on_the_reference_csv() {
     assert!(stdout.contains("pre_vote=false: an election in 50 of 50"), "{stdout}");
     assert!(stdout.contains("pre_vote=true : an election in 0 of 50"), "{stdout}");
 }
+
+/// A trial whose checker gave up is never "ok": `qlab plot` counts it in the summary's
+/// inconclusive column, apart from the unsafe ones, and the attack matrix's verdict
+/// names it instead of calling the row safe.
+#[test]
+fn summaries_count_inconclusive_trials_apart_from_unsafe_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let edit = |experiment: &str, change: &dyn Fn(usize, &mut csv::StringRecord, &csv::StringRecord)| {
+        let reference = repo_file(&format!("results/{experiment}/reference"));
+        let copy = tmp.path().join(experiment);
+        std::fs::create_dir_all(&copy).unwrap();
+        for input in ["meta.json", "experiment.toml"] {
+            std::fs::copy(reference.join(input), copy.join(input)).unwrap();
+        }
+        let mut reader = csv::Reader::from_path(reference.join("trials.csv")).unwrap();
+        let header = reader.headers().unwrap().clone();
+        let mut writer = csv::Writer::from_path(copy.join("trials.csv")).unwrap();
+        writer.write_record(&header).unwrap();
+        for (i, record) in reader.records().enumerate() {
+            let mut record = record.unwrap();
+            change(i, &mut record, &header);
+            writer.write_record(&record).unwrap();
+        }
+        writer.flush().unwrap();
+        run_ok(qlab().arg("plot").arg(&copy));
+        let mut summary = csv::Reader::from_path(copy.join("summary.csv")).unwrap();
+        let header = summary.headers().unwrap().clone();
+        let rows: Vec<csv::StringRecord> = summary.records().map(Result::unwrap).collect();
+        (header, rows)
+    };
+    let set = |record: &mut csv::StringRecord, header: &csv::StringRecord, column: &str, value: &str| {
+        let at = header.iter().position(|c| c == column).unwrap();
+        let mut fields: Vec<String> = record.iter().map(str::to_string).collect();
+        fields[at] = value.to_string();
+        *record = csv::StringRecord::from(fields);
+    };
+    let column = |header: &csv::StringRecord, row: &csv::StringRecord, name: &str| {
+        row.get(header.iter().position(|c| c == name).unwrap_or_else(|| panic!("no {name} column")))
+            .unwrap()
+            .to_string()
+    };
+
+    // Election: of the first point's trials, two inconclusive and one unsafe.
+    let (header, rows) = edit("quickstart", &|i, record, header| match i {
+        0 | 1 => set(record, header, "safety", "inconclusive"),
+        2 => set(record, header, "safety", "election-safety"),
+        _ => {}
+    });
+    let point = header.iter().position(|c| c == "point");
+    assert!(point.is_none(), "summary rows are per point");
+    assert_eq!(column(&header, &rows[0], "inconclusive_trials"), "2");
+    assert_eq!(column(&header, &rows[0], "unsafe_trials"), "1");
+    assert!(rows[1..].iter().all(|r| column(&header, r, "inconclusive_trials") == "0"));
+
+    // Attack matrix: one inconclusive seed in the first row, nothing unsafe.
+    let (header, rows) = edit("attack-matrix", &|i, record, header| {
+        if i == 0 {
+            set(record, header, "safety", "inconclusive");
+        }
+    });
+    let first =
+        rows.iter().find(|r| column(&header, r, "inconclusive") == "1").expect("the row of the inconclusive seed");
+    assert_eq!(column(&header, first, "unsafe"), "0");
+    let verdict = column(&header, first, "verdict");
+    assert!(verdict.contains("inconclusive"), "verdict {verdict:?} hides the inconclusive seed");
+}

@@ -259,7 +259,7 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
         invariants.sort_unstable();
         invariants.dedup();
         let n = rows.len();
-        let verdict = if !unsafe_rows.is_empty() {
+        let mut verdict = if !unsafe_rows.is_empty() {
             format!("violated in {} of {n}", unsafe_rows.len())
         } else if not_recovered > 0 {
             format!("stalled in {not_recovered} of {n}")
@@ -268,6 +268,10 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
         } else {
             "safe".to_string()
         };
+        // A seed no checker could decide stays visible beside a worse finding.
+        if inconclusive > 0 && !verdict.starts_with("inconclusive") {
+            verdict.push_str(&format!("; inconclusive in {inconclusive}"));
+        }
         let first = unsafe_rows.first().and_then(|r| table.get(r, "trial")).unwrap_or("").to_string();
         let mut record = values.clone();
         record.extend([
