@@ -605,17 +605,36 @@ fn plot_regenerates_every_committed_reference_run_byte_for_byte() {
     assert!(checked >= 20, "only {checked} reference runs found");
 }
 
-/// Every figure and results file the README links exists in the repository, so the
-/// gallery cannot point at a run that is no longer committed.
+/// Every file the README and the docs pages link exists in the repository (figures,
+/// reference runs, experiment files, other pages), so no page points at a run that is
+/// no longer committed.
 #[test]
-fn every_results_file_the_readme_links_is_committed() {
-    let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+fn every_file_the_readme_and_docs_link_is_committed() {
+    let mut pages = vec![repo_file("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo_file("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    assert!(docs.len() >= 8, "expected the docs pages, found {docs:?}");
+    pages.extend(docs);
     let mut linked = 0;
-    for (i, _) in readme.match_indices("](results/") {
-        let rest = &readme[i + 2..];
-        let path = &rest[..rest.find(')').expect("a closed link")];
-        assert!(repo_file(path).exists(), "README links {path}, which is not committed");
-        linked += 1;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let dir = page.parent().unwrap();
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let target = &rest[..rest.find(')').expect("a closed link")];
+            let path = target.split('#').next().unwrap();
+            if path.is_empty() || path.starts_with("http") {
+                continue;
+            }
+            assert!(dir.join(path).exists(), "{} links {target}, which is not committed", page.display());
+            if path.contains("results/") {
+                linked += 1;
+            }
+        }
     }
     assert!(linked >= 20, "only {linked} results links found");
 }

@@ -52,7 +52,7 @@ impl Case {
         }
     }
 
-    /// What the case sets up and what showing means, for the summary and the README.
+    /// What the case sets up and what showing means, for the summary and docs/protocols.md.
     pub fn description(self) -> &'static str {
         match self {
             Case::MultipleVotesPerTerm => {

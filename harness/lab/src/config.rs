@@ -2094,17 +2094,17 @@ clients = 2
         assert!(e.contains("malicious must be between 1 and nodes - 1"), "{e}");
     }
 
-    /// The README's annotated example is a file `qlab` accepts, so the front door
-    /// cannot drift from the parser; as a quic-mode file with an ablation it is refused
+    /// The annotated example of docs/experiments.md is a file `qlab` accepts, so the
+    /// documentation cannot drift from the parser; as a quic-mode file with an ablation it is refused
     /// until it says allow_ablations.
     #[test]
-    fn the_readme_example_parses_and_ablations_need_consent_in_real_mode() {
-        let readme = include_str!("../../../README.md");
-        let start = readme.find("## Writing an experiment").expect("the section");
-        let block = &readme[start..];
+    fn the_docs_example_parses_and_ablations_need_consent_in_real_mode() {
+        let page = include_str!("../../../docs/experiments.md");
+        let start = page.find("## Writing an experiment").expect("the section");
+        let block = &page[start..];
         let block = &block[block.find("```toml\n").expect("a toml block") + 8..];
         let example = &block[..block.find("```").expect("its end")];
-        let e = parse(example).unwrap_or_else(|e| panic!("the README example: {e}"));
+        let e = parse(example).unwrap_or_else(|e| panic!("the docs/experiments.md example: {e}"));
         assert!(!e.points().is_empty());
         let ablated = example.replace("vote_without_log_check = false", "vote_without_log_check = true");
         let ablated = ablated.replace("mode = \"sim\"", "mode = \"quic\"");
