@@ -130,6 +130,13 @@ impl Verdict {
     }
 }
 
+/// A trial not judged yet (a blank row): `error`, never `ok`.
+impl Default for Verdict {
+    fn default() -> Self {
+        Verdict::Error
+    }
+}
+
 /// As the `safety` column writes it: `ok`, `inconclusive`, `error`, or the broken
 /// invariants' names in order, joined by `+` (`log-matching+state-machine-safety`).
 impl fmt::Display for Verdict {

@@ -9,6 +9,7 @@
 
 use crate::config::{Experiment, Point};
 use crate::protocols::LabProtocol;
+use crate::results::cell;
 use crate::workload::Workload;
 use qlab_check::{Invariant, Verdict};
 use qlab_core::adversary::{FaultyConfig, MaliciousNode};
@@ -132,5 +133,88 @@ pub fn run_trial<Q: LabProtocol>(
         violated_at_ms: violations.first().map(|v| qlab_core::nanos_to_ms(v.time)),
         violations: details,
         trace: sim.trace().to_vec(),
+    }
+}
+
+/// One row of an attack `trials.csv`: the serde field names are the header.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct AttackRow {
+    pub protocol: &'static str,
+    pub mode: &'static str,
+    pub nodes: u32,
+    pub attack: String,
+    pub malicious: u32,
+    pub clients: u32,
+    #[serde(serialize_with = "cell::display")]
+    pub latency_ms_mean: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub loss: f64,
+    pub trial: u64,
+    pub point: usize,
+    pub seed: u64,
+    #[serde(serialize_with = "cell::metric")]
+    pub ops_per_s_before: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub ops_per_s_during: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub ops_per_s_after: f64,
+    pub recovered: bool,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub leader_at_attack: Option<u32>,
+    #[serde(serialize_with = "cell::display")]
+    pub attack_from_ms: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub attack_until_ms: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub timeline_bin_ms: f64,
+    #[serde(serialize_with = "cell::spaced")]
+    pub completions_per_bin: Vec<u64>,
+    pub safety: Verdict,
+    pub invariant: &'static str,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub violated_at_ms: Option<f64>,
+    /// The command that re-runs an unsafe trial with a full trace (empty when safe).
+    pub replay: String,
+    pub violations: String,
+}
+
+impl AttackRow {
+    #[allow(clippy::too_many_arguments, reason = "one row of the run: its point, place and outcome")]
+    pub fn new(
+        point: &Point,
+        window_ms: (f64, f64),
+        trial: u64,
+        point_index: usize,
+        seed: u64,
+        outcome: &AttackTrial,
+        replay: &str,
+    ) -> Self {
+        AttackRow {
+            protocol: point.protocol.name(),
+            mode: point.mode.name(),
+            nodes: point.nodes,
+            attack: point.attack.label(),
+            malicious: point.malicious,
+            clients: point.clients,
+            latency_ms_mean: point.latency.mean_ms(),
+            loss: point.loss,
+            trial,
+            point: point_index,
+            seed,
+            ops_per_s_before: outcome.ops_per_s_before,
+            ops_per_s_during: outcome.ops_per_s_during,
+            ops_per_s_after: outcome.ops_per_s_after,
+            recovered: outcome.recovered,
+            leader_at_attack: outcome.leader_at_attack.map(|n| n.0),
+            attack_from_ms: window_ms.0,
+            attack_until_ms: window_ms.1,
+            timeline_bin_ms: TIMELINE_BIN_MS,
+            completions_per_bin: outcome.completions_per_bin.clone(),
+            safety: outcome.safety.clone(),
+            invariant: outcome.invariant.map_or("", |i| i.name()),
+            violated_at_ms: outcome.violated_at_ms,
+            replay: if outcome.safety.is_ok() { String::new() } else { replay.to_string() },
+            violations: crate::results::first_violations(&outcome.violations),
+        }
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::config::{Experiment, Point};
 use crate::protocols::LabProtocol;
+use crate::results::cell;
 use qlab_check::{Verdict, check_observations};
 use qlab_core::{Event, Nanos, NodeId, majority};
 use qlab_sim::Sim;
@@ -99,5 +100,55 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
         leader_epochs: epochs.len() as u64,
         safety: Verdict::of(&violations, false),
         violations: violations.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// One row of an availability `trials.csv`: the serde field names are the header.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct AvailabilityRow {
+    pub protocol: &'static str,
+    pub mode: &'static str,
+    pub nodes: u32,
+    pub failures: u32,
+    #[serde(serialize_with = "cell::display")]
+    pub election_timeout_ms_min: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub election_timeout_ms_max: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub latency_ms_mean: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub loss: f64,
+    pub trial: u64,
+    pub point: usize,
+    pub seed: u64,
+    #[serde(serialize_with = "cell::metric")]
+    pub available_fraction: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub available_after_failures: f64,
+    pub leader_epochs: u64,
+    pub safety: Verdict,
+    pub violations: String,
+}
+
+impl AvailabilityRow {
+    pub fn new(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &AvailabilityTrial) -> Self {
+        AvailabilityRow {
+            protocol: point.protocol.name(),
+            mode: point.mode.name(),
+            nodes: point.nodes,
+            failures: point.failures,
+            election_timeout_ms_min: point.election_timeout_ms_min,
+            election_timeout_ms_max: point.election_timeout_ms_max,
+            latency_ms_mean: point.latency.mean_ms(),
+            loss: point.loss,
+            trial,
+            point: point_index,
+            seed,
+            available_fraction: outcome.available_fraction,
+            available_after_failures: outcome.available_after_failures,
+            leader_epochs: outcome.leader_epochs,
+            safety: outcome.safety.clone(),
+            violations: outcome.violations.join("; "),
+        }
     }
 }

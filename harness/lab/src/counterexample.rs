@@ -311,3 +311,38 @@ impl std::fmt::Display for Case {
         f.write_str(self.name())
     }
 }
+
+/// One row of a counterexample `trials.csv`: the serde field names are the header.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CaseRow {
+    pub case: &'static str,
+    pub trial: u64,
+    pub point: usize,
+    pub seed: u64,
+    pub showed: bool,
+    pub invariant: String,
+    pub detail: String,
+    pub faults: usize,
+    pub safety: Verdict,
+    /// The command that replays (and shrinks) a trial that showed or is not ok.
+    pub replay: String,
+    pub violations: String,
+}
+
+impl CaseRow {
+    pub fn new(case: Case, trial: u64, point_index: usize, seed: u64, outcome: &CaseTrial, replay: &str) -> Self {
+        CaseRow {
+            case: case.name(),
+            trial,
+            point: point_index,
+            seed,
+            showed: outcome.showed,
+            invariant: outcome.invariant.clone(),
+            detail: outcome.detail.clone(),
+            faults: outcome.faults,
+            safety: outcome.safety.clone(),
+            replay: if outcome.showed || !outcome.safety.is_ok() { replay.to_string() } else { String::new() },
+            violations: crate::results::first_violations(&outcome.violations),
+        }
+    }
+}

@@ -15,6 +15,7 @@
 
 use crate::config::{Experiment, Point, ScheduledFault};
 use crate::protocols::LabProtocol;
+use crate::results::cell;
 use crate::trial::{cluster_with_leader, judge, run_sim_segment, workload_config};
 use crate::workload::Workload;
 use qlab_core::{Event, Nanos, NodeId};
@@ -128,6 +129,79 @@ fn longest_gap_ns(completions: &[Nanos], from: Nanos, to: Nanos) -> Nanos {
         previous = t;
     }
     longest
+}
+
+/// One row of a disruption `trials.csv`: the serde field names are the header.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct DisruptionRow {
+    pub protocol: &'static str,
+    pub nodes: u32,
+    pub scenario: String,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub clients: u32,
+    #[serde(serialize_with = "cell::display")]
+    pub latency_ms_mean: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub loss: f64,
+    pub trial: u64,
+    pub point: usize,
+    pub seed: u64,
+    #[serde(serialize_with = "cell::metric")]
+    pub ops_per_s: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub unavailable_ms: f64,
+    pub elections: u64,
+    pub epochs_advanced: u64,
+    #[serde(serialize_with = "cell::metric")]
+    pub fault_from_ms: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub fault_until_ms: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub timeline_bin_ms: f64,
+    #[serde(serialize_with = "cell::spaced")]
+    pub completions_per_bin: Vec<u64>,
+    pub safety: qlab_check::Verdict,
+    pub violations: String,
+}
+
+impl DisruptionRow {
+    pub fn new(
+        experiment: &Experiment,
+        point: &Point,
+        trial: u64,
+        point_index: usize,
+        seed: u64,
+        outcome: &DisruptionTrial,
+    ) -> Self {
+        let check_quorum = match point.protocol {
+            crate::config::ProtocolName::Multipaxos => experiment.file.paxos.check_quorum,
+            _ => experiment.file.raft.check_quorum,
+        };
+        DisruptionRow {
+            protocol: point.protocol.name(),
+            nodes: point.nodes,
+            scenario: point.scenario.clone(),
+            pre_vote: point.pre_vote,
+            check_quorum,
+            clients: point.clients,
+            latency_ms_mean: point.latency.mean_ms(),
+            loss: point.loss,
+            trial,
+            point: point_index,
+            seed,
+            ops_per_s: outcome.ops_per_s,
+            unavailable_ms: outcome.unavailable_ms,
+            elections: outcome.elections,
+            epochs_advanced: outcome.epochs_advanced,
+            fault_from_ms: outcome.fault_from_ms,
+            fault_until_ms: outcome.fault_until_ms,
+            timeline_bin_ms: outcome.timeline_bin_ms,
+            completions_per_bin: outcome.completions_per_bin.clone(),
+            safety: outcome.safety.clone(),
+            violations: outcome.violations.join("; "),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 
 use crate::config::{Experiment, Point};
 use crate::protocols::LabProtocol;
+use crate::results::cell;
 use crate::workload::{Workload, WorkloadConfig};
 use qlab_check::Verdict;
 use qlab_core::{ClientId, Event, Nanos, NodeId, Op, Request, nanos_to_ms};
@@ -363,4 +364,59 @@ fn all_know_new_leader<M: crate::real::Wired, C: qlab_core::Client>(
     by_epoch.into_iter().find_map(|(epoch, times)| {
         live.iter().all(|n| times.contains_key(n)).then(|| (live.iter().map(|n| times[n]).max().unwrap_or(0), epoch))
     })
+}
+
+/// One row of an election `trials.csv`: the serde field names are the header.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ElectionRow {
+    pub protocol: &'static str,
+    pub mode: &'static str,
+    pub nodes: u32,
+    #[serde(serialize_with = "cell::display")]
+    pub election_timeout_ms_min: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub election_timeout_ms_max: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub heartbeat_ms: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub latency_ms_mean: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub loss: f64,
+    pub trial: u64,
+    pub point: usize,
+    pub seed: u64,
+    #[serde(serialize_with = "cell::metric")]
+    pub election_ms: f64,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub unavailable_ms: Option<f64>,
+    pub terms: u64,
+    pub censored: bool,
+    pub messages: u64,
+    pub safety: Verdict,
+    pub violations: String,
+}
+
+impl ElectionRow {
+    pub fn new(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ElectionTrial) -> Self {
+        ElectionRow {
+            protocol: point.protocol.name(),
+            mode: point.mode.name(),
+            nodes: point.nodes,
+            election_timeout_ms_min: point.election_timeout_ms_min,
+            election_timeout_ms_max: point.election_timeout_ms_max,
+            heartbeat_ms: point.heartbeat_ms,
+            latency_ms_mean: point.latency.mean_ms(),
+            loss: point.loss,
+            trial,
+            point: point_index,
+            seed,
+            election_ms: outcome.election_ms,
+            unavailable_ms: outcome.unavailable_ms,
+            terms: outcome.terms,
+            censored: outcome.censored,
+            messages: outcome.messages,
+            safety: outcome.safety.clone(),
+            violations: outcome.violations.join("; "),
+        }
+    }
 }

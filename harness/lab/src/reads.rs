@@ -15,6 +15,7 @@
 
 use crate::chaos::{ChaosConfig, ChaosOutcome, FaultKinds, run_paxos_chaos, run_raft_chaos};
 use crate::config::{Experiment, FaultProfile, Point, ProtocolName};
+use crate::results::cell;
 use crate::results::quantile;
 use qlab_check::linearizability::LinCheck;
 use qlab_core::nanos_to_ms;
@@ -119,5 +120,76 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
         safety,
         violations,
         outcome,
+    }
+}
+
+/// One row of a reads `trials.csv`: the serde field names are the header.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ReadsRow {
+    pub protocol: &'static str,
+    pub nodes: u32,
+    pub read_mode: &'static str,
+    pub fault_profile: &'static str,
+    pub clock_skew_ppm: u64,
+    pub lease_drift_bound_ppm: String,
+    pub clients: u32,
+    pub readers: String,
+    pub trial: u64,
+    pub point: usize,
+    pub seed: u64,
+    pub reads: usize,
+    pub writes: usize,
+    #[serde(serialize_with = "cell::metric")]
+    pub read_latency_ms_p50: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub read_latency_ms_p99: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub write_latency_ms_p50: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub msgs_per_op: f64,
+    pub faults_injected: usize,
+    pub linearizable: &'static str,
+    pub live_after_heal: bool,
+    pub safety: qlab_check::Verdict,
+    /// The command that re-runs a trial that is not ok, with a full trace.
+    pub replay: String,
+    pub violations: String,
+}
+
+impl ReadsRow {
+    pub fn new(
+        experiment: &Experiment,
+        point: &Point,
+        trial: u64,
+        point_index: usize,
+        seed: u64,
+        outcome: &ReadsTrial,
+        replay: &str,
+    ) -> Self {
+        ReadsRow {
+            protocol: point.protocol.name(),
+            nodes: point.nodes,
+            read_mode: point.read_mode.name(),
+            fault_profile: point.fault_profile.name(),
+            clock_skew_ppm: point.clock_skew_ppm,
+            lease_drift_bound_ppm: experiment.file.raft.lease_drift_bound_ppm.get_ref().to_string(),
+            clients: point.clients,
+            readers: experiment.file.reads.readers.to_string(),
+            trial,
+            point: point_index,
+            seed,
+            reads: outcome.reads,
+            writes: outcome.writes,
+            read_latency_ms_p50: outcome.read_latency_ms_p50,
+            read_latency_ms_p99: outcome.read_latency_ms_p99,
+            write_latency_ms_p50: outcome.write_latency_ms_p50,
+            msgs_per_op: outcome.msgs_per_op,
+            faults_injected: outcome.faults_injected,
+            linearizable: outcome.linearizable,
+            live_after_heal: outcome.live_after_heal,
+            safety: outcome.safety.clone(),
+            replay: if outcome.safety.is_ok() { String::new() } else { replay.to_string() },
+            violations: crate::results::first_violations(&outcome.violations),
+        }
     }
 }

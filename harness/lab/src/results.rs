@@ -690,6 +690,65 @@ pub fn mean(values: &[f64]) -> f64 {
     if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 }
 }
 
+/// The first few violations, so one broken run does not make a megabyte cell (the
+/// replay prints them all).
+pub fn first_violations(violations: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = violations.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    if violations.len() > SHOWN {
+        text.push_str(&format!("; ... {} more", violations.len() - SHOWN));
+    }
+    text
+}
+
+/// Serde helpers for the fields of a kind's typed trial row: each writes its cell
+/// exactly as `trials.csv` has always had it (metrics to three decimals and empty when
+/// undefined, point values as Rust prints them).
+pub mod cell {
+    use serde::Serializer;
+    use std::fmt::Display;
+
+    pub fn metric<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::fmt_metric(*value))
+    }
+    pub fn metric_or_empty<S: Serializer>(value: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.map(super::fmt_metric).unwrap_or_default())
+    }
+    /// `Display`, not serde's own float format (which writes `0` as `0.0`).
+    pub fn display<T: Display, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+    pub fn display_or_empty<T: Display, S: Serializer>(value: &Option<T>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.collect_str(value),
+            None => serializer.serialize_str(""),
+        }
+    }
+    /// Counts per timeline bin, space-separated.
+    pub fn spaced<S: Serializer>(values: &[u64], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&values.iter().map(u64::to_string).collect::<Vec<_>>().join(" "))
+    }
+}
+
+/// A typed trial row as the cells `trials.csv` gets, in the order of its fields.
+pub fn record<T: serde::Serialize>(row: &T) -> Vec<String> {
+    let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    writer.serialize(row).expect("a trial row is a flat struct of cells");
+    let bytes = writer.into_inner().expect("an in-memory writer flushes");
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(&bytes[..]);
+    let record = reader.records().next().expect("one row").expect("what csv wrote, csv reads");
+    record.iter().map(str::to_string).collect()
+}
+
+/// The header a typed trial row writes: its serde field names, in order.
+pub fn header_of<T: serde::Serialize + Default>() -> Vec<String> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.serialize(T::default()).expect("a trial row is a flat struct of cells");
+    let bytes = writer.into_inner().expect("an in-memory writer flushes");
+    let mut reader = csv::Reader::from_reader(&bytes[..]);
+    reader.headers().expect("a header").iter().map(str::to_string).collect()
+}
+
 /// Format a metric for CSV: three decimals, empty for NaN.
 pub fn fmt_metric(value: f64) -> String {
     if value.is_nan() { String::new() } else { format!("{value:.3}") }

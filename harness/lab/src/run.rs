@@ -10,7 +10,7 @@ use crate::config::{Experiment, Kind, Mode, Point, ProtocolName};
 use crate::election::{self, ElectionTrial};
 use crate::error::{LabError, Result};
 use crate::protocols::LabProtocol;
-use crate::results::{self, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter, fmt_metric};
+use crate::results::{self, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter};
 use crate::throughput::{self, ThroughputTrial};
 use indicatif::{ProgressBar, ProgressStyle};
 use qlab_check::Verdict;
@@ -70,26 +70,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
 }
 
 fn election_row(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ElectionTrial) -> Vec<String> {
-    vec![
-        point.protocol.name().to_string(),
-        point.mode.name().to_string(),
-        point.nodes.to_string(),
-        point.election_timeout_ms_min.to_string(),
-        point.election_timeout_ms_max.to_string(),
-        point.heartbeat_ms.to_string(),
-        point.latency.mean_ms().to_string(),
-        point.loss.to_string(),
-        trial.to_string(),
-        point_index.to_string(),
-        seed.to_string(),
-        fmt_metric(outcome.election_ms),
-        outcome.unavailable_ms.map(fmt_metric).unwrap_or_default(),
-        outcome.terms.to_string(),
-        outcome.censored.to_string(),
-        outcome.messages.to_string(),
-        outcome.safety.to_string(),
-        outcome.violations.join("; "),
-    ]
+    results::record(&crate::election::ElectionRow::new(point, trial, point_index, seed, outcome))
 }
 
 fn availability_row(
@@ -99,24 +80,7 @@ fn availability_row(
     seed: u64,
     outcome: &crate::availability::AvailabilityTrial,
 ) -> Vec<String> {
-    vec![
-        point.protocol.name().to_string(),
-        point.mode.name().to_string(),
-        point.nodes.to_string(),
-        point.failures.to_string(),
-        point.election_timeout_ms_min.to_string(),
-        point.election_timeout_ms_max.to_string(),
-        point.latency.mean_ms().to_string(),
-        point.loss.to_string(),
-        trial.to_string(),
-        point_index.to_string(),
-        seed.to_string(),
-        fmt_metric(outcome.available_fraction),
-        fmt_metric(outcome.available_after_failures),
-        outcome.leader_epochs.to_string(),
-        outcome.safety.to_string(),
-        outcome.violations.join("; "),
-    ]
+    results::record(&crate::availability::AvailabilityRow::new(point, trial, point_index, seed, outcome))
 }
 
 fn disruption_row(
@@ -127,67 +91,11 @@ fn disruption_row(
     seed: u64,
     outcome: &crate::disruption::DisruptionTrial,
 ) -> Vec<String> {
-    let check_quorum = match point.protocol {
-        crate::config::ProtocolName::Multipaxos => experiment.file.paxos.check_quorum,
-        _ => experiment.file.raft.check_quorum,
-    };
-    vec![
-        point.protocol.name().to_string(),
-        point.nodes.to_string(),
-        point.scenario.clone(),
-        point.pre_vote.to_string(),
-        check_quorum.to_string(),
-        point.clients.to_string(),
-        point.latency.mean_ms().to_string(),
-        point.loss.to_string(),
-        trial.to_string(),
-        point_index.to_string(),
-        seed.to_string(),
-        fmt_metric(outcome.ops_per_s),
-        fmt_metric(outcome.unavailable_ms),
-        outcome.elections.to_string(),
-        outcome.epochs_advanced.to_string(),
-        fmt_metric(outcome.fault_from_ms),
-        fmt_metric(outcome.fault_until_ms),
-        fmt_metric(outcome.timeline_bin_ms),
-        outcome.completions_per_bin.iter().map(u64::to_string).collect::<Vec<_>>().join(" "),
-        outcome.safety.to_string(),
-        outcome.violations.join("; "),
-    ]
+    results::record(&crate::disruption::DisruptionRow::new(experiment, point, trial, point_index, seed, outcome))
 }
 
 fn throughput_row(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ThroughputTrial) -> Vec<String> {
-    vec![
-        point.protocol.name().to_string(),
-        point.mode.name().to_string(),
-        point.nodes.to_string(),
-        point.clients.to_string(),
-        point.value_bytes.to_string(),
-        point.batch_delay_ms.to_string(),
-        point.latency.mean_ms().to_string(),
-        point.loss.to_string(),
-        trial.to_string(),
-        point_index.to_string(),
-        seed.to_string(),
-        outcome.ops.to_string(),
-        fmt_metric(outcome.ops_per_s),
-        fmt_metric(outcome.latency_ms_p50),
-        fmt_metric(outcome.latency_ms_p90),
-        fmt_metric(outcome.latency_ms_p99),
-        fmt_metric(outcome.latency_ms_p999),
-        fmt_metric(outcome.msgs_per_op),
-        fmt_metric(outcome.bytes_per_op),
-        outcome.cpu_s_per_node.map(fmt_metric).unwrap_or_default(),
-        outcome.cpu_s_harness.map(fmt_metric).unwrap_or_default(),
-        outcome.signatures_made_per_op.map(fmt_metric).unwrap_or_default(),
-        outcome.signatures_verified_per_op.map(fmt_metric).unwrap_or_default(),
-        outcome.view_changes.map(|v| v.to_string()).unwrap_or_default(),
-        outcome.rss_mb_first.map(fmt_metric).unwrap_or_default(),
-        outcome.rss_mb_max.map(fmt_metric).unwrap_or_default(),
-        outcome.rss_mb_harness_max.map(fmt_metric).unwrap_or_default(),
-        outcome.safety.to_string(),
-        outcome.violations.join("; "),
-    ]
+    results::record(&crate::throughput::ThroughputRow::new(point, trial, point_index, seed, outcome))
 }
 
 /// A trial that could not run (a real-mode cluster that failed to start, say): the
@@ -297,33 +205,7 @@ fn attack_row(
     outcome: &AttackTrial,
     replay: &str,
 ) -> Vec<String> {
-    vec![
-        point.protocol.name().to_string(),
-        point.mode.name().to_string(),
-        point.nodes.to_string(),
-        point.attack.label(),
-        point.malicious.to_string(),
-        point.clients.to_string(),
-        point.latency.mean_ms().to_string(),
-        point.loss.to_string(),
-        trial.to_string(),
-        point_index.to_string(),
-        seed.to_string(),
-        fmt_metric(outcome.ops_per_s_before),
-        fmt_metric(outcome.ops_per_s_during),
-        fmt_metric(outcome.ops_per_s_after),
-        outcome.recovered.to_string(),
-        outcome.leader_at_attack.map_or(String::new(), |n| n.0.to_string()),
-        window.0.to_string(),
-        window.1.to_string(),
-        attack::TIMELINE_BIN_MS.to_string(),
-        outcome.completions_per_bin.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "),
-        outcome.safety.to_string(),
-        outcome.invariant.map_or(String::new(), |i| i.name().to_string()),
-        outcome.violated_at_ms.map(fmt_metric).unwrap_or_default(),
-        if outcome.safety.is_ok() { String::new() } else { replay.to_string() },
-        first_violations(&outcome.violations),
-    ]
+    results::record(&crate::attack::AttackRow::new(point, window, trial, point_index, seed, outcome, replay))
 }
 
 fn counterexample_row(
@@ -334,19 +216,7 @@ fn counterexample_row(
     outcome: &crate::counterexample::CaseTrial,
     replay: &str,
 ) -> Vec<String> {
-    vec![
-        case.name().to_string(),
-        trial.to_string(),
-        point_index.to_string(),
-        seed.to_string(),
-        outcome.showed.to_string(),
-        outcome.invariant.clone(),
-        outcome.detail.clone(),
-        outcome.faults.to_string(),
-        outcome.safety.to_string(),
-        if outcome.showed || !outcome.safety.is_ok() { replay.to_string() } else { String::new() },
-        first_violations(&outcome.violations),
-    ]
+    results::record(&crate::counterexample::CaseRow::new(case, trial, point_index, seed, outcome, replay))
 }
 
 fn reads_row(
@@ -358,42 +228,7 @@ fn reads_row(
     outcome: &crate::reads::ReadsTrial,
     replay: &str,
 ) -> Vec<String> {
-    vec![
-        point.protocol.name().to_string(),
-        point.nodes.to_string(),
-        point.read_mode.name().to_string(),
-        point.fault_profile.name().to_string(),
-        point.clock_skew_ppm.to_string(),
-        experiment.file.raft.lease_drift_bound_ppm.get_ref().to_string(),
-        point.clients.to_string(),
-        experiment.file.reads.readers.to_string(),
-        trial.to_string(),
-        point_index.to_string(),
-        seed.to_string(),
-        outcome.reads.to_string(),
-        outcome.writes.to_string(),
-        fmt_metric(outcome.read_latency_ms_p50),
-        fmt_metric(outcome.read_latency_ms_p99),
-        fmt_metric(outcome.write_latency_ms_p50),
-        fmt_metric(outcome.msgs_per_op),
-        outcome.faults_injected.to_string(),
-        outcome.linearizable.to_string(),
-        outcome.live_after_heal.to_string(),
-        outcome.safety.to_string(),
-        if outcome.safety.is_ok() { String::new() } else { replay.to_string() },
-        first_violations(&outcome.violations),
-    ]
-}
-
-/// The first few violations, so one broken run does not make a megabyte cell (the
-/// replay prints them all).
-fn first_violations(violations: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let mut text = violations.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
-    if violations.len() > SHOWN {
-        text.push_str(&format!("; ... {} more", violations.len() - SHOWN));
-    }
-    text
+    results::record(&crate::reads::ReadsRow::new(experiment, point, trial, point_index, seed, outcome, replay))
 }
 
 fn run_one_of<P: LabProtocol>(

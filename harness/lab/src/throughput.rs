@@ -11,6 +11,7 @@
 
 use crate::config::{Experiment, Point};
 use crate::protocols::LabProtocol;
+use crate::results::cell;
 use crate::trial::{cluster_with_leader, judge, run_sim_segment, schedule, workload_config};
 use crate::workload::Workload;
 use hdrhistogram::Histogram;
@@ -340,4 +341,92 @@ async fn measure_quic<P: LabProtocol>(
         harness_rss_mb: Some(harness_rss_bytes as f64 / (1024.0 * 1024.0)),
     };
     Ok(ThroughputTrial::from_window(window, verdict, details))
+}
+
+/// One row of a throughput `trials.csv`: the serde field names are the header.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ThroughputRow {
+    pub protocol: &'static str,
+    pub mode: &'static str,
+    pub nodes: u32,
+    pub clients: u32,
+    pub value_bytes: usize,
+    #[serde(serialize_with = "cell::display")]
+    pub batch_delay_ms: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub latency_ms_mean: f64,
+    #[serde(serialize_with = "cell::display")]
+    pub loss: f64,
+    pub trial: u64,
+    pub point: usize,
+    pub seed: u64,
+    pub ops: u64,
+    #[serde(serialize_with = "cell::metric")]
+    pub ops_per_s: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub latency_ms_p50: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub latency_ms_p90: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub latency_ms_p99: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub latency_ms_p999: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub msgs_per_op: f64,
+    #[serde(serialize_with = "cell::metric")]
+    pub bytes_per_op: f64,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub cpu_s_per_node: Option<f64>,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub cpu_s_harness: Option<f64>,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub signatures_made_per_op: Option<f64>,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub signatures_verified_per_op: Option<f64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub view_changes: Option<u64>,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub rss_mb_first: Option<f64>,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub rss_mb_max: Option<f64>,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub rss_mb_harness_max: Option<f64>,
+    pub safety: Verdict,
+    pub violations: String,
+}
+
+impl ThroughputRow {
+    pub fn new(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ThroughputTrial) -> Self {
+        ThroughputRow {
+            protocol: point.protocol.name(),
+            mode: point.mode.name(),
+            nodes: point.nodes,
+            clients: point.clients,
+            value_bytes: point.value_bytes,
+            batch_delay_ms: point.batch_delay_ms,
+            latency_ms_mean: point.latency.mean_ms(),
+            loss: point.loss,
+            trial,
+            point: point_index,
+            seed,
+            ops: outcome.ops,
+            ops_per_s: outcome.ops_per_s,
+            latency_ms_p50: outcome.latency_ms_p50,
+            latency_ms_p90: outcome.latency_ms_p90,
+            latency_ms_p99: outcome.latency_ms_p99,
+            latency_ms_p999: outcome.latency_ms_p999,
+            msgs_per_op: outcome.msgs_per_op,
+            bytes_per_op: outcome.bytes_per_op,
+            cpu_s_per_node: outcome.cpu_s_per_node,
+            cpu_s_harness: outcome.cpu_s_harness,
+            signatures_made_per_op: outcome.signatures_made_per_op,
+            signatures_verified_per_op: outcome.signatures_verified_per_op,
+            view_changes: outcome.view_changes,
+            rss_mb_first: outcome.rss_mb_first,
+            rss_mb_max: outcome.rss_mb_max,
+            rss_mb_harness_max: outcome.rss_mb_harness_max,
+            safety: outcome.safety.clone(),
+            violations: outcome.violations.join("; "),
+        }
+    }
 }
