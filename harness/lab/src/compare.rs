@@ -110,16 +110,11 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path) -> Result<Comparison>
             meta_b.kind
         )));
     }
-    let kind =
-        crate::config::Kind::ALL.iter().copied().find(|k| k.name() == meta_a.kind).ok_or_else(|| {
-            LabError::Usage(format!("{}: unknown experiment kind {:?}", a_dir.display(), meta_a.kind))
-        })?;
+    if !crate::config::Kind::ALL.iter().any(|k| k.name() == meta_a.kind) {
+        return Err(LabError::Usage(format!("{}: unknown experiment kind {:?}", a_dir.display(), meta_a.kind)));
+    }
     let (ta, tb) = (Table::read(&a_dir.join(TRIALS_CSV))?, Table::read(&b_dir.join(TRIALS_CSV))?);
-    let key_columns: Vec<&str> = results::point_columns(kind)
-        .iter()
-        .copied()
-        .filter(|c| ta.column(c).is_some() && tb.column(c).is_some())
-        .collect();
+    let key_columns: Vec<&str> = ta.point_columns().into_iter().filter(|c| tb.column(c).is_some()).collect();
     let ga = ta.group_by(&key_columns);
     let gb = tb.group_by(&key_columns);
     let mut keys: Vec<Vec<String>> = ga.iter().map(|(k, _)| k.clone()).collect();

@@ -26,6 +26,7 @@ pub mod disruption;
 pub mod election;
 pub mod error;
 pub mod gallery;
+pub mod kinds;
 pub mod plot;
 pub mod protocols;
 pub mod reads;

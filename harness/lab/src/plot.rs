@@ -579,10 +579,10 @@ pub fn write_xy(run_dir: &Path, stem: &str, figure: &XyFigure) -> Result<Vec<Pat
 /// `throughput_vs_clients` and `latency_vs_throughput`, one line per protocol, mode,
 /// cluster size and whatever else varies besides the client count.
 pub fn plot_throughput(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
-    use crate::results::{THROUGHPUT_POINT_COLUMNS, mean, summarize_throughput};
+    use crate::results::{mean, summarize_throughput};
     let table = Table::read(&run_dir.join(TRIALS_CSV))?;
     summarize_throughput(&table, &run_dir.join(SUMMARY_CSV))?;
-    let series_columns: Vec<&str> = THROUGHPUT_POINT_COLUMNS.iter().copied().filter(|c| *c != "clients").collect();
+    let series_columns: Vec<&str> = table.point_columns().into_iter().filter(|c| *c != "clients").collect();
     let groups = table.group_by(&series_columns);
     let varies: Vec<bool> =
         (0..series_columns.len()).map(|i| groups.iter().any(|(k, _)| k[i] != groups[0].0[i])).collect();
@@ -674,8 +674,8 @@ pub fn plot_throughput(run_dir: &Path, experiment_name: &str) -> Result<Vec<Path
 /// count is linear and its `a` comes out near zero). The coefficients go to
 /// `message_growth.csv` beside the figure.
 fn plot_message_growth(run_dir: &Path, experiment_name: &str, table: &Table) -> Result<Vec<PathBuf>> {
-    use crate::results::{THROUGHPUT_POINT_COLUMNS, fit_quadratic, mean};
-    let key_columns: Vec<&str> = THROUGHPUT_POINT_COLUMNS.iter().copied().filter(|c| *c != "nodes").collect();
+    use crate::results::{fit_quadratic, mean};
+    let key_columns: Vec<&str> = table.point_columns().into_iter().filter(|c| *c != "nodes").collect();
     let groups = table.group_by(&key_columns);
     let varies: Vec<bool> =
         (0..key_columns.len()).map(|i| groups.iter().any(|(k, _)| k[i] != groups[0].0[i])).collect();

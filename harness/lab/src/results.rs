@@ -14,205 +14,6 @@ pub const META_JSON: &str = "meta.json";
 pub const EXPERIMENT_TOML: &str = "experiment.toml";
 pub const FIGURES_DIR: &str = "figures";
 
-/// The columns that identify a point of the sweep (a figure's series).
-pub const ELECTION_POINT_COLUMNS: &[&str] = &[
-    "protocol",
-    "mode",
-    "nodes",
-    "election_timeout_ms_min",
-    "election_timeout_ms_max",
-    "heartbeat_ms",
-    "latency_ms_mean",
-    "loss",
-];
-
-/// What an election trial measured, after the point columns.
-pub const ELECTION_TRIAL_COLUMNS: &[&str] = &[
-    "trial",
-    "point",
-    "seed",
-    "election_ms",
-    "unavailable_ms",
-    "terms",
-    "censored",
-    "messages",
-    "safety",
-    "violations",
-];
-
-/// The columns that identify a point of a throughput sweep.
-pub const THROUGHPUT_POINT_COLUMNS: &[&str] =
-    &["protocol", "mode", "nodes", "clients", "value_bytes", "batch_delay_ms", "latency_ms_mean", "loss"];
-
-/// What a throughput trial measured, after the point columns.
-pub const THROUGHPUT_TRIAL_COLUMNS: &[&str] = &[
-    "trial",
-    "point",
-    "seed",
-    "ops",
-    "ops_per_s",
-    "latency_ms_p50",
-    "latency_ms_p90",
-    "latency_ms_p99",
-    "latency_ms_p999",
-    "msgs_per_op",
-    "bytes_per_op",
-    "cpu_s_per_node",
-    "cpu_s_harness",
-    "signatures_made_per_op",
-    "signatures_verified_per_op",
-    "view_changes",
-    "rss_mb_first",
-    "rss_mb_max",
-    "rss_mb_harness_max",
-    "safety",
-    "violations",
-];
-
-/// The columns that identify a point of an attack sweep.
-pub const ATTACK_POINT_COLUMNS: &[&str] =
-    &["protocol", "mode", "nodes", "attack", "malicious", "clients", "latency_ms_mean", "loss"];
-
-/// What an attack trial found, after the point columns: throughput in the three phases,
-/// whether it came back, the attack window and the throughput timeline (completions per
-/// bin, space-separated, from the start of the run), the safety verdict and the first invariant broken (when and
-/// where), and the command that replays the trial with a full trace.
-pub const ATTACK_TRIAL_COLUMNS: &[&str] = &[
-    "trial",
-    "point",
-    "seed",
-    "ops_per_s_before",
-    "ops_per_s_during",
-    "ops_per_s_after",
-    "recovered",
-    "leader_at_attack",
-    "attack_from_ms",
-    "attack_until_ms",
-    "timeline_bin_ms",
-    "completions_per_bin",
-    "safety",
-    "invariant",
-    "violated_at_ms",
-    "replay",
-    "violations",
-];
-
-/// The columns that identify a point of an availability sweep.
-pub const AVAILABILITY_POINT_COLUMNS: &[&str] = &[
-    "protocol",
-    "mode",
-    "nodes",
-    "failures",
-    "election_timeout_ms_min",
-    "election_timeout_ms_max",
-    "latency_ms_mean",
-    "loss",
-];
-
-/// What an availability trial found: the share of samples with a leader a majority
-/// follows, after the warm-up and after every failure, and the epochs such leaders led.
-pub const AVAILABILITY_TRIAL_COLUMNS: &[&str] = &[
-    "trial",
-    "point",
-    "seed",
-    "available_fraction",
-    "available_after_failures",
-    "leader_epochs",
-    "safety",
-    "violations",
-];
-
-/// The columns that identify a point of a reads sweep.
-pub const READS_POINT_COLUMNS: &[&str] = &[
-    "protocol",
-    "nodes",
-    "read_mode",
-    "fault_profile",
-    "clock_skew_ppm",
-    "lease_drift_bound_ppm",
-    "clients",
-    "readers",
-];
-
-/// What a reads trial found: operations and their latencies, messages per operation,
-/// the faults injected, the linearizability verdict (`yes`, `no`, `inconclusive`),
-/// whether every client was served after healing, and the command that replays it.
-pub const READS_TRIAL_COLUMNS: &[&str] = &[
-    "trial",
-    "point",
-    "seed",
-    "reads",
-    "writes",
-    "read_latency_ms_p50",
-    "read_latency_ms_p99",
-    "write_latency_ms_p50",
-    "msgs_per_op",
-    "faults_injected",
-    "linearizable",
-    "live_after_heal",
-    "safety",
-    "replay",
-    "violations",
-];
-
-/// The column that identifies a point of a counterexample run: the case.
-pub const COUNTEREXAMPLE_POINT_COLUMNS: &[&str] = &["case"];
-
-/// What one run of a case found: whether its failure showed, the invariant or property,
-/// a one-line detail, the faults injected, whether any checker found something the case
-/// does not explain, and the command that replays (and shrinks) the run.
-pub const COUNTEREXAMPLE_TRIAL_COLUMNS: &[&str] =
-    &["trial", "point", "seed", "showed", "invariant", "detail", "faults", "safety", "replay", "violations"];
-
-/// The columns that identify a point of a disruption sweep.
-pub const DISRUPTION_POINT_COLUMNS: &[&str] =
-    &["protocol", "nodes", "scenario", "pre_vote", "check_quorum", "clients", "latency_ms_mean", "loss"];
-
-/// What a disruption trial measured: throughput over the run, the client-visible outage
-/// from the first fault on (the longest stretch with no completion), elections won and
-/// epochs moved after the first fault, the scenario's first and last fault, and the
-/// throughput timeline (completions per bin, space-separated).
-pub const DISRUPTION_TRIAL_COLUMNS: &[&str] = &[
-    "trial",
-    "point",
-    "seed",
-    "ops_per_s",
-    "unavailable_ms",
-    "elections",
-    "epochs_advanced",
-    "fault_from_ms",
-    "fault_until_ms",
-    "timeline_bin_ms",
-    "completions_per_bin",
-    "safety",
-    "violations",
-];
-
-pub fn point_columns(kind: crate::config::Kind) -> &'static [&'static str] {
-    match kind {
-        crate::config::Kind::Election => ELECTION_POINT_COLUMNS,
-        crate::config::Kind::Throughput => THROUGHPUT_POINT_COLUMNS,
-        crate::config::Kind::Attack => ATTACK_POINT_COLUMNS,
-        crate::config::Kind::Availability => AVAILABILITY_POINT_COLUMNS,
-        crate::config::Kind::Reads => READS_POINT_COLUMNS,
-        crate::config::Kind::Counterexample => COUNTEREXAMPLE_POINT_COLUMNS,
-        crate::config::Kind::Disruption => DISRUPTION_POINT_COLUMNS,
-    }
-}
-
-/// Columns of a trial row of `kind`, in order.
-pub fn columns(kind: crate::config::Kind) -> Vec<&'static str> {
-    match kind {
-        crate::config::Kind::Election => [ELECTION_POINT_COLUMNS, ELECTION_TRIAL_COLUMNS].concat(),
-        crate::config::Kind::Throughput => [THROUGHPUT_POINT_COLUMNS, THROUGHPUT_TRIAL_COLUMNS].concat(),
-        crate::config::Kind::Attack => [ATTACK_POINT_COLUMNS, ATTACK_TRIAL_COLUMNS].concat(),
-        crate::config::Kind::Availability => [AVAILABILITY_POINT_COLUMNS, AVAILABILITY_TRIAL_COLUMNS].concat(),
-        crate::config::Kind::Reads => [READS_POINT_COLUMNS, READS_TRIAL_COLUMNS].concat(),
-        crate::config::Kind::Counterexample => [COUNTEREXAMPLE_POINT_COLUMNS, COUNTEREXAMPLE_TRIAL_COLUMNS].concat(),
-        crate::config::Kind::Disruption => [DISRUPTION_POINT_COLUMNS, DISRUPTION_TRIAL_COLUMNS].concat(),
-    }
-}
-
 /// The attack matrix from an attack `trials.csv`: `summary.csv` with one row per
 /// (protocol, nodes, attack, malicious) — seeds, unsafe runs, runs that did not recover,
 /// runs in which a malicious replica was leading when the attack began, the first
@@ -307,7 +108,7 @@ pub fn summarize_disruption(table: &Table, path: &Path) -> Result<()> {
     let mut writer = csv::Writer::from_writer(file);
     let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
     writer
-        .write_record(DISRUPTION_POINT_COLUMNS.iter().copied().chain([
+        .write_record(table.point_columns().into_iter().chain([
             "trials",
             "ops_per_s_mean",
             "unavailable_ms_p50",
@@ -318,7 +119,7 @@ pub fn summarize_disruption(table: &Table, path: &Path) -> Result<()> {
             "inconclusive",
         ]))
         .map_err(csv_err)?;
-    for (values, rows) in table.group_by(DISRUPTION_POINT_COLUMNS) {
+    for (values, rows) in table.group_by(&table.point_columns()) {
         let column = |name: &str| -> Vec<f64> { rows.iter().filter_map(|r| table.number(r, name)).collect() };
         let unsafe_trials = table.unsafe_count(&rows);
         let mut outages = column("unavailable_ms");
@@ -347,7 +148,7 @@ pub fn summarize_availability(table: &Table, path: &Path) -> Result<()> {
     let mut writer = csv::Writer::from_writer(file);
     let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
     writer
-        .write_record(AVAILABILITY_POINT_COLUMNS.iter().copied().chain([
+        .write_record(table.point_columns().into_iter().chain([
             "trials",
             "available_fraction_mean",
             "available_after_failures_mean",
@@ -355,7 +156,7 @@ pub fn summarize_availability(table: &Table, path: &Path) -> Result<()> {
             "inconclusive",
         ]))
         .map_err(csv_err)?;
-    for (values, rows) in table.group_by(AVAILABILITY_POINT_COLUMNS) {
+    for (values, rows) in table.group_by(&table.point_columns()) {
         let column = |name: &str| -> Vec<f64> { rows.iter().filter_map(|r| table.number(r, name)).collect() };
         let unsafe_trials = table.unsafe_count(&rows);
         let mut record = values.clone();
@@ -382,7 +183,7 @@ pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
     let mut writer = csv::Writer::from_writer(file);
     let csv_err = |e| LabError::Csv { path: path.clone(), source: e };
     writer
-        .write_record(READS_POINT_COLUMNS.iter().copied().chain([
+        .write_record(table.point_columns().into_iter().chain([
             "trials",
             "not_linearizable",
             "first_not_linearizable_trial",
@@ -398,7 +199,7 @@ pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
         "| protocol | n | read mode | faults | clock skew | trials | verdict | read p50 (ms) | write p50 (ms) | msgs/op |\n\
          |---|---:|---|---|---:|---:|---|---:|---:|---:|\n",
     );
-    for (values, rows) in table.group_by(READS_POINT_COLUMNS) {
+    for (values, rows) in table.group_by(&table.point_columns()) {
         let median_of = |name: &str| -> f64 {
             let mut v: Vec<f64> = rows.iter().filter_map(|r| table.number(r, name)).collect();
             v.sort_by(f64::total_cmp);
@@ -486,7 +287,7 @@ pub fn summarize_counterexamples(table: &Table, dir: &Path) -> Result<()> {
     let mut markdown = String::from(
         "| case | runs | showed in | first failing trial | invariant or property |\n|---|---:|---:|---:|---|\n",
     );
-    for (values, rows) in table.group_by(COUNTEREXAMPLE_POINT_COLUMNS) {
+    for (values, rows) in table.group_by(&table.point_columns()) {
         let showed: Vec<&&Vec<String>> = rows.iter().filter(|r| table.get(r, "showed") == Some("true")).collect();
         let unexplained = table.unsafe_count(&rows);
         let first = showed.iter().min_by_key(|r| table.number(r, "trial").map_or(u64::MAX, |t| t as u64));
@@ -549,12 +350,12 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
     .into_iter()
     .filter(|column| table.column(column).is_some())
     .collect();
-    let mut header: Vec<&str> = THROUGHPUT_POINT_COLUMNS.to_vec();
+    let mut header: Vec<&str> = table.point_columns();
     header.push("trials");
     header.extend(&averaged);
     header.extend(["unsafe_trials", "inconclusive_trials"]);
     writer.write_record(&header).map_err(csv_err)?;
-    for (key, rows) in table.group_by(THROUGHPUT_POINT_COLUMNS) {
+    for (key, rows) in table.group_by(&table.point_columns()) {
         let mut record = key.clone();
         record.push(rows.len().to_string());
         for column in &averaged {
@@ -575,7 +376,7 @@ pub struct TrialWriter {
 }
 
 impl TrialWriter {
-    pub fn create(path: &Path, columns: &[&str]) -> Result<Self> {
+    pub fn create(path: &Path, columns: &[String]) -> Result<Self> {
         let file = OpenOptions::new()
             .create(true)
             .write(true)
@@ -654,6 +455,13 @@ impl Table {
     /// Rows of `rows` on which a checker gave up without finding a violation.
     pub fn inconclusive_count(&self, rows: &[&Vec<String>]) -> usize {
         rows.iter().filter(|r| self.verdict(r).is_some_and(|v| v.is_inconclusive())).count()
+    }
+
+    /// The columns that describe a trial's point: every column before `trial`, as each
+    /// kind's row type puts them first. Summaries group by these, so they read nothing
+    /// but the CSV.
+    pub fn point_columns(&self) -> Vec<&str> {
+        self.columns.iter().map(String::as_str).take_while(|c| *c != "trial").collect()
     }
 
     /// Rows grouped by the values of `key_columns`, in order of first appearance.
@@ -759,7 +567,7 @@ pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
     let file = File::create(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
     let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
-    let mut header: Vec<&str> = ELECTION_POINT_COLUMNS.to_vec();
+    let mut header: Vec<&str> = table.point_columns();
     header.extend([
         "trials",
         "election_ms_mean",
@@ -775,7 +583,7 @@ pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
         "inconclusive_trials",
     ]);
     writer.write_record(&header).map_err(csv_err)?;
-    for (key, rows) in table.group_by(ELECTION_POINT_COLUMNS) {
+    for (key, rows) in table.group_by(&table.point_columns()) {
         let sorted = |name: &str| {
             let mut v: Vec<f64> = rows.iter().filter_map(|r| table.number(r, name)).collect();
             v.sort_by(f64::total_cmp);

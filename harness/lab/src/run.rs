@@ -100,7 +100,7 @@ fn throughput_row(point: &Point, trial: u64, point_index: usize, seed: u64, outc
 
 /// A trial that could not run (a real-mode cluster that failed to start, say): the
 /// row records why, with empty metrics, and the run goes on.
-fn error_row(columns: &[&str], prefix: Vec<String>, message: &str) -> Vec<String> {
+fn error_row(columns: &[String], prefix: Vec<String>, message: &str) -> Vec<String> {
     let mut row = prefix;
     while row.len() < columns.len() - 2 {
         row.push(String::new());
@@ -122,16 +122,16 @@ fn panic_row(
 ) -> Vec<String> {
     let kind = experiment.file.experiment.kind;
     let fields = serde_json::to_value(point).unwrap_or_default();
-    let mut row: Vec<String> = results::point_columns(kind)
+    let mut row: Vec<String> = crate::kinds::point_columns(kind)
         .iter()
-        .map(|column| match fields.get(*column) {
+        .map(|column| match fields.get(column.as_str()) {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Null) | None => String::new(),
             Some(other) => other.to_string(),
         })
         .collect();
     row.extend([trial.to_string(), point_index.to_string(), seed.to_string()]);
-    error_row(&results::columns(kind), row, message)
+    error_row(&crate::kinds::trial_columns(kind), row, message)
 }
 
 /// Run trial `trial` and make its row and verdict (`Error` when it could not run at all).
@@ -239,9 +239,9 @@ fn run_one_of<P: LabProtocol>(
     seed: u64,
     node_binary: &Path,
 ) -> (Vec<String>, Verdict) {
-    let columns = results::columns(experiment.file.experiment.kind);
+    let columns = crate::kinds::trial_columns(experiment.file.experiment.kind);
     let prefix = |row: Vec<String>| {
-        row.into_iter().take(results::point_columns(experiment.file.experiment.kind).len() + 3).collect()
+        row.into_iter().take(crate::kinds::point_columns(experiment.file.experiment.kind).len() + 3).collect()
     };
     match (experiment.file.experiment.kind, point.mode) {
         (Kind::Attack | Kind::Reads | Kind::Counterexample, _) => {
@@ -397,7 +397,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     }
 
     let mut writer =
-        TrialWriter::create(&run_dir.join(TRIALS_CSV), &results::columns(experiment.file.experiment.kind))?;
+        TrialWriter::create(&run_dir.join(TRIALS_CSV), &crate::kinds::trial_columns(experiment.file.experiment.kind))?;
     let progress = if options.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
     progress.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} trials, {elapsed} elapsed, eta {eta}")

@@ -2,22 +2,55 @@
 //! order, are the columns the run writes and the summaries, figures and notebooks read.
 
 use qlab_lab::config::Kind;
-use qlab_lab::results::{columns, header_of};
+use qlab_lab::kinds::{point_columns, trial_columns};
+use std::path::PathBuf;
 
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The header every committed reference run of each kind has.
+fn committed_headers() -> Vec<(String, Vec<String>, PathBuf)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(repo().join("results")).unwrap() {
+        let reference = entry.unwrap().path().join("reference");
+        let Ok(meta) = std::fs::read_to_string(reference.join("meta.json")) else { continue };
+        let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+        let kind = meta["kind"].as_str().unwrap().to_string();
+        let mut reader = csv::Reader::from_path(reference.join("trials.csv")).unwrap();
+        let header = reader.headers().unwrap().iter().map(str::to_string).collect();
+        found.push((kind, header, reference));
+    }
+    found
+}
+
+/// Each kind's row type writes the header of a committed reference run, and the point
+/// columns of all of them, so what the run writes today is what `qlab plot`, the
+/// summaries and the notebooks read there.
 #[test]
-fn every_kind_writes_the_header_its_row_type_names() {
-    let expected: Vec<(Kind, Vec<String>)> = vec![
-        (Kind::Election, header_of::<qlab_lab::election::ElectionRow>()),
-        (Kind::Throughput, header_of::<qlab_lab::throughput::ThroughputRow>()),
-        (Kind::Attack, header_of::<qlab_lab::attack::AttackRow>()),
-        (Kind::Availability, header_of::<qlab_lab::availability::AvailabilityRow>()),
-        (Kind::Reads, header_of::<qlab_lab::reads::ReadsRow>()),
-        (Kind::Counterexample, header_of::<qlab_lab::counterexample::CaseRow>()),
-        (Kind::Disruption, header_of::<qlab_lab::disruption::DisruptionRow>()),
-    ];
-    assert_eq!(expected.len(), Kind::ALL.len(), "a kind without a row type");
-    for (kind, header) in expected {
-        assert_eq!(columns(kind), header, "{kind:?}");
+fn every_kind_writes_the_header_of_its_committed_references() {
+    let committed = committed_headers();
+    for kind in Kind::ALL {
+        let header = trial_columns(*kind);
+        let of_kind: Vec<&(String, Vec<String>, PathBuf)> =
+            committed.iter().filter(|(k, ..)| k == kind.name()).collect();
+        assert!(!of_kind.is_empty(), "no committed reference of kind {}", kind.name());
+        let points = point_columns(*kind);
+        // Older references may lack trial columns added since; their points are the same.
+        for (_, committed, reference) in &of_kind {
+            assert_eq!(&committed[..points.len()], &points[..], "{}: point columns", reference.display());
+        }
+        assert!(
+            of_kind.iter().any(|(_, committed, _)| *committed == header),
+            "no committed {} reference has the header the row type writes: {header:?}",
+            kind.name()
+        );
+        assert_eq!(
+            header[points.len()..][..3],
+            ["trial", "point", "seed"],
+            "{}: point columns come first",
+            kind.name()
+        );
     }
 }
 
