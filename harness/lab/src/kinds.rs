@@ -22,3 +22,9 @@ pub fn trial_columns(kind: Kind) -> Vec<String> {
 pub fn point_columns(kind: Kind) -> Vec<String> {
     trial_columns(kind).into_iter().take_while(|c| c != "trial").collect()
 }
+
+/// The kind whose rows have these point columns (the columns before `trial` of a
+/// `trials.csv`): how `qlab plot` knows a run whose `meta.json` is gone.
+pub fn of_point_columns(columns: &[&str]) -> Option<Kind> {
+    Kind::ALL.iter().copied().find(|kind| point_columns(*kind) == columns)
+}

@@ -495,23 +495,7 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
         Ok(meta) => (meta.kind, meta.experiment),
         Err(_) => {
             let table = results::Table::read(&run_dir.join(TRIALS_CSV))?;
-            let kind = if table.column("election_ms").is_some() {
-                "election"
-            } else if table.column("ops_per_s_during").is_some() {
-                "attack"
-            } else if table.column("available_fraction").is_some() {
-                "availability"
-            } else if table.column("linearizable").is_some() {
-                "reads"
-            } else if table.column("showed").is_some() {
-                "counterexample"
-            } else if table.column("epochs_advanced").is_some() {
-                "disruption"
-            } else if table.column("ops_per_s").is_some() {
-                "throughput"
-            } else {
-                "unknown"
-            };
+            let kind = crate::kinds::of_point_columns(&table.point_columns()).map_or("unknown", |k| k.name());
             let name = run_dir.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
             (kind.to_string(), name)
         }
