@@ -1,7 +1,8 @@
-//! # qlab-lab: experiments, workloads, fault schedules, safety checkers, results, figures
+//! # qlab-lab: experiments, workloads, fault schedules, results, figures
 //!
-//! The lab turns an experiment file into trials on a driver (the simulator now, QUIC
-//! later), judges every trial with the safety checkers, and writes a run directory:
+//! The lab turns an experiment file into trials on a driver (the simulator or one
+//! process per replica over QUIC), judges every trial with the checkers of
+//! `qlab-check`, and writes a run directory:
 //!
 //! ```text
 //! results/<experiment>/<run-id>/
