@@ -14,7 +14,10 @@
 //! Everything here needs root and iproute2; a kernel without `sch_netem` gets a clear
 //! error before any node starts.
 //!
-//! Namespaces and the bridge are removed when [`NetnsHosts`] is dropped. Names carry
+//! Where frames crossing a bridge pass the iptables FORWARD chain (Docker's hosts: its
+//! policy there is DROP), one rule accepts those within our bridge, inserted with it.
+//!
+//! Namespaces, the bridge and its rule are removed when [`NetnsHosts`] is dropped. Names carry
 //! the owning process id, so a later run removes what a killed run left behind.
 
 use std::fs::File;
@@ -45,6 +48,11 @@ pub enum NetnsError {
          transport injects"
     )]
     NoNetem { command: String, stderr: String },
+    #[error(
+        "frames between the namespaces pass the iptables FORWARD chain here (net.bridge.bridge-nf-call-iptables = 1, \
+         as with Docker, whose FORWARD policy is DROP), and `iptables` is not on PATH to let them through ({source})"
+    )]
+    NoIptables { source: std::io::Error },
     #[error("no free 10.77.x.0/24 subnet for namespaces (all 250 in use)")]
     NoSubnet,
     #[error("{}: {source}", path.display())]
@@ -64,10 +72,11 @@ pub struct NetnsHosts {
 const NAME_PREFIX: &str = "qlab-";
 
 fn run(program: &str, args: &[&str]) -> Result<String, NetnsError> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|source| NetnsError::MissingTool { tool: if program == "tc" { "tc" } else { "ip" }, source })?;
+    let output = Command::new(program).args(args).output().map_err(|source| match program {
+        "iptables" => NetnsError::NoIptables { source },
+        "tc" => NetnsError::MissingTool { tool: "tc", source },
+        _ => NetnsError::MissingTool { tool: "ip", source },
+    })?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
@@ -130,6 +139,7 @@ impl NetnsHosts {
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&["addr", "add", &format!("10.77.{subnet}.254/24"), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
+        allow_forwarding_within(&bridge)?;
         for node in 0..nodes {
             let ns = format!("{NAME_PREFIX}{pid}-{subnet}-{node}");
             ip(&["netns", "add", &ns])?;
@@ -185,6 +195,37 @@ impl Drop for NetnsHosts {
             let _ = ip(&["netns", "delete", ns]);
         }
         let _ = ip(&["link", "delete", &self.bridge]);
+        remove_forwarding_within(&self.bridge);
+    }
+}
+
+/// Whether frames crossing a bridge go through the iptables FORWARD chain: with
+/// `br_netfilter` loaded and `net.bridge.bridge-nf-call-iptables = 1` (Docker turns both
+/// on, and sets the chain's policy to DROP) they do, and replicas on our bridge could not
+/// reach one another.
+fn bridge_frames_are_filtered() -> bool {
+    std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").is_ok_and(|v| v.trim() == "1")
+}
+
+/// The rule that lets frames through between ports of `bridge`, first in FORWARD.
+fn forwarding_rule(bridge: &str) -> [&str; 6] {
+    ["-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+}
+
+fn allow_forwarding_within(bridge: &str) -> Result<(), NetnsError> {
+    if !bridge_frames_are_filtered() {
+        return Ok(());
+    }
+    let mut args = vec!["-I", "FORWARD", "1"];
+    args.extend(forwarding_rule(bridge));
+    run("iptables", &args).map(|_| ())
+}
+
+fn remove_forwarding_within(bridge: &str) {
+    if bridge_frames_are_filtered() {
+        let mut args = vec!["-D", "FORWARD"];
+        args.extend(forwarding_rule(bridge));
+        let _ = run("iptables", &args);
     }
 }
 
@@ -208,6 +249,19 @@ fn remove_stale() -> Result<(), NetnsError> {
         let Some(name) = line.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) else { continue };
         if name.starts_with(NAME_PREFIX) && ip(&["-o", "link", "show", "master", name])?.trim().is_empty() {
             let _ = ip(&["link", "delete", name]);
+        }
+    }
+    // And the FORWARD rules of bridges that are gone.
+    if bridge_frames_are_filtered()
+        && let Ok(rules) = run("iptables", &["-S", "FORWARD"])
+    {
+        let links = ip(&["-o", "link", "show"])?;
+        for rule in rules.lines() {
+            let mut words = rule.split_whitespace();
+            let Some(bridge) = words.find(|w| *w == "-i").and_then(|_| words.next()) else { continue };
+            if bridge.starts_with(NAME_PREFIX) && !links.contains(&format!(": {bridge}:")) {
+                remove_forwarding_within(bridge);
+            }
         }
     }
     Ok(())
