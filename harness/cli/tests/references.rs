@@ -6,9 +6,8 @@
 //! QLAB_ALL_REFERENCES=1 cargo test --release -p qlab --test references
 //! ```
 //!
-//! (about ten minutes on 2 cores, most of it the 1,350-trial attack matrix, whose
-//! committed reference predates a change: 40 rows differ in throughput columns until it
-//! is re-run). Real-mode references are not deterministic and are not compared here.
+//! (about ten minutes on 2 cores, most of it the 1,350-trial attack matrix). Real-mode
+//! references are not deterministic and are not compared here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
