@@ -1,6 +1,7 @@
 //! `qlab`: the quorumlab command line. Thin glue over `qlab-lab`.
 
 use clap::{Parser, Subcommand};
+use qlab_lab::registry::Registry;
 use qlab_lab::run::{self, RunOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -120,10 +121,11 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                 progress: std::io::stderr().is_terminal(),
                 command: std::env::args().collect(),
                 node_binary: None,
+                kinds: Registry::builtin(),
             };
             let report = run::run_experiment(&file, &options)?;
             say!("{} trials in {:.1} s -> {}", report.trials, report.wall_seconds, report.run_dir.display());
-            print_summary(&report.run_dir)?;
+            print_summary(&report.run_dir, &Registry::builtin())?;
             for figure in &report.figures {
                 say!("figure: {}", figure.display());
             }
@@ -166,7 +168,10 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                 let stamp = qlab_lab::results::utc_timestamp(std::time::SystemTime::now()).replace([':', '-'], "");
                 PathBuf::from("results/compare").join(format!("{name}-{stamp}"))
             });
-            let comparison = qlab_lab::compare::compare(&a, &b, &out)?;
+            let comparison = {
+                let kinds = Registry::builtin();
+                qlab_lab::compare::compare(&a, &b, &out, &|name| kinds.compare_metrics(name))?
+            };
             let mut lines = vec![comparison.columns.clone()];
             lines.extend(comparison.rows.iter().cloned());
             let widths: Vec<usize> =
@@ -215,15 +220,16 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                     }
                 }
             }
-            for figure in qlab_lab::plot::with_options(options, || run::plot_run(&run_dir))? {
+            let kinds = Registry::builtin();
+            for figure in qlab_lab::plot::with_options(options, || run::plot_run(&run_dir, &kinds))? {
                 say!("figure: {}", figure.display());
             }
-            print_summary(&run_dir)?;
+            print_summary(&run_dir, &kinds)?;
             Ok(())
         }
         Command::Replay { run_dir, trial, max_lines } => {
-            let replay = run::replay(&run_dir, trial)?;
-            let trace = replay.outcome.trace();
+            let replay = run::replay(&run_dir, trial, &Registry::builtin())?;
+            let trace = &replay.outcome.trace;
             let shown = if max_lines == 0 { trace.len() } else { max_lines.min(trace.len()) };
             for line in &trace[..shown] {
                 say!("{line}");
@@ -231,113 +237,10 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             if shown < trace.len() {
                 say!("... {} more lines (--max-lines 0 shows all)", trace.len() - shown);
             }
-            let (replayed, violations) = match &replay.outcome {
-                run::ReplayOutcome::Election(o) => {
-                    say!(
-                        "trial {} seed {}: {} nodes, timeout {}-{} ms: election_ms {:.3}, terms {}, unavailable_ms {}, censored {}, safety {}",
-                        replay.trial,
-                        replay.seed,
-                        replay.point.nodes,
-                        replay.point.election_timeout_ms_min,
-                        replay.point.election_timeout_ms_max,
-                        o.election_ms,
-                        o.terms,
-                        o.unavailable_ms.map_or("-".into(), |v| format!("{v:.3}")),
-                        o.censored,
-                        o.safety
-                    );
-                    (format!("{:.3}", o.election_ms), &o.violations)
-                }
-                run::ReplayOutcome::Attack(o) => {
-                    say!(
-                        "trial {} seed {}: {} nodes, {} x {}: ops/s before {:.0}, during {:.0}, after {:.0}, recovered {}, safety {}",
-                        replay.trial,
-                        replay.seed,
-                        replay.point.nodes,
-                        replay.point.malicious,
-                        replay.point.attack.label(),
-                        o.ops_per_s_before,
-                        o.ops_per_s_during,
-                        o.ops_per_s_after,
-                        o.recovered,
-                        o.safety
-                    );
-                    (o.safety.to_string(), &o.violations)
-                }
-                run::ReplayOutcome::Counterexample(o, shrunk) => {
-                    if let Some(shrunk) = shrunk {
-                        say!(
-                            "shrunk: {} of the run's {} faults still break {} ({} runs searched); the trace above is \
-                             that run, up to the first violation:",
-                            shrunk.schedule.events.len(),
-                            shrunk.original_faults,
-                            shrunk.trial.invariant,
-                            shrunk.runs
-                        );
-                        for line in &shrunk.trial.fault_log {
-                            say!("  {line}");
-                        }
-                        say!("  minimal run: {}", shrunk.trial.detail);
-                    } else if !o.fault_log.is_empty() {
-                        say!("faults:");
-                        for line in &o.fault_log {
-                            say!("  {line}");
-                        }
-                    }
-                    say!(
-                        "trial {} seed {}: case {}: showed {}{}; {}",
-                        replay.trial,
-                        replay.seed,
-                        replay.point.case.map_or("?", |c| c.name()),
-                        o.showed,
-                        if o.invariant.is_empty() { String::new() } else { format!(" ({})", o.invariant) },
-                        o.detail
-                    );
-                    // The minimal run's violations tell the story; the full run's are in trials.csv.
-                    (o.showed.to_string(), shrunk.as_ref().map_or(&o.violations, |s| &s.trial.violations))
-                }
-                run::ReplayOutcome::Disruption(o) => {
-                    say!(
-                        "trial {} seed {}: {} {} nodes, scenario {}, pre-vote {}: {:.0} ops/s, unavailable_ms {:.3}, \
-                         {} election(s), epochs advanced {}, safety {}",
-                        replay.trial,
-                        replay.seed,
-                        replay.point.protocol.name(),
-                        replay.point.nodes,
-                        replay.point.scenario,
-                        replay.point.pre_vote,
-                        o.ops_per_s,
-                        o.unavailable_ms,
-                        o.elections,
-                        o.epochs_advanced,
-                        o.safety
-                    );
-                    (format!("{:.3}", o.unavailable_ms), &o.violations)
-                }
-                run::ReplayOutcome::Reads(o) => {
-                    say!("faults:");
-                    for line in &o.outcome.fault_log {
-                        say!("{line}");
-                    }
-                    say!(
-                        "trial {} seed {}: {} {} nodes, {} reads, {} faults, clock skew {} ppm: {} reads, {} writes, \
-                         linearizable {}, live after heal {}, safety {}",
-                        replay.trial,
-                        replay.seed,
-                        replay.point.protocol.name(),
-                        replay.point.nodes,
-                        replay.point.read_mode.name(),
-                        replay.point.fault_profile.name(),
-                        replay.point.clock_skew_ppm,
-                        o.reads,
-                        o.writes,
-                        o.linearizable,
-                        o.live_after_heal,
-                        o.safety
-                    );
-                    (o.safety.to_string(), &o.violations)
-                }
-            };
+            for line in &replay.outcome.story {
+                say!("{line}");
+            }
+            let (replayed, violations) = (&replay.outcome.replayed, &replay.outcome.violations);
             const SHOWN_VIOLATIONS: usize = 10;
             for v in violations.iter().take(SHOWN_VIOLATIONS) {
                 say!("violation: {v}");
@@ -348,7 +251,7 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             if let Some(recorded) = replay.recorded {
                 say!(
                     "recorded {recorded}: {}",
-                    if recorded == replayed { "replay matches" } else { "REPLAY DIFFERS (different code version?)" }
+                    if &recorded == replayed { "replay matches" } else { "REPLAY DIFFERS (different code version?)" }
                 );
             }
             Ok(())
@@ -363,64 +266,12 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
     }
 }
 
-/// Print summary.csv as an aligned table.
-fn print_summary(run_dir: &std::path::Path) -> qlab_lab::Result<()> {
+/// Print summary.csv as an aligned table: the columns the run's kind shows.
+fn print_summary(run_dir: &std::path::Path, kinds: &Registry) -> qlab_lab::Result<()> {
     let Ok(table) = qlab_lab::results::Table::read(&run_dir.join("summary.csv")) else { return Ok(()) };
-    let election = [
-        "protocol",
-        "mode",
-        "nodes",
-        "election_timeout_ms_min",
-        "election_timeout_ms_max",
-        "trials",
-        "election_ms_p50",
-        "election_ms_p99",
-        "election_ms_max",
-        "censored",
-        "unavailable_ms_p50",
-        "terms_mean",
-        "unsafe_trials",
-    ];
-    let throughput = [
-        "protocol",
-        "mode",
-        "nodes",
-        "clients",
-        "value_bytes",
-        "batch_delay_ms",
-        "trials",
-        "ops_per_s",
-        "latency_ms_p50",
-        "latency_ms_p99",
-        "msgs_per_op",
-        "bytes_per_op",
-        "cpu_s_per_node",
-        "unsafe_trials",
-    ];
-    let attack =
-        ["protocol", "nodes", "attack", "malicious", "seeds", "unsafe", "not_recovered", "invariants", "verdict"];
-    let reads = [
-        "protocol",
-        "nodes",
-        "read_mode",
-        "fault_profile",
-        "clock_skew_ppm",
-        "trials",
-        "read_latency_ms_p50",
-        "msgs_per_op",
-        "verdict",
-    ];
-    let counterexample = ["case", "runs", "violations", "first_failing_seed", "invariant", "unexplained"];
-    let shown: &[&str] = if table.column("first_failing_seed").is_some() {
-        &counterexample
-    } else if table.column("read_mode").is_some() {
-        &reads
-    } else if table.column("verdict").is_some() {
-        &attack
-    } else if table.column("ops_per_s").is_some() {
-        &throughput
-    } else {
-        &election
+    let shown: Vec<&str> = match run::run_kind(run_dir, kinds) {
+        Ok((kind, _)) if !kind.summary_columns_shown().is_empty() => kind.summary_columns_shown().to_vec(),
+        _ => table.columns.iter().map(String::as_str).collect(),
     };
     let columns: Vec<&str> = shown.iter().copied().filter(|c| table.column(c).is_some()).collect();
     let mut lines = vec![columns.iter().map(|c| c.to_string()).collect::<Vec<_>>()];

@@ -7,14 +7,23 @@
 //! and the first invariant broken, when and where. `qlab replay RUN_DIR --trial K`
 //! re-runs a trial with a full trace.
 
-use crate::config::{Experiment, Point};
+use crate::compare::Aggregate;
+use crate::config::{Experiment, Point, ProtocolName};
+use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
 use crate::workload::Workload;
 use qlab_check::{Invariant, Verdict};
 use qlab_core::adversary::{FaultyConfig, MaliciousNode};
 use qlab_core::{ClientId, Nanos, NodeId};
+use qlab_paxos::Paxos;
+use qlab_paxos::attacks::{MaliciousPaxos, PaxosAttack};
+use qlab_pbft::Pbft;
+use qlab_pbft::attacks::{MaliciousPbft, PbftAttack};
+use qlab_raft::Raft;
+use qlab_raft::attacks::{MaliciousRaft, RaftAttack};
 use qlab_sim::Sim;
+use std::path::{Path, PathBuf};
 
 /// What one attack trial found.
 #[derive(Clone, Debug)]
@@ -216,5 +225,93 @@ impl AttackRow {
             replay: if outcome.safety.is_ok() { String::new() } else { replay.to_string() },
             violations: crate::results::first_violations(&outcome.violations),
         }
+    }
+}
+
+/// An attack trial of `point`: its protocol with replicas running the point's attack.
+pub fn run_point(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> AttackTrial {
+    let file = &experiment.file;
+    let unknown = || -> String { format!("attack {:?} was validated against {}", point.attack, point.protocol.name()) };
+    match point.protocol {
+        ProtocolName::Raft => {
+            let attack = RaftAttack::from_name(&point.attack.name, &point.attack.params())
+                .unwrap_or_else(|| panic!("{}", unknown()));
+            let config = faulty_config(experiment, point, Raft::config(point, file), attack);
+            run_trial::<MaliciousRaft>(experiment, point, seed, config, trace)
+        }
+        ProtocolName::Multipaxos => {
+            let attack = PaxosAttack::from_name(&point.attack.name, &point.attack.params())
+                .unwrap_or_else(|| panic!("{}", unknown()));
+            let config = faulty_config(experiment, point, Paxos::config(point, file), attack);
+            run_trial::<MaliciousPaxos>(experiment, point, seed, config, trace)
+        }
+        ProtocolName::Pbft => {
+            let attack = PbftAttack::from_name(&point.attack.name, &point.attack.params())
+                .unwrap_or_else(|| panic!("{}", unknown()));
+            let config = faulty_config(experiment, point, Pbft::config(point, file), attack);
+            run_trial::<MaliciousPbft>(experiment, point, seed, config, trace)
+        }
+    }
+}
+
+/// `kind = "attack"`.
+pub struct AttackKind;
+
+impl ExperimentKind for AttackKind {
+    fn name(&self) -> &'static str {
+        "attack"
+    }
+    fn trial_columns(&self) -> Vec<String> {
+        crate::results::header_of::<AttackRow>()
+    }
+    fn run_trial(&self, trial: &Trial) -> TrialRecord {
+        let outcome = run_point(trial.experiment, trial.point, trial.seed, false);
+        let window = (trial.experiment.file.attack.from_ms, trial.experiment.file.attack.until_ms);
+        let row = AttackRow::new(
+            trial.point,
+            window,
+            trial.trial,
+            trial.point_index,
+            trial.seed,
+            &outcome,
+            &trial.replay_command(),
+        );
+        TrialRecord::new(&row, outcome.safety)
+    }
+    fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
+        crate::plot::plot_attack(run_dir, experiment_name)
+    }
+    fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
+        &[("ops_per_s_during", Aggregate::Mean), ("ops_per_s_after", Aggregate::Mean)]
+    }
+    fn summary_columns_shown(&self) -> &'static [&'static str] {
+        &["protocol", "nodes", "attack", "malicious", "seeds", "unsafe", "not_recovered", "invariants", "verdict"]
+    }
+    fn replays(&self, _mode: crate::config::Mode) -> bool {
+        true
+    }
+    fn replay(&self, trial: &Trial) -> crate::Result<Replayed> {
+        let point = trial.point;
+        let o = run_point(trial.experiment, point, trial.seed, true);
+        let story = vec![format!(
+            "trial {} seed {}: {} nodes, {} x {}: ops/s before {:.0}, during {:.0}, after {:.0}, recovered {}, safety {}",
+            trial.trial,
+            trial.seed,
+            point.nodes,
+            point.malicious,
+            point.attack.label(),
+            o.ops_per_s_before,
+            o.ops_per_s_during,
+            o.ops_per_s_after,
+            o.recovered,
+            o.safety
+        )];
+        Ok(Replayed {
+            replayed: o.safety.to_string(),
+            recorded_column: "safety",
+            story,
+            violations: o.violations,
+            trace: o.trace,
+        })
     }
 }

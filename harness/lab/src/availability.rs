@@ -9,7 +9,9 @@
 //! A crash-fault protocol with n replicas stays available while k < n/2 — so 4 replicas
 //! tolerate no more failures than 3, and 2 none at all — which is what the figure shows.
 
+use crate::compare::Aggregate;
 use crate::config::{Experiment, Point};
+use crate::kind::{ExperimentKind, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
 use qlab_check::{Verdict, check_observations};
@@ -17,6 +19,7 @@ use qlab_core::{Event, Nanos, NodeId, majority};
 use qlab_sim::Sim;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
 
 /// What one availability trial found.
 #[derive(Clone, Debug)]
@@ -150,5 +153,29 @@ impl AvailabilityRow {
             safety: outcome.safety.clone(),
             violations: outcome.violations.join("; "),
         }
+    }
+}
+
+/// `kind = "availability"`.
+pub struct AvailabilityKind;
+
+impl ExperimentKind for AvailabilityKind {
+    fn name(&self) -> &'static str {
+        "availability"
+    }
+    fn trial_columns(&self) -> Vec<String> {
+        crate::results::header_of::<AvailabilityRow>()
+    }
+    fn run_trial(&self, trial: &Trial) -> TrialRecord {
+        let (point, seed) = (trial.point, trial.seed);
+        let outcome = crate::with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, seed));
+        let row = AvailabilityRow::new(point, trial.trial, trial.point_index, seed, &outcome);
+        TrialRecord::new(&row, outcome.safety)
+    }
+    fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
+        crate::plot::plot_availability(run_dir, experiment_name)
+    }
+    fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
+        &[("available_after_failures", Aggregate::Mean)]
     }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 /// How a metric is summarized over a point's trials.
 #[derive(Clone, Copy, Debug)]
-enum Aggregate {
+pub enum Aggregate {
     Median,
     Mean,
     /// Share of trials whose cell is `true`.
@@ -46,19 +46,9 @@ impl Aggregate {
     }
 }
 
-/// The metrics compared for a kind.
-fn metrics(kind: &str) -> &'static [(&'static str, Aggregate)] {
-    match kind {
-        "election" => &[("election_ms", Aggregate::Median), ("unavailable_ms", Aggregate::Median)],
-        "throughput" => &[("ops_per_s", Aggregate::Mean), ("latency_ms_p99", Aggregate::Mean)],
-        "attack" => &[("ops_per_s_during", Aggregate::Mean), ("ops_per_s_after", Aggregate::Mean)],
-        "availability" => &[("available_after_failures", Aggregate::Mean)],
-        "reads" => &[("read_latency_ms_p50", Aggregate::Median), ("msgs_per_op", Aggregate::Median)],
-        "counterexample" => &[("showed", Aggregate::ShareTrue)],
-        "disruption" => &[("unavailable_ms", Aggregate::Median), ("elections", Aggregate::Mean)],
-        _ => &[],
-    }
-}
+/// The metrics compared for each kind, each with its aggregate: what an experiment
+/// kind's `compare_metrics` says, looked up by the kind's name (`None`: no such kind).
+pub type MetricsOf<'a> = &'a dyn Fn(&str) -> Option<&'static [(&'static str, Aggregate)]>;
 
 const RESAMPLES: usize = 2_000;
 
@@ -99,7 +89,7 @@ fn bootstrap_ratio(a: &[f64], b: &[f64], aggregate: Aggregate, rng: &mut ChaCha8
     (quantile(&ratios, 0.025), quantile(&ratios, 0.975))
 }
 
-pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path) -> Result<Comparison> {
+pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path, metrics_of: MetricsOf) -> Result<Comparison> {
     let (meta_a, meta_b) = (results::read_meta(a_dir)?, results::read_meta(b_dir)?);
     if meta_a.kind != meta_b.kind {
         return Err(LabError::Usage(format!(
@@ -110,9 +100,9 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path) -> Result<Comparison>
             meta_b.kind
         )));
     }
-    if !crate::config::Kind::ALL.iter().any(|k| k.name() == meta_a.kind) {
+    let Some(metrics) = metrics_of(&meta_a.kind) else {
         return Err(LabError::Usage(format!("{}: unknown experiment kind {:?}", a_dir.display(), meta_a.kind)));
-    }
+    };
     let (ta, tb) = (Table::read(&a_dir.join(TRIALS_CSV))?, Table::read(&b_dir.join(TRIALS_CSV))?);
     let key_columns: Vec<&str> = ta.point_columns().into_iter().filter(|c| tb.column(c).is_some()).collect();
     let ga = ta.group_by(&key_columns);
@@ -150,7 +140,7 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path) -> Result<Comparison>
     for key in &keys {
         let rows_a: Vec<&Vec<String>> = ga.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone()).unwrap_or_default();
         let rows_b: Vec<&Vec<String>> = gb.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone()).unwrap_or_default();
-        for (metric, aggregate) in metrics(&meta_a.kind) {
+        for (metric, aggregate) in metrics {
             if ta.column(metric).is_none() || tb.column(metric).is_none() {
                 continue;
             }

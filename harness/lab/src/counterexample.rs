@@ -15,13 +15,15 @@
 
 pub use crate::case::Case;
 use crate::chaos::{ChaosConfig, ChaosOutcome, ChaosSchedule, run_raft_ablation_chaos, run_raft_chaos, shrink};
+use crate::compare::Aggregate;
 use crate::config::Experiment;
+use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use qlab_check::linearizability::LinCheck;
 use qlab_check::{Invariant, Verdict};
 use qlab_core::reads::ReadMode;
 use qlab_core::{ClientId, NodeId, Op, Request, ms, nanos_to_ms};
 use qlab_raft::Raft;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What one trial of a case found.
 #[derive(Debug)]
@@ -344,5 +346,78 @@ impl CaseRow {
             replay: if outcome.showed || !outcome.safety.is_ok() { replay.to_string() } else { String::new() },
             violations: crate::results::first_violations(&outcome.violations),
         }
+    }
+}
+
+/// `kind = "counterexample"`.
+pub struct CounterexampleKind;
+
+fn case_of(trial: &Trial) -> Case {
+    trial.point.case.expect("a counterexample point names its case")
+}
+
+impl ExperimentKind for CounterexampleKind {
+    fn name(&self) -> &'static str {
+        "counterexample"
+    }
+    fn trial_columns(&self) -> Vec<String> {
+        crate::results::header_of::<CaseRow>()
+    }
+    fn run_trial(&self, trial: &Trial) -> TrialRecord {
+        let case = case_of(trial);
+        let outcome = run_trial(case, trial.seed, false);
+        let row = CaseRow::new(case, trial.trial, trial.point_index, trial.seed, &outcome, &trial.replay_command());
+        TrialRecord::new(&row, outcome.safety)
+    }
+    fn summarize(&self, run_dir: &Path, _experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
+        crate::plot::plot_counterexamples(run_dir)
+    }
+    fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
+        &[("showed", Aggregate::ShareTrue)]
+    }
+    fn summary_columns_shown(&self) -> &'static [&'static str] {
+        &["case", "runs", "violations", "first_failing_seed", "invariant", "unexplained"]
+    }
+    fn replays(&self, _mode: crate::config::Mode) -> bool {
+        true
+    }
+    /// The case's run and, for a chaos case that failed, its shrunk counterexample:
+    /// the shrunk run's trace is the short story of the failure.
+    fn replay(&self, trial: &Trial) -> crate::Result<Replayed> {
+        let case = case_of(trial);
+        let o = run_trial(case, trial.seed, true);
+        let shrunk = if o.showed { shrink_trial(case, trial.seed) } else { None };
+        let mut story = Vec::new();
+        if let Some(shrunk) = &shrunk {
+            story.push(format!(
+                "shrunk: {} of the run's {} faults still break {} ({} runs searched); the trace above is \
+                 that run, up to the first violation:",
+                shrunk.schedule.events.len(),
+                shrunk.original_faults,
+                shrunk.trial.invariant,
+                shrunk.runs
+            ));
+            story.extend(shrunk.trial.fault_log.iter().map(|line| format!("  {line}")));
+            story.push(format!("  minimal run: {}", shrunk.trial.detail));
+        } else if !o.fault_log.is_empty() {
+            story.push("faults:".into());
+            story.extend(o.fault_log.iter().map(|line| format!("  {line}")));
+        }
+        story.push(format!(
+            "trial {} seed {}: case {}: showed {}{}; {}",
+            trial.trial,
+            trial.seed,
+            case.name(),
+            o.showed,
+            if o.invariant.is_empty() { String::new() } else { format!(" ({})", o.invariant) },
+            o.detail
+        ));
+        let replayed = o.showed.to_string();
+        // The minimal run's trace and violations tell the story; the full run's are in trials.csv.
+        let (trace, violations) = match shrunk {
+            Some(shrunk) => (shrunk.trial.trace, shrunk.trial.violations),
+            None => (o.trace, o.violations),
+        };
+        Ok(Replayed { trace, story, recorded_column: "showed", replayed, violations })
     }
 }

@@ -13,13 +13,16 @@
 //! use is PreVote: a replica cut off by a partition and healed forces the working
 //! leader out without it and not with it (`experiments/rejoin-disruption.toml`).
 
+use crate::compare::Aggregate;
 use crate::config::{Experiment, Point, ScheduledFault};
+use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
 use crate::trial::{cluster_with_leader, judge, run_sim_segment, workload_config};
 use crate::workload::Workload;
 use qlab_core::{Event, Nanos, NodeId};
 use qlab_sim::Sim;
+use std::path::{Path, PathBuf};
 
 /// What one disruption trial measured.
 #[derive(Clone, Debug)]
@@ -201,6 +204,59 @@ impl DisruptionRow {
             safety: outcome.safety.clone(),
             violations: outcome.violations.join("; "),
         }
+    }
+}
+
+/// `kind = "disruption"`.
+pub struct DisruptionKind;
+
+impl ExperimentKind for DisruptionKind {
+    fn name(&self) -> &'static str {
+        "disruption"
+    }
+    fn trial_columns(&self) -> Vec<String> {
+        crate::results::header_of::<DisruptionRow>()
+    }
+    fn run_trial(&self, trial: &Trial) -> TrialRecord {
+        let (experiment, point, seed) = (trial.experiment, trial.point, trial.seed);
+        let outcome = crate::with_protocol!(point.protocol, P => run_trial::<P>(experiment, point, seed, false));
+        let row = DisruptionRow::new(experiment, point, trial.trial, trial.point_index, seed, &outcome);
+        TrialRecord::new(&row, outcome.safety)
+    }
+    fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
+        crate::plot::plot_disruption(run_dir, experiment_name)
+    }
+    fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
+        &[("unavailable_ms", Aggregate::Median), ("elections", Aggregate::Mean)]
+    }
+    fn replays(&self, _mode: crate::config::Mode) -> bool {
+        true
+    }
+    fn replay(&self, trial: &Trial) -> crate::Result<Replayed> {
+        let point = trial.point;
+        let o = crate::with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, trial.seed, true));
+        let story = vec![format!(
+            "trial {} seed {}: {} {} nodes, scenario {}, pre-vote {}: {:.0} ops/s, unavailable_ms {:.3}, \
+             {} election(s), epochs advanced {}, safety {}",
+            trial.trial,
+            trial.seed,
+            point.protocol.name(),
+            point.nodes,
+            point.scenario,
+            point.pre_vote,
+            o.ops_per_s,
+            o.unavailable_ms,
+            o.elections,
+            o.epochs_advanced,
+            o.safety
+        )];
+        Ok(Replayed {
+            replayed: format!("{:.3}", o.unavailable_ms),
+            recorded_column: "unavailable_ms",
+            story,
+            violations: o.violations,
+            trace: o.trace,
+        })
     }
 }
 

@@ -19,7 +19,9 @@
 //! A trial that has not elected a leader `max_election_ms` after the crash is censored:
 //! recorded at that bound with `censored = true`.
 
-use crate::config::{Experiment, Point};
+use crate::compare::Aggregate;
+use crate::config::{Experiment, Mode, Point};
+use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
 use crate::workload::{Workload, WorkloadConfig};
@@ -29,6 +31,7 @@ use qlab_sim::Sim;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 /// The measured outcome of one election trial.
 #[derive(Clone, Debug, PartialEq)]
@@ -418,5 +421,98 @@ impl ElectionRow {
             safety: outcome.safety.clone(),
             violations: outcome.violations.join("; "),
         }
+    }
+}
+
+/// `kind = "election"`.
+pub struct ElectionKind;
+
+impl ElectionKind {
+    fn record(trial: &Trial, outcome: &ElectionTrial) -> Vec<String> {
+        crate::results::record(&ElectionRow::new(trial.point, trial.trial, trial.point_index, trial.seed, outcome))
+    }
+}
+
+impl ExperimentKind for ElectionKind {
+    fn name(&self) -> &'static str {
+        "election"
+    }
+    fn trial_columns(&self) -> Vec<String> {
+        crate::results::header_of::<ElectionRow>()
+    }
+    fn run_trial(&self, trial: &Trial) -> TrialRecord {
+        let (experiment, point, seed) = (trial.experiment, trial.point, trial.seed);
+        let outcome = match point.mode {
+            Mode::Sim => Ok(crate::with_protocol!(point.protocol, P => run_trial::<P>(experiment, point, seed, false))),
+            Mode::Quic => crate::with_protocol!(point.protocol, P =>
+                run_trial_quic::<P>(experiment, point, seed, trial.node_binary)),
+        };
+        match outcome {
+            Ok(outcome) => TrialRecord { row: Self::record(trial, &outcome), verdict: outcome.safety.clone() },
+            Err(e) => {
+                let blank = ElectionTrial {
+                    election_ms: f64::NAN,
+                    unavailable_ms: None,
+                    terms: 0,
+                    censored: false,
+                    safety: Verdict::Error,
+                    violations: vec![],
+                    messages: 0,
+                    trace: vec![],
+                };
+                let row = crate::kind::with_error(self, Self::record(trial, &blank), &e.to_string());
+                TrialRecord { row, verdict: Verdict::Error }
+            }
+        }
+    }
+    fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
+        crate::plot::plot_election(run_dir, experiment_name)
+    }
+    fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
+        &[("election_ms", Aggregate::Median), ("unavailable_ms", Aggregate::Median)]
+    }
+    fn summary_columns_shown(&self) -> &'static [&'static str] {
+        &[
+            "protocol",
+            "mode",
+            "nodes",
+            "election_timeout_ms_min",
+            "election_timeout_ms_max",
+            "trials",
+            "election_ms_p50",
+            "election_ms_p99",
+            "election_ms_max",
+            "censored",
+            "unavailable_ms_p50",
+            "terms_mean",
+            "unsafe_trials",
+        ]
+    }
+    fn replays(&self, mode: Mode) -> bool {
+        mode == Mode::Sim
+    }
+    fn replay(&self, trial: &Trial) -> crate::Result<Replayed> {
+        let point = trial.point;
+        let o = crate::with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, trial.seed, true));
+        let story = vec![format!(
+            "trial {} seed {}: {} nodes, timeout {}-{} ms: election_ms {:.3}, terms {}, unavailable_ms {}, censored {}, safety {}",
+            trial.trial,
+            trial.seed,
+            point.nodes,
+            point.election_timeout_ms_min,
+            point.election_timeout_ms_max,
+            o.election_ms,
+            o.terms,
+            o.unavailable_ms.map_or("-".into(), |v| format!("{v:.3}")),
+            o.censored,
+            o.safety
+        )];
+        Ok(Replayed {
+            replayed: format!("{:.3}", o.election_ms),
+            recorded_column: "election_ms",
+            story,
+            violations: o.violations,
+            trace: o.trace,
+        })
     }
 }

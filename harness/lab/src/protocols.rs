@@ -169,3 +169,25 @@ where
         P::install_node_secret(&mut config.honest, id, secret)
     }
 }
+
+/// Run `$body` with the type `$p` bound to the protocol `$name` names: the one place
+/// the lab turns a [`crate::config::ProtocolName`] into a protocol type.
+#[macro_export]
+macro_rules! with_protocol {
+    ($name:expr, $p:ident => $body:expr) => {
+        match $name {
+            $crate::config::ProtocolName::Raft => {
+                type $p = qlab_raft::Raft;
+                $body
+            }
+            $crate::config::ProtocolName::Multipaxos => {
+                type $p = qlab_paxos::Paxos;
+                $body
+            }
+            $crate::config::ProtocolName::Pbft => {
+                type $p = qlab_pbft::Pbft;
+                $body
+            }
+        }
+    };
+}

@@ -14,11 +14,14 @@
 //! seed with `qlab replay`, and is the same run the `read_modes` tests make.
 
 use crate::chaos::{ChaosConfig, ChaosOutcome, FaultKinds, run_paxos_chaos, run_raft_chaos};
+use crate::compare::Aggregate;
 use crate::config::{Experiment, FaultProfile, Point, ProtocolName};
+use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::results::cell;
 use crate::results::quantile;
 use qlab_check::linearizability::LinCheck;
 use qlab_core::nanos_to_ms;
+use std::path::{Path, PathBuf};
 
 /// What one reads trial found.
 #[derive(Debug)]
@@ -191,5 +194,75 @@ impl ReadsRow {
             replay: if outcome.safety.is_ok() { String::new() } else { replay.to_string() },
             violations: crate::results::first_violations(&outcome.violations),
         }
+    }
+}
+
+/// `kind = "reads"`.
+pub struct ReadsKind;
+
+impl ExperimentKind for ReadsKind {
+    fn name(&self) -> &'static str {
+        "reads"
+    }
+    fn trial_columns(&self) -> Vec<String> {
+        crate::results::header_of::<ReadsRow>()
+    }
+    fn run_trial(&self, trial: &Trial) -> TrialRecord {
+        let (experiment, point, seed) = (trial.experiment, trial.point, trial.seed);
+        let outcome = run_trial(experiment, point, seed, false);
+        let row =
+            ReadsRow::new(experiment, point, trial.trial, trial.point_index, seed, &outcome, &trial.replay_command());
+        TrialRecord::new(&row, outcome.safety)
+    }
+    fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
+        crate::plot::plot_reads(run_dir, experiment_name)
+    }
+    fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
+        &[("read_latency_ms_p50", Aggregate::Median), ("msgs_per_op", Aggregate::Median)]
+    }
+    fn summary_columns_shown(&self) -> &'static [&'static str] {
+        &[
+            "protocol",
+            "nodes",
+            "read_mode",
+            "fault_profile",
+            "clock_skew_ppm",
+            "trials",
+            "read_latency_ms_p50",
+            "msgs_per_op",
+            "verdict",
+        ]
+    }
+    fn replays(&self, _mode: crate::config::Mode) -> bool {
+        true
+    }
+    fn replay(&self, trial: &Trial) -> crate::Result<Replayed> {
+        let point = trial.point;
+        let o = run_trial(trial.experiment, point, trial.seed, true);
+        let mut story = vec!["faults:".to_string()];
+        story.extend(o.outcome.fault_log.iter().cloned());
+        story.push(format!(
+            "trial {} seed {}: {} {} nodes, {} reads, {} faults, clock skew {} ppm: {} reads, {} writes, \
+             linearizable {}, live after heal {}, safety {}",
+            trial.trial,
+            trial.seed,
+            point.protocol.name(),
+            point.nodes,
+            point.read_mode.name(),
+            point.fault_profile.name(),
+            point.clock_skew_ppm,
+            o.reads,
+            o.writes,
+            o.linearizable,
+            o.live_after_heal,
+            o.safety
+        ));
+        Ok(Replayed {
+            replayed: o.safety.to_string(),
+            recorded_column: "safety",
+            story,
+            violations: o.violations,
+            trace: o.outcome.trace,
+        })
     }
 }

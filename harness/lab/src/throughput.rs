@@ -9,7 +9,9 @@
 //! In `quic` mode the same happens with one `qlab node` process per replica, and CPU
 //! time per node is measured too.
 
-use crate::config::{Experiment, Point};
+use crate::compare::Aggregate;
+use crate::config::{Experiment, Mode, Point};
+use crate::kind::{ExperimentKind, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
 use crate::trial::{cluster_with_leader, judge, run_sim_segment, schedule, workload_config};
@@ -19,6 +21,7 @@ use qlab_check::Verdict;
 use qlab_core::{Nanos, NodeId};
 use qlab_sim::Sim;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ThroughputTrial {
@@ -428,5 +431,59 @@ impl ThroughputRow {
             safety: outcome.safety.clone(),
             violations: outcome.violations.join("; "),
         }
+    }
+}
+
+/// `kind = "throughput"`.
+pub struct ThroughputKind;
+
+impl ExperimentKind for ThroughputKind {
+    fn name(&self) -> &'static str {
+        "throughput"
+    }
+    fn trial_columns(&self) -> Vec<String> {
+        crate::results::header_of::<ThroughputRow>()
+    }
+    fn run_trial(&self, trial: &Trial) -> TrialRecord {
+        let (experiment, point, seed) = (trial.experiment, trial.point, trial.seed);
+        let record = |outcome: &ThroughputTrial| {
+            crate::results::record(&ThroughputRow::new(point, trial.trial, trial.point_index, seed, outcome))
+        };
+        let outcome = match point.mode {
+            Mode::Sim => Ok(crate::with_protocol!(point.protocol, P => run_trial_sim::<P>(experiment, point, seed))),
+            Mode::Quic => crate::with_protocol!(point.protocol, P =>
+                run_trial_quic::<P>(experiment, point, seed, trial.node_binary)),
+        };
+        match outcome {
+            Ok(outcome) => TrialRecord { row: record(&outcome), verdict: outcome.safety.clone() },
+            Err(e) => TrialRecord {
+                row: crate::kind::with_error(self, record(&ThroughputTrial::blank()), &e.to_string()),
+                verdict: Verdict::Error,
+            },
+        }
+    }
+    fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
+        crate::plot::plot_throughput(run_dir, experiment_name)
+    }
+    fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
+        &[("ops_per_s", Aggregate::Mean), ("latency_ms_p99", Aggregate::Mean)]
+    }
+    fn summary_columns_shown(&self) -> &'static [&'static str] {
+        &[
+            "protocol",
+            "mode",
+            "nodes",
+            "clients",
+            "value_bytes",
+            "batch_delay_ms",
+            "trials",
+            "ops_per_s",
+            "latency_ms_p50",
+            "latency_ms_p99",
+            "msgs_per_op",
+            "bytes_per_op",
+            "cpu_s_per_node",
+            "unsafe_trials",
+        ]
     }
 }

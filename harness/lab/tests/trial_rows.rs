@@ -1,8 +1,7 @@
 //! Each kind's typed trial row is its `trials.csv` header: the serde field names, in
 //! order, are the columns the run writes and the summaries, figures and notebooks read.
 
-use qlab_lab::config::Kind;
-use qlab_lab::kinds::{point_columns, trial_columns};
+use qlab_lab::registry::Registry;
 use std::path::PathBuf;
 
 fn repo() -> PathBuf {
@@ -30,12 +29,14 @@ fn committed_headers() -> Vec<(String, Vec<String>, PathBuf)> {
 #[test]
 fn every_kind_writes_the_header_of_its_committed_references() {
     let committed = committed_headers();
-    for kind in Kind::ALL {
-        let header = trial_columns(*kind);
+    let kinds = Registry::builtin();
+    for name in kinds.names() {
+        let kind = kinds.get(name).unwrap();
+        let header = kind.trial_columns();
         let of_kind: Vec<&(String, Vec<String>, PathBuf)> =
             committed.iter().filter(|(k, ..)| k == kind.name()).collect();
         assert!(!of_kind.is_empty(), "no committed reference of kind {}", kind.name());
-        let points = point_columns(*kind);
+        let points = kind.point_columns();
         // Older references may lack trial columns added since; their points are the same.
         for (_, committed, reference) in &of_kind {
             assert_eq!(&committed[..points.len()], &points[..], "{}: point columns", reference.display());
