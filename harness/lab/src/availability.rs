@@ -168,7 +168,7 @@ impl ExperimentKind for AvailabilityKind {
     }
     fn run_trial(&self, trial: &Trial) -> TrialRecord {
         let (point, seed) = (trial.point, trial.seed);
-        let outcome = crate::with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, seed));
+        let outcome = with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, seed));
         let row = AvailabilityRow::new(point, trial.trial, trial.point_index, seed, &outcome);
         TrialRecord::new(&row, outcome.safety)
     }

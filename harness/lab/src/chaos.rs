@@ -486,6 +486,15 @@ fn pbft_chaos_setup(seed: u64, config: &ChaosConfig) -> (PbftConfig, NetworkConf
     (pbft, network, rng)
 }
 
+/// A chaos run of any protocol, configured as given: the seed draws the network and the
+/// faults as it does for the protocol-specific runners above (which add seed-drawn
+/// knobs of their protocol's own).
+pub fn run_chaos_with<P: LabProtocol>(seed: u64, config: &ChaosConfig, protocol_config: P::Config) -> ChaosOutcome {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
+    let network = chaos_network(&mut rng);
+    run_chaos::<P>(seed, config, protocol_config, network, rng)
+}
+
 /// One chaos run of `P`; `rng` continues the seed's stream to draw the faults.
 pub fn run_chaos<P: LabProtocol>(
     seed: u64,
@@ -606,6 +615,8 @@ pub fn run_chaos<P: LabProtocol>(
                 isolated = smaller.into_iter().collect();
                 FaultAction::Partition(a, b)
             }
+            // A one-node cluster has no link to cut (the draw is skipped, not redrawn).
+            7 if n < 2 => continue,
             7 => {
                 let from = NodeId(rng.random_range(0..n));
                 let to = NodeId((from.0 + rng.random_range(1..n)) % n);

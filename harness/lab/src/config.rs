@@ -98,30 +98,7 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProtocolName {
-    Raft,
-    Multipaxos,
-    Pbft,
-}
-
-impl ProtocolName {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ProtocolName::Raft => "raft",
-            ProtocolName::Multipaxos => "multipaxos",
-            ProtocolName::Pbft => "pbft",
-        }
-    }
-    /// Replicas needed to tolerate `f` crash faults.
-    pub fn nodes_for_f(&self, f: u32) -> u32 {
-        match self {
-            ProtocolName::Raft | ProtocolName::Multipaxos => 2 * f + 1,
-            ProtocolName::Pbft => 3 * f + 1,
-        }
-    }
-}
+pub use crate::protocol_list::{FaultModel, ProtocolName};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -679,6 +656,7 @@ impl AttackSection {
             ProtocolName::Raft => (self.raft.as_ref(), qlab_raft::attacks::RaftAttack::NAMES),
             ProtocolName::Multipaxos => (self.multipaxos.as_ref(), qlab_paxos::attacks::PaxosAttack::NAMES),
             ProtocolName::Pbft => (self.pbft.as_ref(), qlab_pbft::attacks::PbftAttack::NAMES),
+            ProtocolName::Unreplicated => (None, &[]),
         }
     }
 }
@@ -1166,17 +1144,42 @@ impl Experiment {
             }
             _ => {}
         }
+        if let Some(fs) = &f.cluster.f {
+            for protocol in &f.cluster.protocol.values {
+                if let Some(faults) = fs.values.iter().find(|v| protocol.fault_model().nodes_for_f(**v).is_none()) {
+                    return Err(self.error_at(
+                        &fs.span,
+                        format!("{} tolerates no fault: f = 0 (one node), got f = {faults}", protocol.name()),
+                    ));
+                }
+            }
+        }
+        // The unreplicated baseline has no election, no leader to lose and no attack
+        // surface: it measures throughput and latency, and that is all it is for.
+        if let Some(protocol) = f.cluster.protocol.values.iter().find(|p| p.fault_model() == FaultModel::None)
+            && matches!(f.experiment.kind.as_str(), "election" | "disruption" | "reads" | "availability" | "attack")
+        {
+            return Err(self.error_at(
+                &f.cluster.protocol.span,
+                format!(
+                    "{} is the one-server baseline: it has no election or leader change for a {} experiment to \
+                     measure (it runs in throughput experiments)",
+                    protocol.name(),
+                    f.experiment.kind.as_str()
+                ),
+            ));
+        }
         for point in self.points() {
             // The election experiment kills the leader: the rest must still be a majority.
-            let minimum = match (f.experiment.kind.as_str(), point.protocol) {
-                (_, ProtocolName::Pbft) => 4,
+            let minimum = match (f.experiment.kind.as_str(), point.protocol.fault_model()) {
+                (_, FaultModel::Byzantine) => 4,
                 ("election" | "disruption", _) => 3,
                 ("attack", _) => 2,
                 _ => 1,
             };
             if point.nodes < minimum {
                 let span = f.cluster.nodes.as_ref().or(f.cluster.f.as_ref()).map(|s| s.span.clone()).unwrap_or(0..0);
-                let why = if point.protocol == ProtocolName::Pbft {
+                let why = if point.protocol.fault_model() == FaultModel::Byzantine {
                     "(n = 3f + 1 with f >= 1)"
                 } else {
                     "in an election experiment (the leader is crashed and a majority must remain)"
@@ -1794,7 +1797,9 @@ impl Experiment {
             for protocol in &f.cluster.protocol.values {
                 let sizes: Vec<u32> = match (&f.cluster.nodes, &f.cluster.f) {
                     (Some(nodes), _) => nodes.values.clone(),
-                    (None, Some(fs)) => fs.values.iter().map(|f| protocol.nodes_for_f(*f)).collect(),
+                    (None, Some(fs)) => {
+                        fs.values.iter().filter_map(|f| protocol.fault_model().nodes_for_f(*f)).collect()
+                    }
                     (None, None) => vec![],
                 };
                 for nodes in sizes {

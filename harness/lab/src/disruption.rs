@@ -219,7 +219,7 @@ impl ExperimentKind for DisruptionKind {
     }
     fn run_trial(&self, trial: &Trial) -> TrialRecord {
         let (experiment, point, seed) = (trial.experiment, trial.point, trial.seed);
-        let outcome = crate::with_protocol!(point.protocol, P => run_trial::<P>(experiment, point, seed, false));
+        let outcome = with_protocol!(point.protocol, P => run_trial::<P>(experiment, point, seed, false));
         let row = DisruptionRow::new(experiment, point, trial.trial, trial.point_index, seed, &outcome);
         TrialRecord::new(&row, outcome.safety)
     }
@@ -234,7 +234,7 @@ impl ExperimentKind for DisruptionKind {
     }
     fn replay(&self, trial: &Trial) -> crate::Result<Replayed> {
         let point = trial.point;
-        let o = crate::with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, trial.seed, true));
+        let o = with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, trial.seed, true));
         let story = vec![format!(
             "trial {} seed {}: {} {} nodes, scenario {}, pre-vote {}: {:.0} ops/s, unavailable_ms {:.3}, \
              {} election(s), epochs advanced {}, safety {}",

@@ -443,8 +443,8 @@ impl ExperimentKind for ElectionKind {
     fn run_trial(&self, trial: &Trial) -> TrialRecord {
         let (experiment, point, seed) = (trial.experiment, trial.point, trial.seed);
         let outcome = match point.mode {
-            Mode::Sim => Ok(crate::with_protocol!(point.protocol, P => run_trial::<P>(experiment, point, seed, false))),
-            Mode::Quic => crate::with_protocol!(point.protocol, P =>
+            Mode::Sim => Ok(with_protocol!(point.protocol, P => run_trial::<P>(experiment, point, seed, false))),
+            Mode::Quic => with_protocol!(point.protocol, P =>
                 run_trial_quic::<P>(experiment, point, seed, trial.node_binary)),
         };
         match outcome {
@@ -493,7 +493,7 @@ impl ExperimentKind for ElectionKind {
     }
     fn replay(&self, trial: &Trial) -> crate::Result<Replayed> {
         let point = trial.point;
-        let o = crate::with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, trial.seed, true));
+        let o = with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, trial.seed, true));
         let story = vec![format!(
             "trial {} seed {}: {} nodes, timeout {}-{} ms: election_ms {:.3}, terms {}, unavailable_ms {}, censored {}, safety {}",
             trial.trial,

@@ -16,6 +16,9 @@
 //! Figures are drawn from `trials.csv` alone, so `qlab plot` can redraw them without
 //! re-running anything, and notebooks can read the same CSV.
 
+#[macro_use]
+pub mod protocol_list;
+
 pub mod attack;
 pub mod availability;
 pub mod case;

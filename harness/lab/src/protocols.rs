@@ -10,6 +10,7 @@ use qlab_core::{Client, ClientId, Nanos, Protocol};
 use qlab_paxos::{Paxos, PaxosConfig, PaxosTimer};
 use qlab_pbft::{Pbft, PbftClient, PbftConfig};
 use qlab_raft::{Raft, RaftTimer};
+use qlab_unreplicated::{Unreplicated, UnreplicatedConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -170,24 +171,21 @@ where
     }
 }
 
-/// Run `$body` with the type `$p` bound to the protocol `$name` names: the one place
-/// the lab turns a [`crate::config::ProtocolName`] into a protocol type.
-#[macro_export]
-macro_rules! with_protocol {
-    ($name:expr, $p:ident => $body:expr) => {
-        match $name {
-            $crate::config::ProtocolName::Raft => {
-                type $p = qlab_raft::Raft;
-                $body
-            }
-            $crate::config::ProtocolName::Multipaxos => {
-                type $p = qlab_paxos::Paxos;
-                $body
-            }
-            $crate::config::ProtocolName::Pbft => {
-                type $p = qlab_pbft::Pbft;
-                $body
-            }
-        }
-    };
+/// The one-server baseline: nothing to configure, the leader client finds node 0.
+impl LabProtocol for Unreplicated {
+    type Client = LeaderClient;
+    const NAME: &'static str = "unreplicated";
+
+    fn config(_point: &Point, _file: &ExperimentFile) -> UnreplicatedConfig {
+        UnreplicatedConfig::default()
+    }
+    fn client(_config: &UnreplicatedConfig, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
+        leader_client(ReadMode::Log, id, nodes, retry_timeout_ns)
+    }
+    fn carries_entries(_msg: &qlab_unreplicated::Message) -> bool {
+        false
+    }
+    fn heartbeat_timer() -> Option<qlab_unreplicated::UnreplicatedTimer> {
+        None
+    }
 }

@@ -82,7 +82,9 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
     let outcome = match point.protocol {
         ProtocolName::Raft => run_raft_chaos(seed, &config),
         ProtocolName::Multipaxos => run_paxos_chaos(seed, &config),
-        ProtocolName::Pbft => unreachable!("validation keeps PBFT out of reads experiments"),
+        ProtocolName::Pbft | ProtocolName::Unreplicated => {
+            unreachable!("validation keeps {} out of reads experiments", point.protocol.name())
+        }
     };
     let latencies = |reads: bool| -> Vec<f64> {
         let mut ms: Vec<f64> = outcome

@@ -4,13 +4,8 @@ use crate::error::{LabError, Result};
 use crate::protocols::LabProtocol;
 use qlab_net::cluster::ClusterFile;
 use qlab_net::runtime::run_node;
-use qlab_paxos::Paxos;
-use qlab_pbft::Pbft;
-use qlab_raft::Raft;
+use crate::protocol_list::ProtocolName;
 use std::path::Path;
-
-/// Protocols a cluster file may name.
-pub const PROTOCOLS: &[&str] = &[Raft::NAME, Paxos::NAME, Pbft::NAME];
 
 /// Run node `id` of the cluster described by `cluster_path` until it is stopped.
 pub fn node_main(cluster_path: &Path, id: u32) -> Result<()> {
@@ -23,17 +18,15 @@ pub fn node_main(cluster_path: &Path, id: u32) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| LabError::Usage(format!("starting the async runtime: {e}")))?;
-    match file.protocol.as_str() {
-        Raft::NAME => runtime.block_on(run_node::<Raft>(node_config::<Raft>(&file, base, id)?))?,
-        Paxos::NAME => runtime.block_on(run_node::<Paxos>(node_config::<Paxos>(&file, base, id)?))?,
-        Pbft::NAME => runtime.block_on(run_node::<Pbft>(node_config::<Pbft>(&file, base, id)?))?,
-        other => {
-            return Err(LabError::Usage(format!(
-                "{}: unknown protocol {other:?}, expected one of {PROTOCOLS:?}",
-                cluster_path.display()
-            )));
-        }
-    }
+    let Some(protocol) = ProtocolName::from_name(&file.protocol) else {
+        let known: Vec<&str> = ProtocolName::ALL.iter().map(|p| p.name()).collect();
+        return Err(LabError::Usage(format!(
+            "{}: unknown protocol {:?}, expected one of {known:?}",
+            cluster_path.display(),
+            file.protocol
+        )));
+    };
+    with_protocol!(protocol, P => runtime.block_on(run_node::<P>(node_config::<P>(&file, base, id)?))?);
     Ok(())
 }
 
@@ -550,7 +543,7 @@ pub async fn run_segment<M: Wired, C: Client>(
 mod tests {
     use super::*;
     use qlab_net::cluster::{LocalCluster, StorageKind};
-    use qlab_pbft::{PbftConfig, node_secret};
+    use qlab_pbft::{Pbft, PbftConfig, node_secret};
 
     /// Real mode keeps each PBFT replica's secret in a file of its own: the cluster file
     /// that every node (and every host) reads carries public keys only.

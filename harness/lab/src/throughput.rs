@@ -450,8 +450,8 @@ impl ExperimentKind for ThroughputKind {
             crate::results::record(&ThroughputRow::new(point, trial.trial, trial.point_index, seed, outcome))
         };
         let outcome = match point.mode {
-            Mode::Sim => Ok(crate::with_protocol!(point.protocol, P => run_trial_sim::<P>(experiment, point, seed))),
-            Mode::Quic => crate::with_protocol!(point.protocol, P =>
+            Mode::Sim => Ok(with_protocol!(point.protocol, P => run_trial_sim::<P>(experiment, point, seed))),
+            Mode::Quic => with_protocol!(point.protocol, P =>
                 run_trial_quic::<P>(experiment, point, seed, trial.node_binary)),
         };
         match outcome {
