@@ -36,7 +36,8 @@ duration_ms = 600
     )
     .unwrap();
     let out = dir.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_qlab")).arg("run").arg(&file).arg("--out").arg(&out).output().unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_qlab")).arg("run").arg(&file).arg("--out").arg(&out).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("safety: every trial ok"), "{stdout}");

@@ -20,7 +20,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use qlab_check::check_observations;
 use qlab_check::linearizability::check_history;
 use qlab_core::{Action, ClientId, Context, NodeId, Op, Outbox, Protocol, Request, ms};
-use qlab_lab::chaos::{ChaosConfig, run_raft_chaos};
+use qlab_lab::chaos::{ChaosConfig, run_protocol_chaos};
+use qlab_raft::Raft;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
@@ -181,7 +182,8 @@ fn checkers(c: &mut Criterion) {
     config.fault_phase_ns = ms(3_000);
     // A recorded chaos run (the busiest of 20 seeds): its client history, checked over
     // and over.
-    let outcome = (0..20).map(|seed| run_raft_chaos(seed, &config)).max_by_key(|o| o.operations_completed).unwrap();
+    let outcome =
+        (0..20).map(|seed| run_protocol_chaos::<Raft>(seed, &config)).max_by_key(|o| o.operations_completed).unwrap();
     assert!(outcome.passed());
     let mut group = c.benchmark_group("checkers");
     let observations = {

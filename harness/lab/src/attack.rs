@@ -251,7 +251,9 @@ pub fn run_point(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
             let config = faulty_config(experiment, point, Pbft::config(point, file), attack);
             run_trial::<MaliciousPbft>(experiment, point, seed, config, trace)
         }
-        ProtocolName::Unreplicated => unreachable!("validation keeps the unreplicated baseline out of attack experiments"),
+        ProtocolName::Unreplicated => {
+            unreachable!("validation keeps the unreplicated baseline out of attack experiments")
+        }
     }
 }
 

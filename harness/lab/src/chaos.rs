@@ -10,16 +10,15 @@ use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
 use qlab_check::linearizability::{LinCheck, check_history};
 use qlab_check::{Violation, check_observations};
+use qlab_core::adversary::Faulty;
 use qlab_core::adversary::{FaultyConfig, MaliciousNode};
 use qlab_core::reads::ReadMode;
 use qlab_core::{ClientId, Nanos, NodeId, ms};
-use qlab_paxos::attacks::{MaliciousPaxos, PaxosAttack};
 use qlab_paxos::{Paxos, PaxosConfig};
-use qlab_pbft::attacks::{MaliciousPbft, PbftAttack};
 use qlab_pbft::{Pbft, PbftConfig};
-use qlab_raft::attacks::{MaliciousRaft, RaftAttack};
 use qlab_raft::{Raft, RaftConfig};
 use qlab_sim::{Latency, NetworkConfig, Sim};
+use qlab_unreplicated::{Unreplicated, UnreplicatedConfig};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -308,191 +307,154 @@ pub fn caught_first(
     Ok(format!("caught at seed {seed} ({} seeds tried): {first_violation}\n  replay: {replay}", seed - start + 1))
 }
 
-/// Raft under chaos, with seed-chosen batching knobs.
-pub fn run_raft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
-    let (raft, network, rng) = raft_chaos_setup(seed, config);
-    run_chaos::<Raft>(seed, config, raft, network, rng)
-}
+/// What a chaos run draws for a protocol from its seed: the protocol's knobs (window,
+/// batching, message sizes), and for the compaction runs small snapshot or checkpoint
+/// thresholds. One impl per protocol; the runners below are generic.
+pub trait ChaosKnobs: LabProtocol {
+    /// The protocol's configuration for a chaos run, drawn from `rng` (the run's own
+    /// stream, just after the network's draws).
+    fn chaos_config(config: &ChaosConfig, rng: &mut ChaCha8Rng) -> Self::Config;
 
-/// Raft under chaos with the replicas in `malicious` running `attack` from the start:
-/// the same seed-drawn network, knobs and faults as [`run_raft_chaos`].
-pub fn run_raft_attack_chaos(
-    seed: u64,
-    config: &ChaosConfig,
-    attack: &RaftAttack,
-    malicious: &[NodeId],
-) -> ChaosOutcome {
-    let (raft, network, rng) = raft_chaos_setup(seed, config);
-    let faulty = with_malicious(raft, malicious.iter().map(|node| (*node, attack.clone())));
-    run_chaos::<MaliciousRaft>(seed, config, faulty, network, rng)
-}
-
-/// Raft under chaos with the mechanisms production deployments run with: log
-/// compaction at small, seed-drawn thresholds (a snapshot every 2 to 25 applied
-/// entries, `InstallSnapshot` chunks of 8 to 256 bytes, so a transfer takes many
-/// messages and crashes land in the middle of one), PreVote in half the seeds, and
-/// leadership transfers among the faults when `config.faults.transfers` is on. The
-/// network and knobs are those of [`run_raft_chaos`] for the same seed.
-pub fn run_raft_compaction_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
-    let (mut raft, network, rng) = raft_chaos_setup(seed, config);
-    // Drawn apart from the run's own generator, so the network and knobs are those of
-    // `run_raft_chaos`.
-    let mut knobs = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_5000_0000_0000);
-    raft.snapshot_every_entries = [2, 5, 10, 25][knobs.random_range(0..4usize)];
-    if knobs.random_bool(0.5) {
-        raft.snapshot_every_bytes = [64, 512][knobs.random_range(0..2usize)];
+    /// Switch on log compaction at small, seed-drawn thresholds (drawn apart from the
+    /// run's stream, so the network and knobs stay those of the plain run).
+    fn compact(config: &mut Self::Config, seed: u64) {
+        let _ = (config, seed);
     }
-    raft.snapshot_chunk_bytes = [8, 32, 256][knobs.random_range(0..3usize)];
-    raft.pre_vote = knobs.random_bool(0.5);
-    run_chaos::<Raft>(seed, config, raft, network, rng)
 }
 
-/// Raft under chaos with safety rules switched off: the same seed-drawn network, knobs
-/// and faults as [`run_raft_chaos`].
-pub fn run_raft_ablation_chaos(seed: u64, config: &ChaosConfig, ablate: qlab_raft::RaftAblations) -> ChaosOutcome {
-    let (mut raft, network, rng) = raft_chaos_setup(seed, config);
-    raft.ablate = ablate;
-    run_chaos::<Raft>(seed, config, raft, network, rng)
+impl ChaosKnobs for Raft {
+    /// Seed-chosen batching: small append batches make acknowledgements cover old-term
+    /// entries without the new leader's no-op, the window in which the Figure 8 rule
+    /// matters.
+    fn chaos_config(config: &ChaosConfig, rng: &mut ChaCha8Rng) -> RaftConfig {
+        RaftConfig {
+            election_timeout_ns_min: ms(150),
+            election_timeout_ns_max: ms(300),
+            heartbeat_interval_ns: ms(50),
+            max_entries_per_append: [1, 2, 4, 16][rng.random_range(0..4usize)],
+            check_quorum: true,
+            // Half the seeds batch commands (exercising the leader's flush path).
+            batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
+            read_mode: config.read_mode,
+            lease_drift_bound_ppm: config.lease_drift_bound_ppm,
+            ..RaftConfig::default()
+        }
+    }
+
+    /// The mechanisms production deployments run with: a snapshot every 2 to 25 applied
+    /// entries, `InstallSnapshot` chunks of 8 to 256 bytes (so a transfer takes many
+    /// messages and crashes land in the middle of one), PreVote in half the seeds.
+    /// Leadership transfers join the faults when `config.faults.transfers` is on.
+    fn compact(raft: &mut RaftConfig, seed: u64) {
+        let mut knobs = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_5000_0000_0000);
+        raft.snapshot_every_entries = [2, 5, 10, 25][knobs.random_range(0..4usize)];
+        if knobs.random_bool(0.5) {
+            raft.snapshot_every_bytes = [64, 512][knobs.random_range(0..2usize)];
+        }
+        raft.snapshot_chunk_bytes = [8, 32, 256][knobs.random_range(0..3usize)];
+        raft.pre_vote = knobs.random_bool(0.5);
+    }
 }
 
-fn raft_chaos_setup(seed: u64, config: &ChaosConfig) -> (RaftConfig, NetworkConfig, ChaCha8Rng) {
+impl ChaosKnobs for Paxos {
+    /// Seed-chosen window, batching and message sizes: a window of 1 serializes slots;
+    /// wider ones leave gaps for a new leader to fill.
+    fn chaos_config(config: &ChaosConfig, rng: &mut ChaCha8Rng) -> PaxosConfig {
+        PaxosConfig {
+            leader_timeout_ns_min: ms(150),
+            leader_timeout_ns_max: ms(300),
+            heartbeat_interval_ns: ms(50),
+            window_slots: [1, 4, 64][rng.random_range(0..3usize)],
+            max_commands_per_slot: [1, 4, 64][rng.random_range(0..3usize)],
+            max_values_per_message: [1, 2, 16][rng.random_range(0..3usize)],
+            check_quorum: true,
+            batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
+            read_mode: config.read_mode,
+            lease_drift_bound_ppm: config.lease_drift_bound_ppm,
+            ..PaxosConfig::default()
+        }
+    }
+
+    /// Checkpoints every 2 to 25 applied slots, so promises carry checkpoints and
+    /// learners catch up by state transfer many times per run, in small chunks so a
+    /// transfer spans many messages and crashes land inside it.
+    fn compact(paxos: &mut PaxosConfig, seed: u64) {
+        let mut knobs = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_5000_0000_0000);
+        paxos.checkpoint_every_slots = [2, 5, 10, 25][knobs.random_range(0..4usize)];
+        paxos.state_chunk_bytes = [8, 32, 256][knobs.random_range(0..3usize)];
+    }
+}
+
+impl ChaosKnobs for Pbft {
+    /// Checkpoints every 4 or 8 sequence numbers, so garbage collection, watermarks and
+    /// state transfer happen many times per run; seed-chosen batching. (PBFT always
+    /// checkpoints: its compaction is part of the protocol.)
+    fn chaos_config(config: &ChaosConfig, rng: &mut ChaCha8Rng) -> PbftConfig {
+        let mut pbft = PbftConfig::with_keys(crate::protocols::PBFT_KEY_SEED, config.nodes, config.clients as u64);
+        pbft.view_change_timeout_ns = ms(200);
+        pbft.checkpoint_interval = [4, 8][rng.random_range(0..2usize)];
+        pbft.log_window = pbft.checkpoint_interval * [2, 4][rng.random_range(0..2usize)];
+        pbft.max_batch = [1, 4, 16][rng.random_range(0..3usize)];
+        pbft.batch_delay_ns = [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)];
+        pbft
+    }
+}
+
+impl ChaosKnobs for Unreplicated {
+    /// Nothing to draw: the baseline has no knobs.
+    fn chaos_config(_config: &ChaosConfig, _rng: &mut ChaCha8Rng) -> UnreplicatedConfig {
+        UnreplicatedConfig::default()
+    }
+}
+
+/// The run's generator, the network drawn from it, and the protocol's knobs drawn next:
+/// one seed, the same draws for every variant of a protocol's run.
+fn chaos_setup<P: ChaosKnobs>(seed: u64, config: &ChaosConfig) -> (P::Config, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);
-    let raft = RaftConfig {
-        election_timeout_ns_min: ms(150),
-        election_timeout_ns_max: ms(300),
-        heartbeat_interval_ns: ms(50),
-        // Small batches make acknowledgements cover old-term entries without the new
-        // leader's no-op, the window in which the Figure 8 rule matters.
-        max_entries_per_append: [1, 2, 4, 16][rng.random_range(0..4usize)],
-        check_quorum: true,
-        // Half the seeds batch commands (exercising the leader's flush path).
-        batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
-        read_mode: config.read_mode,
-        lease_drift_bound_ppm: config.lease_drift_bound_ppm,
-        ..RaftConfig::default()
-    };
-    (raft, network, rng)
+    let protocol = P::chaos_config(config, &mut rng);
+    (protocol, network, rng)
 }
 
-/// Multi-Paxos under chaos, with seed-chosen window, batching and message sizes.
-pub fn run_paxos_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
-    let (paxos, network, rng) = paxos_chaos_setup(seed, config);
-    run_chaos::<Paxos>(seed, config, paxos, network, rng)
+/// `P` under chaos with its seed-drawn knobs.
+pub fn run_protocol_chaos<P: ChaosKnobs>(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
+    run_protocol_chaos_with::<P>(seed, config, |_| {})
 }
 
-/// Multi-Paxos under chaos with the replicas in `malicious` running `attack` from the
-/// start: the same seed-drawn network, knobs and faults as [`run_paxos_chaos`].
-pub fn run_paxos_attack_chaos(
+/// `P` under chaos with its seed-drawn knobs, then `adjust`ed (safety rules switched
+/// off, compaction on: `|c| Raft::compact(c, seed)`): the same network, knobs and
+/// faults as [`run_protocol_chaos`] for the same seed.
+pub fn run_protocol_chaos_with<P: ChaosKnobs>(
     seed: u64,
     config: &ChaosConfig,
-    attack: &PaxosAttack,
-    malicious: &[NodeId],
+    adjust: impl FnOnce(&mut P::Config),
 ) -> ChaosOutcome {
-    let (paxos, network, rng) = paxos_chaos_setup(seed, config);
-    let faulty = with_malicious(paxos, malicious.iter().map(|node| (*node, attack.clone())));
-    run_chaos::<MaliciousPaxos>(seed, config, faulty, network, rng)
+    let (mut protocol, network, rng) = chaos_setup::<P>(seed, config);
+    adjust(&mut protocol);
+    run_chaos::<P>(seed, config, protocol, network, rng)
 }
 
-/// Multi-Paxos under chaos with its phase-1 value rule switched off: the same seed-drawn
-/// network, knobs and faults as [`run_paxos_chaos`].
-pub fn run_paxos_ablation_chaos(seed: u64, config: &ChaosConfig, ablate: qlab_paxos::PaxosAblations) -> ChaosOutcome {
-    let (mut paxos, network, rng) = paxos_chaos_setup(seed, config);
-    paxos.ablate = ablate;
-    run_chaos::<Paxos>(seed, config, paxos, network, rng)
-}
-
-fn paxos_chaos_setup(seed: u64, config: &ChaosConfig) -> (PaxosConfig, NetworkConfig, ChaCha8Rng) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
-    let network = chaos_network(&mut rng);
-    let paxos = PaxosConfig {
-        leader_timeout_ns_min: ms(150),
-        leader_timeout_ns_max: ms(300),
-        heartbeat_interval_ns: ms(50),
-        // A window of 1 serializes slots; wider ones leave gaps for a new leader to fill.
-        window_slots: [1, 4, 64][rng.random_range(0..3usize)],
-        max_commands_per_slot: [1, 4, 64][rng.random_range(0..3usize)],
-        max_values_per_message: [1, 2, 16][rng.random_range(0..3usize)],
-        check_quorum: true,
-        batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
-        read_mode: config.read_mode,
-        lease_drift_bound_ppm: config.lease_drift_bound_ppm,
-        ..PaxosConfig::default()
-    };
-    (paxos, network, rng)
-}
-
-/// Multi-Paxos under chaos with checkpoints every 2 to 25 applied slots (so promises
-/// carry checkpoints and learners catch up by state transfer many times per run): the
-/// same seed-drawn network, knobs and faults as [`run_paxos_chaos`].
-pub fn run_paxos_compaction_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
-    run_paxos_compaction_ablation_chaos(seed, config, Default::default())
-}
-
-/// [`run_paxos_compaction_chaos`] with safety rules switched off.
-pub fn run_paxos_compaction_ablation_chaos(
+/// [`run_protocol_chaos_with`] with the replicas in `malicious` running their attacks
+/// from the start. Crash and partition faults come out of `config.faulty_at_most`, so
+/// the caller decides whether the malicious replicas use up the f a protocol tolerates.
+pub fn run_attack_chaos<P: ChaosKnobs, A: Clone>(
     seed: u64,
     config: &ChaosConfig,
-    ablate: qlab_paxos::PaxosAblations,
-) -> ChaosOutcome {
-    let (mut paxos, network, rng) = paxos_chaos_setup(seed, config);
-    let mut knobs = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4e_5000_0000_0000);
-    paxos.checkpoint_every_slots = [2, 5, 10, 25][knobs.random_range(0..4usize)];
-    // Small chunks, so a transfer spans many messages and crashes land inside it.
-    paxos.state_chunk_bytes = [8, 32, 256][knobs.random_range(0..3usize)];
-    paxos.ablate = ablate;
-    run_chaos::<Paxos>(seed, config, paxos, network, rng)
+    adjust: impl FnOnce(&mut P::Config),
+    malicious: &[(NodeId, A)],
+) -> ChaosOutcome
+where
+    Faulty<P, A>: LabProtocol<Config = FaultyConfig<P::Config, A>>,
+{
+    let (mut protocol, network, rng) = chaos_setup::<P>(seed, config);
+    adjust(&mut protocol);
+    let faulty = with_malicious(protocol, malicious.iter().cloned());
+    run_chaos::<Faulty<P, A>>(seed, config, faulty, network, rng)
 }
 
-/// PBFT under chaos: checkpoints every 4 or 8 sequence numbers so garbage collection,
-/// watermarks and state transfer happen many times per run; seed-chosen batching.
-pub fn run_pbft_chaos(seed: u64, config: &ChaosConfig) -> ChaosOutcome {
-    let (pbft, network, rng) = pbft_chaos_setup(seed, config);
-    run_chaos::<Pbft>(seed, config, pbft, network, rng)
-}
-
-/// PBFT under chaos with malicious replicas, each with its attack, running from the
-/// start: the same seed-drawn network and knobs as [`run_pbft_chaos`]. Crash and
-/// partition faults come out of `config.faulty_at_most`, so the caller decides
-/// whether the malicious replicas use up the f the protocol tolerates.
-pub fn run_pbft_attack_chaos(seed: u64, config: &ChaosConfig, malicious: &[(NodeId, PbftAttack)]) -> ChaosOutcome {
-    let (pbft, network, rng) = pbft_chaos_setup(seed, config);
-    let faulty = with_malicious(pbft, malicious.iter().cloned());
-    run_chaos::<MaliciousPbft>(seed, config, faulty, network, rng)
-}
-
-/// [`run_pbft_attack_chaos`] with PBFT's quorum rule weakened (`ablate`).
-pub fn run_pbft_ablation_attack_chaos(
-    seed: u64,
-    config: &ChaosConfig,
-    ablate: qlab_pbft::PbftAblations,
-    malicious: &[(NodeId, PbftAttack)],
-) -> ChaosOutcome {
-    let (mut pbft, network, rng) = pbft_chaos_setup(seed, config);
-    pbft.ablate = ablate;
-    let faulty = with_malicious(pbft, malicious.iter().cloned());
-    run_chaos::<MaliciousPbft>(seed, config, faulty, network, rng)
-}
-
-fn pbft_chaos_setup(seed: u64, config: &ChaosConfig) -> (PbftConfig, NetworkConfig, ChaCha8Rng) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
-    let network = chaos_network(&mut rng);
-    let mut pbft = PbftConfig::with_keys(crate::protocols::PBFT_KEY_SEED, config.nodes, config.clients as u64);
-    pbft.view_change_timeout_ns = ms(200);
-    pbft.checkpoint_interval = [4, 8][rng.random_range(0..2usize)];
-    pbft.log_window = pbft.checkpoint_interval * [2, 4][rng.random_range(0..2usize)];
-    pbft.max_batch = [1, 4, 16][rng.random_range(0..3usize)];
-    pbft.batch_delay_ns = [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)];
-    (pbft, network, rng)
-}
-
-/// A chaos run of any protocol, configured as given: the seed draws the network and the
-/// faults as it does for the protocol-specific runners above (which add seed-drawn
-/// knobs of their protocol's own).
-pub fn run_chaos_with<P: LabProtocol>(seed: u64, config: &ChaosConfig, protocol_config: P::Config) -> ChaosOutcome {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
-    let network = chaos_network(&mut rng);
-    run_chaos::<P>(seed, config, protocol_config, network, rng)
+/// Every replica in `nodes` running `attack` (what the crash-fault attack tests use).
+pub fn each_running<A: Clone>(attack: &A, nodes: &[NodeId]) -> Vec<(NodeId, A)> {
+    nodes.iter().map(|node| (*node, attack.clone())).collect()
 }
 
 /// One chaos run of `P`; `rng` continues the seed's stream to draw the faults.

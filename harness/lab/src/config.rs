@@ -1300,8 +1300,7 @@ impl Experiment {
             (None, _) => {}
         }
         for (name, sweep) in [("clients", &f.workload.clients)] {
-            if matches!(f.experiment.kind.as_str(), "throughput" | "attack" | "disruption")
-                && sweep.values.contains(&0)
+            if matches!(f.experiment.kind.as_str(), "throughput" | "attack" | "disruption") && sweep.values.contains(&0)
             {
                 return Err(self.error_at(&sweep.span, format!("{name} must be at least 1 in a throughput experiment")));
             }

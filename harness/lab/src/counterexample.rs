@@ -14,7 +14,7 @@
 //! the first violation.
 
 pub use crate::case::Case;
-use crate::chaos::{ChaosConfig, ChaosOutcome, ChaosSchedule, run_raft_ablation_chaos, run_raft_chaos, shrink};
+use crate::chaos::{ChaosConfig, ChaosOutcome, ChaosSchedule, run_protocol_chaos, run_protocol_chaos_with, shrink};
 use crate::compare::Aggregate;
 use crate::config::Experiment;
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
@@ -51,7 +51,11 @@ fn chaos_config(read_mode: ReadMode, trace: bool) -> ChaosConfig {
 
 fn run_chaos_case(case: Case, seed: u64, config: &ChaosConfig) -> ChaosOutcome {
     let (ablate, _) = case.chaos().expect("a chaos case");
-    if ablate.any() { run_raft_ablation_chaos(seed, config, ablate) } else { run_raft_chaos(seed, config) }
+    if ablate.any() {
+        run_protocol_chaos_with::<Raft>(seed, config, |c| c.ablate = ablate)
+    } else {
+        run_protocol_chaos::<Raft>(seed, config)
+    }
 }
 
 /// The first broken invariant of a chaos outcome.

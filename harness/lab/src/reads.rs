@@ -13,9 +13,9 @@
 //! whole client history; the other checkers run too. A trial replays exactly from its
 //! seed with `qlab replay`, and is the same run the `read_modes` tests make.
 
-use crate::chaos::{ChaosConfig, ChaosOutcome, FaultKinds, run_paxos_chaos, run_raft_chaos};
+use crate::chaos::{ChaosConfig, ChaosOutcome, FaultKinds, run_protocol_chaos};
 use crate::compare::Aggregate;
-use crate::config::{Experiment, FaultProfile, Point, ProtocolName};
+use crate::config::{Experiment, FaultProfile, Point};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::results::cell;
 use crate::results::quantile;
@@ -79,13 +79,8 @@ pub fn chaos_config(experiment: &Experiment, point: &Point, trace: bool) -> Chao
 
 pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> ReadsTrial {
     let config = chaos_config(experiment, point, trace);
-    let outcome = match point.protocol {
-        ProtocolName::Raft => run_raft_chaos(seed, &config),
-        ProtocolName::Multipaxos => run_paxos_chaos(seed, &config),
-        ProtocolName::Pbft | ProtocolName::Unreplicated => {
-            unreachable!("validation keeps {} out of reads experiments", point.protocol.name())
-        }
-    };
+    // Validation keeps the protocols without read modes (PBFT, the baseline) out.
+    let outcome = with_protocol!(point.protocol, P => run_protocol_chaos::<P>(seed, &config));
     let latencies = |reads: bool| -> Vec<f64> {
         let mut ms: Vec<f64> = outcome
             .history

@@ -1,10 +1,10 @@
 //! Real mode glue: run one node from a cluster file (the `qlab node` command).
 
 use crate::error::{LabError, Result};
+use crate::protocol_list::ProtocolName;
 use crate::protocols::LabProtocol;
 use qlab_net::cluster::ClusterFile;
 use qlab_net::runtime::run_node;
-use crate::protocol_list::ProtocolName;
 use std::path::Path;
 
 /// Run node `id` of the cluster described by `cluster_path` until it is stopped.

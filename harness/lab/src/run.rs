@@ -160,8 +160,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         update_latest(&run_dir)?;
     }
 
-    let mut writer =
-        TrialWriter::create(&run_dir.join(TRIALS_CSV), &kind.trial_columns())?;
+    let mut writer = TrialWriter::create(&run_dir.join(TRIALS_CSV), &kind.trial_columns())?;
     let progress = if options.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
     progress.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} trials, {elapsed} elapsed, eta {eta}")
@@ -193,20 +192,11 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
                     let point_index = (trial / trials_per_point) as usize;
                     let trial_seed = trial_seed(seed, trial);
                     let point = &points[point_index];
-                    let trial = Trial {
-                        experiment,
-                        point,
-                        trial,
-                        point_index,
-                        seed: trial_seed,
-                        node_binary,
-                        run_dir,
-                    };
+                    let trial = Trial { experiment, point, trial, point_index, seed: trial_seed, node_binary, run_dir };
                     // A panic in a trial (a protocol's assertion, a simulator storm) is a
                     // finding about that trial, not the end of the run: it becomes an
                     // error row naming the trial to replay.
-                    let outcome =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run_trial(&trial)));
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run_trial(&trial)));
                     let TrialRecord { row, verdict } = outcome.unwrap_or_else(|payload| {
                         let message = payload
                             .downcast_ref::<String>()

@@ -3,8 +3,10 @@
 //! breaks the same invariant and no single fault can be left out of it, and every case
 //! shows (or, for the contrast, mostly does not) what it is there to show.
 
-use qlab_lab::chaos::{ChaosConfig, ChaosSchedule, run_paxos_chaos, run_raft_ablation_chaos, run_raft_chaos, shrink};
+use qlab_lab::chaos::{ChaosConfig, ChaosSchedule, run_protocol_chaos, run_protocol_chaos_with, shrink};
 use qlab_lab::counterexample::{Case, run_trial, shrink_trial};
+use qlab_paxos::Paxos;
+use qlab_raft::Raft;
 use qlab_raft::RaftAblations;
 
 /// Giving a run's own schedule back repeats it exactly: the same faults at the same
@@ -14,8 +16,10 @@ fn a_recorded_fault_schedule_replays_the_identical_run() {
     let config = ChaosConfig::new(3);
     for seed in 0..100 {
         let runs: [&dyn Fn(&ChaosConfig) -> qlab_lab::chaos::ChaosOutcome; 3] =
-            [&|c| run_raft_chaos(seed, c), &|c| run_paxos_chaos(seed, c), &|c| {
-                run_raft_ablation_chaos(seed, c, RaftAblations::only("skip_prev_log_check").unwrap())
+            [&|c| run_protocol_chaos::<Raft>(seed, c), &|c| run_protocol_chaos::<Paxos>(seed, c), &|c| {
+                run_protocol_chaos_with::<Raft>(seed, c, |c| {
+                    c.ablate = RaftAblations::only("skip_prev_log_check").unwrap()
+                })
             }];
         for run in runs {
             let drawn = run(&config);
@@ -35,12 +39,16 @@ fn a_shrunk_schedule_still_fails_and_needs_every_fault_it_keeps() {
     let ablate = RaftAblations::only("skip_prev_log_check").unwrap();
     let config = ChaosConfig::new(3);
     let (seed, original) = (0..200)
-        .map(|seed| (seed, run_raft_ablation_chaos(seed, &config, ablate)))
+        .map(|seed| (seed, run_protocol_chaos_with::<Raft>(seed, &config, |c| c.ablate = ablate)))
         .find(|(_, o)| !o.violations.is_empty() && o.faults_injected >= 4)
         .expect("a failing seed with a few faults");
     let invariant = original.violations[0].invariant;
     let run = |schedule: &ChaosSchedule| {
-        run_raft_ablation_chaos(seed, &ChaosConfig { schedule: Some(schedule.clone()), ..config.clone() }, ablate)
+        run_protocol_chaos_with::<Raft>(
+            seed,
+            &ChaosConfig { schedule: Some(schedule.clone()), ..config.clone() },
+            |c| c.ablate = ablate,
+        )
     };
     let fails = |o: &qlab_lab::chaos::ChaosOutcome| o.violations.first().is_some_and(|v| v.invariant == invariant);
     let (shrunk, runs) = shrink(run, &original.schedule, fails);

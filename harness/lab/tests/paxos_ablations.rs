@@ -5,9 +5,10 @@
 
 use qlab_check::Invariant;
 use qlab_lab::chaos::{
-    ChaosConfig, caught_first, nodes_from_env, replay_and_print, run_paxos_ablation_chaos, run_paxos_chaos,
-    run_paxos_compaction_ablation_chaos, run_paxos_compaction_chaos,
+    ChaosConfig, ChaosKnobs, caught_first, nodes_from_env, replay_and_print, run_protocol_chaos,
+    run_protocol_chaos_with,
 };
+use qlab_paxos::Paxos;
 use qlab_paxos::PaxosAblations;
 
 const SEEDS: u64 = 500;
@@ -23,8 +24,8 @@ fn ablated() -> PaxosAblations {
 fn p2c_phase1_values_keep_chosen_values_chosen() {
     let config = ChaosConfig::new(3);
     let account = caught_first(
-        |seed| run_paxos_ablation_chaos(seed, &config, ablated()),
-        |seed| run_paxos_chaos(seed, &config),
+        |seed| run_protocol_chaos_with::<Paxos>(seed, &config, |c| c.ablate = ablated()),
+        |seed| run_protocol_chaos::<Paxos>(seed, &config),
         0..SEEDS,
         &[Invariant::StateMachineSafety, Invariant::LeaderCompleteness, Invariant::Linearizability],
         |seed| {
@@ -47,8 +48,13 @@ fn a_promised_checkpoint_keeps_chosen_slots_chosen() {
     let config = ChaosConfig::new(3);
     let ablate = PaxosAblations { ignore_promised_checkpoint: true, ..Default::default() };
     let account = caught_first(
-        |seed| run_paxos_compaction_ablation_chaos(seed, &config, ablate),
-        |seed| run_paxos_compaction_chaos(seed, &config),
+        |seed| {
+            run_protocol_chaos_with::<Paxos>(seed, &config, |c| {
+                Paxos::compact(c, seed);
+                c.ablate = ablate;
+            })
+        },
+        |seed| run_protocol_chaos_with::<Paxos>(seed, &config, |c| Paxos::compact(c, seed)),
         0..SEEDS,
         &[Invariant::StateMachineSafety, Invariant::LeaderCompleteness, Invariant::Linearizability],
         |seed| {
@@ -71,8 +77,19 @@ fn replay_one_seed() {
     let config = ChaosConfig::new(nodes_from_env(3));
     if std::env::var("QLAB_PAXOS_ABLATION").is_ok_and(|a| a == "ignore_promised_checkpoint") {
         let ablate = PaxosAblations { ignore_promised_checkpoint: true, ..Default::default() };
-        replay_and_print(|seed, config| run_paxos_compaction_ablation_chaos(seed, config, ablate), config);
+        replay_and_print(
+            |seed, config| {
+                run_protocol_chaos_with::<Paxos>(seed, config, |c| {
+                    Paxos::compact(c, seed);
+                    c.ablate = ablate;
+                })
+            },
+            config,
+        );
     } else {
-        replay_and_print(|seed, config| run_paxos_ablation_chaos(seed, config, ablated()), config);
+        replay_and_print(
+            |seed, config| run_protocol_chaos_with::<Paxos>(seed, config, |c| c.ablate = ablated()),
+            config,
+        );
     }
 }

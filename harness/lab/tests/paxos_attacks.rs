@@ -8,7 +8,10 @@
 use qlab_check::Invariant::{LeaderCompleteness, Linearizability, LogMatching, StateMachineSafety};
 use qlab_core::NodeId;
 use qlab_core::adversary::GenericAttack;
-use qlab_lab::chaos::{ChaosConfig, attack_from_env, caught, nodes_from_env, replay_and_print, run_paxos_attack_chaos};
+use qlab_lab::chaos::{
+    ChaosConfig, attack_from_env, caught, each_running, nodes_from_env, replay_and_print, run_attack_chaos,
+};
+use qlab_paxos::Paxos;
 use qlab_paxos::attacks::PaxosAttack;
 
 const SEEDS: u64 = 200;
@@ -16,7 +19,7 @@ const LOST_OR_CHANGED: [qlab_check::Invariant; 4] =
     [StateMachineSafety, LeaderCompleteness, LogMatching, Linearizability];
 
 fn run(attack: PaxosAttack) -> impl Fn(u64) -> qlab_lab::chaos::ChaosOutcome {
-    move |seed| run_paxos_attack_chaos(seed, &ChaosConfig::new(3), &attack, &[NodeId(0)])
+    move |seed| run_attack_chaos::<Paxos, _>(seed, &ChaosConfig::new(3), |_| {}, &each_running(&attack, &[NodeId(0)]))
 }
 
 /// The command that replays `seed` of `attack` with a full trace.
@@ -67,7 +70,7 @@ fn attacks_on_liveness_only_leave_safety_intact() {
 fn replay_one_seed() {
     let attack = attack_from_env(PaxosAttack::from_name);
     let outcome = replay_and_print(
-        |seed, config| run_paxos_attack_chaos(seed, config, &attack, &[NodeId(0)]),
+        |seed, config| run_attack_chaos::<Paxos, _>(seed, config, |_| {}, &each_running(&attack, &[NodeId(0)])),
         ChaosConfig::new(nodes_from_env(3)),
     );
     println!("safe: {}", outcome.is_safe());

@@ -7,7 +7,7 @@
 
 use qlab_core::Protocol;
 use qlab_core::{ClientId, NodeId, OpResult, ms};
-use qlab_lab::chaos::{ChaosConfig, nodes_from_env, replay_from_env, run_paxos_compaction_chaos, sweep};
+use qlab_lab::chaos::{ChaosConfig, ChaosKnobs, nodes_from_env, replay_from_env, run_protocol_chaos_with, sweep};
 use qlab_paxos::{Paxos, PaxosClient, PaxosConfig, PaxosTimer, Record};
 use qlab_sim::Sim;
 
@@ -19,10 +19,16 @@ const SEEDS: u64 = 1_000;
 
 fn check(nodes: u32) {
     let config = ChaosConfig::new(nodes);
-    sweep(run_paxos_compaction_chaos, &config, 0..SEEDS, "paxos_compaction").unwrap_or_else(|e| panic!("{e}"));
+    sweep(
+        |seed, config: &ChaosConfig| run_protocol_chaos_with::<Paxos>(seed, config, |c| Paxos::compact(c, seed)),
+        &config,
+        0..SEEDS,
+        "paxos_compaction",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let transfers = (0..100)
         .filter(|seed| {
-            let outcome = run_paxos_compaction_chaos(*seed, &config);
+            let outcome = run_protocol_chaos_with::<Paxos>(*seed, &config, |c| Paxos::compact(c, *seed));
             outcome.sent("transfer_state") > 0
         })
         .count();
@@ -43,7 +49,10 @@ fn paxos_5_nodes_with_checkpoints_survives_1000_chaos_seeds() {
 #[test]
 #[ignore = "replay tool: run with QLAB_CHAOS_SEED and QLAB_CHAOS_NODES set"]
 fn replay_one_seed() {
-    replay_from_env(run_paxos_compaction_chaos, ChaosConfig::new(nodes_from_env(3)));
+    replay_from_env(
+        |seed, config: &ChaosConfig| run_protocol_chaos_with::<Paxos>(seed, config, |c| Paxos::compact(c, seed)),
+        ChaosConfig::new(nodes_from_env(3)),
+    );
 }
 
 fn cluster(config: PaxosConfig, seed: u64) -> Sim<Paxos, PaxosClient> {

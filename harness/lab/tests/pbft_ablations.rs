@@ -7,9 +7,8 @@
 
 use qlab_check::Invariant;
 use qlab_core::NodeId;
-use qlab_lab::chaos::{
-    ChaosConfig, caught_first, nodes_from_env, replay_and_print, run_pbft_ablation_attack_chaos, run_pbft_attack_chaos,
-};
+use qlab_lab::chaos::{ChaosConfig, caught_first, nodes_from_env, replay_and_print, run_attack_chaos};
+use qlab_pbft::Pbft;
 use qlab_pbft::PbftAblations;
 use qlab_pbft::attacks::PbftAttack;
 
@@ -40,8 +39,8 @@ fn ablated() -> PbftAblations {
 fn s4_2_prepare_quorum_of_2f_plus_1_keeps_one_digest_per_sequence_number() {
     let config = config(4);
     let account = caught_first(
-        |seed| run_pbft_ablation_attack_chaos(seed, &config, ablated(), &malicious()),
-        |seed| run_pbft_attack_chaos(seed, &config, &malicious()),
+        |seed| run_attack_chaos::<Pbft, _>(seed, &config, |c| c.ablate = ablated(), &malicious()),
+        |seed| run_attack_chaos::<Pbft, _>(seed, &config, |_| {}, &malicious()),
         0..SEEDS,
         &[Invariant::StateMachineSafety, Invariant::Linearizability],
         |seed| {
@@ -60,7 +59,7 @@ fn s4_2_prepare_quorum_of_2f_plus_1_keeps_one_digest_per_sequence_number() {
 #[ignore = "replay tool: run with QLAB_CHAOS_SEED and QLAB_CHAOS_NODES set"]
 fn replay_one_seed() {
     replay_and_print(
-        |seed, config| run_pbft_ablation_attack_chaos(seed, config, ablated(), &malicious()),
+        |seed, config| run_attack_chaos::<Pbft, _>(seed, config, |c| c.ablate = ablated(), &malicious()),
         config(nodes_from_env(4)),
     );
 }

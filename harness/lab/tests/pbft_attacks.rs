@@ -9,7 +9,8 @@
 
 use qlab_check::Invariant;
 use qlab_core::NodeId;
-use qlab_lab::chaos::{ChaosConfig, attack_from_env, caught, nodes_from_env, replay_and_print, run_pbft_attack_chaos};
+use qlab_lab::chaos::{ChaosConfig, attack_from_env, caught, nodes_from_env, replay_and_print, run_attack_chaos};
+use qlab_pbft::Pbft;
 use qlab_pbft::attacks::PbftAttack;
 
 const SEEDS: u64 = 200;
@@ -35,7 +36,7 @@ fn survives(name: &str, nodes: u32, recovery_s: u64) {
     config.recovery_deadline_ns = qlab_core::ms(recovery_s * 1_000);
     let mut failures = Vec::new();
     for seed in 0..SEEDS {
-        let outcome = run_pbft_attack_chaos(seed, &config, &malicious);
+        let outcome = run_attack_chaos::<Pbft, _>(seed, &config, |_| {}, &malicious);
         if !outcome.passed() {
             failures.push(format!(
                 "seed {seed}: {:?}; linearizability {:?}; live after heal {}\n  replay: {}",
@@ -93,7 +94,7 @@ fn f_plus_1_colluders_break_agreement_and_the_checkers_see_it() {
     let malicious = [(NodeId(0), attack("equivocate")), (NodeId(1), attack("equivocate"))];
     let config = attack_config(4);
     let account = caught(
-        |seed| run_pbft_attack_chaos(seed, &config, &malicious),
+        |seed| run_attack_chaos::<Pbft, _>(seed, &config, |_| {}, &malicious),
         0..SEEDS,
         &[Invariant::StateMachineSafety],
         |seed| format!("QLAB_MALICIOUS=2 {}", replay_command(seed, 4, "equivocate")),
@@ -113,6 +114,7 @@ fn replay_one_seed() {
     let malicious: Vec<(NodeId, PbftAttack)> = (0..malicious_count).map(|n| (NodeId(n), attack.clone())).collect();
     let mut config = attack_config(nodes);
     config.recovery_deadline_ns = qlab_core::ms(120_000);
-    let outcome = replay_and_print(|seed, config| run_pbft_attack_chaos(seed, config, &malicious), config);
+    let outcome =
+        replay_and_print(|seed, config| run_attack_chaos::<Pbft, _>(seed, config, |_| {}, &malicious), config);
     println!("passed: {}", outcome.passed());
 }

@@ -3,7 +3,8 @@
 //! reordering on every link, never violates a checker and is live again once the faults
 //! heal. A failing seed is printed with the command that replays it.
 
-use qlab_lab::chaos::{ChaosConfig, nodes_from_env, replay_from_env, run_pbft_chaos, sweep};
+use qlab_lab::chaos::{ChaosConfig, nodes_from_env, replay_from_env, run_protocol_chaos, sweep};
+use qlab_pbft::Pbft;
 
 const SEEDS: u64 = 1_000;
 
@@ -19,8 +20,8 @@ fn pbft_chaos_config(nodes: u32) -> ChaosConfig {
 
 fn check(nodes: u32, seeds: std::ops::Range<u64>) {
     let count = seeds.end - seeds.start;
-    let operations =
-        sweep(run_pbft_chaos, &pbft_chaos_config(nodes), seeds, "pbft_chaos").unwrap_or_else(|e| panic!("{e}"));
+    let operations = sweep(run_protocol_chaos::<Pbft>, &pbft_chaos_config(nodes), seeds, "pbft_chaos")
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(operations as u64 > count * 50, "the load should be real: {operations} operations");
 }
 
@@ -44,5 +45,5 @@ fn pbft_7_nodes_survives_1000_chaos_seeds_second_half() {
 #[test]
 #[ignore = "replay tool: run with QLAB_CHAOS_SEED and QLAB_CHAOS_NODES set"]
 fn replay_one_seed() {
-    replay_from_env(run_pbft_chaos, pbft_chaos_config(nodes_from_env(4)));
+    replay_from_env(run_protocol_chaos::<Pbft>, pbft_chaos_config(nodes_from_env(4)));
 }

@@ -8,8 +8,9 @@
 
 use qlab_check::Invariant;
 use qlab_lab::chaos::{
-    ChaosConfig, caught_first, nodes_from_env, replay_and_print, run_raft_ablation_chaos, run_raft_chaos,
+    ChaosConfig, caught_first, nodes_from_env, replay_and_print, run_protocol_chaos, run_protocol_chaos_with,
 };
+use qlab_raft::Raft;
 use qlab_raft::RaftAblations;
 
 const SEEDS: u64 = 500;
@@ -25,8 +26,8 @@ fn caught(ablation: &str, nodes: u32, expected: &[Invariant]) {
     let ablate = RaftAblations::only(ablation).expect("a known ablation");
     let config = ChaosConfig::new(nodes);
     let account = caught_first(
-        |seed| run_raft_ablation_chaos(seed, &config, ablate),
-        |seed| run_raft_chaos(seed, &config),
+        |seed| run_protocol_chaos_with::<Raft>(seed, &config, |c| c.ablate = ablate),
+        |seed| run_protocol_chaos::<Raft>(seed, &config),
         0..SEEDS,
         expected,
         |seed| replay_command(seed, nodes, ablation),
@@ -63,7 +64,7 @@ fn replay_one_seed() {
     let name = std::env::var("QLAB_ABLATE").expect("QLAB_ABLATE");
     let ablate = RaftAblations::only(&name).unwrap_or_else(|| panic!("unknown ablation {name:?}"));
     replay_and_print(
-        move |seed, config| run_raft_ablation_chaos(seed, config, ablate),
+        move |seed, config| run_protocol_chaos_with::<Raft>(seed, config, |c| c.ablate = ablate),
         ChaosConfig::new(nodes_from_env(3)),
     );
 }

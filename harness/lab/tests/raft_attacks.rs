@@ -8,13 +8,16 @@
 use qlab_check::Invariant::{ElectionSafety, LeaderCompleteness, Linearizability, LogMatching, StateMachineSafety};
 use qlab_core::NodeId;
 use qlab_core::adversary::GenericAttack;
-use qlab_lab::chaos::{ChaosConfig, attack_from_env, caught, nodes_from_env, replay_and_print, run_raft_attack_chaos};
+use qlab_lab::chaos::{
+    ChaosConfig, attack_from_env, caught, each_running, nodes_from_env, replay_and_print, run_attack_chaos,
+};
+use qlab_raft::Raft;
 use qlab_raft::attacks::RaftAttack;
 
 const SEEDS: u64 = 200;
 
 fn run(attack: RaftAttack) -> impl Fn(u64) -> qlab_lab::chaos::ChaosOutcome {
-    move |seed| run_raft_attack_chaos(seed, &ChaosConfig::new(3), &attack, &[NodeId(0)])
+    move |seed| run_attack_chaos::<Raft, _>(seed, &ChaosConfig::new(3), |_| {}, &each_running(&attack, &[NodeId(0)]))
 }
 
 /// The command that replays `seed` of `attack` with a full trace.
@@ -85,7 +88,7 @@ fn attacks_on_liveness_only_leave_safety_intact() {
 fn replay_one_seed() {
     let attack = attack_from_env(RaftAttack::from_name);
     let outcome = replay_and_print(
-        |seed, config| run_raft_attack_chaos(seed, config, &attack, &[NodeId(0)]),
+        |seed, config| run_attack_chaos::<Raft, _>(seed, config, |_| {}, &each_running(&attack, &[NodeId(0)])),
         ChaosConfig::new(nodes_from_env(3)),
     );
     println!("safe: {}", outcome.is_safe());

@@ -2,13 +2,14 @@
 //! loss, duplication and reordering never violates a checker, and is live again once
 //! the faults heal. A failing seed is printed with the command that replays it.
 
-use qlab_lab::chaos::{ChaosConfig, nodes_from_env, replay_from_env, run_raft_chaos, sweep};
+use qlab_lab::chaos::{ChaosConfig, nodes_from_env, replay_from_env, run_protocol_chaos, sweep};
+use qlab_raft::Raft;
 
 const SEEDS: u64 = 1_000;
 
 fn check(nodes: u32) {
-    let operations =
-        sweep(run_raft_chaos, &ChaosConfig::new(nodes), 0..SEEDS, "raft_chaos").unwrap_or_else(|e| panic!("{e}"));
+    let operations = sweep(run_protocol_chaos::<Raft>, &ChaosConfig::new(nodes), 0..SEEDS, "raft_chaos")
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(operations as u64 > SEEDS * 50, "the load should be real: {operations} operations");
 }
 
@@ -26,5 +27,5 @@ fn raft_5_nodes_survives_1000_chaos_seeds() {
 #[test]
 #[ignore = "replay tool: run with QLAB_CHAOS_SEED and QLAB_CHAOS_NODES set"]
 fn replay_one_seed() {
-    replay_from_env(run_raft_chaos, ChaosConfig::new(nodes_from_env(5)));
+    replay_from_env(run_protocol_chaos::<Raft>, ChaosConfig::new(nodes_from_env(5)));
 }

@@ -5,7 +5,9 @@
 //! the snapshot record alone.
 
 use qlab_core::{NodeId, OpResult, ms};
-use qlab_lab::chaos::{ChaosConfig, FaultKinds, nodes_from_env, replay_from_env, run_raft_compaction_chaos, sweep};
+use qlab_lab::chaos::{
+    ChaosConfig, ChaosKnobs, FaultKinds, nodes_from_env, replay_from_env, run_protocol_chaos_with, sweep,
+};
 use qlab_raft::{Raft, RaftClient, RaftConfig, Record};
 use qlab_sim::Sim;
 
@@ -26,11 +28,24 @@ fn chaos_config(nodes: u32) -> ChaosConfig {
 /// leadership transfer.
 fn check(nodes: u32) {
     let config = chaos_config(nodes);
-    sweep(run_raft_compaction_chaos, &config, 0..SEEDS, "raft_compaction").unwrap_or_else(|e| panic!("{e}"));
-    let with_transfers =
-        (0..100).filter(|seed| run_raft_compaction_chaos(*seed, &config).sent("install_snapshot") > 0).count();
+    sweep(
+        |seed, config: &ChaosConfig| run_protocol_chaos_with::<Raft>(seed, config, |c| Raft::compact(c, seed)),
+        &config,
+        0..SEEDS,
+        "raft_compaction",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let with_transfers = (0..100)
+        .filter(|seed| {
+            run_protocol_chaos_with::<Raft>(*seed, &config, |c| Raft::compact(c, *seed)).sent("install_snapshot") > 0
+        })
+        .count();
     assert!(with_transfers >= 50, "only {with_transfers} of 100 seeds sent a snapshot");
-    let handed_over = (0..100).filter(|seed| run_raft_compaction_chaos(*seed, &config).sent("timeout_now") > 0).count();
+    let handed_over = (0..100)
+        .filter(|seed| {
+            run_protocol_chaos_with::<Raft>(*seed, &config, |c| Raft::compact(c, *seed)).sent("timeout_now") > 0
+        })
+        .count();
     assert!(handed_over >= 50, "only {handed_over} of 100 seeds handed leadership over");
 }
 
@@ -48,7 +63,10 @@ fn raft_5_nodes_with_compaction_survives_1000_chaos_seeds() {
 #[test]
 #[ignore = "replay tool: run with QLAB_CHAOS_SEED and QLAB_CHAOS_NODES set"]
 fn replay_one_seed() {
-    replay_from_env(run_raft_compaction_chaos, chaos_config(nodes_from_env(3)));
+    replay_from_env(
+        |seed, config: &ChaosConfig| run_protocol_chaos_with::<Raft>(seed, config, |c| Raft::compact(c, seed)),
+        chaos_config(nodes_from_env(3)),
+    );
 }
 
 fn compacting_cluster(config: RaftConfig, seed: u64) -> Sim<Raft, RaftClient> {

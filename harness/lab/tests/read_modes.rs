@@ -26,10 +26,12 @@ use qlab_check::Invariant;
 use qlab_check::linearizability::LinCheck;
 use qlab_core::reads::ReadMode;
 use qlab_lab::chaos::{
-    ChaosConfig, ChaosOutcome, FaultKinds, caught_first, nodes_from_env, replay_and_print, run_paxos_ablation_chaos,
-    run_paxos_chaos, run_raft_ablation_chaos, run_raft_chaos, sweep,
+    ChaosConfig, ChaosOutcome, FaultKinds, caught_first, nodes_from_env, replay_and_print, run_protocol_chaos,
+    run_protocol_chaos_with, sweep,
 };
+use qlab_paxos::Paxos;
 use qlab_paxos::PaxosAblations;
+use qlab_raft::Raft;
 use qlab_raft::RaftAblations;
 
 /// Seeds for the "linearizable under all chaos" sweeps, per protocol, mode and size.
@@ -64,14 +66,14 @@ impl Proto {
 /// One chaos run of `proto`, optionally without check-quorum.
 fn run(proto: Proto, seed: u64, config: &ChaosConfig, no_check_quorum: bool) -> ChaosOutcome {
     match (proto, no_check_quorum) {
-        (Proto::Raft, false) => run_raft_chaos(seed, config),
-        (Proto::Paxos, false) => run_paxos_chaos(seed, config),
-        (Proto::Raft, true) => {
-            run_raft_ablation_chaos(seed, config, RaftAblations { no_check_quorum: true, ..Default::default() })
-        }
-        (Proto::Paxos, true) => {
-            run_paxos_ablation_chaos(seed, config, PaxosAblations { no_check_quorum: true, ..Default::default() })
-        }
+        (Proto::Raft, false) => run_protocol_chaos::<Raft>(seed, config),
+        (Proto::Paxos, false) => run_protocol_chaos::<Paxos>(seed, config),
+        (Proto::Raft, true) => run_protocol_chaos_with::<Raft>(seed, config, |c| {
+            c.ablate = RaftAblations { no_check_quorum: true, ..Default::default() }
+        }),
+        (Proto::Paxos, true) => run_protocol_chaos_with::<Paxos>(seed, config, |c| {
+            c.ablate = PaxosAblations { no_check_quorum: true, ..Default::default() }
+        }),
     }
 }
 

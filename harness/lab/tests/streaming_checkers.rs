@@ -6,10 +6,10 @@
 //! slot differs in its prefix digest at every later slot.
 
 use qlab_check::{SafetyChecker, check_observations};
-use qlab_lab::chaos::{
-    ChaosConfig, ChaosOutcome, run_paxos_compaction_ablation_chaos, run_raft_ablation_chaos, run_raft_compaction_chaos,
-};
+use qlab_lab::chaos::{ChaosConfig, ChaosKnobs, ChaosOutcome, run_protocol_chaos_with};
+use qlab_paxos::Paxos;
 use qlab_paxos::PaxosAblations;
+use qlab_raft::Raft;
 use qlab_raft::RaftAblations;
 
 const SEEDS: u64 = 150;
@@ -40,24 +40,34 @@ fn compare(nodes: u32, run: impl Fn(u64) -> ChaosOutcome) -> (usize, Vec<u64>) {
 fn a_safety_checker_that_drops_old_slots_flags_the_same_runs() {
     let config = ChaosConfig::new(3);
     let cases: Vec<(&str, Runner)> = vec![
-        ("raft, snapshots, every rule on", Box::new(|seed| run_raft_compaction_chaos(seed, &config))),
+        (
+            "raft, snapshots, every rule on",
+            Box::new(|seed| run_protocol_chaos_with::<Raft>(seed, &config, |c| Raft::compact(c, seed))),
+        ),
         (
             "raft without the election restriction",
             Box::new(|seed| {
-                run_raft_ablation_chaos(seed, &config, RaftAblations::only("vote_without_log_check").unwrap())
+                run_protocol_chaos_with::<Raft>(seed, &config, |c| {
+                    c.ablate = RaftAblations::only("vote_without_log_check").unwrap()
+                })
             }),
         ),
         (
             "raft without the prev-log check",
             Box::new(|seed| {
-                run_raft_ablation_chaos(seed, &config, RaftAblations::only("skip_prev_log_check").unwrap())
+                run_protocol_chaos_with::<Raft>(seed, &config, |c| {
+                    c.ablate = RaftAblations::only("skip_prev_log_check").unwrap()
+                })
             }),
         ),
         (
             "paxos, checkpoints, promises without their checkpoint",
             Box::new(|seed| {
                 let ablate = PaxosAblations { ignore_promised_checkpoint: true, ..Default::default() };
-                run_paxos_compaction_ablation_chaos(seed, &config, ablate)
+                run_protocol_chaos_with::<Paxos>(seed, &config, |c| {
+                    Paxos::compact(c, seed);
+                    c.ablate = ablate;
+                })
             }),
         ),
     ];

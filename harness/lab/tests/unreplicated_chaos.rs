@@ -5,13 +5,13 @@
 //! Replay a failing seed with `QLAB_CHAOS_SEED=<seed> cargo test --release -p qlab-lab
 //! --test unreplicated_chaos replay_one_seed -- --ignored --nocapture`.
 
-use qlab_lab::chaos::{ChaosConfig, run_chaos_with};
-use qlab_unreplicated::{Unreplicated, UnreplicatedConfig};
+use qlab_lab::chaos::{ChaosConfig, run_protocol_chaos};
+use qlab_unreplicated::Unreplicated;
 
 const SEEDS: u64 = 300;
 
 fn run(seed: u64, nodes: u32) -> qlab_lab::chaos::ChaosOutcome {
-    run_chaos_with::<Unreplicated>(seed, &ChaosConfig::new(nodes), UnreplicatedConfig::default())
+    run_protocol_chaos::<Unreplicated>(seed, &ChaosConfig::new(nodes))
 }
 
 #[test]

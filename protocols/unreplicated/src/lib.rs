@@ -100,11 +100,7 @@ impl Protocol for Unreplicated {
     fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
         if self.is_server() {
             // Leader of the one epoch there is, from slot 0: every slot it holds is committed.
-            ctx.observe(Event::Elected {
-                epoch: 1,
-                log_from_slot: 0,
-                log_prefix_digests: self.prefix_digests.clone(),
-            });
+            ctx.observe(Event::Elected { epoch: 1, log_from_slot: 0, log_prefix_digests: self.prefix_digests.clone() });
         }
         // Spares know the server as well as it knows itself: they send clients to it.
         ctx.observe(Event::LeaderKnown { epoch: 1, leader: SERVER });
@@ -217,7 +213,10 @@ mod tests {
         let mut spare = Unreplicated::new(&UnreplicatedConfig::default(), NodeId(1), 2);
         let actions = step(&mut spare, put(1, "a"));
         assert!(
-            matches!(&actions[..], [Action::Reply { reply: Reply { body: ReplyBody::NotLeader { leader: Some(SERVER) }, .. } }]),
+            matches!(
+                &actions[..],
+                [Action::Reply { reply: Reply { body: ReplyBody::NotLeader { leader: Some(SERVER) }, .. } }]
+            ),
             "{actions:?}"
         );
     }
