@@ -1962,6 +1962,18 @@ crash = { who = "leader", at = "random-in-heartbeat" }
         assert!(e.contains("window_slots"), "{e}");
     }
 
+    /// The baseline tolerates no fault: `f` > 0 names where and why.
+    #[test]
+    fn the_baseline_refuses_f_above_zero() {
+        let text = GOOD
+            .replace("kind = \"election\"", "kind = \"throughput\"")
+            .replace("protocol = \"raft\"", "protocol = \"unreplicated\"")
+            .replace("nodes = [3, 5]", "f = [0, 1]");
+        let e = error_of(&text);
+        assert!(e.contains("unreplicated tolerates no fault: f = 0 (one node), got f = 1"), "{e}");
+        assert!(e.starts_with("exp.toml:"), "{e}");
+    }
+
     #[test]
     fn unknown_kind_lists_the_kinds() {
         let text = GOOD.replace("kind = \"election\"", "kind = \"elections\"");
