@@ -337,6 +337,8 @@ where
                         let _ = report_tx.send(frame);
                     }
                     Action::Observe { event } => events.push(event),
+                    // Real mode does not explain (its contexts are not `explaining`).
+                    Action::Ignored { .. } => {}
                 }
             }
             if !events.is_empty() {

@@ -705,7 +705,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 self.outbox = outbox;
                 return;
             };
-            let mut ctx = Context::new(local_now, &mut slot.rng, &mut outbox);
+            let mut ctx = Context::new(local_now, &mut slot.rng, &mut outbox).explaining(self.trace.is_some());
             f(protocol, &mut ctx);
         }
         // A step is atomic here (a crash can only fall between steps), so appending
@@ -755,6 +755,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                     }
                     self.observations.push(Observation { time: self.now, node: id, event });
                 }
+                Action::Ignored { why } => self.log_trace(|| format!("{id} {why}")),
             }
         }
         self.outbox = outbox;

@@ -183,13 +183,35 @@ impl<T: Clone + Copy + fmt::Debug + PartialEq + Eq + std::hash::Hash + Ord> Time
 /// What a step asked the driver to do, in order.
 #[derive(Debug)]
 pub enum Action<M, T, R> {
-    Send { to: NodeId, msg: M },
-    Broadcast { msg: M },
-    SetTimer { timer: T, after: Nanos },
-    CancelTimer { timer: T },
-    Persist { record: R },
-    Reply { reply: Reply },
-    Observe { event: Event },
+    Send {
+        to: NodeId,
+        msg: M,
+    },
+    Broadcast {
+        msg: M,
+    },
+    SetTimer {
+        timer: T,
+        after: Nanos,
+    },
+    CancelTimer {
+        timer: T,
+    },
+    Persist {
+        record: R,
+    },
+    Reply {
+        reply: Reply,
+    },
+    Observe {
+        event: Event,
+    },
+    /// Why this step dropped or refused a message (as etcd raft's datadriven logs say
+    /// "ignored MsgVote ..."). Emitted only when the driver asked for explanations
+    /// ([`Context::explaining`]); drivers print it in traces and otherwise drop it.
+    Ignored {
+        why: String,
+    },
 }
 
 /// Outputs of one step, drained by the driver. Kept separate from [`Context`] so a
@@ -210,11 +232,25 @@ pub struct Context<'a, P: Protocol> {
     now: Nanos,
     rng: &'a mut ChaCha8Rng,
     outbox: &'a mut Outbox<P::Message, P::Timer, P::Record>,
+    explain: bool,
 }
 
 impl<'a, P: Protocol> Context<'a, P> {
     pub fn new(now: Nanos, rng: &'a mut ChaCha8Rng, outbox: &'a mut Outbox<P::Message, P::Timer, P::Record>) -> Self {
-        Self { now, rng, outbox }
+        Self { now, rng, outbox, explain: false }
+    }
+    /// This context with [`Context::ignored`] recording its reasons: a tracing driver
+    /// asks for them; a measuring one does not pay for formatting them.
+    pub fn explaining(mut self, explain: bool) -> Self {
+        self.explain = explain;
+        self
+    }
+    /// Say why this step drops or refuses the message it handles. `why` is called only
+    /// when the driver asked for explanations, so a hot path pays nothing for it.
+    pub fn ignored(&mut self, why: impl FnOnce() -> String) {
+        if self.explain {
+            self.outbox.actions.push(Action::Ignored { why: why() });
+        }
     }
     /// Current time of the driver.
     pub fn now(&self) -> Nanos {
@@ -258,7 +294,7 @@ impl<'a, P: Protocol> Context<'a, P> {
     where
         Q: Protocol<Message = P::Message, Timer = P::Timer, Record = P::Record>,
     {
-        Context { now: self.now, rng: self.rng, outbox: self.outbox }
+        Context { now: self.now, rng: self.rng, outbox: self.outbox, explain: self.explain }
     }
     /// Run `step` with this context's clock and randomness but its actions collected
     /// apart and returned, not emitted: what an adversary inspects and rewrites.
@@ -267,7 +303,7 @@ impl<'a, P: Protocol> Context<'a, P> {
         Q: Protocol<Message = P::Message, Timer = P::Timer, Record = P::Record>,
     {
         let mut outbox = Outbox::default();
-        step(&mut Context { now: self.now, rng: self.rng, outbox: &mut outbox });
+        step(&mut Context { now: self.now, rng: self.rng, outbox: &mut outbox, explain: self.explain });
         outbox.actions
     }
 }

@@ -76,24 +76,8 @@ impl Paxos {
     }
 
     pub(crate) fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, commit: Slot, ctx: &mut Context<'_, Self>) {
-        if self.config.promise_guard_on()
-            && ballot > self.promised
-            && (self.role == Role::Leader || ctx.now() < self.promise_guard_until)
-        {
-            // A lease may still run: ignore, and let the proposer time out and retry.
-            return;
-        }
-        if ballot < self.promised || (ballot == self.promised && ballot.node != from) {
-            ctx.send(from, Message::Nack { ballot, promised: self.promised });
-            return;
-        }
-        if ballot > self.promised {
-            self.become_follower(ctx);
-            self.leader = None;
-            self.promise(ballot, ctx);
-            // A would-be leader: give it a full timeout to finish phase 1.
-            self.reset_leader_timer(ctx);
-        }
+        // `step_ballot` refused a stale ballot, or promised this one.
+        debug_assert_eq!(ballot, self.promised);
         let accepted = self.promised_slots_above(commit);
         let checkpoint = (commit < self.base()).then(|| self.checkpoint.clone());
         ctx.send(from, Message::Promise { ballot, accepted, checkpoint });
@@ -108,15 +92,8 @@ impl Paxos {
         commit: Slot,
         ctx: &mut Context<'_, Self>,
     ) {
-        if ballot < self.promised || (ballot == self.promised && ballot.node != from) {
-            ctx.send(from, Message::Nack { ballot, promised: self.promised });
-            return;
-        }
-        if ballot == self.promised && self.role == Role::Leader {
-            return; // our own ballot from someone else: impossible among honest nodes
-        }
-        self.promise(ballot, ctx);
-        self.follow(from, ballot, ctx);
+        // `step_ballot` refused a stale ballot, or promised this one and follows `from`.
+        debug_assert_eq!(self.promised, ballot);
         let count = values.len() as u64;
         self.accept_values(ballot, first_slot, &values, ctx);
         ctx.send(from, Message::Accepted { ballot, first_slot, count });

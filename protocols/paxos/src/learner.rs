@@ -79,15 +79,8 @@ impl Paxos {
         read_round: u64,
         ctx: &mut Context<'_, Self>,
     ) {
-        if ballot < self.promised || (ballot == self.promised && ballot.node != from) {
-            ctx.send(from, Message::Nack { ballot, promised: self.promised });
-            return;
-        }
-        if ballot == self.promised && self.role == Role::Leader {
-            return;
-        }
-        self.promise(ballot, ctx);
-        self.follow(from, ballot, ctx);
+        // `step_ballot` refused a stale ballot, or promised this one and follows `from`.
+        debug_assert_eq!(self.promised, ballot);
         self.learn_commit(ballot, commit, ctx);
         ctx.send(from, Message::HeartbeatAck { ballot, commit: self.commit_index(), read_round });
     }

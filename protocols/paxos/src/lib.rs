@@ -84,8 +84,9 @@
 //! (phase 1 once per leadership, phase 2 per slot, the leader's commit point),
 //! `learner` (chosen slots applied in order, catch-up of a lagging learner),
 //! `checkpoint` (compaction and state transfer), `reads`; `types` holds the messages,
-//! records and configuration, and this file the replica's state, the ballot rule
-//! (`become_follower`, `follow`) and the [`Protocol`] entry points.
+//! records and configuration, and this file the replica's state, the ballot rules
+//! (`step_ballot`, which runs before every handler, with `become_follower` and
+//! `follow`) and the [`Protocol`] entry points.
 
 mod acceptor;
 
@@ -246,6 +247,92 @@ impl Paxos {
             ctx.observe(Event::LeaderKnown { epoch: ballot.epoch(), leader: from });
         }
     }
+
+    /// The ballot rules, in one place and before any handler runs:
+    ///
+    /// - a proposer's message (`Prepare`, `Accept`, heartbeat) below our promise, or
+    ///   claiming our promised ballot from another node, is refused with a `Nack`
+    ///   carrying the promise, so the sender learns the round to beat;
+    /// - a `Prepare` above the promise makes this node a follower with no leader and
+    ///   promises the ballot (durably, before the `Promise` leaves) — unless the promise
+    ///   guard holds it off while a leader's lease may still run;
+    /// - an `Accept` or heartbeat at or above the promise makes its sender our leader
+    ///   of that ballot (phase 2 is the leader's own);
+    /// - a `Nack` above the ballot this node proposes pre-empts it: it steps down and a
+    ///   fresh random timeout decides whether it tries again (the back-off that ends
+    ///   duelling proposers);
+    /// - an answer (`Promise`, `Accepted`, heartbeat ack) for any ballot but ours is
+    ///   stale and dropped.
+    ///
+    /// Returns whether the message goes on to its handler.
+    fn step_ballot(&mut self, from: NodeId, msg: &Message, ctx: &mut Context<'_, Self>) -> bool {
+        let kind = Self::message_kind(msg);
+        let promised = self.promised;
+        match *msg {
+            Message::Prepare { ballot, .. } | Message::Accept { ballot, .. } | Message::Heartbeat { ballot, .. } => {
+                let prepare = matches!(msg, Message::Prepare { .. });
+                if prepare
+                    && self.config.promise_guard_on()
+                    && ballot > promised
+                    && (self.role == Role::Leader || ctx.now() < self.promise_guard_until)
+                {
+                    ctx.ignored(|| {
+                        format!("ignored {kind} from {from} for ballot {ballot}: a leader's lease may still run (promise guard)")
+                    });
+                    return false;
+                }
+                if ballot < promised || (ballot == promised && ballot.node != from) {
+                    ctx.ignored(|| format!("refused {kind} from {from} for ballot {ballot}: we promised {promised}"));
+                    ctx.send(from, Message::Nack { ballot, promised });
+                    return false;
+                }
+                if prepare {
+                    if ballot > promised {
+                        self.become_follower(ctx);
+                        self.leader = None;
+                        self.promise(ballot, ctx);
+                        // A would-be leader: give it a full timeout to finish phase 1.
+                        self.reset_leader_timer(ctx);
+                    }
+                    return true;
+                }
+                if ballot == promised && self.role == Role::Leader {
+                    // Our own ballot from someone else: impossible among honest nodes.
+                    ctx.ignored(|| format!("ignored {kind} from {from} for ballot {ballot}: we lead that ballot"));
+                    return false;
+                }
+                self.promise(ballot, ctx);
+                self.follow(from, ballot, ctx);
+                true
+            }
+            Message::Nack { ballot, promised: theirs } => {
+                // Remember the round to beat next time; it is not a promise of ours (the
+                // next phase 1 persists the ballot it picks).
+                self.round_seen = self.round_seen.max(theirs.round);
+                if self.role == Role::Follower || ballot != promised || theirs <= ballot {
+                    ctx.ignored(|| {
+                        format!("ignored {kind} from {from} of ballot {ballot} (promised {theirs}): it pre-empts nothing we propose")
+                    });
+                    return false;
+                }
+                ctx.ignored(|| format!("steps down: {from} promised {theirs}, above our ballot {ballot}"));
+                self.become_follower(ctx);
+                self.leader = None;
+                self.reset_leader_timer(ctx);
+                false
+            }
+            Message::Promise { ballot, .. }
+            | Message::Accepted { ballot, .. }
+            | Message::HeartbeatAck { ballot, .. } => {
+                if ballot != promised {
+                    ctx.ignored(|| format!("ignored {kind} from {from} for ballot {ballot}: ours is {promised}"));
+                    return false;
+                }
+                true
+            }
+            Message::CatchUp { .. } | Message::Learn { .. } | Message::TransferState { .. } => true,
+        }
+    }
 }
 
 impl Protocol for Paxos {
@@ -344,6 +431,9 @@ impl Protocol for Paxos {
 
     fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, msg: Message) {
         assert!(from.0 < self.nodes && from != self.id, "{}: message from {from}", self.id);
+        if !self.step_ballot(from, &msg, ctx) {
+            return;
+        }
         match msg {
             Message::Prepare { ballot, commit } => self.handle_prepare(from, ballot, commit, ctx),
             Message::Promise { ballot, accepted, checkpoint } => {
@@ -355,7 +445,7 @@ impl Protocol for Paxos {
             Message::Accepted { ballot, first_slot, count } => {
                 self.handle_accepted(from, ballot, first_slot, count, ctx)
             }
-            Message::Nack { ballot, promised } => self.handle_nack(ballot, promised, ctx),
+            Message::Nack { .. } => unreachable!("a Nack is wholly a ballot rule (`step_ballot`)"),
             Message::Heartbeat { ballot, commit, read_round } => {
                 self.handle_heartbeat(from, ballot, commit, read_round, ctx)
             }

@@ -212,20 +212,6 @@ impl Paxos {
         self.maybe_finish_phase1(ctx);
     }
 
-    pub(crate) fn handle_nack(&mut self, ballot: Ballot, promised: Ballot, ctx: &mut Context<'_, Self>) {
-        // Remember the round to beat next time; it is not a promise of ours (the next
-        // phase 1 persists the ballot it picks).
-        self.round_seen = self.round_seen.max(promised.round);
-        if self.role == Role::Follower || ballot != self.promised || promised <= ballot {
-            return;
-        }
-        // Pre-empted: stop proposing, and let a fresh random timeout decide whether we
-        // try again — the randomized back-off that ends duelling proposers.
-        self.become_follower(ctx);
-        self.leader = None;
-        self.reset_leader_timer(ctx);
-    }
-
     pub(crate) fn handle_heartbeat_ack(
         &mut self,
         from: NodeId,

@@ -26,6 +26,13 @@ impl Ballot {
     }
 }
 
+/// `round.node`, as traces and ignored-message reasons print it: `3.n1`.
+impl std::fmt::Display for Ballot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.round, self.node)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PaxosConfig {
     /// A follower that hears nothing from a leader for a time uniform in

@@ -27,7 +27,8 @@ impl Replica {
     }
     fn call(&mut self, f: impl FnOnce(&mut Paxos, &mut Context<'_, Paxos>)) -> Out {
         let mut out = Out::default();
-        let mut ctx = Context::new(self.now, &mut self.rng, &mut out);
+        // Explaining, as `qlab replay` does: the reasons must not change what a step does.
+        let mut ctx = Context::new(self.now, &mut self.rng, &mut out).explaining(true);
         f(&mut self.paxos, &mut ctx);
         out
     }
@@ -57,6 +58,17 @@ fn sent(out: &Out) -> Vec<(Option<NodeId>, Message)> {
         .filter_map(|a| match a {
             Action::Send { to, msg } => Some((Some(*to), msg.clone())),
             Action::Broadcast { msg } => Some((None, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Why the step dropped or refused what it was given (what `qlab replay` prints).
+fn reasons(out: &Out) -> Vec<String> {
+    out.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Ignored { why } => Some(why.clone()),
             _ => None,
         })
         .collect()
@@ -141,9 +153,12 @@ fn duelling_proposers_back_off_and_the_higher_ballot_wins() {
     let prepare_b = only(&sent(&b.timeout())).1;
     // C promises B's ballot (round 1, node 1) first; A's (round 1, node 0) is lower.
     let promise_b = only(&sent(&c.deliver(1, prepare_b))).1;
-    let nack = only(&sent(&c.deliver(0, prepare_a)));
+    let refusal = c.deliver(0, prepare_a);
+    assert_eq!(reasons(&refusal), ["refused prepare from n0 for ballot 1.n0: we promised 1.n1"]);
+    let nack = only(&sent(&refusal));
     assert!(matches!(nack, (Some(NodeId(0)), Message::Nack { .. })), "{nack:?}");
     let backoff = a.deliver(2, nack.1);
+    assert_eq!(reasons(&backoff), ["steps down: n2 promised 1.n1, above our ballot 1.n0"]);
     assert_eq!(a.paxos.role(), Role::Follower, "A stops proposing when pre-empted");
     // A does not retry at once: it waits a fresh random timeout (the back-off).
     let retry = backoff

@@ -9,9 +9,16 @@ use super::*;
 impl Pbft {
     pub(crate) fn handle_checkpoint(&mut self, vote: Signed<CheckpointVote>, ctx: &mut Context<'_, Self>) {
         if vote.body.seq <= self.stable_seq || vote.body.seq > self.stable_seq + 4 * self.config.log_window {
+            ctx.ignored(|| {
+                format!(
+                    "ignored checkpoint {} from {}: our stable checkpoint is {}",
+                    vote.body.seq, vote.signer, self.stable_seq
+                )
+            });
             return;
         }
         if !self.verify(&vote) {
+            ctx.ignored(|| format!("rejected checkpoint {} from {}: bad signature", vote.body.seq, vote.signer));
             return;
         }
         self.record_checkpoint_vote(vote, ctx);

@@ -56,6 +56,14 @@
 //! in the prepared certificates of a view change. Two quorums of 2f then need not share
 //! an honest replica, so a faulty primary can get two digests prepared for one sequence
 //! number and certify the one nobody committed in a view change.
+//!
+//! **Where the rules live.** This file holds the replica's state and the [`Protocol`]
+//! entry points; `crypto` the keys, what each signature covers and the certificates,
+//! `normal` the three phases and execution, `checkpoint` checkpoints and state transfer,
+//! `view_change` the view-change timer, VIEW-CHANGE and NEW-VIEW; `types` the messages,
+//! records and configuration. Unlike Raft's term, a higher view in one message changes
+//! nothing: a replica moves only on `f + 1` view-changes or a NEW-VIEW it checked, since
+//! a single Byzantine replica could otherwise drive it into any view.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use qlab_core::{ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Protocol, Reply, ReplyBody, Request, ms};
@@ -351,24 +359,33 @@ impl Protocol for Pbft {
             // From the primary, or relayed by a replica helping a laggard: its signature,
             // not its sender, says the primary proposed it.
             Message::PrePrepare(pp) => self.handle_pre_prepare(pp, ctx),
+            // A vote is its signer's own to send: one relayed or forged by another is dropped.
             Message::Prepare(vote) => {
                 if vote.signer == from {
                     self.handle_prepare(vote, ctx)
+                } else {
+                    ctx.ignored(|| format!("ignored prepare from {from}: signed by {}", vote.signer));
                 }
             }
             Message::Commit(vote) => {
                 if vote.signer == from {
                     self.handle_commit(vote, ctx)
+                } else {
+                    ctx.ignored(|| format!("ignored commit from {from}: signed by {}", vote.signer));
                 }
             }
             Message::Checkpoint(vote) => {
                 if vote.signer == from {
                     self.handle_checkpoint(vote, ctx)
+                } else {
+                    ctx.ignored(|| format!("ignored checkpoint from {from}: signed by {}", vote.signer));
                 }
             }
             Message::ViewChange(vc) => {
                 if vc.signer == from {
                     self.handle_view_change(vc, ctx)
+                } else {
+                    ctx.ignored(|| format!("ignored view_change from {from}: signed by {}", vc.signer));
                 }
             }
             Message::NewView(nv) => self.handle_new_view(from, nv, ctx),

@@ -52,14 +52,23 @@ impl Pbft {
         let (view, seq) = (pp.body.view, pp.body.seq);
         self.missed_new_view(view, ctx);
         if view != self.view || self.in_view_change || pp.signer != self.primary() || !self.in_window(seq) {
+            ctx.ignored(|| {
+                let why = if pp.signer != self.primary_of(view) {
+                    format!("signed by {}, not the primary {}", pp.signer, self.primary_of(view))
+                } else {
+                    self.why_not_current(view, seq)
+                };
+                format!("ignored pre_prepare {view}/{seq}: {why}")
+            });
             return;
         }
-        if let Some(existing) = self.log.get(&seq).and_then(|s| s.pre_prepare.as_ref()) {
+        if self.log.get(&seq).and_then(|s| s.pre_prepare.as_ref()).is_some() {
             // One digest per (view, seq): a second, different one is the primary lying.
-            let _ = existing;
+            ctx.ignored(|| format!("ignored pre_prepare {view}/{seq}: we accepted one for it already"));
             return;
         }
         if !self.valid_pre_prepare(&pp) {
+            ctx.ignored(|| format!("rejected pre_prepare {view}/{seq}: a signature does not verify"));
             return;
         }
         self.accept_pre_prepare(pp, ctx);
@@ -160,13 +169,35 @@ impl Pbft {
         self.arm_retransmit(ctx);
     }
 
+    /// Why a normal-case message of `view`/`seq` is not for this replica now (it passed
+    /// `view == self.view && !in_view_change && in_window(seq)` otherwise).
+    pub(crate) fn why_not_current(&self, view: View, seq: Seq) -> String {
+        if view != self.view {
+            format!("we are in view {}", self.view)
+        } else if self.in_view_change {
+            format!("we are changing view from {view}")
+        } else {
+            let (low, high) = (self.stable_seq, self.stable_seq + self.config.log_window);
+            format!("seq {seq} outside our watermarks ({low}, {high}]")
+        }
+    }
+
     pub(crate) fn handle_prepare(&mut self, vote: Signed<Vote>, ctx: &mut Context<'_, Self>) {
         let Vote { view, seq, .. } = vote.body;
         self.missed_new_view(view, ctx);
         if view != self.view || self.in_view_change || !self.in_window(seq) || vote.signer == self.primary_of(view) {
+            ctx.ignored(|| {
+                let why = if vote.signer == self.primary_of(view) {
+                    "the primary does not prepare (its pre-prepare stands for it)".to_string()
+                } else {
+                    self.why_not_current(view, seq)
+                };
+                format!("ignored prepare {view}/{seq} from {}: {why}", vote.signer)
+            });
             return;
         }
         if !self.verify_phase(b"prepare", &vote) {
+            ctx.ignored(|| format!("rejected prepare {view}/{seq} from {}: bad signature", vote.signer));
             return;
         }
         self.log.entry(seq).or_default().prepares.entry(vote.signer).or_insert(vote);
@@ -200,9 +231,13 @@ impl Pbft {
         let Vote { view, seq, digest } = vote.body;
         self.missed_new_view(view, ctx);
         if view != self.view || self.in_view_change || !self.in_window(seq) {
+            ctx.ignored(|| {
+                format!("ignored commit {view}/{seq} from {}: {}", vote.signer, self.why_not_current(view, seq))
+            });
             return;
         }
         if !self.verify_phase(b"commit", &vote) {
+            ctx.ignored(|| format!("rejected commit {view}/{seq} from {}: bad signature", vote.signer));
             return;
         }
         self.log.entry(seq).or_default().commits.entry(vote.signer).or_insert(digest);

@@ -120,12 +120,21 @@ impl Pbft {
     pub(crate) fn handle_view_change(&mut self, vc: Signed<ViewChange>, ctx: &mut Context<'_, Self>) {
         let new_view = vc.body.new_view;
         if new_view < self.view || (new_view == self.view && !self.in_view_change) {
+            ctx.ignored(|| {
+                format!("ignored view_change to {new_view} from {}: we are in view {}", vc.signer, self.view)
+            });
             return;
         }
         if self.view_changes.get(&new_view).is_some_and(|m| m.contains_key(&vc.signer)) {
-            return;
+            return; // a retransmission: nothing to explain
         }
         if !self.valid_view_change(&vc) {
+            ctx.ignored(|| {
+                format!(
+                    "rejected view_change to {new_view} from {}: a signature or certificate does not verify",
+                    vc.signer
+                )
+            });
             return;
         }
         self.view_changes.entry(new_view).or_default().insert(vc.signer, vc);
@@ -194,29 +203,57 @@ impl Pbft {
     pub(crate) fn handle_new_view(&mut self, from: NodeId, nv: Signed<NewView>, ctx: &mut Context<'_, Self>) {
         let view = nv.body.view;
         if view < self.view || (view == self.view && !self.in_view_change) || from != self.primary_of(view) {
+            ctx.ignored(|| {
+                let why = if from != self.primary_of(view) {
+                    format!("{from} is not the primary of view {view}")
+                } else {
+                    format!("we are in view {} already", self.view)
+                };
+                format!("ignored new_view {view} from {from}: {why}")
+            });
             return;
         }
         if nv.signer != from || !self.verify(&nv) {
+            ctx.ignored(|| format!("rejected new_view {view} from {from}: bad signature"));
             return;
         }
         // Every view-change in V must be valid, for this view, from distinct replicas.
         let mut signers = BTreeSet::new();
         for vc in nv.body.view_changes.clone() {
             if vc.body.new_view != view || !self.valid_view_change(&vc) {
+                ctx.ignored(|| {
+                    format!("rejected new_view {view} from {from}: view_change of {} in V is invalid", vc.signer)
+                });
                 return;
             }
             signers.insert(vc.signer);
         }
         if signers.len() < self.quorum() {
+            ctx.ignored(|| {
+                format!(
+                    "rejected new_view {view} from {from}: V holds {} view-changes, fewer than 2f + 1",
+                    signers.len()
+                )
+            });
             return;
         }
         // Recompute O: a primary that dropped or changed a prepared request is caught here.
         let (_, expected) = Self::compute_o(view, &nv.body.view_changes);
         if expected.len() != nv.body.pre_prepares.len() {
+            ctx.ignored(|| {
+                let (want, got) = (expected.len(), nv.body.pre_prepares.len());
+                format!("rejected new_view {view} from {from}: O holds {got} pre-prepares, V implies {want}")
+            });
             return;
         }
         for (want, got) in expected.iter().zip(nv.body.pre_prepares.clone()) {
             if got.body != *want || got.signer != from || !self.verify(&got) {
+                ctx.ignored(|| {
+                    format!(
+                        "rejected new_view {view} from {from}: its pre-prepare for seq {} is not what V implies",
+                        want.seq
+                    )
+                });
                 return;
             }
         }

@@ -34,6 +34,8 @@ struct Cluster {
     queue: VecDeque<(NodeId, NodeId, Message)>,
     replies: Vec<(NodeId, Reply)>,
     committed: Vec<(NodeId, u64, qlab_core::Digest)>,
+    /// Why each replica dropped or refused a message, in order (what `qlab replay` prints).
+    reasons: Vec<(NodeId, String)>,
     now: u64,
     /// Drop what this returns true for.
     filter: Option<Filter>,
@@ -54,6 +56,7 @@ impl Cluster {
             queue: VecDeque::new(),
             replies: Vec::new(),
             committed: Vec::new(),
+            reasons: Vec::new(),
             now: 0,
             filter: None,
         };
@@ -69,7 +72,8 @@ impl Cluster {
             return;
         }
         let mut out = Out::default();
-        let mut ctx = Context::new(self.now, &mut replica.rng, &mut out);
+        // Explaining, as `qlab replay` does: the reasons must not change what a step does.
+        let mut ctx = Context::new(self.now, &mut replica.rng, &mut out).explaining(true);
         f(&mut replica.pbft, &mut ctx);
         let nodes = self.replicas.len() as u32;
         for action in out.actions {
@@ -85,6 +89,7 @@ impl Cluster {
                 Action::Observe { event: Event::Committed { slot, digest, .. } } => {
                     self.committed.push((NodeId(id), slot, digest))
                 }
+                Action::Ignored { why } => self.reasons.push((NodeId(id), why)),
                 _ => {}
             }
         }
@@ -176,6 +181,7 @@ fn a_message_with_a_bad_signature_is_dropped_and_counted() {
     let before = c.replicas[1].pbft.stats.bad_signatures;
     c.call(to.0, |p, ctx| p.on_message(ctx, from, Message::PrePrepare(pp)));
     assert_eq!(c.replicas[1].pbft.stats.bad_signatures, before + 1);
+    assert_eq!(c.reasons, [(NodeId(1), "rejected pre_prepare 0/1: a signature does not verify".to_string())]);
     // A request whose client signature does not verify is refused the same way.
     let mut forged = Request::new(ClientId(1), 1, put(2, 9));
     forged.signature = vec![0; 64];
@@ -297,11 +303,23 @@ fn a_new_view_that_drops_a_prepared_request_is_refused() {
         }
         out.expect("n1's NEW-VIEW")
     };
+    // A faulty new primary signs its own tampered NEW-VIEW: the signature verifies, so
+    // only recomputing O from V can catch it.
     let mut tampered: Signed<qlab_pbft::NewView> = nv.clone();
     tampered.body.pre_prepares.clear();
+    tampered.signature = {
+        use ed25519_dalek::Signer;
+        let key = ed25519_dalek::SigningKey::from_bytes(&node_secret(KEY_SEED, 1));
+        key.sign(&tampered.body.signing_digest()).to_bytes().to_vec()
+    };
     assert!(c.replicas[2].pbft.in_view_change());
+    c.reasons.clear();
     c.call(2, |p, ctx| p.on_message(ctx, NodeId(1), Message::NewView(tampered)));
     assert!(c.replicas[2].pbft.in_view_change(), "n2 recomputed O and refused the NEW-VIEW");
+    assert_eq!(
+        c.reasons,
+        [(NodeId(2), "rejected new_view 1 from n1: O holds 0 pre-prepares, V implies 1".to_string())]
+    );
     c.call(2, |p, ctx| p.on_message(ctx, NodeId(1), Message::NewView(nv)));
     assert!(!c.replicas[2].pbft.in_view_change(), "the genuine NEW-VIEW is accepted");
 }

@@ -62,7 +62,24 @@ impl Raft {
         let now = ctx.now();
         let leader_alive = self.role == Role::Leader
             || self.leader_heard_at.is_some_and(|at| now < at + self.config.election_timeout_ns_min);
-        let granted = term > self.current_term && self.is_up_to_date(last_log_index, last_log_term) && !leader_alive;
+        let up_to_date = self.is_up_to_date(last_log_index, last_log_term);
+        let granted = term > self.current_term && up_to_date && !leader_alive;
+        if !granted {
+            ctx.ignored(|| {
+                let why = if term <= self.current_term {
+                    format!("its term {term} is not above ours {}", self.current_term)
+                } else if !up_to_date {
+                    format!(
+                        "candidate log {last_log_index}@{last_log_term} behind ours {}@{}",
+                        self.last_index(),
+                        self.last_term()
+                    )
+                } else {
+                    "we still hear from a leader".to_string()
+                };
+                format!("refused PreVote from {from} for term {term}: {why}")
+            });
+        }
         // Nothing is persisted or changed: a pre-vote promises nothing.
         let term = if granted { term } else { self.current_term };
         ctx.send(from, Message::PreVoteResponse { term, granted });
@@ -75,12 +92,11 @@ impl Raft {
         granted: bool,
         ctx: &mut Context<'_, Self>,
     ) {
-        if !granted && term > self.current_term {
-            // The responder is in a later term: ours is stale.
-            self.become_follower(term, None, ctx);
-            return;
-        }
+        // A refusal from a later term made us its follower already (`step_term`).
         if self.role != Role::PreCandidate || !granted || term != self.current_term + 1 {
+            ctx.ignored(|| {
+                format!("ignored pre_vote_response from {from} (granted {granted}, term {term}): not a pre-candidate for that term")
+            });
             return;
         }
         self.votes_granted[from.0 as usize] = true;
@@ -111,6 +127,8 @@ impl Raft {
         if term == self.current_term && self.leader == Some(from) && self.role == Role::Follower {
             // Skip PreVote: the leader itself asked for this election.
             self.become_candidate(ctx);
+        } else {
+            ctx.ignored(|| format!("ignored timeout_now from {from}: not a follower of it in term {term}"));
         }
     }
 
@@ -171,17 +189,26 @@ impl Raft {
         last_log_term: Term,
         ctx: &mut Context<'_, Self>,
     ) {
-        if self.config.vote_guard_on() && (self.role == Role::Leader || ctx.now() < self.vote_guard_until) {
-            // Someone's lease may still run: ignore the request, term and all, as etcd
-            // raft does under CheckQuorum. The candidate times out and tries again.
-            return;
-        }
-        if term > self.current_term {
-            self.become_follower(term, None, ctx);
-        }
+        // `step_term` moved us to a later term, or dropped the request under the vote guard.
         let up_to_date = self.is_up_to_date(last_log_index, last_log_term) || self.config.ablate.vote_without_log_check;
         let free_to_vote = self.voted_for.is_none_or(|v| v == from) || self.config.ablate.multiple_votes_per_term;
         let granted = term == self.current_term && free_to_vote && up_to_date;
+        if !granted {
+            ctx.ignored(|| {
+                let why = if term < self.current_term {
+                    format!("stale term {term} below ours {}", self.current_term)
+                } else if !free_to_vote {
+                    format!("already voted for {} in term {term}", self.voted_for.expect("not free, so voted"))
+                } else {
+                    format!(
+                        "candidate log {last_log_index}@{last_log_term} behind ours {}@{}",
+                        self.last_index(),
+                        self.last_term()
+                    )
+                };
+                format!("rejected request_vote from {from} in term {term}: {why}")
+            });
+        }
         if granted {
             self.voted_for = Some(from);
             // Durable before the reply leaves (driver contract): one vote per term.
@@ -198,11 +225,11 @@ impl Raft {
         granted: bool,
         ctx: &mut Context<'_, Self>,
     ) {
-        if term > self.current_term {
-            self.become_follower(term, None, ctx);
-            return;
-        }
         if self.role != Role::Candidate || term != self.current_term || !granted {
+            ctx.ignored(|| {
+                let why = if !granted { "a refusal".to_string() } else { format!("we are {:?}", self.role) };
+                format!("ignored vote_response from {from} in term {term}: {why}")
+            });
             return;
         }
         self.votes_granted[from.0 as usize] = true;

@@ -292,6 +292,81 @@ impl Raft {
         self.role = Role::Follower;
         self.leader = leader;
     }
+
+    /// The term rules, in one place and before any handler runs (Figure 2, "Rules for
+    /// All Servers", as etcd raft's `Step` applies them):
+    ///
+    /// - a message of a later term makes this node a follower of that term — of the
+    ///   sender, when it is the leader's own AppendEntries, heartbeat or snapshot;
+    /// - a leader's message of an earlier term is answered with ours, so the stale
+    ///   leader steps down; a response of an earlier term answers nothing we asked;
+    /// - PreVote messages carry the term a pre-candidate *would* campaign in and change
+    ///   nothing (thesis §9.6), except a refusal from a later term, which is news;
+    /// - under the vote guard a RequestVote is ignored term and all (etcd's lease check
+    ///   under CheckQuorum), so a partitioned node cannot depose a live leader.
+    ///
+    /// Returns whether the message goes on to its handler, which may then assume
+    /// `term <= current_term` (and `==` for everything but requests it refuses).
+    fn step_term(&mut self, from: NodeId, msg: &Message, ctx: &mut Context<'_, Self>) -> bool {
+        let term = msg.term();
+        let ours = self.current_term;
+        let kind = Self::message_kind(msg);
+        match msg {
+            Message::RequestVote { .. }
+                if self.config.vote_guard_on() && (self.role == Role::Leader || ctx.now() < self.vote_guard_until) =>
+            {
+                ctx.ignored(|| {
+                    format!("ignored {kind} from {from} in term {term}: a leader's lease may still run (vote guard)")
+                });
+                return false;
+            }
+            Message::PreVote { .. } => return true,
+            Message::PreVoteResponse { granted: true, .. } => return true,
+            _ => {}
+        }
+        let from_leader =
+            matches!(msg, Message::AppendEntries { .. } | Message::Heartbeat { .. } | Message::InstallSnapshot { .. });
+        if term > ours {
+            ctx.ignored(|| {
+                let role = if self.role == Role::Follower { "" } else { ", stepping down" };
+                format!("moves to term {term} (ours {ours}) on {kind} from {from}{role}")
+            });
+            self.become_follower(term, from_leader.then_some(from), ctx);
+            return true;
+        }
+        if term == ours {
+            return true;
+        }
+        match *msg {
+            Message::RequestVote { .. } | Message::PreVoteResponse { .. } => true, // refused by the handler
+            Message::AppendEntries { .. } => {
+                ctx.ignored(|| format!("rejected {kind} from {from}: stale term {term} below ours {ours}"));
+                self.reject_append(from, ours, None, 0, ctx);
+                false
+            }
+            Message::Heartbeat { .. } => {
+                ctx.ignored(|| format!("rejected {kind} from {from}: stale term {term} below ours {ours}"));
+                ctx.send(
+                    from,
+                    Message::HeartbeatResponse { term: ours, last_log_index: self.last_index(), read_round: 0 },
+                );
+                false
+            }
+            Message::InstallSnapshot { meta, .. } => {
+                ctx.ignored(|| format!("rejected {kind} from {from}: stale term {term} below ours {ours}"));
+                let last_included_index = meta.last_included_index;
+                ctx.send(
+                    from,
+                    Message::InstallSnapshotResponse { term: ours, last_included_index, received: 0, installed: false },
+                );
+                false
+            }
+            _ => {
+                ctx.ignored(|| format!("ignored {kind} from {from}: stale term {term} below ours {ours}"));
+                false
+            }
+        }
+    }
 }
 
 impl Protocol for Raft {
@@ -383,6 +458,9 @@ impl Protocol for Raft {
 
     fn on_message(&mut self, ctx: &mut Context<'_, Self>, from: NodeId, msg: Message) {
         assert!(from.0 < self.nodes && from != self.id, "{}: message from {from}", self.id);
+        if !self.step_term(from, &msg, ctx) {
+            return;
+        }
         match msg {
             Message::RequestVote { term, last_log_index, last_log_term } => {
                 self.handle_request_vote(from, term, last_log_index, last_log_term, ctx)

@@ -125,6 +125,7 @@ impl Raft {
     pub(crate) fn accept_leader(&mut self, from: NodeId, term: Term, ctx: &mut Context<'_, Self>) -> bool {
         debug_assert!(term >= self.current_term);
         if self.role == Role::Leader && term == self.current_term {
+            ctx.ignored(|| format!("ignored a leader's message from {from} in term {term}: we lead this term"));
             return false;
         }
         self.become_follower(term, Some(from), ctx);
@@ -151,15 +152,12 @@ impl Raft {
         ctx.send(to, Message::AppendResponse { term, success: false, match_index: 0, conflict_term, conflict_index });
     }
 
-    /// Common prologue of the responses a leader gets: a newer term means step down;
-    /// otherwise, whether this answers us as leader of the current term (and then the
-    /// peer counts as alive for check-quorum).
+    /// Common prologue of the responses a leader gets (`step_term` has already stepped
+    /// down for a newer term): whether this answers us as leader of the current term
+    /// (and then the peer counts as alive for check-quorum).
     pub(crate) fn accept_response(&mut self, from: NodeId, term: Term, ctx: &mut Context<'_, Self>) -> bool {
-        if term > self.current_term {
-            self.become_follower(term, None, ctx);
-            return false;
-        }
         if self.role != Role::Leader || term != self.current_term {
+            ctx.ignored(|| format!("ignored a response from {from} in term {term}: we are not its leader"));
             return false;
         }
         self.progress[from.0 as usize].recently_active = true;
@@ -177,11 +175,7 @@ impl Raft {
         leader_commit: Index,
         ctx: &mut Context<'_, Self>,
     ) {
-        if term < self.current_term {
-            // A stale leader: our term in the answer makes it step down.
-            self.reject_append(from, self.current_term, None, 0, ctx);
-            return;
-        }
+        // A stale leader was answered with our term by `step_term`.
         if !self.accept_leader(from, term, ctx) {
             return;
         }
@@ -197,11 +191,20 @@ impl Raft {
         // Consistency check on prevLogIndex/prevLogTerm (§5.3).
         match self.term_at(prev_log_index) {
             None => {
+                ctx.ignored(|| {
+                    format!(
+                        "rejected append_entries from {from}: no entry at prev {prev_log_index}, our log ends at {}",
+                        self.last_index()
+                    )
+                });
                 self.reject_append(from, term, None, self.last_index() + 1, ctx);
                 return;
             }
             // The ablation still refuses a gap: the log cannot hold one.
             Some(t) if t != prev_log_term && !self.config.ablate.skip_prev_log_check => {
+                ctx.ignored(|| {
+                    format!("rejected append_entries from {from}: prev {prev_log_index}@{prev_log_term} but ours is {prev_log_index}@{t}")
+                });
                 let first_of_term = self.log.iter().find(|e| e.term == t).map_or(prev_log_index, |e| e.index);
                 self.reject_append(from, term, Some(t), first_of_term, ctx);
                 return;
@@ -285,11 +288,6 @@ impl Raft {
         read_round: u64,
         ctx: &mut Context<'_, Self>,
     ) {
-        if term < self.current_term {
-            let (term, last_log_index) = (self.current_term, self.last_index());
-            ctx.send(from, Message::HeartbeatResponse { term, last_log_index, read_round: 0 });
-            return;
-        }
         if !self.accept_leader(from, term, ctx) {
             return;
         }

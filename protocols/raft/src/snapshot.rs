@@ -95,14 +95,6 @@ impl Raft {
         ctx: &mut Context<'_, Self>,
     ) {
         let index = meta.last_included_index;
-        if term < self.current_term {
-            let term = self.current_term;
-            ctx.send(
-                from,
-                Message::InstallSnapshotResponse { term, last_included_index: index, received: 0, installed: false },
-            );
-            return;
-        }
         if !self.accept_leader(from, term, ctx) {
             return;
         }

@@ -30,7 +30,8 @@ impl Harness {
     }
     fn call(&mut self, f: impl FnOnce(&mut Raft, &mut Context<'_, Raft>)) -> Out {
         let mut out = Out::default();
-        let mut ctx = Context::new(self.now, &mut self.rng, &mut out);
+        // Explaining, as `qlab replay` does: the reasons must not change what a step does.
+        let mut ctx = Context::new(self.now, &mut self.rng, &mut out).explaining(true);
         f(&mut self.raft, &mut ctx);
         out
     }
@@ -112,6 +113,14 @@ fn append(term: u64, prev_log_index: u64, prev_log_term: u64, entries: Vec<Entry
     Message::AppendEntries { term, prev_log_index, prev_log_term, entries, leader_commit: 0 }
 }
 
+/// Why the step dropped or refused what it was given (what `qlab replay` prints).
+fn reasons(out: &Out) -> Vec<String> {
+    actions(out, |a| match a {
+        Action::Ignored { why } => Some(why.clone()),
+        _ => None,
+    })
+}
+
 fn vote_granted(out: &Out) -> bool {
     match sent(out).as_slice() {
         [(_, Message::VoteResponse { granted, .. })] => *granted,
@@ -189,9 +198,36 @@ fn s5_2_majority_of_votes_wins_and_new_leader_appends_a_noop() {
 fn s5_2_higher_term_makes_a_leader_step_down() {
     let mut h = Harness::new(0, 3);
     elect(&mut h, &[1]);
-    h.deliver(2, Message::HeartbeatResponse { term: 7, last_log_index: 0, read_round: 0 });
+    let out = h.deliver(2, Message::HeartbeatResponse { term: 7, last_log_index: 0, read_round: 0 });
     assert_eq!(h.raft.role(), Role::Follower);
+    assert_eq!(reasons(&out)[0], "moves to term 7 (ours 1) on heartbeat_response from n2, stepping down");
     assert_eq!(h.raft.current_term(), 7);
+}
+
+#[test]
+fn s5_2_one_vote_per_term_a_second_candidate_is_refused_with_the_reason() {
+    let mut h = Harness::new(1, 3);
+    assert!(vote_granted(&h.deliver(0, Message::RequestVote { term: 2, last_log_index: 0, last_log_term: 0 })));
+    let out = h.deliver(2, Message::RequestVote { term: 2, last_log_index: 0, last_log_term: 0 });
+    assert!(!vote_granted(&out));
+    assert_eq!(reasons(&out), ["rejected request_vote from n2 in term 2: already voted for n0 in term 2"]);
+}
+
+/// Figure 2, "Rules for All Servers", for the receiver: a leader of an earlier term is
+/// answered with the current term (so it steps down) and changes nothing here.
+#[test]
+fn figure2_a_stale_leader_is_answered_with_our_term_and_changes_nothing() {
+    let mut h = Harness::with_log(1, 3, 5, &[1, 5]);
+    let out = h.deliver(0, append(3, 2, 5, entries(&[1, 5, 3])[2..].to_vec()));
+    assert_eq!(h.terms(), [1, 5], "a stale leader's entries are not appended");
+    assert!(persisted(&out).is_empty());
+    match append_response(&out) {
+        Message::AppendResponse { term: 5, success: false, .. } => {}
+        other => panic!("expected a refusal carrying term 5, got {other:?}"),
+    }
+    assert_eq!(reasons(&out), ["rejected append_entries from n0: stale term 3 below ours 5"]);
+    let out = h.deliver(2, Message::Heartbeat { term: 4, commit: 0, read_round: 0 });
+    assert!(matches!(sent(&out).as_slice(), [(_, Message::HeartbeatResponse { term: 5, .. })]), "{out:?}");
 }
 
 #[test]
@@ -212,6 +248,13 @@ fn s5_4_1_vote_denied_to_a_candidate_with_an_older_last_term() {
     // Longer log but older last term: not up to date.
     let out = h.deliver(0, Message::RequestVote { term: 4, last_log_index: 9, last_log_term: 2 });
     assert!(!vote_granted(&out));
+    assert_eq!(
+        reasons(&out),
+        [
+            "moves to term 4 (ours 3) on request_vote from n0",
+            "rejected request_vote from n0 in term 4: candidate log 9@2 behind ours 2@3",
+        ]
+    );
 }
 
 #[test]
@@ -219,6 +262,7 @@ fn s5_4_1_vote_denied_to_a_shorter_log_with_the_same_last_term() {
     let mut h = Harness::with_log(1, 3, 3, &[1, 3, 3]);
     let out = h.deliver(0, Message::RequestVote { term: 4, last_log_index: 2, last_log_term: 3 });
     assert!(!vote_granted(&out));
+    assert_eq!(reasons(&out)[1], "rejected request_vote from n0 in term 4: candidate log 2@3 behind ours 3@3");
     let out = h.deliver(2, Message::RequestVote { term: 4, last_log_index: 3, last_log_term: 3 });
     assert!(vote_granted(&out), "equal logs are up to date");
 }
