@@ -52,6 +52,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Write the numbers of the README's and docs' tables from results/tables.toml
+    /// (--check: only compare).
+    Tables {
+        /// The repository root (where results/tables.toml is).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        #[arg(long)]
+        check: bool,
+    },
     /// Write the README's gallery from results/gallery.toml (--check: only compare).
     Gallery {
         #[arg(default_value = "README.md")]
@@ -183,6 +192,22 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             say!("-> {}", comparison.out_dir.join("compare.csv").display());
             for figure in &comparison.figures {
                 say!("figure: {}", figure.display());
+            }
+            Ok(())
+        }
+        Command::Tables { root, check } => {
+            let differed = qlab_lab::tables::update(&root, check)?;
+            let names: Vec<String> = differed.iter().map(|p| p.display().to_string()).collect();
+            match (differed.is_empty(), check) {
+                (true, _) => say!("every table is up to date with {}", qlab_lab::tables::LISTING),
+                (false, false) => say!("tables rewritten from {}: {}", qlab_lab::tables::LISTING, names.join(", ")),
+                (false, true) => {
+                    return Err(qlab_lab::LabError::Usage(format!(
+                        "tables differ from {}: {}; run `qlab tables`",
+                        qlab_lab::tables::LISTING,
+                        names.join(", ")
+                    )));
+                }
             }
             Ok(())
         }

@@ -206,6 +206,12 @@ fn replay_reproduces_a_trial_with_a_readable_trace() {
         assert!(stdout.contains("replay matches"), "{stdout}");
         assert!(stdout.contains("CRASH"), "the trace shows the crash");
         assert!(stdout.contains("RequestVote"), "the trace shows the election");
+        // A dropped or refused message says why: a vote arriving after the election is
+        // won, or one refused because the voter already voted in the term (§5.2).
+        assert!(
+            stdout.contains("ignored vote_response from") || stdout.contains("rejected request_vote from"),
+            "the trace gives the reasons of dropped messages: {stdout}"
+        );
     }
     // A throughput run's trials are not election replays: a clear refusal, no panic.
     let tp = tmp.path().join("tp.toml");
@@ -759,6 +765,36 @@ fn readme_gallery_is_generated_from_the_listing() {
     assert_eq!(refused.status.code(), Some(2));
     run_ok(qlab().arg("gallery").arg(&readme));
     assert_eq!(std::fs::read_to_string(&readme).unwrap(), std::fs::read_to_string(repo_file("README.md")).unwrap());
+}
+
+/// Every table block in the README and docs is exactly what results/tables.toml
+/// generates from the committed CSVs, and a hand-edited number is caught.
+#[test]
+fn docs_tables_are_generated_from_committed_results() {
+    let root = repo_file("");
+    let output = run_ok(qlab().arg("tables").arg("--root").arg(&root).arg("--check"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("up to date"));
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("docs")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("results")).unwrap();
+    std::fs::copy(repo_file("results/tables.toml"), tmp.path().join("results/tables.toml")).unwrap();
+    for entry in std::fs::read_dir(repo_file("results")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::os::unix::fs::symlink(&path, tmp.path().join("results").join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(repo_file("docs/protocols.md"), tmp.path().join("docs/protocols.md")).unwrap();
+    let protocols = tmp.path().join("docs/protocols.md");
+    let original = std::fs::read_to_string(&protocols).unwrap();
+    assert!(original.contains("| 452 / 1,837 / 2,911 ms |"), "the election table shows the reference's numbers");
+    std::fs::write(&protocols, original.replacen("| 452 / 1,837 / 2,911 ms |", "| 450 / 1,837 / 2,911 ms |", 1))
+        .unwrap();
+    let refused = qlab().arg("tables").arg("--root").arg(tmp.path()).arg("--check").output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("docs/protocols.md"));
+    run_ok(qlab().arg("tables").arg("--root").arg(tmp.path()));
+    assert_eq!(std::fs::read_to_string(&protocols).unwrap(), original);
 }
 
 /// A notebook whose cell raises fails the run, naming the notebook and the error: CI

@@ -38,6 +38,7 @@ pub mod real;
 pub mod registry;
 pub mod results;
 pub mod run;
+pub mod tables;
 pub mod throughput;
 pub mod trial;
 pub mod workload;
