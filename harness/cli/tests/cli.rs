@@ -741,6 +741,17 @@ fn availability_notebook_runs_on_the_reference_csv() {
     assert!(stdout.contains("all agree") && stdout.contains("n = 4: survives 1 failure(s)"), "{stdout}");
 }
 
+/// Link every committed run directory of `results/` into `root/results`, so a copy of a
+/// document beside it finds the figures and CSVs it names.
+fn link_reference_runs(root: &std::path::Path) {
+    for entry in std::fs::read_dir(repo_file("results")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            std::os::unix::fs::symlink(&path, root.join("results").join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
 /// The README's gallery is exactly what results/gallery.toml generates, and a drifted
 /// gallery is caught and rewritten.
 #[test]
@@ -755,12 +766,7 @@ fn readme_gallery_is_generated_from_the_listing() {
     std::fs::create_dir_all(tmp.path().join("results")).unwrap();
     std::fs::copy(repo_file("results/gallery.toml"), tmp.path().join("results/gallery.toml")).unwrap();
     // The figures are looked up beside the README: link the repository's results in.
-    for entry in std::fs::read_dir(repo_file("results")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            std::os::unix::fs::symlink(&path, tmp.path().join("results").join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    link_reference_runs(tmp.path());
     let refused = qlab().arg("gallery").arg(&readme).arg("--check").output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
     run_ok(qlab().arg("gallery").arg(&readme));
@@ -778,12 +784,7 @@ fn docs_tables_are_generated_from_committed_results() {
     std::fs::create_dir_all(tmp.path().join("docs")).unwrap();
     std::fs::create_dir_all(tmp.path().join("results")).unwrap();
     std::fs::copy(repo_file("results/tables.toml"), tmp.path().join("results/tables.toml")).unwrap();
-    for entry in std::fs::read_dir(repo_file("results")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            std::os::unix::fs::symlink(&path, tmp.path().join("results").join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    link_reference_runs(tmp.path());
     std::fs::copy(repo_file("docs/protocols.md"), tmp.path().join("docs/protocols.md")).unwrap();
     let protocols = tmp.path().join("docs/protocols.md");
     let original = std::fs::read_to_string(&protocols).unwrap();
