@@ -8,21 +8,16 @@
 //! re-runs a trial with a full trace.
 
 use crate::compare::Aggregate;
-use crate::config::{Experiment, Point, ProtocolName};
+use crate::config::{ClusterRules, Experiment, FaultsRule, Mode, Point, ProtocolName, Sweep};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
 use crate::workload::Workload;
 use qlab_check::{Invariant, Verdict};
-use qlab_core::adversary::{FaultyConfig, MaliciousNode};
+use qlab_core::adversary::{Faulty, FaultyConfig, MaliciousNode};
 use qlab_core::{ClientId, Nanos, NodeId};
-use qlab_paxos::Paxos;
-use qlab_paxos::attacks::{MaliciousPaxos, PaxosAttack};
-use qlab_pbft::Pbft;
-use qlab_pbft::attacks::{MaliciousPbft, PbftAttack};
-use qlab_raft::Raft;
-use qlab_raft::attacks::{MaliciousRaft, RaftAttack};
 use qlab_sim::Sim;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// What one attack trial found.
@@ -51,14 +46,15 @@ pub struct AttackTrial {
 /// enough that a few clients give a rate that is not mostly noise.
 pub const TIMELINE_BIN_MS: f64 = 100.0;
 
-/// The honest configuration with replicas `0..point.malicious` running `attack` in the
+/// The honest configuration with replicas `0..axes(point).malicious` running `attack` in the
 /// experiment's attack window.
 pub fn faulty_config<C, A: Clone>(experiment: &Experiment, point: &Point, honest: C, attack: A) -> FaultyConfig<C, A> {
-    let a = &experiment.file.attack;
+    let file = attack_section(experiment).expect("[attack] was read when the file was loaded");
+    let a = &file.attack;
     let ns = |ms: f64| (ms * 1e6).round() as Nanos;
     FaultyConfig {
         honest,
-        malicious: (0..point.malicious)
+        malicious: (0..axes(point).malicious)
             .map(|node| MaliciousNode {
                 node: NodeId(node),
                 attack: attack.clone(),
@@ -78,9 +74,10 @@ pub fn run_trial<Q: LabProtocol>(
     trace: bool,
 ) -> AttackTrial {
     let file = &experiment.file;
+    let attack = attack_section(experiment).expect("[attack] was read when the file was loaded");
     let ns = |ms: f64| (ms * 1e6).round() as Nanos;
-    let (from, until) = (ns(file.attack.from_ms), ns(file.attack.until_ms));
-    let end = until + ns(file.attack.after_ms);
+    let (from, until) = (ns(attack.attack.from_ms), ns(attack.attack.until_ms));
+    let end = until + ns(attack.attack.after_ms);
     let mut sim: Sim<Q, Q::Client> = point.sim(&file.network, config, seed);
     if trace {
         sim.enable_trace();
@@ -202,8 +199,8 @@ impl AttackRow {
             protocol: point.protocol.name(),
             mode: point.mode.name(),
             nodes: point.nodes,
-            attack: point.attack.label(),
-            malicious: point.malicious,
+            attack: axes(point).attack.label(),
+            malicious: axes(point).malicious,
             clients: point.clients,
             latency_ms_mean: point.latency.mean_ms(),
             loss: point.loss,
@@ -230,31 +227,286 @@ impl AttackRow {
 
 /// An attack trial of `point`: its protocol with replicas running the point's attack.
 pub fn run_point(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> AttackTrial {
-    let file = &experiment.file;
-    let unknown = || -> String { format!("attack {:?} was validated against {}", point.attack, point.protocol.name()) };
-    match point.protocol {
-        ProtocolName::Raft => {
-            let attack = RaftAttack::from_name(&point.attack.name, &point.attack.params())
-                .unwrap_or_else(|| panic!("{}", unknown()));
-            let config = faulty_config(experiment, point, Raft::config(point, file), attack);
-            run_trial::<MaliciousRaft>(experiment, point, seed, config, trace)
-        }
-        ProtocolName::Multipaxos => {
-            let attack = PaxosAttack::from_name(&point.attack.name, &point.attack.params())
-                .unwrap_or_else(|| panic!("{}", unknown()));
-            let config = faulty_config(experiment, point, Paxos::config(point, file), attack);
-            run_trial::<MaliciousPaxos>(experiment, point, seed, config, trace)
-        }
-        ProtocolName::Pbft => {
-            let attack = PbftAttack::from_name(&point.attack.name, &point.attack.params())
-                .unwrap_or_else(|| panic!("{}", unknown()));
-            let config = faulty_config(experiment, point, Pbft::config(point, file), attack);
-            run_trial::<MaliciousPbft>(experiment, point, seed, config, trace)
-        }
-        ProtocolName::Unreplicated => {
-            unreachable!("validation keeps the unreplicated baseline out of attack experiments")
+    with_protocol!(point.protocol, P => run_point_of::<P>(experiment, point, seed, trace))
+}
+
+/// One attack trial against protocol `P`: its honest replicas beside `axes(point).malicious`
+/// running the point's attack.
+fn run_point_of<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> AttackTrial {
+    let attack = P::attack(&axes(point).attack.name, &axes(point).attack.params())
+        .unwrap_or_else(|| panic!("attack {:?} was validated against {}", axes(point).attack, P::NAME));
+    let config = faulty_config(experiment, point, P::config(point, &experiment.file), attack);
+    run_trial::<Faulty<P, P::Attack>>(experiment, point, seed, config, trace)
+}
+
+/// One entry of an `[attack]` list: a name (`"forge-log"`), or a table with the
+/// attack's parameters: `{ name = "selective-drop", to = [1] }`, `{ name = "delay",
+/// delay_ms = 200 }`, or `{ name = "equivocate", malicious = 2 }` to run one attack with
+/// its own number of malicious replicas (f + 1 colluders beside f, say).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AttackSpec {
+    pub name: String,
+    /// How many replicas run it (nodes 0, 1, ...); replaces `[attack] malicious` for it.
+    pub malicious: Option<u32>,
+    /// `selective-drop`: the replicas that hear nothing from the malicious ones.
+    pub to: Vec<u32>,
+    /// `delay`: how long every message from a malicious replica is held back.
+    pub delay_ms: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttackTable {
+    name: String,
+    malicious: Option<u32>,
+    #[serde(default)]
+    to: Vec<u32>,
+    delay_ms: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for AttackSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::String(name) => Ok(AttackSpec { name, ..AttackSpec::default() }),
+            table @ toml::Value::Table(_) => {
+                let t =
+                    AttackTable::deserialize(table).map_err(|e| <D::Error as serde::de::Error>::custom(e.message()))?;
+                Ok(AttackSpec { name: t.name, malicious: t.malicious, to: t.to, delay_ms: t.delay_ms })
+            }
+            other => Err(<D::Error as serde::de::Error>::custom(format!(
+                "an attack is a name (\"forge-log\") or a table ({{ name = \"delay\", delay_ms = 200 }}), got a {}",
+                other.type_str()
+            ))),
         }
     }
+}
+
+impl AttackSpec {
+    /// The attack as results name it: its name, with the parameters that set it apart
+    /// (`selective-drop(to=1+2)`, `delay(200ms)`); the malicious count has its own column.
+    pub fn label(&self) -> String {
+        match (self.name.as_str(), self.delay_ms) {
+            ("selective-drop", _) => {
+                let to: Vec<String> = self.to.iter().map(|n| n.to_string()).collect();
+                format!("selective-drop(to={})", to.join("+"))
+            }
+            ("delay", Some(ms)) => format!("delay({ms}ms)"),
+            _ => self.name.clone(),
+        }
+    }
+
+    /// The parameters the generic attacks take.
+    pub fn params(&self) -> qlab_core::adversary::AttackParams {
+        qlab_core::adversary::AttackParams {
+            drop_to: self.to.iter().map(|n| qlab_core::NodeId(*n)).collect(),
+            delay_ns: (self.delay_ms.unwrap_or(0.0) * 1e6).round() as Nanos,
+        }
+    }
+}
+
+/// An attack point's own axes: the attack (its `trials.csv` column is the label) and
+/// how many replicas run it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AttackAxes {
+    #[serde(serialize_with = "attack_label")]
+    pub attack: AttackSpec,
+    pub malicious: u32,
+}
+
+fn attack_label<S: serde::Serializer>(attack: &AttackSpec, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&attack.label())
+}
+
+/// The attack axes of a point of this kind.
+pub fn axes(point: &Point) -> &AttackAxes {
+    point.axes::<AttackAxes>().expect("an attack point carries its attack and malicious count")
+}
+
+/// The sections an attack file has of its own.
+#[derive(Debug, Default, Deserialize)]
+pub struct AttackFile {
+    #[serde(default)]
+    pub attack: AttackSection,
+}
+
+/// The file's `[attack]`, read once per run.
+pub fn attack_section(experiment: &Experiment) -> crate::Result<std::sync::Arc<AttackFile>> {
+    experiment.kind_sections::<AttackFile>()
+}
+
+/// `kind = "attack"`: which attacks to run against which protocol, by how many
+/// malicious replicas, and when.
+#[derive(Clone, Debug)]
+pub struct AttackSection {
+    /// Each protocol's attacks, keyed as files name the protocol (`raft = [...]`), from
+    /// its [`LabProtocol::ATTACK_NAMES`].
+    pub per_protocol: Vec<(ProtocolName, Sweep<AttackSpec>)>,
+    /// Sweep: how many replicas are malicious (nodes 0, 1, ...; PBFT's first primary is 0).
+    pub malicious: Sweep<u32>,
+    /// The attack runs from `from_ms` to `until_ms` after the start (clients start at
+    /// once, so the first election falls in the phase before)...
+    pub from_ms: f64,
+    pub until_ms: f64,
+    /// ...and the run goes on this long after it, to see whether throughput comes back.
+    pub after_ms: f64,
+}
+
+impl Default for AttackSection {
+    fn default() -> Self {
+        AttackSection {
+            per_protocol: vec![],
+            malicious: one_malicious(),
+            from_ms: default_attack_from_ms(),
+            until_ms: default_attack_until_ms(),
+            after_ms: default_attack_after_ms(),
+        }
+    }
+}
+
+/// By hand rather than derived, because the keys besides the window and the count are
+/// the protocol list's names: a protocol added there is a key here with no change.
+impl<'de> Deserialize<'de> for AttackSection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AttackSection;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the [attack] table")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<AttackSection, M::Error> {
+                let mut section = AttackSection::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "malicious" => section.malicious = map.next_value()?,
+                        "from_ms" => section.from_ms = map.next_value()?,
+                        "until_ms" => section.until_ms = map.next_value()?,
+                        "after_ms" => section.after_ms = map.next_value()?,
+                        name => match ProtocolName::from_name(name) {
+                            Some(protocol) => section.per_protocol.push((protocol, map.next_value()?)),
+                            None => {
+                                let protocols: Vec<String> = ProtocolName::ALL
+                                    .iter()
+                                    .filter(|p| !with_protocol!(**p, P => <P as LabProtocol>::ATTACK_NAMES).is_empty())
+                                    .map(|p| format!("`{}`", p.name()))
+                                    .collect();
+                                return Err(serde::de::Error::custom(format!(
+                                    "unknown field `{name}`, expected `malicious`, `from_ms`, `until_ms`, `after_ms` \
+                                     or a protocol: {}",
+                                    protocols.join(", ")
+                                )));
+                            }
+                        },
+                    }
+                }
+                Ok(section)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+impl AttackSection {
+    /// The attacks given for `protocol`, and the names it knows.
+    pub fn for_protocol(&self, protocol: ProtocolName) -> (Option<&Sweep<AttackSpec>>, &'static [&'static str]) {
+        let given = self.per_protocol.iter().find(|(p, _)| *p == protocol).map(|(_, attacks)| attacks);
+        (given, with_protocol!(protocol, P => <P as LabProtocol>::ATTACK_NAMES))
+    }
+}
+
+fn one_malicious() -> Sweep<u32> {
+    Sweep::one(1)
+}
+fn default_attack_from_ms() -> f64 {
+    1000.0
+}
+fn default_attack_until_ms() -> f64 {
+    3000.0
+}
+fn default_attack_after_ms() -> f64 {
+    3000.0
+}
+
+/// `[attack]` beyond what every cluster run is checked for: sim only, each protocol's
+/// attacks known to it with the parameters they take, a window that makes sense, and
+/// malicious counts and starved replicas that leave honest ones.
+fn validate_attack(kind: &AttackKind, experiment: &Experiment, attack: &AttackSection) -> crate::Result<()> {
+    let f = &experiment.file;
+    if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
+        return Err(experiment.error_at(
+            &f.experiment.mode.span,
+            "attack experiments run in the simulator for now: mode = \"sim\"".into(),
+        ));
+    }
+    for protocol in &f.cluster.protocol.values {
+        let (given, allowed) = attack.for_protocol(*protocol);
+        let Some(given) = given else {
+            return Err(experiment.error_at(
+                &f.cluster.protocol.span,
+                format!(
+                    "[attack] needs `{}` = [...], the attacks to run against it; allowed: {}",
+                    protocol.name(),
+                    allowed.join(", ")
+                ),
+            ));
+        };
+        for spec in &given.values {
+            let problem = if !allowed.contains(&spec.name.as_str()) {
+                Some(format!("unknown {} attack {:?}; allowed: {}", protocol.name(), spec.name, allowed.join(", ")))
+            } else if spec.name == "selective-drop" && spec.to.is_empty() {
+                Some(
+                    "selective-drop needs `to`, the replicas to starve: { name = \"selective-drop\", to = [1] }".into(),
+                )
+            } else if spec.name != "selective-drop" && !spec.to.is_empty() {
+                Some(format!("`to` applies to selective-drop only, not to {:?}", spec.name))
+            } else if spec.name == "delay" && !spec.delay_ms.is_some_and(|ms| ms > 0.0) {
+                Some("delay needs `delay_ms` > 0: { name = \"delay\", delay_ms = 200 }".into())
+            } else if spec.name != "delay" && spec.delay_ms.is_some() {
+                Some(format!("`delay_ms` applies to delay only, not to {:?}", spec.name))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(experiment.error_at(&given.span, problem));
+            }
+        }
+    }
+    if !(0.0 <= attack.from_ms && attack.from_ms < attack.until_ms && attack.after_ms > 0.0) {
+        return Err(experiment.error_at(
+            &(0..0),
+            format!(
+                "[attack] needs 0 <= from_ms < until_ms and after_ms > 0, got {} / {} / {}",
+                attack.from_ms, attack.until_ms, attack.after_ms
+            ),
+        ));
+    }
+    for point in &kind.points(experiment) {
+        if axes(point).malicious == 0 || axes(point).malicious >= point.nodes {
+            return Err(experiment.error_at(
+                &attack.malicious.span,
+                format!(
+                    "malicious must be between 1 and nodes - 1 ({} for {} nodes), got {}",
+                    point.nodes - 1,
+                    point.nodes,
+                    axes(point).malicious
+                ),
+            ));
+        }
+        if let Some(target) = axes(point).attack.to.iter().find(|n| **n < axes(point).malicious || **n >= point.nodes) {
+            let (protocol, _) = attack.for_protocol(point.protocol);
+            return Err(experiment.error_at(
+                &protocol.map_or(0..0, |s| s.span.clone()),
+                format!(
+                    "selective-drop to = {target}: the replicas it starves must be honest ones, {} to {} with {} \
+                     malicious of {} nodes",
+                    axes(point).malicious,
+                    point.nodes - 1,
+                    axes(point).malicious,
+                    point.nodes
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `kind = "attack"`.
@@ -264,12 +516,52 @@ impl ExperimentKind for AttackKind {
     fn name(&self) -> &'static str {
         "attack"
     }
+    fn sections(&self) -> &'static [&'static str] {
+        &["attack"]
+    }
+    fn cluster_rules(&self) -> ClusterRules {
+        ClusterRules {
+            min_nodes: 2,
+            min_nodes_why: "in an attack experiment (a malicious replica and an honest one at least)",
+            unreplicated: false,
+            needs_clients: true,
+            read_modes: false,
+            faults: FaultsRule::Refused("an attack experiment takes no [faults]: its fault is the attack"),
+        }
+    }
+    fn validate(&self, experiment: &Experiment) -> crate::Result<()> {
+        experiment.validate_cluster_run(&self.cluster_rules())?;
+        validate_attack(self, experiment, &attack_section(experiment)?.attack)
+    }
+    /// Each protocol against its own list of attacks, times the malicious counts (an
+    /// attack that names its own count runs with that one only).
+    fn points(&self, experiment: &Experiment) -> Vec<Point> {
+        let Ok(file) = attack_section(experiment) else { return vec![] };
+        let attack = &file.attack;
+        experiment
+            .points()
+            .into_iter()
+            .flat_map(|point| {
+                let specs = attack.for_protocol(point.protocol).0.map(|s| s.values.clone()).unwrap_or_default();
+                specs.into_iter().flat_map(move |spec| {
+                    let counts = spec.malicious.map_or_else(|| attack.malicious.values.clone(), |m| vec![m]);
+                    let point = point.clone();
+                    counts
+                        .into_iter()
+                        .map(move |malicious| point.clone().with_axes(AttackAxes { attack: spec.clone(), malicious }))
+                })
+            })
+            .collect()
+    }
     fn trial_columns(&self) -> Vec<String> {
         crate::results::header_of::<AttackRow>()
     }
     fn run_trial(&self, trial: &Trial) -> TrialRecord {
         let outcome = run_point(trial.experiment, trial.point, trial.seed, false);
-        let window = (trial.experiment.file.attack.from_ms, trial.experiment.file.attack.until_ms);
+        let window = match attack_section(trial.experiment) {
+            Ok(file) => (file.attack.from_ms, file.attack.until_ms),
+            Err(_) => (f64::NAN, f64::NAN),
+        };
         let row = AttackRow::new(
             trial.point,
             window,
@@ -282,7 +574,7 @@ impl ExperimentKind for AttackKind {
         TrialRecord::new(&row, outcome.safety)
     }
     fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
-        crate::plot::plot_attack(run_dir, experiment_name)
+        Ok(crate::plot::plot_attack(run_dir, experiment_name, crate::protocol_list::ProtocolName::NAMES)?)
     }
     fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
         &[("ops_per_s_during", Aggregate::Mean), ("ops_per_s_after", Aggregate::Mean)]
@@ -301,8 +593,8 @@ impl ExperimentKind for AttackKind {
             trial.trial,
             trial.seed,
             point.nodes,
-            point.malicious,
-            point.attack.label(),
+            axes(point).malicious,
+            axes(point).attack.label(),
             o.ops_per_s_before,
             o.ops_per_s_during,
             o.ops_per_s_after,

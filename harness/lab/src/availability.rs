@@ -9,102 +9,14 @@
 //! A crash-fault protocol with n replicas stays available while k < n/2 — so 4 replicas
 //! tolerate no more failures than 3, and 2 none at all — which is what the figure shows.
 
+pub use crate::availability_trial::{AvailabilityTrial, FailurePlan, run_trial};
 use crate::compare::Aggregate;
-use crate::config::{Experiment, Point};
+use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, Mode, Point, Sweep, expand};
 use crate::kind::{ExperimentKind, Trial, TrialRecord};
-use crate::protocols::LabProtocol;
 use crate::results::cell;
-use qlab_check::{Verdict, check_observations};
-use qlab_core::{Event, Nanos, NodeId, majority};
-use qlab_sim::Sim;
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use qlab_check::Verdict;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// What one availability trial found.
-#[derive(Clone, Debug)]
-pub struct AvailabilityTrial {
-    /// Share of samples from the warm-up's end to the end of the run with a leader that
-    /// a majority follows.
-    pub available_fraction: f64,
-    /// The same over the second half of the run, after every failure.
-    pub available_after_failures: f64,
-    /// Distinct epochs in which a majority-backed leader was seen.
-    pub leader_epochs: u64,
-    pub safety: Verdict,
-    pub violations: Vec<String>,
-}
-
-pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64) -> AvailabilityTrial {
-    let file = &experiment.file;
-    let ms = |v: f64| (v * 1e6).round() as Nanos;
-    let duration = ms(file.availability.duration_ms);
-    let sample = ms(file.availability.sample_ms).max(1);
-    let warmup = ms(file.workload.warmup_ms).min(duration / 2);
-    let half = duration / 2;
-    let mut sim: Sim<P, P::Client> = point.sim(&file.network, P::config(point, file), seed);
-    // The failures: k distinct replicas at times in [warmup, half), from the seed alone.
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa7a1_1ab1_e000_0000);
-    let mut candidates: Vec<NodeId> = (0..point.nodes).map(NodeId).collect();
-    let mut failures: Vec<(Nanos, NodeId)> = (0..point.failures.min(point.nodes))
-        .map(|_| {
-            let victim = candidates.swap_remove(rng.random_range(0..candidates.len()));
-            (rng.random_range(warmup..half.max(warmup + 1)), victim)
-        })
-        .collect();
-    failures.sort_unstable();
-
-    let needed = majority(point.nodes) as usize;
-    let mut acknowledged: Vec<Option<(u64, NodeId)>> = vec![None; point.nodes as usize];
-    let mut read = 0;
-    let (mut available, mut samples, mut available_late, mut samples_late) = (0u64, 0u64, 0u64, 0u64);
-    let mut epochs = std::collections::BTreeSet::new();
-    let mut next_failure = 0;
-    let mut t = warmup;
-    while t <= duration {
-        while next_failure < failures.len() && failures[next_failure].0 <= t {
-            let (at, victim) = failures[next_failure];
-            sim.run_to(at);
-            sim.crash(victim);
-            next_failure += 1;
-        }
-        sim.run_to(t);
-        for observation in &sim.observations[read..] {
-            if let Event::LeaderKnown { epoch, leader } = observation.event {
-                let slot = &mut acknowledged[observation.node.0 as usize];
-                if slot.is_none_or(|(known, _)| epoch >= known) {
-                    *slot = Some((epoch, leader));
-                }
-            }
-        }
-        read = sim.observations.len();
-        let up = sim.up_nodes();
-        let leader = up.iter().copied().find(|id| {
-            let node = sim.node(*id).expect("up");
-            node.is_leader()
-                && up.iter().filter(|n| acknowledged[n.0 as usize] == Some((node.epoch(), *id))).count() >= needed
-        });
-        if let Some(id) = leader {
-            epochs.insert(sim.node(id).expect("up").epoch());
-        }
-        samples += 1;
-        available += leader.is_some() as u64;
-        if t >= half {
-            samples_late += 1;
-            available_late += leader.is_some() as u64;
-        }
-        t += sample;
-    }
-    let violations = check_observations(&sim.observations);
-    let share = |hits: u64, of: u64| if of == 0 { f64::NAN } else { hits as f64 / of as f64 };
-    AvailabilityTrial {
-        available_fraction: share(available, samples),
-        available_after_failures: share(available_late, samples_late),
-        leader_epochs: epochs.len() as u64,
-        safety: Verdict::of(&violations, false),
-        violations: violations.iter().map(ToString::to_string).collect(),
-    }
-}
 
 /// One row of an availability `trials.csv`: the serde field names are the header.
 #[derive(Debug, Default, serde::Serialize)]
@@ -139,7 +51,7 @@ impl AvailabilityRow {
             protocol: point.protocol.name(),
             mode: point.mode.name(),
             nodes: point.nodes,
-            failures: point.failures,
+            failures: failures(point),
             election_timeout_ms_min: point.election_timeout_ms_min,
             election_timeout_ms_max: point.election_timeout_ms_max,
             latency_ms_mean: point.latency.mean_ms(),
@@ -156,6 +68,97 @@ impl AvailabilityRow {
     }
 }
 
+/// An availability point's own axis: how many replicas fail.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AvailabilityAxes {
+    pub failures: u32,
+}
+
+/// How many replicas fail at a point of this kind.
+pub fn failures(point: &Point) -> u32 {
+    point.axes::<AvailabilityAxes>().expect("an availability point carries its failures").failures
+}
+
+/// The sections an availability file has of its own.
+#[derive(Debug, Default, Deserialize)]
+pub struct AvailabilityFile {
+    #[serde(default)]
+    pub availability: AvailabilitySection,
+}
+
+/// The file's `[availability]`, read once per run.
+pub fn availability_section(experiment: &Experiment) -> crate::Result<std::sync::Arc<AvailabilityFile>> {
+    experiment.kind_sections::<AvailabilityFile>()
+}
+
+/// `kind = "availability"`: how many replicas fail, and for how long the run goes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvailabilitySection {
+    /// Sweep: replicas that crash (distinct, drawn from the seed, at seed-drawn times
+    /// between `[workload] warmup_ms` and half the run) and stay down. Combinations
+    /// with more failures than replicas are left out of the sweep.
+    #[serde(default = "one_failure")]
+    pub failures: Sweep<u32>,
+    #[serde(default = "default_availability_ms")]
+    pub duration_ms: f64,
+    /// How often the run asks whether a majority-backed leader exists.
+    #[serde(default = "default_sample_ms")]
+    pub sample_ms: f64,
+}
+
+impl Default for AvailabilitySection {
+    fn default() -> Self {
+        AvailabilitySection {
+            failures: one_failure(),
+            duration_ms: default_availability_ms(),
+            sample_ms: default_sample_ms(),
+        }
+    }
+}
+
+fn one_failure() -> Sweep<u32> {
+    Sweep::one(1)
+}
+fn default_availability_ms() -> f64 {
+    10_000.0
+}
+fn default_sample_ms() -> f64 {
+    10.0
+}
+
+/// `[availability]` beyond what every cluster run is checked for.
+fn validate_availability(
+    kind: &AvailabilityKind,
+    experiment: &Experiment,
+    a: &AvailabilitySection,
+) -> crate::Result<()> {
+    let f = &experiment.file;
+    if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
+        return Err(experiment.error_at(
+            &f.experiment.mode.span,
+            "availability experiments run in the simulator: mode = \"sim\"".into(),
+        ));
+    }
+    if f.cluster.protocol.values.iter().any(|p| p.fault_model() == FaultModel::Byzantine) {
+        return Err(experiment.error_at(
+            &f.cluster.protocol.span,
+            "availability counts a leader a majority follows, a crash-fault notion: protocol is \"raft\" or \"multipaxos\""
+                .into(),
+        ));
+    }
+    if !(a.duration_ms > 0.0 && a.sample_ms > 0.0 && a.sample_ms <= a.duration_ms) {
+        return Err(experiment.error_at(
+            &(0..0),
+            format!("[availability] needs 0 < sample_ms <= duration_ms, got {} / {}", a.sample_ms, a.duration_ms),
+        ));
+    }
+    if kind.points(experiment).is_empty() {
+        return Err(experiment.error_at(&a.failures.span, "every value of failures exceeds every cluster size".into()));
+    }
+    Ok(())
+}
+
 /// `kind = "availability"`.
 pub struct AvailabilityKind;
 
@@ -163,17 +166,48 @@ impl ExperimentKind for AvailabilityKind {
     fn name(&self) -> &'static str {
         "availability"
     }
+    fn sections(&self) -> &'static [&'static str] {
+        &["availability"]
+    }
+    fn cluster_rules(&self) -> ClusterRules {
+        ClusterRules {
+            unreplicated: false,
+            faults: FaultsRule::Refused(
+                "an availability experiment takes no [faults]: its faults are [availability] failures",
+            ),
+            ..ClusterRules::default()
+        }
+    }
+    fn validate(&self, experiment: &Experiment) -> crate::Result<()> {
+        experiment.validate_cluster_run(&self.cluster_rules())?;
+        validate_availability(self, experiment, &availability_section(experiment)?.availability)
+    }
+    /// The common points times `failures`; more failures than replicas is no cluster,
+    /// so those combinations are left out.
+    fn points(&self, experiment: &Experiment) -> Vec<Point> {
+        let Ok(file) = availability_section(experiment) else { return vec![] };
+        let points = expand(experiment.points(), &file.availability.failures.values, |p, v| {
+            *p = p.clone().with_axes(AvailabilityAxes { failures: *v })
+        });
+        points.into_iter().filter(|p| failures(p) <= p.nodes).collect()
+    }
     fn trial_columns(&self) -> Vec<String> {
         crate::results::header_of::<AvailabilityRow>()
     }
     fn run_trial(&self, trial: &Trial) -> TrialRecord {
         let (point, seed) = (trial.point, trial.seed);
-        let outcome = with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, seed));
+        let section = availability_section(trial.experiment).expect("[availability] was read when the file was loaded");
+        let plan = FailurePlan {
+            failures: failures(point),
+            duration_ms: section.availability.duration_ms,
+            sample_ms: section.availability.sample_ms,
+        };
+        let outcome = with_protocol!(point.protocol, P => run_trial::<P>(trial.experiment, point, seed, &plan));
         let row = AvailabilityRow::new(point, trial.trial, trial.point_index, seed, &outcome);
         TrialRecord::new(&row, outcome.safety)
     }
     fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
-        crate::plot::plot_availability(run_dir, experiment_name)
+        Ok(crate::plot::plot_availability(run_dir, experiment_name)?)
     }
     fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
         &[("available_after_failures", Aggregate::Mean)]

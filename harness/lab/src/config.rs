@@ -7,20 +7,15 @@
 
 use crate::error::LabError;
 
-/// The seed PBFT keys are derived from in experiments: keys are made fresh for each
-/// cluster in a real deployment; a benchmark only needs every replica and client to
-/// hold its own.
-pub const PBFT_KEY_SEED: u64 = 0x9bf7;
 use qlab_core::Nanos;
 use qlab_core::reads::ReadMode;
-use qlab_paxos::PaxosConfig;
-use qlab_pbft::PbftConfig;
-use qlab_raft::RaftConfig;
 use qlab_sim::{Latency, NetworkConfig};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
+use std::any::Any;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 /// One value or a list of values, with the span of the field for error reports.
 #[derive(Clone, Debug, PartialEq)]
@@ -610,266 +605,11 @@ fn default_max_election_ms() -> f64 {
     20_000.0
 }
 
-/// `kind = "attack"`: which attacks to run against which protocol, by how many
-/// malicious replicas, and when.
+/// The sections every kind shares, as written. A kind's own sections (`[attack]`,
+/// `[reads]`, ...) are its module's types, read by [`Experiment::kind_sections`]; the
+/// top level is checked against both by [`Experiment::check_sections`], so an unknown
+/// or misplaced table is still an error with its line and column.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttackSection {
-    /// Attacks against Raft (`qlab_raft::attacks::RaftAttack::NAMES`).
-    pub raft: Option<Sweep<AttackSpec>>,
-    /// Attacks against Multi-Paxos (`qlab_paxos::attacks::PaxosAttack::NAMES`).
-    pub multipaxos: Option<Sweep<AttackSpec>>,
-    /// Attacks against PBFT (`qlab_pbft::attacks::PbftAttack::NAMES`).
-    pub pbft: Option<Sweep<AttackSpec>>,
-    /// Sweep: how many replicas are malicious (nodes 0, 1, ...; PBFT's first primary is 0).
-    #[serde(default = "one_malicious")]
-    pub malicious: Sweep<u32>,
-    /// The attack runs from `from_ms` to `until_ms` after the start (clients start at
-    /// once, so the first election falls in the phase before)...
-    #[serde(default = "default_attack_from_ms")]
-    pub from_ms: f64,
-    #[serde(default = "default_attack_until_ms")]
-    pub until_ms: f64,
-    /// ...and the run goes on this long after it, to see whether throughput comes back.
-    #[serde(default = "default_attack_after_ms")]
-    pub after_ms: f64,
-}
-
-impl Default for AttackSection {
-    fn default() -> Self {
-        AttackSection {
-            raft: None,
-            multipaxos: None,
-            pbft: None,
-            malicious: one_malicious(),
-            from_ms: default_attack_from_ms(),
-            until_ms: default_attack_until_ms(),
-            after_ms: default_attack_after_ms(),
-        }
-    }
-}
-
-impl AttackSection {
-    /// The attack names given for `protocol`, and the names it knows.
-    pub fn for_protocol(&self, protocol: ProtocolName) -> (Option<&Sweep<AttackSpec>>, &'static [&'static str]) {
-        match protocol {
-            ProtocolName::Raft => (self.raft.as_ref(), qlab_raft::attacks::RaftAttack::NAMES),
-            ProtocolName::Multipaxos => (self.multipaxos.as_ref(), qlab_paxos::attacks::PaxosAttack::NAMES),
-            ProtocolName::Pbft => (self.pbft.as_ref(), qlab_pbft::attacks::PbftAttack::NAMES),
-            ProtocolName::Unreplicated => (None, &[]),
-        }
-    }
-}
-
-/// One entry of an `[attack]` list: a name (`"forge-log"`), or a table with the
-/// attack's parameters: `{ name = "selective-drop", to = [1] }`, `{ name = "delay",
-/// delay_ms = 200 }`, or `{ name = "equivocate", malicious = 2 }` to run one attack with
-/// its own number of malicious replicas (f + 1 colluders beside f, say).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct AttackSpec {
-    pub name: String,
-    /// How many replicas run it (nodes 0, 1, ...); replaces `[attack] malicious` for it.
-    pub malicious: Option<u32>,
-    /// `selective-drop`: the replicas that hear nothing from the malicious ones.
-    pub to: Vec<u32>,
-    /// `delay`: how long every message from a malicious replica is held back.
-    pub delay_ms: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AttackTable {
-    name: String,
-    malicious: Option<u32>,
-    #[serde(default)]
-    to: Vec<u32>,
-    delay_ms: Option<f64>,
-}
-
-impl<'de> Deserialize<'de> for AttackSpec {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match toml::Value::deserialize(deserializer)? {
-            toml::Value::String(name) => Ok(AttackSpec { name, ..AttackSpec::default() }),
-            table @ toml::Value::Table(_) => {
-                let t = AttackTable::deserialize(table).map_err(|e| D::Error::custom(e.message()))?;
-                Ok(AttackSpec { name: t.name, malicious: t.malicious, to: t.to, delay_ms: t.delay_ms })
-            }
-            other => Err(D::Error::custom(format!(
-                "an attack is a name (\"forge-log\") or a table ({{ name = \"delay\", delay_ms = 200 }}), got a {}",
-                other.type_str()
-            ))),
-        }
-    }
-}
-
-impl AttackSpec {
-    /// The attack as results name it: its name, with the parameters that set it apart
-    /// (`selective-drop(to=1+2)`, `delay(200ms)`); the malicious count has its own column.
-    pub fn label(&self) -> String {
-        match (self.name.as_str(), self.delay_ms) {
-            ("selective-drop", _) => {
-                let to: Vec<String> = self.to.iter().map(|n| n.to_string()).collect();
-                format!("selective-drop(to={})", to.join("+"))
-            }
-            ("delay", Some(ms)) => format!("delay({ms}ms)"),
-            _ => self.name.clone(),
-        }
-    }
-
-    /// The parameters the generic attacks take.
-    pub fn params(&self) -> qlab_core::adversary::AttackParams {
-        qlab_core::adversary::AttackParams {
-            drop_to: self.to.iter().map(|n| qlab_core::NodeId(*n)).collect(),
-            delay_ns: (self.delay_ms.unwrap_or(0.0) * 1e6).round() as Nanos,
-        }
-    }
-}
-
-/// `kind = "reads"`: the faults each chaos run injects (besides the seed-drawn loss,
-/// duplication and reordering every profile has).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultProfile {
-    /// No crash and no partition.
-    None,
-    /// Crashes, restarts, random partitions and one-way cuts: the chaos tests' mix.
-    All,
-    Crashes,
-    /// Random partitions and one-way cuts.
-    Partitions,
-    /// Partitions that cut the current leader off alone (and one-way cuts).
-    IsolateLeader,
-}
-
-impl FaultProfile {
-    pub const NAMES: &'static [&'static str] = &["none", "all", "crashes", "partitions", "isolate-leader"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultProfile::None => "none",
-            FaultProfile::All => "all",
-            FaultProfile::Crashes => "crashes",
-            FaultProfile::Partitions => "partitions",
-            FaultProfile::IsolateLeader => "isolate-leader",
-        }
-    }
-}
-
-/// `kind = "reads"`: what the chaos runs inject and who reads.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReadsSection {
-    /// Sweep: `"none"`, `"all"`, `"crashes"`, `"partitions"`, `"isolate-leader"`.
-    #[serde(default = "all_faults")]
-    pub fault_profile: Sweep<FaultProfile>,
-    /// Sweep: each replica's clock runs at a seed-drawn rate within `1 ± ppm / 10⁶`.
-    #[serde(default = "no_skew")]
-    pub clock_skew_ppm: Sweep<u64>,
-    /// Of the `[workload] clients`, how many only read.
-    #[serde(default = "default_readers")]
-    pub readers: u32,
-}
-
-impl Default for ReadsSection {
-    fn default() -> Self {
-        ReadsSection { fault_profile: all_faults(), clock_skew_ppm: no_skew(), readers: default_readers() }
-    }
-}
-
-fn all_faults() -> Sweep<FaultProfile> {
-    Sweep::one(FaultProfile::All)
-}
-fn no_skew() -> Sweep<u64> {
-    Sweep::one(0)
-}
-fn default_readers() -> u32 {
-    2
-}
-
-/// `kind = "counterexample"`: which built-in cases to run (`trials` seeds each).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CounterexampleSection {
-    /// Sweep of case names (see `qlab_lab::counterexample::Case`).
-    pub cases: Sweep<crate::case::Case>,
-}
-
-/// `kind = "disruption"`: the scenarios, each a fault schedule run under the same load.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DisruptionSection {
-    /// Width of one bin of the throughput timeline.
-    #[serde(default = "default_disruption_bin_ms")]
-    pub bin_ms: f64,
-    /// `[[disruption.scenario]]`: `name` and `schedule` (the entries of `[faults] schedule`).
-    #[serde(default)]
-    pub scenario: Vec<toml::Spanned<Scenario>>,
-}
-
-fn default_disruption_bin_ms() -> f64 {
-    100.0
-}
-
-/// One named fault schedule of a disruption experiment; times count from the clients' start.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Scenario {
-    pub name: String,
-    pub schedule: Vec<ScheduledFault>,
-}
-
-/// `kind = "availability"`: how many replicas fail, and for how long the run goes.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AvailabilitySection {
-    /// Sweep: replicas that crash (distinct, drawn from the seed, at seed-drawn times
-    /// between `[workload] warmup_ms` and half the run) and stay down. Combinations
-    /// with more failures than replicas are left out of the sweep.
-    #[serde(default = "one_failure")]
-    pub failures: Sweep<u32>,
-    #[serde(default = "default_availability_ms")]
-    pub duration_ms: f64,
-    /// How often the run asks whether a majority-backed leader exists.
-    #[serde(default = "default_sample_ms")]
-    pub sample_ms: f64,
-}
-
-impl Default for AvailabilitySection {
-    fn default() -> Self {
-        AvailabilitySection {
-            failures: one_failure(),
-            duration_ms: default_availability_ms(),
-            sample_ms: default_sample_ms(),
-        }
-    }
-}
-
-fn one_failure() -> Sweep<u32> {
-    Sweep::one(1)
-}
-fn default_availability_ms() -> f64 {
-    10_000.0
-}
-fn default_sample_ms() -> f64 {
-    10.0
-}
-
-fn one_malicious() -> Sweep<u32> {
-    Sweep::one(1)
-}
-fn default_attack_from_ms() -> f64 {
-    1000.0
-}
-fn default_attack_until_ms() -> f64 {
-    3000.0
-}
-fn default_attack_after_ms() -> f64 {
-    3000.0
-}
-
-/// The experiment file as written.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExperimentFile {
     pub experiment: ExperimentSection,
     #[serde(default)]
@@ -888,15 +628,6 @@ pub struct ExperimentFile {
     pub workload: WorkloadSection,
     #[serde(default)]
     pub limits: LimitsSection,
-    #[serde(default)]
-    pub attack: AttackSection,
-    #[serde(default)]
-    pub availability: AvailabilitySection,
-    #[serde(default)]
-    pub reads: ReadsSection,
-    pub counterexample: Option<CounterexampleSection>,
-    #[serde(default)]
-    pub disruption: DisruptionSection,
 }
 
 /// A parsed, validated experiment with its source text (kept for provenance).
@@ -905,6 +636,66 @@ pub struct Experiment {
     pub path: PathBuf,
     pub source: String,
     pub file: ExperimentFile,
+    /// The kind's own sections once read (see [`Experiment::kind_sections`]).
+    kind_sections: KindSectionsCache,
+}
+
+/// The sections every experiment file may have; a kind adds its own
+/// ([`crate::kind::ExperimentKind::sections`]).
+pub const COMMON_SECTIONS: &[&str] =
+    &["experiment", "cluster", "network", "raft", "paxos", "pbft", "faults", "workload", "limits"];
+
+/// A kind's sections parsed once per run rather than once per trial. Shared by clones
+/// of the experiment (they have the same text).
+#[derive(Clone, Default)]
+struct KindSectionsCache(Arc<OnceLock<Arc<dyn Any + Send + Sync>>>);
+
+impl std::fmt::Debug for KindSectionsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "KindSectionsCache(read)" } else { "KindSectionsCache(unread)" })
+    }
+}
+
+/// What a kind asks of the cluster, network and workload sections, checked by
+/// [`Experiment::validate_cluster_run`]: the rules that differ between kinds, as data,
+/// so the checks themselves are written once.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterRules {
+    /// The smallest crash-fault cluster the kind can run, and why (a Byzantine one is
+    /// always n = 3f + 1 >= 4).
+    pub min_nodes: u32,
+    pub min_nodes_why: &'static str,
+    /// Whether the one-server baseline has anything for the kind to measure.
+    pub unreplicated: bool,
+    /// Every point needs at least one client.
+    pub needs_clients: bool,
+    /// The kind sweeps `[raft] read_mode` (every other kind reads through the log).
+    pub read_modes: bool,
+    pub faults: FaultsRule,
+}
+
+/// Whether a kind takes a `[faults]` section.
+#[derive(Clone, Copy, Debug)]
+pub enum FaultsRule {
+    Optional,
+    /// Required; the message says what it must hold.
+    Required(&'static str),
+    /// Refused; the message says where the kind's faults come from instead.
+    Refused(&'static str),
+}
+
+impl Default for ClusterRules {
+    /// A fault-free run of any cluster: one node, any protocol, no client needed.
+    fn default() -> ClusterRules {
+        ClusterRules {
+            min_nodes: 1,
+            min_nodes_why: "",
+            unreplicated: true,
+            needs_clients: false,
+            read_modes: false,
+            faults: FaultsRule::Optional,
+        }
+    }
 }
 
 /// One combination of the swept values.
@@ -925,25 +716,68 @@ pub struct Point {
     pub batch_delay_ms: f64,
     /// How Raft and Multi-Paxos serve reads.
     pub read_mode: ReadMode,
-    /// `kind = "reads"`: the faults injected and the clocks' skew bound.
-    pub fault_profile: FaultProfile,
-    pub clock_skew_ppm: u64,
-    /// `kind = "counterexample"`: the case.
-    pub case: Option<crate::case::Case>,
-    /// `kind = "attack"`: the attack and how many replicas run it.
-    pub attack: AttackSpec,
-    pub malicious: u32,
-    /// `kind = "availability"`: how many replicas fail.
-    pub failures: u32,
     /// Raft: PreVote on.
     pub pre_vote: bool,
-    /// `kind = "disruption"`: the scenario's name (empty elsewhere).
-    pub scenario: String,
+    /// The kind's own axes (the attack and its malicious count, the failures, ...), of
+    /// the kind's own type: set by its `points`, read back with [`Point::axes`].
+    #[serde(flatten)]
+    pub axes: Axes,
+}
+
+/// The axes a kind adds to the common ones, as a type of the kind's module. Any
+/// `Clone + Debug + PartialEq + Serialize` type is one; its serde fields are the
+/// kind's point columns of the same name.
+pub trait KindAxes: Any + Send + Sync + std::fmt::Debug {
+    /// The axes' values by column name.
+    fn columns(&self) -> serde_json::Map<String, serde_json::Value>;
+    fn same_as(&self, other: &dyn KindAxes) -> bool;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Any + Send + Sync + std::fmt::Debug + PartialEq + Serialize> KindAxes for T {
+    fn columns(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(columns)) => columns,
+            _ => serde_json::Map::new(),
+        }
+    }
+    fn same_as(&self, other: &dyn KindAxes) -> bool {
+        other.as_any().downcast_ref::<T>() == Some(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A point's kind axes, if its kind has any.
+#[derive(Clone, Debug, Default)]
+pub struct Axes(Option<Arc<dyn KindAxes>>);
+
+impl PartialEq for Axes {
+    fn eq(&self, other: &Axes) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => a.same_as(b.as_ref()),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Serialize for Axes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let columns = self.0.as_ref().map(|axes| axes.columns()).unwrap_or_default();
+        let mut map = serializer.serialize_map(Some(columns.len()))?;
+        for (column, value) in &columns {
+            map.serialize_entry(column, value)?;
+        }
+        map.end()
+    }
 }
 
 impl Point {
     /// A point with nothing swept set yet.
-    fn blank(mode: Mode, protocol: ProtocolName, nodes: u32) -> Point {
+    pub fn blank(mode: Mode, protocol: ProtocolName, nodes: u32) -> Point {
         Point {
             mode,
             protocol,
@@ -959,69 +793,28 @@ impl Point {
             value_bytes: 0,
             batch_delay_ms: 0.0,
             read_mode: ReadMode::Log,
-            fault_profile: FaultProfile::None,
-            clock_skew_ppm: 0,
-            case: None,
-            attack: AttackSpec::default(),
-            malicious: 0,
-            failures: 0,
             pre_vote: false,
-            scenario: String::new(),
+            axes: Axes::default(),
         }
     }
 
-    pub fn raft_config(&self, section: &RaftSection) -> RaftConfig {
-        let ns = |v: f64| (v * 1e6).round() as Nanos;
-        RaftConfig {
-            election_timeout_ns_min: ns(self.election_timeout_ms_min),
-            election_timeout_ns_max: ns(self.election_timeout_ms_max),
-            heartbeat_interval_ns: ns(self.heartbeat_ms),
-            max_entries_per_append: section.max_entries_per_append,
-            check_quorum: section.check_quorum,
-            batch_delay_ns: ns(self.batch_delay_ms),
-            read_mode: self.read_mode,
-            lease_drift_bound_ppm: *section.lease_drift_bound_ppm.get_ref(),
-            pre_vote: self.pre_vote,
-            snapshot_every_entries: section.snapshot_every_entries,
-            snapshot_every_bytes: section.snapshot_every_bytes,
-            snapshot_chunk_bytes: section.snapshot_chunk_bytes,
-            ablate: section.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
-        }
+    /// This point with the kind's axes `axes`.
+    pub fn with_axes<T: KindAxes>(self, axes: T) -> Point {
+        Point { axes: Axes(Some(Arc::new(axes))), ..self }
     }
+
+    /// The kind's axes, of the type its `points` set (`None` for a point of another
+    /// kind, or one made without them).
+    pub fn axes<T: KindAxes>(&self) -> Option<&T> {
+        self.axes.0.as_ref()?.as_any().downcast_ref::<T>()
+    }
+
     pub fn heartbeat_ns(&self) -> Nanos {
         (self.heartbeat_ms * 1e6).round() as Nanos
     }
     /// The lower end of the election (leader) timeout range.
     pub fn timeout_ns_min(&self) -> Nanos {
         (self.election_timeout_ms_min * 1e6).round() as Nanos
-    }
-    pub fn paxos_config(&self, raft: &RaftSection, paxos: &PaxosSection) -> PaxosConfig {
-        let ns = |v: f64| (v * 1e6).round() as Nanos;
-        PaxosConfig {
-            leader_timeout_ns_min: ns(self.election_timeout_ms_min),
-            leader_timeout_ns_max: ns(self.election_timeout_ms_max),
-            heartbeat_interval_ns: ns(self.heartbeat_ms),
-            window_slots: paxos.window_slots,
-            max_commands_per_slot: paxos.max_commands_per_slot,
-            max_values_per_message: raft.max_entries_per_append,
-            check_quorum: paxos.check_quorum,
-            batch_delay_ns: ns(self.batch_delay_ms),
-            read_mode: self.read_mode,
-            lease_drift_bound_ppm: *raft.lease_drift_bound_ppm.get_ref(),
-            checkpoint_every_slots: paxos.checkpoint_every_slots,
-            state_chunk_bytes: paxos.state_chunk_bytes,
-            ablate: paxos.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
-        }
-    }
-    pub fn pbft_config(&self, section: &PbftSection) -> PbftConfig {
-        let mut config = PbftConfig::with_keys(PBFT_KEY_SEED, self.nodes, self.clients.max(1) as u64);
-        config.view_change_timeout_ns = (section.view_change_timeout_ms * 1e6).round() as Nanos;
-        config.checkpoint_interval = section.checkpoint_interval;
-        config.log_window = section.log_window;
-        config.max_batch = section.max_batch;
-        config.batch_delay_ns = (self.batch_delay_ms * 1e6).round() as Nanos;
-        config.ablate = section.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default();
-        config
     }
     /// A simulated cluster of this point: its size and network, replicas starting at
     /// seed-drawn times within one minimum timeout (as real processes do).
@@ -1044,14 +837,7 @@ impl Point {
     }
 }
 
-/// Byte offset → 1-based (line, column), columns counted in characters.
-pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(source.len());
-    let before = &source[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
+pub use qlab_report::error::line_column;
 
 impl Experiment {
     pub fn load(path: &Path) -> Result<Experiment, LabError> {
@@ -1059,20 +845,25 @@ impl Experiment {
         Self::parse(path, source)
     }
 
-    /// Parse and validate a file whose kind is not checked against a registry (the
-    /// lab's built-in case files, tests); [`Experiment::parse_with_kinds`] checks it.
+    /// Parse a file whose kind is not checked against a registry (the lab's built-in
+    /// case files, tests) and validate its common sections with the default
+    /// [`ClusterRules`]; [`crate::registry::Registry::parse`] validates by the kind.
     pub fn parse(path: &Path, source: String) -> Result<Experiment, LabError> {
-        Self::parse_with_kinds(path, source, None)
+        let experiment = Self::parse_with_kinds(path, source, None)?;
+        experiment.check_sections(&[])?;
+        experiment.validate_cluster_run(&ClusterRules::default())?;
+        Ok(experiment)
     }
 
-    /// Parse and validate a file; with `kinds`, its `kind` must be one of them (the
-    /// registry's names), checked before anything else about the file.
+    /// Parse a file and check what holds for every kind (its name, trials, consent to
+    /// ablations); with `kinds`, its `kind` must be one of them (the registry's names),
+    /// checked before anything else about the file. The kind validates the rest.
     pub fn parse_with_kinds(path: &Path, source: String, kinds: Option<&[&str]>) -> Result<Experiment, LabError> {
         let file: ExperimentFile = toml::from_str(&source).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_column(&source, s.start));
             LabError::Config { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
         })?;
-        let experiment = Experiment { path: path.to_path_buf(), source, file };
+        let experiment = Experiment { path: path.to_path_buf(), source, file, kind_sections: Default::default() };
         if let Some(kinds) = kinds
             && !kinds.contains(&experiment.file.experiment.kind.as_str())
         {
@@ -1086,16 +877,59 @@ impl Experiment {
                 ),
             ));
         }
-        experiment.validate()?;
+        experiment.validate_file()?;
         Ok(experiment)
     }
 
-    fn error_at(&self, span: &Range<usize>, message: String) -> LabError {
+    /// The kind's own sections: `T` is the kind's struct of its top-level tables, each
+    /// `#[serde(default)]` or optional and `deny_unknown_fields` inside. Read from the
+    /// file's text (so a mistake in them is reported with its line and column) once per
+    /// run.
+    pub fn kind_sections<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Result<Arc<T>, LabError> {
+        if let Some(read) = self.kind_sections.0.get()
+            && let Ok(sections) = read.clone().downcast::<T>()
+        {
+            return Ok(sections);
+        }
+        let sections: Arc<T> = Arc::new(toml::from_str(&self.source).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| line_column(&self.source, s.start));
+            LabError::Config { path: self.path.clone(), line, column, message: e.message().trim().to_string() }
+        })?);
+        let _ = self.kind_sections.0.set(sections.clone());
+        Ok(sections)
+    }
+
+    /// Every top-level table is a common section or one of `kind_sections`: a typo or
+    /// another kind's section is an error at its line, listing the allowed ones.
+    pub fn check_sections(&self, kind_sections: &[&str]) -> Result<(), LabError> {
+        let table: toml::Table = toml::from_str(&self.source).map_err(|e| self.error_at(&(0..0), e.to_string()))?;
+        let allowed: Vec<&str> = COMMON_SECTIONS.iter().chain(kind_sections).copied().collect();
+        if let Some(unknown) = table.keys().find(|k| !allowed.contains(&k.as_str())) {
+            let listed: Vec<String> = allowed.iter().map(|s| format!("[{s}]")).collect();
+            return Err(self.error_at(
+                &self.section_span(unknown),
+                format!(
+                    "unknown section [{unknown}]: a file of kind = {:?} takes {}",
+                    self.file.experiment.kind.as_str(),
+                    listed.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// An error at `span` of the file's text, as `FILE:LINE:COLUMN: message`.
+    pub fn error_at(&self, span: &Range<usize>, message: String) -> LabError {
         let (line, column) = line_column(&self.source, span.start);
         LabError::Config { path: self.path.clone(), line, column, message }
     }
 
-    fn validate(&self) -> Result<(), LabError> {
+    /// An error the file as a whole has (a section it lacks), reported at 1:1.
+    pub fn error_at_top(&self, message: String) -> LabError {
+        LabError::Config { path: self.path.clone(), line: 1, column: 1, message }
+    }
+
+    fn validate_file(&self) -> Result<(), LabError> {
         let f = &self.file;
         let ablated = [
             ("[raft.ablate]", f.raft.ablate.as_ref().filter(|a| a.get_ref().any()).map(|a| a.span())),
@@ -1127,9 +961,14 @@ impl Experiment {
         if *f.experiment.trials.get_ref() == 0 {
             return Err(self.error_at(&f.experiment.trials.span(), "trials must be at least 1".into()));
         }
-        if f.experiment.kind == "counterexample" {
-            return self.validate_counterexample();
-        }
+        Ok(())
+    }
+
+    /// The cluster, network, timing, workload and fault sections of a kind that runs
+    /// clusters (every kind but counterexample, whose cases fix their own), by the
+    /// kind's `rules`.
+    pub fn validate_cluster_run(&self, rules: &ClusterRules) -> Result<(), LabError> {
+        let f = &self.file;
         match (&f.cluster.nodes, &f.cluster.f) {
             (Some(_), Some(fs)) => {
                 return Err(self.error_at(&fs.span, "give either `nodes` or `f`, not both".into()));
@@ -1157,7 +996,7 @@ impl Experiment {
         // The unreplicated baseline has no election, no leader to lose and no attack
         // surface: it measures throughput and latency, and that is all it is for.
         if let Some(protocol) = f.cluster.protocol.values.iter().find(|p| p.fault_model() == FaultModel::None)
-            && matches!(f.experiment.kind.as_str(), "election" | "disruption" | "reads" | "availability" | "attack")
+            && !rules.unreplicated
         {
             return Err(self.error_at(
                 &f.cluster.protocol.span,
@@ -1170,29 +1009,16 @@ impl Experiment {
             ));
         }
         for point in self.points() {
-            // The election experiment kills the leader: the rest must still be a majority.
-            let minimum = match (f.experiment.kind.as_str(), point.protocol.fault_model()) {
-                (_, FaultModel::Byzantine) => 4,
-                ("election" | "disruption", _) => 3,
-                ("attack", _) => 2,
-                _ => 1,
+            let (minimum, why) = match point.protocol.fault_model() {
+                FaultModel::Byzantine => (4, "(n = 3f + 1 with f >= 1)"),
+                _ => (rules.min_nodes, rules.min_nodes_why),
             };
             if point.nodes < minimum {
                 let span = f.cluster.nodes.as_ref().or(f.cluster.f.as_ref()).map(|s| s.span.clone()).unwrap_or(0..0);
-                let why = if point.protocol.fault_model() == FaultModel::Byzantine {
-                    "(n = 3f + 1 with f >= 1)"
-                } else {
-                    "in an election experiment (the leader is crashed and a majority must remain)"
-                };
+                let why = if why.is_empty() { String::new() } else { format!(" {why}") };
                 return Err(self.error_at(
                     &span,
-                    format!("{} needs at least {minimum} nodes {why}, got {}", point.protocol.name(), point.nodes),
-                ));
-            }
-            if point.protocol == ProtocolName::Pbft && f.experiment.kind == "election" && point.clients == 0 {
-                return Err(self.error_at(
-                    &f.workload.clients.span,
-                    "a PBFT view change is triggered by a request that does not execute: an election experiment with pbft needs clients >= 1".into(),
+                    format!("{} needs at least {minimum} nodes{why}, got {}", point.protocol.name(), point.nodes),
                 ));
             }
             if point.nodes > 64 {
@@ -1242,18 +1068,9 @@ impl Experiment {
         if f.network.reorder_delay_ms_max < 0.0 {
             return Err(self.error_at(&(0..0), "reorder_delay_ms_max must be >= 0".into()));
         }
-        if f.experiment.kind == "attack" {
-            self.validate_attack()?;
-        }
-        if f.experiment.kind == "availability" {
-            self.validate_availability()?;
-        }
-        if f.experiment.kind == "disruption" {
-            self.validate_disruption()?;
-        }
-        if f.experiment.kind == "reads" {
-            self.validate_reads()?;
-        } else if let Some(mode) = f.raft.read_mode.values.iter().find(|m| **m != ReadMode::Log) {
+        if !rules.read_modes
+            && let Some(mode) = f.raft.read_mode.values.iter().find(|m| **m != ReadMode::Log)
+        {
             return Err(self.error_at(
                 &f.raft.read_mode.span,
                 format!(
@@ -1263,47 +1080,19 @@ impl Experiment {
                 ),
             ));
         }
-        match (&f.faults, f.experiment.kind.as_str()) {
-            (Some(_), "availability") => {
-                return Err(self.error_at(
-                    &(0..0),
-                    "an availability experiment takes no [faults]: its faults are [availability] failures".into(),
-                ));
+        match (&f.faults, rules.faults) {
+            (Some(_), FaultsRule::Refused(why)) => {
+                return Err(self.error_at(&self.section_span("faults"), why.into()));
             }
-            (Some(_), "reads") => {
-                return Err(self.error_at(
-                    &self.section_span("faults"),
-                    "a reads experiment takes no [faults]: its faults are [reads] fault_profile".into(),
-                ));
-            }
-            (Some(_), "disruption") => {
-                return Err(self.error_at(
-                    &self.section_span("faults"),
-                    "a disruption experiment takes no [faults]: its faults are each [[disruption.scenario]]'s schedule"
-                        .into(),
-                ));
-            }
-            (Some(_), "attack") => {
-                return Err(
-                    self.error_at(&(0..0), "an attack experiment takes no [faults]: its fault is the attack".into())
-                );
-            }
-            (None, "election") => {
-                return Err(LabError::Config {
-                    path: self.path.clone(),
-                    line: 1,
-                    column: 1,
-                    message: "an election experiment needs [faults] with crash = { who = \"leader\", at = \"random-in-heartbeat\" }".into(),
-                });
-            }
+            (None, FaultsRule::Required(what)) => return Err(self.error_at_top(what.into())),
             (Some(faults), _) => self.validate_faults(faults)?,
             (None, _) => {}
         }
-        for (name, sweep) in [("clients", &f.workload.clients)] {
-            if matches!(f.experiment.kind.as_str(), "throughput" | "attack" | "disruption") && sweep.values.contains(&0)
-            {
-                return Err(self.error_at(&sweep.span, format!("{name} must be at least 1 in a throughput experiment")));
-            }
+        if rules.needs_clients && f.workload.clients.values.contains(&0) {
+            return Err(self.error_at(
+                &f.workload.clients.span,
+                format!("clients must be at least 1 in a {} experiment", f.experiment.kind.as_str()),
+            ));
         }
         if f.workload.value_bytes.values.iter().any(|v| *v > 1 << 20) {
             return Err(self.error_at(&f.workload.value_bytes.span, "value_bytes is at most 1048576".into()));
@@ -1356,282 +1145,9 @@ impl Experiment {
         Ok(())
     }
 
-    fn validate_attack(&self) -> Result<(), LabError> {
-        let f = &self.file;
-        let attack = &f.attack;
-        if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
-            return Err(self.error_at(
-                &f.experiment.mode.span,
-                "attack experiments run in the simulator for now: mode = \"sim\"".into(),
-            ));
-        }
-        for protocol in &f.cluster.protocol.values {
-            let (given, allowed) = attack.for_protocol(*protocol);
-            let Some(given) = given else {
-                return Err(self.error_at(
-                    &f.cluster.protocol.span,
-                    format!(
-                        "[attack] needs `{}` = [...], the attacks to run against it; allowed: {}",
-                        protocol.name(),
-                        allowed.join(", ")
-                    ),
-                ));
-            };
-            for spec in &given.values {
-                let problem = if !allowed.contains(&spec.name.as_str()) {
-                    Some(format!("unknown {} attack {:?}; allowed: {}", protocol.name(), spec.name, allowed.join(", ")))
-                } else if spec.name == "selective-drop" && spec.to.is_empty() {
-                    Some(
-                        "selective-drop needs `to`, the replicas to starve: { name = \"selective-drop\", to = [1] }"
-                            .into(),
-                    )
-                } else if spec.name != "selective-drop" && !spec.to.is_empty() {
-                    Some(format!("`to` applies to selective-drop only, not to {:?}", spec.name))
-                } else if spec.name == "delay" && !spec.delay_ms.is_some_and(|ms| ms > 0.0) {
-                    Some("delay needs `delay_ms` > 0: { name = \"delay\", delay_ms = 200 }".into())
-                } else if spec.name != "delay" && spec.delay_ms.is_some() {
-                    Some(format!("`delay_ms` applies to delay only, not to {:?}", spec.name))
-                } else {
-                    None
-                };
-                if let Some(problem) = problem {
-                    return Err(self.error_at(&given.span, problem));
-                }
-            }
-        }
-        if !(0.0 <= attack.from_ms && attack.from_ms < attack.until_ms && attack.after_ms > 0.0) {
-            return Err(self.error_at(
-                &(0..0),
-                format!(
-                    "[attack] needs 0 <= from_ms < until_ms and after_ms > 0, got {} / {} / {}",
-                    attack.from_ms, attack.until_ms, attack.after_ms
-                ),
-            ));
-        }
-        for point in self.points() {
-            if point.malicious == 0 || point.malicious >= point.nodes {
-                return Err(self.error_at(
-                    &attack.malicious.span,
-                    format!(
-                        "malicious must be between 1 and nodes - 1 ({} for {} nodes), got {}",
-                        point.nodes - 1,
-                        point.nodes,
-                        point.malicious
-                    ),
-                ));
-            }
-            if let Some(target) = point.attack.to.iter().find(|n| **n < point.malicious || **n >= point.nodes) {
-                let (protocol, _) = f.attack.for_protocol(point.protocol);
-                return Err(self.error_at(
-                    &protocol.map_or(0..0, |s| s.span.clone()),
-                    format!(
-                        "selective-drop to = {target}: the replicas it starves must be honest ones, {} to {} with {} \
-                         malicious of {} nodes",
-                        point.malicious,
-                        point.nodes - 1,
-                        point.malicious,
-                        point.nodes
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_disruption(&self) -> Result<(), LabError> {
-        let f = &self.file;
-        let d = &f.disruption;
-        if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
-            return Err(self.error_at(
-                &f.experiment.mode.span,
-                "disruption experiments run in the simulator: mode = \"sim\"".into(),
-            ));
-        }
-        if f.cluster.protocol.values.contains(&ProtocolName::Pbft) {
-            return Err(self.error_at(
-                &f.cluster.protocol.span,
-                "disruption scenarios are about leaders and terms: protocol is \"raft\" or \"multipaxos\"".into(),
-            ));
-        }
-        if d.scenario.is_empty() {
-            return Err(LabError::Config {
-                path: self.path.clone(),
-                line: 1,
-                column: 1,
-                message: "a disruption experiment needs at least one [[disruption.scenario]] with name = \"...\" and \
-                          schedule = [...] (the entries of a [faults] schedule)"
-                    .into(),
-            });
-        }
-        if !(d.bin_ms > 0.0 && d.bin_ms <= f.workload.duration_ms) {
-            return Err(self.error_at(
-                &self.section_span("disruption"),
-                format!("bin_ms must be in (0, duration_ms = {}], got {}", f.workload.duration_ms, d.bin_ms),
-            ));
-        }
-        let mut names = Vec::new();
-        for scenario in &d.scenario {
-            let name = &scenario.get_ref().name;
-            if name.is_empty() || names.contains(name) {
-                return Err(self.error_at(
-                    &scenario.span(),
-                    format!("each scenario needs a name of its own, got {name:?} (names so far: {})", names.join(", ")),
-                ));
-            }
-            names.push(name.clone());
-            self.validate_schedule(&scenario.get_ref().schedule, &scenario.span())?;
-            if let Some(late) = scenario.get_ref().schedule.iter().find(|e| e.at_ms() >= f.workload.duration_ms) {
-                return Err(self.error_at(
-                    &scenario.span(),
-                    format!(
-                        "scenario {name:?} has an entry at {} ms, at or after the run's end (duration_ms = {})",
-                        late.at_ms(),
-                        f.workload.duration_ms
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_availability(&self) -> Result<(), LabError> {
-        let f = &self.file;
-        let a = &f.availability;
-        if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
-            return Err(self.error_at(
-                &f.experiment.mode.span,
-                "availability experiments run in the simulator: mode = \"sim\"".into(),
-            ));
-        }
-        if f.cluster.protocol.values.contains(&ProtocolName::Pbft) {
-            return Err(self.error_at(
-                &f.cluster.protocol.span,
-                "availability counts a leader a majority follows, a crash-fault notion: protocol is \"raft\" or \"multipaxos\""
-                    .into(),
-            ));
-        }
-        if !(a.duration_ms > 0.0 && a.sample_ms > 0.0 && a.sample_ms <= a.duration_ms) {
-            return Err(self.error_at(
-                &(0..0),
-                format!("[availability] needs 0 < sample_ms <= duration_ms, got {} / {}", a.sample_ms, a.duration_ms),
-            ));
-        }
-        if self.points().is_empty() {
-            return Err(self.error_at(&a.failures.span, "every value of failures exceeds every cluster size".into()));
-        }
-        Ok(())
-    }
-
-    fn validate_counterexample(&self) -> Result<(), LabError> {
-        let f = &self.file;
-        if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
-            return Err(self.error_at(
-                &f.experiment.mode.span,
-                "counterexample experiments run in the simulator: mode = \"sim\"".into(),
-            ));
-        }
-        let Some(section) = &f.counterexample else {
-            return Err(LabError::Config {
-                path: self.path.clone(),
-                line: 1,
-                column: 1,
-                message: format!(
-                    "a counterexample experiment needs [counterexample] cases = [...], from {}",
-                    crate::case::Case::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
-                ),
-            });
-        };
-        if section.cases.values.is_empty() {
-            return Err(self.error_at(&section.cases.span, "cases is empty".into()));
-        }
-        for other in [
-            "cluster",
-            "network",
-            "raft",
-            "paxos",
-            "pbft",
-            "faults",
-            "workload",
-            "limits",
-            "attack",
-            "availability",
-            "reads",
-        ] {
-            if let Some((key, span)) = self.first_key_outside(other, &[]) {
-                return Err(self.error_at(
-                    &span,
-                    format!(
-                        "a counterexample experiment's cases fix their own clusters, timing and faults: [{other}] {key} \
-                         would be ignored (give only [experiment] and [counterexample])"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_reads(&self) -> Result<(), LabError> {
-        let f = &self.file;
-        if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
-            return Err(
-                self.error_at(&f.experiment.mode.span, "reads experiments run in the simulator: mode = \"sim\"".into())
-            );
-        }
-        if f.cluster.protocol.values.contains(&ProtocolName::Pbft) {
-            return Err(self.error_at(
-                &f.cluster.protocol.span,
-                "read modes are for the leader-based protocols (PBFT orders reads like writes): protocol is \"raft\" \
-                 or \"multipaxos\""
-                    .into(),
-            ));
-        }
-        // The chaos runs draw their own timing, network and operation mix from each
-        // seed; anything the file says about them would be silently ignored.
-        for (section, allowed) in [
-            ("network", &[][..]),
-            ("paxos", &[][..]),
-            ("raft", &["read_mode", "lease_drift_bound_ppm"][..]),
-            ("workload", &["clients"][..]),
-        ] {
-            if let Some((key, span)) = self.first_key_outside(section, allowed) {
-                return Err(self.error_at(
-                    &span,
-                    format!(
-                        "a reads experiment runs the chaos tests' trials, whose timing, network and operation mix \
-                         come from each seed: [{section}] {key} would be ignored (allowed in [{section}]: {})",
-                        if allowed.is_empty() { "nothing".to_string() } else { allowed.join(", ") }
-                    ),
-                ));
-            }
-        }
-        if f.workload.clients.values.contains(&0) {
-            return Err(self.error_at(&f.workload.clients.span, "clients must be at least 1".into()));
-        }
-        if f.workload.clients.values.iter().any(|c| *c < f.reads.readers) {
-            return Err(self.error_at(
-                &self.section_span("reads"),
-                format!("[reads] readers = {} exceeds the clients of some point", f.reads.readers),
-            ));
-        }
-        if let Some(skew) = f.reads.clock_skew_ppm.values.iter().find(|s| **s >= 1_000_000) {
-            return Err(self.error_at(
-                &f.reads.clock_skew_ppm.span,
-                format!("clock_skew_ppm must be below 1000000 (a clock rate must stay positive), got {skew}"),
-            ));
-        }
-        let bound = &f.raft.lease_drift_bound_ppm;
-        if *bound.get_ref() >= 1_000_000 {
-            return Err(self.error_at(
-                &bound.span(),
-                format!("lease_drift_bound_ppm must be below 1000000, got {}", bound.get_ref()),
-            ));
-        }
-        Ok(())
-    }
-
     /// The first key of `[section]` in the file's text that is not in `allowed`, with
     /// its position.
-    fn first_key_outside(&self, section: &str, allowed: &[&str]) -> Option<(String, Range<usize>)> {
+    pub fn first_key_outside(&self, section: &str, allowed: &[&str]) -> Option<(String, Range<usize>)> {
         let table: toml::Table = toml::from_str(&self.source).ok()?;
         let keys = table.get(section)?.as_table()?;
         let header = self.section_span(section);
@@ -1642,7 +1158,7 @@ impl Experiment {
     }
 
     /// Where `[section]` starts in the file's text (the whole file if it is not there).
-    fn section_span(&self, section: &str) -> Range<usize> {
+    pub fn section_span(&self, section: &str) -> Range<usize> {
         let header = format!("[{section}]");
         let start = self.source.lines().scan(0, |at, line| {
             let here = *at;
@@ -1657,24 +1173,13 @@ impl Experiment {
     }
 
     fn validate_faults(&self, faults: &FaultsSection) -> Result<(), LabError> {
-        let f = &self.file;
         let schedule_span = faults.schedule.span();
-        if f.experiment.kind == "election" && faults.crash.is_none() {
-            return Err(self.error_at(&(0..0), "an election experiment needs `crash` in [faults]".into()));
-        }
-        if f.experiment.kind == "election" && !faults.schedule.get_ref().is_empty() {
-            return Err(self.error_at(
-                &schedule_span,
-                "a fault schedule belongs to throughput experiments; an election experiment's fault is its crash"
-                    .into(),
-            ));
-        }
         self.validate_schedule(faults.schedule.get_ref(), &schedule_span)?;
         self.validate_lagging(faults)
     }
 
     /// The entries of one fault schedule: times, node ids, and what quic mode cannot do.
-    fn validate_schedule(&self, schedule: &[ScheduledFault], schedule_span: &Range<usize>) -> Result<(), LabError> {
+    pub fn validate_schedule(&self, schedule: &[ScheduledFault], schedule_span: &Range<usize>) -> Result<(), LabError> {
         let f = &self.file;
         let schedule_span = schedule_span.clone();
         let smallest = self.points().iter().map(|p| p.nodes).min().unwrap_or(0);
@@ -1766,32 +1271,12 @@ impl Experiment {
         *self.file.experiment.trials.get_ref()
     }
 
-    /// Every combination of swept values, in a fixed order (the order of the file's lists).
+    /// Every combination of the common sections' swept values, in a fixed order (the
+    /// order of the file's lists). A kind with axes of its own expands these further
+    /// ([`expand`]) in its [`crate::kind::ExperimentKind::points`].
     pub fn points(&self) -> Vec<Point> {
         let f = &self.file;
-        /// Each point times each value: the next axis of the cartesian product.
-        fn expand<T: Clone>(points: Vec<Point>, values: &[T], set: impl Fn(&mut Point, &T)) -> Vec<Point> {
-            let set = &set;
-            points
-                .into_iter()
-                .flat_map(|point| {
-                    values.iter().map(move |value| {
-                        let mut p = point.clone();
-                        set(&mut p, value);
-                        p
-                    })
-                })
-                .collect()
-        }
         let mut points = Vec::new();
-        if let ("counterexample", Some(section)) = (f.experiment.kind.as_str(), &f.counterexample) {
-            return section
-                .cases
-                .values
-                .iter()
-                .map(|case| Point { case: Some(*case), ..Point::blank(Mode::Sim, ProtocolName::Raft, 0) })
-                .collect();
-        }
         for mode in &f.experiment.mode.values {
             for protocol in &f.cluster.protocol.values {
                 let sizes: Vec<u32> = match (&f.cluster.nodes, &f.cluster.f) {
@@ -1846,526 +1331,21 @@ impl Experiment {
         let points = expand(points, &f.network.duplicate.values, |p, v| p.duplicate = *v);
         let points = expand(points, &f.network.reorder.values, |p, v| p.reorder = *v);
         let points = expand(points, &f.workload.clients.values, |p, v| p.clients = *v);
-        let points = expand(points, &f.workload.value_bytes.values, |p, v| p.value_bytes = *v);
-        if f.experiment.kind == "reads" {
-            let points = expand(points, &f.reads.fault_profile.values, |p, v| p.fault_profile = *v);
-            return expand(points, &f.reads.clock_skew_ppm.values, |p, v| p.clock_skew_ppm = *v);
-        }
-        if f.experiment.kind == "disruption" {
-            let names: Vec<String> = f.disruption.scenario.iter().map(|s| s.get_ref().name.clone()).collect();
-            return expand(points, &names, |p, v| p.scenario = v.clone());
-        }
-        if f.experiment.kind == "availability" {
-            // More failures than replicas is no cluster: those combinations are left out.
-            let points = expand(points, &f.availability.failures.values, |p, v| p.failures = *v);
-            return points.into_iter().filter(|p| p.failures <= p.nodes).collect();
-        }
-        if f.experiment.kind != "attack" {
-            return points;
-        }
-        // Each protocol against its own list of attacks, times the malicious counts (an
-        // attack that names its own count runs with that one only).
-        points
-            .into_iter()
-            .flat_map(|point| {
-                let specs = f.attack.for_protocol(point.protocol).0.map(|s| s.values.clone()).unwrap_or_default();
-                specs.into_iter().flat_map(move |attack| {
-                    let counts = attack.malicious.map_or_else(|| f.attack.malicious.values.clone(), |m| vec![m]);
-                    let point = point.clone();
-                    counts.into_iter().map(move |malicious| Point {
-                        attack: attack.clone(),
-                        malicious,
-                        ..point.clone()
-                    })
-                })
-            })
-            .collect()
-    }
-
-    pub fn total_trials(&self) -> u64 {
-        self.points().len() as u64 * self.trials()
+        expand(points, &f.workload.value_bytes.values, |p, v| p.value_bytes = *v)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-[experiment]
-name = "t"
-kind = "election"
-trials = 3
-
-[cluster]
-protocol = "raft"
-nodes = [3, 5]
-
-[raft]
-election_timeout_ms = [[150, 150], [150, 300]]
-
-[faults]
-crash = { who = "leader", at = "random-in-heartbeat" }
-"#;
-
-    fn parse(text: &str) -> Result<Experiment, LabError> {
-        Experiment::parse(Path::new("exp.toml"), text.to_string())
-    }
-
-    #[test]
-    fn lists_expand_to_the_cartesian_product() {
-        let e = parse(GOOD).unwrap();
-        let points = e.points();
-        assert_eq!(points.len(), 4);
-        assert_eq!(points[1].nodes, 3);
-        assert_eq!(points[1].election_timeout_ms_max, 300.0);
-        assert_eq!(points[1].heartbeat_ms, 75.0);
-        assert_eq!(e.total_trials(), 12);
-    }
-
-    #[test]
-    fn one_pair_is_one_range_not_two_values() {
-        let e = parse(&GOOD.replace("[[150, 150], [150, 300]]", "[150, 155]")).unwrap();
-        assert_eq!(e.points().len(), 2);
-        assert_eq!(e.points()[0].election_timeout_ms_max, 155.0);
-    }
-
-    fn error_of(text: &str) -> String {
-        parse(text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn unknown_field_names_line_column_and_allowed_fields() {
-        let e = error_of(&GOOD.replace("trials = 3", "trials = 3\ntrails = 4"));
-        assert!(e.starts_with("exp.toml:6:1:"), "{e}");
-        assert!(e.contains("unknown field `trails`") && e.contains("`trials`"), "{e}");
-    }
-
-    #[test]
-    fn unknown_protocol_lists_the_protocols() {
-        let e = error_of(&GOOD.replace("protocol = \"raft\"", "protocol = \"zab\""));
-        assert!(e.starts_with("exp.toml:8:12:"), "{e}");
-        assert!(e.contains("zab") && e.contains("raft") && e.contains("multipaxos"), "{e}");
-    }
-
-    #[test]
-    fn both_crash_fault_protocols_size_by_f_and_sweep_together() {
-        let text = GOOD
-            .replace("protocol = \"raft\"", "protocol = [\"raft\", \"multipaxos\"]")
-            .replace("nodes = [3, 5]", "f = [1, 2]");
-        let experiment = parse(&text).unwrap();
-        let sizes: Vec<(&str, u32)> = experiment.points().iter().map(|p| (p.protocol.name(), p.nodes)).collect();
-        for expected in [("raft", 3), ("raft", 5), ("multipaxos", 3), ("multipaxos", 5)] {
-            assert!(sizes.contains(&expected), "{sizes:?}");
-        }
-        let e = error_of(&GOOD.replace("[faults]", "[paxos]\nwindow_slots = 0\n\n[faults]"));
-        assert!(e.contains("window_slots"), "{e}");
-    }
-
-    /// The baseline tolerates no fault: `f` > 0 names where and why.
-    #[test]
-    fn the_baseline_refuses_f_above_zero() {
-        let text = GOOD
-            .replace("kind = \"election\"", "kind = \"throughput\"")
-            .replace("protocol = \"raft\"", "protocol = \"unreplicated\"")
-            .replace("nodes = [3, 5]", "f = [0, 1]");
-        let e = error_of(&text);
-        assert!(e.contains("unreplicated tolerates no fault: f = 0 (one node), got f = 1"), "{e}");
-        assert!(e.starts_with("exp.toml:"), "{e}");
-    }
-
-    #[test]
-    fn unknown_kind_lists_the_kinds() {
-        let text = GOOD.replace("kind = \"election\"", "kind = \"elections\"");
-        let kinds: &[&str] = &["election", "throughput"];
-        let e = Experiment::parse_with_kinds(Path::new("exp.toml"), text, Some(kinds)).unwrap_err().to_string();
-        assert!(e.starts_with("exp.toml:4:8:"), "{e}");
-        assert!(e.contains("unknown experiment kind `elections`, expected one of `election`, `throughput`"), "{e}");
-    }
-
-    #[test]
-    fn inverted_or_negative_timeout_range_is_refused() {
-        let e = error_of(&GOOD.replace("[[150, 150], [150, 300]]", "[[300, 150]]"));
-        assert!(e.starts_with("exp.toml:12:23:"), "{e}");
-        assert!(e.contains("0 < min <= max"), "{e}");
-        let e = error_of(&GOOD.replace("[[150, 150], [150, 300]]", "[-5, 10]"));
-        assert!(e.contains("0 < min <= max"), "{e}");
-    }
-
-    #[test]
-    fn too_small_cluster_is_refused() {
-        let e = error_of(&GOOD.replace("nodes = [3, 5]", "nodes = [2]"));
-        assert!(e.starts_with("exp.toml:9:9:"), "{e}");
-        assert!(e.contains("at least 3 nodes"), "{e}");
-    }
-
-    const THROUGHPUT: &str = r#"
-[experiment]
-name = "t"
-kind = "throughput"
-mode = ["sim", "quic"]
-trials = 1
-
-[cluster]
-protocol = "raft"
-nodes = [3, 5]
-
-[faults]
-schedule = [{ action = "crash", at_ms = 10, node = "leader" }, { action = "restart", at_ms = 20, node = 2 }]
-"#;
-
-    #[test]
-    fn restart_in_quic_mode_needs_disk_storage() {
-        let e = error_of(THROUGHPUT);
-        assert!(e.contains("storage = \"disk\""), "{e}");
-        let ok = THROUGHPUT.replace("nodes = [3, 5]", "nodes = [3, 5]\nstorage = \"disk\"");
-        assert_eq!(parse(&ok).unwrap().points().len(), 4, "2 modes x 2 sizes");
-    }
-
-    #[test]
-    fn namespaces_are_for_real_processes_only() {
-        let sim_only = THROUGHPUT
-            .replace("mode = [\"sim\", \"quic\"]", "mode = \"sim\"")
-            .replace("[faults]", "[network]\nnetem = true\n\n[faults]");
-        let e = error_of(&sim_only);
-        assert!(e.starts_with("exp.toml:5:8:") && e.contains("mode = \"quic\""), "{e}");
-    }
-
-    #[test]
-    fn schedule_nodes_must_exist_in_every_cluster() {
-        let e = error_of(
-            &THROUGHPUT
-                .replace("node = 2 }", "node = 4 }")
-                .replace("nodes = [3, 5]", "nodes = [3, 5]\nstorage = \"disk\""),
-        );
-        assert!(e.contains("node 4") && e.contains("0..2"), "{e}");
-        let e = error_of(&THROUGHPUT.replace("action = \"crash\"", "action = \"explode\""));
-        assert!(e.contains("explode") && e.contains("partition"), "{e}");
-    }
-
-    #[test]
-    fn an_election_experiment_needs_its_crash() {
-        let e = error_of(
-            &GOOD.replace("crash = { who = \"leader\", at = \"random-in-heartbeat\" }", "lagging_followers = 0"),
-        );
-        assert!(e.contains("needs `crash`"), "{e}");
-    }
-
-    #[test]
-    fn f_gives_2f_plus_1_raft_nodes() {
-        let e = parse(&GOOD.replace("nodes = [3, 5]", "f = [1, 2]")).unwrap();
-        let sizes: Vec<u32> = e.points().iter().map(|p| p.nodes).collect();
-        assert_eq!(sizes, vec![3, 3, 5, 5]);
-    }
-
-    const ATTACK: &str = r#"
-[experiment]
-name = "a"
-kind = "attack"
-trials = 2
-
-[cluster]
-protocol = ["raft", "pbft"]
-f = 1
-
-[attack]
-raft = ["double-vote", "forge-log"]
-pbft = "equivocate"
-malicious = [1, 2]
-
-[workload]
-clients = 2
-"#;
-
-    #[test]
-    fn attack_points_pair_each_protocol_with_its_own_attacks() {
-        let e = parse(ATTACK).unwrap();
-        let points: Vec<(String, u32, String, u32)> = e
-            .points()
-            .iter()
-            .map(|p| (p.protocol.name().to_string(), p.nodes, p.attack.label(), p.malicious))
-            .collect();
-        assert_eq!(
-            points,
-            [
-                ("raft".into(), 3, "double-vote".into(), 1),
-                ("raft".into(), 3, "double-vote".into(), 2),
-                ("raft".into(), 3, "forge-log".into(), 1),
-                ("raft".into(), 3, "forge-log".into(), 2),
-                ("pbft".into(), 4, "equivocate".into(), 1),
-                ("pbft".into(), 4, "equivocate".into(), 2),
-            ]
-        );
-    }
-
-    #[test]
-    fn an_unknown_attack_names_line_column_and_the_protocols_attacks() {
-        let e = error_of(&ATTACK.replace("\"forge-log\"", "\"forge-logs\""));
-        assert!(e.starts_with("exp.toml:12:8:"), "{e}");
-        assert!(e.contains("unknown raft attack \"forge-logs\"") && e.contains("lie-log-freshness"), "{e}");
-        let e = error_of(&ATTACK.replace("pbft = \"equivocate\"\n", ""));
-        assert!(e.contains("[attack] needs `pbft`") && e.contains("view-inflation"), "{e}");
-        let e = error_of(&ATTACK.replace("kind = \"attack\"", "kind = \"attack\"\nmode = \"quic\""));
-        assert!(e.contains("attack experiments run in the simulator"), "{e}");
-        let e = error_of(&ATTACK.replace("malicious = [1, 2]", "malicious = 3"));
-        assert!(e.contains("malicious must be between 1 and nodes - 1"), "{e}");
-    }
-
-    /// The annotated example of docs/experiments.md is a file `qlab` accepts, so the
-    /// documentation cannot drift from the parser; as a quic-mode file with an ablation it is refused
-    /// until it says allow_ablations.
-    #[test]
-    fn the_docs_example_parses_and_ablations_need_consent_in_real_mode() {
-        let page = include_str!("../../../docs/experiments.md");
-        let start = page.find("## Writing an experiment").expect("the section");
-        let block = &page[start..];
-        let block = &block[block.find("```toml\n").expect("a toml block") + 8..];
-        let example = &block[..block.find("```").expect("its end")];
-        let e = parse(example).unwrap_or_else(|e| panic!("the docs/experiments.md example: {e}"));
-        assert!(!e.points().is_empty());
-        let ablated = example.replace("vote_without_log_check = false", "vote_without_log_check = true");
-        let ablated = ablated.replace("mode = \"sim\"", "mode = \"quic\"");
-        let error = error_of(&ablated);
-        assert!(
-            error.contains("[raft.ablate] switches off a safety rule") && error.contains("allow_ablations"),
-            "{error}"
-        );
-        assert!(parse(&ablated.replace("allow_ablations = false", "allow_ablations = true")).is_ok());
-        let e = parse(&example.replace("skip_phase1_values = false", "skip_phase1_values = true")).unwrap();
-        assert!(e.points()[0].paxos_config(&e.file.raft, &e.file.paxos).ablate.skip_phase1_values);
-        let typo = error_of(&example.replace("skip_prev_log_check", "skip_prev_log"));
-        assert!(typo.contains("unknown field `skip_prev_log`") && typo.contains("skip_prev_log_check"), "{typo}");
-    }
-
-    const DISRUPTION: &str = r#"
-[experiment]
-name = "d"
-kind = "disruption"
-trials = 1
-
-[cluster]
-protocol = ["raft", "multipaxos"]
-nodes = 5
-
-[raft]
-pre_vote = [false, true]
-
-[workload]
-duration_ms = 2000
-
-[[disruption.scenario]]
-name = "rejoin"
-schedule = [
-    { action = "isolate", at_ms = 500, node = "follower" },
-    { action = "heal", at_ms = 1500 },
-]
-
-[[disruption.scenario]]
-name = "handover"
-schedule = [{ action = "transfer-leader", at_ms = 500, to = 1 }]
-"#;
-
-    #[test]
-    fn disruption_sweeps_scenarios_and_pre_vote_for_raft_only() {
-        let points: Vec<(ProtocolName, bool, String)> =
-            parse(DISRUPTION).unwrap().points().iter().map(|p| (p.protocol, p.pre_vote, p.scenario.clone())).collect();
-        let raft = ProtocolName::Raft;
-        let paxos = ProtocolName::Multipaxos;
-        assert_eq!(
-            points,
-            [
-                (raft, false, "rejoin".to_string()),
-                (raft, false, "handover".to_string()),
-                (raft, true, "rejoin".to_string()),
-                (raft, true, "handover".to_string()),
-                (paxos, false, "rejoin".to_string()),
-                (paxos, false, "handover".to_string()),
-            ]
-        );
-    }
-
-    #[test]
-    fn disruption_files_are_checked_with_line_and_column() {
-        let cases = [
-            (
-                DISRUPTION.replace("kind = \"disruption\"", "kind = \"disruption\"\nmode = \"quic\""),
-                "run in the simulator",
-            ),
-            (
-                DISRUPTION.replace("[\"raft\", \"multipaxos\"]", "\"pbft\"\nf = 1").replace("nodes = 5\n", ""),
-                "protocol is \"raft\"",
-            ),
-            (DISRUPTION.replace("name = \"handover\"", "name = \"rejoin\""), "a name of its own"),
-            (DISRUPTION.replace("to = 1", "to = \"leader\""), "not \"leader\""),
-            (DISRUPTION.replace("to = 1", "to = 7"), "the schedule names node 7"),
-            (DISRUPTION.replace("at_ms = 1500", "at_ms = 2500"), "at or after the run's end"),
-            (DISRUPTION.replace("node = \"follower\"", "node = \"someone\""), "\"follower\""),
-            (
-                DISRUPTION.replace(
-                    "[[disruption.scenario]]\nname = \"handover\"",
-                    "[faults]\n[[disruption.scenario]]\nname = \"handover\"",
-                ),
-                "takes no [faults]",
-            ),
-        ];
-        for (file, expected) in cases {
-            let e = error_of(&file);
-            assert!(e.starts_with("exp.toml:") && e.contains(expected), "{expected}: {e}");
-        }
-        let e = error_of(DISRUPTION.split("[[disruption.scenario]]").next().unwrap());
-        assert!(e.contains("needs at least one [[disruption.scenario]]"), "{e}");
-    }
-
-    #[test]
-    fn availability_sweeps_failures_up_to_the_cluster_size_in_the_simulator_only() {
-        let file = r#"
-[experiment]
-name = "a"
-kind = "availability"
-trials = 1
-
-[cluster]
-protocol = "raft"
-nodes = [2, 3]
-
-[availability]
-failures = [1, 3]
-"#;
-        let points: Vec<(u32, u32)> = parse(file).unwrap().points().iter().map(|p| (p.nodes, p.failures)).collect();
-        assert_eq!(points, [(2, 1), (3, 1), (3, 3)]);
-        let e = error_of(
-            &file.replace("protocol = \"raft\"", "protocol = \"pbft\"\nf = 1").replace("nodes = [2, 3]\n", ""),
-        );
-        assert!(e.contains("protocol is \"raft\" or \"multipaxos\""), "{e}");
-        let e = error_of(&file.replace("kind = \"availability\"", "kind = \"availability\"\nmode = \"quic\""));
-        assert!(e.contains("availability experiments run in the simulator"), "{e}");
-        let e = error_of(&file.replace("failures = [1, 3]", "failures = 4"));
-        assert!(e.contains("every value of failures exceeds every cluster size"), "{e}");
-        let e = error_of(&file.replace("failures = [1, 3]", "failures = [1]\nduration = 5"));
-        assert!(e.contains("unknown field `duration`") && e.contains("duration_ms"), "{e}");
-    }
-
-    #[test]
-    fn counterexample_files_name_cases_and_nothing_the_cases_fix_themselves() {
-        let file = r#"
-[experiment]
-name = "cx"
-kind = "counterexample"
-trials = 5
-
-[counterexample]
-cases = ["two-nodes", "fixed-timeout"]
-"#;
-        let e = parse(file).unwrap();
-        let cases: Vec<_> = e.points().iter().map(|p| p.case.unwrap().name()).collect();
-        assert_eq!(cases, ["two-nodes", "fixed-timeout"]);
-        let e = error_of(&file.replace("\"two-nodes\"", "\"three-nodes\""));
-        assert!(e.contains("unknown variant `three-nodes`") && e.contains("minority-leader-rollback"), "{e}");
-        assert!(e.starts_with("exp.toml:8:"), "{e}");
-        let e = error_of(
-            &file.replace("[counterexample]", "[cluster]\nprotocol = \"raft\"\nnodes = 3\n\n[counterexample]"),
-        );
-        assert!(e.contains("[cluster] nodes would be ignored") && e.starts_with("exp.toml:9:1:"), "{e}");
-        let e = error_of(&file.replace("[counterexample]\ncases = [\"two-nodes\", \"fixed-timeout\"]\n", ""));
-        assert!(e.contains("needs [counterexample] cases") && e.contains("six-vs-five"), "{e}");
-        let e = error_of(&file.replace("kind = \"counterexample\"", "kind = \"counterexample\"\nmode = \"quic\""));
-        assert!(e.contains("counterexample experiments run in the simulator"), "{e}");
-    }
-
-    #[test]
-    fn reads_sweep_modes_faults_and_skew_and_refuse_what_chaos_runs_ignore() {
-        let file = r#"
-[experiment]
-name = "r"
-kind = "reads"
-trials = 1
-
-[cluster]
-protocol = ["raft", "multipaxos"]
-nodes = 3
-
-[raft]
-read_mode = ["read-index", "lease"]
-lease_drift_bound_ppm = 20000
-
-[reads]
-fault_profile = ["none", "isolate-leader"]
-clock_skew_ppm = [0, 300000]
-readers = 1
-
-[workload]
-clients = 3
-"#;
-        let e = parse(file).unwrap();
-        assert_eq!(e.points().len(), 2 * 2 * 2 * 2);
-        let last = e.points().pop().unwrap();
-        assert_eq!(
-            (last.protocol, last.read_mode, last.fault_profile, last.clock_skew_ppm),
-            (ProtocolName::Multipaxos, ReadMode::Lease, FaultProfile::IsolateLeader, 300_000)
-        );
-        assert_eq!(last.raft_config(&e.file.raft).lease_drift_bound_ppm, 20_000);
-        let at = |e: &str, line: usize| assert!(e.contains(&format!("exp.toml:{line}:")), "{e}");
-        let e = error_of(&file.replace("\"lease\"]", "\"stale\"]"));
-        assert!(e.contains("unknown variant `stale`") && e.contains("follower-stale"), "{e}");
-        at(&e, 12);
-        let e = error_of(&file.replace("\"none\",", "\"sometimes\","));
-        assert!(e.contains("isolate-leader"), "{e}");
-        let e = error_of(&file.replace("[workload]\n", "[workload]\nthink_ms = 3\n"));
-        assert!(
-            e.contains("[workload] think_ms would be ignored") && e.contains("allowed in [workload]: clients"),
-            "{e}"
-        );
-        at(&e, 21);
-        let e = error_of(&file.replace("[reads]", "[network]\nloss = 0.1\n\n[reads]"));
-        assert!(e.contains("[network] loss would be ignored"), "{e}");
-        let e = error_of(&file.replace("readers = 1", "readers = 4"));
-        assert!(e.contains("readers = 4 exceeds the clients"), "{e}");
-        let e = error_of(&file.replace("[0, 300000]", "[0, 1000000]"));
-        assert!(e.contains("clock_skew_ppm must be below 1000000"), "{e}");
-        let e = error_of(&file.replace("\"multipaxos\"]", "\"pbft\"]").replace("nodes = 3", "nodes = 4"));
-        assert!(e.contains("PBFT orders reads like writes"), "{e}");
-        let e = error_of(&file.replace("kind = \"reads\"", "kind = \"throughput\""));
-        assert!(e.contains("read_mode \"read-index\" is for kind = \"reads\""), "{e}");
-        let e = error_of(&file.replace("[reads]", "[faults]\nschedule = []\n\n[reads]"));
-        assert!(e.contains("a reads experiment takes no [faults]"), "{e}");
-    }
-
-    #[test]
-    fn attacks_with_parameters_are_tables_and_label_their_rows() {
-        let file = ATTACK.replace(
-            "pbft = \"equivocate\"",
-            "pbft = [\"equivocate\", { name = \"equivocate\", malicious = 2 }, { name = \"selective-drop\", to = [3] },\n        \
-             { name = \"delay\", delay_ms = 250 }]",
-        );
-        let e = parse(&file).unwrap();
-        let pbft: Vec<(String, u32)> =
-            e.points().iter().filter(|p| p.nodes == 4).map(|p| (p.attack.label(), p.malicious)).collect();
-        assert_eq!(
-            pbft,
-            [
-                ("equivocate".into(), 1),
-                ("equivocate".into(), 2),
-                ("equivocate".into(), 2),
-                ("selective-drop(to=3)".into(), 1),
-                ("selective-drop(to=3)".into(), 2),
-                ("delay(250ms)".into(), 1),
-                ("delay(250ms)".into(), 2),
-            ]
-        );
-        let delay = e.points().into_iter().find(|p| p.attack.name == "delay").unwrap();
-        assert_eq!(delay.attack.params().delay_ns, qlab_core::ms(250));
-
-        let e = error_of(&file.replace("to = [3]", "to = []"));
-        assert!(e.starts_with("exp.toml:13:8:") && e.contains("selective-drop needs `to`"), "{e}");
-        let e = error_of(&file.replace("to = [3]", "to = [0]"));
-        assert!(e.contains("the replicas it starves must be honest ones, 1 to 3"), "{e}");
-        let e = error_of(&file.replace("delay_ms = 250", "delay_ms = 0"));
-        assert!(e.contains("delay needs `delay_ms` > 0"), "{e}");
-        let e = error_of(&file.replace("malicious = 2 }", "malicious = 2, delay_ms = 5 }"));
-        assert!(e.contains("`delay_ms` applies to delay only"), "{e}");
-        let e = error_of(&file.replace("malicious = 2 }", "malicous = 2 }"));
-        assert!(e.contains("unknown field `malicous`") && e.contains("malicious"), "{e}");
-        let e = error_of(&file.replace("\"equivocate\", {", "3, {"));
-        assert!(e.contains("an attack is a name"), "{e}");
-    }
+/// Each point times each value: the next axis of the cartesian product.
+pub fn expand<T: Clone>(points: Vec<Point>, values: &[T], set: impl Fn(&mut Point, &T)) -> Vec<Point> {
+    let set = &set;
+    points
+        .into_iter()
+        .flat_map(|point| {
+            values.iter().map(move |value| {
+                let mut p = point.clone();
+                set(&mut p, value);
+                p
+            })
+        })
+        .collect()
 }

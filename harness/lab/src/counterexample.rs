@@ -13,16 +13,18 @@
 //! [`crate::chaos::shrink`]) and prints the minimal schedule with the event trace up to
 //! the first violation.
 
+use crate::availability_trial::FailurePlan;
 pub use crate::case::Case;
 use crate::chaos::{ChaosConfig, ChaosOutcome, ChaosSchedule, run_protocol_chaos, run_protocol_chaos_with, shrink};
 use crate::compare::Aggregate;
-use crate::config::Experiment;
+use crate::config::{ClusterRules, Experiment, Mode, Point, ProtocolName, Sweep};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use qlab_check::linearizability::LinCheck;
 use qlab_check::{Invariant, Verdict};
 use qlab_core::reads::ReadMode;
 use qlab_core::{ClientId, NodeId, Op, Request, ms, nanos_to_ms};
 use qlab_raft::Raft;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// What one trial of a case found.
@@ -105,9 +107,12 @@ fn chaos_trial(case: Case, outcome: ChaosOutcome) -> CaseTrial {
 }
 
 /// A built-in experiment file for the cases that reuse the election and availability
-/// runners.
+/// runners, checked as any cluster run is (its kind's own checks are the case tests').
 fn builtin(text: &str) -> Experiment {
-    Experiment::parse(Path::new("<counterexample case>"), text.to_string()).expect("built-in case files are valid")
+    let experiment = Experiment::parse_with_kinds(Path::new("<counterexample case>"), text.to_string(), None)
+        .expect("built-in case files parse");
+    experiment.validate_cluster_run(&ClusterRules::default()).expect("built-in case files are valid");
+    experiment
 }
 
 fn election_case(case: Case, seed: u64, trace: bool) -> CaseTrial {
@@ -118,7 +123,7 @@ fn election_case(case: Case, seed: u64, trace: bool) -> CaseTrial {
          {timeout}\n\n[faults]\ncrash = {{ who = \"leader\", at = \"random-in-heartbeat\" }}\n\n[workload]\nclients = 0\n"
     ));
     let point = experiment.points().remove(0);
-    let outcome = crate::election::run_trial::<Raft>(&experiment, &point, seed, trace);
+    let outcome = crate::election_trial::run_trial::<Raft>(&experiment, &point, seed, trace);
     let showed = outcome.terms > 1;
     CaseTrial {
         showed,
@@ -137,11 +142,12 @@ fn election_case(case: Case, seed: u64, trace: bool) -> CaseTrial {
 fn available_after(nodes: u32, failures: u32, seed: u64) -> (f64, Verdict, Vec<String>) {
     let experiment = builtin(&format!(
         "[experiment]\nname = \"cx\"\nkind = \"availability\"\ntrials = 1\n\n[cluster]\nprotocol = \"raft\"\nnodes = \
-         {nodes}\n\n[network]\nlatency_ms = {{ dist = \"normal\", mean = 2.0, stddev = 0.5 }}\n\n[availability]\nfailures \
-         = {failures}\nduration_ms = 4000\n\n[workload]\nwarmup_ms = 500\n"
+         {nodes}\n\n[network]\nlatency_ms = {{ dist = \"normal\", mean = 2.0, stddev = 0.5 }}\n\n[workload]\nwarmup_ms = \
+         500\n"
     ));
     let point = experiment.points().remove(0);
-    let outcome = crate::availability::run_trial::<Raft>(&experiment, &point, seed);
+    let plan = FailurePlan { failures, duration_ms: 4000.0, sample_ms: 10.0 };
+    let outcome = crate::availability_trial::run_trial::<Raft>(&experiment, &point, seed, &plan);
     (outcome.available_after_failures, outcome.safety, outcome.violations)
 }
 
@@ -353,16 +359,95 @@ impl CaseRow {
     }
 }
 
+/// A counterexample point's own axis: its case.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CaseAxes {
+    pub case: Case,
+}
+
+/// The sections a counterexample file has of its own.
+#[derive(Debug, Default, Deserialize)]
+pub struct CounterexampleFile {
+    pub counterexample: Option<CounterexampleSection>,
+}
+
+/// `kind = "counterexample"`: which built-in cases to run (`trials` seeds each).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterexampleSection {
+    /// Sweep of case names (see `qlab_lab::counterexample::Case`).
+    pub cases: Sweep<crate::case::Case>,
+}
+
+/// A counterexample file: sim only, cases named, and nothing the cases fix themselves.
+fn validate_counterexample(experiment: &Experiment, section: Option<&CounterexampleSection>) -> crate::Result<()> {
+    let f = &experiment.file;
+    if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
+        return Err(experiment.error_at(
+            &f.experiment.mode.span,
+            "counterexample experiments run in the simulator: mode = \"sim\"".into(),
+        ));
+    }
+    let Some(section) = section else {
+        return Err(crate::LabError::Config {
+            path: experiment.path.clone(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "a counterexample experiment needs [counterexample] cases = [...], from {}",
+                crate::case::Case::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    };
+    if section.cases.values.is_empty() {
+        return Err(experiment.error_at(&section.cases.span, "cases is empty".into()));
+    }
+    for other in ["cluster", "network", "raft", "paxos", "pbft", "faults", "workload", "limits"] {
+        if let Some((key, span)) = experiment.first_key_outside(other, &[]) {
+            return Err(experiment.error_at(
+                &span,
+                format!(
+                    "a counterexample experiment's cases fix their own clusters, timing and faults: [{other}] {key} \
+                     would be ignored (give only [experiment] and [counterexample])"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A case's description, by the name its rows give (empty for a name this lab lacks).
+fn describe_case(name: &str) -> String {
+    name.parse::<Case>().map_or(String::new(), |case| case.description().to_string())
+}
+
 /// `kind = "counterexample"`.
 pub struct CounterexampleKind;
 
 fn case_of(trial: &Trial) -> Case {
-    trial.point.case.expect("a counterexample point names its case")
+    trial.point.axes::<CaseAxes>().expect("a counterexample point names its case").case
 }
 
 impl ExperimentKind for CounterexampleKind {
     fn name(&self) -> &'static str {
         "counterexample"
+    }
+    fn sections(&self) -> &'static [&'static str] {
+        &["counterexample"]
+    }
+    /// The cases fix their own clusters: the common sections are refused, not checked.
+    fn validate(&self, experiment: &Experiment) -> crate::Result<()> {
+        let file = experiment.kind_sections::<CounterexampleFile>()?;
+        validate_counterexample(experiment, file.counterexample.as_ref())
+    }
+    /// One point per case.
+    fn points(&self, experiment: &Experiment) -> Vec<Point> {
+        let Ok(file) = experiment.kind_sections::<CounterexampleFile>() else { return vec![] };
+        let cases = file.counterexample.as_ref().map(|s| s.cases.values.clone()).unwrap_or_default();
+        cases
+            .into_iter()
+            .map(|case| Point::blank(Mode::Sim, ProtocolName::Raft, 0).with_axes(CaseAxes { case }))
+            .collect()
     }
     fn trial_columns(&self) -> Vec<String> {
         crate::results::header_of::<CaseRow>()
@@ -374,7 +459,7 @@ impl ExperimentKind for CounterexampleKind {
         TrialRecord::new(&row, outcome.safety)
     }
     fn summarize(&self, run_dir: &Path, _experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
-        crate::plot::plot_counterexamples(run_dir)
+        Ok(crate::plot::plot_counterexamples(run_dir, &describe_case)?)
     }
     fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
         &[("showed", Aggregate::ShareTrue)]

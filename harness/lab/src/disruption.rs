@@ -14,7 +14,7 @@
 //! leader out without it and not with it (`experiments/rejoin-disruption.toml`).
 
 use crate::compare::Aggregate;
-use crate::config::{Experiment, Point, ScheduledFault};
+use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, Mode, Point, ScheduledFault, expand};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
@@ -22,6 +22,7 @@ use crate::trial::{cluster_with_leader, judge, run_sim_segment, workload_config}
 use crate::workload::Workload;
 use qlab_core::{Event, Nanos, NodeId};
 use qlab_sim::Sim;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// What one disruption trial measured.
@@ -48,13 +49,14 @@ pub struct DisruptionTrial {
 
 pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> DisruptionTrial {
     let file = &experiment.file;
+    let section = disruption_section(experiment).expect("[disruption] was read when the file was loaded");
     let ns = |ms: f64| (ms * 1e6).round() as Nanos;
-    let scenario = file
+    let scenario = section
         .disruption
         .scenario
         .iter()
         .map(|s| s.get_ref())
-        .find(|s| s.name == point.scenario)
+        .find(|s| s.name == scenario(point))
         .expect("points name only the file's scenarios");
     let mut schedule: Vec<(Nanos, ScheduledFault)> =
         scenario.schedule.iter().map(|f| (ns(f.at_ms()), f.clone())).collect();
@@ -98,7 +100,7 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
     let (safety, violations) = judge(&sim.observations, &workload, sim.now());
 
-    let bin = ns(file.disruption.bin_ms).max(1);
+    let bin = ns(section.disruption.bin_ms).max(1);
     let bins = (end - start).div_ceil(bin) as usize;
     let mut completions_per_bin = vec![0u64; bins];
     for t in &completions {
@@ -113,7 +115,7 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
         epochs_advanced,
         fault_from_ms: first_ns as f64 / 1e6,
         fault_until_ms: last_ns as f64 / 1e6,
-        timeline_bin_ms: file.disruption.bin_ms,
+        timeline_bin_ms: section.disruption.bin_ms,
         completions_per_bin,
         safety,
         violations,
@@ -177,14 +179,11 @@ impl DisruptionRow {
         seed: u64,
         outcome: &DisruptionTrial,
     ) -> Self {
-        let check_quorum = match point.protocol {
-            crate::config::ProtocolName::Multipaxos => experiment.file.paxos.check_quorum,
-            _ => experiment.file.raft.check_quorum,
-        };
+        let check_quorum = with_protocol!(point.protocol, P => P::check_quorum(&P::config(point, &experiment.file)));
         DisruptionRow {
             protocol: point.protocol.name(),
             nodes: point.nodes,
-            scenario: point.scenario.clone(),
+            scenario: scenario(point).to_string(),
             pre_vote: point.pre_vote,
             check_quorum,
             clients: point.clients,
@@ -207,12 +206,139 @@ impl DisruptionRow {
     }
 }
 
+/// A disruption point's own axis: its scenario, by name.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DisruptionAxes {
+    pub scenario: String,
+}
+
+/// The scenario a point of this kind runs.
+pub fn scenario(point: &Point) -> &str {
+    &point.axes::<DisruptionAxes>().expect("a disruption point names its scenario").scenario
+}
+
+/// The sections a disruption file has of its own.
+#[derive(Debug, Default, Deserialize)]
+pub struct DisruptionFile {
+    #[serde(default)]
+    pub disruption: DisruptionSection,
+}
+
+/// The file's `[disruption]`, read once per run.
+pub fn disruption_section(experiment: &Experiment) -> crate::Result<std::sync::Arc<DisruptionFile>> {
+    experiment.kind_sections::<DisruptionFile>()
+}
+
+/// `kind = "disruption"`: the scenarios, each a fault schedule run under the same load.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisruptionSection {
+    /// Width of one bin of the throughput timeline.
+    #[serde(default = "default_disruption_bin_ms")]
+    pub bin_ms: f64,
+    /// `[[disruption.scenario]]`: `name` and `schedule` (the entries of `[faults] schedule`).
+    #[serde(default)]
+    pub scenario: Vec<toml::Spanned<Scenario>>,
+}
+
+fn default_disruption_bin_ms() -> f64 {
+    100.0
+}
+
+/// One named fault schedule of a disruption experiment; times count from the clients' start.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub schedule: Vec<ScheduledFault>,
+}
+
+/// `[disruption]` beyond what every cluster run is checked for: sim only, leader-based
+/// protocols, named scenarios whose schedules are valid and end inside the run.
+fn validate_disruption(experiment: &Experiment, d: &DisruptionSection) -> crate::Result<()> {
+    let f = &experiment.file;
+    if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
+        return Err(experiment
+            .error_at(&f.experiment.mode.span, "disruption experiments run in the simulator: mode = \"sim\"".into()));
+    }
+    if f.cluster.protocol.values.iter().any(|p| p.fault_model() == FaultModel::Byzantine) {
+        return Err(experiment.error_at(
+            &f.cluster.protocol.span,
+            "disruption scenarios are about leaders and terms: protocol is \"raft\" or \"multipaxos\"".into(),
+        ));
+    }
+    if d.scenario.is_empty() {
+        return Err(crate::LabError::Config {
+            path: experiment.path.clone(),
+            line: 1,
+            column: 1,
+            message: "a disruption experiment needs at least one [[disruption.scenario]] with name = \"...\" and \
+                      schedule = [...] (the entries of a [faults] schedule)"
+                .into(),
+        });
+    }
+    if !(d.bin_ms > 0.0 && d.bin_ms <= f.workload.duration_ms) {
+        return Err(experiment.error_at(
+            &experiment.section_span("disruption"),
+            format!("bin_ms must be in (0, duration_ms = {}], got {}", f.workload.duration_ms, d.bin_ms),
+        ));
+    }
+    let mut names = Vec::new();
+    for scenario in &d.scenario {
+        let name = &scenario.get_ref().name;
+        if name.is_empty() || names.contains(name) {
+            return Err(experiment.error_at(
+                &scenario.span(),
+                format!("each scenario needs a name of its own, got {name:?} (names so far: {})", names.join(", ")),
+            ));
+        }
+        names.push(name.clone());
+        experiment.validate_schedule(&scenario.get_ref().schedule, &scenario.span())?;
+        if let Some(late) = scenario.get_ref().schedule.iter().find(|e| e.at_ms() >= f.workload.duration_ms) {
+            return Err(experiment.error_at(
+                &scenario.span(),
+                format!(
+                    "scenario {name:?} has an entry at {} ms, at or after the run's end (duration_ms = {})",
+                    late.at_ms(),
+                    f.workload.duration_ms
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `kind = "disruption"`.
 pub struct DisruptionKind;
 
 impl ExperimentKind for DisruptionKind {
     fn name(&self) -> &'static str {
         "disruption"
+    }
+    fn sections(&self) -> &'static [&'static str] {
+        &["disruption"]
+    }
+    fn cluster_rules(&self) -> ClusterRules {
+        ClusterRules {
+            min_nodes: 3,
+            min_nodes_why: "in a disruption experiment (a leader is disrupted and a majority must remain)",
+            unreplicated: false,
+            needs_clients: true,
+            read_modes: false,
+            faults: FaultsRule::Refused(
+                "a disruption experiment takes no [faults]: its faults are each [[disruption.scenario]]'s schedule",
+            ),
+        }
+    }
+    fn validate(&self, experiment: &Experiment) -> crate::Result<()> {
+        experiment.validate_cluster_run(&self.cluster_rules())?;
+        validate_disruption(experiment, &disruption_section(experiment)?.disruption)
+    }
+    /// The common points times the scenarios, by name.
+    fn points(&self, experiment: &Experiment) -> Vec<Point> {
+        let Ok(file) = disruption_section(experiment) else { return vec![] };
+        let names: Vec<String> = file.disruption.scenario.iter().map(|s| s.get_ref().name.clone()).collect();
+        expand(experiment.points(), &names, |p, v| *p = p.clone().with_axes(DisruptionAxes { scenario: v.clone() }))
     }
     fn trial_columns(&self) -> Vec<String> {
         crate::results::header_of::<DisruptionRow>()
@@ -224,7 +350,7 @@ impl ExperimentKind for DisruptionKind {
         TrialRecord::new(&row, outcome.safety)
     }
     fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
-        crate::plot::plot_disruption(run_dir, experiment_name)
+        Ok(crate::plot::plot_disruption(run_dir, experiment_name, crate::protocol_list::ProtocolName::NAMES)?)
     }
     fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
         &[("unavailable_ms", Aggregate::Median), ("elections", Aggregate::Mean)]
@@ -242,7 +368,7 @@ impl ExperimentKind for DisruptionKind {
             trial.seed,
             point.protocol.name(),
             point.nodes,
-            point.scenario,
+            scenario(point),
             point.pre_vote,
             o.ops_per_s,
             o.unavailable_ms,

@@ -16,6 +16,8 @@ pub enum LabError {
     #[error("drawing {}: {message}", path.display())]
     Plot { path: PathBuf, message: String },
     #[error(transparent)]
+    Report(#[from] qlab_report::ReportError),
+    #[error(transparent)]
     Cluster(#[from] qlab_net::cluster::ClusterError),
     #[error(transparent)]
     Net(#[from] qlab_net::runtime::NetError),

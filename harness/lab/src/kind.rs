@@ -8,12 +8,13 @@
 //! the CLI only ever call these methods through [`crate::registry::Registry`], so adding
 //! a kind is one module and one registry line (`docs/extending.md`).
 //!
-//! The file's sections and their validation are still in [`crate::config`], keyed by
-//! the kind's name; a kind that needs no section of its own (the test-only toy kind)
-//! needs nothing there.
+//! The file's common sections (cluster, network, protocols, workload, faults) and the
+//! checks written once for them are [`crate::config`]'s; a kind states what it asks of
+//! them as [`ClusterRules`], and owns its own sections (`[attack]`, `[reads]`, ...):
+//! their types, defaults, validation and the axes they add to the sweep.
 
 use crate::compare::Aggregate;
-use crate::config::{Experiment, Mode, Point};
+use crate::config::{ClusterRules, Experiment, Mode, Point};
 use crate::error::{LabError, Result};
 use qlab_check::Verdict;
 use serde::Serialize;
@@ -68,6 +69,31 @@ pub struct Replayed {
 pub trait ExperimentKind: Sync {
     /// The name files give as `kind = "..."` and `meta.json` records.
     fn name(&self) -> &'static str;
+
+    /// The top-level tables of the file this kind owns besides the common ones
+    /// ([`crate::config::COMMON_SECTIONS`]); any other table is an error. The kind reads
+    /// them with [`Experiment::kind_sections`].
+    fn sections(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// What the kind asks of the common sections.
+    fn cluster_rules(&self) -> ClusterRules {
+        ClusterRules::default()
+    }
+
+    /// Check the file beyond what every file is checked for: by default the common
+    /// sections by [`Self::cluster_rules`]; a kind with sections of its own checks
+    /// those after, reporting `FILE:LINE:COLUMN` with [`Experiment::error_at`].
+    fn validate(&self, experiment: &Experiment) -> Result<()> {
+        experiment.validate_cluster_run(&self.cluster_rules())
+    }
+
+    /// The points the file sweeps: the common axes ([`Experiment::points`]), times the
+    /// kind's own ([`crate::config::expand`]).
+    fn points(&self, experiment: &Experiment) -> Vec<Point> {
+        experiment.points()
+    }
 
     /// The `trials.csv` header: the row type's serde field names, point columns first,
     /// then `trial`, ..., with `safety` and `error` last. Usually

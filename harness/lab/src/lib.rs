@@ -21,26 +21,26 @@ pub mod protocol_list;
 
 pub mod attack;
 pub mod availability;
+pub mod availability_trial;
 pub mod case;
 pub mod chaos;
-pub mod compare;
 pub mod config;
 pub mod counterexample;
 pub mod disruption;
 pub mod election;
+pub mod election_trial;
 pub mod error;
-pub mod gallery;
 pub mod kind;
-pub mod plot;
 pub mod protocols;
 pub mod reads;
 pub mod real;
 pub mod registry;
-pub mod results;
 pub mod run;
-pub mod tables;
 pub mod throughput;
 pub mod trial;
 pub mod workload;
 
 pub use error::{LabError, Result};
+/// Results, figures, comparisons, the gallery and the docs' tables: `qlab-report`'s,
+/// under the paths the lab always gave them.
+pub use qlab_report::{compare, gallery, plot, results, tables};

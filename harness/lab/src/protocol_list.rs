@@ -47,6 +47,8 @@ macro_rules! protocol_list {
 
         impl ProtocolName {
             pub const ALL: &'static [ProtocolName] = &[$(ProtocolName::$variant),*];
+            /// The names, in the list's order (which also gives each its colour in figures).
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
 
             pub fn name(&self) -> &'static str {
                 match self {

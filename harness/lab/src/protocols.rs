@@ -1,15 +1,17 @@
 //! What the lab needs to know about each protocol beyond the [`Protocol`] trait: how an
-//! experiment point configures it, which client drives it, and the few hooks the
-//! election experiment's worst-case set-ups reach into. Adding a protocol to the lab
-//! means one impl here and a match arm in [`crate::run`] and [`crate::real::node_main`].
+//! experiment point configures it, which client drives it, the attacks its malicious
+//! replicas can run, and the few hooks the election experiment's worst-case set-ups
+//! reach into. Adding a protocol to the lab means its crate, one impl here and one line
+//! of [`crate::protocol_list`] (`docs/extending.md`).
 
 use crate::config::{ExperimentFile, Point};
+use qlab_core::adversary::{Adversary, AttackParams, GenericAttack};
 use qlab_core::leader_client::LeaderClient;
 use qlab_core::reads::ReadMode;
 use qlab_core::{Client, ClientId, Nanos, Protocol};
 use qlab_paxos::{Paxos, PaxosConfig, PaxosTimer};
 use qlab_pbft::{Pbft, PbftClient, PbftConfig};
-use qlab_raft::{Raft, RaftTimer};
+use qlab_raft::{Raft, RaftConfig, RaftTimer};
 use qlab_unreplicated::{Unreplicated, UnreplicatedConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,7 +29,17 @@ pub trait LabProtocol:
     /// The name experiment files and cluster files use.
     const NAME: &'static str;
 
+    /// What its malicious replicas run in an attack experiment (the protocol crate's
+    /// `attacks.rs`), and the names `[attack] <NAME> = [...]` may give; none for a
+    /// protocol with no attack surface.
+    type Attack: Adversary<Self> + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
+    const ATTACK_NAMES: &'static [&'static str] = &[];
+
     fn config(point: &Point, file: &ExperimentFile) -> Self::Config;
+    /// The attack called `name` (one of [`Self::ATTACK_NAMES`]) with its parameters.
+    fn attack(_name: &str, _params: &AttackParams) -> Option<Self::Attack> {
+        None
+    }
     /// A client of replicas configured by `config` that gives up on a silent replica
     /// after `retry_timeout_ns`.
     fn client(config: &Self::Config, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> Self::Client;
@@ -37,6 +49,11 @@ pub trait LabProtocol:
     /// The leader's heartbeat timer (what `sync_heartbeats_before_crash` fires early);
     /// `None` for a protocol without heartbeats.
     fn heartbeat_timer() -> Option<Self::Timer>;
+    /// Whether a leader that loses touch with a majority steps down (the `check_quorum`
+    /// column); false for a protocol without leases or leaders to step down.
+    fn check_quorum(_config: &Self::Config) -> bool {
+        false
+    }
     /// Leadership changes (elections, ballots) between two epochs, for the `terms` column.
     fn elections_between(old_epoch: u64, new_epoch: u64) -> u64 {
         new_epoch.saturating_sub(old_epoch)
@@ -64,9 +81,31 @@ fn leader_client(read_mode: ReadMode, id: ClientId, nodes: u32, retry_timeout_ns
 impl LabProtocol for Raft {
     type Client = LeaderClient;
     const NAME: &'static str = "raft";
+    type Attack = qlab_raft::attacks::RaftAttack;
+    const ATTACK_NAMES: &'static [&'static str] = qlab_raft::attacks::RaftAttack::NAMES;
 
+    fn attack(name: &str, params: &AttackParams) -> Option<Self::Attack> {
+        qlab_raft::attacks::RaftAttack::from_name(name, params)
+    }
+
+    /// The point's timing and batching; `[raft]`'s knobs.
     fn config(point: &Point, file: &ExperimentFile) -> Self::Config {
-        point.raft_config(&file.raft)
+        let ns = |v: f64| (v * 1e6).round() as Nanos;
+        RaftConfig {
+            election_timeout_ns_min: ns(point.election_timeout_ms_min),
+            election_timeout_ns_max: ns(point.election_timeout_ms_max),
+            heartbeat_interval_ns: ns(point.heartbeat_ms),
+            max_entries_per_append: file.raft.max_entries_per_append,
+            check_quorum: file.raft.check_quorum,
+            batch_delay_ns: ns(point.batch_delay_ms),
+            read_mode: point.read_mode,
+            lease_drift_bound_ppm: *file.raft.lease_drift_bound_ppm.get_ref(),
+            pre_vote: point.pre_vote,
+            snapshot_every_entries: file.raft.snapshot_every_entries,
+            snapshot_every_bytes: file.raft.snapshot_every_bytes,
+            snapshot_chunk_bytes: file.raft.snapshot_chunk_bytes,
+            ablate: file.raft.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
+        }
     }
     fn client(config: &Self::Config, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
         leader_client(config.read_mode, id, nodes, retry_timeout_ns)
@@ -77,14 +116,40 @@ impl LabProtocol for Raft {
     fn heartbeat_timer() -> Option<RaftTimer> {
         Some(RaftTimer::Heartbeat)
     }
+    fn check_quorum(config: &qlab_raft::RaftConfig) -> bool {
+        config.check_quorum
+    }
 }
 
 impl LabProtocol for Paxos {
     type Client = LeaderClient;
     const NAME: &'static str = "multipaxos";
+    type Attack = qlab_paxos::attacks::PaxosAttack;
+    const ATTACK_NAMES: &'static [&'static str] = qlab_paxos::attacks::PaxosAttack::NAMES;
 
+    fn attack(name: &str, params: &AttackParams) -> Option<Self::Attack> {
+        qlab_paxos::attacks::PaxosAttack::from_name(name, params)
+    }
+
+    /// The same timing and batching as Raft (`[raft]`'s election timeout, heartbeat,
+    /// batch delay and entries per message), and `[paxos]`'s own knobs.
     fn config(point: &Point, file: &ExperimentFile) -> PaxosConfig {
-        point.paxos_config(&file.raft, &file.paxos)
+        let ns = |v: f64| (v * 1e6).round() as Nanos;
+        PaxosConfig {
+            leader_timeout_ns_min: ns(point.election_timeout_ms_min),
+            leader_timeout_ns_max: ns(point.election_timeout_ms_max),
+            heartbeat_interval_ns: ns(point.heartbeat_ms),
+            window_slots: file.paxos.window_slots,
+            max_commands_per_slot: file.paxos.max_commands_per_slot,
+            max_values_per_message: file.raft.max_entries_per_append,
+            check_quorum: file.paxos.check_quorum,
+            batch_delay_ns: ns(point.batch_delay_ms),
+            read_mode: point.read_mode,
+            lease_drift_bound_ppm: *file.raft.lease_drift_bound_ppm.get_ref(),
+            checkpoint_every_slots: file.paxos.checkpoint_every_slots,
+            state_chunk_bytes: file.paxos.state_chunk_bytes,
+            ablate: file.paxos.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
+        }
     }
     fn client(config: &PaxosConfig, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
         leader_client(config.read_mode, id, nodes, retry_timeout_ns)
@@ -95,20 +160,40 @@ impl LabProtocol for Paxos {
     fn heartbeat_timer() -> Option<PaxosTimer> {
         Some(PaxosTimer::Heartbeat)
     }
+    fn check_quorum(config: &PaxosConfig) -> bool {
+        config.check_quorum
+    }
     fn elections_between(old_epoch: u64, new_epoch: u64) -> u64 {
         let round = |epoch: u64| epoch / qlab_paxos::MAX_NODES as u64;
         round(new_epoch).saturating_sub(round(old_epoch))
     }
 }
 
-pub use crate::config::PBFT_KEY_SEED;
+/// The seed PBFT keys are derived from in experiments: keys are made fresh for each
+/// cluster in a real deployment; a benchmark only needs every replica and client to
+/// hold its own.
+pub const PBFT_KEY_SEED: u64 = 0x9bf7;
 
 impl LabProtocol for Pbft {
     type Client = PbftClient;
     const NAME: &'static str = "pbft";
+    type Attack = qlab_pbft::attacks::PbftAttack;
+    const ATTACK_NAMES: &'static [&'static str] = qlab_pbft::attacks::PbftAttack::NAMES;
 
+    fn attack(name: &str, params: &AttackParams) -> Option<Self::Attack> {
+        qlab_pbft::attacks::PbftAttack::from_name(name, params)
+    }
+
+    /// Keys for the point's replicas and clients, `[pbft]`'s knobs, `[raft]`'s batch delay.
     fn config(point: &Point, file: &ExperimentFile) -> PbftConfig {
-        point.pbft_config(&file.pbft)
+        let mut config = PbftConfig::with_keys(PBFT_KEY_SEED, point.nodes, point.clients.max(1) as u64);
+        config.view_change_timeout_ns = (file.pbft.view_change_timeout_ms * 1e6).round() as Nanos;
+        config.checkpoint_interval = file.pbft.checkpoint_interval;
+        config.log_window = file.pbft.log_window;
+        config.max_batch = file.pbft.max_batch;
+        config.batch_delay_ns = (point.batch_delay_ms * 1e6).round() as Nanos;
+        config.ablate = file.pbft.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default();
+        config
     }
     fn client(_config: &PbftConfig, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> PbftClient {
         let mut client = PbftClient::new(id, nodes, qlab_pbft::client_secret(PBFT_KEY_SEED, id.0));
@@ -147,6 +232,8 @@ where
 {
     type Client = P::Client;
     const NAME: &'static str = P::NAME;
+    /// Attacks compose no further: an attack experiment wraps the honest protocol once.
+    type Attack = GenericAttack;
 
     fn config(point: &Point, file: &ExperimentFile) -> Self::Config {
         qlab_core::adversary::FaultyConfig::honest(P::config(point, file))
@@ -159,6 +246,9 @@ where
     }
     fn heartbeat_timer() -> Option<Self::Timer> {
         P::heartbeat_timer()
+    }
+    fn check_quorum(config: &Self::Config) -> bool {
+        P::check_quorum(&config.honest)
     }
     fn elections_between(old_epoch: u64, new_epoch: u64) -> u64 {
         P::elections_between(old_epoch, new_epoch)
@@ -175,6 +265,8 @@ where
 impl LabProtocol for Unreplicated {
     type Client = LeaderClient;
     const NAME: &'static str = "unreplicated";
+    /// No attack surface worth the name: one server either serves or does not.
+    type Attack = GenericAttack;
 
     fn config(_point: &Point, _file: &ExperimentFile) -> UnreplicatedConfig {
         UnreplicatedConfig::default()

@@ -15,12 +15,13 @@
 
 use crate::chaos::{ChaosConfig, ChaosOutcome, FaultKinds, run_protocol_chaos};
 use crate::compare::Aggregate;
-use crate::config::{Experiment, FaultProfile, Point};
+use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, Mode, Point, Sweep, expand};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::results::cell;
 use crate::results::quantile;
 use qlab_check::linearizability::LinCheck;
 use qlab_core::nanos_to_ms;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// What one reads trial found.
@@ -67,10 +68,10 @@ pub fn chaos_config(experiment: &Experiment, point: &Point, trace: bool) -> Chao
     let file = &experiment.file;
     ChaosConfig {
         clients: point.clients,
-        readers: file.reads.readers,
-        faults: point.fault_profile.kinds(),
+        readers: reads_section(experiment).expect("[reads] was read when the file was loaded").reads.readers,
+        faults: axes(point).fault_profile.kinds(),
         read_mode: point.read_mode,
-        clock_skew_ppm: point.clock_skew_ppm,
+        clock_skew_ppm: axes(point).clock_skew_ppm,
         lease_drift_bound_ppm: *file.raft.lease_drift_bound_ppm.get_ref(),
         trace,
         ..ChaosConfig::new(point.nodes)
@@ -170,11 +171,11 @@ impl ReadsRow {
             protocol: point.protocol.name(),
             nodes: point.nodes,
             read_mode: point.read_mode.name(),
-            fault_profile: point.fault_profile.name(),
-            clock_skew_ppm: point.clock_skew_ppm,
+            fault_profile: axes(point).fault_profile.name(),
+            clock_skew_ppm: axes(point).clock_skew_ppm,
             lease_drift_bound_ppm: experiment.file.raft.lease_drift_bound_ppm.get_ref().to_string(),
             clients: point.clients,
-            readers: experiment.file.reads.readers.to_string(),
+            readers: reads_section(experiment).map_or_else(|_| String::new(), |file| file.reads.readers.to_string()),
             trial,
             point: point_index,
             seed,
@@ -194,12 +195,181 @@ impl ReadsRow {
     }
 }
 
+/// `kind = "reads"`: the faults each chaos run injects (besides the seed-drawn loss,
+/// duplication and reordering every profile has).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultProfile {
+    /// No crash and no partition.
+    None,
+    /// Crashes, restarts, random partitions and one-way cuts: the chaos tests' mix.
+    All,
+    Crashes,
+    /// Random partitions and one-way cuts.
+    Partitions,
+    /// Partitions that cut the current leader off alone (and one-way cuts).
+    IsolateLeader,
+}
+
+impl FaultProfile {
+    pub const NAMES: &'static [&'static str] = &["none", "all", "crashes", "partitions", "isolate-leader"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultProfile::None => "none",
+            FaultProfile::All => "all",
+            FaultProfile::Crashes => "crashes",
+            FaultProfile::Partitions => "partitions",
+            FaultProfile::IsolateLeader => "isolate-leader",
+        }
+    }
+}
+
+/// A reads point's own axes: the faults injected and the clocks' skew bound.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReadsAxes {
+    pub fault_profile: FaultProfile,
+    pub clock_skew_ppm: u64,
+}
+
+/// The reads axes of a point of this kind.
+pub fn axes(point: &Point) -> &ReadsAxes {
+    point.axes::<ReadsAxes>().expect("a reads point carries its fault profile and clock skew")
+}
+
+/// The sections a reads file has of its own.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadsFile {
+    #[serde(default)]
+    pub reads: ReadsSection,
+}
+
+/// The file's `[reads]`, read once per run.
+pub fn reads_section(experiment: &Experiment) -> crate::Result<std::sync::Arc<ReadsFile>> {
+    experiment.kind_sections::<ReadsFile>()
+}
+
+/// `kind = "reads"`: what the chaos runs inject and who reads.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadsSection {
+    /// Sweep: `"none"`, `"all"`, `"crashes"`, `"partitions"`, `"isolate-leader"`.
+    #[serde(default = "all_faults")]
+    pub fault_profile: Sweep<FaultProfile>,
+    /// Sweep: each replica's clock runs at a seed-drawn rate within `1 ± ppm / 10⁶`.
+    #[serde(default = "no_skew")]
+    pub clock_skew_ppm: Sweep<u64>,
+    /// Of the `[workload] clients`, how many only read.
+    #[serde(default = "default_readers")]
+    pub readers: u32,
+}
+
+impl Default for ReadsSection {
+    fn default() -> Self {
+        ReadsSection { fault_profile: all_faults(), clock_skew_ppm: no_skew(), readers: default_readers() }
+    }
+}
+
+fn all_faults() -> Sweep<FaultProfile> {
+    Sweep::one(FaultProfile::All)
+}
+fn no_skew() -> Sweep<u64> {
+    Sweep::one(0)
+}
+fn default_readers() -> u32 {
+    2
+}
+
+/// `[reads]` and what a chaos run would ignore, beyond what every cluster run is
+/// checked for.
+fn validate_reads(experiment: &Experiment, reads: &ReadsSection) -> crate::Result<()> {
+    let f = &experiment.file;
+    if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
+        return Err(experiment
+            .error_at(&f.experiment.mode.span, "reads experiments run in the simulator: mode = \"sim\"".into()));
+    }
+    if f.cluster.protocol.values.iter().any(|p| p.fault_model() == FaultModel::Byzantine) {
+        return Err(experiment.error_at(
+            &f.cluster.protocol.span,
+            "read modes are for the leader-based protocols (PBFT orders reads like writes): protocol is \"raft\" \
+             or \"multipaxos\""
+                .into(),
+        ));
+    }
+    // The chaos runs draw their own timing, network and operation mix from each
+    // seed; anything the file says about them would be silently ignored.
+    for (section, allowed) in [
+        ("network", &[][..]),
+        ("paxos", &[][..]),
+        ("raft", &["read_mode", "lease_drift_bound_ppm"][..]),
+        ("workload", &["clients"][..]),
+    ] {
+        if let Some((key, span)) = experiment.first_key_outside(section, allowed) {
+            return Err(experiment.error_at(
+                &span,
+                format!(
+                    "a reads experiment runs the chaos tests' trials, whose timing, network and operation mix \
+                     come from each seed: [{section}] {key} would be ignored (allowed in [{section}]: {})",
+                    if allowed.is_empty() { "nothing".to_string() } else { allowed.join(", ") }
+                ),
+            ));
+        }
+    }
+    if f.workload.clients.values.contains(&0) {
+        return Err(experiment.error_at(&f.workload.clients.span, "clients must be at least 1".into()));
+    }
+    if f.workload.clients.values.iter().any(|c| *c < reads.readers) {
+        return Err(experiment.error_at(
+            &experiment.section_span("reads"),
+            format!("[reads] readers = {} exceeds the clients of some point", reads.readers),
+        ));
+    }
+    if let Some(skew) = reads.clock_skew_ppm.values.iter().find(|s| **s >= 1_000_000) {
+        return Err(experiment.error_at(
+            &reads.clock_skew_ppm.span,
+            format!("clock_skew_ppm must be below 1000000 (a clock rate must stay positive), got {skew}"),
+        ));
+    }
+    let bound = &f.raft.lease_drift_bound_ppm;
+    if *bound.get_ref() >= 1_000_000 {
+        return Err(experiment
+            .error_at(&bound.span(), format!("lease_drift_bound_ppm must be below 1000000, got {}", bound.get_ref())));
+    }
+    Ok(())
+}
+
 /// `kind = "reads"`.
 pub struct ReadsKind;
 
 impl ExperimentKind for ReadsKind {
     fn name(&self) -> &'static str {
         "reads"
+    }
+    fn sections(&self) -> &'static [&'static str] {
+        &["reads"]
+    }
+    fn cluster_rules(&self) -> ClusterRules {
+        ClusterRules {
+            unreplicated: false,
+            read_modes: true,
+            faults: FaultsRule::Refused("a reads experiment takes no [faults]: its faults are [reads] fault_profile"),
+            ..ClusterRules::default()
+        }
+    }
+    fn validate(&self, experiment: &Experiment) -> crate::Result<()> {
+        experiment.validate_cluster_run(&self.cluster_rules())?;
+        validate_reads(experiment, &reads_section(experiment)?.reads)
+    }
+    /// The common points times the fault profiles and the clock skews.
+    fn points(&self, experiment: &Experiment) -> Vec<Point> {
+        let Ok(file) = reads_section(experiment) else { return vec![] };
+        let profiles = &file.reads.fault_profile.values;
+        let points = expand(experiment.points(), profiles, |p, v| {
+            *p = p.clone().with_axes(ReadsAxes { fault_profile: *v, clock_skew_ppm: 0 })
+        });
+        expand(points, &file.reads.clock_skew_ppm.values, |p, v| {
+            *p = p.clone().with_axes(ReadsAxes { clock_skew_ppm: *v, ..axes(p).clone() })
+        })
     }
     fn trial_columns(&self) -> Vec<String> {
         crate::results::header_of::<ReadsRow>()
@@ -212,7 +382,7 @@ impl ExperimentKind for ReadsKind {
         TrialRecord::new(&row, outcome.safety)
     }
     fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
-        crate::plot::plot_reads(run_dir, experiment_name)
+        Ok(crate::plot::plot_reads(run_dir, experiment_name)?)
     }
     fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
         &[("read_latency_ms_p50", Aggregate::Median), ("msgs_per_op", Aggregate::Median)]
@@ -246,8 +416,8 @@ impl ExperimentKind for ReadsKind {
             point.protocol.name(),
             point.nodes,
             point.read_mode.name(),
-            point.fault_profile.name(),
-            point.clock_skew_ppm,
+            axes(point).fault_profile.name(),
+            axes(point).clock_skew_ppm,
             o.reads,
             o.writes,
             o.linearizable,

@@ -66,8 +66,16 @@ impl Registry {
     /// Load and validate an experiment file whose kind must be one of these.
     pub fn load(&self, path: &Path) -> Result<(Experiment, &'static dyn ExperimentKind)> {
         let source = std::fs::read_to_string(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+        self.parse(path, source)
+    }
+
+    /// Parse `source` (named `path` in errors) and validate it: what every file needs,
+    /// then its sections against its kind's, then the kind's own checks.
+    pub fn parse(&self, path: &Path, source: String) -> Result<(Experiment, &'static dyn ExperimentKind)> {
         let experiment = Experiment::parse_with_kinds(path, source, Some(&self.names()))?;
         let kind = self.kind(experiment.file.experiment.kind.as_str(), path)?;
+        experiment.check_sections(kind.sections())?;
+        kind.validate(&experiment)?;
         Ok((experiment, kind))
     }
 

@@ -134,7 +134,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     let toml_path = run_dir.join(EXPERIMENT_TOML);
     std::fs::write(&toml_path, header + &experiment.source).map_err(io_error(&toml_path))?;
 
-    let points = experiment.points();
+    let points = kind.points(&experiment);
     let trials_per_point = experiment.trials();
     let total = points.len() as u64 * trials_per_point;
     let (git_commit, git_dirty) = results::git_state();
@@ -231,7 +231,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     });
     progress.finish_and_clear();
     if let Some(e) = write_error {
-        return Err(e);
+        return Err(e.into());
     }
     let figures = kind.summarize(&run_dir, experiment.name())?;
     let wall_seconds = clock.elapsed().as_secs_f64();
@@ -284,7 +284,7 @@ pub struct Replay {
 pub fn replay(run_dir: &Path, trial: u64, kinds: &Registry) -> Result<Replay> {
     let meta = results::read_meta(run_dir)?;
     let (experiment, kind) = kinds.load(&run_dir.join(EXPERIMENT_TOML))?;
-    let points = experiment.points();
+    let points = kind.points(&experiment);
     let total = points.len() as u64 * experiment.trials();
     if trial >= total {
         return Err(LabError::Usage(format!(

@@ -10,7 +10,7 @@
 //! time per node is measured too.
 
 use crate::compare::Aggregate;
-use crate::config::{Experiment, Mode, Point};
+use crate::config::{ClusterRules, Experiment, Mode, Point};
 use crate::kind::{ExperimentKind, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
@@ -441,6 +441,10 @@ impl ExperimentKind for ThroughputKind {
     fn name(&self) -> &'static str {
         "throughput"
     }
+    /// Any cluster, the one-server baseline included, under load.
+    fn cluster_rules(&self) -> ClusterRules {
+        ClusterRules { needs_clients: true, ..ClusterRules::default() }
+    }
     fn trial_columns(&self) -> Vec<String> {
         crate::results::header_of::<ThroughputRow>()
     }
@@ -463,7 +467,7 @@ impl ExperimentKind for ThroughputKind {
         }
     }
     fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
-        crate::plot::plot_throughput(run_dir, experiment_name)
+        Ok(crate::plot::plot_throughput(run_dir, experiment_name)?)
     }
     fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
         &[("ops_per_s", Aggregate::Mean), ("latency_ms_p99", Aggregate::Mean)]

@@ -173,3 +173,22 @@ fn the_detector_sees_circles() {
     graph.get_mut("c").unwrap().clear();
     assert!(find_circle(&graph).is_none());
 }
+
+/// The lab's kinds do not import each other: what two kinds share is a module of its
+/// own (`trial.rs`, `election_trial.rs`, `availability_trial.rs`, `chaos.rs`), so a kind
+/// can be changed, or removed with its registry line, without touching another.
+#[test]
+fn no_kind_imports_another() {
+    let src = workspace_root().join("harness/lab/src");
+    let graph = graph_of(&src);
+    let kinds = qlab_lab::registry::Registry::builtin().names();
+    assert!(kinds.len() >= 7, "{kinds:?}");
+    for kind in &kinds {
+        let imports = graph.get(*kind).unwrap_or_else(|| panic!("kind {kind} is the module {kind}.rs"));
+        for other in &kinds {
+            if let Some(at) = imports.get(*other) {
+                panic!("the {kind} kind imports the {other} kind (at {at})");
+            }
+        }
+    }
+}

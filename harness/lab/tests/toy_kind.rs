@@ -11,6 +11,7 @@
 use qlab_check::{Verdict, check_observations};
 use qlab_core::{Event, NodeId, majority, nanos_to_ms};
 use qlab_lab::compare::Aggregate;
+use qlab_lab::config::{Experiment, Point, Sweep, expand};
 use qlab_lab::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use qlab_lab::plot::{CdfFigure, Series, write_cdf};
 use qlab_lab::protocols::LabProtocol;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 struct FirstLeaderRow {
     protocol: &'static str,
     nodes: u32,
+    limit_ms: u64,
     trial: u64,
     point: usize,
     seed: u64,
@@ -40,7 +42,43 @@ struct FirstLeader {
     trace: Vec<String>,
 }
 
+/// The toy kind's own section, `[first-leader]`: the kind's type, read with
+/// `Experiment::kind_sections` and checked by the kind, no line in `config.rs`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct FirstLeaderFile {
+    #[serde(default, rename = "first-leader")]
+    first_leader: FirstLeaderSection,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FirstLeaderSection {
+    /// Sweep: give up (and record NaN) after this long without a leader.
+    #[serde(default = "default_limit_ms")]
+    limit_ms: Sweep<u64>,
+}
+
+impl Default for FirstLeaderSection {
+    fn default() -> Self {
+        FirstLeaderSection { limit_ms: default_limit_ms() }
+    }
+}
+
+fn default_limit_ms() -> Sweep<u64> {
+    Sweep::one(LIMIT_MS)
+}
+
 const LIMIT_MS: u64 = 10_000;
+
+/// The toy kind's own axis, beside the common ones: no field of `Point`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+struct FirstLeaderAxes {
+    limit_ms: u64,
+}
+
+fn limit_ms(trial: &Trial) -> u64 {
+    trial.point.axes::<FirstLeaderAxes>().expect("set by points").limit_ms
+}
 
 fn first_leader<P: LabProtocol>(trial: &Trial, trace: bool) -> FirstLeader {
     let (point, file) = (trial.point, &trial.experiment.file);
@@ -50,7 +88,7 @@ fn first_leader<P: LabProtocol>(trial: &Trial, trace: bool) -> FirstLeader {
     }
     let mut followers: Vec<Option<(u64, NodeId)>> = vec![None; point.nodes as usize];
     let mut found = f64::NAN;
-    for ms in 1..=LIMIT_MS {
+    for ms in 1..=limit_ms(trial) {
         sim.run_to(qlab_core::ms(ms));
         for observation in &sim.observations {
             if let Event::LeaderKnown { epoch, leader } = observation.event {
@@ -84,6 +122,24 @@ impl ExperimentKind for FirstLeaderKind {
     fn name(&self) -> &'static str {
         "first-leader"
     }
+    fn sections(&self) -> &'static [&'static str] {
+        &["first-leader"]
+    }
+    fn validate(&self, experiment: &Experiment) -> qlab_lab::Result<()> {
+        experiment.validate_cluster_run(&self.cluster_rules())?;
+        let file = experiment.kind_sections::<FirstLeaderFile>()?;
+        let limit = &file.first_leader.limit_ms;
+        if limit.values.contains(&0) {
+            return Err(experiment.error_at(&limit.span, "limit_ms must be at least 1".into()));
+        }
+        Ok(())
+    }
+    fn points(&self, experiment: &Experiment) -> Vec<Point> {
+        let Ok(file) = experiment.kind_sections::<FirstLeaderFile>() else { return vec![] };
+        expand(experiment.points(), &file.first_leader.limit_ms.values, |p, v| {
+            *p = p.clone().with_axes(FirstLeaderAxes { limit_ms: *v })
+        })
+    }
     fn trial_columns(&self) -> Vec<String> {
         header_of::<FirstLeaderRow>()
     }
@@ -92,6 +148,7 @@ impl ExperimentKind for FirstLeaderKind {
         let row = FirstLeaderRow {
             protocol: trial.point.protocol.name(),
             nodes: trial.point.nodes,
+            limit_ms: limit_ms(trial),
             trial: trial.trial,
             point: trial.point_index,
             seed: trial.seed,
@@ -120,7 +177,7 @@ impl ExperimentKind for FirstLeaderKind {
             log_x: false,
             series,
         };
-        write_cdf(run_dir, "first_leader_cdf", &figure)
+        Ok(write_cdf(run_dir, "first_leader_cdf", &figure)?)
     }
     fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
         &[("first_leader_ms", Aggregate::Median)]
@@ -150,6 +207,9 @@ seed = 7
 [cluster]
 protocol = ["raft", "multipaxos", "pbft"]
 nodes = [4, 7]
+
+[first-leader]
+limit_ms = [5000, 10000]
 "#;
 
 fn kinds() -> Registry {
@@ -164,11 +224,14 @@ fn a_kind_added_by_one_module_and_one_registry_line_runs_end_to_end() {
     let out = dir.path().join("run");
     let options = RunOptions { out: Some(out.clone()), jobs: Some(2), kinds: kinds(), ..RunOptions::default() };
     let report = run_experiment(&path, &options).unwrap();
-    assert_eq!((report.trials, report.unsafe_trials, report.failed_trials), (24, 0, 0));
+    assert_eq!((report.trials, report.unsafe_trials, report.failed_trials), (48, 0, 0));
 
     let trials = Table::read(&out.join("trials.csv")).unwrap();
     assert_eq!(trials.columns, header_of::<FirstLeaderRow>(), "the row type is the header");
-    assert_eq!(trials.rows.len(), 24);
+    assert_eq!(trials.rows.len(), 48);
+    let limits: std::collections::BTreeSet<&str> =
+        trials.rows.iter().filter_map(|r| trials.get(r, "limit_ms")).collect();
+    assert_eq!(limits.into_iter().collect::<Vec<_>>(), ["10000", "5000"], "the kind's own axis is a point column");
     for row in &trials.rows {
         let ms = trials.number(row, "first_leader_ms").expect("every fault-free trial finds a leader");
         assert!(ms > 0.0 && ms < LIMIT_MS as f64, "{row:?}");
@@ -198,7 +261,7 @@ fn a_kind_added_by_one_module_and_one_registry_line_runs_end_to_end() {
     let compared = dir.path().join("compare");
     let metrics = kinds();
     let comparison = qlab_lab::compare::compare(&out, &out, &compared, &|n| metrics.compare_metrics(n)).unwrap();
-    assert_eq!(comparison.rows.len(), 6);
+    assert_eq!(comparison.rows.len(), 12, "one row per point");
     let ratio = comparison.columns.iter().position(|c| c == "ratio_b_over_a").unwrap();
     assert!(comparison.rows.iter().all(|r| r[ratio] == "1.000"), "{:?}", comparison.rows);
 }
@@ -217,4 +280,23 @@ fn a_kind_the_registry_lacks_is_refused_with_the_kinds_it_has() {
     assert!(error.contains("unknown experiment kind `first-leader`"), "{error}");
     assert!(error.contains("`election`") && error.contains("`disruption`"), "{error}");
     assert!(!out.exists(), "nothing written");
+}
+
+/// The kind's section is checked by the kind, with line and column; a typo in it and a
+/// section no kind of this file owns are refused the same way.
+#[test]
+fn the_toy_kinds_own_section_is_read_and_checked_by_the_kind() {
+    let parse = |text: &str| {
+        kinds().parse(Path::new("first-leader.toml"), text.to_string()).map(|_| ()).unwrap_err().to_string()
+    };
+    let error = parse(&FILE.replace("limit_ms = [5000, 10000]", "limit_ms = [5000, 0]"));
+    assert!(error.starts_with("first-leader.toml:13:12: limit_ms must be at least 1"), "{error}");
+    let error = parse(&FILE.replace("limit_ms = [5000, 10000]", "limit = 10"));
+    assert!(error.starts_with("first-leader.toml:13:1:") && error.contains("unknown field `limit`"), "{error}");
+    let error = parse(&FILE.replace("[first-leader]", "[first-leaders]"));
+    assert!(error.contains("unknown section [first-leaders]") && error.contains("[first-leader]"), "{error}");
+    let (experiment, _) =
+        kinds().parse(Path::new("f.toml"), FILE.replace("limit_ms = [5000, 10000]", "limit_ms = 77")).unwrap();
+    let file = experiment.kind_sections::<FirstLeaderFile>().unwrap();
+    assert_eq!(file.first_leader.limit_ms.values, [77]);
 }

@@ -10,7 +10,7 @@
 //! this many trials. Points only one run has are listed with the other side empty.
 //! `figures/compare_ratios` draws every ratio with its interval against the line at 1.
 
-use crate::error::{LabError, Result};
+use crate::error::{ReportError, Result};
 use crate::plot::{RatioFigure, RatioRow, write_ratios};
 use crate::results::{self, Meta, TRIALS_CSV, Table, fmt_metric, mean, quantile};
 use rand::{RngExt, SeedableRng};
@@ -92,7 +92,7 @@ fn bootstrap_ratio(a: &[f64], b: &[f64], aggregate: Aggregate, rng: &mut ChaCha8
 pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path, metrics_of: MetricsOf) -> Result<Comparison> {
     let (meta_a, meta_b) = (results::read_meta(a_dir)?, results::read_meta(b_dir)?);
     if meta_a.kind != meta_b.kind {
-        return Err(LabError::Usage(format!(
+        return Err(ReportError::Usage(format!(
             "{} is a {} run and {} a {} run: compare runs of the same experiment",
             a_dir.display(),
             meta_a.kind,
@@ -101,7 +101,7 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path, metrics_of: MetricsOf
         )));
     }
     let Some(metrics) = metrics_of(&meta_a.kind) else {
-        return Err(LabError::Usage(format!("{}: unknown experiment kind {:?}", a_dir.display(), meta_a.kind)));
+        return Err(ReportError::Usage(format!("{}: unknown experiment kind {:?}", a_dir.display(), meta_a.kind)));
     };
     let (ta, tb) = (Table::read(&a_dir.join(TRIALS_CSV))?, Table::read(&b_dir.join(TRIALS_CSV))?);
     let key_columns: Vec<&str> = ta.point_columns().into_iter().filter(|c| tb.column(c).is_some()).collect();
@@ -166,16 +166,16 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path, metrics_of: MetricsOf
             }
         }
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| LabError::Io { path: out_dir.to_path_buf(), source: e })?;
+    std::fs::create_dir_all(out_dir).map_err(|e| ReportError::Io { path: out_dir.to_path_buf(), source: e })?;
     let path = out_dir.join("compare.csv");
-    let file = std::fs::File::create(&path).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let file = std::fs::File::create(&path).map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
-    let csv_err = |e| LabError::Csv { path: path.clone(), source: e };
+    let csv_err = |e| ReportError::Csv { path: path.clone(), source: e };
     writer.write_record(&columns).map_err(csv_err)?;
     for row in &rows {
         writer.write_record(row).map_err(csv_err)?;
     }
-    writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    writer.flush().map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
     let provenance = |m: &Meta, dir: &Path| {
         format!(
             "{}: {} at {}{} on {} ({} cpus)",
@@ -189,7 +189,7 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path, metrics_of: MetricsOf
     };
     let note = format!("A = {}\nB = {}\n", provenance(&meta_a, a_dir), provenance(&meta_b, b_dir));
     let note_path = out_dir.join("compare.txt");
-    std::fs::write(&note_path, &note).map_err(|e| LabError::Io { path: note_path, source: e })?;
+    std::fs::write(&note_path, &note).map_err(|e| ReportError::Io { path: note_path, source: e })?;
     let figures = if figure_rows.is_empty() {
         Vec::new()
     } else {

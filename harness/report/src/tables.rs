@@ -12,8 +12,18 @@
 //! (a signed term of a sum: "+ 2.03", "− 2.15"). A template
 //! that names a missing column, a group with no row for a column, or a group whose rows
 //! disagree on what a column shows is an error naming the table: a table never guesses.
+//!
+//! A column may instead name several rows of its group, each by its own filter
+//! (`picks`), to set them side by side: `{raft.ops_per_s}`, and a ratio of two cells as
+//! `{paxos.ops_per_s/raft.ops_per_s:.2}` (in any template).
+//!
+//! A table whose rows are not one CSV's groups (the README's which-protocol-when table:
+//! one row per protocol, each cell from a different experiment) gives its `heads` (and
+//! `align`), its `cells` row by row, and named `sources`, each one CSV row picked by a
+//! filter that must match exactly one; a cell's placeholders are then
+//! `{source.column...}`, and the prose around them is the listing's.
 
-use crate::error::{LabError, Result};
+use crate::error::{ReportError, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,13 +44,29 @@ struct TableSpec {
     /// The Markdown file holding the block, relative to the root.
     doc: String,
     /// The CSV the numbers come from, relative to the root.
-    csv: String,
+    csv: Option<String>,
     /// Only CSV rows with these cells take part.
     #[serde(default)]
     filter: BTreeMap<String, String>,
     /// Key columns: one table row per distinct combination.
-    rows: Vec<String>,
-    columns: Vec<ColumnSpec>,
+    rows: Option<Vec<String>>,
+    columns: Option<Vec<ColumnSpec>>,
+    /// Or: the column heads, the cells row by row, and the CSV rows they name.
+    heads: Option<Vec<String>>,
+    /// Each head's alignment (all left if not given).
+    #[serde(default)]
+    align: Vec<Align>,
+    cells: Option<Vec<Vec<String>>>,
+    #[serde(default)]
+    sources: BTreeMap<String, SourceSpec>,
+}
+
+/// One CSV row, by a filter that must pick exactly one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceSpec {
+    csv: String,
+    filter: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +82,10 @@ struct ColumnSpec {
     /// What to show when the group has no such row (a point the experiment does not
     /// run); without it a missing row is an error.
     missing: Option<String>,
+    /// Or several of the group's rows by name, each by its own filter (one row each),
+    /// for a cell that sets them side by side: `{name.column}`, `{a.x/b.x:.2}`.
+    #[serde(default)]
+    picks: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
@@ -75,16 +105,16 @@ struct Csv {
 impl Csv {
     fn read(path: &Path) -> Result<Csv> {
         let mut reader = csv::Reader::from_path(path)
-            .map_err(|e| LabError::Usage(format!("{}: cannot read: {e}", path.display())))?;
+            .map_err(|e| ReportError::Usage(format!("{}: cannot read: {e}", path.display())))?;
         let header = reader
             .headers()
-            .map_err(|e| LabError::Usage(format!("{}: {e}", path.display())))?
+            .map_err(|e| ReportError::Usage(format!("{}: {e}", path.display())))?
             .iter()
             .map(str::to_string)
             .collect();
         let mut records = Vec::new();
         for record in reader.records() {
-            let record = record.map_err(|e| LabError::Usage(format!("{}: {e}", path.display())))?;
+            let record = record.map_err(|e| ReportError::Usage(format!("{}: {e}", path.display())))?;
             records.push(record.iter().map(str::to_string).collect());
         }
         Ok(Csv { header, records })
@@ -104,8 +134,8 @@ impl Csv {
         Ok(true)
     }
 
-    fn no_column(&self, column: &str) -> LabError {
-        LabError::Usage(format!("no column `{column}` (the CSV has: {})", self.header.join(", ")))
+    fn no_column(&self, column: &str) -> ReportError {
+        ReportError::Usage(format!("no column `{column}` (the CSV has: {})", self.header.join(", ")))
     }
 }
 
@@ -130,6 +160,17 @@ fn grouped(value: f64, decimals: usize) -> String {
 
 /// Fill `template`'s placeholders from `record`.
 fn render(template: &str, csv: &Csv, record: &[String]) -> std::result::Result<String, String> {
+    render_with(template, &|column| {
+        let index = csv.column(column).ok_or_else(|| csv.no_column(column).to_string())?;
+        Ok(record[index].clone())
+    })
+}
+
+/// Fill `template`'s placeholders with the cells `lookup` gives for their names.
+fn render_with(
+    template: &str,
+    lookup: &dyn Fn(&str) -> std::result::Result<String, String>,
+) -> std::result::Result<String, String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -137,12 +178,21 @@ fn render(template: &str, csv: &Csv, record: &[String]) -> std::result::Result<S
         let close = rest[open..].find('}').ok_or_else(|| format!("unclosed `{{` in `{template}`"))? + open;
         let placeholder = &rest[open + 1..close];
         let (column, format) = placeholder.split_once(':').unwrap_or((placeholder, ""));
-        let index = csv.column(column).ok_or_else(|| csv.no_column(column).to_string())?;
-        let cell = &record[index];
+        let cell = &match column.split_once('/') {
+            // A ratio of two cells: `{paxos.ops_per_s/raft.ops_per_s:.2}`.
+            Some((top, bottom)) => {
+                let value = |name: &str| -> std::result::Result<f64, String> {
+                    let cell = lookup(name)?;
+                    cell.parse::<f64>().map_err(|_| format!("`{name}` is `{cell}`, not a number"))
+                };
+                (value(top)? / value(bottom)?).to_string()
+            }
+            None => lookup(column)?,
+        };
         let number = || cell.parse::<f64>().map_err(|_| format!("`{column}` is `{cell}`, not a number"));
         let decimals = |spec: &str| spec.parse::<usize>().map_err(|_| format!("bad format `{format}` in `{template}`"));
         out.push_str(&match format {
-            "" => cell.clone(),
+            "" => cell.to_string(),
             _ if format.starts_with("%.") => format!("{}%", grouped(number()? * 100.0, decimals(&format[2..])?)),
             _ if format.starts_with("+.") => {
                 let shown = grouped(number()?, decimals(&format[2..])?);
@@ -162,13 +212,92 @@ fn render(template: &str, csv: &Csv, record: &[String]) -> std::result::Result<S
 
 /// The Markdown table (header, alignment row, rows) `spec` generates under `root`.
 fn generate(spec: &TableSpec, root: &Path) -> Result<String> {
-    let fail = |message: String| LabError::Usage(format!("{LISTING}: table `{}`: {message}", spec.name));
-    let csv = Csv::read(&root.join(&spec.csv))?;
-    let keys: Vec<usize> = spec
-        .rows
-        .iter()
-        .map(|k| csv.column(k).ok_or_else(|| fail(csv.no_column(k).to_string())))
-        .collect::<Result<_>>()?;
+    let fail = |message: String| ReportError::Usage(format!("{LISTING}: table `{}`: {message}", spec.name));
+    match (&spec.csv, &spec.rows, &spec.columns, &spec.heads, &spec.cells) {
+        (Some(csv), Some(rows), Some(columns), None, None) if spec.sources.is_empty() => {
+            generate_grouped(spec, csv, rows, columns, root)
+        }
+        (None, None, None, Some(heads), Some(cells)) if spec.filter.is_empty() => {
+            generate_cells(spec, heads, cells, root)
+        }
+        _ => Err(fail(
+            "give either `csv`, `rows` and `columns` (one row per group of one CSV) or `heads`, `cells` and \
+             `sources` (cells naming CSV rows)"
+                .into(),
+        )),
+    }
+}
+
+/// A table of explicit cells whose placeholders name `sources` rows.
+fn generate_cells(spec: &TableSpec, heads: &[String], cells: &[Vec<String>], root: &Path) -> Result<String> {
+    let fail = |message: String| ReportError::Usage(format!("{LISTING}: table `{}`: {message}", spec.name));
+    let mut files: BTreeMap<&str, Csv> = BTreeMap::new();
+    for source in spec.sources.values() {
+        if !files.contains_key(source.csv.as_str()) {
+            files.insert(&source.csv, Csv::read(&root.join(&source.csv))?);
+        }
+    }
+    let mut rows: BTreeMap<&str, (&Csv, &Vec<String>)> = BTreeMap::new();
+    for (name, source) in &spec.sources {
+        let csv = &files[source.csv.as_str()];
+        let mut picked = Vec::new();
+        for record in &csv.records {
+            if csv.matches(record, &source.filter).map_err(|e| fail(format!("source `{name}`: {e}")))? {
+                picked.push(record);
+            }
+        }
+        match picked.as_slice() {
+            [one] => rows.insert(name, (csv, one)),
+            _ => {
+                return Err(fail(format!(
+                    "source `{name}` picks {} rows of {} (it must pick exactly one)",
+                    picked.len(),
+                    source.csv
+                )));
+            }
+        };
+    }
+    let names = spec.sources.keys().cloned().collect::<Vec<_>>().join(", ");
+    let lookup = |placeholder: &str| -> std::result::Result<String, String> {
+        let (source, column) = placeholder
+            .split_once('.')
+            .ok_or_else(|| format!("`{{{placeholder}}}` names no source (write `{{source.column}}`)"))?;
+        let (csv, record) = rows.get(source).ok_or_else(|| format!("no source `{source}` (the table has: {names})"))?;
+        let index = csv.column(column).ok_or_else(|| csv.no_column(column).to_string())?;
+        Ok(record[index].clone())
+    };
+    let mut out = format!("| {} |\n", heads.join(" | "));
+    if !spec.align.is_empty() && spec.align.len() != heads.len() {
+        return Err(fail(format!("{} alignments for {} heads", spec.align.len(), heads.len())));
+    }
+    let aligns: Vec<&str> =
+        (0..heads.len()).map(|i| if spec.align.get(i) == Some(&Align::Right) { "---:" } else { "---" }).collect();
+    out.push_str(&format!("|{}|\n", aligns.join("|")));
+    for (number, row) in cells.iter().enumerate() {
+        if row.len() != heads.len() {
+            return Err(fail(format!("row {} has {} cells for {} heads", number + 1, row.len(), heads.len())));
+        }
+        let rendered: Vec<String> = row
+            .iter()
+            .map(|cell| render_with(cell, &lookup).map_err(|e| fail(format!("row {}: {e}", number + 1))))
+            .collect::<Result<_>>()?;
+        out.push_str(&format!("| {} |\n", rendered.join(" | ")));
+    }
+    Ok(out)
+}
+
+/// One table row per group of `rows` key columns of one CSV.
+fn generate_grouped(
+    spec: &TableSpec,
+    csv_path: &str,
+    rows: &[String],
+    columns: &[ColumnSpec],
+    root: &Path,
+) -> Result<String> {
+    let fail = |message: String| ReportError::Usage(format!("{LISTING}: table `{}`: {message}", spec.name));
+    let csv = Csv::read(&root.join(csv_path))?;
+    let keys: Vec<usize> =
+        rows.iter().map(|k| csv.column(k).ok_or_else(|| fail(csv.no_column(k).to_string()))).collect::<Result<_>>()?;
     let mut groups: Vec<(Vec<String>, Vec<&Vec<String>>)> = Vec::new();
     for record in &csv.records {
         if !csv.matches(record, &spec.filter).map_err(|e| fail(e.to_string()))? {
@@ -181,14 +310,18 @@ fn generate(spec: &TableSpec, root: &Path) -> Result<String> {
         }
     }
     if groups.is_empty() {
-        return Err(fail(format!("no row of {} passes the filter", spec.csv)));
+        return Err(fail(format!("no row of {csv_path} passes the filter")));
     }
-    let mut out = format!("| {} |\n", spec.columns.iter().map(|c| c.head.as_str()).collect::<Vec<_>>().join(" | "));
-    let aligns: Vec<&str> = spec.columns.iter().map(|c| if c.align == Align::Right { "---:" } else { "---" }).collect();
+    let mut out = format!("| {} |\n", columns.iter().map(|c| c.head.as_str()).collect::<Vec<_>>().join(" | "));
+    let aligns: Vec<&str> = columns.iter().map(|c| if c.align == Align::Right { "---:" } else { "---" }).collect();
     out.push_str(&format!("|{}|\n", aligns.join("|")));
     for (key, members) in &groups {
         let mut cells = Vec::new();
-        for column in &spec.columns {
+        for column in columns {
+            if !column.picks.is_empty() {
+                cells.push(render_picks(column, &csv, members, key).map_err(&fail)?);
+                continue;
+            }
             let mut shown: Option<String> = None;
             for record in members {
                 if !csv.matches(record, &column.filter).map_err(|e| fail(e.to_string()))? {
@@ -214,8 +347,47 @@ fn generate(spec: &TableSpec, root: &Path) -> Result<String> {
     Ok(out)
 }
 
+/// A column over several named rows of one group, each picked by its own filter.
+fn render_picks(
+    column: &ColumnSpec,
+    csv: &Csv,
+    members: &[&Vec<String>],
+    key: &[String],
+) -> std::result::Result<String, String> {
+    let mut picked: BTreeMap<&str, &Vec<String>> = BTreeMap::new();
+    for (name, filter) in &column.picks {
+        let mut matching = Vec::new();
+        for record in members {
+            if csv.matches(record, &column.filter).map_err(|e| e.to_string())?
+                && csv.matches(record, filter).map_err(|e| e.to_string())?
+            {
+                matching.push(*record);
+            }
+        }
+        match matching.as_slice() {
+            [one] => {
+                picked.insert(name, one);
+            }
+            [] => match &column.missing {
+                Some(missing) => return Ok(missing.clone()),
+                None => return Err(format!("column `{}`: pick `{name}` has no CSV row for {key:?}", column.head)),
+            },
+            _ => return Err(format!("column `{}`: pick `{name}` is ambiguous for {key:?}", column.head)),
+        }
+    }
+    let lookup = |placeholder: &str| -> std::result::Result<String, String> {
+        let (name, wanted) = placeholder
+            .split_once('.')
+            .ok_or_else(|| format!("`{{{placeholder}}}` names no pick (`{{pick.column}}`)"))?;
+        let record = picked.get(name).ok_or_else(|| format!("no pick `{name}` in column `{}`", column.head))?;
+        let index = csv.column(wanted).ok_or_else(|| csv.no_column(wanted).to_string())?;
+        Ok(record[index].clone())
+    };
+    render_with(&column.cell, &lookup).map_err(|e| format!("column `{}`: {e}", column.head))
+}
+
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
+    std::fs::read_to_string(path).map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })
 }
 
 /// Rewrite (or, with `check`, compare) every table block of the listing under `root`.
@@ -224,8 +396,8 @@ pub fn update(root: &Path, check: bool) -> Result<Vec<PathBuf>> {
     let listing_path = root.join(LISTING);
     let source = read(&listing_path)?;
     let file: TablesFile = toml::from_str(&source).map_err(|e| {
-        let (line, column) = e.span().map_or((1, 1), |span| crate::config::line_column(&source, span.start));
-        LabError::Config { path: listing_path.clone(), line, column, message: e.message().trim().to_string() }
+        let (line, column) = e.span().map_or((1, 1), |span| crate::error::line_column(&source, span.start));
+        ReportError::Config { path: listing_path.clone(), line, column, message: e.message().trim().to_string() }
     })?;
     let mut docs: BTreeMap<String, Vec<&TableSpec>> = BTreeMap::new();
     for spec in &file.table {
@@ -239,7 +411,7 @@ pub fn update(root: &Path, check: bool) -> Result<Vec<PathBuf>> {
         for spec in specs {
             let start_marker = format!("<!-- table {} -->\n", spec.name);
             let missing =
-                || LabError::Usage(format!("{doc}: no `{}` ... `<!-- /table -->` block", start_marker.trim()));
+                || ReportError::Usage(format!("{doc}: no `{}` ... `<!-- /table -->` block", start_marker.trim()));
             let body_start = text.find(&start_marker).ok_or_else(missing)? + start_marker.len();
             let end = text[body_start..].find("<!-- /table -->").ok_or_else(missing)? + body_start;
             let generated = generate(spec, root)?;
@@ -248,7 +420,7 @@ pub fn update(root: &Path, check: bool) -> Result<Vec<PathBuf>> {
         if text != original {
             differed.push(path.clone());
             if !check {
-                std::fs::write(&path, &text).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+                std::fs::write(&path, &text).map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
             }
         }
     }
@@ -328,6 +500,64 @@ columns = [
         assert!(update(dir.path(), true).unwrap().is_empty(), "now up to date");
         std::fs::write(dir.path().join("results/run/summary.csv"), csv_text.replace("181.4", "190.0")).unwrap();
         assert_eq!(update(dir.path(), true).unwrap().len(), 1, "a number that changed in the CSV is caught");
+    }
+
+    const CELLS_LISTING: &str = r#"
+[[table]]
+name = "t"
+doc = "doc.md"
+heads = ["protocol", "median"]
+cells = [["Raft", "{raft3.p50:.0} ms at n = {raft3.nodes}, {raft5.p50:.0} at 5"], ["Paxos", "{paxos3.p50:.1} ms"]]
+
+[table.sources]
+raft3 = { csv = "results/run/summary.csv", filter = { protocol = "raft", nodes = "3" } }
+raft5 = { csv = "results/run/summary.csv", filter = { protocol = "raft", nodes = "5" } }
+paxos3 = { csv = "results/run/summary.csv", filter = { protocol = "paxos", nodes = "3" } }
+"#;
+
+    /// A column may set several rows of its group side by side, and divide them.
+    #[test]
+    fn picks_set_rows_side_by_side_and_ratios_divide_them() {
+        let listing = r#"
+[[table]]
+name = "t"
+doc = "doc.md"
+csv = "results/run/summary.csv"
+rows = ["nodes"]
+columns = [
+  { head = "nodes", cell = "{nodes}" },
+  { head = "Paxos / Raft", cell = "{paxos.p50:.0} / {raft.p50:.0} = {paxos.p50/raft.p50:.2}", picks = { raft = { protocol = "raft" }, paxos = { protocol = "paxos" } } },
+]
+"#;
+        let doc = "<!-- table t -->\n<!-- /table -->\n";
+        let dir = repo_with("protocol,nodes,p50\nraft,3,200\npaxos,3,150\n", listing, doc);
+        update(dir.path(), false).unwrap();
+        assert!(read(&dir.path().join("doc.md")).unwrap().contains("| 3 | 150 / 200 = 0.75 |"));
+        let dir = repo_with("protocol,nodes,p50\nraft,3,200\npaxos,3,150\npaxos,3,160\n", listing, doc);
+        assert!(update(dir.path(), true).unwrap_err().to_string().contains("pick `paxos` is ambiguous"));
+        let dir = repo_with("protocol,nodes,p50\nraft,3,200\n", listing, doc);
+        assert!(update(dir.path(), true).unwrap_err().to_string().contains("pick `paxos` has no CSV row"));
+    }
+
+    /// A table of explicit cells: each placeholder names a source, one CSV row each.
+    #[test]
+    fn cells_name_their_sources_and_each_source_is_one_row() {
+        let csv_text = "protocol,nodes,p50\nraft,3,181.4\npaxos,3,159.24\nraft,5,200.0\n";
+        let doc = "<!-- table t -->\n<!-- /table -->\n";
+        let dir = repo_with(csv_text, CELLS_LISTING, doc);
+        update(dir.path(), false).unwrap();
+        assert_eq!(
+            read(&dir.path().join("doc.md")).unwrap(),
+            "<!-- table t -->\n| protocol | median |\n|---|---|\n| Raft | 181 ms at n = 3, 200 at 5 |\n| Paxos | 159.2 ms |\n<!-- /table -->\n"
+        );
+        let dir = repo_with(&format!("{csv_text}raft,3,190\n"), CELLS_LISTING, doc);
+        let err = update(dir.path(), true).unwrap_err().to_string();
+        assert!(err.contains("source `raft3` picks 2 rows"), "{err}");
+        let dir = repo_with(csv_text, &CELLS_LISTING.replace("{paxos3.p50:.1}", "{paxos.p50:.1}"), doc);
+        let err = update(dir.path(), true).unwrap_err().to_string();
+        assert!(err.contains("no source `paxos`") && err.contains("paxos3"), "{err}");
+        let dir = repo_with(csv_text, &CELLS_LISTING.replace("[\"Paxos\", ", "[\"Paxos\", \"x\", "), doc);
+        assert!(update(dir.path(), true).unwrap_err().to_string().contains("row 2 has 3 cells for 2 heads"));
     }
 
     #[test]

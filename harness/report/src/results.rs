@@ -1,6 +1,6 @@
 //! The run directory: trial rows appended as they finish, the summary, provenance.
 
-use crate::error::{LabError, Result};
+use crate::error::{ReportError, Result};
 use qlab_check::Verdict;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -21,9 +21,9 @@ pub const FIGURES_DIR: &str = "figures";
 /// of N`) — and the same as a Markdown table in `matrix.md`.
 pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
     let path = dir.join(SUMMARY_CSV);
-    let file = File::create(&path).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let file = File::create(&path).map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
-    let csv_err = |e| LabError::Csv { path: path.clone(), source: e };
+    let csv_err = |e| ReportError::Csv { path: path.clone(), source: e };
     let key = ["protocol", "nodes", "attack", "malicious"];
     writer
         .write_record(key.iter().copied().chain([
@@ -95,18 +95,18 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             invariants.join(", ")
         ));
     }
-    writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    writer.flush().map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
     let md = dir.join("matrix.md");
-    std::fs::write(&md, markdown).map_err(|e| LabError::Io { path: md, source: e })
+    std::fs::write(&md, markdown).map_err(|e| ReportError::Io { path: md, source: e })
 }
 
 /// Write `summary.csv` from a disruption `trials.csv`: per point, the trials, mean
 /// throughput, median and worst client-visible outage, mean elections and epochs
 /// advanced, and the unsafe trials.
 pub fn summarize_disruption(table: &Table, path: &Path) -> Result<()> {
-    let file = File::create(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+    let file = File::create(path).map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
-    let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
+    let csv_err = |e| ReportError::Csv { path: path.to_path_buf(), source: e };
     writer
         .write_record(table.point_columns().into_iter().chain([
             "trials",
@@ -137,16 +137,16 @@ pub fn summarize_disruption(table: &Table, path: &Path) -> Result<()> {
         ]);
         writer.write_record(&record).map_err(csv_err)?;
     }
-    writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
+    writer.flush().map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })
 }
 
 /// Write `summary.csv` from an availability `trials.csv`: per point, the trials, the
 /// mean share of time with a majority-backed leader (whole run and after the failures)
 /// and the unsafe trials.
 pub fn summarize_availability(table: &Table, path: &Path) -> Result<()> {
-    let file = File::create(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+    let file = File::create(path).map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
-    let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
+    let csv_err = |e| ReportError::Csv { path: path.to_path_buf(), source: e };
     writer
         .write_record(table.point_columns().into_iter().chain([
             "trials",
@@ -169,7 +169,7 @@ pub fn summarize_availability(table: &Table, path: &Path) -> Result<()> {
         ]);
         writer.write_record(&record).map_err(csv_err)?;
     }
-    writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
+    writer.flush().map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })
 }
 
 /// The read-mode table from a reads `trials.csv`: `summary.csv` with one row per point —
@@ -179,9 +179,9 @@ pub fn summarize_availability(table: &Table, path: &Path) -> Result<()> {
 /// as Markdown in `reads.md`.
 pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
     let path = dir.join(SUMMARY_CSV);
-    let file = File::create(&path).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let file = File::create(&path).map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
-    let csv_err = |e| LabError::Csv { path: path.clone(), source: e };
+    let csv_err = |e| ReportError::Csv { path: path.clone(), source: e };
     writer
         .write_record(table.point_columns().into_iter().chain([
             "trials",
@@ -256,9 +256,9 @@ pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
             fmt_metric(msgs)
         ));
     }
-    writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    writer.flush().map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
     let md = dir.join("reads.md");
-    std::fs::write(&md, markdown).map_err(|e| LabError::Io { path: md, source: e })
+    std::fs::write(&md, markdown).map_err(|e| ReportError::Io { path: md, source: e })
 }
 
 /// The counterexample table from a counterexample `trials.csv`: `summary.csv` with one
@@ -266,11 +266,13 @@ pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
 /// `first_failing_seed`, its trial, the `invariant` broken or property shown, runs in
 /// which a checker found something the case does not explain, and what the case sets
 /// up — and the same as Markdown in `counterexamples.md`.
-pub fn summarize_counterexamples(table: &Table, dir: &Path) -> Result<()> {
+/// `describe` gives the `description` column from the case's name (the kind knows its
+/// cases; the CSV names them).
+pub fn summarize_counterexamples(table: &Table, dir: &Path, describe: &dyn Fn(&str) -> String) -> Result<()> {
     let path = dir.join(SUMMARY_CSV);
-    let file = File::create(&path).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    let file = File::create(&path).map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
-    let csv_err = |e| LabError::Csv { path: path.clone(), source: e };
+    let csv_err = |e| ReportError::Csv { path: path.clone(), source: e };
     writer
         .write_record([
             "case",
@@ -294,8 +296,7 @@ pub fn summarize_counterexamples(table: &Table, dir: &Path) -> Result<()> {
         let mut invariants: Vec<&str> = showed.iter().filter_map(|r| table.get(r, "invariant")).collect();
         invariants.sort_unstable();
         invariants.dedup();
-        let description =
-            values[0].parse::<crate::case::Case>().map_or(String::new(), |case| case.description().to_string());
+        let description = describe(&values[0]);
         let seed = first.and_then(|r| table.get(r, "seed")).unwrap_or("").to_string();
         writer
             .write_record([
@@ -319,16 +320,16 @@ pub fn summarize_counterexamples(table: &Table, dir: &Path) -> Result<()> {
             invariants.join("; ")
         ));
     }
-    writer.flush().map_err(|e| LabError::Io { path: path.clone(), source: e })?;
+    writer.flush().map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
     let md = dir.join("counterexamples.md");
-    std::fs::write(&md, markdown).map_err(|e| LabError::Io { path: md, source: e })
+    std::fs::write(&md, markdown).map_err(|e| ReportError::Io { path: md, source: e })
 }
 
 /// Write `summary.csv` (one row per point: means over trials) from a throughput `trials.csv`.
 pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
-    let file = File::create(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+    let file = File::create(path).map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
-    let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
+    let csv_err = |e| ReportError::Csv { path: path.to_path_buf(), source: e };
     // Only the metrics the trials have: a run recorded before a column existed keeps the
     // summary it was committed with when redrawn.
     let averaged: Vec<&str> = [
@@ -366,7 +367,7 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
         record.push(table.inconclusive_count(&rows).to_string());
         writer.write_record(&record).map_err(csv_err)?;
     }
-    writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
+    writer.flush().map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })
 }
 
 /// Appends rows to `trials.csv`, flushing each so an interrupted run keeps them.
@@ -382,21 +383,21 @@ impl TrialWriter {
             .write(true)
             .truncate(true)
             .open(path)
-            .map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+            .map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })?;
         let mut writer = csv::Writer::from_writer(file);
-        writer.write_record(columns).map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?;
+        writer.write_record(columns).map_err(|e| ReportError::Csv { path: path.to_path_buf(), source: e })?;
         let mut w = TrialWriter { path: path.to_path_buf(), writer };
         w.flush()?;
         Ok(w)
     }
 
     pub fn append(&mut self, row: &[String]) -> Result<()> {
-        self.writer.write_record(row).map_err(|e| LabError::Csv { path: self.path.clone(), source: e })?;
+        self.writer.write_record(row).map_err(|e| ReportError::Csv { path: self.path.clone(), source: e })?;
         self.flush()
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.writer.flush().map_err(|e| LabError::Io { path: self.path.clone(), source: e })
+        self.writer.flush().map_err(|e| ReportError::Io { path: self.path.clone(), source: e })
     }
 }
 
@@ -410,16 +411,16 @@ pub struct Table {
 impl Table {
     pub fn read(path: &Path) -> Result<Table> {
         let mut reader =
-            csv::Reader::from_path(path).map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?;
+            csv::Reader::from_path(path).map_err(|e| ReportError::Csv { path: path.to_path_buf(), source: e })?;
         let columns = reader
             .headers()
-            .map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?
+            .map_err(|e| ReportError::Csv { path: path.to_path_buf(), source: e })?
             .iter()
             .map(str::to_string)
             .collect();
         let mut rows = Vec::new();
         for record in reader.records() {
-            let record = record.map_err(|e| LabError::Csv { path: path.to_path_buf(), source: e })?;
+            let record = record.map_err(|e| ReportError::Csv { path: path.to_path_buf(), source: e })?;
             rows.push(record.iter().map(str::to_string).collect());
         }
         Ok(Table { columns, rows })
@@ -564,9 +565,9 @@ pub fn fmt_metric(value: f64) -> String {
 
 /// Write `summary.csv` (one row per point) from an election `trials.csv`.
 pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
-    let file = File::create(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+    let file = File::create(path).map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
-    let csv_err = |e| LabError::Csv { path: path.to_path_buf(), source: e };
+    let csv_err = |e| ReportError::Csv { path: path.to_path_buf(), source: e };
     let mut header: Vec<&str> = table.point_columns();
     header.extend([
         "trials",
@@ -612,7 +613,7 @@ pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
         ]);
         writer.write_record(&record).map_err(csv_err)?;
     }
-    writer.flush().map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })
+    writer.flush().map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })
 }
 
 /// Provenance of a run.
@@ -682,13 +683,13 @@ pub fn git_state() -> (String, bool) {
 pub fn write_meta(dir: &Path, meta: &Meta) -> Result<()> {
     let path = dir.join(META_JSON);
     let text = serde_json::to_string_pretty(meta).expect("meta serializes");
-    std::fs::write(&path, text + "\n").map_err(|e| LabError::Io { path, source: e })
+    std::fs::write(&path, text + "\n").map_err(|e| ReportError::Io { path, source: e })
 }
 
 pub fn read_meta(dir: &Path) -> Result<Meta> {
     let path = dir.join(META_JSON);
-    let text = std::fs::read_to_string(&path).map_err(|e| LabError::Io { path: path.clone(), source: e })?;
-    serde_json::from_str(&text).map_err(|e| LabError::Usage(format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(&path).map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
+    serde_json::from_str(&text).map_err(|e| ReportError::Usage(format!("{}: {e}", path.display())))
 }
 
 /// Seconds since the Unix epoch as UTC `YYYY-MM-DDTHH:MM:SSZ`.

@@ -4,7 +4,7 @@
 //! row with their captions beneath; `--check` only compares. Every listed figure must
 //! exist (and, by the CLI tests, redraws byte for byte from its run's CSV).
 
-use crate::error::{LabError, Result};
+use crate::error::{ReportError, Result};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -29,7 +29,7 @@ const END: &str = "<!-- /gallery -->";
 /// The gallery table for `listing` (the text of `results/gallery.toml`); figure paths
 /// are checked against `root`.
 pub fn table(listing: &str, listing_path: &Path, root: &Path) -> Result<String> {
-    let file: GalleryFile = toml::from_str(listing).map_err(|e| LabError::Config {
+    let file: GalleryFile = toml::from_str(listing).map_err(|e| ReportError::Config {
         path: listing_path.to_path_buf(),
         line: 1,
         column: 1,
@@ -39,7 +39,7 @@ pub fn table(listing: &str, listing_path: &Path, root: &Path) -> Result<String> 
     for pair in file.figure.chunks(2) {
         for figure in pair {
             if !root.join(&figure.path).exists() {
-                return Err(LabError::Usage(format!(
+                return Err(ReportError::Usage(format!(
                     "{}: {} is not a committed figure",
                     listing_path.display(),
                     figure.path
@@ -62,10 +62,11 @@ pub fn table(listing: &str, listing_path: &Path, root: &Path) -> Result<String> 
 pub fn update(readme: &Path, check: bool) -> Result<bool> {
     let root = readme.parent().unwrap_or(Path::new("."));
     let listing_path = root.join("results").join("gallery.toml");
-    let listing =
-        std::fs::read_to_string(&listing_path).map_err(|e| LabError::Io { path: listing_path.clone(), source: e })?;
-    let text = std::fs::read_to_string(readme).map_err(|e| LabError::Io { path: readme.to_path_buf(), source: e })?;
-    let missing = || LabError::Usage(format!("{}: no `{START} ... -->` ... `{END}` block", readme.display()));
+    let listing = std::fs::read_to_string(&listing_path)
+        .map_err(|e| ReportError::Io { path: listing_path.clone(), source: e })?;
+    let text =
+        std::fs::read_to_string(readme).map_err(|e| ReportError::Io { path: readme.to_path_buf(), source: e })?;
+    let missing = || ReportError::Usage(format!("{}: no `{START} ... -->` ... `{END}` block", readme.display()));
     let start = text.find(START).ok_or_else(missing)?;
     let body_start = start + text[start..].find("-->").ok_or_else(missing)? + 3 + 1;
     let end = text[body_start..].find(END).map(|i| body_start + i).ok_or_else(missing)?;
@@ -73,7 +74,7 @@ pub fn update(readme: &Path, check: bool) -> Result<bool> {
     let matches = text[body_start..end] == generated;
     if !matches && !check {
         let updated = format!("{}{}{}", &text[..body_start], generated, &text[end..]);
-        std::fs::write(readme, updated).map_err(|e| LabError::Io { path: readme.to_path_buf(), source: e })?;
+        std::fs::write(readme, updated).map_err(|e| ReportError::Io { path: readme.to_path_buf(), source: e })?;
     }
     Ok(matches)
 }

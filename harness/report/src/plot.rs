@@ -16,7 +16,7 @@
 //! own layout. `--format` picks SVG, PNG or both; PDF is not offered (plotters draws PDF
 //! only through a system cairo library, and the suite depends on none).
 
-use crate::error::{LabError, Result};
+use crate::error::{ReportError, Result};
 use crate::results::{FIGURES_DIR, SUMMARY_CSV, TRIALS_CSV, Table, summarize_election};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -268,20 +268,20 @@ fn write_figure_sized(run_dir: &Path, stem: &str, figure: &impl Drawable, size: 
         Style::Screen => run_dir.join(FIGURES_DIR),
         style => run_dir.join(format!("{FIGURES_DIR}-{}", style.name())),
     };
-    std::fs::create_dir_all(&dir).map_err(|e| LabError::Io { path: dir.clone(), source: e })?;
+    std::fs::create_dir_all(&dir).map_err(|e| ReportError::Io { path: dir.clone(), source: e })?;
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));
     let mut written = Vec::new();
     if options().svg {
         figure
             .draw(SVGBackend::new(&svg, size).into_drawing_area())
-            .map_err(|message| LabError::Plot { path: svg.clone(), message })?;
+            .map_err(|message| ReportError::Plot { path: svg.clone(), message })?;
         written.push(svg);
     }
     if options().png {
         figure
             .draw(BitMapBackend::new(&png, size).into_drawing_area())
-            .map_err(|message| LabError::Plot { path: png.clone(), message })?;
+            .map_err(|message| ReportError::Plot { path: png.clone(), message })?;
         written.push(png);
     }
     Ok(written)
@@ -723,7 +723,7 @@ fn plot_message_growth(run_dir: &Path, experiment_name: &str, table: &Table) -> 
         return Ok(Vec::new());
     }
     let csv_path = run_dir.join("message_growth.csv");
-    std::fs::write(&csv_path, fits.join("\n") + "\n").map_err(|e| LabError::Io { path: csv_path, source: e })?;
+    std::fs::write(&csv_path, fits.join("\n") + "\n").map_err(|e| ReportError::Io { path: csv_path, source: e })?;
     write_xy(
         run_dir,
         "messages_vs_nodes",
@@ -737,8 +737,8 @@ fn plot_message_growth(run_dir: &Path, experiment_name: &str, table: &Table) -> 
 }
 
 /// An attack run: the matrix (`summary.csv`, `matrix.md`) and its heat map
-/// (`figures/attack_matrix`) from the CSV.
-pub fn plot_attack(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
+/// (`figures/attack_matrix`) from the CSV; `protocols` orders the timeline's colours.
+pub fn plot_attack(run_dir: &Path, experiment_name: &str, protocols: &[&str]) -> Result<Vec<PathBuf>> {
     let table = Table::read(&run_dir.join(TRIALS_CSV))?;
     crate::results::summarize_attack(&table, run_dir)?;
     let summary = Table::read(&run_dir.join(SUMMARY_CSV))?;
@@ -764,7 +764,7 @@ pub fn plot_attack(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>
         &AttackMatrix { title: format!("{experiment_name}: safety and liveness under attack"), rows },
         (1000, height),
     )?;
-    figures.extend(plot_attack_timeline(run_dir, experiment_name, &table)?);
+    figures.extend(plot_attack_timeline(run_dir, experiment_name, &table, protocols)?);
     Ok(figures)
 }
 
@@ -898,10 +898,10 @@ pub fn write_ratios(dir: &Path, stem: &str, figure: &RatioFigure) -> Result<Vec<
 }
 
 /// Rewrite a counterexample run's `summary.csv` and `counterexamples.md` from its CSV
-/// (a table is the whole result: no figure).
-pub fn plot_counterexamples(run_dir: &Path) -> Result<Vec<PathBuf>> {
+/// (a table is the whole result: no figure); `describe` gives a case's description.
+pub fn plot_counterexamples(run_dir: &Path, describe: &dyn Fn(&str) -> String) -> Result<Vec<PathBuf>> {
     let table = Table::read(&run_dir.join(TRIALS_CSV))?;
-    crate::results::summarize_counterexamples(&table, run_dir)?;
+    crate::results::summarize_counterexamples(&table, run_dir, describe)?;
     Ok(Vec::new())
 }
 
@@ -1005,14 +1005,11 @@ impl Drawable for ReadsMatrix {
     }
 }
 
-/// The colour a protocol has in every multi-protocol figure (Okabe & Ito).
-fn protocol_color(protocol: &str) -> RGBColor {
-    match protocol {
-        "raft" => series_color(0),
-        "multipaxos" => series_color(1),
-        "pbft" => series_color(2),
-        _ => series_color(6),
-    }
+/// The colour a protocol has in every multi-protocol figure (Okabe & Ito): its place in
+/// `protocols`, the lab's protocol list, so a protocol keeps its colour whichever others
+/// a run has and a new protocol gets the next one.
+fn protocol_color(protocol: &str, protocols: &[&str]) -> RGBColor {
+    series_color(protocols.iter().position(|p| *p == protocol).unwrap_or(6))
 }
 
 /// One panel of the timeline: an attack on one protocol, averaged over its seeds.
@@ -1029,6 +1026,8 @@ struct TimelinePanel {
 /// Small multiples, one per (protocol, attack, malicious), each protocol's panels on the
 /// same y scale so attacks on it compare at a glance; the attack window is shaded.
 struct AttackTimeline {
+    /// The protocols in the order that gives each its colour.
+    protocols: Vec<String>,
     title: String,
     columns: usize,
     panels: Vec<TimelinePanel>,
@@ -1040,30 +1039,42 @@ const TIMELINE_PANEL_PX: (u32, u32) = (380, 230);
 
 /// `figures/attack_timeline`: throughput over time, from the `completions_per_bin`
 /// column. Runs recorded before the column existed get no timeline.
-fn plot_attack_timeline(run_dir: &Path, experiment_name: &str, table: &Table) -> Result<Vec<PathBuf>> {
-    write_timeline(
-        run_dir,
-        "attack_timeline",
-        &format!("{experiment_name}: throughput over time (mean of seeds, 95% CI; attack window shaded)"),
-        table,
-        &["protocol", "nodes", "attack", "malicious"],
-        &|key| format!("{} n={}: {} x{}", key[0], key[1], key[2], key[3]),
-        ("attack_from_ms", "attack_until_ms"),
-    )
+fn plot_attack_timeline(
+    run_dir: &Path,
+    experiment_name: &str,
+    table: &Table,
+    protocols: &[&str],
+) -> Result<Vec<PathBuf>> {
+    let title = format!("{experiment_name}: throughput over time (mean of seeds, 95% CI; attack window shaded)");
+    let spec = TimelineSpec {
+        stem: "attack_timeline",
+        title: &title,
+        group_columns: &["protocol", "nodes", "attack", "malicious"],
+        panel_title: &|key| format!("{} n={}: {} x{}", key[0], key[1], key[2], key[3]),
+        window_columns: ("attack_from_ms", "attack_until_ms"),
+        protocols,
+    };
+    write_timeline(run_dir, table, &spec)
+}
+
+/// What a timeline figure shows: its file stem and title, the columns a panel groups
+/// by and how a panel is titled, the window (ms) to shade, and the protocols' order for
+/// colours.
+#[derive(Clone, Copy)]
+struct TimelineSpec<'a> {
+    stem: &'a str,
+    title: &'a str,
+    group_columns: &'a [&'a str],
+    panel_title: &'a dyn Fn(&[String]) -> String,
+    window_columns: (&'a str, &'a str),
+    protocols: &'a [&'a str],
 }
 
 /// Small multiples of throughput over time, one panel per group of `group_columns`
 /// (the first being the protocol), from `completions_per_bin` and `timeline_bin_ms`,
 /// with the window between the two `window_columns` (ms) shaded.
-fn write_timeline(
-    run_dir: &Path,
-    stem: &str,
-    title: &str,
-    table: &Table,
-    group_columns: &[&str],
-    panel_title: &dyn Fn(&[String]) -> String,
-    window_columns: (&str, &str),
-) -> Result<Vec<PathBuf>> {
+fn write_timeline(run_dir: &Path, table: &Table, spec: &TimelineSpec) -> Result<Vec<PathBuf>> {
+    let TimelineSpec { stem, title, group_columns, panel_title, window_columns, protocols } = *spec;
     if table.column("completions_per_bin").is_none() {
         return Ok(Vec::new());
     }
@@ -1118,30 +1129,33 @@ fn write_timeline(
         .max()
         .unwrap_or(1);
     let columns = widest.clamp(1, TIMELINE_COLUMNS);
-    let figure = AttackTimeline { title: title.to_string(), columns, panels, y_max_by_protocol };
+    let protocols = protocols.iter().map(|p| p.to_string()).collect();
+    let figure = AttackTimeline { title: title.to_string(), protocols, columns, panels, y_max_by_protocol };
     let rows = figure.panel_rows().len();
     let size = ((TIMELINE_PANEL_PX.0 * columns as u32).max(760), 50 + TIMELINE_PANEL_PX.1 * rows as u32);
     write_figure_sized(run_dir, stem, &figure, size)
 }
 
 /// `summary.csv` and `figures/disruption_timeline` from a disruption run: throughput
-/// over time per scenario and PreVote setting, the faults' span shaded.
-pub fn plot_disruption(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
+/// over time per scenario and PreVote setting, the faults' span shaded; `protocols`
+/// orders the colours.
+pub fn plot_disruption(run_dir: &Path, experiment_name: &str, protocols: &[&str]) -> Result<Vec<PathBuf>> {
     let table = Table::read(&run_dir.join(TRIALS_CSV))?;
     crate::results::summarize_disruption(&table, &run_dir.join(SUMMARY_CSV))?;
-    write_timeline(
-        run_dir,
-        "disruption_timeline",
-        &format!("{experiment_name}: throughput over time (mean of seeds, 95% CI; faults' span shaded)"),
-        &table,
-        &["protocol", "nodes", "scenario", "pre_vote", "check_quorum"],
-        &|key| {
+    let title = format!("{experiment_name}: throughput over time (mean of seeds, 95% CI; faults' span shaded)");
+    let spec = TimelineSpec {
+        stem: "disruption_timeline",
+        title: &title,
+        group_columns: &["protocol", "nodes", "scenario", "pre_vote", "check_quorum"],
+        panel_title: &|key| {
             let pre_vote =
                 if key[0] == "raft" { if key[3] == "true" { ", pre-vote" } else { ", no pre-vote" } } else { "" };
             format!("{} n={}: {}{pre_vote}", key[0], key[1], key[2])
         },
-        ("fault_from_ms", "fault_until_ms"),
-    )
+        window_columns: ("fault_from_ms", "fault_until_ms"),
+        protocols,
+    };
+    write_timeline(run_dir, &table, &spec)
 }
 
 /// Half the width of a normal-approximation 95% confidence interval of the mean.
@@ -1197,7 +1211,8 @@ impl Drawable for AttackTimeline {
         for (r, row) in rows.iter().enumerate() {
             for (c, panel) in row.iter().enumerate() {
                 let area = &areas[r * self.columns + c];
-                let color = protocol_color(&panel.protocol);
+                let order: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
+                let color = protocol_color(&panel.protocol, &order);
                 let x_max = panel.span_s;
                 let y_max =
                     self.y_max_by_protocol.iter().find(|(p, _)| *p == panel.protocol).map_or(1.0, |(_, y)| *y).max(1.0)
