@@ -786,6 +786,7 @@ fn docs_tables_are_generated_from_committed_results() {
     std::fs::copy(repo_file("results/tables.toml"), tmp.path().join("results/tables.toml")).unwrap();
     link_reference_runs(tmp.path());
     std::fs::copy(repo_file("docs/protocols.md"), tmp.path().join("docs/protocols.md")).unwrap();
+    std::fs::copy(repo_file("README.md"), tmp.path().join("README.md")).unwrap();
     let protocols = tmp.path().join("docs/protocols.md");
     let original = std::fs::read_to_string(&protocols).unwrap();
     assert!(original.contains("| 452 / 1,837 / 2,911 ms |"), "the election table shows the reference's numbers");
@@ -796,6 +797,16 @@ fn docs_tables_are_generated_from_committed_results() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("docs/protocols.md"));
     run_ok(qlab().arg("tables").arg("--root").arg(tmp.path()));
     assert_eq!(std::fs::read_to_string(&protocols).unwrap(), original);
+    // The README's which-protocol-when table is generated the same way.
+    let readme = tmp.path().join("README.md");
+    let original = std::fs::read_to_string(&readme).unwrap();
+    assert!(original.contains("3 nodes: 56,604 ops/s at 64 clients"), "the README table shows the reference's numbers");
+    std::fs::write(&readme, original.replacen("56,604 ops/s", "60,000 ops/s", 1)).unwrap();
+    let refused = qlab().arg("tables").arg("--root").arg(tmp.path()).arg("--check").output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("README.md"));
+    run_ok(qlab().arg("tables").arg("--root").arg(tmp.path()));
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), original);
 }
 
 /// A notebook whose cell raises fails the run, naming the notebook and the error: CI
