@@ -2,7 +2,7 @@
 //! (`PbftAblations::prepare_quorum_2f`), one equivocating primary (f = 1 of 4 replicas,
 //! within what PBFT tolerates) under the seeded chaos of `pbft_attacks.rs` must produce
 //! a run a checker flags within 500 seeds. The seed must replay exactly, and with the
-//! full quorum the same seed must be safe (`pbft_attacks.rs` runs 200 such seeds and
+//! full quorum the same seed must be safe (`pbft_attacks.rs` runs 128 such seeds and
 //! finds nothing).
 
 use qlab_check::Invariant;
