@@ -840,24 +840,10 @@ impl Point {
 pub use qlab_report::error::line_column;
 
 impl Experiment {
-    pub fn load(path: &Path) -> Result<Experiment, LabError> {
-        let source = std::fs::read_to_string(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
-        Self::parse(path, source)
-    }
-
-    /// Parse a file whose kind is not checked against a registry (the lab's built-in
-    /// case files, tests) and validate its common sections with the default
-    /// [`ClusterRules`]; [`crate::registry::Registry::parse`] validates by the kind.
-    pub fn parse(path: &Path, source: String) -> Result<Experiment, LabError> {
-        let experiment = Self::parse_with_kinds(path, source, None)?;
-        experiment.check_sections(&[])?;
-        experiment.validate_cluster_run(&ClusterRules::default())?;
-        Ok(experiment)
-    }
-
     /// Parse a file and check what holds for every kind (its name, trials, consent to
     /// ablations); with `kinds`, its `kind` must be one of them (the registry's names),
-    /// checked before anything else about the file. The kind validates the rest.
+    /// checked before anything else about the file. The kind validates the rest: files
+    /// are read through [`crate::registry::Registry::parse`], which does both.
     pub fn parse_with_kinds(path: &Path, source: String, kinds: Option<&[&str]>) -> Result<Experiment, LabError> {
         let file: ExperimentFile = toml::from_str(&source).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_column(&source, s.start));

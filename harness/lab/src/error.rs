@@ -9,12 +9,10 @@ pub enum LabError {
     Config { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: {source}", path.display())]
-    Csv { path: PathBuf, source: csv::Error },
     #[error("{0}")]
     Usage(String),
-    #[error("drawing {}: {message}", path.display())]
-    Plot { path: PathBuf, message: String },
+    /// Reading, summarizing or drawing a run's files (`qlab-report`'s errors, which
+    /// also cover CSV and figure failures).
     #[error(transparent)]
     Report(#[from] qlab_report::ReportError),
     #[error(transparent)]

@@ -134,6 +134,25 @@ impl Csv {
         Ok(true)
     }
 
+    /// The records among `records` that pass every filter of `filters`.
+    fn matching<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a Vec<String>>,
+        filters: &[&BTreeMap<String, String>],
+    ) -> Result<Vec<&'a Vec<String>>> {
+        let mut picked = Vec::new();
+        for record in records {
+            let mut all = true;
+            for filter in filters {
+                all = all && self.matches(record, filter)?;
+            }
+            if all {
+                picked.push(record);
+            }
+        }
+        Ok(picked)
+    }
+
     fn no_column(&self, column: &str) -> ReportError {
         ReportError::Usage(format!("no column `{column}` (the CSV has: {})", self.header.join(", ")))
     }
@@ -240,12 +259,8 @@ fn generate_cells(spec: &TableSpec, heads: &[String], cells: &[Vec<String>], roo
     let mut rows: BTreeMap<&str, (&Csv, &Vec<String>)> = BTreeMap::new();
     for (name, source) in &spec.sources {
         let csv = &files[source.csv.as_str()];
-        let mut picked = Vec::new();
-        for record in &csv.records {
-            if csv.matches(record, &source.filter).map_err(|e| fail(format!("source `{name}`: {e}")))? {
-                picked.push(record);
-            }
-        }
+        let picked =
+            csv.matching(&csv.records, &[&source.filter]).map_err(|e| fail(format!("source `{name}`: {e}")))?;
         match picked.as_slice() {
             [one] => rows.insert(name, (csv, one)),
             _ => {
@@ -257,15 +272,7 @@ fn generate_cells(spec: &TableSpec, heads: &[String], cells: &[Vec<String>], roo
             }
         };
     }
-    let names = spec.sources.keys().cloned().collect::<Vec<_>>().join(", ");
-    let lookup = |placeholder: &str| -> std::result::Result<String, String> {
-        let (source, column) = placeholder
-            .split_once('.')
-            .ok_or_else(|| format!("`{{{placeholder}}}` names no source (write `{{source.column}}`)"))?;
-        let (csv, record) = rows.get(source).ok_or_else(|| format!("no source `{source}` (the table has: {names})"))?;
-        let index = csv.column(column).ok_or_else(|| csv.no_column(column).to_string())?;
-        Ok(record[index].clone())
-    };
+    let lookup = |placeholder: &str| named_cell(&rows, "source", placeholder);
     let mut out = format!("| {} |\n", heads.join(" | "));
     if !spec.align.is_empty() && spec.align.len() != heads.len() {
         return Err(fail(format!("{} alignments for {} heads", spec.align.len(), heads.len())));
@@ -347,6 +354,24 @@ fn generate_grouped(
     Ok(out)
 }
 
+/// The cell `{name.column}` names among `rows` (a table's sources or a column's picks,
+/// `what` says which).
+fn named_cell(
+    rows: &BTreeMap<&str, (&Csv, &Vec<String>)>,
+    what: &str,
+    placeholder: &str,
+) -> std::result::Result<String, String> {
+    let (name, column) = placeholder
+        .split_once('.')
+        .ok_or_else(|| format!("`{{{placeholder}}}` names no {what} (write `{{{what}.column}}`)"))?;
+    let (csv, record) = rows.get(name).ok_or_else(|| {
+        let names: Vec<&str> = rows.keys().copied().collect();
+        format!("no {what} `{name}` (there are: {})", names.join(", "))
+    })?;
+    let index = csv.column(column).ok_or_else(|| csv.no_column(column).to_string())?;
+    Ok(record[index].clone())
+}
+
 /// A column over several named rows of one group, each picked by its own filter.
 fn render_picks(
     column: &ColumnSpec,
@@ -354,19 +379,12 @@ fn render_picks(
     members: &[&Vec<String>],
     key: &[String],
 ) -> std::result::Result<String, String> {
-    let mut picked: BTreeMap<&str, &Vec<String>> = BTreeMap::new();
+    let mut picked: BTreeMap<&str, (&Csv, &Vec<String>)> = BTreeMap::new();
     for (name, filter) in &column.picks {
-        let mut matching = Vec::new();
-        for record in members {
-            if csv.matches(record, &column.filter).map_err(|e| e.to_string())?
-                && csv.matches(record, filter).map_err(|e| e.to_string())?
-            {
-                matching.push(*record);
-            }
-        }
+        let matching = csv.matching(members.iter().copied(), &[&column.filter, filter]).map_err(|e| e.to_string())?;
         match matching.as_slice() {
             [one] => {
-                picked.insert(name, one);
+                picked.insert(name, (csv, one));
             }
             [] => match &column.missing {
                 Some(missing) => return Ok(missing.clone()),
@@ -375,14 +393,7 @@ fn render_picks(
             _ => return Err(format!("column `{}`: pick `{name}` is ambiguous for {key:?}", column.head)),
         }
     }
-    let lookup = |placeholder: &str| -> std::result::Result<String, String> {
-        let (name, wanted) = placeholder
-            .split_once('.')
-            .ok_or_else(|| format!("`{{{placeholder}}}` names no pick (`{{pick.column}}`)"))?;
-        let record = picked.get(name).ok_or_else(|| format!("no pick `{name}` in column `{}`", column.head))?;
-        let index = csv.column(wanted).ok_or_else(|| csv.no_column(wanted).to_string())?;
-        Ok(record[index].clone())
-    };
+    let lookup = |placeholder: &str| named_cell(&picked, "pick", placeholder);
     render_with(&column.cell, &lookup).map_err(|e| format!("column `{}`: {e}", column.head))
 }
 
