@@ -61,6 +61,15 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Import criterion's measurements (left by `cargo bench`) into
+    /// results/benchmarks/criterion.csv, which docs/benchmarks.md's table is made from.
+    Benchmarks {
+        /// Criterion's output directory.
+        #[arg(long, default_value = "target/criterion", value_name = "DIR")]
+        criterion: PathBuf,
+        #[arg(long, default_value = qlab_lab::benchmarks::BENCHMARKS_CSV, value_name = "CSV")]
+        out: PathBuf,
+    },
     /// Write the README's gallery from results/gallery.toml (--check: only compare).
     Gallery {
         #[arg(default_value = "README.md")]
@@ -209,6 +218,11 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                     )));
                 }
             }
+            Ok(())
+        }
+        Command::Benchmarks { criterion, out } => {
+            let rows = qlab_lab::benchmarks::import(&criterion, &out)?;
+            say!("{}: {rows} benchmarks (run `qlab tables` to update docs/benchmarks.md)", out.display());
             Ok(())
         }
         Command::Gallery { readme, check } => {

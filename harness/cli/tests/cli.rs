@@ -785,7 +785,10 @@ fn docs_tables_are_generated_from_committed_results() {
     std::fs::create_dir_all(tmp.path().join("results")).unwrap();
     std::fs::copy(repo_file("results/tables.toml"), tmp.path().join("results/tables.toml")).unwrap();
     link_reference_runs(tmp.path());
-    std::fs::copy(repo_file("docs/protocols.md"), tmp.path().join("docs/protocols.md")).unwrap();
+    for doc in std::fs::read_dir(repo_file("docs")).unwrap() {
+        let doc = doc.unwrap().path();
+        std::fs::copy(&doc, tmp.path().join("docs").join(doc.file_name().unwrap())).unwrap();
+    }
     std::fs::copy(repo_file("README.md"), tmp.path().join("README.md")).unwrap();
     let protocols = tmp.path().join("docs/protocols.md");
     let original = std::fs::read_to_string(&protocols).unwrap();
@@ -807,6 +810,51 @@ fn docs_tables_are_generated_from_committed_results() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("README.md"));
     run_ok(qlab().arg("tables").arg("--root").arg(tmp.path()));
     assert_eq!(std::fs::read_to_string(&readme).unwrap(), original);
+}
+
+/// No table of the README or of docs/ carries a measured number outside a generated
+/// block: a table row with a number followed by a unit of measurement (ms, ops/s, %,
+/// "k of n"...) must sit between `<!-- table NAME -->` markers (or in the gallery).
+#[test]
+fn no_measured_number_in_a_table_is_written_by_hand() {
+    let measured = |line: &str| {
+        let words: Vec<&str> = line.split(|c: char| c.is_whitespace() || c == '|').filter(|w| !w.is_empty()).collect();
+        let is_number = |word: &str| {
+            let number = word.trim_end_matches(['%', ',', ':']);
+            number.chars().next().is_some_and(|c| c.is_ascii_digit())
+                && number.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '.' || c == '–')
+        };
+        (0..words.len()).any(|i| {
+            let unit = words.get(i + 1).map(|w| w.trim_end_matches([',', ';', ')', ':']));
+            is_number(words[i])
+                && (words[i].ends_with('%')
+                    || unit.is_some_and(|u| {
+                        ["ms", "µs", "ns", "s", "ops/s", "msgs/op", "M/s", "MiB", "of", "trials", "seeds"].contains(&u)
+                    }))
+        })
+    };
+    let mut docs = vec![repo_file("README.md")];
+    docs.extend(std::fs::read_dir(repo_file("docs")).unwrap().map(|e| e.unwrap().path()));
+    let mut hand_written = Vec::new();
+    for doc in docs.iter().filter(|d| d.extension().is_some_and(|e| e == "md")) {
+        let mut generated = false;
+        for (number, line) in std::fs::read_to_string(doc).unwrap().lines().enumerate() {
+            if line.starts_with("<!-- table ") || line.starts_with("<!-- gallery") {
+                generated = true;
+            } else if line.starts_with("<!-- /table") || line.starts_with("<!-- /gallery") {
+                generated = false;
+            } else if !generated && line.starts_with('|') && measured(line) {
+                hand_written.push(format!("{}:{}: {line}", doc.display(), number + 1));
+            }
+        }
+    }
+    assert!(measured("| Raft | 3,490 ops/s, p99 0.42 ms |") && measured("| 87% |") && measured("| 2 of 200 |"));
+    assert!(!measured("| ed25519-dalek | PBFT's signatures |") && !measured("| Figure 16 reproduced |"));
+    assert!(
+        hand_written.is_empty(),
+        "hand-written measurements (generate them with `qlab tables`):\n{}",
+        hand_written.join("\n")
+    );
 }
 
 /// A notebook whose cell raises fails the run, naming the notebook and the error: CI

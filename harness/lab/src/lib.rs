@@ -43,4 +43,4 @@ pub mod workload;
 pub use error::{LabError, Result};
 /// Results, figures, comparisons, the gallery and the docs' tables: `qlab-report`'s,
 /// under the paths the lab always gave them.
-pub use qlab_report::{compare, gallery, plot, results, tables};
+pub use qlab_report::{benchmarks, compare, gallery, plot, results, tables};

@@ -17,8 +17,9 @@ pub const FIGURES_DIR: &str = "figures";
 /// The attack matrix from an attack `trials.csv`: `summary.csv` with one row per
 /// (protocol, nodes, attack, malicious) — seeds, unsafe runs, runs that did not recover,
 /// runs in which a malicious replica was leading when the attack began, the first
-/// unsafe trial and the verdict (`safe`, `violated in k of N`, `stalled in k
-/// of N`) — and the same as a Markdown table in `matrix.md`.
+/// unsafe trial, the mean throughput before, during and after the attack window, and
+/// the verdict (`safe`, `violated in k of N`, `stalled in k of N`) — and the same as a
+/// Markdown table in `matrix.md`.
 pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
     let path = dir.join(SUMMARY_CSV);
     let file = File::create(&path).map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
@@ -34,6 +35,9 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             "first_unsafe_trial",
             "invariants",
             "inconclusive",
+            "ops_per_s_before_mean",
+            "ops_per_s_during_mean",
+            "ops_per_s_after_mean",
             "verdict",
         ]))
         .map_err(csv_err)?;
@@ -74,6 +78,14 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             verdict.push_str(&format!("; inconclusive in {inconclusive}"));
         }
         let first = unsafe_rows.first().and_then(|r| table.get(r, "trial")).unwrap_or("").to_string();
+        let mean_of = |column: &str| {
+            let values: Vec<f64> = rows.iter().filter_map(|r| table.number(r, column)).collect();
+            if values.is_empty() {
+                String::new()
+            } else {
+                format!("{:.3}", values.iter().sum::<f64>() / values.len() as f64)
+            }
+        };
         let mut record = values.clone();
         record.extend([
             n.to_string(),
@@ -83,6 +95,9 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             first,
             invariants.join(" "),
             inconclusive.to_string(),
+            mean_of("ops_per_s_before"),
+            mean_of("ops_per_s_during"),
+            mean_of("ops_per_s_after"),
             verdict.clone(),
         ]);
         writer.write_record(&record).map_err(csv_err)?;

@@ -17,11 +17,22 @@
 //! (`picks`), to set them side by side: `{raft.ops_per_s}`, and a ratio of two cells as
 //! `{paxos.ops_per_s/raft.ops_per_s:.2}` (in any template).
 //!
+//! A filter's value is the cell as written, a list of cells any of which will do
+//! (`attack = ["silent", "crash"]`), or a comparison with a number (`"> 10000"`, `">= 1"`,
+//! `"< 5"`, `"<= 5"`; `"!= x"` compares the text).
+//!
+//! Where a cell sums up many rows (a trials CSV, or several points of a summary) its
+//! placeholders aggregate over every row the column's filter passes: `{count()}`,
+//! `{sum(col)}`, `{mean(col)}`, `{median(col)}`, `{min(col)}`, `{max(col)}`, and
+//! `{range(col)}` (`min–max`, or one number where both show the same). The divisor of a
+//! ratio may be a number: `{sum(ops)/1000000:.1} M`.
+//!
 //! A table whose rows are not one CSV's groups (the README's which-protocol-when table:
 //! one row per protocol, each cell from a different experiment) gives its `heads` (and
 //! `align`), its `cells` row by row, and named `sources`, each one CSV row picked by a
-//! filter that must match exactly one; a cell's placeholders are then
-//! `{source.column...}`, and the prose around them is the listing's.
+//! filter; a cell's placeholders are then `{source.column...}` (the source must pick
+//! exactly one row) or `{source.count()}`, `{source.median(col)}`... over all it picks,
+//! and the prose around them is the listing's.
 
 use crate::error::{ReportError, Result};
 use serde::Deserialize;
@@ -47,7 +58,7 @@ struct TableSpec {
     csv: Option<String>,
     /// Only CSV rows with these cells take part.
     #[serde(default)]
-    filter: BTreeMap<String, String>,
+    filter: Filter,
     /// Key columns: one table row per distinct combination.
     rows: Option<Vec<String>>,
     columns: Option<Vec<ColumnSpec>>,
@@ -61,12 +72,13 @@ struct TableSpec {
     sources: BTreeMap<String, SourceSpec>,
 }
 
-/// One CSV row, by a filter that must pick exactly one.
+/// CSV rows picked by a filter: exactly one for a plain `{name.column}`, any number for
+/// an aggregate.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SourceSpec {
     csv: String,
-    filter: BTreeMap<String, String>,
+    filter: Filter,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,14 +90,14 @@ struct ColumnSpec {
     align: Align,
     /// Which of the group's CSV rows this column shows.
     #[serde(default)]
-    filter: BTreeMap<String, String>,
+    filter: Filter,
     /// What to show when the group has no such row (a point the experiment does not
     /// run); without it a missing row is an error.
     missing: Option<String>,
     /// Or several of the group's rows by name, each by its own filter (one row each),
     /// for a cell that sets them side by side: `{name.column}`, `{a.x/b.x:.2}`.
     #[serde(default)]
-    picks: BTreeMap<String, BTreeMap<String, String>>,
+    picks: BTreeMap<String, Filter>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
@@ -94,6 +106,46 @@ enum Align {
     #[default]
     Left,
     Right,
+}
+
+/// Which CSV rows take part: every named column must hold what its [`Want`] accepts.
+type Filter = BTreeMap<String, Want>;
+
+/// What a filter accepts in one column: the cell as written (`"raft"`), any of a list
+/// (`["silent", "crash"]`), or a number compared (`"> 10000"`, `">= 1"`, `"< 5"`,
+/// `"<= 5"`, `"!= 0"`; `!=` compares the text).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Want {
+    One(String),
+    AnyOf(Vec<String>),
+}
+
+impl Want {
+    fn accepts(&self, cell: &str) -> std::result::Result<bool, String> {
+        let want = match self {
+            Want::AnyOf(options) => return Ok(options.iter().any(|o| o == cell)),
+            Want::One(want) => want,
+        };
+        if let Some(other) = want.strip_prefix("!=") {
+            return Ok(cell != other.trim());
+        }
+        let (compare, bound): (fn(f64, f64) -> bool, &str) = if let Some(b) = want.strip_prefix(">=") {
+            (|a, b| a >= b, b)
+        } else if let Some(b) = want.strip_prefix("<=") {
+            (|a, b| a <= b, b)
+        } else if let Some(b) = want.strip_prefix('>') {
+            (|a, b| a > b, b)
+        } else if let Some(b) = want.strip_prefix('<') {
+            (|a, b| a < b, b)
+        } else {
+            return Ok(cell == want);
+        };
+        let bound: f64 =
+            bound.trim().parse().map_err(|_| format!("filter `{want}`: `{}` is not a number", bound.trim()))?;
+        // An empty cell (a trial that measured nothing) passes no comparison.
+        Ok(cell.parse::<f64>().is_ok_and(|value| compare(value, bound)))
+    }
 }
 
 /// A CSV as header plus records, for lookups by column name.
@@ -124,10 +176,10 @@ impl Csv {
         self.header.iter().position(|h| h == name)
     }
 
-    fn matches(&self, record: &[String], filter: &BTreeMap<String, String>) -> Result<bool> {
+    fn matches(&self, record: &[String], filter: &Filter) -> Result<bool> {
         for (column, want) in filter {
             let index = self.column(column).ok_or_else(|| self.no_column(column))?;
-            if record[index] != *want {
+            if !want.accepts(&record[index]).map_err(ReportError::Usage)? {
                 return Ok(false);
             }
         }
@@ -138,7 +190,7 @@ impl Csv {
     fn matching<'a>(
         &self,
         records: impl IntoIterator<Item = &'a Vec<String>>,
-        filters: &[&BTreeMap<String, String>],
+        filters: &[&Filter],
     ) -> Result<Vec<&'a Vec<String>>> {
         let mut picked = Vec::new();
         for record in records {
@@ -185,6 +237,44 @@ fn render(template: &str, csv: &Csv, record: &[String]) -> std::result::Result<S
     })
 }
 
+/// The aggregate `expr` names (`count()`, `sum(col)`, `mean(col)`, `median(col)`,
+/// `min(col)`, `max(col)`) over `rows`, or `None` if `expr` is a plain column.
+fn aggregate(csv: &Csv, rows: &[&Vec<String>], expr: &str) -> std::result::Result<Option<f64>, String> {
+    let Some((function, rest)) = expr.split_once('(') else { return Ok(None) };
+    let column = rest.strip_suffix(')').ok_or_else(|| format!("`{expr}`: no closing `)`"))?;
+    if function == "count" {
+        if !column.is_empty() {
+            return Err(format!("`{expr}`: count() takes no column"));
+        }
+        return Ok(Some(rows.len() as f64));
+    }
+    let index = csv.column(column).ok_or_else(|| csv.no_column(column).to_string())?;
+    let mut values = Vec::with_capacity(rows.len());
+    for row in rows {
+        let cell = &row[index];
+        values
+            .push(cell.parse::<f64>().map_err(|_| format!("`{expr}`: a row's `{column}` is `{cell}`, not a number"))?);
+    }
+    if values.is_empty() {
+        return Err(format!("`{expr}` over no rows"));
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Ok(Some(match function {
+        "sum" => values.iter().sum(),
+        "mean" => values.iter().sum::<f64>() / n as f64,
+        // As pandas has it: the middle value, or the mean of the two middle ones.
+        "median" => (values[(n - 1) / 2] + values[n / 2]) / 2.0,
+        "min" => values[0],
+        "max" => values[n - 1],
+        _ => {
+            return Err(format!(
+                "`{expr}`: no function `{function}` (there are count(), sum, mean, median, min, max and range)"
+            ));
+        }
+    }))
+}
+
 /// Fill `template`'s placeholders with the cells `lookup` gives for their names.
 fn render_with(
     template: &str,
@@ -197,36 +287,54 @@ fn render_with(
         let close = rest[open..].find('}').ok_or_else(|| format!("unclosed `{{` in `{template}`"))? + open;
         let placeholder = &rest[open + 1..close];
         let (column, format) = placeholder.split_once(':').unwrap_or((placeholder, ""));
-        let cell = &match column.split_once('/') {
-            // A ratio of two cells: `{paxos.ops_per_s/raft.ops_per_s:.2}`.
-            Some((top, bottom)) => {
-                let value = |name: &str| -> std::result::Result<f64, String> {
-                    let cell = lookup(name)?;
-                    cell.parse::<f64>().map_err(|_| format!("`{name}` is `{cell}`, not a number"))
-                };
-                (value(top)? / value(bottom)?).to_string()
-            }
-            None => lookup(column)?,
-        };
-        let number = || cell.parse::<f64>().map_err(|_| format!("`{column}` is `{cell}`, not a number"));
-        let decimals = |spec: &str| spec.parse::<usize>().map_err(|_| format!("bad format `{format}` in `{template}`"));
-        out.push_str(&match format {
-            "" => cell.to_string(),
-            _ if format.starts_with("%.") => format!("{}%", grouped(number()? * 100.0, decimals(&format[2..])?)),
-            _ if format.starts_with("+.") => {
-                let shown = grouped(number()?, decimals(&format[2..])?);
-                match shown.strip_prefix('−') {
-                    Some(magnitude) => format!("− {magnitude}"),
-                    None => format!("+ {shown}"),
+        // `range(col)` shows `min–max` of the column, or one number where both agree.
+        let (prefix, name) = column.rsplit_once('.').map_or(("", column), |(p, n)| (p, n));
+        if let Some(inner) = name.strip_prefix("range(") {
+            let dot = if prefix.is_empty() { "" } else { "." };
+            let low = formatted(&lookup(&format!("{prefix}{dot}min({inner}"))?, column, format, template)?;
+            let high = formatted(&lookup(&format!("{prefix}{dot}max({inner}"))?, column, format, template)?;
+            out.push_str(&if low == high { low } else { format!("{low}–{high}") });
+        } else {
+            let cell = match column.split_once('/') {
+                // A ratio of two cells, or of a cell and a number: `{paxos.ops/raft.ops:.2}`,
+                // `{run.ops/1000000:.1}`.
+                Some((top, bottom)) => {
+                    let value = |name: &str| -> std::result::Result<f64, String> {
+                        if let Ok(literal) = name.parse::<f64>() {
+                            return Ok(literal);
+                        }
+                        let cell = lookup(name)?;
+                        cell.parse::<f64>().map_err(|_| format!("`{name}` is `{cell}`, not a number"))
+                    };
+                    (value(top)? / value(bottom)?).to_string()
                 }
-            }
-            _ if format.starts_with('.') => grouped(number()?, decimals(&format[1..])?),
-            _ => return Err(format!("bad format `{format}` in `{template}` (use `.N`, `%.N` or `+.N`)")),
-        });
+                None => lookup(column)?,
+            };
+            out.push_str(&formatted(&cell, column, format, template)?);
+        }
         rest = &rest[close + 1..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `cell` shown as `format` asks: as written (""), `.N`, `%.N` or `+.N`.
+fn formatted(cell: &str, column: &str, format: &str, template: &str) -> std::result::Result<String, String> {
+    let number = || cell.parse::<f64>().map_err(|_| format!("`{column}` is `{cell}`, not a number"));
+    let decimals = |spec: &str| spec.parse::<usize>().map_err(|_| format!("bad format `{format}` in `{template}`"));
+    Ok(match format {
+        "" => cell.to_string(),
+        _ if format.starts_with("%.") => format!("{}%", grouped(number()? * 100.0, decimals(&format[2..])?)),
+        _ if format.starts_with("+.") => {
+            let shown = grouped(number()?, decimals(&format[2..])?);
+            match shown.strip_prefix('−') {
+                Some(magnitude) => format!("− {magnitude}"),
+                None => format!("+ {shown}"),
+            }
+        }
+        _ if format.starts_with('.') => grouped(number()?, decimals(&format[1..])?),
+        _ => return Err(format!("bad format `{format}` in `{template}` (use `.N`, `%.N` or `+.N`)")),
+    })
 }
 
 /// The Markdown table (header, alignment row, rows) `spec` generates under `root`.
@@ -256,21 +364,12 @@ fn generate_cells(spec: &TableSpec, heads: &[String], cells: &[Vec<String>], roo
             files.insert(&source.csv, Csv::read(&root.join(&source.csv))?);
         }
     }
-    let mut rows: BTreeMap<&str, (&Csv, &Vec<String>)> = BTreeMap::new();
+    let mut rows: BTreeMap<&str, (&Csv, Vec<&Vec<String>>)> = BTreeMap::new();
     for (name, source) in &spec.sources {
         let csv = &files[source.csv.as_str()];
         let picked =
             csv.matching(&csv.records, &[&source.filter]).map_err(|e| fail(format!("source `{name}`: {e}")))?;
-        match picked.as_slice() {
-            [one] => rows.insert(name, (csv, one)),
-            _ => {
-                return Err(fail(format!(
-                    "source `{name}` picks {} rows of {} (it must pick exactly one)",
-                    picked.len(),
-                    source.csv
-                )));
-            }
-        };
+        rows.insert(name, (csv, picked));
     }
     let lookup = |placeholder: &str| named_cell(&rows, "source", placeholder);
     let mut out = format!("| {} |\n", heads.join(" | "));
@@ -329,6 +428,10 @@ fn generate_grouped(
                 cells.push(render_picks(column, &csv, members, key).map_err(&fail)?);
                 continue;
             }
+            if has_aggregate(&column.cell) {
+                cells.push(render_aggregate(column, &csv, members, key).map_err(&fail)?);
+                continue;
+            }
             let mut shown: Option<String> = None;
             for record in members {
                 if !csv.matches(record, &column.filter).map_err(|e| fail(e.to_string()))? {
@@ -355,21 +458,68 @@ fn generate_grouped(
 }
 
 /// The cell `{name.column}` names among `rows` (a table's sources or a column's picks,
-/// `what` says which).
+/// `what` says which): the column of the one row `name` picks, or an aggregate
+/// (`{name.count()}`, `{name.mean(column)}`) over all the rows it picks.
 fn named_cell(
-    rows: &BTreeMap<&str, (&Csv, &Vec<String>)>,
+    rows: &BTreeMap<&str, (&Csv, Vec<&Vec<String>>)>,
     what: &str,
     placeholder: &str,
 ) -> std::result::Result<String, String> {
     let (name, column) = placeholder
         .split_once('.')
         .ok_or_else(|| format!("`{{{placeholder}}}` names no {what} (write `{{{what}.column}}`)"))?;
-    let (csv, record) = rows.get(name).ok_or_else(|| {
+    let (csv, picked) = rows.get(name).ok_or_else(|| {
         let names: Vec<&str> = rows.keys().copied().collect();
         format!("no {what} `{name}` (there are: {})", names.join(", "))
     })?;
-    let index = csv.column(column).ok_or_else(|| csv.no_column(column).to_string())?;
-    Ok(record[index].clone())
+    if let Some(value) = aggregate(csv, picked, column).map_err(|e| format!("{what} `{name}`: {e}"))? {
+        return Ok(value.to_string());
+    }
+    match picked.as_slice() {
+        [one] => {
+            let index = csv.column(column).ok_or_else(|| csv.no_column(column).to_string())?;
+            Ok(one[index].clone())
+        }
+        _ => Err(format!(
+            "{what} `{name}` picks {} rows (`{{{placeholder}}}` needs exactly one; over many, use count(), sum, \
+             mean, median, min, max or range)",
+            picked.len()
+        )),
+    }
+}
+
+/// Whether a template aggregates (`{mean(column)}`, `{count()}`...).
+fn has_aggregate(template: &str) -> bool {
+    template.split('{').skip(1).any(|p| p.split('}').next().is_some_and(|p| p.contains('(')))
+}
+
+/// A column over all the rows of one group its filter passes: its aggregates over them,
+/// and plain `{column}`s that every one of them agrees on.
+fn render_aggregate(
+    column: &ColumnSpec,
+    csv: &Csv,
+    members: &[&Vec<String>],
+    key: &[String],
+) -> std::result::Result<String, String> {
+    let matching = csv.matching(members.iter().copied(), &[&column.filter]).map_err(|e| e.to_string())?;
+    if matching.is_empty() {
+        return column.missing.clone().ok_or_else(|| format!("column `{}` has no CSV row for {key:?}", column.head));
+    }
+    let lookup = |name: &str| -> std::result::Result<String, String> {
+        if let Some(value) = aggregate(csv, &matching, name)? {
+            return Ok(value.to_string());
+        }
+        let index = csv.column(name).ok_or_else(|| csv.no_column(name).to_string())?;
+        let first = &matching[0][index];
+        match matching.iter().find(|r| r[index] != *first) {
+            None => Ok(first.clone()),
+            Some(other) => Err(format!(
+                "`{name}` is `{first}` in one row of {key:?} and `{}` in another (aggregate it or add a row key)",
+                other[index]
+            )),
+        }
+    };
+    render_with(&column.cell, &lookup).map_err(|e| format!("column `{}`: {e}", column.head))
 }
 
 /// A column over several named rows of one group, each picked by its own filter.
@@ -379,14 +529,14 @@ fn render_picks(
     members: &[&Vec<String>],
     key: &[String],
 ) -> std::result::Result<String, String> {
-    let mut picked: BTreeMap<&str, (&Csv, &Vec<String>)> = BTreeMap::new();
+    let mut picked: BTreeMap<&str, (&Csv, Vec<&Vec<String>>)> = BTreeMap::new();
     for (name, filter) in &column.picks {
         let matching = csv.matching(members.iter().copied(), &[&column.filter, filter]).map_err(|e| e.to_string())?;
-        match matching.as_slice() {
-            [one] => {
-                picked.insert(name, (csv, one));
+        match matching.len() {
+            1 => {
+                picked.insert(name, (csv, matching));
             }
-            [] => match &column.missing {
+            0 => match &column.missing {
                 Some(missing) => return Ok(missing.clone()),
                 None => return Err(format!("column `{}`: pick `{name}` has no CSV row for {key:?}", column.head)),
             },
@@ -569,6 +719,59 @@ columns = [
         assert!(err.contains("no source `paxos`") && err.contains("paxos3"), "{err}");
         let dir = repo_with(csv_text, &CELLS_LISTING.replace("[\"Paxos\", ", "[\"Paxos\", \"x\", "), doc);
         assert!(update(dir.path(), true).unwrap_err().to_string().contains("row 2 has 3 cells for 2 heads"));
+    }
+
+    /// Filters compare numbers and take lists; cells aggregate over the rows they pass.
+    #[test]
+    fn aggregates_sum_up_the_rows_a_filter_passes() {
+        let trials = "protocol,attack,ms,ops\nraft,silent,5,10\nraft,silent,20000,30\nraft,crash,12,20\nraft,crash,40,25\npaxos,silent,7,8\n";
+        let listing = r#"
+[[table]]
+name = "t"
+doc = "doc.md"
+csv = "results/run/summary.csv"
+rows = ["protocol"]
+columns = [
+  { head = "protocol", cell = "{protocol}" },
+  { head = "trials", cell = "{count()}", align = "right" },
+  { head = "over 10 s", cell = "{count()}", filter = { ms = "> 10000" }, missing = "none" },
+  { head = "median ms", cell = "{median(ms):.1}" },
+  { head = "ops", cell = "{range(ops):.0} (mean {mean(ops):.1}, {sum(ops)/1000:.3} k)", filter = { attack = ["silent", "crash"] } },
+]
+"#;
+        let doc = "<!-- table t -->\n<!-- /table -->\n";
+        let dir = repo_with(trials, listing, doc);
+        update(dir.path(), false).unwrap();
+        let written = read(&dir.path().join("doc.md")).unwrap();
+        assert!(written.contains("| raft | 4 | 1 | 26.0 | 10–30 (mean 21.2, 0.085 k) |"), "{written}");
+        assert!(written.contains("| paxos | 1 | none | 7.0 | 8 (mean 8.0, 0.008 k) |"), "{written}");
+        // A plain column the rows disagree on is refused, and so is a bad comparison.
+        let dir = repo_with(trials, &listing.replace("{count()}\", align", "{count()} {attack}\", align"), doc);
+        let err = update(dir.path(), true).unwrap_err().to_string();
+        assert!(err.contains("`attack` is `silent` in one row") && err.contains("aggregate it"), "{err}");
+        let dir = repo_with(trials, &listing.replace("> 10000", "> ten"), doc);
+        assert!(update(dir.path(), true).unwrap_err().to_string().contains("`ten` is not a number"));
+        let dir = repo_with(trials, &listing.replace("median(ms)", "mode(ms)"), doc);
+        assert!(update(dir.path(), true).unwrap_err().to_string().contains("no function `mode`"));
+        // Sources aggregate too; a plain cell of a many-row source is refused.
+        let cells = r#"
+[[table]]
+name = "t"
+doc = "doc.md"
+heads = ["share over 10 s", "median"]
+cells = [["{slow.count()/all.count():%.0}", "{all.median(ms):.0} ms, raft only {raft.ms}"]]
+
+[table.sources]
+slow = { csv = "results/run/summary.csv", filter = { ms = ">= 10000" } }
+all = { csv = "results/run/summary.csv", filter = {} }
+raft = { csv = "results/run/summary.csv", filter = { protocol = "raft", attack = "silent", ms = "< 10" } }
+"#;
+        let dir = repo_with(trials, cells, doc);
+        update(dir.path(), false).unwrap();
+        assert!(read(&dir.path().join("doc.md")).unwrap().contains("| 20% | 12 ms, raft only 5 |"));
+        let dir = repo_with(trials, &cells.replace("ms = \"< 10\" ", ""), doc);
+        let err = update(dir.path(), true).unwrap_err().to_string();
+        assert!(err.contains("source `raft` picks 2 rows"), "{err}");
     }
 
     #[test]
