@@ -62,7 +62,7 @@ enum Command {
         check: bool,
     },
     /// Import criterion's measurements (left by `cargo bench`) into
-    /// results/benchmarks/criterion.csv, which docs/benchmarks.md's table is made from.
+    /// results/benchmarks/reference/criterion.csv, which docs/benchmarks.md's table is made from.
     Benchmarks {
         /// Criterion's output directory.
         #[arg(long, default_value = "target/criterion", value_name = "DIR")]

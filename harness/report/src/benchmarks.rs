@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Where the imported measurements live, relative to the repository root.
-pub const BENCHMARKS_CSV: &str = "results/benchmarks/criterion.csv";
+pub const BENCHMARKS_CSV: &str = "results/benchmarks/reference/criterion.csv";
 
 /// One benchmark: its id as criterion prints it, and what one iteration cost.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -217,7 +217,7 @@ mod tests {
         measurement(&criterion, "leader_step/raft/3", r#"{"Elements":3}"#, 1000.0);
         measurement(&criterion, "ed25519/sign", r#"{"Elements":1}"#, 20_000.0);
         measurement(&criterion, "blake3/128", r#"{"Bytes":128}"#, 280.0);
-        let out = dir.path().join("results/benchmarks/criterion.csv");
+        let out = dir.path().join("results/benchmarks/reference/criterion.csv");
         assert_eq!(import(&criterion, &out).unwrap(), 3);
         let rows = read(&criterion).unwrap();
         let raft = rows.iter().find(|r| r.benchmark == "leader_step/raft/3").unwrap();
