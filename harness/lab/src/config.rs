@@ -308,92 +308,6 @@ fn default_drift_bound_ppm() -> toml::Spanned<u64> {
     toml::Spanned::new(0..0, qlab_raft::DEFAULT_DRIFT_BOUND_PPM)
 }
 
-/// Multi-Paxos's own knobs. Its leader timeout, heartbeat and batching are the
-/// `election_timeout_ms`, `heartbeat_ms` and `batch_delay_ms` of `[raft]`, so the two
-/// protocols compared in one file run with the same timing.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PaxosSection {
-    /// Slots proposed but not yet committed, at most.
-    #[serde(default = "default_window")]
-    pub window_slots: usize,
-    /// Client commands in one slot, at most.
-    #[serde(default = "default_batch")]
-    pub max_commands_per_slot: usize,
-    #[serde(default = "default_true")]
-    pub check_quorum: bool,
-    /// Checkpoint the state machine every this many applied slots (0: never).
-    #[serde(default)]
-    pub checkpoint_every_slots: u64,
-    /// State transfer sends the checkpoint in chunks of at most this many bytes.
-    #[serde(default = "default_state_chunk_bytes")]
-    pub state_chunk_bytes: usize,
-    /// `[paxos.ablate]`: Multi-Paxos's phase-1 value rule switched off.
-    #[serde(default)]
-    pub ablate: Option<toml::Spanned<qlab_paxos::PaxosAblations>>,
-}
-
-impl Default for PaxosSection {
-    fn default() -> Self {
-        PaxosSection {
-            window_slots: default_window(),
-            max_commands_per_slot: default_batch(),
-            check_quorum: true,
-            checkpoint_every_slots: 0,
-            state_chunk_bytes: default_state_chunk_bytes(),
-            ablate: None,
-        }
-    }
-}
-
-fn default_state_chunk_bytes() -> usize {
-    qlab_paxos::DEFAULT_STATE_CHUNK_BYTES
-}
-
-fn default_window() -> usize {
-    256
-}
-
-/// PBFT's own knobs; `batch_delay_ms` is `[raft]`'s, shared by every protocol.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PbftSection {
-    /// First view-change timeout (doubles with each view change that brings no progress).
-    #[serde(default = "default_view_change_ms")]
-    pub view_change_timeout_ms: f64,
-    #[serde(default = "default_checkpoint")]
-    pub checkpoint_interval: u64,
-    #[serde(default = "default_log_window")]
-    pub log_window: u64,
-    #[serde(default = "default_batch")]
-    pub max_batch: usize,
-    /// `[pbft.ablate]`: PBFT's prepare quorum weakened to 2f.
-    #[serde(default)]
-    pub ablate: Option<toml::Spanned<qlab_pbft::PbftAblations>>,
-}
-
-impl Default for PbftSection {
-    fn default() -> Self {
-        PbftSection {
-            view_change_timeout_ms: default_view_change_ms(),
-            checkpoint_interval: default_checkpoint(),
-            log_window: default_log_window(),
-            max_batch: default_batch(),
-            ablate: None,
-        }
-    }
-}
-
-fn default_view_change_ms() -> f64 {
-    300.0
-}
-fn default_checkpoint() -> u64 {
-    32
-}
-fn default_log_window() -> u64 {
-    128
-}
-
 impl Default for RaftSection {
     fn default() -> Self {
         RaftSection {
@@ -423,8 +337,11 @@ fn default_true() -> bool {
     true
 }
 fn default_batch() -> usize {
-    64
+    DEFAULT_BATCH
 }
+
+/// Entries per message, commands per slot, requests per batch, unless a file says otherwise.
+pub const DEFAULT_BATCH: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -616,18 +533,41 @@ pub struct ExperimentFile {
     pub cluster: ClusterSection,
     #[serde(default)]
     pub network: NetworkSection,
+    /// The leader-based protocols' shared timing, and Raft's own knobs.
     #[serde(default)]
     pub raft: RaftSection,
-    #[serde(default)]
-    pub paxos: PaxosSection,
-    #[serde(default)]
-    pub pbft: PbftSection,
     /// Required by `election` (what to crash); `throughput` runs fault-free.
     pub faults: Option<FaultsSection>,
     #[serde(default)]
     pub workload: WorkloadSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Each protocol's own tables (`[paxos]`, `[pbft]`), as its
+    /// [`crate::protocols::LabProtocol::Sections`] type: read from the file's text by
+    /// [`crate::registry::Registry::parse`], which knows the protocol list.
+    #[serde(skip)]
+    pub protocol_sections: ProtocolSections,
+}
+
+/// The protocols' own sections of a file, one value per section type. Type-erased so
+/// this module, below the protocol list, names none of them.
+#[derive(Clone, Default)]
+pub struct ProtocolSections(std::collections::BTreeMap<std::any::TypeId, Arc<dyn Any + Send + Sync>>);
+
+impl ProtocolSections {
+    /// The sections of type `T`, if the file was read with them.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.0.get(&std::any::TypeId::of::<T>()).and_then(|read| read.clone().downcast::<T>().ok())
+    }
+    pub fn insert<T: Any + Send + Sync>(&mut self, sections: T) {
+        self.0.insert(std::any::TypeId::of::<T>(), Arc::new(sections));
+    }
+}
+
+impl std::fmt::Debug for ProtocolSections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProtocolSections({} read)", self.0.len())
+    }
 }
 
 /// A parsed, validated experiment with its source text (kept for provenance).
@@ -641,9 +581,9 @@ pub struct Experiment {
 }
 
 /// The sections every experiment file may have; a kind adds its own
-/// ([`crate::kind::ExperimentKind::sections`]).
-pub const COMMON_SECTIONS: &[&str] =
-    &["experiment", "cluster", "network", "raft", "paxos", "pbft", "faults", "workload", "limits"];
+/// ([`crate::kind::ExperimentKind::sections`]) and each protocol its own
+/// ([`crate::protocols::LabProtocol::SECTIONS`]).
+pub const COMMON_SECTIONS: &[&str] = &["experiment", "cluster", "network", "raft", "faults", "workload", "limits"];
 
 /// A kind's sections parsed once per run rather than once per trial. Shared by clones
 /// of the experiment (they have the same text).
@@ -915,26 +855,26 @@ impl Experiment {
         LabError::Config { path: self.path.clone(), line: 1, column: 1, message }
     }
 
+    /// A `[NAME.ablate]` table at `span` switches a safety rule off: real (quic) mode
+    /// refuses it unless the file allows ablations.
+    pub fn check_ablation_allowed(&self, section: &str, span: &Range<usize>) -> Result<(), LabError> {
+        let f = &self.file;
+        if f.experiment.mode.values.contains(&Mode::Quic) && !f.experiment.allow_ablations {
+            return Err(self.error_at(
+                span,
+                format!(
+                    "{section} switches off a safety rule; real (quic) mode refuses it unless [experiment] says \
+                     allow_ablations = true"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_file(&self) -> Result<(), LabError> {
         let f = &self.file;
-        let ablated = [
-            ("[raft.ablate]", f.raft.ablate.as_ref().filter(|a| a.get_ref().any()).map(|a| a.span())),
-            ("[paxos.ablate]", f.paxos.ablate.as_ref().filter(|a| a.get_ref().any()).map(|a| a.span())),
-            ("[pbft.ablate]", f.pbft.ablate.as_ref().filter(|a| a.get_ref().any()).map(|a| a.span())),
-        ];
-        for (section, span) in ablated {
-            if let Some(span) = span
-                && f.experiment.mode.values.contains(&Mode::Quic)
-                && !f.experiment.allow_ablations
-            {
-                return Err(self.error_at(
-                    &span,
-                    format!(
-                        "{section} switches off a safety rule; real (quic) mode refuses it unless [experiment] says \
-                         allow_ablations = true"
-                    ),
-                ));
-            }
+        if let Some(span) = f.raft.ablate.as_ref().filter(|a| a.get_ref().any()).map(|a| a.span()) {
+            self.check_ablation_allowed("[raft.ablate]", &span)?;
         }
         if f.experiment.name.is_empty()
             || !f.experiment.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -1094,21 +1034,8 @@ impl Experiment {
         if f.raft.batch_delay_ms.values.iter().any(|v| *v < 0.0) {
             return Err(self.error_at(&f.raft.batch_delay_ms.span, "batch_delay_ms must be >= 0".into()));
         }
-        if f.pbft.view_change_timeout_ms <= 0.0
-            || f.pbft.checkpoint_interval == 0
-            || f.pbft.log_window < f.pbft.checkpoint_interval
-            || f.pbft.max_batch == 0
-        {
-            return Err(self.error_at(
-                &(0..0),
-                "[pbft] needs view_change_timeout_ms > 0, checkpoint_interval >= 1, log_window >= checkpoint_interval and max_batch >= 1".into(),
-            ));
-        }
-        if f.paxos.window_slots == 0 || f.paxos.max_commands_per_slot == 0 || f.raft.max_entries_per_append == 0 {
-            return Err(self.error_at(
-                &(0..0),
-                "window_slots, max_commands_per_slot and max_entries_per_append must be at least 1".into(),
-            ));
+        if f.raft.max_entries_per_append == 0 {
+            return Err(self.error_at(&self.section_span("raft"), "max_entries_per_append must be at least 1".into()));
         }
         if f.experiment.mode.values.contains(&Mode::Quic) {
             let network = &f.network;

@@ -4,7 +4,7 @@
 //! reach into. Adding a protocol to the lab means its crate, one impl here and one line
 //! of [`crate::protocol_list`] (`docs/extending.md`).
 
-use crate::config::{ExperimentFile, Point};
+use crate::config::{DEFAULT_BATCH, Experiment, ExperimentFile, Point};
 use qlab_core::adversary::{Adversary, AttackParams, GenericAttack};
 use qlab_core::leader_client::LeaderClient;
 use qlab_core::reads::ReadMode;
@@ -13,8 +13,8 @@ use qlab_paxos::{Paxos, PaxosConfig, PaxosTimer};
 use qlab_pbft::{Pbft, PbftClient, PbftConfig};
 use qlab_raft::{Raft, RaftConfig, RaftTimer};
 use qlab_unreplicated::{Unreplicated, UnreplicatedConfig};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 pub trait LabProtocol:
     Protocol<
@@ -35,6 +35,26 @@ pub trait LabProtocol:
     type Attack: Adversary<Self> + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
     const ATTACK_NAMES: &'static [&'static str] = &[];
 
+    /// The protocol's own tables of the experiment file (`[pbft]` with `[pbft.ablate]`):
+    /// a struct with one `#[serde(default)]` field per name of [`Self::SECTIONS`],
+    /// `deny_unknown_fields` inside, read from the file's text when it is loaded (so a
+    /// mistake is reported at its line and column); `()` for a protocol with none.
+    type Sections: DeserializeOwned + Default + Send + Sync + 'static;
+    /// The top-level tables [`Self::Sections`] reads: what a file may hold besides the
+    /// common sections and its kind's.
+    const SECTIONS: &'static [&'static str] = &[];
+    /// What is wrong with the sections' values, if anything, and the table it is in.
+    fn check_sections(_sections: &Self::Sections) -> Result<(), (&'static str, String)> {
+        Ok(())
+    }
+    /// The table of its sections that switches a safety rule off, if one does (real mode
+    /// refuses it unless the file allows ablations), and where it is in the file.
+    fn ablations_on(_sections: &Self::Sections) -> Option<(&'static str, std::ops::Range<usize>)> {
+        None
+    }
+
+    /// The configuration a point of the file runs (its own sections are
+    /// [`sections_of`]`::<Self>(file)`).
     fn config(point: &Point, file: &ExperimentFile) -> Self::Config;
     /// The attack called `name` (one of [`Self::ATTACK_NAMES`]) with its parameters.
     fn attack(_name: &str, _params: &AttackParams) -> Option<Self::Attack> {
@@ -71,6 +91,32 @@ pub trait LabProtocol:
     }
 }
 
+/// `P`'s own sections of `file`, as [`read_sections`] read them (the defaults for a
+/// file that has none, or was not read through the registry: a built-in case file).
+pub fn sections_of<P: LabProtocol>(file: &ExperimentFile) -> std::sync::Arc<P::Sections> {
+    file.protocol_sections.get::<P::Sections>().unwrap_or_default()
+}
+
+/// Read `P`'s own sections from the experiment's text, check them, and keep them in its
+/// file for [`sections_of`].
+pub fn read_sections<P: LabProtocol>(experiment: &mut Experiment) -> crate::Result<()> {
+    if P::SECTIONS.is_empty() {
+        return Ok(());
+    }
+    let sections: P::Sections = toml::from_str(&experiment.source).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        experiment.error_at(&span, e.message().trim().to_string())
+    })?;
+    if let Err((section, message)) = P::check_sections(&sections) {
+        return Err(experiment.error_at(&experiment.section_span(section), format!("[{section}] {message}")));
+    }
+    if let Some((section, span)) = P::ablations_on(&sections) {
+        experiment.check_ablation_allowed(&format!("[{section}.ablate]"), &span)?;
+    }
+    experiment.file.protocol_sections.insert(sections);
+    Ok(())
+}
+
 fn leader_client(read_mode: ReadMode, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
     let mut client = LeaderClient::new(id, nodes);
     client.retry_timeout_ns = retry_timeout_ns;
@@ -80,6 +126,9 @@ fn leader_client(read_mode: ReadMode, id: ClientId, nodes: u32, retry_timeout_ns
 
 impl LabProtocol for Raft {
     type Client = LeaderClient;
+    /// Raft's knobs are in `[raft]`, a common section: it also holds the timing every
+    /// leader-based protocol shares (so files compare them at the same timing).
+    type Sections = ();
     const NAME: &'static str = "raft";
     type Attack = qlab_raft::attacks::RaftAttack;
     const ATTACK_NAMES: &'static [&'static str] = qlab_raft::attacks::RaftAttack::NAMES;
@@ -124,6 +173,20 @@ impl LabProtocol for Raft {
 impl LabProtocol for Paxos {
     type Client = LeaderClient;
     const NAME: &'static str = "multipaxos";
+    type Sections = PaxosSections;
+    const SECTIONS: &'static [&'static str] = &["paxos"];
+
+    fn check_sections(sections: &PaxosSections) -> Result<(), (&'static str, String)> {
+        let paxos = &sections.paxos;
+        if paxos.window_slots == 0 || paxos.max_commands_per_slot == 0 {
+            return Err(("paxos", "window_slots and max_commands_per_slot must be at least 1".into()));
+        }
+        Ok(())
+    }
+    fn ablations_on(sections: &PaxosSections) -> Option<(&'static str, std::ops::Range<usize>)> {
+        let ablate = sections.paxos.ablate.as_ref().filter(|a| a.get_ref().any())?;
+        Some(("paxos", ablate.span()))
+    }
     type Attack = qlab_paxos::attacks::PaxosAttack;
     const ATTACK_NAMES: &'static [&'static str] = qlab_paxos::attacks::PaxosAttack::NAMES;
 
@@ -135,20 +198,22 @@ impl LabProtocol for Paxos {
     /// batch delay and entries per message), and `[paxos]`'s own knobs.
     fn config(point: &Point, file: &ExperimentFile) -> PaxosConfig {
         let ns = |v: f64| (v * 1e6).round() as Nanos;
+        let own = sections_of::<Self>(file);
+        let paxos = &own.paxos;
         PaxosConfig {
             leader_timeout_ns_min: ns(point.election_timeout_ms_min),
             leader_timeout_ns_max: ns(point.election_timeout_ms_max),
             heartbeat_interval_ns: ns(point.heartbeat_ms),
-            window_slots: file.paxos.window_slots,
-            max_commands_per_slot: file.paxos.max_commands_per_slot,
+            window_slots: paxos.window_slots,
+            max_commands_per_slot: paxos.max_commands_per_slot,
             max_values_per_message: file.raft.max_entries_per_append,
-            check_quorum: file.paxos.check_quorum,
+            check_quorum: paxos.check_quorum,
             batch_delay_ns: ns(point.batch_delay_ms),
             read_mode: point.read_mode,
             lease_drift_bound_ppm: *file.raft.lease_drift_bound_ppm.get_ref(),
-            checkpoint_every_slots: file.paxos.checkpoint_every_slots,
-            state_chunk_bytes: file.paxos.state_chunk_bytes,
-            ablate: file.paxos.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
+            checkpoint_every_slots: paxos.checkpoint_every_slots,
+            state_chunk_bytes: paxos.state_chunk_bytes,
+            ablate: paxos.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default(),
         }
     }
     fn client(config: &PaxosConfig, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> LeaderClient {
@@ -177,6 +242,29 @@ pub const PBFT_KEY_SEED: u64 = 0x9bf7;
 impl LabProtocol for Pbft {
     type Client = PbftClient;
     const NAME: &'static str = "pbft";
+    type Sections = PbftSections;
+    const SECTIONS: &'static [&'static str] = &["pbft"];
+
+    fn check_sections(sections: &PbftSections) -> Result<(), (&'static str, String)> {
+        let pbft = &sections.pbft;
+        if pbft.view_change_timeout_ms <= 0.0
+            || pbft.checkpoint_interval == 0
+            || pbft.log_window < pbft.checkpoint_interval
+            || pbft.max_batch == 0
+        {
+            return Err((
+                "pbft",
+                "needs view_change_timeout_ms > 0, checkpoint_interval >= 1, log_window >= checkpoint_interval and \
+                 max_batch >= 1"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+    fn ablations_on(sections: &PbftSections) -> Option<(&'static str, std::ops::Range<usize>)> {
+        let ablate = sections.pbft.ablate.as_ref().filter(|a| a.get_ref().any())?;
+        Some(("pbft", ablate.span()))
+    }
     type Attack = qlab_pbft::attacks::PbftAttack;
     const ATTACK_NAMES: &'static [&'static str] = qlab_pbft::attacks::PbftAttack::NAMES;
 
@@ -186,13 +274,15 @@ impl LabProtocol for Pbft {
 
     /// Keys for the point's replicas and clients, `[pbft]`'s knobs, `[raft]`'s batch delay.
     fn config(point: &Point, file: &ExperimentFile) -> PbftConfig {
+        let own = sections_of::<Self>(file);
+        let pbft = &own.pbft;
         let mut config = PbftConfig::with_keys(PBFT_KEY_SEED, point.nodes, point.clients.max(1) as u64);
-        config.view_change_timeout_ns = (file.pbft.view_change_timeout_ms * 1e6).round() as Nanos;
-        config.checkpoint_interval = file.pbft.checkpoint_interval;
-        config.log_window = file.pbft.log_window;
-        config.max_batch = file.pbft.max_batch;
+        config.view_change_timeout_ns = (pbft.view_change_timeout_ms * 1e6).round() as Nanos;
+        config.checkpoint_interval = pbft.checkpoint_interval;
+        config.log_window = pbft.log_window;
+        config.max_batch = pbft.max_batch;
         config.batch_delay_ns = (point.batch_delay_ms * 1e6).round() as Nanos;
-        config.ablate = file.pbft.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default();
+        config.ablate = pbft.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default();
         config
     }
     fn client(_config: &PbftConfig, id: ClientId, nodes: u32, retry_timeout_ns: Nanos) -> PbftClient {
@@ -232,6 +322,8 @@ where
 {
     type Client = P::Client;
     const NAME: &'static str = P::NAME;
+    /// The honest protocol's, read once for both.
+    type Sections = ();
     /// Attacks compose no further: an attack experiment wraps the honest protocol once.
     type Attack = GenericAttack;
 
@@ -264,6 +356,7 @@ where
 /// The one-server baseline: nothing to configure, the leader client finds node 0.
 impl LabProtocol for Unreplicated {
     type Client = LeaderClient;
+    type Sections = ();
     const NAME: &'static str = "unreplicated";
     /// No attack surface worth the name: one server either serves or does not.
     type Attack = GenericAttack;
@@ -280,4 +373,111 @@ impl LabProtocol for Unreplicated {
     fn heartbeat_timer() -> Option<qlab_unreplicated::UnreplicatedTimer> {
         None
     }
+}
+
+/// A Multi-Paxos file's own table: `[paxos]` (with `[paxos.ablate]`).
+#[derive(Debug, Default, Deserialize)]
+pub struct PaxosSections {
+    #[serde(default)]
+    pub paxos: PaxosSection,
+}
+
+/// A PBFT file's own table: `[pbft]` (with `[pbft.ablate]`).
+#[derive(Debug, Default, Deserialize)]
+pub struct PbftSections {
+    #[serde(default)]
+    pub pbft: PbftSection,
+}
+
+/// Multi-Paxos's own knobs. Its leader timeout, heartbeat and batching are the
+/// `election_timeout_ms`, `heartbeat_ms` and `batch_delay_ms` of `[raft]`, so the two
+/// protocols compared in one file run with the same timing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaxosSection {
+    /// Slots proposed but not yet committed, at most.
+    #[serde(default = "default_window")]
+    pub window_slots: usize,
+    /// Client commands in one slot, at most.
+    #[serde(default = "default_batch")]
+    pub max_commands_per_slot: usize,
+    #[serde(default = "default_true")]
+    pub check_quorum: bool,
+    /// Checkpoint the state machine every this many applied slots (0: never).
+    #[serde(default)]
+    pub checkpoint_every_slots: u64,
+    /// State transfer sends the checkpoint in chunks of at most this many bytes.
+    #[serde(default = "default_state_chunk_bytes")]
+    pub state_chunk_bytes: usize,
+    /// `[paxos.ablate]`: Multi-Paxos's phase-1 value rule switched off.
+    #[serde(default)]
+    pub ablate: Option<toml::Spanned<qlab_paxos::PaxosAblations>>,
+}
+
+impl Default for PaxosSection {
+    fn default() -> Self {
+        PaxosSection {
+            window_slots: default_window(),
+            max_commands_per_slot: DEFAULT_BATCH,
+            check_quorum: true,
+            checkpoint_every_slots: 0,
+            state_chunk_bytes: default_state_chunk_bytes(),
+            ablate: None,
+        }
+    }
+}
+
+fn default_state_chunk_bytes() -> usize {
+    qlab_paxos::DEFAULT_STATE_CHUNK_BYTES
+}
+
+fn default_window() -> usize {
+    256
+}
+
+/// PBFT's own knobs; `batch_delay_ms` is `[raft]`'s, shared by every protocol.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PbftSection {
+    /// First view-change timeout (doubles with each view change that brings no progress).
+    #[serde(default = "default_view_change_ms")]
+    pub view_change_timeout_ms: f64,
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_interval: u64,
+    #[serde(default = "default_log_window")]
+    pub log_window: u64,
+    #[serde(default = "default_batch")]
+    pub max_batch: usize,
+    /// `[pbft.ablate]`: PBFT's prepare quorum weakened to 2f.
+    #[serde(default)]
+    pub ablate: Option<toml::Spanned<qlab_pbft::PbftAblations>>,
+}
+
+impl Default for PbftSection {
+    fn default() -> Self {
+        PbftSection {
+            view_change_timeout_ms: default_view_change_ms(),
+            checkpoint_interval: default_checkpoint(),
+            log_window: default_log_window(),
+            max_batch: DEFAULT_BATCH,
+            ablate: None,
+        }
+    }
+}
+
+fn default_view_change_ms() -> f64 {
+    300.0
+}
+fn default_checkpoint() -> u64 {
+    32
+}
+fn default_log_window() -> u64 {
+    128
+}
+
+fn default_batch() -> usize {
+    DEFAULT_BATCH
+}
+fn default_true() -> bool {
+    true
 }

@@ -8,6 +8,8 @@
 use crate::config::Experiment;
 use crate::error::{LabError, Result};
 use crate::kind::ExperimentKind;
+use crate::protocol_list::ProtocolName;
+use crate::protocols::LabProtocol;
 use std::path::Path;
 
 #[derive(Clone)]
@@ -72,9 +74,16 @@ impl Registry {
     /// Parse `source` (named `path` in errors) and validate it: what every file needs,
     /// then its sections against its kind's, then the kind's own checks.
     pub fn parse(&self, path: &Path, source: String) -> Result<(Experiment, &'static dyn ExperimentKind)> {
-        let experiment = Experiment::parse_with_kinds(path, source, Some(&self.names()))?;
+        let mut experiment = Experiment::parse_with_kinds(path, source, Some(&self.names()))?;
         let kind = self.kind(experiment.file.experiment.kind.as_str(), path)?;
-        experiment.check_sections(kind.sections())?;
+        let mut sections: Vec<&str> = kind.sections().to_vec();
+        for protocol in ProtocolName::ALL {
+            sections.extend(with_protocol!(*protocol, P => <P as LabProtocol>::SECTIONS));
+        }
+        experiment.check_sections(&sections)?;
+        for protocol in ProtocolName::ALL {
+            with_protocol!(*protocol, P => crate::protocols::read_sections::<P>(&mut experiment))?;
+        }
         kind.validate(&experiment)?;
         Ok((experiment, kind))
     }

@@ -289,6 +289,39 @@ fn the_docs_example_parses_and_ablations_need_consent_in_real_mode() {
     assert!(typo.contains("unknown field `skip_prev_log`") && typo.contains("skip_prev_log_check"), "{typo}");
 }
 
+/// `[paxos]` and `[pbft]` are the protocols' own (their `LabProtocol::Sections`), not
+/// the config's: read with line and column, checked by the protocol's rules, switched-off
+/// safety rules refused in real mode, and their knobs reach the protocol's configuration.
+#[test]
+fn a_protocols_own_section_is_read_checked_and_configures_it() {
+    use qlab_lab::protocols::LabProtocol;
+    let pbft = GOOD.replace("protocol = \"raft\"", "protocol = \"pbft\"").replace("nodes = [3, 5]", "nodes = 4");
+    let with = |table: &str| pbft.replace("[faults]", &format!("{table}\n\n[faults]"));
+    let e = parse(&with("[pbft]\nlog_window = 256\ncheckpoint_interval = 16")).unwrap();
+    let config = <qlab_lab::protocol_list::Pbft as LabProtocol>::config(&e.points()[0], &e.file);
+    assert_eq!((config.log_window, config.checkpoint_interval), (256, 16));
+    let line_of = |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let text = with("[pbft]\nlog_windw = 256");
+    let typo = error_of(&text);
+    assert!(
+        typo.contains(&format!(":{}:", line_of(&text, "log_windw"))) && typo.contains("unknown field `log_windw`"),
+        "{typo}"
+    );
+    let text = with("[pbft]\nlog_window = 8");
+    let rule = error_of(&text);
+    assert!(
+        rule.contains(&format!(":{}:", line_of(&text, "[pbft]"))) && rule.contains("log_window >= checkpoint_interval"),
+        "{rule}"
+    );
+    let quic = with("[pbft.ablate]\nprepare_quorum_2f = true")
+        .replace("kind = \"election\"", "kind = \"election\"\nmode = \"quic\"");
+    let refused = error_of(&quic);
+    assert!(refused.contains("[pbft.ablate] switches off a safety rule"), "{refused}");
+    // Without the protocol list's sections a file's `[pbft]` would be an unknown table.
+    assert!(!qlab_lab::config::COMMON_SECTIONS.contains(&"pbft"));
+    assert_eq!(<qlab_lab::protocol_list::Pbft as LabProtocol>::SECTIONS, &["pbft"]);
+}
+
 /// Every block of docs/experiments.md's "The sections a kind owns" is a file of its kind
 /// that `qlab` accepts, whose section the kind claims: moved into another kind's file it
 /// is refused at its line, naming the sections that kind takes.
