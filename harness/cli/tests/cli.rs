@@ -226,7 +226,7 @@ fn replay_reproduces_a_trial_with_a_readable_trace() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&refused.stderr)
-            .contains("re-runs simulated election, attack, reads, counterexample and disruption trials")
+            .contains("re-runs simulated election, attack, attack-chaos, reads, counterexample and disruption trials")
     );
     let output = qlab().arg("replay").arg(&out).args(["--trial", "99"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
@@ -422,6 +422,61 @@ think_ms = 5
     }
     assert!(during < before / 2.0, "a primary holding every message 300 ms: {before} ops/s before, {during} during");
     assert!(out.join("figures/attack_timeline.png").exists() && out.join("figures/attack_timeline.svg").exists());
+}
+
+/// The attack-chaos kind end to end: a lying Raft replica is caught under chaos and
+/// the unsafe trial replays to the same verdict; a silent one leaves every run safe and
+/// live; the summary counts both and the figure lands; a network knob the chaos runs
+/// would ignore is refused at its line.
+#[test]
+fn attack_chaos_experiment_counts_caught_attacks_and_unsafe_trials_replay() {
+    let text = r#"# A small attack-chaos experiment.
+[experiment]
+name = "attack-chaos-small"
+kind = "attack-chaos"
+trials = 4
+seed = 7
+
+[cluster]
+protocol = "raft"
+nodes = 3
+
+[attack-chaos]
+raft = ["lie-log-freshness", "silent"]
+malicious = 1
+
+[workload]
+clients = 3
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_small_experiment(dir.path(), text);
+    let summary = csv_rows(&out.join("summary.csv"));
+    let of = |attack: &str| summary.iter().find(|r| r["attack"] == attack).unwrap_or_else(|| panic!("{summary:?}"));
+    assert_eq!(of("silent")["verdict"], "safe and live in all 4", "{summary:?}");
+    let lying = of("lie-log-freshness");
+    assert!(lying["unsafe"].parse::<u32>().unwrap() > 0 && lying["verdict"].starts_with("unsafe in"), "{lying:?}");
+    let rows = csv_rows(&out.join("trials.csv"));
+    let unsafe_row = rows.iter().find(|r| r["safety"] != "ok").expect("an unsafe trial");
+    assert!(unsafe_row["replay"].starts_with("qlab replay") && !unsafe_row["invariant"].is_empty(), "{unsafe_row:?}");
+    let replay =
+        run_ok(qlab().arg("replay").arg(&out).arg("--trial").arg(&unsafe_row["trial"]).arg("--max-lines").arg("1"));
+    let told = String::from_utf8_lossy(&replay.stdout);
+    assert!(told.contains("replay matches") && told.contains("lie-log-freshness"), "{told}");
+    assert!(out.join("figures/attack_chaos_matrix.png").exists());
+
+    let ignored = dir.path().join("ignored.toml");
+    let with_loss = text.replace("[workload]", "[network]\nloss = 0.5\n\n[workload]");
+    let loss_line = with_loss.lines().position(|l| l.starts_with("loss")).unwrap() + 1;
+    std::fs::write(&ignored, &with_loss).unwrap();
+    let refused = qlab().arg("run").arg(&ignored).arg("--out").arg(dir.path().join("no")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains(&format!("ignored.toml:{loss_line}:"))
+            && stderr.contains("[network] loss"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("no").exists(), "nothing is written for a refused file");
 }
 
 /// The availability kind end to end: with k replicas down for good, a majority-backed

@@ -6,7 +6,8 @@
 //! QLAB_ALL_REFERENCES=1 cargo test --release -p qlab --test references
 //! ```
 //!
-//! (about ten minutes on 2 cores, most of it the 1,350-trial attack matrix). Real-mode
+//! (about twenty minutes on 2 cores, most of it the 1,350-trial attack matrix and the
+//! 2,432 PBFT attack-chaos runs). Real-mode
 //! references are not deterministic and are not compared here.
 
 use std::collections::BTreeMap;
@@ -14,8 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Simulator references that re-run in seconds.
-const FAST: &[&str] =
-    &["raft-figure16", "raft-vs-paxos-election", "seed-counterexamples", "rejoin-disruption", "leader-transfer"];
+const FAST: &[&str] = &[
+    "raft-figure16",
+    "raft-vs-paxos-election",
+    "seed-counterexamples",
+    "rejoin-disruption",
+    "leader-transfer",
+    "attack-chaos-cft",
+];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -20,6 +20,8 @@
 pub mod protocol_list;
 
 pub mod attack;
+pub mod attack_chaos;
+pub mod attack_spec;
 pub mod availability;
 pub mod availability_trial;
 pub mod case;

@@ -31,6 +31,7 @@ impl Registry {
                 &crate::election::ElectionKind,
                 &crate::throughput::ThroughputKind,
                 &crate::attack::AttackKind,
+                &crate::attack_chaos::AttackChaosKind,
                 &crate::availability::AvailabilityKind,
                 &crate::reads::ReadsKind,
                 &crate::counterexample::CounterexampleKind,

@@ -82,6 +82,29 @@ fn attacks_on_liveness_only_leave_safety_intact() {
     }
 }
 
+/// The `attack-chaos` experiment kind runs exactly these runs: a trial of
+/// `experiments/attack-chaos-cft.toml` is, seed for seed, what `run` above makes (so the
+/// committed reference's counts are this test's runs over the reference's seeds).
+#[test]
+fn the_attack_chaos_kind_runs_the_same_chaos_runs() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/attack-chaos-cft.toml");
+    let (experiment, kind) = qlab_lab::registry::Registry::builtin().load(&path).unwrap();
+    let points = kind.points(&experiment);
+    let point = points
+        .iter()
+        .find(|p| p.protocol.name() == "raft" && qlab_lab::attack_chaos::axes(p).attack.name == "lie-log-freshness")
+        .expect("the file runs lie-log-freshness against Raft");
+    for seed in [3, 11, 12] {
+        let from_kind = qlab_lab::attack_chaos::run_trial(&experiment, point, seed, false);
+        let from_test = run(RaftAttack::LieLogFreshness)(seed);
+        let shown =
+            |o: &qlab_lab::chaos::ChaosOutcome| o.violations.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(shown(&from_kind), shown(&from_test), "seed {seed}");
+        assert_eq!(from_kind.operations_completed, from_test.operations_completed, "seed {seed}");
+        assert_eq!(from_kind.faults_injected, from_test.faults_injected, "seed {seed}");
+    }
+}
+
 /// Replays one seed of one attack with a full trace: see the command a test prints.
 #[test]
 #[ignore = "replay tool: run with QLAB_CHAOS_SEED and QLAB_ATTACK set"]

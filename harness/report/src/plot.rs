@@ -761,11 +761,49 @@ pub fn plot_attack(run_dir: &Path, experiment_name: &str, protocols: &[&str]) ->
     let mut figures = write_figure_sized(
         run_dir,
         "attack_matrix",
-        &AttackMatrix { title: format!("{experiment_name}: safety and liveness under attack"), rows },
+        &AttackMatrix {
+            title: format!("{experiment_name}: safety and liveness under attack"),
+            rows,
+            stalled_heading: "runs not recovered",
+        },
         (1000, height),
     )?;
     figures.extend(plot_attack_timeline(run_dir, experiment_name, &table, protocols)?);
     Ok(figures)
+}
+
+/// An attack-chaos run: `summary.csv` and the matrix of unsafe and not-live shares
+/// (`figures/attack_chaos_matrix`), from the CSV.
+pub fn plot_attack_chaos(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
+    let table = Table::read(&run_dir.join(TRIALS_CSV))?;
+    crate::results::summarize_attack_chaos(&table, run_dir)?;
+    let summary = Table::read(&run_dir.join(SUMMARY_CSV))?;
+    let mut rows = Vec::new();
+    for row in &summary.rows {
+        let text = |c: &str| summary.get(row, c).unwrap_or("").to_string();
+        let number = |c: &str| summary.number(row, c).unwrap_or(0.0);
+        let trials = number("trials").max(1.0);
+        rows.push(MatrixRow {
+            label: format!("{} ({} nodes): {} x{}", text("protocol"), text("nodes"), text("attack"), text("malicious")),
+            unsafe_share: number("unsafe") / trials,
+            stalled_share: number("not_live") / trials,
+            verdict: text("verdict"),
+        });
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let height = (90 + 34 * rows.len()) as u32;
+    write_figure_sized(
+        run_dir,
+        "attack_chaos_matrix",
+        &AttackMatrix {
+            title: format!("{experiment_name}: safety and liveness, attacks under chaos"),
+            rows,
+            stalled_heading: "runs not live after the heal",
+        },
+        (1000, height),
+    )
 }
 
 /// `figures/availability_vs_nodes` (and `summary.csv`) from an availability run: the
@@ -1276,6 +1314,8 @@ struct MatrixRow {
 struct AttackMatrix {
     title: String,
     rows: Vec<MatrixRow>,
+    /// What the second column counts ("runs not recovered", "runs not live").
+    stalled_heading: &'static str,
 }
 
 impl Drawable for AttackMatrix {
@@ -1290,7 +1330,7 @@ impl Drawable for AttackMatrix {
         let (label_x, cell_w, row_h, top) = (20, 230, 34, 80);
         let (unsafe_x, stalled_x) = (440, 440 + cell_w + 20);
         root.draw(&Text::new("runs unsafe", (unsafe_x, top - 26), text(17))).map_err(err)?;
-        root.draw(&Text::new("runs not recovered", (stalled_x, top - 26), text(17))).map_err(err)?;
+        root.draw(&Text::new(self.stalled_heading, (stalled_x, top - 26), text(17))).map_err(err)?;
         // White (0) to vermilion (1) for unsafe, to orange for stalled (Okabe & Ito).
         let shade = |share: f64, to: (u8, u8, u8)| {
             let mix = |a: u8| (255.0 - (255.0 - a as f64) * share.clamp(0.0, 1.0)).round() as u8;

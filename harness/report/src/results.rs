@@ -115,6 +115,71 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
     std::fs::write(&md, markdown).map_err(|e| ReportError::Io { path: md, source: e })
 }
 
+/// The attack-chaos summary from its `trials.csv`: one row per (protocol, nodes, attack,
+/// malicious) — trials, unsafe ones, ones not live after the heal, inconclusive ones, the
+/// invariants broken, the first unsafe trial, mean operations completed, and the verdict
+/// (`unsafe in k of N`, `not live in k of N`, `safe and live in all N`).
+pub fn summarize_attack_chaos(table: &Table, dir: &Path) -> Result<()> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        protocol: &'a str,
+        nodes: &'a str,
+        attack: &'a str,
+        malicious: &'a str,
+        trials: usize,
+        #[serde(rename = "unsafe")]
+        unsafe_trials: usize,
+        not_live: usize,
+        inconclusive: usize,
+        invariants: String,
+        first_unsafe_trial: String,
+        operations_mean: String,
+        verdict: String,
+    }
+    let path = dir.join(SUMMARY_CSV);
+    let mut writer = csv::Writer::from_path(&path).map_err(|e| ReportError::Csv { path: path.clone(), source: e })?;
+    for (values, rows) in table.group_by(&["protocol", "nodes", "attack", "malicious"]) {
+        let unsafe_rows: Vec<&&Vec<String>> =
+            rows.iter().filter(|r| table.verdict(r).is_some_and(|v| v.is_unsafe())).collect();
+        let not_live = rows.iter().filter(|r| table.get(r, "live_after_heal") == Some("false")).count();
+        let inconclusive = table.inconclusive_count(&rows);
+        let mut invariants: Vec<&str> =
+            unsafe_rows.iter().filter_map(|r| table.get(r, "invariant")).filter(|i| !i.is_empty()).collect();
+        invariants.sort_unstable();
+        invariants.dedup();
+        let n = rows.len();
+        let mut verdict = if !unsafe_rows.is_empty() {
+            format!("unsafe in {} of {n}", unsafe_rows.len())
+        } else if not_live > 0 {
+            format!("safe; not live in {not_live} of {n}")
+        } else if inconclusive > 0 {
+            format!("inconclusive in {inconclusive} of {n}")
+        } else {
+            format!("safe and live in all {n}")
+        };
+        if inconclusive > 0 && !verdict.starts_with("inconclusive") {
+            verdict.push_str(&format!("; inconclusive in {inconclusive}"));
+        }
+        let operations: Vec<f64> = rows.iter().filter_map(|r| table.number(r, "operations")).collect();
+        let row = Row {
+            protocol: &values[0],
+            nodes: &values[1],
+            attack: &values[2],
+            malicious: &values[3],
+            trials: n,
+            unsafe_trials: unsafe_rows.len(),
+            not_live,
+            inconclusive,
+            invariants: invariants.join(" "),
+            first_unsafe_trial: unsafe_rows.first().and_then(|r| table.get(r, "trial")).unwrap_or("").to_string(),
+            operations_mean: if operations.is_empty() { String::new() } else { format!("{:.1}", mean(&operations)) },
+            verdict,
+        };
+        writer.serialize(&row).map_err(|e| ReportError::Csv { path: path.clone(), source: e })?;
+    }
+    writer.flush().map_err(|e| ReportError::Io { path: path.clone(), source: e })
+}
+
 /// Write `summary.csv` from a disruption `trials.csv`: per point, the trials, mean
 /// throughput, median and worst client-visible outage, mean elections and epochs
 /// advanced, and the unsafe trials.
