@@ -352,8 +352,16 @@ pub enum CrashWho {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CrashAt {
-    /// Uniformly random point of the leader's heartbeat interval.
+    /// Uniformly random point of the leader's heartbeat interval (with
+    /// `sync_heartbeats_before_crash`, the leader broadcasts heartbeats at the crash
+    /// itself, so every follower's timer restarts at the crash).
     RandomInHeartbeat,
+    /// The Raft paper's §9.3 sequence: the leader broadcasts heartbeats (every
+    /// follower's timer restarts together), then crashes at a uniformly random point
+    /// of the heartbeat interval that follows, so the followers' timers have run for
+    /// 0 to 1 interval at the crash and the shortest downtime is about the minimum
+    /// timeout less one interval. Simulator only.
+    AfterHeartbeatBroadcast,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -1166,12 +1174,21 @@ impl Experiment {
                 ));
             }
         }
+        let after_broadcast = faults.crash.as_ref().is_some_and(|c| c.at == CrashAt::AfterHeartbeatBroadcast);
+        if after_broadcast && faults.sync_heartbeats_before_crash {
+            return Err(self.error_at(
+                &self.section_span("faults"),
+                "crash at = \"after-heartbeat-broadcast\" already broadcasts heartbeats before the crash; \
+                 sync_heartbeats_before_crash (a broadcast at the crash itself) contradicts it"
+                    .into(),
+            ));
+        }
         if self.file.experiment.mode.values.contains(&Mode::Quic)
-            && (lagging > 0 || faults.sync_heartbeats_before_crash)
+            && (lagging > 0 || faults.sync_heartbeats_before_crash || after_broadcast)
         {
             return Err(self.error_at(
                 &faults.lagging_followers.span(),
-                "lagging_followers and sync_heartbeats_before_crash reach into the simulator; they are not available in quic mode".into(),
+                "lagging_followers, sync_heartbeats_before_crash and crash at = \"after-heartbeat-broadcast\" reach into the simulator; they are not available in quic mode".into(),
             ));
         }
         Ok(())

@@ -7,10 +7,16 @@
 //! 2. Optionally (`lagging_followers = k`) keep `k` followers one entry behind: their
 //!    `append_entries` are dropped while a write commits on the rest, so by §5.4.1 they
 //!    cannot win the coming election (the paper's "logs differ" worst case).
-//! 3. Crash the leader at a uniformly random point of its heartbeat interval; with
-//!    `sync_heartbeats_before_crash`, the leader first broadcasts heartbeats so every
-//!    follower's timer restarts at nearly the same moment (the paper's way of
-//!    encouraging split votes).
+//! 3. Crash the leader at a uniformly random point of a heartbeat interval. With
+//!    `crash.at = "after-heartbeat-broadcast"` (the paper's sequence) the leader first
+//!    broadcasts heartbeats, so every follower's timer restarts at nearly the same
+//!    moment (the paper's way of encouraging split votes), and the crash falls at a
+//!    random point of the interval that follows: the followers' timers have then run
+//!    for 0 to 1 interval, and the shortest downtime is about the minimum timeout less
+//!    one interval ("about half of the minimum election timeout"). With `at =
+//!    "random-in-heartbeat"` and `sync_heartbeats_before_crash` the broadcast comes at
+//!    the crash itself, so every timer restarts at the crash and no election can end
+//!    before a whole minimum timeout: a harsher worst case than the paper's.
 //! 4. `election_ms` runs from the crash until every live node has received the new
 //!    leader's first heartbeat (or AppendEntries); `terms` counts the terms it took;
 //!    `unavailable_ms` runs from the crash until a client write issued after the crash

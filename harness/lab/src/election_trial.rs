@@ -3,7 +3,7 @@
 //! `election` kind's module doc). The kind sweeps it; the counterexample kind's timeout
 //! cases run it for one fixed file.
 
-use crate::config::{Experiment, Point};
+use crate::config::{CrashAt, Experiment, Point};
 use crate::protocols::LabProtocol;
 use crate::workload::{Workload, WorkloadConfig};
 use qlab_check::Verdict;
@@ -125,7 +125,14 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
         workload.run(&mut sim, committed_by, |_, _| {}, |_| false);
     }
 
-    // 3. Crash at a uniformly random point of the heartbeat interval.
+    // 3. Crash at a uniformly random point of the heartbeat interval: of whichever
+    // interval the leader is in, or (§9.3) of the one its synchronized broadcast starts.
+    let crash = faults.crash.as_ref().expect("validated: election experiments crash the leader");
+    if crash.at == CrashAt::AfterHeartbeatBroadcast
+        && let (Some(broadcaster), Some(timer)) = (sim.leader(), P::heartbeat_timer())
+    {
+        sim.fire_timer_now(broadcaster, timer);
+    }
     let crash_at = sim.now() + rng.random_range(0..heartbeat_ns.max(1));
     workload.run(&mut sim, crash_at, |_, _| {}, |_| false);
     let Some(current_leader) = sim.leader() else {
