@@ -244,13 +244,9 @@ fn run_point_of<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u6
 /// how many replicas run it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AttackAxes {
-    #[serde(serialize_with = "attack_label")]
+    #[serde(serialize_with = "crate::attack_spec::serialize_label")]
     pub attack: AttackSpec,
     pub malicious: u32,
-}
-
-fn attack_label<S: serde::Serializer>(attack: &AttackSpec, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&attack.label())
 }
 
 /// The attack axes of a point of this kind.
@@ -320,11 +316,7 @@ impl<'de> Deserialize<'de> for AttackSection {
                         name => match ProtocolName::from_name(name) {
                             Some(protocol) => section.per_protocol.push((protocol, map.next_value()?)),
                             None => {
-                                let protocols: Vec<String> = ProtocolName::ALL
-                                    .iter()
-                                    .filter(|p| !with_protocol!(**p, P => <P as LabProtocol>::ATTACK_NAMES).is_empty())
-                                    .map(|p| format!("`{}`", p.name()))
-                                    .collect();
+                                let protocols = crate::attack_spec::protocols_with_attacks();
                                 return Err(serde::de::Error::custom(format!(
                                     "unknown field `{name}`, expected `malicious`, `from_ms`, `until_ms`, `after_ms` \
                                      or a protocol: {}",
@@ -373,25 +365,7 @@ fn validate_attack(kind: &AttackKind, experiment: &Experiment, attack: &AttackSe
             "attack experiments run in the simulator for now: mode = \"sim\"".into(),
         ));
     }
-    for protocol in &f.cluster.protocol.values {
-        let (given, allowed) = attack.for_protocol(*protocol);
-        let Some(given) = given else {
-            return Err(experiment.error_at(
-                &f.cluster.protocol.span,
-                format!(
-                    "[attack] needs `{}` = [...], the attacks to run against it; allowed: {}",
-                    protocol.name(),
-                    allowed.join(", ")
-                ),
-            ));
-        };
-        for spec in &given.values {
-            let problem = spec.problem(protocol.name(), allowed);
-            if let Some(problem) = problem {
-                return Err(experiment.error_at(&given.span, problem));
-            }
-        }
-    }
+    crate::attack_spec::check_lists(experiment, "attack", &attack.per_protocol)?;
     if !(0.0 <= attack.from_ms && attack.from_ms < attack.until_ms && attack.after_ms > 0.0) {
         return Err(experiment.error_at(
             &(0..0),
@@ -402,31 +376,10 @@ fn validate_attack(kind: &AttackKind, experiment: &Experiment, attack: &AttackSe
         ));
     }
     for point in &kind.points(experiment) {
-        if axes(point).malicious == 0 || axes(point).malicious >= point.nodes {
-            return Err(experiment.error_at(
-                &attack.malicious.span,
-                format!(
-                    "malicious must be between 1 and nodes - 1 ({} for {} nodes), got {}",
-                    point.nodes - 1,
-                    point.nodes,
-                    axes(point).malicious
-                ),
-            ));
-        }
-        if let Some(target) = axes(point).attack.to.iter().find(|n| **n < axes(point).malicious || **n >= point.nodes) {
-            let (protocol, _) = attack.for_protocol(point.protocol);
-            return Err(experiment.error_at(
-                &protocol.map_or(0..0, |s| s.span.clone()),
-                format!(
-                    "selective-drop to = {target}: the replicas it starves must be honest ones, {} to {} with {} \
-                     malicious of {} nodes",
-                    axes(point).malicious,
-                    point.nodes - 1,
-                    axes(point).malicious,
-                    point.nodes
-                ),
-            ));
-        }
+        let (list, _) = attack.for_protocol(point.protocol);
+        let list_span = list.map_or(0..0, |s| s.span.clone());
+        let a = axes(point);
+        crate::attack_spec::check_point(experiment, point, &a.attack, a.malicious, &attack.malicious.span, &list_span)?;
     }
     Ok(())
 }

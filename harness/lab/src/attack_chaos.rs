@@ -125,7 +125,7 @@ impl<'de> Deserialize<'de> for AttackChaosSection {
                                 return Err(serde::de::Error::custom(format!(
                                     "unknown field `{name}`, expected `malicious`, `fault_phase_ms`, \
                                      `recovery_deadline_ms`, `crashed_or_cut_at_most` or a protocol: {}",
-                                    protocols_with_attacks().join(", ")
+                                    crate::attack_spec::protocols_with_attacks().join(", ")
                                 )));
                             }
                         },
@@ -138,24 +138,12 @@ impl<'de> Deserialize<'de> for AttackChaosSection {
     }
 }
 
-fn protocols_with_attacks() -> Vec<String> {
-    ProtocolName::ALL
-        .iter()
-        .filter(|p| !with_protocol!(**p, P => <P as LabProtocol>::ATTACK_NAMES).is_empty())
-        .map(|p| format!("`{}`", p.name()))
-        .collect()
-}
-
 /// An attack-chaos point's own axes: the attack and how many replicas run it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AttackChaosAxes {
-    #[serde(serialize_with = "attack_label")]
+    #[serde(serialize_with = "crate::attack_spec::serialize_label")]
     pub attack: AttackSpec,
     pub malicious: u32,
-}
-
-fn attack_label<S: serde::Serializer>(attack: &AttackSpec, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&attack.label())
 }
 
 pub fn axes(point: &Point) -> &AttackChaosAxes {
@@ -259,24 +247,7 @@ fn validate_section(kind: &AttackChaosKind, experiment: &Experiment, s: &AttackC
         ));
     }
     let at_section = experiment.section_span("attack-chaos");
-    for protocol in &f.cluster.protocol.values {
-        let allowed = with_protocol!(*protocol, P => <P as LabProtocol>::ATTACK_NAMES);
-        let Some((_, given)) = s.per_protocol.iter().find(|(p, _)| p == protocol) else {
-            return Err(experiment.error_at(
-                &f.cluster.protocol.span,
-                format!(
-                    "[attack-chaos] needs `{}` = [...], the attacks to run against it; allowed: {}",
-                    protocol.name(),
-                    allowed.join(", ")
-                ),
-            ));
-        };
-        for spec in &given.values {
-            if let Some(problem) = spec.problem(protocol.name(), allowed) {
-                return Err(experiment.error_at(&given.span, problem));
-            }
-        }
-    }
+    crate::attack_spec::check_lists(experiment, "attack-chaos", &s.per_protocol)?;
     if !(s.fault_phase_ms > 0.0 && s.recovery_deadline_ms > 0.0) {
         return Err(experiment.error_at(
             &at_section,
@@ -303,22 +274,9 @@ fn validate_section(kind: &AttackChaosKind, experiment: &Experiment, s: &AttackC
         }
     }
     for point in &kind.points(experiment) {
-        let m = axes(point).malicious;
-        if m == 0 || m >= point.nodes {
-            return Err(experiment.error_at(
-                &at_section,
-                format!("malicious must be between 1 and nodes - 1 for {} nodes, got {m}", point.nodes),
-            ));
-        }
-        if let Some(target) = axes(point).attack.to.iter().find(|n| **n < m || **n >= point.nodes) {
-            return Err(experiment.error_at(
-                &at_section,
-                format!(
-                    "selective-drop to = {target}: the replicas it starves must be honest ones, {m} to {}",
-                    point.nodes - 1
-                ),
-            ));
-        }
+        let a = axes(point);
+        let list_span = s.per_protocol.iter().find(|(p, _)| *p == point.protocol).map_or(0..0, |(_, l)| l.span.clone());
+        crate::attack_spec::check_point(experiment, point, &a.attack, a.malicious, &at_section, &list_span)?;
     }
     Ok(())
 }

@@ -3,8 +3,11 @@
 //! that run malicious replicas (`attack`, `attack-chaos`) so neither imports the other.
 //! Which names a protocol knows is its `LabProtocol::ATTACK_NAMES`.
 
+use crate::config::{Experiment, Point, ProtocolName, Sweep};
+use crate::protocols::LabProtocol;
 use qlab_core::Nanos;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 /// One entry of an `[attack]` list: a name (`"forge-log"`), or a table with the
 /// attack's parameters: `{ name = "selective-drop", to = [1] }`, `{ name = "delay",
@@ -87,4 +90,82 @@ impl AttackSpec {
             delay_ns: (self.delay_ms.unwrap_or(0.0) * 1e6).round() as Nanos,
         }
     }
+}
+
+/// An attack's `trials.csv` cell: its label.
+pub fn serialize_label<S: serde::Serializer>(attack: &AttackSpec, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&attack.label())
+}
+
+/// The protocols of the list with attacks to run, as a section's error lists them.
+pub fn protocols_with_attacks() -> Vec<String> {
+    ProtocolName::ALL
+        .iter()
+        .filter(|p| !with_protocol!(**p, P => <P as LabProtocol>::ATTACK_NAMES).is_empty())
+        .map(|p| format!("`{}`", p.name()))
+        .collect()
+}
+
+/// Every protocol the file runs has a list in `[section]` (`per_protocol`), and every
+/// entry is one of that protocol's attacks with the parameters it takes.
+pub fn check_lists(
+    experiment: &Experiment,
+    section: &str,
+    per_protocol: &[(ProtocolName, Sweep<AttackSpec>)],
+) -> crate::Result<()> {
+    let f = &experiment.file;
+    for protocol in &f.cluster.protocol.values {
+        let allowed = with_protocol!(*protocol, P => <P as LabProtocol>::ATTACK_NAMES);
+        let Some((_, given)) = per_protocol.iter().find(|(p, _)| p == protocol) else {
+            return Err(experiment.error_at(
+                &f.cluster.protocol.span,
+                format!(
+                    "[{section}] needs `{}` = [...], the attacks to run against it; allowed: {}",
+                    protocol.name(),
+                    allowed.join(", ")
+                ),
+            ));
+        };
+        for spec in &given.values {
+            if let Some(problem) = spec.problem(protocol.name(), allowed) {
+                return Err(experiment.error_at(&given.span, problem));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A point's attack leaves honest replicas: 1 to nodes - 1 malicious (reported at
+/// `malicious_span`), and a selective drop that starves honest ones only (at
+/// `list_span`, the protocol's list).
+pub fn check_point(
+    experiment: &Experiment,
+    point: &Point,
+    attack: &AttackSpec,
+    malicious: u32,
+    malicious_span: &Range<usize>,
+    list_span: &Range<usize>,
+) -> crate::Result<()> {
+    if malicious == 0 || malicious >= point.nodes {
+        return Err(experiment.error_at(
+            malicious_span,
+            format!(
+                "malicious must be between 1 and nodes - 1 ({} for {} nodes), got {malicious}",
+                point.nodes - 1,
+                point.nodes
+            ),
+        ));
+    }
+    if let Some(target) = attack.to.iter().find(|n| **n < malicious || **n >= point.nodes) {
+        return Err(experiment.error_at(
+            list_span,
+            format!(
+                "selective-drop to = {target}: the replicas it starves must be honest ones, {malicious} to {} with \
+                 {malicious} malicious of {} nodes",
+                point.nodes - 1,
+                point.nodes
+            ),
+        ));
+    }
+    Ok(())
 }

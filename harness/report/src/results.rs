@@ -14,6 +14,37 @@ pub const META_JSON: &str = "meta.json";
 pub const EXPERIMENT_TOML: &str = "experiment.toml";
 pub const FIGURES_DIR: &str = "figures";
 
+/// What an attack group's trials amount to: the first-broken invariants of its unsafe
+/// trials (sorted, each once) and its verdict — `broken` (`violated in k of N`) before
+/// `stalled` (`stalled in k of N`) before inconclusive before `calm` — with inconclusive
+/// trials kept visible beside a worse finding. `stalled` is the count and its word.
+fn attack_outcome(
+    table: &Table,
+    rows: usize,
+    unsafe_rows: &[&&Vec<String>],
+    (stalled, stalled_word): (usize, &str),
+    inconclusive: usize,
+    (broken_word, calm): (&str, String),
+) -> (String, String) {
+    let mut invariants: Vec<&str> =
+        unsafe_rows.iter().filter_map(|r| table.get(r, "invariant")).filter(|i| !i.is_empty()).collect();
+    invariants.sort_unstable();
+    invariants.dedup();
+    let mut verdict = if !unsafe_rows.is_empty() {
+        format!("{broken_word} in {} of {rows}", unsafe_rows.len())
+    } else if stalled > 0 {
+        format!("{stalled_word} in {stalled} of {rows}")
+    } else if inconclusive > 0 {
+        format!("inconclusive in {inconclusive} of {rows}")
+    } else {
+        calm
+    };
+    if inconclusive > 0 && !verdict.starts_with("inconclusive") {
+        verdict.push_str(&format!("; inconclusive in {inconclusive}"));
+    }
+    (invariants.join(" "), verdict)
+}
+
 /// The attack matrix from an attack `trials.csv`: `summary.csv` with one row per
 /// (protocol, nodes, attack, malicious) — seeds, unsafe runs, runs that did not recover,
 /// runs in which a malicious replica was leading when the attack began, the first
@@ -59,24 +90,15 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
                 leader.zip(table.number(r, "malicious")).is_some_and(|(leader, malicious)| leader < malicious)
             })
             .count();
-        let mut invariants: Vec<&str> =
-            unsafe_rows.iter().filter_map(|r| table.get(r, "invariant")).filter(|i| !i.is_empty()).collect();
-        invariants.sort_unstable();
-        invariants.dedup();
         let n = rows.len();
-        let mut verdict = if !unsafe_rows.is_empty() {
-            format!("violated in {} of {n}", unsafe_rows.len())
-        } else if not_recovered > 0 {
-            format!("stalled in {not_recovered} of {n}")
-        } else if inconclusive > 0 {
-            format!("inconclusive in {inconclusive} of {n}")
-        } else {
-            "safe".to_string()
-        };
-        // A seed no checker could decide stays visible beside a worse finding.
-        if inconclusive > 0 && !verdict.starts_with("inconclusive") {
-            verdict.push_str(&format!("; inconclusive in {inconclusive}"));
-        }
+        let (invariants, verdict) = attack_outcome(
+            table,
+            n,
+            &unsafe_rows,
+            (not_recovered, "stalled"),
+            inconclusive,
+            ("violated", "safe".to_string()),
+        );
         let first = unsafe_rows.first().and_then(|r| table.get(r, "trial")).unwrap_or("").to_string();
         let mean_of = |column: &str| {
             let values: Vec<f64> = rows.iter().filter_map(|r| table.number(r, column)).collect();
@@ -93,7 +115,7 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             not_recovered.to_string(),
             attacker_led.to_string(),
             first,
-            invariants.join(" "),
+            invariants.clone(),
             inconclusive.to_string(),
             mean_of("ops_per_s_before"),
             mean_of("ops_per_s_during"),
@@ -107,7 +129,7 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             values[1],
             values[2],
             values[3],
-            invariants.join(", ")
+            invariants.replace(' ', ", ")
         ));
     }
     writer.flush().map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
@@ -143,23 +165,15 @@ pub fn summarize_attack_chaos(table: &Table, dir: &Path) -> Result<()> {
             rows.iter().filter(|r| table.verdict(r).is_some_and(|v| v.is_unsafe())).collect();
         let not_live = rows.iter().filter(|r| table.get(r, "live_after_heal") == Some("false")).count();
         let inconclusive = table.inconclusive_count(&rows);
-        let mut invariants: Vec<&str> =
-            unsafe_rows.iter().filter_map(|r| table.get(r, "invariant")).filter(|i| !i.is_empty()).collect();
-        invariants.sort_unstable();
-        invariants.dedup();
         let n = rows.len();
-        let mut verdict = if !unsafe_rows.is_empty() {
-            format!("unsafe in {} of {n}", unsafe_rows.len())
-        } else if not_live > 0 {
-            format!("safe; not live in {not_live} of {n}")
-        } else if inconclusive > 0 {
-            format!("inconclusive in {inconclusive} of {n}")
-        } else {
-            format!("safe and live in all {n}")
-        };
-        if inconclusive > 0 && !verdict.starts_with("inconclusive") {
-            verdict.push_str(&format!("; inconclusive in {inconclusive}"));
-        }
+        let (invariants, verdict) = attack_outcome(
+            table,
+            n,
+            &unsafe_rows,
+            (not_live, "safe; not live"),
+            inconclusive,
+            ("unsafe", format!("safe and live in all {n}")),
+        );
         let operations: Vec<f64> = rows.iter().filter_map(|r| table.number(r, "operations")).collect();
         let row = Row {
             protocol: &values[0],
@@ -170,7 +184,7 @@ pub fn summarize_attack_chaos(table: &Table, dir: &Path) -> Result<()> {
             unsafe_trials: unsafe_rows.len(),
             not_live,
             inconclusive,
-            invariants: invariants.join(" "),
+            invariants,
             first_unsafe_trial: unsafe_rows.first().and_then(|r| table.get(r, "trial")).unwrap_or("").to_string(),
             operations_mean: if operations.is_empty() { String::new() } else { format!("{:.1}", mean(&operations)) },
             verdict,
