@@ -736,21 +736,26 @@ fn plot_message_growth(run_dir: &Path, experiment_name: &str, table: &Table) -> 
     )
 }
 
-/// An attack run: the matrix (`summary.csv`, `matrix.md`) and its heat map
-/// (`figures/attack_matrix`) from the CSV; `protocols` orders the timeline's colours.
-pub fn plot_attack(run_dir: &Path, experiment_name: &str, protocols: &[&str]) -> Result<Vec<PathBuf>> {
-    let table = Table::read(&run_dir.join(TRIALS_CSV))?;
-    crate::results::summarize_attack(&table, run_dir)?;
-    let summary = Table::read(&run_dir.join(SUMMARY_CSV))?;
+/// The heat map `figures/NAME` of an attack summary: per row the share of unsafe trials
+/// and the share that `stalled` counts (out of the `trials` column), each with its verdict.
+struct MatrixSpec<'a> {
+    name: &'a str,
+    title: String,
+    trials: &'a str,
+    stalled: &'a str,
+    stalled_heading: &'static str,
+}
+
+fn write_attack_matrix(run_dir: &Path, summary: &Table, spec: MatrixSpec) -> Result<Vec<PathBuf>> {
     let mut rows = Vec::new();
     for row in &summary.rows {
         let text = |c: &str| summary.get(row, c).unwrap_or("").to_string();
         let number = |c: &str| summary.number(row, c).unwrap_or(0.0);
-        let seeds = number("seeds").max(1.0);
+        let trials = number(spec.trials).max(1.0);
         rows.push(MatrixRow {
             label: format!("{} ({} nodes): {} x{}", text("protocol"), text("nodes"), text("attack"), text("malicious")),
-            unsafe_share: number("unsafe") / seeds,
-            stalled_share: number("not_recovered") / seeds,
+            unsafe_share: number("unsafe") / trials,
+            stalled_share: number(spec.stalled) / trials,
             verdict: text("verdict"),
         });
     }
@@ -758,15 +763,33 @@ pub fn plot_attack(run_dir: &Path, experiment_name: &str, protocols: &[&str]) ->
         return Ok(Vec::new());
     }
     let height = (90 + 34 * rows.len()) as u32;
-    let mut figures = write_figure_sized(
+    write_figure_sized(
         run_dir,
-        "attack_matrix",
-        &AttackMatrix {
+        spec.name,
+        &AttackMatrix { title: spec.title, rows, stalled_heading: spec.stalled_heading },
+        (1000, height),
+    )
+}
+
+/// An attack run: the matrix (`summary.csv`, `matrix.md`) and its heat map
+/// (`figures/attack_matrix`) from the CSV; `protocols` orders the timeline's colours.
+pub fn plot_attack(run_dir: &Path, experiment_name: &str, protocols: &[&str]) -> Result<Vec<PathBuf>> {
+    let table = Table::read(&run_dir.join(TRIALS_CSV))?;
+    crate::results::summarize_attack(&table, run_dir)?;
+    let summary = Table::read(&run_dir.join(SUMMARY_CSV))?;
+    if summary.rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut figures = write_attack_matrix(
+        run_dir,
+        &summary,
+        MatrixSpec {
+            name: "attack_matrix",
             title: format!("{experiment_name}: safety and liveness under attack"),
-            rows,
+            trials: "seeds",
+            stalled: "not_recovered",
             stalled_heading: "runs not recovered",
         },
-        (1000, height),
     )?;
     figures.extend(plot_attack_timeline(run_dir, experiment_name, &table, protocols)?);
     Ok(figures)
@@ -778,31 +801,16 @@ pub fn plot_attack_chaos(run_dir: &Path, experiment_name: &str) -> Result<Vec<Pa
     let table = Table::read(&run_dir.join(TRIALS_CSV))?;
     crate::results::summarize_attack_chaos(&table, run_dir)?;
     let summary = Table::read(&run_dir.join(SUMMARY_CSV))?;
-    let mut rows = Vec::new();
-    for row in &summary.rows {
-        let text = |c: &str| summary.get(row, c).unwrap_or("").to_string();
-        let number = |c: &str| summary.number(row, c).unwrap_or(0.0);
-        let trials = number("trials").max(1.0);
-        rows.push(MatrixRow {
-            label: format!("{} ({} nodes): {} x{}", text("protocol"), text("nodes"), text("attack"), text("malicious")),
-            unsafe_share: number("unsafe") / trials,
-            stalled_share: number("not_live") / trials,
-            verdict: text("verdict"),
-        });
-    }
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let height = (90 + 34 * rows.len()) as u32;
-    write_figure_sized(
+    write_attack_matrix(
         run_dir,
-        "attack_chaos_matrix",
-        &AttackMatrix {
+        &summary,
+        MatrixSpec {
+            name: "attack_chaos_matrix",
             title: format!("{experiment_name}: safety and liveness, attacks under chaos"),
-            rows,
+            trials: "trials",
+            stalled: "not_live",
             stalled_heading: "runs not live after the heal",
         },
-        (1000, height),
     )
 }
 
