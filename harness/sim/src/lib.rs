@@ -22,6 +22,11 @@
 //! its timers and the messages addressed to it, and [`Sim::restart`] rebuilds it from
 //! the records it persisted with [`Protocol::restore`].
 //!
+//! Disks: by default a step's records are durable within the step. With an fsync
+//! latency ([`Sim::set_fsync_latency`], the `storage` module) each node's disk writes in
+//! order and the step's messages, replies and observations wait for its records, as
+//! the contract asks; a crash loses the writes still in progress and what waited on them.
+//!
 //! Clocks: by default every node's clock is the simulator's. [`Sim::set_clock_rate`]
 //! makes one run fast or slow (a rate of 1.01 is 1% fast): the node reads `now × rate`
 //! and a timer it sets for `d` of its own nanoseconds fires after `d / rate` simulated
@@ -35,6 +40,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
+
+mod rounds;
+mod storage;
+
+pub use rounds::BroadcastRound;
+use rounds::{RoundTag, RoundTracker};
+use storage::DiskModel;
 
 /// A latency distribution in nanoseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,12 +162,71 @@ pub struct NetStats {
 }
 
 enum Work<P: Protocol, T> {
-    Start { node: NodeId },
-    Deliver { from: NodeId, to: NodeId, msg: P::Message },
-    Request { client: usize, to: NodeId, request: Request },
-    Reply { from: NodeId, client: usize, reply: Reply },
-    NodeTimer { node: NodeId, incarnation: u64, timer: P::Timer, generation: u64 },
-    ClientTimer { client: usize, timer: T, generation: u64 },
+    Start {
+        node: NodeId,
+    },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: P::Message,
+        tag: RoundTag,
+    },
+    Request {
+        client: usize,
+        to: NodeId,
+        request: Request,
+    },
+    Reply {
+        from: NodeId,
+        client: usize,
+        reply: Reply,
+    },
+    NodeTimer {
+        node: NodeId,
+        incarnation: u64,
+        timer: P::Timer,
+        generation: u64,
+    },
+    ClientTimer {
+        client: usize,
+        timer: T,
+        generation: u64,
+    },
+    /// A step's records reached the disk: make them durable and let its outputs go.
+    Release {
+        node: NodeId,
+        incarnation: u64,
+        held: Box<HeldStep<P>>,
+    },
+}
+
+type NodeAction<P> = Action<<P as Protocol>::Message, <P as Protocol>::Timer, <P as Protocol>::Record>;
+
+/// What a step persisted and wants the world to see, held until its disk write ends.
+struct HeldStep<P: Protocol> {
+    actions: Vec<NodeAction<P>>,
+    answering: Option<(u32, NodeId)>,
+    wrote_records: bool,
+}
+
+/// How the messages of one step are tagged for the broadcast-round tracker.
+#[derive(Clone, Copy, Default)]
+struct StepTags {
+    /// The round this step's messages open (0: none).
+    round: u32,
+    /// The round (and its sender) whose message this step handled.
+    answering: Option<(u32, NodeId)>,
+    wrote_records: bool,
+}
+
+impl StepTags {
+    fn tag_for(&self, to: NodeId) -> RoundTag {
+        let answers = match self.answering {
+            Some((round, sender)) if sender == to => round,
+            _ => 0,
+        };
+        RoundTag { round: self.round, answers, answer_persisted: self.wrote_records }
+    }
 }
 
 /// A heap entry: when, tie-break order, and where the work waits in the slab. Kept
@@ -192,6 +263,8 @@ struct NodeSlot<P: Protocol> {
     /// Local clock nanoseconds per simulated nanosecond (1.0: no skew). Survives restarts:
     /// it is the machine's oscillator, not the process's state.
     clock_rate: f64,
+    /// When the node's disk finishes the writes it has been given (see `storage`).
+    disk_busy_until: Nanos,
 }
 
 /// A tiny map from timer key to state, scanned linearly.
@@ -272,6 +345,10 @@ pub struct Sim<P: Protocol, C: Client> {
     pub observations: Vec<Observation>,
     pub stats: NetStats,
     trace: Option<Vec<String>>,
+    disk: DiskModel,
+    rounds: Option<RoundTracker>,
+    /// Set while a replica handles a message that belongs to a tracked round.
+    answering: Option<(u32, NodeId)>,
 }
 
 fn node_rng(seed: u64, node: NodeId, incarnation: u64) -> ChaCha8Rng {
@@ -320,6 +397,9 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             observations: Vec::new(),
             stats: NetStats::default(),
             trace: None,
+            disk: DiskModel::instant(seed),
+            rounds: None,
+            answering: None,
         };
         for i in 0..nodes {
             let id = NodeId(i);
@@ -330,6 +410,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 incarnation: 0,
                 timers: TimerTable::new(),
                 clock_rate: 1.0,
+                disk_busy_until: 0,
             });
         }
         for i in 0..nodes {
@@ -349,6 +430,26 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     }
     pub fn trace(&self) -> &[String] {
         self.trace.as_deref().unwrap_or(&[])
+    }
+    /// Give every node a disk whose writes take `fsync` (`None`: durable within the
+    /// step, the default). Set it before the run starts: the nodes' first records
+    /// already go through it.
+    pub fn set_fsync_latency(&mut self, fsync: Option<Latency>) {
+        self.disk.set_fsync(fsync);
+    }
+    pub fn fsync_latency(&self) -> Option<&Latency> {
+        self.disk.fsync()
+    }
+    /// Measure broadcast rounds from now on (see [`BroadcastRound`]); clusters of more
+    /// than 64 nodes are not tracked.
+    pub fn track_broadcasts(&mut self) {
+        if self.node_count() <= RoundTracker::MAX_NODES {
+            self.rounds.get_or_insert_with(RoundTracker::default);
+        }
+    }
+    /// The rounds that closed so far (empty unless tracked).
+    pub fn broadcast_rounds(&self) -> &[BroadcastRound] {
+        self.rounds.as_ref().map_or(&[], |t| &t.closed)
     }
     /// The protocol configuration every replica runs.
     pub fn config(&self) -> &P::Config {
@@ -472,6 +573,9 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         if slot.protocol.take().is_some() {
             slot.incarnation += 1;
             slot.timers.clear();
+            // Writes in progress die with the process (their held outputs check the
+            // incarnation and are dropped).
+            slot.disk_busy_until = 0;
             self.log_trace(|| format!("{id} CRASH"));
         }
     }
@@ -551,7 +655,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 }
                 Step::Progress
             }
-            Work::Deliver { from, to, msg } => {
+            Work::Deliver { from, to, msg, tag } => {
                 if self.nodes[to.0 as usize].protocol.is_none() {
                     self.stats.messages_dropped += 1;
                     return Step::Progress;
@@ -560,7 +664,30 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 if self.trace.is_some() {
                     self.log_trace(|| format!("{from}->{to} {msg:?}"));
                 }
+                if let Some(tracker) = &mut self.rounds {
+                    if tag.answers != 0 {
+                        tracker.answer(tag.answers, from, tag.answer_persisted, time);
+                    }
+                    if tag.round != 0 {
+                        self.answering = Some((tag.round, from));
+                    }
+                }
                 self.with_node(to, |p, ctx| p.on_message(ctx, from, msg));
+                Step::Progress
+            }
+            Work::Release { node, incarnation, held } => {
+                let slot = &self.nodes[node.0 as usize];
+                if slot.protocol.is_none() || slot.incarnation != incarnation {
+                    return Step::Progress; // the crash took the write and what waited on it
+                }
+                let HeldStep { actions, answering, wrote_records } = *held;
+                if wrote_records {
+                    self.log_trace(|| format!("{node} disk write durable"));
+                }
+                let mut tags = self.open_round(node, &actions, answering, wrote_records);
+                for action in actions {
+                    self.carry_out(node, incarnation, action, &mut tags);
+                }
                 Step::Progress
             }
             Work::Request { client, to, request } => {
@@ -664,7 +791,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     }
 
     /// Put one replica-to-replica message on the wire, through cuts, filter and losses.
-    fn transmit(&mut self, from: NodeId, to: NodeId, msg: P::Message) {
+    fn transmit(&mut self, from: NodeId, to: NodeId, msg: P::Message, tag: RoundTag) {
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += qlab_core::wire::peer_frame_bytes(&msg) as u64;
         let kind = P::message_kind(&msg);
@@ -688,15 +815,18 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         }
         if self.network.duplicate > 0.0 && self.net_rng.random_bool(self.network.duplicate) {
             let delay = self.link_delay(from, to);
-            self.schedule(self.now + delay, Work::Deliver { from, to, msg: msg.clone() });
+            self.schedule(self.now + delay, Work::Deliver { from, to, msg: msg.clone(), tag });
         }
         let delay = self.link_delay(from, to);
-        self.schedule(self.now + delay, Work::Deliver { from, to, msg });
+        self.schedule(self.now + delay, Work::Deliver { from, to, msg, tag });
     }
 
     /// Run one handler of replica `id` and carry out what it emitted: records first
     /// (durable before anything leaves the node), then messages, timers and replies.
+    /// With an fsync latency the step's records and outputs are held until its disk
+    /// write ends (see `storage`); its timers start at once.
     fn with_node(&mut self, id: NodeId, f: impl FnOnce(&mut P, &mut Context<'_, P>)) {
+        let answering = self.answering.take();
         let mut outbox = std::mem::take(&mut self.outbox);
         let local_now = self.local_now(id);
         {
@@ -708,57 +838,114 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             let mut ctx = Context::new(local_now, &mut slot.rng, &mut outbox).explaining(self.trace.is_some());
             f(protocol, &mut ctx);
         }
-        // A step is atomic here (a crash can only fall between steps), so appending
-        // each record as it comes still makes all of the step's records durable
-        // before any of its messages can be delivered.
         let incarnation = self.nodes[id.0 as usize].incarnation;
-        let n = self.node_count();
-        for action in outbox.actions.drain(..) {
-            match action {
-                Action::Persist { record } => {
-                    let storage = &mut self.nodes[id.0 as usize].storage;
-                    if P::supersedes_earlier_records(&record) {
-                        storage.clear();
-                    }
-                    storage.push(record)
+        let modelled = self.disk.fsync().is_some();
+        let wrote_records = (modelled || self.rounds.is_some())
+            && outbox.actions.iter().any(|action| matches!(action, Action::Persist { .. }));
+        let release_at = if modelled {
+            self.disk.release_at(&mut self.nodes[id.0 as usize].disk_busy_until, self.now, wrote_records)
+        } else {
+            None
+        };
+        match release_at {
+            // A step is atomic here (a crash can only fall between steps), so appending
+            // each record as it comes still makes all of the step's records durable
+            // before any of its messages can be delivered.
+            None => {
+                let mut tags = self.open_round(id, &outbox.actions, answering, wrote_records);
+                for action in outbox.actions.drain(..) {
+                    self.carry_out(id, incarnation, action, &mut tags);
                 }
-                Action::Send { to, msg } => self.transmit(id, to, msg),
-                Action::Broadcast { msg } => {
-                    for peer in (0..n).map(NodeId).filter(|p| *p != id) {
-                        self.transmit(id, peer, msg.clone());
-                    }
-                }
-                Action::SetTimer { timer, after } => {
-                    let rate = self.nodes[id.0 as usize].clock_rate;
-                    let after = if rate == 1.0 { after } else { (after as f64 / rate).ceil() as Nanos };
-                    let deadline = self.now + after;
-                    match self.nodes[id.0 as usize].timers.get_mut(&timer) {
-                        // The queued entry comes no later than the new deadline: it
-                        // will re-queue itself (see `PendingTimer`).
-                        Some(pending) if pending.queued_at <= deadline => pending.deadline = deadline,
-                        _ => self.requeue_timer(id, incarnation, timer, deadline),
-                    }
-                }
-                Action::CancelTimer { timer } => {
-                    self.nodes[id.0 as usize].timers.remove(&timer);
-                }
-                Action::Reply { reply } => {
-                    let client = reply.client.0 as usize;
-                    if client < self.clients.len() {
-                        let delay = self.network.latency.sample(&mut self.net_rng);
-                        self.schedule(self.now + delay, Work::Reply { from: id, client, reply });
+            }
+            Some(at) => {
+                let mut held = Vec::new();
+                for action in outbox.actions.drain(..) {
+                    match action {
+                        Action::SetTimer { .. } | Action::CancelTimer { .. } | Action::Ignored { .. } => {
+                            self.carry_out(id, incarnation, action, &mut StepTags::default())
+                        }
+                        action => held.push(action),
                     }
                 }
-                Action::Observe { event } => {
-                    if self.trace.is_some() {
-                        self.log_trace(|| format!("{id} observes {event:?}"));
-                    }
-                    self.observations.push(Observation { time: self.now, node: id, event });
+                if !held.is_empty() {
+                    let held = Box::new(HeldStep { actions: held, answering, wrote_records });
+                    self.schedule(at, Work::Release { node: id, incarnation, held });
                 }
-                Action::Ignored { why } => self.log_trace(|| format!("{id} {why}")),
             }
         }
         self.outbox = outbox;
+    }
+
+    /// The tags of a step's messages; opens a broadcast round when they go to every
+    /// other node and rounds are tracked.
+    fn open_round(
+        &mut self,
+        id: NodeId,
+        actions: &[NodeAction<P>],
+        answering: Option<(u32, NodeId)>,
+        wrote_records: bool,
+    ) -> StepTags {
+        let Some(tracker) = &mut self.rounds else { return StepTags::default() };
+        let n = self.nodes.len() as u32;
+        let everyone_else = ((1u128 << n) - 1) as u64 & !(1u64 << id.0);
+        let mut recipients = 0u64;
+        for action in actions {
+            match action {
+                Action::Send { to, .. } if *to != id && to.0 < n => recipients |= 1 << to.0,
+                Action::Broadcast { .. } => recipients = everyone_else,
+                _ => {}
+            }
+        }
+        let round = if n >= 2 && recipients == everyone_else { tracker.open(id, recipients, self.now) } else { 0 };
+        StepTags { round, answering, wrote_records }
+    }
+
+    /// Carry out one action of replica `id`'s step, now.
+    fn carry_out(&mut self, id: NodeId, incarnation: u64, action: NodeAction<P>, tags: &mut StepTags) {
+        let n = self.node_count();
+        match action {
+            Action::Persist { record } => {
+                let storage = &mut self.nodes[id.0 as usize].storage;
+                if P::supersedes_earlier_records(&record) {
+                    storage.clear();
+                }
+                storage.push(record)
+            }
+            Action::Send { to, msg } => self.transmit(id, to, msg, tags.tag_for(to)),
+            Action::Broadcast { msg } => {
+                for peer in (0..n).map(NodeId).filter(|p| *p != id) {
+                    self.transmit(id, peer, msg.clone(), tags.tag_for(peer));
+                }
+            }
+            Action::SetTimer { timer, after } => {
+                let rate = self.nodes[id.0 as usize].clock_rate;
+                let after = if rate == 1.0 { after } else { (after as f64 / rate).ceil() as Nanos };
+                let deadline = self.now + after;
+                match self.nodes[id.0 as usize].timers.get_mut(&timer) {
+                    // The queued entry comes no later than the new deadline: it
+                    // will re-queue itself (see `PendingTimer`).
+                    Some(pending) if pending.queued_at <= deadline => pending.deadline = deadline,
+                    _ => self.requeue_timer(id, incarnation, timer, deadline),
+                }
+            }
+            Action::CancelTimer { timer } => {
+                self.nodes[id.0 as usize].timers.remove(&timer);
+            }
+            Action::Reply { reply } => {
+                let client = reply.client.0 as usize;
+                if client < self.clients.len() {
+                    let delay = self.network.latency.sample(&mut self.net_rng);
+                    self.schedule(self.now + delay, Work::Reply { from: id, client, reply });
+                }
+            }
+            Action::Observe { event } => {
+                if self.trace.is_some() {
+                    self.log_trace(|| format!("{id} observes {event:?}"));
+                }
+                self.observations.push(Observation { time: self.now, node: id, event });
+            }
+            Action::Ignored { why } => self.log_trace(|| format!("{id} {why}")),
+        }
     }
 
     fn requeue_timer(&mut self, node: NodeId, incarnation: u64, timer: P::Timer, deadline: Nanos) {
