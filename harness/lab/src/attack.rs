@@ -401,6 +401,7 @@ impl ExperimentKind for AttackKind {
             unreplicated: false,
             needs_clients: true,
             read_modes: false,
+            fsync_column: false,
             faults: FaultsRule::Refused("an attack experiment takes no [faults]: its fault is the attack"),
         }
     }

@@ -298,6 +298,7 @@ impl ExperimentKind for AttackChaosKind {
             unreplicated: false,
             needs_clients: true,
             read_modes: false,
+            fsync_column: false,
             faults: FaultsRule::Refused(
                 "an attack-chaos experiment takes no [faults]: its faults are the seed's and the attack",
             ),

@@ -234,6 +234,27 @@ fn zero_sweep() -> Sweep<f64> {
     Sweep::one(0.0)
 }
 
+/// `[storage]`: the simulator's disk (real mode's disk is the machine's).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// How long a write takes to become durable, as a latency distribution in ms (the
+    /// same forms as `latency_ms`); the node's messages wait for it. Default 0: records
+    /// are durable within the step.
+    #[serde(default = "instant_fsync")]
+    pub fsync_ms: Sweep<LatencyMs>,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { fsync_ms: instant_fsync() }
+    }
+}
+
+fn instant_fsync() -> Sweep<LatencyMs> {
+    Sweep::one(LatencyMs::Constant { value: 0.0 })
+}
+
 /// `heartbeat_ms`: a number, or `"half-min-timeout"` (the Raft paper's §9.3 setting).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum Heartbeat {
@@ -541,6 +562,8 @@ pub struct ExperimentFile {
     pub cluster: ClusterSection,
     #[serde(default)]
     pub network: NetworkSection,
+    #[serde(default)]
+    pub storage: StorageSection,
     /// The leader-based protocols' shared timing, and Raft's own knobs.
     #[serde(default)]
     pub raft: RaftSection,
@@ -591,7 +614,8 @@ pub struct Experiment {
 /// The sections every experiment file may have; a kind adds its own
 /// ([`crate::kind::ExperimentKind::sections`]) and each protocol its own
 /// ([`crate::protocols::LabProtocol::SECTIONS`]).
-pub const COMMON_SECTIONS: &[&str] = &["experiment", "cluster", "network", "raft", "faults", "workload", "limits"];
+pub const COMMON_SECTIONS: &[&str] =
+    &["experiment", "cluster", "network", "storage", "raft", "faults", "workload", "limits"];
 
 /// A kind's sections parsed once per run rather than once per trial. Shared by clones
 /// of the experiment (they have the same text).
@@ -619,6 +643,9 @@ pub struct ClusterRules {
     pub needs_clients: bool,
     /// The kind sweeps `[raft] read_mode` (every other kind reads through the log).
     pub read_modes: bool,
+    /// The kind's rows carry `fsync_ms_mean`, so `[storage] fsync_ms` may be a list
+    /// (elsewhere one value: two points differing only in it would share a summary row).
+    pub fsync_column: bool,
     pub faults: FaultsRule,
 }
 
@@ -641,6 +668,7 @@ impl Default for ClusterRules {
             unreplicated: true,
             needs_clients: false,
             read_modes: false,
+            fsync_column: false,
             faults: FaultsRule::Optional,
         }
     }
@@ -656,6 +684,8 @@ pub struct Point {
     pub election_timeout_ms_max: f64,
     pub heartbeat_ms: f64,
     pub latency: LatencyMs,
+    /// The simulated disk's write latency (`[storage] fsync_ms`).
+    pub fsync: LatencyMs,
     pub loss: f64,
     pub duplicate: f64,
     pub reorder: f64,
@@ -734,6 +764,7 @@ impl Point {
             election_timeout_ms_max: 0.0,
             heartbeat_ms: 0.0,
             latency: LatencyMs::Constant { value: 0.0 },
+            fsync: LatencyMs::Constant { value: 0.0 },
             loss: 0.0,
             duplicate: 0.0,
             reorder: 0.0,
@@ -764,15 +795,22 @@ impl Point {
     pub fn timeout_ns_min(&self) -> Nanos {
         (self.election_timeout_ms_min * 1e6).round() as Nanos
     }
-    /// A simulated cluster of this point: its size and network, replicas starting at
-    /// seed-drawn times within one minimum timeout (as real processes do).
+    /// A simulated cluster of this point: its size, network and disk, replicas starting
+    /// at seed-drawn times within one minimum timeout (as real processes do).
     pub fn sim<P: qlab_core::Protocol, C: qlab_core::Client>(
         &self,
         network: &NetworkSection,
         config: P::Config,
         seed: u64,
     ) -> qlab_sim::Sim<P, C> {
-        qlab_sim::Sim::new_staggered(config, self.nodes, self.network_config(network), seed, self.timeout_ns_min())
+        qlab_sim::Sim::build(
+            config,
+            self.nodes,
+            self.network_config(network),
+            seed,
+            self.timeout_ns_min(),
+            Some(self.fsync.to_latency()),
+        )
     }
     pub fn network_config(&self, section: &NetworkSection) -> NetworkConfig {
         NetworkConfig {
@@ -980,6 +1018,28 @@ impl Experiment {
         }
         for latency in &f.network.latency_ms.values {
             latency.validate().map_err(|m| self.error_at(&f.network.latency_ms.span, m))?;
+        }
+        let fsync = &f.storage.fsync_ms;
+        for latency in &fsync.values {
+            latency.validate().map_err(|m| self.error_at(&fsync.span, m.replace("latency", "fsync_ms")))?;
+        }
+        let instant = LatencyMs::Constant { value: 0.0 };
+        if f.experiment.mode.values.contains(&Mode::Quic) && fsync.values.iter().any(|v| *v != instant) {
+            return Err(self.error_at(
+                &fsync.span,
+                "fsync_ms models the simulator's disk; in quic mode the nodes write to the machine's own disk                  ([cluster] storage = \"disk\"), so fsync_ms must be 0 there"
+                    .into(),
+            ));
+        }
+        if fsync.values.len() > 1 && !rules.fsync_column {
+            return Err(self.error_at(
+                &fsync.span,
+                format!(
+                    "a {} experiment's rows do not carry the disk latency, so fsync_ms takes one value here \
+                     (election experiments sweep it)",
+                    f.experiment.kind.as_str()
+                ),
+            ));
         }
         for (name, sweep) in
             [("loss", &f.network.loss), ("duplicate", &f.network.duplicate), ("reorder", &f.network.reorder)]
@@ -1257,6 +1317,7 @@ impl Experiment {
             })
             .collect();
         let points = expand(points, &f.network.latency_ms.values, |p, v| p.latency = v.clone());
+        let points = expand(points, &f.storage.fsync_ms.values, |p, v| p.fsync = v.clone());
         let points = expand(points, &f.network.loss.values, |p, v| p.loss = *v);
         let points = expand(points, &f.network.duplicate.values, |p, v| p.duplicate = *v);
         let points = expand(points, &f.network.reorder.values, |p, v| p.reorder = *v);

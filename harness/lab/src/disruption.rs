@@ -325,6 +325,7 @@ impl ExperimentKind for DisruptionKind {
             unreplicated: false,
             needs_clients: true,
             read_modes: false,
+            fsync_column: false,
             faults: FaultsRule::Refused(
                 "a disruption experiment takes no [faults]: its faults are each [[disruption.scenario]]'s schedule",
             ),

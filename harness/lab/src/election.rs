@@ -49,6 +49,8 @@ pub struct ElectionRow {
     #[serde(serialize_with = "cell::display")]
     pub latency_ms_mean: f64,
     #[serde(serialize_with = "cell::display")]
+    pub fsync_ms_mean: f64,
+    #[serde(serialize_with = "cell::display")]
     pub loss: f64,
     pub trial: u64,
     pub point: usize,
@@ -60,6 +62,9 @@ pub struct ElectionRow {
     pub terms: u64,
     pub censored: bool,
     pub messages: u64,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub broadcast_ms_mean: Option<f64>,
+    pub broadcast_rounds: u64,
     pub safety: Verdict,
     pub violations: String,
 }
@@ -74,6 +79,7 @@ impl ElectionRow {
             election_timeout_ms_max: point.election_timeout_ms_max,
             heartbeat_ms: point.heartbeat_ms,
             latency_ms_mean: point.latency.mean_ms(),
+            fsync_ms_mean: point.fsync.mean_ms(),
             loss: point.loss,
             trial,
             point: point_index,
@@ -83,6 +89,8 @@ impl ElectionRow {
             terms: outcome.terms,
             censored: outcome.censored,
             messages: outcome.messages,
+            broadcast_ms_mean: outcome.broadcast_ms_mean,
+            broadcast_rounds: outcome.broadcast_rounds,
             safety: outcome.safety.clone(),
             violations: outcome.violations.join("; "),
         }
@@ -109,6 +117,7 @@ impl ExperimentKind for ElectionKind {
             unreplicated: false,
             needs_clients: false,
             read_modes: false,
+            fsync_column: true,
             faults: FaultsRule::Required(
                 "an election experiment needs [faults] with crash = { who = \"leader\", at = \"random-in-heartbeat\" }",
             ),
@@ -170,6 +179,8 @@ impl ExperimentKind for ElectionKind {
                     safety: Verdict::Error,
                     violations: vec![],
                     messages: 0,
+                    broadcast_ms_mean: None,
+                    broadcast_rounds: 0,
                     trace: vec![],
                 };
                 let row = crate::kind::with_error(self, Self::record(trial, &blank), &e.to_string());
@@ -197,6 +208,7 @@ impl ExperimentKind for ElectionKind {
             "censored",
             "unavailable_ms_p50",
             "terms_mean",
+            "broadcast_ms_mean",
             "unsafe_trials",
         ]
     }

@@ -24,6 +24,12 @@ pub struct ElectionTrial {
     pub safety: Verdict,
     pub violations: Vec<String>,
     pub messages: u64,
+    /// The run's measured broadcast time: the mean of its closed broadcast rounds whose
+    /// recipients all wrote to disk before answering (§5.6's RPCs; see
+    /// `qlab_sim::BroadcastRound`). `None` over QUIC, or when no such round closed.
+    pub broadcast_ms_mean: Option<f64>,
+    /// How many rounds that mean is over.
+    pub broadcast_rounds: u64,
     pub trace: Vec<String>,
 }
 
@@ -48,13 +54,13 @@ const SETUP_CLIENT: ClientId = ClientId(u64::MAX);
 pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> ElectionTrial {
     let file = &experiment.file;
     let config = P::config(point, file);
-    let network = point.network_config(&file.network);
     let nodes = point.nodes;
     let heartbeat_ns = point.heartbeat_ns();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xe1ec_7100_0000_0000);
     // Processes of a real cluster start at different moments; spread the starts over
     // one minimum timeout so even unrandomized timeouts elect a first leader.
-    let mut sim: Sim<P, P::Client> = Sim::new_staggered(config, nodes, network, seed, point.timeout_ns_min());
+    let mut sim: Sim<P, P::Client> = point.sim(&file.network, config, seed);
+    sim.track_broadcasts();
     if trace {
         sim.enable_trace();
     }
@@ -222,6 +228,10 @@ fn finish<P: LabProtocol>(
     if !note.is_empty() {
         details.push(note);
     }
+    let persisting: Vec<Nanos> =
+        sim.broadcast_rounds().iter().filter(|r| r.recipients_persisted).map(|r| r.duration_ns).collect();
+    let broadcast_ms_mean =
+        (!persisting.is_empty()).then(|| nanos_to_ms(persisting.iter().sum::<Nanos>()) / persisting.len() as f64);
     ElectionTrial {
         election_ms: nanos_to_ms(election_ns),
         unavailable_ms: unavailable_ns.map(nanos_to_ms),
@@ -230,6 +240,8 @@ fn finish<P: LabProtocol>(
         safety: judgement.verdict,
         violations: details,
         messages: sim.stats.messages_sent,
+        broadcast_ms_mean,
+        broadcast_rounds: persisting.len() as u64,
         trace: sim.trace().to_vec(),
     }
 }
@@ -329,6 +341,8 @@ pub fn run_trial_quic<P: LabProtocol>(
             safety,
             violations,
             messages,
+            broadcast_ms_mean: None,
+            broadcast_rounds: 0,
             trace: Vec::new(),
         })
     });

@@ -67,6 +67,7 @@ fn cells_keep_their_format() {
         election_timeout_ms_max: 300.0,
         heartbeat_ms: 75.0,
         latency_ms_mean: 7.5,
+        fsync_ms_mean: 0.0,
         loss: 0.0,
         trial: 3,
         point: 1,
@@ -76,6 +77,8 @@ fn cells_keep_their_format() {
         terms: 2,
         censored: true,
         messages: 10,
+        broadcast_ms_mean: None,
+        broadcast_rounds: 0,
         safety: qlab_check::Verdict::Inconclusive,
         violations: "a, \"quoted\" one".into(),
     };
@@ -90,6 +93,7 @@ fn cells_keep_their_format() {
             "75",
             "7.5",
             "0",
+            "0",
             "3",
             "1",
             "42",
@@ -98,6 +102,8 @@ fn cells_keep_their_format() {
             "2",
             "true",
             "10",
+            "",
+            "0",
             "inconclusive",
             "a, \"quoted\" one"
         ]

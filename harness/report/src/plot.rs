@@ -293,7 +293,7 @@ pub fn write_cdf(run_dir: &Path, stem: &str, figure: &CdfFigure) -> Result<Vec<P
 }
 
 /// Columns that pick a figure (panel); the rest (timeouts, heartbeat) pick a line.
-const PANEL_COLUMNS: &[&str] = &["protocol", "nodes", "latency_ms_mean", "loss"];
+const PANEL_COLUMNS: &[&str] = &["protocol", "nodes", "latency_ms_mean", "fsync_ms_mean", "loss"];
 const LINE_COLUMNS: &[&str] = &["election_timeout_ms_min", "election_timeout_ms_max", "heartbeat_ms", "mode"];
 
 /// Most series a single figure holds before it is split into panels.
@@ -315,6 +315,7 @@ fn describe_panel(panel: &[String], varying: &[bool]) -> String {
             "protocol" => value.clone(),
             "nodes" => format!("{value} nodes"),
             "latency_ms_mean" => format!("latency {value} ms"),
+            "fsync_ms_mean" => format!("disk {value} ms"),
             "loss" => format!("loss {value}"),
             _ => value.clone(),
         });

@@ -674,6 +674,7 @@ pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
         "unavailable_ms_p50",
         "unavailable_ms_p99",
         "terms_mean",
+        "broadcast_ms_mean",
         "unsafe_trials",
         "inconclusive_trials",
     ]);
@@ -690,6 +691,14 @@ pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
         let censored = rows.iter().filter(|r| table.get(r, "censored") == Some("true")).count();
         // A trial that could not run ("error") is not an unsafe one.
         let unsafe_trials = table.unsafe_count(&rows);
+        // Each trial's mean is over its own rounds: weigh it by them.
+        let (round_ms, rounds) = rows.iter().fold((0.0, 0.0), |(sum, count), r| {
+            match (table.number(r, "broadcast_ms_mean"), table.number(r, "broadcast_rounds")) {
+                (Some(mean), Some(n)) => (sum + mean * n, count + n),
+                _ => (sum, count),
+            }
+        });
+        let broadcast_ms_mean = if rounds > 0.0 { round_ms / rounds } else { f64::NAN };
         let mut record = key.clone();
         record.extend([
             rows.len().to_string(),
@@ -702,6 +711,7 @@ pub fn summarize_election(table: &Table, path: &Path) -> Result<()> {
             fmt_metric(quantile(&unavailable, 0.5)),
             fmt_metric(quantile(&unavailable, 0.99)),
             fmt_metric(mean(&terms)),
+            fmt_metric(broadcast_ms_mean),
             unsafe_trials.to_string(),
             table.inconclusive_count(&rows).to_string(),
         ]);

@@ -375,6 +375,19 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         seed: u64,
         max_start_delay_ns: Nanos,
     ) -> Self {
+        Self::build(config, nodes, network, seed, max_start_delay_ns, None)
+    }
+
+    /// Like [`Sim::new_staggered`], with a disk whose writes take `fsync` (`None`:
+    /// durable within the step) in place before any replica starts.
+    pub fn build(
+        config: P::Config,
+        nodes: u32,
+        network: NetworkConfig,
+        seed: u64,
+        max_start_delay_ns: Nanos,
+        fsync: Option<Latency>,
+    ) -> Self {
         assert!(nodes >= 1);
         let mut sim = Sim {
             config: config.clone(),
@@ -401,6 +414,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             rounds: None,
             answering: None,
         };
+        sim.disk.set_fsync(fsync);
         for i in 0..nodes {
             let id = NodeId(i);
             sim.nodes.push(NodeSlot {
