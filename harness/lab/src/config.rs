@@ -1027,7 +1027,8 @@ impl Experiment {
         if f.experiment.mode.values.contains(&Mode::Quic) && fsync.values.iter().any(|v| *v != instant) {
             return Err(self.error_at(
                 &fsync.span,
-                "fsync_ms models the simulator's disk; in quic mode the nodes write to the machine's own disk                  ([cluster] storage = \"disk\"), so fsync_ms must be 0 there"
+                "fsync_ms models the simulator's disk; in quic mode the nodes write to the machine's own disk \
+                 ([cluster] storage = \"disk\"), so fsync_ms must be 0 there"
                     .into(),
             ));
         }
