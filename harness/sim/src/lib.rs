@@ -47,6 +47,7 @@ mod storage;
 pub use rounds::BroadcastRound;
 use rounds::{RoundTag, RoundTracker};
 use storage::DiskModel;
+pub use storage::{DiskFault, Recovery, recover};
 
 /// A latency distribution in nanoseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -265,6 +266,8 @@ struct NodeSlot<P: Protocol> {
     clock_rate: f64,
     /// When the node's disk finishes the writes it has been given (see `storage`).
     disk_busy_until: Nanos,
+    /// The durable record that reads back damaged, if a crash left one (see `storage`).
+    damaged_record: Option<usize>,
 }
 
 /// A tiny map from timer key to state, scanned linearly.
@@ -425,6 +428,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 timers: TimerTable::new(),
                 clock_rate: 1.0,
                 disk_busy_until: 0,
+                damaged_record: None,
             });
         }
         for i in 0..nodes {
@@ -594,12 +598,52 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         }
     }
 
-    /// Rebuild `id` from its persisted records and start it.
+    /// Crash `id` and leave its disk damaged by `fault` (see `storage`).
+    pub fn crash_with_disk_fault(&mut self, id: NodeId, fault: DiskFault) {
+        self.crash(id);
+        let slot = &mut self.nodes[id.0 as usize];
+        match fault {
+            DiskFault::LoseAcknowledged { records } => {
+                let kept = slot.storage.len().saturating_sub(records);
+                slot.storage.truncate(kept);
+                slot.damaged_record = slot.damaged_record.filter(|index| *index < kept);
+            }
+            DiskFault::Corrupt { index } if !slot.storage.is_empty() => {
+                let index = index.min(slot.storage.len() - 1);
+                slot.damaged_record = Some(slot.damaged_record.map_or(index, |earlier| earlier.min(index)));
+            }
+            DiskFault::Corrupt { .. } => {}
+        }
+        self.log_trace(|| format!("{id} DISK FAULT {fault:?}"));
+    }
+
+    /// Why `id` will not start: a damaged record with intact ones after it.
+    pub fn refuses_to_start(&self, id: NodeId) -> Option<usize> {
+        let slot = &self.nodes[id.0 as usize];
+        let intact: Vec<bool> = (0..slot.storage.len()).map(|i| Some(i) != slot.damaged_record).collect();
+        match recover(&intact) {
+            Recovery::Corrupt { index } => Some(index),
+            Recovery::Intact | Recovery::TornTail { .. } => None,
+        }
+    }
+
+    /// Rebuild `id` from its persisted records and start it. Recovery cuts a torn
+    /// tail; a node whose disk holds corruption stays down ([`Sim::refuses_to_start`]).
     pub fn restart(&mut self, id: NodeId) {
         let n = self.node_count();
-        let slot = &mut self.nodes[id.0 as usize];
-        if slot.protocol.is_some() {
+        if self.nodes[id.0 as usize].protocol.is_some() {
             return;
+        }
+        if let Some(index) = self.refuses_to_start(id) {
+            let records = self.nodes[id.0 as usize].storage.len();
+            self.log_trace(|| {
+                format!("{id} REFUSES TO START: record {index} of {records} damaged, intact ones after it")
+            });
+            return;
+        }
+        let slot = &mut self.nodes[id.0 as usize];
+        if let Some(kept) = slot.damaged_record.take() {
+            slot.storage.truncate(kept);
         }
         slot.protocol = Some(P::restore(&self.config, id, n, &slot.storage));
         slot.rng = node_rng(self.seed, id, slot.incarnation);

@@ -18,11 +18,23 @@
 //!
 //! The fsync latencies are drawn from a stream of their own, so turning the disk model
 //! on does not shift the network's draws, and leaving it off draws nothing.
+//!
+//! Beyond the lost write in progress, a crash can leave the disk worse ([`DiskFault`]):
+//! records it had acknowledged gone ("fsync lies"), or a durable record that reads back
+//! damaged. A restart then recovers by real mode's rule ([`recover`], the same as
+//! `qlab-net`'s WAL): damage with nothing intact after it is a torn tail, which no one
+//! was told was durable, and is cut; damage with an intact record after it is
+//! corruption no crash explains, and the node refuses to start rather than run from a
+//! state it does not have. A damaged *last* record is therefore cut like a torn one:
+//! without another copy, a disk cannot tell bit rot of an acknowledged record from a
+//! write that never finished (Alagappan et al., FAST 2018), which is why a damaged
+//! last record is an "fsync lies" fault and not one an honest protocol survives.
 
 use crate::Latency;
 use qlab_core::Nanos;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 pub(crate) struct DiskModel {
     /// `None`: records are durable within the step (the default).
@@ -57,9 +69,51 @@ impl DiskModel {
     }
 }
 
+/// What a crash does to a node's disk besides losing the writes in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskFault {
+    /// The disk acknowledged the node's last `records` writes and never made them
+    /// durable: they are gone at the restart, though the node's messages had already
+    /// told others about them.
+    LoseAcknowledged { records: usize },
+    /// The durable record at `index` (0 is the oldest kept) reads back damaged; the
+    /// checksum catches it at the restart. An index past the end damages the last one.
+    Corrupt { index: usize },
+}
+
+/// What a restart makes of a node's records, given which of them read back intact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Every record intact: start from all of them.
+    Intact,
+    /// Damage with nothing intact after it: start from the first `kept` records.
+    TornTail { kept: usize },
+    /// The record at `index` is damaged and an intact one follows: refuse to start.
+    Corrupt { index: usize },
+}
+
+/// Real mode's recovery rule (see `qlab-net`'s `wal.rs`), over whole records.
+pub fn recover(intact: &[bool]) -> Recovery {
+    match intact.iter().position(|ok| !ok) {
+        None => Recovery::Intact,
+        Some(index) if intact[index + 1..].iter().any(|ok| *ok) => Recovery::Corrupt { index },
+        Some(kept) => Recovery::TornTail { kept },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn damage_is_a_torn_tail_unless_an_intact_record_follows_it() {
+        assert_eq!(recover(&[]), Recovery::Intact);
+        assert_eq!(recover(&[true, true]), Recovery::Intact);
+        assert_eq!(recover(&[true, false]), Recovery::TornTail { kept: 1 });
+        assert_eq!(recover(&[false, false]), Recovery::TornTail { kept: 0 });
+        assert_eq!(recover(&[true, false, true]), Recovery::Corrupt { index: 1 });
+        assert_eq!(recover(&[false, true, false]), Recovery::Corrupt { index: 0 });
+    }
 
     #[test]
     fn writes_queue_behind_each_other_and_later_steps_wait_for_them() {

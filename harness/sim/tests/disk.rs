@@ -9,7 +9,7 @@
 
 use qlab_core::leader_client::LeaderClient;
 use qlab_core::{Context, NodeId, Protocol, Request, ms};
-use qlab_sim::{BroadcastRound, Latency, NetworkConfig, Sim};
+use qlab_sim::{BroadcastRound, DiskFault, Latency, NetworkConfig, Sim};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -152,4 +152,51 @@ fn a_restarted_node_keeps_its_durable_records_and_writes_after_them() {
     // Restarted at 30 ms with one durable record: it persists its second, pings at 40.
     assert_eq!(sim.storage(NodeId(0)), &[1, 2]);
     assert_eq!(sim.node(NodeId(1)).unwrap().received.last(), Some(&(NodeId(0), "late", 41)));
+}
+
+/// Node 0 after `starts` starts on an instant disk: one record per start.
+fn restarted(starts: u32) -> Sim<Toy, LeaderClient> {
+    let mut sim = cluster(0);
+    sim.run_to(ms(10));
+    for _ in 1..starts {
+        sim.crash(NodeId(0));
+        sim.restart(NodeId(0));
+        sim.run_to(sim.now() + ms(10));
+    }
+    sim
+}
+
+#[test]
+fn fsync_lies_take_records_the_node_had_already_answered_for() {
+    let mut sim = restarted(1);
+    assert!(sim.node(NodeId(0)).unwrap().received.contains(&(NodeId(1), "pong", 2)), "node 1 answered");
+    sim.crash_with_disk_fault(NodeId(1), DiskFault::LoseAcknowledged { records: 1 });
+    assert!(sim.storage(NodeId(1)).is_empty(), "the record node 1's pong vouched for is gone");
+    sim.restart(NodeId(1));
+    assert_eq!(sim.node(NodeId(1)).unwrap().records, 0);
+}
+
+#[test]
+fn a_damaged_last_record_is_cut_like_a_torn_write() {
+    let mut sim = restarted(2);
+    assert_eq!(sim.storage(NodeId(0)), &[1, 2]);
+    sim.crash_with_disk_fault(NodeId(0), DiskFault::Corrupt { index: 1 });
+    assert_eq!(sim.refuses_to_start(NodeId(0)), None);
+    sim.restart(NodeId(0));
+    assert!(sim.is_up(NodeId(0)));
+    // Restored from [1] (the damaged 2 cut), it persists its next record as 2 again.
+    assert_eq!(sim.storage(NodeId(0)), &[1, 2]);
+    assert_eq!(sim.node(NodeId(0)).unwrap().records, 2);
+}
+
+#[test]
+fn damage_with_intact_records_after_it_keeps_the_node_down_and_its_disk_untouched() {
+    let mut sim = restarted(3);
+    assert_eq!(sim.storage(NodeId(0)), &[1, 2, 3]);
+    sim.crash_with_disk_fault(NodeId(0), DiskFault::Corrupt { index: 0 });
+    assert_eq!(sim.refuses_to_start(NodeId(0)), Some(0));
+    sim.restart(NodeId(0));
+    sim.run_to(sim.now() + ms(10));
+    assert!(!sim.is_up(NodeId(0)), "a node must not run from a state it does not have");
+    assert_eq!(sim.storage(NodeId(0)), &[1, 2, 3], "nothing is cut: the evidence stays for an operator");
 }
