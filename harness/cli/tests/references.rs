@@ -17,6 +17,8 @@ use std::process::Command;
 /// Simulator references that re-run in seconds.
 const FAST: &[&str] = &[
     "raft-figure16",
+    "raft-figure16-disk",
+    "raft-figure16-9-servers",
     "raft-vs-paxos-election",
     "seed-counterexamples",
     "rejoin-disruption",
