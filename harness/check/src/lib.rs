@@ -11,7 +11,12 @@
 //!   (the hash chain over slots `1..=s`), i.e. on the whole log up to `s`.
 //! - **Leader Completeness**: when a node is elected for epoch `e`, its log holds every
 //!   entry committed before that moment. The chain value at the highest committed slot
-//!   covers every earlier slot, so one comparison per election suffices.
+//!   covers every earlier slot, so one comparison per election suffices. An election
+//!   observed after one of a higher epoch is a stale leader's (its announcement held
+//!   back, say, behind a slow disk write) and is not compared: the commits seen since
+//!   may belong to the later epochs, which the property says nothing about for `e`. A
+//!   stale leader cannot commit without a quorum that has not moved on, and anything it
+//!   did commit is judged by the three invariants above.
 //! - **Linearizability** of the client history against the KV model
 //!   ([`crate::linearizability`]).
 
@@ -326,6 +331,8 @@ pub const ANCHOR_EVERY_SLOTS: u64 = 1 << 12;
 /// Only the slot named in such a report is then the later one.
 pub struct SafetyChecker {
     leaders: HashMap<u64, NodeId>,
+    /// The highest epoch an election has been observed for.
+    highest_epoch_elected: Option<u64>,
     /// References for slots at or above the floor.
     recent: SlotWindow,
     /// References kept below the floor.
@@ -363,6 +370,7 @@ impl SafetyChecker {
     pub fn with_retention(retained_slots: u64, anchor_every_slots: u64) -> Self {
         SafetyChecker {
             leaders: HashMap::new(),
+            highest_epoch_elected: None,
             recent: Default::default(),
             anchors: Default::default(),
             highest_committed: None,
@@ -434,8 +442,13 @@ impl SafetyChecker {
                         self.leaders.insert(*epoch, node);
                     }
                 }
+                let stale = self.highest_epoch_elected.is_some_and(|highest| *epoch < highest);
+                if in_order {
+                    self.highest_epoch_elected = Some(self.highest_epoch_elected.map_or(*epoch, |h| h.max(*epoch)));
+                }
                 if let Some((slot, prefix)) = self.highest_committed
                     && in_order
+                    && !stale
                     && slot >= *log_from_slot
                 {
                     let held = log_prefix_digests.get((slot - log_from_slot) as usize);
@@ -701,6 +714,17 @@ mod tests {
         let elected =
             Event::Elected { epoch: 2, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS, d(b"p1")] };
         assert!(check_observations(&[obs(1, 0, committed(1, b"a", b"p1")), obs(2, 1, elected)]).is_empty());
+    }
+
+    #[test]
+    fn a_stale_leaders_late_announcement_is_not_held_to_later_epochs_commits() {
+        let empty = |epoch| Event::Elected { epoch, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS] };
+        // Epoch 3 is elected and commits slot 1; epoch 2's leader announces only then.
+        let late = [obs(1, 1, empty(3)), obs(2, 1, committed(1, b"a", b"p1")), obs(3, 0, empty(2))];
+        assert!(check_observations(&late).is_empty());
+        // A newer epoch's leader lacking the commit is still caught.
+        let newer = [obs(1, 1, empty(3)), obs(2, 1, committed(1, b"a", b"p1")), obs(3, 0, empty(4))];
+        assert_eq!(Verdict::of(&check_observations(&newer), false).to_string(), "leader-completeness");
     }
 
     /// Chain values of a log whose entry at `diverge_at` (if any) differs.

@@ -1,5 +1,7 @@
 //! Seeded chaos runs: random crashes, restarts, partitions, one-way cuts, loss,
-//! duplication and reordering under a closed-loop client load, then healing.
+//! duplication and reordering under a closed-loop client load, then healing; with
+//! [`DiskFaults`] on, disks that write slowly, stall, tear or lose the write in
+//! progress at a crash, and return damaged records at recovery.
 //!
 //! One seed fixes everything (the network's parameters, the fault schedule and the
 //! whole simulation), so a failing seed printed by a test is a complete reproduction.
@@ -17,7 +19,7 @@ use qlab_core::{ClientId, Nanos, NodeId, ms};
 use qlab_paxos::{Paxos, PaxosConfig};
 use qlab_pbft::{Pbft, PbftConfig};
 use qlab_raft::{Raft, RaftConfig};
-use qlab_sim::{Latency, NetworkConfig, Sim};
+use qlab_sim::{DiskFault, Latency, NetworkConfig, Sim};
 use qlab_unreplicated::{Unreplicated, UnreplicatedConfig};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -45,9 +47,44 @@ pub struct ChaosConfig {
     pub clock_skew_ppm: u64,
     /// The drift bound lease reads assume, in parts per million.
     pub lease_drift_bound_ppm: u64,
+    /// What the replicas' disks do (`DiskFaults::NONE`: instant and perfect).
+    pub disk: DiskFaults,
     /// Inject these faults instead of drawing them from the seed.
     pub schedule: Option<ChaosSchedule>,
     pub trace: bool,
+}
+
+/// The storage faults a chaos run draws, after Alagappan et al., "Protocol-Aware
+/// Recovery for Consensus-Based Storage" (FAST 2018). All off draws nothing, so every
+/// seed without them replays as before.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DiskFaults {
+    /// Each seed draws a write time (exponential, mean 0.1–3 ms) and stalls (1 write in
+    /// 200 takes 20–200 ms): a crash then often lands mid-write and loses or tears the
+    /// write in progress, and a stalled disk holds its node's messages back.
+    pub slow_writes: bool,
+    /// A crash leaves one durable record (not the last: a damaged last record is a torn
+    /// write) damaged with this probability; the node detects it at restart and refuses
+    /// to start. At most `faulty_at_most` replicas (f, for a crash-fault protocol) are
+    /// ever left so, since each is down for good.
+    pub corrupt_probability: f64,
+    /// A crash loses the node's last 1–3 records with this probability although the disk
+    /// had acknowledged them ("fsync lies"). No protocol's proof survives it: only the
+    /// counterexample cases turn it on.
+    pub lie_probability: f64,
+}
+
+impl DiskFaults {
+    pub const NONE: DiskFaults = DiskFaults { slow_writes: false, corrupt_probability: 0.0, lie_probability: 0.0 };
+    /// What an honest protocol must survive: torn and lost unsynced writes, stalls and
+    /// detected corruption.
+    pub const HONEST: DiskFaults = DiskFaults { slow_writes: true, corrupt_probability: 0.05, lie_probability: 0.0 };
+    /// The disk acknowledges writes it then loses, on every crash.
+    pub const LYING: DiskFaults = DiskFaults { slow_writes: true, corrupt_probability: 0.0, lie_probability: 1.0 };
+
+    fn any(&self) -> bool {
+        *self != DiskFaults::NONE
+    }
 }
 
 /// The kinds of fault a chaos run draws from.
@@ -84,6 +121,7 @@ impl ChaosConfig {
             read_mode: ReadMode::Log,
             clock_skew_ppm: 0,
             lease_drift_bound_ppm: qlab_raft::DEFAULT_DRIFT_BOUND_PPM,
+            disk: DiskFaults::NONE,
             schedule: None,
             trace: false,
         }
@@ -111,6 +149,8 @@ pub struct ChaosOutcome {
     pub sent_by_kind: Vec<(&'static str, u64)>,
     /// What the honest replicas reported, in time order (what the checkers judged).
     pub observations: Vec<qlab_sim::Observation>,
+    /// What the disks went through (all zero without [`DiskFaults`]).
+    pub disk: qlab_sim::DiskStats,
 }
 
 impl ChaosOutcome {
@@ -124,6 +164,8 @@ impl ChaosOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaultAction {
     Crash(NodeId),
+    /// A crash that also leaves the node's disk damaged.
+    CrashWithDiskFault(NodeId, DiskFault),
     Restart(NodeId),
     /// Two sides that cannot reach each other (replacing any earlier partition or cut).
     Partition(Vec<NodeId>, Vec<NodeId>),
@@ -139,6 +181,7 @@ impl FaultAction {
     fn apply<P: LabProtocol>(&self, sim: &mut Sim<P, P::Client>) {
         match self {
             FaultAction::Crash(node) => sim.crash(*node),
+            FaultAction::CrashWithDiskFault(node, fault) => sim.crash_with_disk_fault(*node, *fault),
             FaultAction::Restart(node) => sim.restart(*node),
             FaultAction::Partition(a, b) => sim.partition(&[a.clone(), b.clone()]),
             FaultAction::Cut(from, to) => sim.set_link_blocked(*from, *to, true),
@@ -156,6 +199,12 @@ impl std::fmt::Display for FaultAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FaultAction::Crash(node) => write!(f, "crash {node}"),
+            FaultAction::CrashWithDiskFault(node, DiskFault::LoseAcknowledged { records }) => {
+                write!(f, "crash {node}, its disk losing its last {records} acknowledged record(s)")
+            }
+            FaultAction::CrashWithDiskFault(node, DiskFault::Corrupt { index }) => {
+                write!(f, "crash {node}, its disk returning record {index} damaged")
+            }
             FaultAction::Restart(node) => write!(f, "restart {node}"),
             FaultAction::Partition(a, b) => write!(f, "partition {a:?} | {b:?}"),
             FaultAction::Cut(from, to) => write!(f, "cut {from} -> {to}"),
@@ -201,6 +250,32 @@ impl ChaosOutcome {
             LinCheck::Inconclusive { .. } => replicas.and(Verdict::Inconclusive),
         }
     }
+}
+
+/// What a crash of `victim` does to its disk, drawn by `faults`' probabilities: lost
+/// acknowledged records, or a damaged one that keeps it down (while fewer than
+/// `refusals_at_most` replicas already are, and it has a record after the damaged one).
+fn disk_fault<P: LabProtocol>(
+    faults: &DiskFaults,
+    rng: &mut ChaCha8Rng,
+    sim: &Sim<P, P::Client>,
+    victim: NodeId,
+    refusals_at_most: u32,
+) -> Option<DiskFault> {
+    if !faults.any() {
+        return None;
+    }
+    if faults.lie_probability > 0.0 && rng.random_bool(faults.lie_probability) {
+        return Some(DiskFault::LoseAcknowledged { records: rng.random_range(1..=3) });
+    }
+    if faults.corrupt_probability > 0.0 && rng.random_bool(faults.corrupt_probability) {
+        let refused = (0..sim.node_count()).filter(|id| sim.refuses_to_start(NodeId(*id)).is_some()).count() as u32;
+        let records = sim.storage(victim).len();
+        if refused < refusals_at_most && records >= 2 {
+            return Some(DiskFault::Corrupt { index: rng.random_range(0..records - 1) });
+        }
+    }
+    None
 }
 
 /// A random but seed-determined network for one run.
@@ -466,7 +541,19 @@ pub fn run_chaos<P: LabProtocol>(
     mut rng: ChaCha8Rng,
 ) -> ChaosOutcome {
     let n = config.nodes;
-    let mut sim: Sim<P, P::Client> = Sim::new(protocol_config, n, network, seed);
+    // The disk's draws have a stream of their own: they are made only when disk faults
+    // are on, and the same seed then draws the same network, knobs and fault times.
+    let mut disk_rng = ChaCha8Rng::seed_from_u64(seed ^ 0xd15c_fa17_0000_0000);
+    let fsync = config
+        .disk
+        .slow_writes
+        .then(|| Latency::Exponential { ns_mean: disk_rng.random_range(0.1..3.0) * 1e6, ns_floor: 20_000 });
+    let mut sim: Sim<P, P::Client> = Sim::build(protocol_config, n, network, seed, 0, fsync);
+    if config.disk.slow_writes {
+        sim.set_fsync_spikes(0.005, Latency::Uniform { ns_min: ms(20), ns_max: ms(200) });
+    }
+    // Replicas a damaged disk may keep down for good, as long as the rest can go on.
+    let refusals_at_most = config.faulty_at_most.unwrap_or((n.saturating_sub(1)) / 2);
     if config.trace {
         sim.enable_trace();
     }
@@ -548,7 +635,10 @@ pub fn run_chaos<P: LabProtocol>(
                 if impaired(&[victim]) > budget {
                     continue;
                 }
-                FaultAction::Crash(victim)
+                match disk_fault(&config.disk, &mut disk_rng, &sim, victim, refusals_at_most) {
+                    Some(fault) => FaultAction::CrashWithDiskFault(victim, fault),
+                    None => FaultAction::Crash(victim),
+                }
             }
             3..=4 if !down.is_empty() => FaultAction::Restart(down[rng.random_range(0..down.len())]),
             5..=6 => {
@@ -604,6 +694,14 @@ pub fn run_chaos<P: LabProtocol>(
     }
     let healed_at = sim.now();
     fault_log.push(format!("{:>10.3}ms heal all, restart all", qlab_core::nanos_to_ms(healed_at)));
+    for id in (0..n).map(NodeId) {
+        if let Some(index) = sim.refuses_to_start(id) {
+            fault_log.push(format!(
+                "{:>10.3}ms {id} refuses to start: record {index} damaged",
+                qlab_core::nanos_to_ms(healed_at)
+            ));
+        }
+    }
     let mut served_after_heal = vec![false; config.clients as usize];
     let history_len_at_heal = workload.history.len();
     let deadline = healed_at + config.recovery_deadline_ns;
@@ -646,6 +744,7 @@ pub fn run_chaos<P: LabProtocol>(
         schedule: ChaosSchedule { events: schedule, heal_at_ns },
         sent_by_kind: sim.stats.sent_by_kind.clone(),
         observations: std::mem::take(&mut sim.observations),
+        disk: sim.disk_stats.clone(),
     }
 }
 

@@ -162,6 +162,19 @@ pub struct NetStats {
     pub sent_by_kind: Vec<(&'static str, u64)>,
 }
 
+/// What the disks went through (see `storage`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Crashes that came while the node's disk was still writing: the write was lost.
+    pub writes_lost_at_crash: u64,
+    /// Restarts that cut a damaged last record (a torn write).
+    pub torn_tails_cut: u64,
+    /// Restarts refused because a damaged record had intact ones after it.
+    pub starts_refused: u64,
+    /// Acknowledged records a lying disk lost.
+    pub acknowledged_records_lost: u64,
+}
+
 enum Work<P: Protocol, T> {
     Start {
         node: NodeId,
@@ -347,6 +360,7 @@ pub struct Sim<P: Protocol, C: Client> {
     client_outbox: ClientOutbox<C::Timer>,
     pub observations: Vec<Observation>,
     pub stats: NetStats,
+    pub disk_stats: DiskStats,
     trace: Option<Vec<String>>,
     disk: DiskModel,
     rounds: Option<RoundTracker>,
@@ -412,6 +426,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             client_outbox: ClientOutbox::default(),
             observations: Vec::new(),
             stats: NetStats::default(),
+            disk_stats: DiskStats::default(),
             trace: None,
             disk: DiskModel::instant(seed),
             rounds: None,
@@ -440,6 +455,12 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             }
         }
         sim
+    }
+
+    /// A slow disk's stalls: with `probability` a write takes a draw from `spike`
+    /// instead of the fsync latency (which must be set for writes to take time at all).
+    pub fn set_fsync_spikes(&mut self, probability: f64, spike: Latency) {
+        self.disk.set_spikes(Some((probability, spike)));
     }
 
     /// Keep a readable line per processed event (for `qlab replay` and tests).
@@ -593,6 +614,9 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             slot.timers.clear();
             // Writes in progress die with the process (their held outputs check the
             // incarnation and are dropped).
+            if slot.disk_busy_until > self.now {
+                self.disk_stats.writes_lost_at_crash += 1;
+            }
             slot.disk_busy_until = 0;
             self.log_trace(|| format!("{id} CRASH"));
         }
@@ -605,6 +629,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         match fault {
             DiskFault::LoseAcknowledged { records } => {
                 let kept = slot.storage.len().saturating_sub(records);
+                self.disk_stats.acknowledged_records_lost += (slot.storage.len() - kept) as u64;
                 slot.storage.truncate(kept);
                 slot.damaged_record = slot.damaged_record.filter(|index| *index < kept);
             }
@@ -639,11 +664,13 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             self.log_trace(|| {
                 format!("{id} REFUSES TO START: record {index} of {records} damaged, intact ones after it")
             });
+            self.disk_stats.starts_refused += 1;
             return;
         }
         let slot = &mut self.nodes[id.0 as usize];
         if let Some(kept) = slot.damaged_record.take() {
             slot.storage.truncate(kept);
+            self.disk_stats.torn_tails_cut += 1;
         }
         slot.protocol = Some(P::restore(&self.config, id, n, &slot.storage));
         slot.rng = node_rng(self.seed, id, slot.incarnation);

@@ -32,25 +32,32 @@
 
 use crate::Latency;
 use qlab_core::Nanos;
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub(crate) struct DiskModel {
     /// `None`: records are durable within the step (the default).
     fsync: Option<Latency>,
+    /// A slow disk: with this probability a write takes the spike's time instead.
+    spike: Option<(f64, Latency)>,
     rng: ChaCha8Rng,
 }
 
 impl DiskModel {
     pub fn instant(seed: u64) -> DiskModel {
-        DiskModel { fsync: None, rng: ChaCha8Rng::seed_from_u64(seed ^ 0xd15c_f5ac_0000_0001) }
+        DiskModel { fsync: None, spike: None, rng: ChaCha8Rng::seed_from_u64(seed ^ 0xd15c_f5ac_0000_0001) }
     }
 
     /// A constant zero latency is the instant disk, so a file that spells out
     /// `fsync_ms = 0` runs exactly as one that leaves it out.
     pub fn set_fsync(&mut self, fsync: Option<Latency>) {
         self.fsync = fsync.filter(|latency| *latency != Latency::Constant { ns: 0 });
+    }
+
+    /// Latency spikes (a slow disk's stalls); draws nothing while unset.
+    pub fn set_spikes(&mut self, spike: Option<(f64, Latency)>) {
+        self.spike = spike.filter(|(probability, _)| *probability > 0.0);
     }
 
     pub fn fsync(&self) -> Option<&Latency> {
@@ -63,7 +70,11 @@ impl DiskModel {
     pub fn release_at(&mut self, disk_busy_until: &mut Nanos, now: Nanos, wrote_records: bool) -> Option<Nanos> {
         let fsync = self.fsync.as_ref()?;
         if wrote_records {
-            *disk_busy_until = (*disk_busy_until).max(now) + fsync.sample(&mut self.rng);
+            let write_ns = match &self.spike {
+                Some((probability, spike)) if self.rng.random_bool(*probability) => spike.sample(&mut self.rng),
+                _ => fsync.sample(&mut self.rng),
+            };
+            *disk_busy_until = (*disk_busy_until).max(now) + write_ns;
         }
         (*disk_busy_until > now || wrote_records).then_some(*disk_busy_until)
     }
@@ -124,6 +135,17 @@ mod tests {
         assert_eq!(disk.release_at(&mut busy, 105, true), Some(120), "the second write starts when the first ends");
         assert_eq!(disk.release_at(&mut busy, 107, false), Some(120), "a step without records waits its turn");
         assert_eq!(disk.release_at(&mut busy, 130, false), None, "an idle disk holds nothing back");
+    }
+
+    #[test]
+    fn a_spike_replaces_a_writes_time_with_its_own() {
+        let mut disk = DiskModel::instant(1);
+        disk.set_fsync(Some(Latency::Constant { ns: 10 }));
+        disk.set_spikes(Some((1.0, Latency::Constant { ns: 500 })));
+        let mut busy = 0;
+        assert_eq!(disk.release_at(&mut busy, 0, true), Some(500));
+        disk.set_spikes(Some((0.0, Latency::Constant { ns: 500 })));
+        assert_eq!(disk.release_at(&mut busy, 1000, true), Some(1010), "a zero probability is no spike");
     }
 
     #[test]
