@@ -80,7 +80,7 @@ impl DiskFaults {
     /// detected corruption.
     pub const HONEST: DiskFaults = DiskFaults { slow_writes: true, corrupt_probability: 0.05, lie_probability: 0.0 };
     /// The disk acknowledges writes it then loses, on every crash.
-    pub const LYING: DiskFaults = DiskFaults { slow_writes: true, corrupt_probability: 0.0, lie_probability: 1.0 };
+    pub const LYING: DiskFaults = DiskFaults { slow_writes: false, corrupt_probability: 0.0, lie_probability: 1.0 };
 
     fn any(&self) -> bool {
         *self != DiskFaults::NONE

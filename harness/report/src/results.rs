@@ -185,7 +185,13 @@ pub fn summarize_attack_chaos(table: &Table, dir: &Path) -> Result<()> {
             not_live,
             inconclusive,
             invariants,
-            first_unsafe_trial: unsafe_rows.first().and_then(|r| table.get(r, "trial")).unwrap_or("").to_string(),
+            // The lowest trial number, not the first row: rows land in the order the
+            // jobs finished them, and the summary must not depend on that.
+            first_unsafe_trial: unsafe_rows
+                .iter()
+                .filter_map(|r| table.get(r, "trial").and_then(|t| t.parse::<u64>().ok()))
+                .min()
+                .map_or(String::new(), |t| t.to_string()),
             operations_mean: if operations.is_empty() { String::new() } else { format!("{:.1}", mean(&operations)) },
             verdict,
         };
