@@ -20,9 +20,13 @@ enum Command {
     Run {
         /// The experiment TOML file.
         file: PathBuf,
-        /// Use DIR as the run directory.
+        /// Use DIR as the run directory (missing or empty, unless --force).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Replace the run that --out DIR holds: everything in DIR is removed first.
+        /// A directory that holds no run is never emptied.
+        #[arg(long, requires = "out")]
+        force: bool,
         /// Override the experiment's seed.
         #[arg(long, value_name = "N")]
         seed: Option<u64>,
@@ -130,9 +134,22 @@ macro_rules! say {
 
 fn execute(command: Command) -> qlab_lab::Result<()> {
     match command {
-        Command::Run { file, out, seed, jobs } => {
+        Command::Run { file, out, force, seed, jobs } => {
+            ctrlc::set_handler(|| {
+                if run::on_stop_signal() {
+                    eprintln!(
+                        "\ninterrupted: no new trial starts; the trials in progress finish and are written \
+                         (interrupt again to stop at once)"
+                    );
+                } else {
+                    eprintln!("\nstopped at once; trials.csv keeps every finished row");
+                    std::process::exit(130);
+                }
+            })
+            .map_err(|e| qlab_lab::LabError::Usage(format!("installing the Ctrl-C handler: {e}")))?;
             let options = RunOptions {
                 out,
+                force,
                 seed,
                 jobs,
                 results_root: None,
@@ -175,6 +192,10 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             } else if report.failed_trials < report.trials {
                 say!("safety: every trial that ran was ok");
             }
+            if let Some(partial) = &report.partial {
+                say!("PARTIAL: {partial} (meta.json says so; `qlab plot` and `qlab compare` will too)");
+                std::process::exit(130);
+            }
             if report.failed_trials == report.trials && report.trials > 0 {
                 return Err(qlab_lab::LabError::Usage("no trial could run".into()));
             }
@@ -197,6 +218,9 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             for line in lines {
                 let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:>w$}")).collect();
                 say!("{}", cells.join("  "));
+            }
+            for note in &comparison.notes {
+                say!("note: {note}");
             }
             say!("-> {}", comparison.out_dir.join("compare.csv").display());
             for figure in &comparison.figures {
@@ -262,6 +286,9 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             let kinds = Registry::builtin();
             for figure in qlab_lab::plot::with_options(options, || run::plot_run(&run_dir, &kinds))? {
                 say!("figure: {}", figure.display());
+            }
+            for note in run::run_notes(&run_dir) {
+                say!("note: {note}");
             }
             print_summary(&run_dir, &kinds)?;
             Ok(())

@@ -14,7 +14,7 @@ fn figure16(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(40));
     group.bench_function("raft_figure16_full_run", |b| {
         b.iter(|| {
-            let options = RunOptions { out: Some(out.clone()), ..RunOptions::default() };
+            let options = RunOptions { out: Some(out.clone()), force: true, ..RunOptions::default() };
             let report = run_experiment(&experiment, &options).expect("figure 16 runs");
             assert_eq!(report.trials, 20_000);
             report

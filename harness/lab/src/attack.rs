@@ -367,8 +367,15 @@ fn validate_attack(kind: &AttackKind, experiment: &Experiment, attack: &AttackSe
     }
     crate::attack_spec::check_lists(experiment, "attack", &attack.per_protocol)?;
     if !(0.0 <= attack.from_ms && attack.from_ms < attack.until_ms && attack.after_ms > 0.0) {
-        return Err(experiment.error_at(
-            &(0..0),
+        let key = if attack.after_ms <= 0.0 {
+            "after_ms"
+        } else if attack.from_ms < 0.0 {
+            "from_ms"
+        } else {
+            "until_ms"
+        };
+        return Err(experiment.error_at_key(
+            &["attack", key],
             format!(
                 "[attack] needs 0 <= from_ms < until_ms and after_ms > 0, got {} / {} / {}",
                 attack.from_ms, attack.until_ms, attack.after_ms

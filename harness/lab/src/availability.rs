@@ -148,8 +148,9 @@ fn validate_availability(
         ));
     }
     if !(a.duration_ms > 0.0 && a.sample_ms > 0.0 && a.sample_ms <= a.duration_ms) {
-        return Err(experiment.error_at(
-            &(0..0),
+        let key = if a.duration_ms <= 0.0 { "duration_ms" } else { "sample_ms" };
+        return Err(experiment.error_at_key(
+            &["availability", key],
             format!("[availability] needs 0 < sample_ms <= duration_ms, got {} / {}", a.sample_ms, a.duration_ms),
         ));
     }

@@ -825,12 +825,82 @@ impl Point {
 
 pub use qlab_report::error::line_column;
 
+/// The largest duration a file may give, in ms (about 11.6 days of simulated or real
+/// time): far beyond any experiment, and small enough that adding and scaling such
+/// durations in nanoseconds never overflows.
+pub const MAX_DURATION_MS: f64 = 1e9;
+
+/// The most trials one point of a sweep may ask for: a billion, so that trial numbers
+/// over every point stay far inside `u64`.
+pub const MAX_TRIALS_PER_POINT: u64 = 1_000_000_000;
+
+/// The span of the value at `keys` (a section, then a field, ...) as written in
+/// `source`; `None` when the file does not write it.
+pub fn value_span(source: &str, keys: &[&str]) -> Option<Range<usize>> {
+    let root = toml::de::DeTable::parse(source).ok()?;
+    let mut table = root.get_ref();
+    let mut span = root.span();
+    for (i, key) in keys.iter().enumerate() {
+        let (_, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *key)?;
+        span = value.span();
+        if i + 1 < keys.len() {
+            let toml::de::DeValue::Table(inner) = value.get_ref() else { return None };
+            table = inner;
+        }
+    }
+    Some(span)
+}
+
+/// Every number in the file, checked where it is written before any section reads it:
+/// a float must be finite (TOML allows `inf` and `nan`), and a value under a key that
+/// ends in `_ms` is a duration whose size is at most [`MAX_DURATION_MS`]. A value
+/// past either would pass a field's own range check (`inf >= 0`) and overflow the
+/// nanosecond clock in every trial.
+fn check_numbers(source: &str) -> Result<(), (Range<usize>, String)> {
+    use toml::de::DeValue;
+    fn walk(value: &toml::Spanned<DeValue<'_>>, key: &str, duration: bool) -> Result<(), (Range<usize>, String)> {
+        let number = match value.get_ref() {
+            DeValue::Float(float) => {
+                let v: f64 = float.as_str().replace('_', "").parse().unwrap_or(f64::NAN);
+                if !v.is_finite() {
+                    return Err((value.span(), format!("`{key}` is {}: every number must be finite", float.as_str())));
+                }
+                v
+            }
+            DeValue::Integer(integer) => {
+                i128::from_str_radix(&integer.as_str().replace('_', ""), integer.radix()).map_or(f64::MAX, |v| v as f64)
+            }
+            DeValue::Array(items) => return items.iter().try_for_each(|item| walk(item, key, duration)),
+            DeValue::Table(table) => {
+                return table.iter().try_for_each(|(k, v)| {
+                    let k = k.get_ref().as_ref();
+                    walk(v, k, duration || k.ends_with("_ms") || k.contains("_ms_"))
+                });
+            }
+            DeValue::String(_) | DeValue::Boolean(_) | DeValue::Datetime(_) => return Ok(()),
+        };
+        if duration && number.abs() > MAX_DURATION_MS {
+            return Err((
+                value.span(),
+                format!("`{key}` = {number:e} ms is past the largest duration a file may give ({MAX_DURATION_MS:e} ms, about 11.6 days)"),
+            ));
+        }
+        Ok(())
+    }
+    let Ok(root) = toml::de::DeTable::parse(source) else { return Ok(()) };
+    root.get_ref().iter().try_for_each(|(k, v)| walk(v, k.get_ref().as_ref(), false))
+}
+
 impl Experiment {
     /// Parse a file and check what holds for every kind (its name, trials, consent to
     /// ablations); with `kinds`, its `kind` must be one of them (the registry's names),
     /// checked before anything else about the file. The kind validates the rest: files
     /// are read through [`crate::registry::Registry::parse`], which does both.
     pub fn parse_with_kinds(path: &Path, source: String, kinds: Option<&[&str]>) -> Result<Experiment, LabError> {
+        check_numbers(&source).map_err(|(span, message)| {
+            let (line, column) = line_column(&source, span.start);
+            LabError::Config { path: path.to_path_buf(), line, column, message }
+        })?;
         let file: ExperimentFile = toml::from_str(&source).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_column(&source, s.start));
             LabError::Config { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
@@ -874,7 +944,8 @@ impl Experiment {
     /// Every top-level table is a common section or one of `kind_sections`: a typo or
     /// another kind's section is an error at its line, listing the allowed ones.
     pub fn check_sections(&self, kind_sections: &[&str]) -> Result<(), LabError> {
-        let table: toml::Table = toml::from_str(&self.source).map_err(|e| self.error_at(&(0..0), e.to_string()))?;
+        let table: toml::Table = toml::from_str(&self.source)
+            .map_err(|e| self.error_at(&e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
         let allowed: Vec<&str> = COMMON_SECTIONS.iter().chain(kind_sections).copied().collect();
         if let Some(unknown) = table.keys().find(|k| !allowed.contains(&k.as_str())) {
             let listed: Vec<String> = allowed.iter().map(|s| format!("[{s}]")).collect();
@@ -896,9 +967,17 @@ impl Experiment {
         LabError::Config { path: self.path.clone(), line, column, message }
     }
 
-    /// An error the file as a whole has (a section it lacks), reported at 1:1.
-    pub fn error_at_top(&self, message: String) -> LabError {
-        LabError::Config { path: self.path.clone(), line: 1, column: 1, message }
+    /// An error about the value at `keys` (a section, then a field): at the value when
+    /// the file writes it, else at the section's header, else at the file's `kind`
+    /// (whose rules the default broke).
+    pub fn error_at_key(&self, keys: &[&str], message: String) -> LabError {
+        let span = value_span(&self.source, keys)
+            .or_else(|| {
+                let header = self.section_span(keys[0]);
+                (header != (0..0)).then_some(header)
+            })
+            .unwrap_or_else(|| self.file.experiment.kind.span());
+        self.error_at(&span, message)
     }
 
     /// A `[NAME.ablate]` table at `span` switches a safety rule off: real (quic) mode
@@ -925,13 +1004,19 @@ impl Experiment {
         if f.experiment.name.is_empty()
             || !f.experiment.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(self.error_at(
-                &(0..0),
+            return Err(self.error_at_key(
+                &["experiment", "name"],
                 format!("experiment name {:?} must be non-empty ASCII letters, digits, '-' or '_' (it names the results folder)", f.experiment.name),
             ));
         }
         if *f.experiment.trials.get_ref() == 0 {
             return Err(self.error_at(&f.experiment.trials.span(), "trials must be at least 1".into()));
+        }
+        if *f.experiment.trials.get_ref() > MAX_TRIALS_PER_POINT {
+            return Err(self.error_at(
+                &f.experiment.trials.span(),
+                format!("trials is at most {MAX_TRIALS_PER_POINT} per point (split a longer sweep into runs)"),
+            ));
         }
         Ok(())
     }
@@ -1052,7 +1137,8 @@ impl Experiment {
             }
         }
         if f.network.quic_delay_ms < 0.0 || f.network.netem_jitter_ms < 0.0 {
-            return Err(self.error_at(&(0..0), "quic_delay_ms and netem_jitter_ms must be >= 0".into()));
+            let key = if f.network.quic_delay_ms < 0.0 { "quic_delay_ms" } else { "netem_jitter_ms" };
+            return Err(self.error_at_key(&["network", key], format!("{key} must be >= 0")));
         }
         if (f.network.netns || f.network.netem) && !f.experiment.mode.values.contains(&Mode::Quic) {
             return Err(self.error_at(
@@ -1061,7 +1147,7 @@ impl Experiment {
             ));
         }
         if f.network.reorder_delay_ms_max < 0.0 {
-            return Err(self.error_at(&(0..0), "reorder_delay_ms_max must be >= 0".into()));
+            return Err(self.error_at_key(&["network", "reorder_delay_ms_max"], "reorder_delay_ms_max must be >= 0".into()));
         }
         if !rules.read_modes
             && let Some(mode) = f.raft.read_mode.values.iter().find(|m| **m != ReadMode::Log)
@@ -1079,7 +1165,7 @@ impl Experiment {
             (Some(_), FaultsRule::Refused(why)) => {
                 return Err(self.error_at(&self.section_span("faults"), why.into()));
             }
-            (None, FaultsRule::Required(what)) => return Err(self.error_at_top(what.into())),
+            (None, FaultsRule::Required(what)) => return Err(self.error_at_key(&["faults"], what.into())),
             (Some(faults), _) => self.validate_faults(faults)?,
             (None, _) => {}
         }
@@ -1093,18 +1179,22 @@ impl Experiment {
             return Err(self.error_at(&f.workload.value_bytes.span, "value_bytes is at most 1048576".into()));
         }
         if !(0.0..=1.0).contains(&f.workload.read_ratio) {
-            return Err(
-                self.error_at(&(0..0), format!("read_ratio is a fraction in [0, 1], got {}", f.workload.read_ratio))
-            );
+            return Err(self.error_at_key(
+                &["workload", "read_ratio"],
+                format!("read_ratio is a fraction in [0, 1], got {}", f.workload.read_ratio),
+            ));
         }
-        if f.workload.warmup_ms < 0.0 || f.workload.duration_ms <= 0.0 {
-            return Err(self.error_at(&(0..0), "warmup_ms must be >= 0 and duration_ms > 0".into()));
+        if f.workload.warmup_ms < 0.0 {
+            return Err(self.error_at_key(&["workload", "warmup_ms"], "warmup_ms must be >= 0".into()));
+        }
+        if f.workload.duration_ms <= 0.0 {
+            return Err(self.error_at_key(&["workload", "duration_ms"], "duration_ms must be > 0".into()));
         }
         if f.raft.batch_delay_ms.values.iter().any(|v| *v < 0.0) {
             return Err(self.error_at(&f.raft.batch_delay_ms.span, "batch_delay_ms must be >= 0".into()));
         }
         if f.raft.max_entries_per_append == 0 {
-            return Err(self.error_at(&self.section_span("raft"), "max_entries_per_append must be at least 1".into()));
+            return Err(self.error_at_key(&["raft", "max_entries_per_append"], "max_entries_per_append must be at least 1".into()));
         }
         if f.experiment.mode.values.contains(&Mode::Quic) {
             let network = &f.network;
@@ -1119,10 +1209,10 @@ impl Experiment {
             }
         }
         if f.workload.think_ms < 0.0 {
-            return Err(self.error_at(&(0..0), "think_ms must be >= 0".into()));
+            return Err(self.error_at_key(&["workload", "think_ms"], "think_ms must be >= 0".into()));
         }
         if f.limits.max_election_ms <= 0.0 {
-            return Err(self.error_at(&(0..0), "max_election_ms must be > 0".into()));
+            return Err(self.error_at_key(&["limits", "max_election_ms"], "max_election_ms must be > 0".into()));
         }
         Ok(())
     }

@@ -183,7 +183,7 @@ use qlab_net::cluster::LocalCluster;
 use qlab_net::harness::Harness;
 use qlab_net::netns::Netem;
 use qlab_net::runtime::{Control, LinkFaults, Wire};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
 use std::time::Duration;
 
 /// What a message type needs to cross the wire (serde both ways, between tasks).
@@ -205,13 +205,7 @@ pub fn start_cluster<P: LabProtocol>(
     seed: u64,
     node_binary: &Path,
 ) -> Result<LocalCluster> {
-    static CLUSTERS: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "qlab-{}-{}-{}",
-        std::process::id(),
-        experiment.name(),
-        CLUSTERS.fetch_add(1, AtomicOrdering::Relaxed)
-    ));
+    let dir = qlab_net::cluster::fresh_cluster_dir(experiment.name());
     let mut protocol_config = P::config(point, &experiment.file);
     let node_secrets = P::take_node_secrets(&mut protocol_config);
     let config =

@@ -14,14 +14,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 use qlab_check::Verdict;
 use qlab_net::netns::{Netem, NetnsHosts};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime};
 
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Use this directory as the run directory instead of `results/<name>/<run-id>`.
+    /// It must be missing or empty unless `force` is set.
     pub out: Option<PathBuf>,
+    /// Replace the run that `out` holds: everything in it is removed first, so two
+    /// runs' files never mix. Only a directory that holds a run (a `meta.json` or a
+    /// `trials.csv`) is ever emptied this way.
+    pub force: bool,
     /// Override the experiment's seed.
     pub seed: Option<u64>,
     /// Worker threads (default: available cores).
@@ -41,7 +46,11 @@ pub struct RunOptions {
 #[derive(Clone, Debug)]
 pub struct RunReport {
     pub run_dir: PathBuf,
+    /// Trials that ran and have a row (fewer than planned when interrupted).
     pub trials: u64,
+    pub trials_planned: u64,
+    /// Set when the run did not finish every trial: what its results cover.
+    pub partial: Option<String>,
     pub unsafe_trials: u64,
     /// Trials that could not run (their rows say why).
     pub failed_trials: u64,
@@ -50,6 +59,27 @@ pub struct RunReport {
     pub figures: Vec<PathBuf>,
     pub wall_seconds: f64,
 }
+
+/// Set when the user asked the run to stop (the CLI's Ctrl-C / SIGTERM handler): no
+/// trial starts after it, the trials in progress finish and are written, and the run
+/// ends as an interrupted one (see [`Meta::partial`](crate::results::Meta::partial)).
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// What the CLI does on Ctrl-C, SIGTERM or SIGHUP: the first asks the run to stop
+/// ([`INTERRUPTED`]) and returns true; a second means "now": every local cluster's
+/// directory (keys, logs, WALs) of this process is removed, and it returns false for the
+/// caller to exit at once. `meta.json`'s count is at most a second old then.
+pub fn on_stop_signal() -> bool {
+    if !INTERRUPTED.swap(true, Ordering::SeqCst) {
+        return true;
+    }
+    qlab_net::cluster::remove_own_cluster_dirs();
+    false
+}
+
+/// How often `meta.json` is rewritten with the count of finished trials while a run
+/// goes on, so a run killed outright still says how far it got.
+const META_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// SplitMix64: a well-mixed per-trial seed from the run seed and the trial number.
 pub fn trial_seed(run_seed: u64, trial: u64) -> u64 {
@@ -77,6 +107,56 @@ fn new_run_dir(root: &Path, name: &str) -> Result<PathBuf> {
         }
     }
     unreachable!()
+}
+
+/// Make `dir` ready to hold a new run without touching anything of another run's by
+/// accident: a missing or empty directory is used as it is; one that holds a run is
+/// emptied only with `force`; one that holds anything else is never used.
+fn claim_out_dir(dir: &Path, force: bool) -> Result<()> {
+    let entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(LabError::Io { path: dir.to_path_buf(), source: e }),
+    };
+    if entries.is_empty() {
+        return std::fs::create_dir_all(dir).map_err(io_error(dir));
+    }
+    let holds_run = dir.join(results::META_JSON).exists() || dir.join(TRIALS_CSV).exists();
+    if !holds_run {
+        let mut names: Vec<String> =
+            entries.iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+        names.sort();
+        let shown = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        return Err(LabError::Usage(format!(
+            "--out {}: the directory is not empty and holds no run ({shown}{}); qlab writes a run only into a \
+             missing or empty directory, or with --force over another run",
+            dir.display(),
+            if names.len() > 5 { ", ..." } else { "" }
+        )));
+    }
+    if !force {
+        let what = match results::read_meta(dir) {
+            Ok(meta) => format!(
+                "a run of `{}` ({} kind, started {}, {} of {} trials)",
+                meta.experiment, meta.kind, meta.started_at, meta.trials_done, meta.trials_planned
+            ),
+            Err(_) => "a run's trials.csv".to_string(),
+        };
+        return Err(LabError::Usage(format!(
+            "--out {}: the directory already holds {what}; pass --force to replace it (everything in the \
+             directory is removed first) or choose another directory",
+            dir.display()
+        )));
+    }
+    for entry in entries {
+        let removed = if entry.is_dir() && !entry.is_symlink() {
+            std::fs::remove_dir_all(&entry)
+        } else {
+            std::fs::remove_file(&entry)
+        };
+        removed.map_err(io_error(&entry))?;
+    }
+    Ok(())
 }
 
 /// Point `results/<name>/latest` at the run directory (best effort on non-Unix).
@@ -114,6 +194,12 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     } else if network.netns {
         qlab_net::netns::available().map_err(|e| LabError::Usage(format!("{}: {e}", path.display())))?;
     }
+    if real_mode {
+        // A harness killed before its clusters' destructors ran left their keys behind.
+        for dir in qlab_net::cluster::remove_stale_cluster_dirs() {
+            eprintln!("removed {}, left by a run that was killed", dir.display());
+        }
+    }
     let node_binary = match &options.node_binary {
         Some(path) => path.clone(),
         None => std::env::current_exe().map_err(|e| LabError::Usage(format!("locating the qlab binary: {e}")))?,
@@ -121,7 +207,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     let default_root = PathBuf::from("results");
     let (run_dir, is_default_location) = match &options.out {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+            claim_out_dir(dir, options.force)?;
             (dir.clone(), false)
         }
         None => (new_run_dir(options.results_root.as_ref().unwrap_or(&default_root), experiment.name())?, true),
@@ -154,6 +240,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         started_at: results::utc_timestamp(started),
         finished_at: None,
         wall_seconds: None,
+        interrupted: false,
     };
     results::write_meta(&run_dir, &meta)?;
     if is_default_location {
@@ -175,6 +262,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     let mut inconclusive_trials = 0u64;
     let (sender, receiver) = mpsc::channel::<(u64, Vec<String>, Verdict)>();
     let mut write_error = None;
+    let mut meta_written = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(total.max(1) as usize) {
             let sender = sender.clone();
@@ -185,6 +273,9 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
             let run_dir = &run_dir;
             scope.spawn(move || {
                 loop {
+                    if INTERRUPTED.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let trial = next_trial.fetch_add(1, Ordering::Relaxed);
                     if trial >= total {
                         break;
@@ -225,20 +316,43 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
                 next_trial.store(total, Ordering::Relaxed);
                 write_error = Some(e);
             }
-            meta.trials_done += 1;
+            if write_error.is_none() {
+                meta.trials_done += 1;
+            }
             progress.inc(1);
+            if meta_written.elapsed() >= META_EVERY {
+                // Best effort: the rows are what matters, and they are on disk.
+                let _ = results::write_meta(&run_dir, &meta);
+                meta_written = Instant::now();
+            }
         }
     });
     progress.finish_and_clear();
+    let interrupted = INTERRUPTED.load(Ordering::Relaxed) && meta.trials_done < total;
     if let Some(e) = write_error {
+        // What was written stays, and meta.json says how much of it there is.
+        meta.interrupted = true;
+        let _ = results::write_meta(&run_dir, &meta);
         return Err(e.into());
     }
-    let figures = kind.summarize(&run_dir, experiment.name())?;
+    // An interrupted run still gets the summary and figures of what it finished.
+    let figures = if meta.trials_done > 0 { kind.summarize(&run_dir, experiment.name())? } else { Vec::new() };
     let wall_seconds = clock.elapsed().as_secs_f64();
     meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
     meta.wall_seconds = Some((wall_seconds * 1000.0).round() / 1000.0);
+    meta.interrupted = interrupted;
     results::write_meta(&run_dir, &meta)?;
-    Ok(RunReport { run_dir, trials: total, unsafe_trials, failed_trials, inconclusive_trials, figures, wall_seconds })
+    Ok(RunReport {
+        run_dir,
+        trials: meta.trials_done,
+        trials_planned: total,
+        unsafe_trials,
+        failed_trials,
+        inconclusive_trials,
+        figures,
+        wall_seconds,
+        partial: meta.partial(),
+    })
 }
 
 /// Redraw the figures (and summary) of a finished or interrupted run from its CSV.
@@ -246,7 +360,34 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
 /// and the experiment is named after the directory.
 pub fn plot_run(run_dir: &Path, kinds: &Registry) -> Result<Vec<PathBuf>> {
     let (kind, name) = run_kind(run_dir, kinds)?;
+    let trials = run_dir.join(TRIALS_CSV);
+    if results::Table::read(&trials)?.rows.is_empty() {
+        return Err(LabError::Usage(format!(
+            "{}: no trial rows (only the header): nothing to summarize or plot; summary.csv is left as it was",
+            trials.display()
+        )));
+    }
     kind.summarize(run_dir, &name)
+}
+
+/// What a reader of a run's results must be told beside them: that the run is partial
+/// (interrupted, or killed before it finished), or that its last row was cut short.
+pub fn run_notes(run_dir: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Ok(meta) = results::read_meta(run_dir)
+        && let Some(partial) = meta.partial()
+    {
+        notes.push(partial);
+    }
+    if let Ok(table) = results::Table::read(&run_dir.join(TRIALS_CSV))
+        && table.torn_last_row_bytes > 0
+    {
+        notes.push(format!(
+            "the last row of trials.csv was cut short ({} bytes, a writer killed mid-row) and is left out",
+            table.torn_last_row_bytes
+        ));
+    }
+    notes
 }
 
 /// The kind of a run directory and its experiment's name: from `meta.json`, or without

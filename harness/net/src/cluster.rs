@@ -150,12 +150,31 @@ impl ClusterFile {
         std::fs::read(&path).map_err(|source| ClusterError::Io { path, source })
     }
 
+    /// A private key's bytes, refused (as `ssh` refuses one) when anyone but its owner
+    /// may read or write it: a key others can read is a key others may hold.
+    fn read_private(base: &Path, relative: &Path) -> Result<Vec<u8>, ClusterError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = base.join(relative);
+        let mode = std::fs::metadata(&path).map_err(|source| ClusterError::Io { path: path.clone(), source })?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(ClusterError::Invalid {
+                path: path.clone(),
+                message: format!(
+                    "a private key with mode {:04o}: others may read it; make it readable by its owner only \
+                     (chmod 600)",
+                    mode & 0o7777
+                ),
+            });
+        }
+        Self::read(base, relative)
+    }
+
     /// Node `id`'s protocol signing secret, if the file names one.
     pub fn signing_key(&self, base: &Path, id: u32) -> Result<Option<(PathBuf, Vec<u8>)>, ClusterError> {
         let Some(relative) = self.nodes.get(id as usize).and_then(|n| n.signing_key.as_ref()) else {
             return Ok(None);
         };
-        Ok(Some((base.join(relative), Self::read(base, relative)?)))
+        Ok(Some((base.join(relative), Self::read_private(base, relative)?)))
     }
 
     /// The certificates every node and the harness accept.
@@ -173,7 +192,7 @@ impl ClusterFile {
         let invalid = |message: String| ClusterError::Invalid { path: base.into(), message };
         let entry = self.nodes.get(id as usize).ok_or_else(|| invalid(format!("no node {id} in the cluster file")))?;
         let key = entry.key.as_ref().ok_or_else(|| invalid(format!("node {id} has no key file")))?;
-        let identity = Identity { cert_der: Self::read(base, &entry.cert)?, key_der: Self::read(base, key)? };
+        let identity = Identity { cert_der: Self::read(base, &entry.cert)?, key_der: Self::read_private(base, key)? };
         let protocol: C = self
             .protocol_config
             .clone()
@@ -202,6 +221,65 @@ impl ClusterFile {
             orphan_timeout_ms: self.orphan_timeout_ms,
         })
     }
+}
+
+/// A directory only its owner may enter: it holds private keys, and a node's log and
+/// WAL (client data). An existing one is narrowed to the same mode.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Where the harness keeps a local cluster's keys, cluster file, logs and WALs: a fresh
+/// private directory under the system's temporary directory, named after this process
+/// (`qlab-<pid>-<label>-<n>`) so that [`remove_stale_cluster_dirs`] can tell one whose
+/// process is gone.
+pub fn fresh_cluster_dir(label: &str) -> PathBuf {
+    static CLUSTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("{CLUSTER_DIR_PREFIX}{}-{label}-{n}", std::process::id()))
+}
+
+const CLUSTER_DIR_PREFIX: &str = "qlab-";
+
+/// The cluster directories of `owner` (a process id) under the temporary directory.
+fn cluster_dirs(owner: impl Fn(u32) -> bool) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+            let Some(rest) = name.strip_prefix(CLUSTER_DIR_PREFIX) else { return false };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            // Only directories that hold a cluster's files: never anything else named alike.
+            pid.is_some_and(&owner) && holds_cluster_files(path)
+        })
+        .collect()
+}
+
+fn holds_cluster_files(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    entries.filter_map(|e| e.ok()).any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name == "cluster.toml" || name.ends_with(".key.der") || name.ends_with(".signing.key")
+    })
+}
+
+/// Remove the cluster directories (keys and all) that a killed harness left behind:
+/// those whose owning process no longer exists. Returns what was removed.
+pub fn remove_stale_cluster_dirs() -> Vec<PathBuf> {
+    let stale = cluster_dirs(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+    stale.into_iter().filter(|dir| std::fs::remove_dir_all(dir).is_ok()).collect()
+}
+
+/// Remove this process's own cluster directories now: what an interrupted harness does
+/// on its way out, when the clusters' destructors will not run.
+pub fn remove_own_cluster_dirs() -> Vec<PathBuf> {
+    let me = std::process::id();
+    let own = cluster_dirs(|pid| pid == me);
+    own.into_iter().filter(|dir| std::fs::remove_dir_all(dir).is_ok()).collect()
 }
 
 /// Free UDP ports on 127.0.0.1, found by binding and releasing them.
@@ -238,7 +316,7 @@ impl LocalCluster {
         storage: StorageKind,
         seed: u64,
     ) -> Result<LocalCluster, ClusterError> {
-        std::fs::create_dir_all(dir).map_err(|source| ClusterError::Io { path: dir.into(), source })?;
+        create_private_dir(dir).map_err(|source| ClusterError::Io { path: dir.into(), source })?;
         let addrs =
             free_loopback_addrs(nodes as usize).map_err(|source| ClusterError::Io { path: dir.into(), source })?;
         Self::create_at(dir, binary, protocol, protocol_config, addrs, storage, seed)
@@ -279,7 +357,7 @@ impl LocalCluster {
             let path = path.to_path_buf();
             move |source| ClusterError::Io { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        create_private_dir(dir).map_err(io(dir))?;
         let nodes = addrs.len();
         let mut entries = Vec::new();
         for (id, addr) in addrs.into_iter().enumerate() {
@@ -287,7 +365,7 @@ impl LocalCluster {
             let cert = PathBuf::from(format!("node-{id}.cert.der"));
             let key = PathBuf::from(format!("node-{id}.key.der"));
             std::fs::write(dir.join(&cert), &identity.cert_der).map_err(io(&dir.join(&cert)))?;
-            std::fs::write(dir.join(&key), &identity.key_der).map_err(io(&dir.join(&key)))?;
+            write_private(&dir.join(&key), &identity.key_der).map_err(io(&dir.join(&key)))?;
             entries.push(NodeEntry { id: id as u32, addr, cert, key: Some(key), signing_key: None });
         }
         let harness_identity = Identity::generate(Principal::Harness);
@@ -363,6 +441,9 @@ impl LocalCluster {
             }
             None => Command::new(&self.binary),
         };
+        // In a process group of its own: a Ctrl-C at the terminal reaches the harness,
+        // which lets the trial in progress finish, and not the nodes under it.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command
             .arg("node")
             .arg("--cluster")

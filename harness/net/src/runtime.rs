@@ -169,7 +169,9 @@ enum Input<M> {
     Request(Request),
     Control(Control),
     HarnessConnected,
-    HarnessDisconnected,
+    /// The harness's link closed; it was last heard from at `silent_since` (the
+    /// transport's idle timeout earlier when the link timed out rather than closed).
+    HarnessDisconnected { silent_since: Instant },
 }
 
 /// A frame queued to a peer, not to be written before `not_before` (added delay).
@@ -377,10 +379,10 @@ where
                         encode(&Wire::<P::Message>::Report(Report::Counters(counters)), &mut frame);
                         let _ = report_tx.send(frame);
                     }
-                    Input::HarnessDisconnected => {
+                    Input::HarnessDisconnected { silent_since } => {
                         harness_links = harness_links.saturating_sub(1);
                         if harness_links == 0 {
-                            orphaned_since = Some(Instant::now());
+                            orphaned_since = Some(silent_since);
                         }
                     }
                     Input::HarnessConnected => {
@@ -402,12 +404,12 @@ where
                     timer_keys.remove(&timer);
                     step!(|p: &mut P, ctx: &mut Context<'_, P>| p.on_timer(ctx, timer));
                 }
+                let orphan_limit = Duration::from_millis(config.orphan_timeout_ms);
+                if config.orphan_timeout_ms > 0 && orphaned_since.is_some_and(|t| now.saturating_duration_since(t) >= orphan_limit) {
+                    break; // the harness is gone for good: do not linger
+                }
                 if now >= counters_due {
                     counters_due = now + Duration::from_millis(500);
-                    let orphan_limit = Duration::from_millis(config.orphan_timeout_ms);
-                    if config.orphan_timeout_ms > 0 && orphaned_since.is_some_and(|t| now - t > orphan_limit) {
-                        break; // the harness is gone for good: do not linger
-                    }
                     let mut frame = Vec::new();
                     encode(&Wire::<P::Message>::Report(Report::Counters(snapshot(me, &stats, &protocol))), &mut frame);
                     let _ = report_tx.send(frame);
@@ -553,9 +555,16 @@ async fn accept_loop<M>(
                     let Ok((send, recv)) = connection.accept_bi().await else { return };
                     let _ = inbox.send(Input::HarnessConnected).await;
                     let writer = tokio::spawn(write_reports(send, reports));
-                    read_stream(recv, Speaker::Harness, inbox.clone(), stats, connection, max_frame_bytes).await;
+                    read_stream(recv, Speaker::Harness, inbox.clone(), stats, connection.clone(), max_frame_bytes).await;
                     writer.abort();
-                    let _ = inbox.send(Input::HarnessDisconnected).await;
+                    // A harness killed outright sends no close: the link ends when the
+                    // idle timeout runs out, that long after the harness was last heard.
+                    let now = Instant::now();
+                    let silent_since = match connection.close_reason() {
+                        Some(quinn::ConnectionError::TimedOut) => now.checked_sub(crate::tls::IDLE_TIMEOUT).unwrap_or(now),
+                        _ => now,
+                    };
+                    let _ = inbox.send(Input::HarnessDisconnected { silent_since }).await;
                 }
                 None => connection.close(1u32.into(), b"unknown certificate"),
             }

@@ -209,7 +209,7 @@ fn transport() -> Arc<quinn::TransportConfig> {
     // Liveness of idle peer links is the protocol's business (heartbeats); keep QUIC
     // connections open across quiet periods and notice dead peers within seconds.
     transport.keep_alive_interval(Some(std::time::Duration::from_millis(500)));
-    transport.max_idle_timeout(Some(std::time::Duration::from_secs(3).try_into().expect("3 s fits")));
+    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("3 s fits")));
     Arc::new(transport)
 }
 
@@ -241,6 +241,9 @@ pub fn client_config(me: &Identity, pinned: Pinned) -> Result<quinn::ClientConfi
     config.transport_config(transport());
     Ok(config)
 }
+
+/// How long a link may hear nothing (keep-alives included) before it is closed.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The key behind QUIC stateless resets, derived from the node's private key so a
 /// restarted process has the same one (with the same connection-ID key, below). Then the first packet a peer sends on a

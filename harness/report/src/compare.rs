@@ -59,6 +59,9 @@ pub struct Comparison {
     pub rows: Vec<Vec<String>>,
     pub columns: Vec<String>,
     pub figures: Vec<PathBuf>,
+    /// What a reader must know beside the ratios: a partial run, a point only one run
+    /// has (its ratio is blank, not 1).
+    pub notes: Vec<String>,
 }
 
 fn values(table: &Table, rows: &[&Vec<String>], column: &str, aggregate: Aggregate) -> Vec<f64> {
@@ -104,6 +107,33 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path, metrics_of: MetricsOf
         return Err(ReportError::Usage(format!("{}: unknown experiment kind {:?}", a_dir.display(), meta_a.kind)));
     };
     let (ta, tb) = (Table::read(&a_dir.join(TRIALS_CSV))?, Table::read(&b_dir.join(TRIALS_CSV))?);
+    for (table, dir) in [(&ta, a_dir), (&tb, b_dir)] {
+        if table.rows.is_empty() {
+            return Err(ReportError::Usage(format!(
+                "{}: no trial rows (only the header): nothing to compare",
+                dir.join(TRIALS_CSV).display()
+            )));
+        }
+    }
+    if out_dir.join("compare.csv").exists() {
+        return Err(ReportError::Usage(format!(
+            "{} already holds a comparison: choose another --out (a comparison is never overwritten)",
+            out_dir.display()
+        )));
+    }
+    let mut notes = Vec::new();
+    for (meta, table, dir, name) in [(&meta_a, &ta, a_dir, "A"), (&meta_b, &tb, b_dir, "B")] {
+        if let Some(partial) = meta.partial() {
+            notes.push(format!("{name} ({}) is a {partial}", dir.display()));
+        }
+        if table.torn_last_row_bytes > 0 {
+            notes.push(format!(
+                "{name}: the last row of {} was cut short ({} bytes) and is left out",
+                dir.join(TRIALS_CSV).display(),
+                table.torn_last_row_bytes
+            ));
+        }
+    }
     let key_columns: Vec<&str> = ta.point_columns().into_iter().filter(|c| tb.column(c).is_some()).collect();
     let ga = ta.group_by(&key_columns);
     let gb = tb.group_by(&key_columns);
@@ -137,15 +167,24 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path, metrics_of: MetricsOf
     let mut rng = ChaCha8Rng::seed_from_u64(0xc0_3a_4e);
     let mut rows = Vec::new();
     let mut figure_rows = Vec::new();
+    let mut measured_on_both_sides = false;
     for key in &keys {
         let rows_a: Vec<&Vec<String>> = ga.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone()).unwrap_or_default();
         let rows_b: Vec<&Vec<String>> = gb.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone()).unwrap_or_default();
+        if rows_a.is_empty() || rows_b.is_empty() {
+            notes.push(format!(
+                "point {} has trials only in {}: its ratios are blank",
+                label_of(key),
+                if rows_a.is_empty() { "B" } else { "A" }
+            ));
+        }
         for (metric, aggregate) in metrics {
             if ta.column(metric).is_none() || tb.column(metric).is_none() {
                 continue;
             }
             let (va, vb) = (values(&ta, &rows_a, metric, *aggregate), values(&tb, &rows_b, metric, *aggregate));
             let (a, b) = (aggregate.of(&va), aggregate.of(&vb));
+            measured_on_both_sides |= a.is_finite() && b.is_finite();
             let ratio = b / a;
             let (low, high) = bootstrap_ratio(&va, &vb, *aggregate, &mut rng);
             let mut row = key.clone();
@@ -165,6 +204,13 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path, metrics_of: MetricsOf
                 figure_rows.push(RatioRow { label: format!("{}: {metric}", label_of(key)), ratio, low, high });
             }
         }
+    }
+    if !measured_on_both_sides {
+        return Err(ReportError::Usage(format!(
+            "{} and {} share no point with a number on both sides: nothing to compare",
+            a_dir.display(),
+            b_dir.display()
+        )));
     }
     std::fs::create_dir_all(out_dir).map_err(|e| ReportError::Io { path: out_dir.to_path_buf(), source: e })?;
     let path = out_dir.join("compare.csv");
@@ -187,7 +233,10 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path, metrics_of: MetricsOf
             m.machine.cpus
         )
     };
-    let note = format!("A = {}\nB = {}\n", provenance(&meta_a, a_dir), provenance(&meta_b, b_dir));
+    let mut note = format!("A = {}\nB = {}\n", provenance(&meta_a, a_dir), provenance(&meta_b, b_dir));
+    for line in &notes {
+        note += &format!("note: {line}\n");
+    }
     let note_path = out_dir.join("compare.txt");
     std::fs::write(&note_path, &note).map_err(|e| ReportError::Io { path: note_path, source: e })?;
     let figures = if figure_rows.is_empty() {
@@ -199,5 +248,5 @@ pub fn compare(a_dir: &Path, b_dir: &Path, out_dir: &Path, metrics_of: MetricsOf
         };
         write_ratios(out_dir, "compare_ratios", &figure)?
     };
-    Ok(Comparison { out_dir: out_dir.to_path_buf(), rows, columns, figures })
+    Ok(Comparison { out_dir: out_dir.to_path_buf(), rows, columns, figures, notes })
 }

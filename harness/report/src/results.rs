@@ -506,24 +506,61 @@ impl TrialWriter {
 pub struct Table {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<String>>,
+    /// Bytes of a last row cut short (a writer killed mid-row), left out of `rows`.
+    pub torn_last_row_bytes: usize,
+}
+
+/// A finite number, as every measured cell is written (a NaN is written empty).
+fn finite(cell: &str) -> Option<f64> {
+    cell.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
 impl Table {
+    /// Read a CSV whose rows are appended one by one. Every row is written whole and
+    /// ends with a newline, so a last line without one is a row a killed writer left
+    /// half-written: it is left out and counted, not a reason to refuse the rows
+    /// before it. A column that holds numbers in some rows and other text in others is
+    /// refused, naming the line and column: a hole in the data is not averaged over.
     pub fn read(path: &Path) -> Result<Table> {
-        let mut reader =
-            csv::Reader::from_path(path).map_err(|e| ReportError::Csv { path: path.to_path_buf(), source: e })?;
-        let columns = reader
-            .headers()
-            .map_err(|e| ReportError::Csv { path: path.to_path_buf(), source: e })?
-            .iter()
-            .map(str::to_string)
-            .collect();
+        let mut bytes = std::fs::read(path).map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })?;
+        let mut torn_last_row_bytes = 0;
+        if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+            let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
+            if whole > 0 {
+                torn_last_row_bytes = bytes.len() - whole;
+                bytes.truncate(whole);
+            }
+        }
+        let csv_error = |e| ReportError::Csv { path: path.to_path_buf(), source: e };
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        let columns: Vec<String> = reader.headers().map_err(csv_error)?.iter().map(str::to_string).collect();
         let mut rows = Vec::new();
         for record in reader.records() {
-            let record = record.map_err(|e| ReportError::Csv { path: path.to_path_buf(), source: e })?;
-            rows.push(record.iter().map(str::to_string).collect());
+            rows.push(record.map_err(csv_error)?.iter().map(str::to_string).collect::<Vec<String>>());
         }
-        Ok(Table { columns, rows })
+        let table = Table { columns, rows, torn_last_row_bytes };
+        table.refuse_holes(path)?;
+        Ok(table)
+    }
+
+    /// Refuse a column that mixes numbers with other text (line numbers count the header
+    /// as line 1).
+    fn refuse_holes(&self, path: &Path) -> Result<()> {
+        for (c, column) in self.columns.iter().enumerate() {
+            let cells = || self.rows.iter().enumerate().filter_map(|(i, r)| Some((i, r.get(c)?.as_str())));
+            let nonempty = || cells().filter(|(_, cell)| !cell.is_empty());
+            if nonempty().any(|(_, cell)| finite(cell).is_some())
+                && let Some((i, cell)) = nonempty().find(|(_, cell)| finite(cell).is_none())
+            {
+                return Err(ReportError::Usage(format!(
+                    "{}:{}: column `{column}` holds {cell:?} where its other rows hold numbers; a hole in the \
+                     data is not averaged over (fix or remove the row)",
+                    path.display(),
+                    i + 2
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn column(&self, name: &str) -> Option<usize> {
@@ -535,7 +572,7 @@ impl Table {
     }
 
     pub fn number(&self, row: &[String], name: &str) -> Option<f64> {
-        self.get(row, name).and_then(|v| v.parse().ok())
+        self.get(row, name).and_then(finite)
     }
 
     /// The row's `safety` verdict. Rows written before verdicts were typed may say
@@ -743,6 +780,30 @@ pub struct Meta {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub wall_seconds: Option<f64>,
+    /// The run was stopped (Ctrl-C, SIGTERM) before every trial ran: `trials_done`
+    /// rows are in `trials.csv`, and its summary covers those alone.
+    #[serde(default)]
+    pub interrupted: bool,
+}
+
+impl Meta {
+    /// `None` for a run that finished every trial; else what a reader of its results
+    /// must know: how much of it there is and why.
+    pub fn partial(&self) -> Option<String> {
+        let done = format!("{} of {} trials", self.trials_done, self.trials_planned);
+        if self.interrupted {
+            Some(format!("partial run: interrupted after {done}; the summary and figures cover those alone"))
+        } else if self.finished_at.is_none() {
+            Some(format!(
+                "partial run: it never finished (killed, or still running); {done} recorded at its last count, \
+                 the summary and figures cover the rows trials.csv holds"
+            ))
+        } else if self.trials_done < self.trials_planned {
+            Some(format!("partial run: {done}"))
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -790,10 +851,14 @@ pub fn git_state() -> (String, bool) {
     (commit, dirty)
 }
 
+/// Write `meta.json` whole or not at all (a new file renamed over the old one), so a
+/// run killed while it updates the count never leaves half a file.
 pub fn write_meta(dir: &Path, meta: &Meta) -> Result<()> {
     let path = dir.join(META_JSON);
+    let fresh = dir.join(".meta.json.new");
     let text = serde_json::to_string_pretty(meta).expect("meta serializes");
-    std::fs::write(&path, text + "\n").map_err(|e| ReportError::Io { path, source: e })
+    std::fs::write(&fresh, text + "\n").map_err(|e| ReportError::Io { path: fresh.clone(), source: e })?;
+    std::fs::rename(&fresh, &path).map_err(|e| ReportError::Io { path, source: e })
 }
 
 pub fn read_meta(dir: &Path) -> Result<Meta> {
