@@ -200,3 +200,309 @@ fn validation_errors_point_at_the_value_they_are_about() {
     let no_faults = ELECTION.replace("[faults]\ncrash = { who = \"leader\", at = \"random-in-heartbeat\" }\n", "");
     refused_at(&no_faults, "\"election\"", "crash");
 }
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+fn meta_of(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap()
+}
+
+fn data_rows(csv: &Path) -> usize {
+    std::fs::read_to_string(csv).unwrap().lines().count() - 1
+}
+
+/// Issue 39, item 7: Ctrl-C keeps what finished and says so everywhere: meta.json
+/// (interrupted, trials_done = the rows), a summary of those rows, `PARTIAL` and exit
+/// status 130, and `qlab plot` notes it; a torn last row is left out, not a refusal.
+#[test]
+fn an_interrupted_run_keeps_its_rows_and_says_it_is_partial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = experiment(tmp.path(), "long", 2_000_000);
+    let out = tmp.path().join("run");
+    let child = qlab()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .args(["--jobs", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    signal(child.id(), "INT");
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(130), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("PARTIAL: partial run: interrupted after"), "{stdout}");
+    let meta = meta_of(&out);
+    let rows = data_rows(&out.join("trials.csv"));
+    assert!(rows > 0, "some trials finished in 2.5 s");
+    assert_eq!(meta["interrupted"], true);
+    assert_eq!(meta["trials_done"].as_u64(), Some(rows as u64), "meta.json counts exactly the rows written");
+    assert_eq!(meta["trials_planned"].as_u64(), Some(4_000_000));
+    assert!(meta["finished_at"].is_string());
+    assert!(data_rows(&out.join("summary.csv")) >= 1, "a summary of what finished");
+    assert!(out.join("figures/election_cdf.svg").exists());
+
+    let plotted = run_ok(qlab().arg("plot").arg(&out));
+    let stdout = String::from_utf8_lossy(&plotted.stdout);
+    assert!(stdout.contains(&format!("note: partial run: interrupted after {rows} of 4000000 trials")), "{stdout}");
+
+    // A writer killed mid-row: the rows before it are used, the torn one is named.
+    let csv = out.join("trials.csv");
+    let mut bytes = std::fs::read(&csv).unwrap();
+    bytes.truncate(bytes.len() - 7);
+    std::fs::write(&csv, &bytes).unwrap();
+    let plotted = run_ok(qlab().arg("plot").arg(&out));
+    let stdout = String::from_utf8_lossy(&plotted.stdout);
+    assert!(stdout.contains("the last row of trials.csv was cut short (") && stdout.contains("is left out"), "{stdout}");
+}
+
+/// Issue 39, item 7: a run killed outright keeps its rows, and its meta.json (rewritten
+/// every second) says how far it got and that it never finished.
+#[test]
+fn a_killed_run_says_how_far_it_got() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = experiment(tmp.path(), "long", 2_000_000);
+    let out = tmp.path().join("run");
+    let mut child = qlab()
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3_000));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let meta = meta_of(&out);
+    assert!(meta["finished_at"].is_null());
+    let done = meta["trials_done"].as_u64().unwrap();
+    assert!(done > 0 && done as usize <= data_rows(&out.join("trials.csv")), "{done}");
+    let plotted = run_ok(qlab().arg("plot").arg(&out));
+    let stdout = String::from_utf8_lossy(&plotted.stdout);
+    assert!(stdout.contains("note: partial run: it never finished"), "{stdout}");
+}
+
+/// Issue 39, item 8: no rows, or a hole in a numeric column, is refused, never
+/// summarized as if it were data.
+#[test]
+fn empty_and_non_numeric_data_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = experiment(tmp.path(), "small", 3);
+    let out = tmp.path().join("run");
+    run_ok(qlab().arg("run").arg(&file).arg("--out").arg(&out));
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+
+    // A hole: one election_ms cell that is not a number.
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = header.iter().position(|c| *c == "election_ms").unwrap();
+    let mut lines: Vec<String> = csv.lines().map(str::to_string).collect();
+    let mut cells: Vec<String> = lines[3].split(',').map(str::to_string).collect();
+    cells[column] = "abc".into();
+    lines[3] = cells.join(",");
+    std::fs::write(out.join("trials.csv"), lines.join("\n") + "\n").unwrap();
+    let stderr = refused(qlab().arg("plot").arg(&out));
+    assert!(stderr.contains("trials.csv:4: column `election_ms` holds \"abc\""), "{stderr}");
+    assert_eq!(std::fs::read_to_string(out.join("summary.csv")).unwrap(), summary, "summary untouched");
+
+    // Only a header.
+    let other = tmp.path().join("other");
+    run_ok(qlab().arg("run").arg(&file).arg("--out").arg(&other));
+    std::fs::write(out.join("trials.csv"), csv.lines().next().unwrap().to_string() + "\n").unwrap();
+    let stderr = refused(qlab().arg("plot").arg(&out));
+    assert!(stderr.contains("no trial rows (only the header)"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(out.join("summary.csv")).unwrap(), summary, "summary untouched");
+    let compared = tmp.path().join("compare");
+    let stderr = refused(qlab().arg("compare").arg(&other).arg(&out).arg("--out").arg(&compared));
+    assert!(stderr.contains("no trial rows (only the header): nothing to compare"), "{stderr}");
+    assert!(!compared.exists());
+
+    // Two whole runs compare; a second comparison into the same directory is refused.
+    run_ok(qlab().arg("compare").arg(&other).arg(&other).arg("--out").arg(&compared));
+    let stderr = refused(qlab().arg("compare").arg(&other).arg(&other).arg("--out").arg(&compared));
+    assert!(stderr.contains("already holds a comparison"), "{stderr}");
+}
+
+/// A real-mode throughput file whose one trial lasts `duration_ms`.
+fn quic_experiment(dir: &Path, name: &str, duration_ms: u32) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "[experiment]\nname = \"{name}\"\nkind = \"throughput\"\nmode = \"quic\"\ntrials = 1\n\n[cluster]\n\
+         protocol = \"raft\"\nnodes = 3\nstorage = \"disk\"\n\n[workload]\nclients = 2\nwarmup_ms = 200\nduration_ms = {duration_ms}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The cluster directories under `tmp` (what real mode writes to `$TMPDIR`).
+fn cluster_dirs(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("qlab-")))
+        .collect()
+}
+
+/// Process ids of `qlab node` processes whose command line names `dir`.
+fn nodes_of(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(" node ") && cmdline.contains(&needle)
+        })
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn wait_for<T>(what: &str, seconds: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited {seconds} s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Issue 39, items 2 and 10: a real-mode cluster's keys are readable by their owner
+/// only (0600 in a 0700 directory); after `kill -9` of the harness its nodes stop 10 s
+/// after they last heard from it (the documented figure), and the next real-mode run
+/// removes the directory, keys and all, that the killed one left.
+#[test]
+fn keys_are_private_and_a_killed_harness_leaves_nothing_behind_for_long() {
+    let tmp = tempfile::tempdir().unwrap();
+    let private_tmp = tmp.path().join("tmp");
+    std::fs::create_dir(&private_tmp).unwrap();
+    let file = quic_experiment(tmp.path(), "long", 60_000);
+    let mut harness = qlab()
+        .env("TMPDIR", &private_tmp)
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(tmp.path().join("run"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cluster = wait_for("the cluster's directory", 30, || cluster_dirs(&private_tmp).into_iter().next());
+    wait_for("three running nodes", 30, || (nodes_of(&cluster).len() == 3).then_some(()));
+    // The harness is connected once a node has reported that it is ready; give it time.
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    assert_eq!(mode(&cluster), 0o700, "the cluster directory is its owner's alone");
+    for id in 0..3 {
+        assert_eq!(mode(&cluster.join(format!("node-{id}.key.der"))), 0o600, "node {id}'s TLS key");
+    }
+    let wal_dir = cluster.join("data");
+    assert!(wal_dir.exists(), "disk storage writes under the private directory");
+
+    harness.kill().unwrap();
+    let killed = std::time::Instant::now();
+    harness.wait().unwrap();
+    wait_for("the orphaned nodes to stop", 20, || nodes_of(&cluster).is_empty().then_some(()));
+    let stopped_after = killed.elapsed().as_secs_f64();
+    assert!((9.0..=11.5).contains(&stopped_after), "orphaned nodes stopped {stopped_after:.1} s after the kill");
+    assert!(cluster.exists(), "SIGKILL runs no destructor: the directory is still there");
+
+    // The next real-mode run removes what the killed one left.
+    let next = quic_experiment(tmp.path(), "short", 300);
+    let output = run_ok(qlab().env("TMPDIR", &private_tmp).arg("run").arg(&next).arg("--out").arg(tmp.path().join("next")));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!cluster.exists(), "the stale cluster directory is gone; stderr: {stderr}");
+    assert!(stderr.contains(&format!("removed {}", cluster.display())), "{stderr}");
+    assert!(cluster_dirs(&private_tmp).is_empty(), "and the new run removed its own");
+}
+
+/// Issue 39, item 2: a node refuses a private key that others may read, as ssh does.
+#[test]
+fn a_node_refuses_a_key_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let private_tmp = tmp.path().join("tmp");
+    std::fs::create_dir(&private_tmp).unwrap();
+    // A finished run leaves no cluster directory; make one the way real mode does.
+    let file = quic_experiment(tmp.path(), "long", 60_000);
+    let mut harness = qlab()
+        .env("TMPDIR", &private_tmp)
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(tmp.path().join("run"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cluster = wait_for("the cluster's directory", 30, || {
+        cluster_dirs(&private_tmp).into_iter().find(|d| d.join("cluster.toml").exists())
+    });
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    for entry in std::fs::read_dir(&cluster).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    harness.kill().unwrap();
+    harness.wait().unwrap();
+    let key = copy.join("node-0.key.der");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = qlab().args(["node", "--cluster"]).arg(copy.join("cluster.toml")).args(["--id", "0"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("node-0.key.der") && stderr.contains("mode 0644") && stderr.contains("chmod 600"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&cluster);
+}
+
+/// Issue 39, items 2 and 7 in real mode: Ctrl-C lets the measurement in progress finish
+/// (the nodes are not in the terminal's process group), writes it, starts no other, and
+/// the cluster's directory with its keys is gone when the run ends.
+#[test]
+fn ctrl_c_in_real_mode_finishes_the_trial_and_removes_the_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let private_tmp = tmp.path().join("tmp");
+    std::fs::create_dir(&private_tmp).unwrap();
+    let file = quic_experiment(tmp.path(), "two", 2_000);
+    std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("trials = 1", "trials = 2")).unwrap();
+    let out = tmp.path().join("run");
+    let harness = qlab()
+        .env("TMPDIR", &private_tmp)
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cluster = wait_for("the cluster's directory", 30, || cluster_dirs(&private_tmp).into_iter().next());
+    wait_for("three running nodes", 30, || (nodes_of(&cluster).len() == 3).then_some(()));
+    signal(harness.id(), "INT");
+    let output = harness.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(130), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(cluster_dirs(&private_tmp).is_empty(), "keys removed when the run ended");
+    assert!(nodes_of(&cluster).is_empty(), "nodes stopped with the run");
+    let meta = meta_of(&out);
+    assert_eq!((meta["interrupted"].as_bool(), meta["trials_done"].as_u64()), (Some(true), Some(1)));
+    assert_eq!(data_rows(&out.join("trials.csv")), 1, "the trial in progress finished and was written");
+    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    assert!(!csv.lines().nth(1).unwrap().contains("error"), "a whole measurement, not an error row: {csv}");
+}
