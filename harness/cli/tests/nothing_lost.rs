@@ -190,7 +190,9 @@ fn validation_errors_point_at_the_value_they_are_about() {
     refused_at(&workload("duration_ms = 200\nthink_ms = -3"), "think_ms = -3", "think_ms must be >= 0");
     let limits = ELECTION.to_string() + "\n[limits]\nmax_election_ms = 0\n";
     refused_at(&limits, "max_election_ms = 0", "max_election_ms must be > 0");
-    let network = ELECTION.replace("max = 3 }", "max = 3 }\nquic_delay_ms = -2");
+    let network = ELECTION
+        .replace("max = 3 }", "max = 3 }\nquic_delay_ms = -2")
+        .replace("seed = 5", "seed = 5\nmode = [\"sim\", \"quic\"]");
     refused_at(&network, "quic_delay_ms = -2", "quic_delay_ms must be >= 0");
     refused_at(&ELECTION.replace("name = \"bad\"", "name = \"a b\""), "name = \"a b\"", "experiment name");
     let huge = ELECTION.replace("trials = 2", "trials = 10000000000000000000");
@@ -259,7 +261,10 @@ fn an_interrupted_run_keeps_its_rows_and_says_it_is_partial() {
     std::fs::write(&csv, &bytes).unwrap();
     let plotted = run_ok(qlab().arg("plot").arg(&out));
     let stdout = String::from_utf8_lossy(&plotted.stdout);
-    assert!(stdout.contains("the last row of trials.csv was cut short (") && stdout.contains("is left out"), "{stdout}");
+    assert!(
+        stdout.contains("the last row of trials.csv was cut short (") && stdout.contains("is left out"),
+        "{stdout}"
+    );
 }
 
 /// Issue 39, item 7: a run killed outright keeps its rows, and its meta.json (rewritten
@@ -423,7 +428,8 @@ fn keys_are_private_and_a_killed_harness_leaves_nothing_behind_for_long() {
 
     // The next real-mode run removes what the killed one left.
     let next = quic_experiment(tmp.path(), "short", 300);
-    let output = run_ok(qlab().env("TMPDIR", &private_tmp).arg("run").arg(&next).arg("--out").arg(tmp.path().join("next")));
+    let output =
+        run_ok(qlab().env("TMPDIR", &private_tmp).arg("run").arg(&next).arg("--out").arg(tmp.path().join("next")));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!cluster.exists(), "the stale cluster directory is gone; stderr: {stderr}");
     assert!(stderr.contains(&format!("removed {}", cluster.display())), "{stderr}");
@@ -464,10 +470,14 @@ fn a_node_refuses_a_key_others_can_read() {
     harness.wait().unwrap();
     let key = copy.join("node-0.key.der");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let output = qlab().args(["node", "--cluster"]).arg(copy.join("cluster.toml")).args(["--id", "0"]).output().unwrap();
+    let output =
+        qlab().args(["node", "--cluster"]).arg(copy.join("cluster.toml")).args(["--id", "0"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("node-0.key.der") && stderr.contains("mode 0644") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(
+        stderr.contains("node-0.key.der") && stderr.contains("mode 0644") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&cluster);
 }
 
@@ -505,4 +515,45 @@ fn ctrl_c_in_real_mode_finishes_the_trial_and_removes_the_keys() {
     assert_eq!(data_rows(&out.join("trials.csv")), 1, "the trial in progress finished and was written");
     let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
     assert!(!csv.lines().nth(1).unwrap().contains("error"), "a whole measurement, not an error row: {csv}");
+}
+
+/// Issue 39, item 5: a key the kind would ignore is refused at its key, named with
+/// what the kind reads there instead; so are keys only real mode reads in a
+/// simulator-only file, and a protocol's section in a file that does not run it.
+#[test]
+fn keys_a_kind_would_ignore_are_refused_where_they_are_written() {
+    let throughput_with = |extra: &str| THROUGHPUT.to_string() + extra;
+    refused_at(
+        &throughput_with("\n[faults]\ncrash = { who = \"leader\", at = \"random-in-heartbeat\" }\n"),
+        "crash",
+        "[faults] crash would be ignored (allowed in [faults]: schedule)",
+    );
+    refused_at(
+        &throughput_with("\n[limits]\nmax_election_ms = 5000\n"),
+        "max_election_ms",
+        "[limits] max_election_ms would be ignored",
+    );
+    refused_at(
+        &ELECTION.replace("[faults]", "[workload]\nwarmup_ms = 100\n\n[faults]"),
+        "warmup_ms",
+        "[workload] warmup_ms would be ignored",
+    );
+    let chaos = "[experiment]\nname = \"c\"\nkind = \"attack-chaos\"\ntrials = 1\n\n[cluster]\nprotocol = \"raft\"\nnodes = 3\n\n\
+                 [attack-chaos]\nraft = [\"silent\"]\nmalicious = 1\n\n[storage]\nfsync_ms = { dist = \"constant\", value = 2 }\n";
+    refused_at(chaos, "fsync_ms", "[storage] fsync_ms would be ignored (allowed in [storage]: nothing)");
+    let reads = "[experiment]\nname = \"r\"\nkind = \"reads\"\ntrials = 1\n\n[cluster]\nprotocol = \"raft\"\nnodes = 3\n\n\
+                 [reads]\nfault_profile = \"none\"\n\n[storage]\nfsync_ms = { dist = \"constant\", value = 2 }\n";
+    refused_at(reads, "fsync_ms", "[storage] fsync_ms would be ignored");
+    let cases = "[experiment]\nname = \"k\"\nkind = \"counterexample\"\ntrials = 1\n\n[counterexample]\n\
+                 cases = [\"two-nodes\"]\n\n[storage]\nfsync_ms = { dist = \"constant\", value = 2 }\n";
+    refused_at(cases, "fsync_ms", "[storage] fsync_ms would be ignored");
+    let sim_only = ELECTION.replace("max = 3 }", "max = 3 }\nquic_delay_ms = 5");
+    refused_at(&sim_only, "quic_delay_ms = 5", "is for real (quic) mode");
+    refused_at(
+        &ELECTION.replace("nodes = 3", "nodes = 3\nstorage = \"disk\""),
+        "storage = \"disk\"",
+        "[storage] fsync_ms",
+    );
+    let pbft = ELECTION.to_string() + "\n[pbft]\ncheckpoint_interval = 64\n";
+    refused_at(&pbft, "[pbft]", "[pbft] configures a protocol this file does not run");
 }

@@ -9,7 +9,7 @@
 
 pub use crate::attack_spec::AttackSpec;
 use crate::compare::Aggregate;
-use crate::config::{ClusterRules, Experiment, FaultsRule, Mode, Point, ProtocolName, Sweep};
+use crate::config::{ClusterRules, Experiment, FaultsRule, KeysRead, Mode, Point, ProtocolName, Sweep};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
@@ -400,6 +400,18 @@ impl ExperimentKind for AttackKind {
     }
     fn sections(&self) -> &'static [&'static str] {
         &["attack"]
+    }
+    fn reads(&self) -> &'static [KeysRead] {
+        const WHY: &str = "an attack experiment's clients run through its [attack] window, not a warmup and a \
+                           measured duration, and it has no election limit";
+        &[
+            KeysRead {
+                section: "workload",
+                keys: &["clients", "think_ms", "value_bytes", "read_ratio", "keys"],
+                why: WHY,
+            },
+            KeysRead { section: "limits", keys: &[], why: WHY },
+        ]
     }
     fn cluster_rules(&self) -> ClusterRules {
         ClusterRules {

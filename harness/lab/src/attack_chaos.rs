@@ -19,7 +19,7 @@
 use crate::attack_spec::AttackSpec;
 use crate::chaos::{ChaosConfig, ChaosOutcome, run_attack_chaos};
 use crate::compare::Aggregate;
-use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, Mode, Point, ProtocolName, Sweep};
+use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, KeysRead, Mode, Point, ProtocolName, Sweep};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use qlab_check::Verdict;
@@ -257,22 +257,6 @@ fn validate_section(kind: &AttackChaosKind, experiment: &Experiment, s: &AttackC
             ),
         ));
     }
-    // The chaos runs draw their own timing, network and operation mix from each seed.
-    for (section, allowed) in
-        [("network", &[][..]), ("raft", &[][..]), ("paxos", &[][..]), ("pbft", &[][..]), ("workload", &["clients"][..])]
-    {
-        if let Some((key, span)) = experiment.first_key_outside(section, allowed) {
-            return Err(experiment.error_at(
-                &span,
-                format!(
-                    "an attack-chaos experiment runs the attack tests' chaos runs, whose timing, network, protocol \
-                     knobs and operation mix come from each seed: [{section}] {key} would be ignored (allowed in \
-                     [{section}]: {})",
-                    if allowed.is_empty() { "nothing".to_string() } else { allowed.join(", ") }
-                ),
-            ));
-        }
-    }
     for point in &kind.points(experiment) {
         let a = axes(point);
         let list_span = s.per_protocol.iter().find(|(p, _)| *p == point.protocol).map_or(0..0, |(_, l)| l.span.clone());
@@ -290,6 +274,19 @@ impl ExperimentKind for AttackChaosKind {
     }
     fn sections(&self) -> &'static [&'static str] {
         &["attack-chaos"]
+    }
+    fn reads(&self) -> &'static [KeysRead] {
+        const WHY: &str = "an attack-chaos experiment runs the attack tests' chaos runs, whose timing, network, disk, \
+                           protocol knobs and operation mix come from each seed";
+        &[
+            KeysRead { section: "network", keys: &[], why: WHY },
+            KeysRead { section: "storage", keys: &[], why: WHY },
+            KeysRead { section: "raft", keys: &[], why: WHY },
+            KeysRead { section: "paxos", keys: &[], why: WHY },
+            KeysRead { section: "pbft", keys: &[], why: WHY },
+            KeysRead { section: "workload", keys: &["clients"], why: WHY },
+            KeysRead { section: "limits", keys: &[], why: WHY },
+        ]
     }
     fn cluster_rules(&self) -> ClusterRules {
         ClusterRules {

@@ -11,7 +11,7 @@
 
 pub use crate::availability_trial::{AvailabilityTrial, FailurePlan, run_trial};
 use crate::compare::Aggregate;
-use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, Mode, Point, Sweep, expand};
+use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, KeysRead, Mode, Point, Sweep, expand};
 use crate::kind::{ExperimentKind, Trial, TrialRecord};
 use crate::results::cell;
 use qlab_check::Verdict;
@@ -169,6 +169,14 @@ impl ExperimentKind for AvailabilityKind {
     }
     fn sections(&self) -> &'static [&'static str] {
         &["availability"]
+    }
+    fn reads(&self) -> &'static [KeysRead] {
+        const WHY: &str = "an availability experiment runs no clients (it samples whether a leader a majority follows \
+                           exists; failures start after warmup_ms) and has no election limit";
+        &[
+            KeysRead { section: "workload", keys: &["warmup_ms"], why: WHY },
+            KeysRead { section: "limits", keys: &[], why: WHY },
+        ]
     }
     fn cluster_rules(&self) -> ClusterRules {
         ClusterRules {

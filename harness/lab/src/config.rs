@@ -617,6 +617,20 @@ pub struct Experiment {
 pub const COMMON_SECTIONS: &[&str] =
     &["experiment", "cluster", "network", "storage", "raft", "faults", "workload", "limits"];
 
+/// What a kind reads of one common (or protocol) section: `keys` and nothing else, and
+/// why (the start of the error for a key it would ignore). Sections a kind names no
+/// rule for are read whole.
+#[derive(Clone, Copy, Debug)]
+pub struct KeysRead {
+    pub section: &'static str,
+    pub keys: &'static [&'static str],
+    pub why: &'static str,
+}
+
+/// Keys only real mode reads: a file that runs the simulator alone may not set them.
+pub const REAL_MODE_KEYS: &[(&str, &str)] =
+    &[("network", "quic_delay_ms"), ("network", "netem_jitter_ms"), ("cluster", "storage")];
+
 /// A kind's sections parsed once per run rather than once per trial. Shared by clones
 /// of the experiment (they have the same text).
 #[derive(Clone, Default)]
@@ -882,7 +896,9 @@ fn check_numbers(source: &str) -> Result<(), (Range<usize>, String)> {
         if duration && number.abs() > MAX_DURATION_MS {
             return Err((
                 value.span(),
-                format!("`{key}` = {number:e} ms is past the largest duration a file may give ({MAX_DURATION_MS:e} ms, about 11.6 days)"),
+                format!(
+                    "`{key}` = {number:e} ms is past the largest duration a file may give ({MAX_DURATION_MS:e} ms, about 11.6 days)"
+                ),
             ));
         }
         Ok(())
@@ -1147,7 +1163,9 @@ impl Experiment {
             ));
         }
         if f.network.reorder_delay_ms_max < 0.0 {
-            return Err(self.error_at_key(&["network", "reorder_delay_ms_max"], "reorder_delay_ms_max must be >= 0".into()));
+            return Err(
+                self.error_at_key(&["network", "reorder_delay_ms_max"], "reorder_delay_ms_max must be >= 0".into())
+            );
         }
         if !rules.read_modes
             && let Some(mode) = f.raft.read_mode.values.iter().find(|m| **m != ReadMode::Log)
@@ -1194,7 +1212,10 @@ impl Experiment {
             return Err(self.error_at(&f.raft.batch_delay_ms.span, "batch_delay_ms must be >= 0".into()));
         }
         if f.raft.max_entries_per_append == 0 {
-            return Err(self.error_at_key(&["raft", "max_entries_per_append"], "max_entries_per_append must be at least 1".into()));
+            return Err(self.error_at_key(
+                &["raft", "max_entries_per_append"],
+                "max_entries_per_append must be at least 1".into(),
+            ));
         }
         if f.experiment.mode.values.contains(&Mode::Quic) {
             let network = &f.network;
@@ -1220,13 +1241,54 @@ impl Experiment {
     /// The first key of `[section]` in the file's text that is not in `allowed`, with
     /// its position.
     pub fn first_key_outside(&self, section: &str, allowed: &[&str]) -> Option<(String, Range<usize>)> {
-        let table: toml::Table = toml::from_str(&self.source).ok()?;
-        let keys = table.get(section)?.as_table()?;
-        let header = self.section_span(section);
-        let key = keys.keys().find(|k| !allowed.contains(&k.as_str()))?;
-        let from = header.end;
-        let offset = self.source[from..].find(key.as_str()).map_or(header.start, |i| from + i);
-        Some((key.clone(), offset..offset + key.len()))
+        let root = toml::de::DeTable::parse(&self.source).ok()?;
+        let (_, table) = root.get_ref().iter().find(|(k, _)| k.get_ref().as_ref() == section)?;
+        let toml::de::DeValue::Table(keys) = table.get_ref() else { return None };
+        let (key, _) = keys.iter().find(|(k, _)| !allowed.contains(&k.get_ref().as_ref()))?;
+        Some((key.get_ref().to_string(), key.span()))
+    }
+
+    /// Refuse every key of a common or protocol section that the kind does not read
+    /// (`reads`, from [`crate::kind::ExperimentKind::reads`]), that only real mode
+    /// reads in a file that runs the simulator alone, or that belongs to a protocol the
+    /// file does not run: a value that would be ignored is an error at its key.
+    pub fn check_keys_read(&self, reads: &[KeysRead], protocol_sections: &[(&str, bool)]) -> Result<(), LabError> {
+        for rule in reads {
+            if let Some((key, span)) = self.first_key_outside(rule.section, rule.keys) {
+                let allowed = if rule.keys.is_empty() { "nothing".to_string() } else { rule.keys.join(", ") };
+                return Err(self.error_at(
+                    &span,
+                    format!(
+                        "{}: [{}] {key} would be ignored (allowed in [{}]: {allowed})",
+                        rule.why, rule.section, rule.section
+                    ),
+                ));
+            }
+        }
+        if !self.file.experiment.mode.values.contains(&Mode::Quic) {
+            for (section, key) in REAL_MODE_KEYS {
+                if let Some(span) = value_span(&self.source, &[section, key]) {
+                    return Err(self.error_at(
+                        &span,
+                        format!(
+                            "[{section}] {key} is for real (quic) mode, and this file runs the simulator only \
+                             (mode = \"sim\"): it would be ignored{}",
+                            if *key == "storage" { "; the simulator's disk is [storage] fsync_ms" } else { "" }
+                        ),
+                    ));
+                }
+            }
+        }
+        for (section, run) in protocol_sections {
+            if !run && let Some(span) = value_span(&self.source, &[section]) {
+                let header = self.section_span(section);
+                return Err(self.error_at(
+                    if header == (0..0) { &span } else { &header },
+                    format!("[{section}] configures a protocol this file does not run: it would be ignored"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Where `[section]` starts in the file's text (the whole file if it is not there).

@@ -17,7 +17,7 @@ use crate::availability_trial::FailurePlan;
 pub use crate::case::Case;
 use crate::chaos::{ChaosConfig, ChaosOutcome, ChaosSchedule, run_protocol_chaos, run_protocol_chaos_with, shrink};
 use crate::compare::Aggregate;
-use crate::config::{ClusterRules, Experiment, Mode, Point, ProtocolName, Sweep};
+use crate::config::{ClusterRules, Experiment, KeysRead, Mode, Point, ProtocolName, Sweep};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use qlab_check::linearizability::LinCheck;
 use qlab_check::{Invariant, Verdict};
@@ -402,17 +402,6 @@ fn validate_counterexample(experiment: &Experiment, section: Option<&Counterexam
     if section.cases.values.is_empty() {
         return Err(experiment.error_at(&section.cases.span, "cases is empty".into()));
     }
-    for other in ["cluster", "network", "raft", "paxos", "pbft", "faults", "workload", "limits"] {
-        if let Some((key, span)) = experiment.first_key_outside(other, &[]) {
-            return Err(experiment.error_at(
-                &span,
-                format!(
-                    "a counterexample experiment's cases fix their own clusters, timing and faults: [{other}] {key} \
-                     would be ignored (give only [experiment] and [counterexample])"
-                ),
-            ));
-        }
-    }
     Ok(())
 }
 
@@ -434,6 +423,21 @@ impl ExperimentKind for CounterexampleKind {
     }
     fn sections(&self) -> &'static [&'static str] {
         &["counterexample"]
+    }
+    fn reads(&self) -> &'static [KeysRead] {
+        const WHY: &str = "a counterexample experiment's cases fix their own clusters, timing and faults (give only \
+                           [experiment] and [counterexample])";
+        &[
+            KeysRead { section: "cluster", keys: &[], why: WHY },
+            KeysRead { section: "network", keys: &[], why: WHY },
+            KeysRead { section: "storage", keys: &[], why: WHY },
+            KeysRead { section: "raft", keys: &[], why: WHY },
+            KeysRead { section: "paxos", keys: &[], why: WHY },
+            KeysRead { section: "pbft", keys: &[], why: WHY },
+            KeysRead { section: "faults", keys: &[], why: WHY },
+            KeysRead { section: "workload", keys: &[], why: WHY },
+            KeysRead { section: "limits", keys: &[], why: WHY },
+        ]
     }
     /// The cases fix their own clusters: the common sections are refused, not checked.
     fn validate(&self, experiment: &Experiment) -> crate::Result<()> {

@@ -14,7 +14,7 @@
 //! leader out without it and not with it (`experiments/rejoin-disruption.toml`).
 
 use crate::compare::Aggregate;
-use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, Mode, Point, ScheduledFault, expand};
+use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, KeysRead, Mode, Point, ScheduledFault, expand};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
@@ -317,6 +317,18 @@ impl ExperimentKind for DisruptionKind {
     }
     fn sections(&self) -> &'static [&'static str] {
         &["disruption"]
+    }
+    fn reads(&self) -> &'static [KeysRead] {
+        const WHY: &str = "a disruption experiment measures from its clients' start for duration_ms (no warmup) and \
+                           has no election limit";
+        &[
+            KeysRead {
+                section: "workload",
+                keys: &["clients", "think_ms", "value_bytes", "read_ratio", "keys", "duration_ms"],
+                why: WHY,
+            },
+            KeysRead { section: "limits", keys: &[], why: WHY },
+        ]
     }
     fn cluster_rules(&self) -> ClusterRules {
         ClusterRules {

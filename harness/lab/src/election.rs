@@ -26,7 +26,7 @@
 //! recorded at that bound with `censored = true`.
 
 use crate::compare::Aggregate;
-use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, Mode, Point};
+use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, KeysRead, Mode, Point};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::results::cell;
 use qlab_check::Verdict;
@@ -110,6 +110,21 @@ impl ExperimentKind for ElectionKind {
     fn name(&self) -> &'static str {
         "election"
     }
+    fn reads(&self) -> &'static [KeysRead] {
+        &[
+            KeysRead {
+                section: "faults",
+                keys: &["crash", "sync_heartbeats_before_crash", "lagging_followers"],
+                why: "an election experiment's fault is its crash (a fault schedule belongs to throughput experiments)",
+            },
+            KeysRead {
+                section: "workload",
+                keys: &["clients", "think_ms", "value_bytes"],
+                why: "an election experiment's clients write until the crash and measure when a write commits again \
+                      (no read mix, key spread, warmup or measured window)",
+            },
+        ]
+    }
     fn cluster_rules(&self) -> ClusterRules {
         ClusterRules {
             min_nodes: 3,
@@ -128,20 +143,13 @@ impl ExperimentKind for ElectionKind {
     fn validate(&self, experiment: &Experiment) -> crate::Result<()> {
         experiment.validate_cluster_run(&self.cluster_rules())?;
         let f = &experiment.file;
-        if let Some(faults) = &f.faults {
-            if faults.crash.is_none() {
-                return Err(experiment.error_at(
-                    &experiment.section_span("faults"),
-                    "an election experiment needs `crash` in [faults]".into(),
-                ));
-            }
-            if !faults.schedule.get_ref().is_empty() {
-                return Err(experiment.error_at(
-                    &faults.schedule.span(),
-                    "a fault schedule belongs to throughput experiments; an election experiment's fault is its crash"
-                        .into(),
-                ));
-            }
+        if let Some(faults) = &f.faults
+            && faults.crash.is_none()
+        {
+            return Err(experiment.error_at(
+                &experiment.section_span("faults"),
+                "an election experiment needs `crash` in [faults]".into(),
+            ));
         }
         if let Some(point) =
             experiment.points().iter().find(|p| p.protocol.fault_model() == FaultModel::Byzantine && p.clients == 0)

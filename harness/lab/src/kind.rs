@@ -14,7 +14,7 @@
 //! their types, defaults, validation and the axes they add to the sweep.
 
 use crate::compare::Aggregate;
-use crate::config::{ClusterRules, Experiment, Mode, Point};
+use crate::config::{ClusterRules, Experiment, KeysRead, Mode, Point};
 use crate::error::{LabError, Result};
 use qlab_check::Verdict;
 use serde::Serialize;
@@ -74,6 +74,13 @@ pub trait ExperimentKind: Sync {
     /// ([`crate::config::COMMON_SECTIONS`]); any other table is an error. The kind reads
     /// them with [`Experiment::kind_sections`].
     fn sections(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// What the kind reads of the common sections (and the protocols' own), where it
+    /// reads less than all: a key the file sets that the kind would ignore is refused at
+    /// its line and column by [`crate::registry::Registry::parse`].
+    fn reads(&self) -> &'static [KeysRead] {
         &[]
     }
 

@@ -15,7 +15,7 @@
 
 use crate::chaos::{ChaosConfig, ChaosOutcome, FaultKinds, run_protocol_chaos};
 use crate::compare::Aggregate;
-use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, Mode, Point, Sweep, expand};
+use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, KeysRead, Mode, Point, Sweep, expand};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::results::cell;
 use crate::results::quantile;
@@ -296,25 +296,6 @@ fn validate_reads(experiment: &Experiment, reads: &ReadsSection) -> crate::Resul
                 .into(),
         ));
     }
-    // The chaos runs draw their own timing, network and operation mix from each
-    // seed; anything the file says about them would be silently ignored.
-    for (section, allowed) in [
-        ("network", &[][..]),
-        ("paxos", &[][..]),
-        ("raft", &["read_mode", "lease_drift_bound_ppm"][..]),
-        ("workload", &["clients"][..]),
-    ] {
-        if let Some((key, span)) = experiment.first_key_outside(section, allowed) {
-            return Err(experiment.error_at(
-                &span,
-                format!(
-                    "a reads experiment runs the chaos tests' trials, whose timing, network and operation mix \
-                     come from each seed: [{section}] {key} would be ignored (allowed in [{section}]: {})",
-                    if allowed.is_empty() { "nothing".to_string() } else { allowed.join(", ") }
-                ),
-            ));
-        }
-    }
     if f.workload.clients.values.contains(&0) {
         return Err(experiment.error_at(&f.workload.clients.span, "clients must be at least 1".into()));
     }
@@ -347,6 +328,18 @@ impl ExperimentKind for ReadsKind {
     }
     fn sections(&self) -> &'static [&'static str] {
         &["reads"]
+    }
+    fn reads(&self) -> &'static [KeysRead] {
+        const WHY: &str = "a reads experiment runs the chaos tests' trials, whose timing, network, disk and operation \
+                           mix come from each seed";
+        &[
+            KeysRead { section: "network", keys: &[], why: WHY },
+            KeysRead { section: "storage", keys: &[], why: WHY },
+            KeysRead { section: "paxos", keys: &[], why: WHY },
+            KeysRead { section: "raft", keys: &["read_mode", "lease_drift_bound_ppm"], why: WHY },
+            KeysRead { section: "workload", keys: &["clients"], why: WHY },
+            KeysRead { section: "limits", keys: &[], why: WHY },
+        ]
     }
     fn cluster_rules(&self) -> ClusterRules {
         ClusterRules {

@@ -82,6 +82,14 @@ impl Registry {
             sections.extend(with_protocol!(*protocol, P => <P as LabProtocol>::SECTIONS));
         }
         experiment.check_sections(&sections)?;
+        let runs = &experiment.file.cluster.protocol.values;
+        let mut protocol_sections = Vec::new();
+        for protocol in ProtocolName::ALL {
+            for section in with_protocol!(*protocol, P => <P as LabProtocol>::SECTIONS) {
+                protocol_sections.push((*section, runs.contains(protocol)));
+            }
+        }
+        experiment.check_keys_read(kind.reads(), &protocol_sections)?;
         for protocol in ProtocolName::ALL {
             with_protocol!(*protocol, P => crate::protocols::read_sections::<P>(&mut experiment))?;
         }

@@ -10,7 +10,7 @@
 //! time per node is measured too.
 
 use crate::compare::Aggregate;
-use crate::config::{ClusterRules, Experiment, Mode, Point};
+use crate::config::{ClusterRules, Experiment, KeysRead, Mode, Point};
 use crate::kind::{ExperimentKind, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
@@ -440,6 +440,13 @@ pub struct ThroughputKind;
 impl ExperimentKind for ThroughputKind {
     fn name(&self) -> &'static str {
         "throughput"
+    }
+    fn reads(&self) -> &'static [KeysRead] {
+        const WHY: &str = "a throughput experiment's faults are its [faults] schedule, and it has no election limit";
+        &[
+            KeysRead { section: "faults", keys: &["schedule"], why: WHY },
+            KeysRead { section: "limits", keys: &[], why: WHY },
+        ]
     }
     /// Any cluster, the one-server baseline included, under load.
     fn cluster_rules(&self) -> ClusterRules {

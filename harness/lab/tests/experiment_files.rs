@@ -107,8 +107,11 @@ fn both_crash_fault_protocols_size_by_f_and_sweep_together() {
     for expected in [("raft", 3), ("raft", 5), ("multipaxos", 3), ("multipaxos", 5)] {
         assert!(sizes.contains(&expected), "{sizes:?}");
     }
-    let e = error_of(&GOOD.replace("[faults]", "[paxos]\nwindow_slots = 0\n\n[faults]"));
+    let e = error_of(&text.replace("[faults]", "[paxos]\nwindow_slots = 0\n\n[faults]"));
     assert!(e.contains("window_slots"), "{e}");
+    // In a file that does not run Multi-Paxos, [paxos] would be ignored: refused.
+    let e = error_of(&GOOD.replace("[faults]", "[paxos]\nwindow_slots = 64\n\n[faults]"));
+    assert!(e.contains("[paxos] configures a protocol this file does not run"), "{e}");
 }
 
 /// The baseline tolerates no fault: `f` > 0 names where and why.
@@ -118,6 +121,7 @@ fn the_baseline_refuses_f_above_zero() {
         .replace("kind = \"election\"", "kind = \"throughput\"")
         .replace("protocol = \"raft\"", "protocol = \"unreplicated\"")
         .replace("nodes = [3, 5]", "f = [0, 1]");
+    let text = text[..text.find("[faults]").expect("GOOD has [faults]")].to_string();
     let e = error_of(&text);
     assert!(e.contains("unreplicated tolerates no fault: f = 0 (one node), got f = 1"), "{e}");
     assert!(e.starts_with("exp.toml:"), "{e}");
@@ -279,7 +283,13 @@ fn the_docs_example_parses_and_ablations_need_consent_in_real_mode() {
     let error = error_of(&ablated);
     assert!(error.contains("[raft.ablate] switches off a safety rule") && error.contains("allow_ablations"), "{error}");
     assert!(parse(&ablated.replace("allow_ablations = false", "allow_ablations = true")).is_ok());
-    let e = parse(&example.replace("skip_phase1_values = false", "skip_phase1_values = true")).unwrap();
+    let sim_only = example.replace("mode = [\"sim\", \"quic\"]", "mode = \"sim\"");
+    let sim_only = sim_only
+        .lines()
+        .filter(|l| !l.starts_with("storage =") && !l.starts_with("quic_delay_ms") && !l.starts_with("netem_jitter_ms"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let e = parse(&sim_only.replace("skip_phase1_values = false", "skip_phase1_values = true")).unwrap();
     assert!(
         <qlab_lab::protocol_list::Paxos as qlab_lab::protocols::LabProtocol>::config(&e.points()[0], &e.file)
             .ablate

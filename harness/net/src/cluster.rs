@@ -155,7 +155,10 @@ impl ClusterFile {
     fn read_private(base: &Path, relative: &Path) -> Result<Vec<u8>, ClusterError> {
         use std::os::unix::fs::PermissionsExt;
         let path = base.join(relative);
-        let mode = std::fs::metadata(&path).map_err(|source| ClusterError::Io { path: path.clone(), source })?.permissions().mode();
+        let mode = std::fs::metadata(&path)
+            .map_err(|source| ClusterError::Io { path: path.clone(), source })?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
             return Err(ClusterError::Invalid {
                 path: path.clone(),

@@ -165,13 +165,18 @@ struct Stats {
 }
 
 enum Input<M> {
-    Peer { from: u32, msg: M },
+    Peer {
+        from: u32,
+        msg: M,
+    },
     Request(Request),
     Control(Control),
     HarnessConnected,
     /// The harness's link closed; it was last heard from at `silent_since` (the
     /// transport's idle timeout earlier when the link timed out rather than closed).
-    HarnessDisconnected { silent_since: Instant },
+    HarnessDisconnected {
+        silent_since: Instant,
+    },
 }
 
 /// A frame queued to a peer, not to be written before `not_before` (added delay).
@@ -238,6 +243,17 @@ where
         Storage::Memory => (None, Vec::new()),
         Storage::Disk { path } => {
             let (wal, recovered) = Wal::open::<P::Record>(path)?;
+            if recovered.torn_tail_bytes > 0 {
+                // The node's log (its stderr) says what recovery cut, and why it may.
+                eprintln!(
+                    "node {me}: {}: cut a torn tail of {} bytes ({} intact records of an unfinished batch{}); kept {} records",
+                    path.display(),
+                    recovered.torn_tail_bytes,
+                    recovered.torn_tail_intact_records,
+                    if recovered.torn_tail_damaged { " and a damaged or partly written record" } else { "" },
+                    recovered.records.len()
+                );
+            }
             (Some(wal), recovered.records)
         }
     };
@@ -555,13 +571,16 @@ async fn accept_loop<M>(
                     let Ok((send, recv)) = connection.accept_bi().await else { return };
                     let _ = inbox.send(Input::HarnessConnected).await;
                     let writer = tokio::spawn(write_reports(send, reports));
-                    read_stream(recv, Speaker::Harness, inbox.clone(), stats, connection.clone(), max_frame_bytes).await;
+                    read_stream(recv, Speaker::Harness, inbox.clone(), stats, connection.clone(), max_frame_bytes)
+                        .await;
                     writer.abort();
                     // A harness killed outright sends no close: the link ends when the
                     // idle timeout runs out, that long after the harness was last heard.
                     let now = Instant::now();
                     let silent_since = match connection.close_reason() {
-                        Some(quinn::ConnectionError::TimedOut) => now.checked_sub(crate::tls::IDLE_TIMEOUT).unwrap_or(now),
+                        Some(quinn::ConnectionError::TimedOut) => {
+                            now.checked_sub(crate::tls::IDLE_TIMEOUT).unwrap_or(now)
+                        }
                         _ => now,
                     };
                     let _ = inbox.send(Input::HarnessDisconnected { silent_since }).await;

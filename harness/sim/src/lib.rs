@@ -44,10 +44,11 @@ use std::collections::{BinaryHeap, HashMap};
 mod rounds;
 mod storage;
 
+pub use qlab_core::durability::{ReadBack, RecordMark, Recovery, recover};
 pub use rounds::BroadcastRound;
 use rounds::{RoundTag, RoundTracker};
+pub use storage::DiskFault;
 use storage::DiskModel;
-pub use storage::{DiskFault, Recovery, recover};
 
 /// A latency distribution in nanoseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -269,6 +270,11 @@ impl Ord for Scheduled {
 struct NodeSlot<P: Protocol> {
     protocol: Option<P>,
     storage: Vec<P::Record>,
+    /// What each record of `storage` says of itself: its number and its batch (the
+    /// records one step persisted), as real mode's WAL writes them in its headers.
+    marks: Vec<RecordMark>,
+    /// Records this node has persisted since the run began: the next record's number.
+    records_written: u64,
     rng: ChaCha8Rng,
     incarnation: u64,
     /// At most one entry per timer kind; protocols have a handful, so a short list
@@ -438,6 +444,8 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             sim.nodes.push(NodeSlot {
                 protocol: Some(P::new(&config, id, nodes)),
                 storage: Vec::new(),
+                marks: Vec::new(),
+                records_written: 0,
                 rng: node_rng(seed, id, 0),
                 incarnation: 0,
                 timers: TimerTable::new(),
@@ -631,6 +639,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 let kept = slot.storage.len().saturating_sub(records);
                 self.disk_stats.acknowledged_records_lost += (slot.storage.len() - kept) as u64;
                 slot.storage.truncate(kept);
+                slot.marks.truncate(kept);
                 slot.damaged_record = slot.damaged_record.filter(|index| *index < kept);
             }
             DiskFault::Corrupt { index } if !slot.storage.is_empty() => {
@@ -642,34 +651,55 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         self.log_trace(|| format!("{id} DISK FAULT {fault:?}"));
     }
 
-    /// Why `id` will not start: a damaged record with intact ones after it.
-    pub fn refuses_to_start(&self, id: NodeId) -> Option<usize> {
+    /// What a restart of `id` makes of its records, by the rule real mode's WAL keeps
+    /// ([`qlab_core::durability`]).
+    fn recovery(&self, id: NodeId) -> Recovery {
         let slot = &self.nodes[id.0 as usize];
-        let intact: Vec<bool> = (0..slot.storage.len()).map(|i| Some(i) != slot.damaged_record).collect();
-        match recover(&intact) {
+        let log: Vec<ReadBack> = slot
+            .marks
+            .iter()
+            .enumerate()
+            .map(|(i, mark)| {
+                if Some(i) == slot.damaged_record {
+                    ReadBack::Damaged { number: mark.number }
+                } else {
+                    ReadBack::Intact(*mark)
+                }
+            })
+            .collect();
+        recover(&log)
+    }
+
+    /// Why `id` will not start: a damaged record with a later batch intact after it.
+    pub fn refuses_to_start(&self, id: NodeId) -> Option<usize> {
+        match self.recovery(id) {
             Recovery::Corrupt { index } => Some(index),
             Recovery::Intact | Recovery::TornTail { .. } => None,
         }
     }
 
     /// Rebuild `id` from its persisted records and start it. Recovery cuts a torn
-    /// tail; a node whose disk holds corruption stays down ([`Sim::refuses_to_start`]).
+    /// tail (whole batches only); a node whose disk holds corruption stays down
+    /// ([`Sim::refuses_to_start`]).
     pub fn restart(&mut self, id: NodeId) {
         let n = self.node_count();
         if self.nodes[id.0 as usize].protocol.is_some() {
             return;
         }
-        if let Some(index) = self.refuses_to_start(id) {
+        let recovery = self.recovery(id);
+        if let Recovery::Corrupt { index } = recovery {
             let records = self.nodes[id.0 as usize].storage.len();
             self.log_trace(|| {
-                format!("{id} REFUSES TO START: record {index} of {records} damaged, intact ones after it")
+                format!("{id} REFUSES TO START: record {index} of {records} damaged, a later batch intact after it")
             });
             self.disk_stats.starts_refused += 1;
             return;
         }
         let slot = &mut self.nodes[id.0 as usize];
-        if let Some(kept) = slot.damaged_record.take() {
+        slot.damaged_record = None;
+        if let Recovery::TornTail { kept } = recovery {
             slot.storage.truncate(kept);
+            slot.marks.truncate(kept);
             self.disk_stats.torn_tails_cut += 1;
         }
         slot.protocol = Some(P::restore(&self.config, id, n, &slot.storage));
@@ -770,9 +800,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                     self.log_trace(|| format!("{node} disk write durable"));
                 }
                 let mut tags = self.open_round(node, &actions, answering, wrote_records);
-                for action in actions {
-                    self.carry_out(node, incarnation, action, &mut tags);
-                }
+                self.carry_out_step(node, incarnation, actions, &mut tags);
                 Step::Progress
             }
             Work::Request { client, to, request } => {
@@ -938,9 +966,8 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             // before any of its messages can be delivered.
             None => {
                 let mut tags = self.open_round(id, &outbox.actions, answering, wrote_records);
-                for action in outbox.actions.drain(..) {
-                    self.carry_out(id, incarnation, action, &mut tags);
-                }
+                let actions: Vec<NodeAction<P>> = outbox.actions.drain(..).collect();
+                self.carry_out_step(id, incarnation, actions, &mut tags);
             }
             Some(at) => {
                 let mut held = Vec::new();
@@ -986,16 +1013,50 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     }
 
     /// Carry out one action of replica `id`'s step, now.
+    /// Carry out one step's actions: its records first, as one batch (what one fsync
+    /// makes durable in real mode), then the rest in order.
+    fn carry_out_step(&mut self, id: NodeId, incarnation: u64, actions: Vec<NodeAction<P>>, tags: &mut StepTags) {
+        let mut records = Vec::new();
+        let mut rest = Vec::with_capacity(actions.len());
+        for action in actions {
+            match action {
+                Action::Persist { record } => records.push(record),
+                other => rest.push(other),
+            }
+        }
+        if !records.is_empty() {
+            self.persist_batch(id, records);
+        }
+        for action in rest {
+            self.carry_out(id, incarnation, action, tags);
+        }
+    }
+
+    /// Append one step's records to `id`'s storage as one batch. A record that
+    /// supersedes all before it (a snapshot) empties the storage first, and the batch
+    /// is what follows from it, as real mode's WAL rewrites its file.
+    fn persist_batch(&mut self, id: NodeId, mut records: Vec<P::Record>) {
+        let slot = &mut self.nodes[id.0 as usize];
+        if let Some(snapshot) = records.iter().rposition(|r| P::supersedes_earlier_records(r)) {
+            slot.records_written += snapshot as u64;
+            records.drain(..snapshot);
+            slot.storage.clear();
+            slot.marks.clear();
+            slot.damaged_record = None;
+        }
+        let batch_first = slot.records_written;
+        let batch_len = records.len() as u32;
+        for record in records {
+            slot.marks.push(RecordMark { number: slot.records_written, batch_first, batch_len });
+            slot.records_written += 1;
+            slot.storage.push(record);
+        }
+    }
+
     fn carry_out(&mut self, id: NodeId, incarnation: u64, action: NodeAction<P>, tags: &mut StepTags) {
         let n = self.node_count();
         match action {
-            Action::Persist { record } => {
-                let storage = &mut self.nodes[id.0 as usize].storage;
-                if P::supersedes_earlier_records(&record) {
-                    storage.clear();
-                }
-                storage.push(record)
-            }
+            Action::Persist { record } => self.persist_batch(id, vec![record]),
             Action::Send { to, msg } => self.transmit(id, to, msg, tags.tag_for(to)),
             Action::Broadcast { msg } => {
                 for peer in (0..n).map(NodeId).filter(|p| *p != id) {

@@ -21,14 +21,15 @@
 //!
 //! Beyond the lost write in progress, a crash can leave the disk worse ([`DiskFault`]):
 //! records it had acknowledged gone ("fsync lies"), or a durable record that reads back
-//! damaged. A restart then recovers by real mode's rule ([`recover`], the same as
-//! `qlab-net`'s WAL): damage with nothing intact after it is a torn tail, which no one
-//! was told was durable, and is cut; damage with an intact record after it is
-//! corruption no crash explains, and the node refuses to start rather than run from a
-//! state it does not have. A damaged *last* record is therefore cut like a torn one:
-//! without another copy, a disk cannot tell bit rot of an acknowledged record from a
-//! write that never finished (Alagappan et al., FAST 2018), which is why a damaged
-//! last record is an "fsync lies" fault and not one an honest protocol survives.
+//! damaged. A restart then recovers by the rule real mode's WAL keeps too
+//! ([`qlab_core::durability::recover`]): the records one step persisted are one batch;
+//! damage with no later batch intact after it is a torn tail, which no one was told was
+//! durable, and is cut together with the rest of its batch; damage with a later batch
+//! intact after it is corruption no crash explains, and the node refuses to start
+//! rather than run from a state it does not have. A damaged *last* batch is therefore
+//! cut like a torn one: without another copy, a disk cannot tell bit rot of an
+//! acknowledged record from a write that never finished (Alagappan et al., FAST 2018),
+//! which is why it is an "fsync lies" fault and not one an honest protocol survives.
 
 use crate::Latency;
 use qlab_core::Nanos;
@@ -92,39 +93,9 @@ pub enum DiskFault {
     Corrupt { index: usize },
 }
 
-/// What a restart makes of a node's records, given which of them read back intact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Recovery {
-    /// Every record intact: start from all of them.
-    Intact,
-    /// Damage with nothing intact after it: start from the first `kept` records.
-    TornTail { kept: usize },
-    /// The record at `index` is damaged and an intact one follows: refuse to start.
-    Corrupt { index: usize },
-}
-
-/// Real mode's recovery rule (see `qlab-net`'s `wal.rs`), over whole records.
-pub fn recover(intact: &[bool]) -> Recovery {
-    match intact.iter().position(|ok| !ok) {
-        None => Recovery::Intact,
-        Some(index) if intact[index + 1..].iter().any(|ok| *ok) => Recovery::Corrupt { index },
-        Some(kept) => Recovery::TornTail { kept },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn damage_is_a_torn_tail_unless_an_intact_record_follows_it() {
-        assert_eq!(recover(&[]), Recovery::Intact);
-        assert_eq!(recover(&[true, true]), Recovery::Intact);
-        assert_eq!(recover(&[true, false]), Recovery::TornTail { kept: 1 });
-        assert_eq!(recover(&[false, false]), Recovery::TornTail { kept: 0 });
-        assert_eq!(recover(&[true, false, true]), Recovery::Corrupt { index: 1 });
-        assert_eq!(recover(&[false, true, false]), Recovery::Corrupt { index: 0 });
-    }
 
     #[test]
     fn writes_queue_behind_each_other_and_later_steps_wait_for_them() {

@@ -5,7 +5,8 @@
 //!
 //! The protocol here is a toy so every time is known exactly: node 0 persists a
 //! record and pings everyone at start; a node that is pinged persists a record and
-//! pongs; 1 ms after starting node 0 sends `Late` without persisting anything.
+//! pongs; 1 ms after starting node 0 sends `Late` without persisting anything. Its
+//! config is how many records node 0 persists at each start (one batch).
 
 use qlab_core::leader_client::LeaderClient;
 use qlab_core::{Context, NodeId, Protocol, Request, ms};
@@ -24,6 +25,7 @@ struct AfterStart;
 
 struct Toy {
     id: NodeId,
+    per_start: u32,
     records: u32,
     /// (from, message kind, local time in ms) of everything received.
     received: Vec<(NodeId, &'static str, u64)>,
@@ -33,21 +35,23 @@ impl Protocol for Toy {
     type Message = Msg;
     type Timer = AfterStart;
     type Record = u32;
-    type Config = ();
+    type Config = u32;
 
-    fn new(_: &(), id: NodeId, _: u32) -> Self {
-        Toy { id, records: 0, received: Vec::new() }
+    fn new(per_start: &u32, id: NodeId, _: u32) -> Self {
+        Toy { id, per_start: *per_start, records: 0, received: Vec::new() }
     }
-    fn restore(_: &(), id: NodeId, _: u32, records: &[u32]) -> Self {
-        Toy { id, records: records.len() as u32, received: Vec::new() }
+    fn restore(per_start: &u32, id: NodeId, _: u32, records: &[u32]) -> Self {
+        Toy { id, per_start: *per_start, records: records.len() as u32, received: Vec::new() }
     }
     fn id(&self) -> NodeId {
         self.id
     }
     fn on_start(&mut self, ctx: &mut Context<'_, Self>) {
         if self.id == NodeId(0) {
-            self.records += 1;
-            ctx.persist(self.records);
+            for _ in 0..self.per_start {
+                self.records += 1;
+                ctx.persist(self.records);
+            }
             ctx.broadcast(Msg::Ping);
             ctx.set_timer(AfterStart, ms(1));
         }
@@ -80,9 +84,13 @@ impl Protocol for Toy {
 }
 
 fn cluster(fsync_ms: u64) -> Sim<Toy, LeaderClient> {
+    cluster_with(fsync_ms, 1)
+}
+
+fn cluster_with(fsync_ms: u64, per_start: u32) -> Sim<Toy, LeaderClient> {
     let network = NetworkConfig { latency: Latency::Constant { ns: ms(1) }, ..NetworkConfig::default() };
     // Built by hand so the disk is in place before node 0's first step.
-    let mut sim: Sim<Toy, LeaderClient> = Sim::new_staggered((), 3, network, 7, 1);
+    let mut sim: Sim<Toy, LeaderClient> = Sim::new_staggered(per_start, 3, network, 7, 1);
     sim.set_fsync_latency(Some(Latency::Constant { ns: ms(fsync_ms) }));
     sim.track_broadcasts();
     sim
@@ -134,7 +142,7 @@ fn a_broadcast_round_is_the_network_both_ways_plus_the_recipients_disks() {
     );
 
     let network = NetworkConfig { latency: Latency::Constant { ns: ms(1) }, ..NetworkConfig::default() };
-    let mut instant: Sim<Toy, LeaderClient> = Sim::new_staggered((), 3, network, 7, 1);
+    let mut instant: Sim<Toy, LeaderClient> = Sim::new_staggered(1, 3, network, 7, 1);
     instant.track_broadcasts();
     instant.run_to(ms(100));
     let rounds = instant.broadcast_rounds();
@@ -156,7 +164,12 @@ fn a_restarted_node_keeps_its_durable_records_and_writes_after_them() {
 
 /// Node 0 after `starts` starts on an instant disk: one record per start.
 fn restarted(starts: u32) -> Sim<Toy, LeaderClient> {
-    let mut sim = cluster(0);
+    restarted_with(starts, 1)
+}
+
+/// Node 0 after `starts` starts, each persisting one batch of `per_start` records.
+fn restarted_with(starts: u32, per_start: u32) -> Sim<Toy, LeaderClient> {
+    let mut sim = cluster_with(0, per_start);
     sim.run_to(ms(10));
     for _ in 1..starts {
         sim.crash(NodeId(0));
@@ -199,4 +212,32 @@ fn damage_with_intact_records_after_it_keeps_the_node_down_and_its_disk_untouche
     sim.run_to(sim.now() + ms(10));
     assert!(!sim.is_up(NodeId(0)), "a node must not run from a state it does not have");
     assert_eq!(sim.storage(NodeId(0)), &[1, 2, 3], "nothing is cut: the evidence stays for an operator");
+}
+
+/// The rule real mode's WAL keeps (`qlab_core::durability`), on the simulator's disk:
+/// a step's records are one batch, kept whole or not at all, and only damage with a
+/// *later batch* intact after it keeps a node down.
+#[test]
+fn batches_are_kept_whole_and_only_a_later_batch_makes_damage_corruption() {
+    // Damage in the last batch with a record of the same batch after it: a torn write.
+    let mut sim = restarted_with(2, 2);
+    assert_eq!(sim.storage(NodeId(0)), &[1, 2, 3, 4]);
+    sim.crash_with_disk_fault(NodeId(0), DiskFault::Corrupt { index: 2 });
+    assert_eq!(sim.refuses_to_start(NodeId(0)), None, "record 4 is of the damaged record's own batch");
+    sim.restart(NodeId(0));
+    // Restored from [1, 2] (the torn batch cut), it persists 3 and 4 again at start.
+    assert_eq!(sim.node(NodeId(0)).unwrap().records, 4, "restored from the first batch alone");
+    assert_eq!(sim.storage(NodeId(0)), &[1, 2, 3, 4]);
+
+    // Damage with a later batch behind it: corruption.
+    let mut sim = restarted_with(2, 2);
+    sim.crash_with_disk_fault(NodeId(0), DiskFault::Corrupt { index: 1 });
+    assert_eq!(sim.refuses_to_start(NodeId(0)), Some(1));
+
+    // A lost write that leaves part of a batch: the part is cut too.
+    let mut sim = restarted_with(2, 2);
+    sim.crash_with_disk_fault(NodeId(0), DiskFault::LoseAcknowledged { records: 1 });
+    assert_eq!(sim.storage(NodeId(0)), &[1, 2, 3]);
+    sim.restart(NodeId(0));
+    assert_eq!(sim.storage(NodeId(0)), &[1, 2, 3, 4], "the half batch [3] is not state the node ever acted on");
 }

@@ -19,10 +19,13 @@
 //! ([`kv::KvStore`]), and blake3 digests with the hash chain that lets checkers
 //! compare whole committed prefixes in constant space ([`digest`]), and the read modes
 //! the leader-based protocols offer besides reading through the log ([`reads`]), and the
-//! quorum arithmetic every leader counts acknowledgements with ([`quorum`]).
+//! quorum arithmetic every leader counts acknowledgements with ([`quorum`]), and the rule
+//! by which a restart keeps or refuses a damaged log, which both drivers follow
+//! ([`durability`]).
 
 pub mod adversary;
 pub mod digest;
+pub mod durability;
 pub mod kv;
 pub mod leader_client;
 pub mod quorum;
