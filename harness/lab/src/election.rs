@@ -65,6 +65,20 @@ pub struct ElectionRow {
     #[serde(serialize_with = "cell::metric_or_empty")]
     pub broadcast_ms_mean: Option<f64>,
     pub broadcast_rounds: u64,
+    /// Real mode: what the nodes' transports refused or shed ([`crate::real::TransportTrouble`]):
+    /// summed over the nodes, and at the node with most. Empty in the simulator.
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub malformed_frames: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub malformed_frames_node_max: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub dropped_sends: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub dropped_sends_node_max: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub refused_connections: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub refused_connections_node_max: Option<u64>,
     pub safety: Verdict,
     pub violations: String,
 }
@@ -91,6 +105,12 @@ impl ElectionRow {
             messages: outcome.messages,
             broadcast_ms_mean: outcome.broadcast_ms_mean,
             broadcast_rounds: outcome.broadcast_rounds,
+            malformed_frames: outcome.transport.map(|t| t.malformed_frames),
+            malformed_frames_node_max: outcome.transport.map(|t| t.malformed_frames_node_max),
+            dropped_sends: outcome.transport.map(|t| t.dropped_sends),
+            dropped_sends_node_max: outcome.transport.map(|t| t.dropped_sends_node_max),
+            refused_connections: outcome.transport.map(|t| t.refused_connections),
+            refused_connections_node_max: outcome.transport.map(|t| t.refused_connections_node_max),
             safety: outcome.safety.clone(),
             violations: outcome.violations.join("; "),
         }
@@ -189,6 +209,7 @@ impl ExperimentKind for ElectionKind {
                     messages: 0,
                     broadcast_ms_mean: None,
                     broadcast_rounds: 0,
+                    transport: None,
                     trace: vec![],
                 };
                 let row = crate::kind::with_error(self, Self::record(trial, &blank), &e.to_string());

@@ -30,6 +30,8 @@ pub struct ElectionTrial {
     pub broadcast_ms_mean: Option<f64>,
     /// How many rounds that mean is over.
     pub broadcast_rounds: u64,
+    /// Real mode: what the transports refused or shed. `None` in the simulator.
+    pub transport: Option<crate::real::TransportTrouble>,
     pub trace: Vec<String>,
 }
 
@@ -242,6 +244,7 @@ fn finish<P: LabProtocol>(
         messages: sim.stats.messages_sent,
         broadcast_ms_mean,
         broadcast_rounds: persisting.len() as u64,
+        transport: None,
         trace: sim.trace().to_vec(),
     }
 }
@@ -343,6 +346,7 @@ pub fn run_trial_quic<P: LabProtocol>(
             messages,
             broadcast_ms_mean: None,
             broadcast_rounds: 0,
+            transport: Some(crate::real::TransportTrouble::of(driver.counters.values())),
             trace: Vec::new(),
         })
     });

@@ -230,6 +230,36 @@ pub fn start_cluster<P: LabProtocol>(
     Ok(cluster)
 }
 
+/// What the nodes' transports refused or shed in a trial, from each node's counters at
+/// the end (cumulative since it started): the sum over the nodes and the largest at
+/// any one node, so a reader of a real-mode row sees that an attacker or an overload
+/// was there. The simulator has no transport to refuse anything: its rows leave these
+/// empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportTrouble {
+    pub malformed_frames: u64,
+    pub malformed_frames_node_max: u64,
+    pub dropped_sends: u64,
+    pub dropped_sends_node_max: u64,
+    pub refused_connections: u64,
+    pub refused_connections_node_max: u64,
+}
+
+impl TransportTrouble {
+    pub fn of<'a>(counters: impl IntoIterator<Item = &'a qlab_net::runtime::Counters>) -> TransportTrouble {
+        let mut t = TransportTrouble::default();
+        for c in counters {
+            t.malformed_frames += c.malformed_frames;
+            t.malformed_frames_node_max = t.malformed_frames_node_max.max(c.malformed_frames);
+            t.dropped_sends += c.dropped_sends;
+            t.dropped_sends_node_max = t.dropped_sends_node_max.max(c.dropped_sends);
+            t.refused_connections += c.refused_connections;
+            t.refused_connections_node_max = t.refused_connections_node_max.max(c.refused_connections);
+        }
+        t
+    }
+}
+
 /// The harness side: links to every node and `point.clients` clients of `P`.
 pub fn driver<P: LabProtocol>(
     cluster: &LocalCluster,

@@ -53,6 +53,8 @@ pub struct ThroughputTrial {
     /// Real mode: the harness process's largest resident memory in the window (its
     /// clients and the checkers, which run as the trial goes), sampled every second.
     pub rss_mb_harness_max: Option<f64>,
+    /// Real mode: what the transports refused or shed. `None` in the simulator.
+    pub transport: Option<crate::real::TransportTrouble>,
     pub safety: Verdict,
     pub violations: Vec<String>,
 }
@@ -77,6 +79,7 @@ struct Window<'a> {
     rss_mb: Option<(f64, f64)>,
     /// The harness process's largest resident memory in MiB, real mode.
     harness_rss_mb: Option<f64>,
+    transport: Option<crate::real::TransportTrouble>,
 }
 
 impl ThroughputTrial {
@@ -99,6 +102,7 @@ impl ThroughputTrial {
             rss_mb_first: None,
             rss_mb_max: None,
             rss_mb_harness_max: None,
+            transport: None,
             safety: Verdict::Error,
             violations: Vec::new(),
         }
@@ -125,6 +129,7 @@ impl ThroughputTrial {
             rss_mb_first: window.rss_mb.map(|r| r.0),
             rss_mb_max: window.rss_mb.map(|r| r.1),
             rss_mb_harness_max: window.harness_rss_mb,
+            transport: window.transport,
             safety,
             violations,
         }
@@ -209,6 +214,7 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
         protocol,
         rss_mb: None,
         harness_rss_mb: None,
+        transport: None,
     };
     ThroughputTrial::from_window(window, safety, violations)
 }
@@ -342,6 +348,7 @@ async fn measure_quic<P: LabProtocol>(
         ),
         rss_mb,
         harness_rss_mb: Some(harness_rss_bytes as f64 / (1024.0 * 1024.0)),
+        transport: Some(crate::real::TransportTrouble::of(&after)),
     };
     Ok(ThroughputTrial::from_window(window, verdict, details))
 }
@@ -394,6 +401,20 @@ pub struct ThroughputRow {
     pub rss_mb_max: Option<f64>,
     #[serde(serialize_with = "cell::metric_or_empty")]
     pub rss_mb_harness_max: Option<f64>,
+    /// Real mode: what the nodes' transports refused or shed ([`crate::real::TransportTrouble`]):
+    /// summed over the nodes, and at the node with most. Empty in the simulator.
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub malformed_frames: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub malformed_frames_node_max: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub dropped_sends: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub dropped_sends_node_max: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub refused_connections: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub refused_connections_node_max: Option<u64>,
     pub safety: Verdict,
     pub violations: String,
 }
@@ -428,6 +449,12 @@ impl ThroughputRow {
             rss_mb_first: outcome.rss_mb_first,
             rss_mb_max: outcome.rss_mb_max,
             rss_mb_harness_max: outcome.rss_mb_harness_max,
+            malformed_frames: outcome.transport.map(|t| t.malformed_frames),
+            malformed_frames_node_max: outcome.transport.map(|t| t.malformed_frames_node_max),
+            dropped_sends: outcome.transport.map(|t| t.dropped_sends),
+            dropped_sends_node_max: outcome.transport.map(|t| t.dropped_sends_node_max),
+            refused_connections: outcome.transport.map(|t| t.refused_connections),
+            refused_connections_node_max: outcome.transport.map(|t| t.refused_connections_node_max),
             safety: outcome.safety.clone(),
             violations: outcome.violations.join("; "),
         }

@@ -106,6 +106,10 @@ pub struct Counters {
     pub messages_received: u64,
     pub malformed_frames: u64,
     pub dropped_sends: u64,
+    /// Connections refused: handshakes that failed (a certificate not pinned for any
+    /// node or the harness, a peer that gave up) and connections from no known principal.
+    #[serde(default)]
+    pub refused_connections: u64,
     /// User plus system CPU time of the process.
     pub cpu_ns: u64,
     /// Resident set size of the process when the report was made (0 where the kernel
@@ -162,6 +166,7 @@ struct Stats {
     messages_received: AtomicU64,
     malformed_frames: AtomicU64,
     dropped_sends: AtomicU64,
+    refused_connections: AtomicU64,
 }
 
 enum Input<M> {
@@ -461,6 +466,7 @@ fn snapshot<P: Protocol>(node: u32, stats: &Stats, protocol: &P) -> Counters {
         messages_received: stats.messages_received.load(Ordering::Relaxed),
         malformed_frames: stats.malformed_frames.load(Ordering::Relaxed),
         dropped_sends: stats.dropped_sends.load(Ordering::Relaxed),
+        refused_connections: stats.refused_connections.load(Ordering::Relaxed),
         cpu_ns: process_cpu_ns(),
         rss_bytes: process_rss_bytes(),
     }
@@ -550,7 +556,10 @@ async fn accept_loop<M>(
         let reports = reports.clone();
         let stats = stats.clone();
         handlers.spawn(async move {
-            let Ok(connection) = incoming.await else { return };
+            let Ok(connection) = incoming.await else {
+                stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
             match pinned.identify(&connection) {
                 Some(Principal::Node(from)) => {
                     while let Ok(stream) = connection.accept_uni().await {
@@ -585,7 +594,10 @@ async fn accept_loop<M>(
                     };
                     let _ = inbox.send(Input::HarnessDisconnected { silent_since }).await;
                 }
-                None => connection.close(1u32.into(), b"unknown certificate"),
+                None => {
+                    stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                    connection.close(1u32.into(), b"unknown certificate");
+                }
             }
         });
         // Reap finished handlers so the set does not grow with reconnects.
