@@ -203,6 +203,24 @@ fn validation_errors_point_at_the_value_they_are_about() {
     refused_at(&no_faults, "\"election\"", "crash");
 }
 
+/// `qlab run FILE --out OUT` in the background with `$TMPDIR` at `tmpdir` (where real
+/// mode puts its cluster directories), its output piped.
+fn spawn_run(file: &Path, out: &Path, tmpdir: Option<&Path>) -> std::process::Child {
+    let mut command = qlab();
+    if let Some(dir) = tmpdir {
+        command.env("TMPDIR", dir);
+    }
+    command
+        .arg("run")
+        .arg(file)
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn signal(pid: u32, name: &str) {
     let status = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
     assert!(status.success(), "kill -{name} {pid}");
@@ -224,16 +242,7 @@ fn an_interrupted_run_keeps_its_rows_and_says_it_is_partial() {
     let tmp = tempfile::tempdir().unwrap();
     let file = experiment(tmp.path(), "long", 2_000_000);
     let out = tmp.path().join("run");
-    let child = qlab()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .args(["--jobs", "2"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&file, &out, None);
     std::thread::sleep(std::time::Duration::from_millis(2_500));
     signal(child.id(), "INT");
     let output = child.wait_with_output().unwrap();
@@ -274,15 +283,7 @@ fn a_killed_run_says_how_far_it_got() {
     let tmp = tempfile::tempdir().unwrap();
     let file = experiment(tmp.path(), "long", 2_000_000);
     let out = tmp.path().join("run");
-    let mut child = qlab()
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&file, &out, None);
     std::thread::sleep(std::time::Duration::from_millis(3_000));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -397,16 +398,7 @@ fn keys_are_private_and_a_killed_harness_leaves_nothing_behind_for_long() {
     let private_tmp = tmp.path().join("tmp");
     std::fs::create_dir(&private_tmp).unwrap();
     let file = quic_experiment(tmp.path(), "long", 60_000);
-    let mut harness = qlab()
-        .env("TMPDIR", &private_tmp)
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(tmp.path().join("run"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = spawn_run(&file, &tmp.path().join("run"), Some(&private_tmp));
     let cluster = wait_for("the cluster's directory", 30, || cluster_dirs(&private_tmp).into_iter().next());
     wait_for("three running nodes", 30, || (nodes_of(&cluster).len() == 3).then_some(()));
     // The harness is connected once a node has reported that it is ready; give it time.
@@ -445,16 +437,7 @@ fn a_node_refuses_a_key_others_can_read() {
     std::fs::create_dir(&private_tmp).unwrap();
     // A finished run leaves no cluster directory; make one the way real mode does.
     let file = quic_experiment(tmp.path(), "long", 60_000);
-    let mut harness = qlab()
-        .env("TMPDIR", &private_tmp)
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(tmp.path().join("run"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut harness = spawn_run(&file, &tmp.path().join("run"), Some(&private_tmp));
     let cluster = wait_for("the cluster's directory", 30, || {
         cluster_dirs(&private_tmp).into_iter().find(|d| d.join("cluster.toml").exists())
     });
@@ -492,16 +475,7 @@ fn ctrl_c_in_real_mode_finishes_the_trial_and_removes_the_keys() {
     let file = quic_experiment(tmp.path(), "two", 2_000);
     std::fs::write(&file, std::fs::read_to_string(&file).unwrap().replace("trials = 1", "trials = 2")).unwrap();
     let out = tmp.path().join("run");
-    let harness = qlab()
-        .env("TMPDIR", &private_tmp)
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let harness = spawn_run(&file, &out, Some(&private_tmp));
     let cluster = wait_for("the cluster's directory", 30, || cluster_dirs(&private_tmp).into_iter().next());
     wait_for("three running nodes", 30, || (nodes_of(&cluster).len() == 3).then_some(()));
     signal(harness.id(), "INT");
@@ -576,16 +550,7 @@ fn refused_connections_reach_the_real_mode_row() {
     )
     .unwrap();
     let out = tmp.path().join("run");
-    let harness = qlab()
-        .env("TMPDIR", &private_tmp)
-        .arg("run")
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let harness = spawn_run(&file, &out, Some(&private_tmp));
     let cluster_file = wait_for("the cluster file", 60, || {
         cluster_dirs(&private_tmp).into_iter().map(|d| d.join("cluster.toml")).find(|f| f.exists())
     });
