@@ -453,6 +453,11 @@ pub enum ScheduledFault {
     /// Tell the leader of the moment to hand leadership to node `to` (Raft thesis
     /// §3.10; simulator only; protocols without the mechanism ignore it).
     TransferLeader { at_ms: f64, to: NodeRef },
+    /// Pause `node` for `for_ms` (gray failure): in quic mode SIGSTOP, then SIGCONT; in
+    /// the simulator nothing reaches it and it does nothing until it wakes, when all
+    /// that arrived is handed to it at once. A paused old leader waking up is the test
+    /// of leases and of check-quorum.
+    Pause { at_ms: f64, node: NodeRef, for_ms: f64 },
 }
 
 impl ScheduledFault {
@@ -464,7 +469,8 @@ impl ScheduledFault {
             | ScheduledFault::Heal { at_ms }
             | ScheduledFault::Crash { at_ms, .. }
             | ScheduledFault::Restart { at_ms, .. }
-            | ScheduledFault::TransferLeader { at_ms, .. } => *at_ms,
+            | ScheduledFault::TransferLeader { at_ms, .. }
+            | ScheduledFault::Pause { at_ms, .. } => *at_ms,
         }
     }
 }
@@ -1344,6 +1350,12 @@ impl Experiment {
                     check_node(to)?;
                 }
                 ScheduledFault::Crash { node, .. } | ScheduledFault::Isolate { node, .. } => check_node(node)?,
+                ScheduledFault::Pause { node, for_ms, .. } => {
+                    check_node(node)?;
+                    if *for_ms <= 0.0 {
+                        return Err(self.error_at(&schedule_span, format!("pause needs for_ms > 0, got {for_ms}")));
+                    }
+                }
                 ScheduledFault::Restart { node, .. } => {
                     check_node(node)?;
                     if f.experiment.mode.values.contains(&Mode::Quic)

@@ -500,6 +500,11 @@ impl RealFaults {
                     driver.harness().send(leader, &Wire::Control(Control::Admin(command)));
                 }
             }
+            ScheduledFault::Pause { node, for_ms, .. } => {
+                if let Some(id) = self.resolve(driver, node) {
+                    cluster.pause(id, std::time::Duration::from_secs_f64(for_ms / 1000.0))?;
+                }
+            }
             ScheduledFault::Crash { node, .. } => {
                 if let Some(id) = self.resolve(driver, node) {
                     match node {

@@ -91,6 +91,11 @@ fn apply_sim<P: LabProtocol>(sim: &mut Sim<P, P::Client>, fault: &ScheduledFault
                 sim.admin(leader, qlab_core::AdminCommand::TransferLeadership { to });
             }
         }
+        ScheduledFault::Pause { node, for_ms, .. } => {
+            if let Some(id) = resolve(sim, node, None) {
+                sim.pause(id, (for_ms * 1e6) as Nanos);
+            }
+        }
     }
 }
 

@@ -247,3 +247,30 @@ fn s5_4_2_figure_8_without_the_rule_a_committed_entry_is_overwritten() {
     let violations = figure_8(true);
     assert!(violations.iter().any(|v| v.invariant == qlab_check::Invariant::StateMachineSafety), "{violations:?}");
 }
+
+/// A paused leader (gray failure: SIGSTOP, a long GC pause) hears nothing and does
+/// nothing: while it sleeps the others elect a leader in a higher term, and its own
+/// term stands still however many messages wait for it. When it wakes it is handed
+/// everything at once, with its clock showing the time then, learns the higher term and
+/// steps down; nothing it did before or after breaks safety.
+#[test]
+fn a_paused_leader_wakes_to_a_higher_term_and_steps_down() {
+    let mut sim = cluster(3, 4);
+    let old = settle(&mut sim);
+    let old_term = sim.node(old).unwrap().current_term();
+    sim.pause(old, ms(2_000));
+    assert!(sim.is_paused(old));
+    sim.run_to(sim.now() + ms(1_500));
+    let others: Vec<NodeId> = (0..3).map(NodeId).filter(|n| *n != old).collect();
+    let new_term = others.iter().map(|n| sim.node(*n).unwrap().current_term()).max().unwrap();
+    assert!(new_term > old_term, "the others moved on without the paused leader");
+    assert!(others.iter().any(|n| sim.node(*n).unwrap().role() == Role::Leader), "and elected one of themselves");
+    let asleep = sim.node(old).unwrap();
+    assert_eq!((asleep.current_term(), asleep.role()), (old_term, Role::Leader), "a paused node changes nothing");
+    sim.run_to(sim.now() + ms(1_000));
+    assert!(!sim.is_paused(old));
+    let awake = sim.node(old).unwrap();
+    assert!(awake.current_term() >= new_term, "woken, it learns the higher term");
+    assert_ne!(awake.role(), Role::Leader, "and steps down");
+    assert_safe(&sim);
+}

@@ -477,6 +477,25 @@ impl LocalCluster {
         }
     }
 
+    /// Stop node `id`'s process (SIGSTOP) for `duration`, then let it go on (SIGCONT):
+    /// a gray failure. The process keeps its sockets and state and wakes with its timers
+    /// overdue and its peers' messages queued. A node killed or restarted meanwhile is
+    /// not touched by the late SIGCONT: it goes to the process that was paused, by pid.
+    pub fn pause(&mut self, id: u32, duration: std::time::Duration) -> Result<(), ClusterError> {
+        let Some(pid) = self.children[id as usize].as_ref().map(Child::id) else { return Ok(()) };
+        let signal = |name: &str| Command::new("kill").args([name, &pid.to_string()]).status();
+        let stopped =
+            signal("-STOP").map_err(|source| ClusterError::Spawn { id, binary: PathBuf::from("kill"), source })?;
+        if !stopped.success() {
+            return Ok(()); // the process is gone already
+        }
+        std::thread::spawn(move || {
+            std::thread::sleep(duration);
+            let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+        });
+        Ok(())
+    }
+
     pub fn is_running(&mut self, id: u32) -> bool {
         match self.children[id as usize].as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),

@@ -287,6 +287,10 @@ struct NodeSlot<P: Protocol> {
     disk_busy_until: Nanos,
     /// The durable record that reads back damaged, if a crash left one (see `storage`).
     damaged_record: Option<usize>,
+    /// Paused (a stopped process, a long GC, a VM descheduled) until this time: nothing
+    /// reaches the node and it does nothing; what arrived meanwhile is handed to it at
+    /// once when it wakes (0: not paused).
+    paused_until: Nanos,
 }
 
 /// A tiny map from timer key to state, scanned linearly.
@@ -452,6 +456,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 clock_rate: 1.0,
                 disk_busy_until: 0,
                 damaged_record: None,
+                paused_until: 0,
             });
         }
         for i in 0..nodes {
@@ -614,9 +619,29 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         if rate == 1.0 { self.now } else { (self.now as f64 * rate) as Nanos }
     }
 
+    /// Pause `id` for `for_ns` (gray failure: SIGSTOP, a long GC pause, a descheduled
+    /// VM). Its deliveries, timers, client requests and disk completions are held and
+    /// handed to it in order the moment it wakes, with its clock showing the time then:
+    /// the node acts on a view of the world as old as the pause. Pausing a paused node
+    /// extends the pause; a crash ends it.
+    pub fn pause(&mut self, id: NodeId, for_ns: Nanos) {
+        let until = self.now.saturating_add(for_ns);
+        let slot = &mut self.nodes[id.0 as usize];
+        if slot.protocol.is_some() {
+            slot.paused_until = slot.paused_until.max(until);
+            self.log_trace(|| format!("{id} PAUSE until {:.3} ms", until as f64 / 1e6));
+        }
+    }
+
+    /// Whether `id` is paused now.
+    pub fn is_paused(&self, id: NodeId) -> bool {
+        self.nodes[id.0 as usize].paused_until > self.now
+    }
+
     /// Stop `id`: it keeps only its persisted records.
     pub fn crash(&mut self, id: NodeId) {
         let slot = &mut self.nodes[id.0 as usize];
+        slot.paused_until = 0;
         if slot.protocol.take().is_some() {
             slot.incarnation += 1;
             slot.timers.clear();
@@ -762,6 +787,19 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         self.free_slots.push(slot);
         debug_assert!(time >= self.now, "time went backwards");
         self.now = time;
+        // A paused node takes nothing in: what is for it waits, in order, until it wakes.
+        let for_node = match &work {
+            Work::Start { node } | Work::NodeTimer { node, .. } | Work::Release { node, .. } => Some(*node),
+            Work::Deliver { to, .. } | Work::Request { to, .. } => Some(*to),
+            Work::Reply { .. } | Work::ClientTimer { .. } => None,
+        };
+        if let Some(node) = for_node {
+            let paused_until = self.nodes[node.0 as usize].paused_until;
+            if paused_until > time {
+                self.schedule(paused_until, work);
+                return Step::Progress;
+            }
+        }
         match work {
             Work::Start { node } => {
                 if self.nodes[node.0 as usize].incarnation == 0 {
