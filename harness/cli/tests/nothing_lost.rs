@@ -262,6 +262,12 @@ fn an_interrupted_run_keeps_its_rows_and_says_it_is_partial() {
     let plotted = run_ok(qlab().arg("plot").arg(&out));
     let stdout = String::from_utf8_lossy(&plotted.stdout);
     assert!(stdout.contains(&format!("note: partial run: interrupted after {rows} of 4000000 trials")), "{stdout}");
+    let compared = tmp.path().join("compare");
+    let output = run_ok(qlab().arg("compare").arg(&out).arg(&out).arg("--out").arg(&compared));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("note: A (") && stdout.contains("is a partial run: interrupted after"), "{stdout}");
+    let note = std::fs::read_to_string(compared.join("compare.txt")).unwrap();
+    assert!(note.contains("note: B (") && note.contains("partial run"), "{note}");
 
     // A writer killed mid-row: the rows before it are used, the torn one is named.
     let csv = out.join("trials.csv");
