@@ -27,6 +27,13 @@
 //! signing_key = "node-0.signing.key"    # PBFT: the node's ed25519 secret, likewise
 //! ```
 //!
+//! Key files must be readable by their owner only (mode 0600, as ssh demands):
+//! `qlab node` refuses one that others may read or write, naming it and its mode. A
+//! local cluster lives in a private directory (0700) under the temporary directory,
+//! named after the harness's process id ([`fresh_cluster_dir`]); it is removed when the
+//! cluster is dropped, and a later run removes one whose process is gone
+//! ([`remove_stale_cluster_dirs`]).
+//!
 //! A [`LocalCluster`] owns the processes it starts and kills every one of them when
 //! it is dropped, so an experiment that ends by error or panic leaves nothing behind.
 //! Each node also exits by itself when the harness has been gone for a while (see
