@@ -1,26 +1,14 @@
 //! End-to-end tests of the `qlab` binary: what a researcher types, what lands on disk.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn qlab() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_qlab"))
-}
+mod common;
+
+use common::{qlab, run_ok};
 
 fn repo_file(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("qlab runs");
-    assert!(
-        out.status.success(),
-        "qlab failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn data_rows(csv: &Path) -> Vec<String> {

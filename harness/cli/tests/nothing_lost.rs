@@ -2,23 +2,11 @@
 //! another run, an interrupted run, and data that is empty or not numbers.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn qlab() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_qlab"))
-}
+mod common;
 
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("qlab runs");
-    assert!(
-        out.status.success(),
-        "qlab failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{nodes_of, qlab, run_ok};
 
 fn refused(cmd: &mut Command) -> String {
     let out = cmd.output().expect("qlab runs");
@@ -360,21 +348,6 @@ fn cluster_dirs(tmp: &Path) -> Vec<PathBuf> {
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("qlab-")))
-        .collect()
-}
-
-/// Process ids of `qlab node` processes whose command line names `dir`.
-fn nodes_of(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            cmdline.contains(" node ") && cmdline.contains(&needle)
-        })
         .collect()
 }
 

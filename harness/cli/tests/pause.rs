@@ -7,24 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::nodes_of;
+
 /// The state letter of process `pid` (`T` while stopped), if it exists.
 fn state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit(')').next()?.trim_start().chars().next()
-}
-
-/// Process ids of `qlab node` processes whose command line names a directory under `tmp`.
-fn nodes_under(tmp: &Path) -> Vec<u32> {
-    let needle = tmp.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            cmdline.contains(" node ") && cmdline.contains(&needle)
-        })
-        .collect()
 }
 
 fn experiment(dir: &Path) -> PathBuf {
@@ -76,7 +66,7 @@ fn a_paused_leader_is_stopped_for_real_and_the_cluster_goes_on_safely() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut stopped = None;
     while Instant::now() < deadline && run.try_wait().unwrap().is_none() {
-        if let Some(pid) = nodes_under(&private_tmp).into_iter().find(|pid| state(*pid) == Some('T')) {
+        if let Some(pid) = nodes_of(&private_tmp).into_iter().find(|pid| state(*pid) == Some('T')) {
             stopped.get_or_insert((pid, Instant::now()));
         }
         if let Some((pid, since)) = stopped

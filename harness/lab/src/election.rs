@@ -85,6 +85,14 @@ pub struct ElectionRow {
 
 impl ElectionRow {
     pub fn new(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ElectionTrial) -> Self {
+        let [
+            malformed_frames,
+            malformed_frames_node_max,
+            dropped_sends,
+            dropped_sends_node_max,
+            refused_connections,
+            refused_connections_node_max,
+        ] = crate::real::TransportTrouble::cells(outcome.transport);
         ElectionRow {
             protocol: point.protocol.name(),
             mode: point.mode.name(),
@@ -105,12 +113,12 @@ impl ElectionRow {
             messages: outcome.messages,
             broadcast_ms_mean: outcome.broadcast_ms_mean,
             broadcast_rounds: outcome.broadcast_rounds,
-            malformed_frames: outcome.transport.map(|t| t.malformed_frames),
-            malformed_frames_node_max: outcome.transport.map(|t| t.malformed_frames_node_max),
-            dropped_sends: outcome.transport.map(|t| t.dropped_sends),
-            dropped_sends_node_max: outcome.transport.map(|t| t.dropped_sends_node_max),
-            refused_connections: outcome.transport.map(|t| t.refused_connections),
-            refused_connections_node_max: outcome.transport.map(|t| t.refused_connections_node_max),
+            malformed_frames,
+            malformed_frames_node_max,
+            dropped_sends,
+            dropped_sends_node_max,
+            refused_connections,
+            refused_connections_node_max,
             safety: outcome.safety.clone(),
             violations: outcome.violations.join("; "),
         }

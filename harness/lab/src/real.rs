@@ -246,6 +246,20 @@ pub struct TransportTrouble {
 }
 
 impl TransportTrouble {
+    /// The six row cells, in the rows' column order (all empty without a transport).
+    pub fn cells(trouble: Option<TransportTrouble>) -> [Option<u64>; 6] {
+        let Some(t) = trouble else { return [None; 6] };
+        [
+            t.malformed_frames,
+            t.malformed_frames_node_max,
+            t.dropped_sends,
+            t.dropped_sends_node_max,
+            t.refused_connections,
+            t.refused_connections_node_max,
+        ]
+        .map(Some)
+    }
+
     pub fn of<'a>(counters: impl IntoIterator<Item = &'a qlab_net::runtime::Counters>) -> TransportTrouble {
         let mut t = TransportTrouble::default();
         for c in counters {

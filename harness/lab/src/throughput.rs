@@ -421,6 +421,14 @@ pub struct ThroughputRow {
 
 impl ThroughputRow {
     pub fn new(point: &Point, trial: u64, point_index: usize, seed: u64, outcome: &ThroughputTrial) -> Self {
+        let [
+            malformed_frames,
+            malformed_frames_node_max,
+            dropped_sends,
+            dropped_sends_node_max,
+            refused_connections,
+            refused_connections_node_max,
+        ] = crate::real::TransportTrouble::cells(outcome.transport);
         ThroughputRow {
             protocol: point.protocol.name(),
             mode: point.mode.name(),
@@ -449,12 +457,12 @@ impl ThroughputRow {
             rss_mb_first: outcome.rss_mb_first,
             rss_mb_max: outcome.rss_mb_max,
             rss_mb_harness_max: outcome.rss_mb_harness_max,
-            malformed_frames: outcome.transport.map(|t| t.malformed_frames),
-            malformed_frames_node_max: outcome.transport.map(|t| t.malformed_frames_node_max),
-            dropped_sends: outcome.transport.map(|t| t.dropped_sends),
-            dropped_sends_node_max: outcome.transport.map(|t| t.dropped_sends_node_max),
-            refused_connections: outcome.transport.map(|t| t.refused_connections),
-            refused_connections_node_max: outcome.transport.map(|t| t.refused_connections_node_max),
+            malformed_frames,
+            malformed_frames_node_max,
+            dropped_sends,
+            dropped_sends_node_max,
+            refused_connections,
+            refused_connections_node_max,
             safety: outcome.safety.clone(),
             violations: outcome.violations.join("; "),
         }

@@ -256,6 +256,8 @@ impl Wal {
             break;
         }
         let mut damaged = false;
+        // The first record of a later batch found behind the damage: (number, offset).
+        let mut later_batch = None;
         if let Some((at, number, _)) = &damage {
             damaged = true;
             log.push(ReadBack::Damaged { number: *number });
@@ -269,6 +271,7 @@ impl Wal {
                 if let Some(h) = vouched_header(key, &bytes[candidate..]) {
                     log.push(ReadBack::Intact(h.mark));
                     if h.mark.batch_first > *number {
+                        later_batch = Some((h.mark.number, candidate));
                         break; // one later batch settles it
                     }
                 }
@@ -277,7 +280,7 @@ impl Wal {
         match recover(&log) {
             Recovery::Corrupt { .. } => {
                 let (at, number, why) = damage.expect("corruption needs damage");
-                let (later, later_at) = later_batch_after(key, bytes, at, number).expect("found above");
+                let (later, later_at) = later_batch.expect("the rule found a later batch behind the damage");
                 Err(WalError::Corrupt {
                     path: path.to_path_buf(),
                     offset: at as u64,
@@ -367,15 +370,6 @@ struct Scan<R> {
     valid_len: u64,
     intact_cut: u64,
     damaged: bool,
-}
-
-/// The first record of a later batch than record `number` that the log vouches for
-/// after offset `at`: its number and offset.
-fn later_batch_after(key: &[u8; 32], bytes: &[u8], at: usize, number: u64) -> Option<(u64, usize)> {
-    (at + 1..bytes.len().saturating_sub(RECORD_HEADER_BYTES - 1)).find_map(|candidate| {
-        let h = vouched_header(key, &bytes[candidate..])?;
-        (h.mark.number > number && h.mark.batch_first > number).then_some((h.mark.number, candidate))
-    })
 }
 
 /// Make a file's directory entry durable (after creating or renaming it).
