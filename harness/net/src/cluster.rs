@@ -88,6 +88,12 @@ pub struct ClusterFile {
     #[serde(default = "default_orphan_timeout_ms")]
     pub orphan_timeout_ms: u64,
     pub protocol_config: toml::Value,
+    /// Replicas that run an attack (an `attack` experiment), each the protocol's
+    /// malicious-node entry: `{ node, attack, from_ns, until_ns }`, times in cluster
+    /// time. The named node wraps its honest code in the attack; every other node runs
+    /// the honest protocol and never reads this. Empty for an honest cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub malicious: Vec<toml::Value>,
     pub nodes: Vec<NodeEntry>,
 }
 
@@ -394,6 +400,7 @@ impl LocalCluster {
             send_queue_messages: default_send_queue(),
             orphan_timeout_ms: default_orphan_timeout_ms(),
             protocol_config,
+            malicious: Vec::new(),
             nodes: entries,
         };
         let file_path = dir.join("cluster.toml");
@@ -425,6 +432,13 @@ impl LocalCluster {
             write_private(&path, secret).map_err(|source| ClusterError::Io { path: path.clone(), source })?;
             node.signing_key = Some(name);
         }
+        self.file.save(&self.file_path)
+    }
+
+    /// Name the replicas that run an attack (see [`ClusterFile::malicious`]), before
+    /// the nodes start.
+    pub fn set_malicious(&mut self, entries: Vec<toml::Value>) -> Result<(), ClusterError> {
+        self.file.malicious = entries;
         self.file.save(&self.file_path)
     }
 
@@ -508,6 +522,16 @@ impl LocalCluster {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
         }
+    }
+
+    /// Nodes whose process exited without the harness stopping it (a panic, an error):
+    /// a node the harness killed is not among them.
+    pub fn exited_by_themselves(&mut self) -> Vec<u32> {
+        (0..self.children.len() as u32)
+            .filter(|id| {
+                self.children[*id as usize].as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))))
+            })
+            .collect()
     }
 
     /// Process ids of the running nodes (for tests that check nothing is left).

@@ -150,6 +150,26 @@ pub struct NodeConfig<C> {
     pub orphan_timeout_ms: u64,
 }
 
+impl<C> NodeConfig<C> {
+    /// The same node with its protocol configuration replaced (a malicious replica's
+    /// configuration wraps the honest one).
+    pub fn with_protocol<D>(self, protocol: D) -> NodeConfig<D> {
+        NodeConfig {
+            id: self.id,
+            addrs: self.addrs,
+            identity: self.identity,
+            pinned: self.pinned,
+            protocol,
+            storage: self.storage,
+            seed: self.seed,
+            start_unix_ns: self.start_unix_ns,
+            max_frame_bytes: self.max_frame_bytes,
+            send_queue_messages: self.send_queue_messages,
+            orphan_timeout_ms: self.orphan_timeout_ms,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("binding {addr}: {source}")]
@@ -294,6 +314,12 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (me as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut fault_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0xfa01_7000 ^ me as u64);
     let mut faults = LinkFaults::default();
+    // The protocol's clock reads cluster time (ns since `start_unix_ns`), as the
+    // simulator's does: an attack window or a lease set in cluster time means the same
+    // on every node, and a restarted node's clock goes on from where the cluster is
+    // rather than from zero. It is read once from the wall clock and then advanced by the
+    // monotonic one, so a wall-clock step never moves it backwards.
+    let clock_base_ns = unix_ns().saturating_sub(config.start_unix_ns);
     let started = Instant::now();
     let mut timers: BTreeMap<(Instant, u64), P::Timer> = BTreeMap::new();
     let mut timer_keys: HashMap<P::Timer, (Instant, u64)> = HashMap::new();
@@ -306,7 +332,7 @@ where
     // One step: run the handler, then carry out its outbox in contract order.
     macro_rules! step {
         ($handler:expr) => {{
-            let now_ns = started.elapsed().as_nanos() as u64;
+            let now_ns = clock_base_ns + started.elapsed().as_nanos() as u64;
             {
                 let mut ctx = Context::new(now_ns, &mut rng, &mut outbox);
                 #[allow(clippy::redundant_closure_call)]
