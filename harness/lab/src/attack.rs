@@ -1,11 +1,18 @@
-//! The `attack` experiment kind: one simulated run per trial in which replicas 0, 1,
-//! ... (as many as the point says; PBFT's first primary is node 0) run an attack from
-//! `[attack] from_ms` to `until_ms`, with closed-loop clients throughout and the run
-//! going on `after_ms` past the attack. A trial records throughput before, during and
-//! after the attack, whether the cluster served clients again in the second half of the
-//! after phase (`recovered`), the safety verdict of the honest replicas and clients,
-//! and the first invariant broken, when and where. `qlab replay RUN_DIR --trial K`
-//! re-runs a trial with a full trace.
+//! The `attack` experiment kind: one run per trial in which replicas 0, 1, ... (as many
+//! as the point says; PBFT's first primary is node 0) run an attack from `[attack]
+//! from_ms` to `until_ms`, with closed-loop clients throughout and the run going on
+//! `after_ms` past the attack. A point's [`LeaderFault`] makes the window calm or has the
+//! leader cut off (or crashed) mid-attack, so the attacks that act only at an election
+//! meet one. A trial records throughput before, during and after the attack, whether the
+//! cluster served clients again in the second half of the after phase (`recovered`), the
+//! safety verdict of the honest replicas and clients, and the first invariant broken,
+//! when and where.
+//!
+//! In the simulator the malicious replicas are `Faulty<P, P::Attack>` nodes of the
+//! simulated cluster and `qlab replay RUN_DIR --trial K` re-runs a trial with a full
+//! trace. In quic mode ([`run_trial_quic`]) each replica is a `qlab node` process; the
+//! cluster file names the malicious ones with their attack and window (in cluster time,
+//! which is every node's protocol clock), and only those wrap their honest code in it.
 
 pub use crate::attack_spec::AttackSpec;
 use crate::compare::Aggregate;
@@ -31,6 +38,9 @@ pub struct AttackTrial {
     /// The leader (primary) the honest replicas last acknowledged before the attack
     /// began, if any: the attack is on the leader when this is a malicious replica.
     pub leader_at_attack: Option<NodeId>,
+    /// The replica the point's [`LeaderFault`] hit: the leader the honest replicas
+    /// acknowledged when it fell due (`None` in a calm window, or with no leader then).
+    pub leader_fault_node: Option<NodeId>,
     /// Completed operations in each `TIMELINE_BIN_MS` bin from the start of the run to
     /// the end of the after phase: the throughput timeline.
     pub completions_per_bin: Vec<u64>,
@@ -41,6 +51,53 @@ pub struct AttackTrial {
     pub violated_at_ms: Option<f64>,
     pub violations: Vec<String>,
     pub trace: Vec<String>,
+    /// Forgeries the honest replicas refused, summed: signatures that did not verify and
+    /// votes claiming a signer other than their sender (the forger holds only its own
+    /// key, so a forgery is a real attempt); `None` for a protocol that signs nothing.
+    pub forgeries_refused: Option<u64>,
+    /// Real mode: what the honest and malicious nodes' transports refused (an attacker's
+    /// malformed bytes are counted, never obeyed), and how many node processes exited
+    /// that the harness did not stop (a panic on an attacker's input would show here).
+    pub transport: Option<crate::real::TransportTrouble>,
+    pub nodes_exited: Option<u32>,
+}
+
+impl AttackTrial {
+    /// A trial that could not run (a real-mode cluster that did not start, say): no
+    /// throughput, verdict `error`, the reason in the violations column.
+    fn failed(reason: String) -> Self {
+        AttackTrial {
+            ops_per_s_before: f64::NAN,
+            ops_per_s_during: f64::NAN,
+            ops_per_s_after: f64::NAN,
+            recovered: false,
+            leader_at_attack: None,
+            leader_fault_node: None,
+            completions_per_bin: Vec::new(),
+            safety: Verdict::Error,
+            invariant: None,
+            violated_at_ms: None,
+            violations: vec![reason],
+            trace: Vec::new(),
+            forgeries_refused: None,
+            transport: None,
+            nodes_exited: None,
+        }
+    }
+}
+
+/// The counters that count refused forgeries ([`AttackTrial::forgeries_refused`]).
+const FORGERY_COUNTERS: [&str; 2] = ["bad_signatures", "votes_not_from_signer"];
+
+/// The sum of the counters named `names` over the honest replicas (`malicious..`), if
+/// any of them reports one.
+fn honest_counters(counters: &[Vec<(String, u64)>], malicious: u32, names: &[&str]) -> Option<u64> {
+    let found: Vec<u64> = counters
+        .iter()
+        .skip(malicious as usize)
+        .flat_map(|c| c.iter().filter(|(n, _)| names.contains(&n.as_str())).map(|(_, v)| *v))
+        .collect();
+    (!found.is_empty()).then(|| found.iter().sum())
 }
 
 /// Width of a throughput-timeline bin: fine enough to show an election's gap, coarse
@@ -93,40 +150,45 @@ pub fn run_trial<Q: LabProtocol>(
     let recovery_from = until + (end - until) / 2;
     let bin_ns = (TIMELINE_BIN_MS * 1e6) as Nanos;
     let mut completions_per_bin = vec![0u64; end.div_ceil(bin_ns) as usize];
-    workload.run(
-        &mut sim,
-        end,
-        |_, completion| {
-            let phase = match completion.time {
-                t if t < from => 0,
-                t if t < until => 1,
-                t if t < recovery_from => 2,
-                _ => 3,
-            };
-            done[phase] += 1;
-            // A completion at exactly `end` counts in the after phase, so in the last bin.
-            let bin = ((completion.time / bin_ns) as usize).min(completions_per_bin.len() - 1);
-            completions_per_bin[bin] += 1;
-        },
-        |_| false,
-    );
+    let mut on_completion = |_: &Sim<Q, Q::Client>, completion: &qlab_sim::Completion| {
+        let phase = match completion.time {
+            t if t < from => 0,
+            t if t < until => 1,
+            t if t < recovery_from => 2,
+            _ => 3,
+        };
+        done[phase] += 1;
+        // A completion at exactly `end` counts in the after phase, so in the last bin.
+        let bin = ((completion.time / bin_ns) as usize).min(completions_per_bin.len() - 1);
+        completions_per_bin[bin] += 1;
+    };
+    let window = attack.attack.leader_fault_window(axes(point).leader_fault);
+    let mut leader_fault_node = None;
+    if let Some((fault_at_ms, fault_until_ms)) = window {
+        let (fault_at, fault_until) = (ns(fault_at_ms), ns(fault_until_ms).min(end));
+        workload.run(&mut sim, fault_at, &mut on_completion, |_| false);
+        leader_fault_node = acknowledged_leader(&sim.observations, fault_at);
+        if let Some(hit) = leader_fault_node {
+            start_leader_fault(&mut sim, axes(point).leader_fault, hit, axes(point).malicious);
+            workload.run(&mut sim, fault_until, &mut on_completion, |_| false);
+            end_leader_fault(&mut sim, axes(point).leader_fault, hit);
+        }
+    }
+    workload.run(&mut sim, end, &mut on_completion, |_| false);
     workload.stop();
     let settle = sim.now() + 4 * point.heartbeat_ns().max(qlab_core::ms(50));
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
 
     let qlab_check::Judgement { verdict, violations, details } =
         qlab_check::judge_run(&sim.observations, &workload.history, sim.now());
-    // Highest epoch wins: a stale acknowledgement delivered late names an old leader.
-    let leader_at_attack = sim
-        .observations
-        .iter()
-        .filter(|o| o.time < from)
-        .filter_map(|o| match o.event {
-            qlab_core::Event::LeaderKnown { epoch, leader } => Some((epoch, leader)),
-            _ => None,
+    let leader_at_attack = acknowledged_leader(&sim.observations, from);
+    let counters: Vec<Vec<(String, u64)>> = (0..point.nodes)
+        .map(|n| {
+            sim.node(NodeId(n))
+                .map(|p| p.counters().into_iter().map(|(name, v)| (name.to_string(), v)).collect())
+                .unwrap_or_default()
         })
-        .max_by_key(|(epoch, _)| *epoch)
-        .map(|(_, leader)| leader);
+        .collect();
     let per_s = |ops: u64, span: Nanos| if span == 0 { 0.0 } else { ops as f64 / (span as f64 / 1e9) };
     AttackTrial {
         ops_per_s_before: per_s(done[0], from),
@@ -134,12 +196,69 @@ pub fn run_trial<Q: LabProtocol>(
         ops_per_s_after: per_s(done[2] + done[3], end - until),
         recovered: done[3] > 0,
         leader_at_attack,
+        leader_fault_node,
         completions_per_bin,
         safety: verdict,
         invariant: violations.first().map(|v| v.invariant),
         violated_at_ms: violations.first().map(|v| qlab_core::nanos_to_ms(v.time)),
         violations: details,
         trace: sim.trace().to_vec(),
+        forgeries_refused: honest_counters(&counters, axes(point).malicious, &FORGERY_COUNTERS),
+        transport: None,
+        nodes_exited: None,
+    }
+}
+
+/// The leader (primary) the honest replicas acknowledged before `before` (malicious
+/// replicas report nothing): of the highest epoch, since a stale acknowledgement
+/// delivered late names an old leader.
+pub fn acknowledged_leader(observations: &[qlab_sim::Observation], before: Nanos) -> Option<NodeId> {
+    observations
+        .iter()
+        .filter(|o| o.time < before)
+        .filter_map(|o| match o.event {
+            qlab_core::Event::LeaderKnown { epoch, leader } => Some((epoch, leader)),
+            _ => None,
+        })
+        .max_by_key(|(epoch, _)| *epoch)
+        .map(|(_, leader)| leader)
+}
+
+fn start_leader_fault<P: qlab_core::Protocol, C: qlab_core::Client>(
+    sim: &mut Sim<P, C>,
+    fault: LeaderFault,
+    hit: NodeId,
+    malicious: u32,
+) {
+    match fault {
+        LeaderFault::None => {}
+        LeaderFault::Isolate => {
+            for honest in isolated_from(sim.node_count(), hit, malicious) {
+                sim.set_link_blocked(hit, honest, true);
+                sim.set_link_blocked(honest, hit, true);
+            }
+        }
+        LeaderFault::Crash => sim.crash(hit),
+    }
+}
+
+/// The replicas an isolated `hit` loses its links to: every honest one but itself. The
+/// malicious replicas (nodes `0..malicious`) keep theirs, as an adversary placed to
+/// bridge the partition would: the cut-off leader still hears, through them, whatever
+/// they choose to tell it.
+pub fn isolated_from(nodes: u32, hit: NodeId, malicious: u32) -> impl Iterator<Item = NodeId> {
+    (malicious..nodes).map(NodeId).filter(move |n| *n != hit)
+}
+
+fn end_leader_fault<P: qlab_core::Protocol, C: qlab_core::Client>(
+    sim: &mut Sim<P, C>,
+    fault: LeaderFault,
+    hit: NodeId,
+) {
+    match fault {
+        LeaderFault::None => {}
+        LeaderFault::Isolate => sim.heal(),
+        LeaderFault::Crash => sim.restart(hit),
     }
 }
 
@@ -151,6 +270,8 @@ pub struct AttackRow {
     pub nodes: u32,
     pub attack: String,
     pub malicious: u32,
+    /// What befell the leader mid-attack: `none` (a calm window), `isolate`, `crash`.
+    pub leader_fault: LeaderFault,
     pub clients: u32,
     #[serde(serialize_with = "cell::display")]
     pub latency_ms_mean: f64,
@@ -172,10 +293,27 @@ pub struct AttackRow {
     pub attack_from_ms: f64,
     #[serde(serialize_with = "cell::display")]
     pub attack_until_ms: f64,
+    /// The leader fault's window (empty in a calm one) and the replica it hit (empty
+    /// when no leader was known then).
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub leader_fault_from_ms: Option<f64>,
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub leader_fault_until_ms: Option<f64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub leader_fault_node: Option<u32>,
     #[serde(serialize_with = "cell::display")]
     pub timeline_bin_ms: f64,
     #[serde(serialize_with = "cell::spaced")]
     pub completions_per_bin: Vec<u64>,
+    /// Forgeries the honest replicas refused (empty for a protocol that signs nothing).
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub forgeries_refused: Option<u64>,
+    /// Real mode (empty in the simulator): malformed frames the nodes refused, and node
+    /// processes that exited without the harness stopping them.
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub malformed_frames: Option<u64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub nodes_exited: Option<u32>,
     pub safety: Verdict,
     pub invariant: &'static str,
     #[serde(serialize_with = "cell::metric_or_empty")]
@@ -189,19 +327,22 @@ impl AttackRow {
     #[allow(clippy::too_many_arguments, reason = "one row of the run: its point, place and outcome")]
     pub fn new(
         point: &Point,
-        window_ms: (f64, f64),
+        section: Option<&AttackSection>,
         trial: u64,
         point_index: usize,
         seed: u64,
         outcome: &AttackTrial,
         replay: &str,
     ) -> Self {
+        let window_ms = section.map_or((f64::NAN, f64::NAN), |a| (a.from_ms, a.until_ms));
+        let leader_fault_window = section.and_then(|a| a.leader_fault_window(axes(point).leader_fault));
         AttackRow {
             protocol: point.protocol.name(),
             mode: point.mode.name(),
             nodes: point.nodes,
             attack: axes(point).attack.label(),
             malicious: axes(point).malicious,
+            leader_fault: axes(point).leader_fault,
             clients: point.clients,
             latency_ms_mean: point.latency.mean_ms(),
             loss: point.loss,
@@ -215,12 +356,19 @@ impl AttackRow {
             leader_at_attack: outcome.leader_at_attack.map(|n| n.0),
             attack_from_ms: window_ms.0,
             attack_until_ms: window_ms.1,
+            leader_fault_from_ms: leader_fault_window.map(|w| w.0),
+            leader_fault_until_ms: leader_fault_window.map(|w| w.1),
+            leader_fault_node: outcome.leader_fault_node.map(|n| n.0),
             timeline_bin_ms: TIMELINE_BIN_MS,
             completions_per_bin: outcome.completions_per_bin.clone(),
+            forgeries_refused: outcome.forgeries_refused,
+            malformed_frames: outcome.transport.map(|t| t.malformed_frames),
+            nodes_exited: outcome.nodes_exited,
             safety: outcome.safety.clone(),
             invariant: outcome.invariant.map_or("", |i| i.name()),
             violated_at_ms: outcome.violated_at_ms,
-            replay: if outcome.safety.is_ok() { String::new() } else { replay.to_string() },
+            // Only a simulated trial replays; a real one's row says what it saw.
+            replay: if outcome.safety.is_ok() || point.mode != Mode::Sim { String::new() } else { replay.to_string() },
             violations: crate::results::first_violations(&outcome.violations),
         }
     }
@@ -240,6 +388,189 @@ fn run_point_of<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u6
     run_trial::<Faulty<P, P::Attack>>(experiment, point, seed, config, trace)
 }
 
+/// Real mode: one `qlab node` process per replica, replicas `0..malicious` told by the
+/// cluster file to run the point's attack in the `[attack]` window (cluster time, the
+/// simulator's clock), the honest ones running the plain protocol. The same phases,
+/// timeline and checkers as [`run_trial`]; clients start once every node has answered
+/// the harness, a few hundred ms into the before phase.
+pub fn run_trial_quic<P: LabProtocol>(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    node_binary: &Path,
+) -> crate::Result<AttackTrial> {
+    let file = attack_section(experiment)?;
+    let attack = P::attack(&axes(point).attack.name, &axes(point).attack.params())
+        .unwrap_or_else(|| panic!("attack {:?} was validated against {}", axes(point).attack, P::NAME));
+    let window = faulty_config(experiment, point, (), attack);
+    let malicious = window
+        .malicious
+        .iter()
+        .map(|m| toml::Value::try_from(m).map_err(|e| crate::LabError::Usage(format!("{} attack: {e}", P::NAME))))
+        .collect::<crate::Result<Vec<toml::Value>>>()?;
+    let mut cluster = crate::real::create_cluster::<P>(experiment, point, seed, node_binary)?;
+    cluster.set_malicious(malicious)?;
+    cluster.start_all()?;
+    let runtime = crate::real::runtime()?;
+    let outcome = runtime.block_on(measure_quic::<P>(experiment, &file.attack, point, seed, &mut cluster));
+    cluster.stop_all();
+    outcome
+}
+
+async fn measure_quic<P: LabProtocol>(
+    experiment: &Experiment,
+    attack: &AttackSection,
+    point: &Point,
+    seed: u64,
+    cluster: &mut qlab_net::cluster::LocalCluster,
+) -> crate::Result<AttackTrial> {
+    use crate::config::{NodeRef, ScheduledFault};
+    use tokio::time::{Duration, Instant};
+    let file = &experiment.file;
+    let ns = |ms: f64| (ms * 1e6).round() as Nanos;
+    let (from, until) = (ns(attack.from_ms), ns(attack.until_ms));
+    let end = until + ns(attack.after_ms);
+    let mut driver = crate::real::driver::<P>(cluster, point, &P::config(point, file))?;
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while (driver.ready.len() as u32) < point.nodes {
+        if Instant::now() > give_up {
+            return Err(crate::LabError::Usage(format!(
+                "only {} of {} nodes answered within 30 s of starting the cluster",
+                driver.ready.len(),
+                point.nodes
+            )));
+        }
+        let _ = driver.next(Instant::now() + Duration::from_millis(20)).await;
+    }
+    let mut faults = crate::real::RealFaults::new(point, &file.network);
+    faults.send_all(&driver);
+    let clients_started = driver.now_ns();
+    if clients_started >= from {
+        return Err(crate::LabError::Usage(format!(
+            "the cluster took {:.0} ms to start, past the attack's from_ms = {}: give it a later from_ms",
+            clients_started as f64 / 1e6,
+            attack.from_ms
+        )));
+    }
+    let mut workload = Workload::new(crate::trial::workload_config(experiment, point), seed);
+    workload.start_all_at(clients_started);
+    let mut done = [0u64; 4];
+    let recovery_from = until + (end - until) / 2;
+    let bin_ns = (TIMELINE_BIN_MS * 1e6) as Nanos;
+    let mut completions_per_bin = vec![0u64; end.div_ceil(bin_ns) as usize];
+    let mut on_done = |completion: &qlab_net::drive::Done| {
+        let t = completion.time_ns;
+        let phase = match t {
+            t if t < from => 0,
+            t if t < until => 1,
+            t if t < recovery_from => 2,
+            _ => 3,
+        };
+        done[phase] += 1;
+        let bin = ((t / bin_ns) as usize).min(completions_per_bin.len() - 1);
+        completions_per_bin[bin] += 1;
+    };
+    let mut nothing_scheduled = std::collections::VecDeque::new();
+    let leader_fault = axes(point).leader_fault;
+    let malicious = axes(point).malicious;
+    let mut leader_fault_node = None;
+    if let Some((at_ms, until_ms)) = attack.leader_fault_window(leader_fault) {
+        let (fault_at, fault_until) = (ns(at_ms), ns(until_ms).min(end));
+        crate::real::run_segment(
+            &mut driver,
+            &mut workload,
+            cluster,
+            &mut faults,
+            &mut nothing_scheduled,
+            0,
+            fault_at,
+            &mut on_done,
+        )
+        .await?;
+        let observations = crate::real::observations_for_checkers(&driver);
+        leader_fault_node = acknowledged_leader(&observations, driver.now_ns());
+        if let Some(hit) = leader_fault_node {
+            let id = |n: NodeId| NodeRef::Id(n.0);
+            let (start, stop): (Vec<ScheduledFault>, Vec<ScheduledFault>) = match leader_fault {
+                LeaderFault::None => (vec![], vec![]),
+                LeaderFault::Isolate => (
+                    isolated_from(point.nodes, hit, malicious)
+                        .flat_map(|h| {
+                            [
+                                ScheduledFault::Cut { at_ms, from: id(hit), to: id(h) },
+                                ScheduledFault::Cut { at_ms, from: id(h), to: id(hit) },
+                            ]
+                        })
+                        .collect(),
+                    vec![ScheduledFault::Heal { at_ms: until_ms }],
+                ),
+                LeaderFault::Crash => (
+                    vec![ScheduledFault::Crash { at_ms, node: id(hit) }],
+                    vec![ScheduledFault::Restart { at_ms: until_ms, node: id(hit) }],
+                ),
+            };
+            for fault in &start {
+                faults.apply(fault, &mut driver, cluster)?;
+            }
+            crate::real::run_segment(
+                &mut driver,
+                &mut workload,
+                cluster,
+                &mut faults,
+                &mut nothing_scheduled,
+                0,
+                fault_until,
+                &mut on_done,
+            )
+            .await?;
+            for fault in &stop {
+                faults.apply(fault, &mut driver, cluster)?;
+            }
+        }
+    }
+    crate::real::run_segment(
+        &mut driver,
+        &mut workload,
+        cluster,
+        &mut faults,
+        &mut nothing_scheduled,
+        0,
+        end,
+        &mut on_done,
+    )
+    .await?;
+    workload.stop();
+    let tag = driver.request_counters();
+    let settle = driver.now_ns() + 1_000_000_000;
+    crate::real::drive_workload(&mut driver, &mut workload, settle, |_| {}).await;
+    let nodes_exited = cluster.exited_by_themselves().len() as u32;
+    let counters: Vec<qlab_net::runtime::Counters> =
+        (0..point.nodes).map(|n| driver.counters_for_node(tag, n).unwrap_or_default()).collect();
+    let observations = crate::real::observations_for_checkers(&driver);
+    let qlab_check::Judgement { verdict, violations, details } =
+        qlab_check::judge_run(&observations, &workload.history, driver.now_ns());
+    let per_s = |ops: u64, span: Nanos| if span == 0 { 0.0 } else { ops as f64 / (span as f64 / 1e9) };
+    let protocol_counters: Vec<Vec<(String, u64)>> = counters.iter().map(|c| c.protocol.clone()).collect();
+    Ok(AttackTrial {
+        // From when the clients started (the simulator's start at 0).
+        ops_per_s_before: per_s(done[0], from - clients_started),
+        ops_per_s_during: per_s(done[1], until - from),
+        ops_per_s_after: per_s(done[2] + done[3], end - until),
+        recovered: done[3] > 0,
+        leader_at_attack: acknowledged_leader(&observations, from),
+        leader_fault_node,
+        completions_per_bin,
+        safety: verdict,
+        invariant: violations.first().map(|v| v.invariant),
+        violated_at_ms: violations.first().map(|v| qlab_core::nanos_to_ms(v.time)),
+        violations: details,
+        trace: Vec::new(),
+        forgeries_refused: honest_counters(&protocol_counters, malicious, &FORGERY_COUNTERS),
+        transport: Some(crate::real::TransportTrouble::of(&counters)),
+        nodes_exited: Some(nodes_exited),
+    })
+}
+
 /// An attack point's own axes: the attack (its `trials.csv` column is the label) and
 /// how many replicas run it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -247,6 +578,36 @@ pub struct AttackAxes {
     #[serde(serialize_with = "crate::attack_spec::serialize_label")]
     pub attack: AttackSpec,
     pub malicious: u32,
+    pub leader_fault: LeaderFault,
+}
+
+/// What befalls the leader in the middle of an attack window. A calm window holds no
+/// election, and the attacks that act only when one happens (Raft's `double-vote`,
+/// Multi-Paxos's `promise-all` and `forge-accepted`) look safe there; isolating or
+/// crashing the leader mid-attack makes the attack meet an election. The fault hits
+/// whichever replica the honest ones follow when it falls due, malicious or not
+/// (`leader_fault_node` says which), and ends (heal, restart) when its window does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaderFault {
+    /// A calm window: nothing but the attack.
+    #[default]
+    None,
+    /// The leader loses its links to every honest replica; the malicious ones still
+    /// reach it and the rest ([`isolated_from`]), and clients still reach everyone.
+    Isolate,
+    /// The leader stops, keeping what it persisted, and is restarted.
+    Crash,
+}
+
+impl std::fmt::Display for LeaderFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            LeaderFault::None => "none",
+            LeaderFault::Isolate => "isolate",
+            LeaderFault::Crash => "crash",
+        })
+    }
 }
 
 /// The attack axes of a point of this kind.
@@ -281,6 +642,13 @@ pub struct AttackSection {
     pub until_ms: f64,
     /// ...and the run goes on this long after it, to see whether throughput comes back.
     pub after_ms: f64,
+    /// Sweep: what befalls the leader mid-attack (`["none", "isolate"]` runs every
+    /// attack in a calm window and in one with an election).
+    pub leader_fault: Sweep<LeaderFault>,
+    /// When the leader fault starts (default: halfway through the attack window)...
+    pub leader_fault_at_ms: Option<f64>,
+    /// ...and how long it lasts (default: to the end of the attack window).
+    pub leader_fault_for_ms: Option<f64>,
 }
 
 impl Default for AttackSection {
@@ -291,6 +659,9 @@ impl Default for AttackSection {
             from_ms: default_attack_from_ms(),
             until_ms: default_attack_until_ms(),
             after_ms: default_attack_after_ms(),
+            leader_fault: Sweep::one(LeaderFault::None),
+            leader_fault_at_ms: None,
+            leader_fault_for_ms: None,
         }
     }
 }
@@ -313,13 +684,16 @@ impl<'de> Deserialize<'de> for AttackSection {
                         "from_ms" => section.from_ms = map.next_value()?,
                         "until_ms" => section.until_ms = map.next_value()?,
                         "after_ms" => section.after_ms = map.next_value()?,
+                        "leader_fault" => section.leader_fault = map.next_value()?,
+                        "leader_fault_at_ms" => section.leader_fault_at_ms = Some(map.next_value()?),
+                        "leader_fault_for_ms" => section.leader_fault_for_ms = Some(map.next_value()?),
                         name => match ProtocolName::from_name(name) {
                             Some(protocol) => section.per_protocol.push((protocol, map.next_value()?)),
                             None => {
                                 let protocols = crate::attack_spec::protocols_with_attacks();
                                 return Err(serde::de::Error::custom(format!(
-                                    "unknown field `{name}`, expected `malicious`, `from_ms`, `until_ms`, `after_ms` \
-                                     or a protocol: {}",
+                                    "unknown field `{name}`, expected `malicious`, `from_ms`, `until_ms`, `after_ms`, \
+                                     `leader_fault`, `leader_fault_at_ms`, `leader_fault_for_ms` or a protocol: {}",
                                     protocols.join(", ")
                                 )));
                             }
@@ -334,6 +708,15 @@ impl<'de> Deserialize<'de> for AttackSection {
 }
 
 impl AttackSection {
+    /// When `fault` begins and ends, in ms from the start (`None` for a calm window).
+    pub fn leader_fault_window(&self, fault: LeaderFault) -> Option<(f64, f64)> {
+        if fault == LeaderFault::None {
+            return None;
+        }
+        let at = self.leader_fault_at_ms.unwrap_or((self.from_ms + self.until_ms) / 2.0);
+        Some((at, self.leader_fault_for_ms.map_or(self.until_ms, |d| at + d)))
+    }
+
     /// The attacks given for `protocol`, and the names it knows.
     pub fn for_protocol(&self, protocol: ProtocolName) -> (Option<&Sweep<AttackSpec>>, &'static [&'static str]) {
         let given = self.per_protocol.iter().find(|(p, _)| *p == protocol).map(|(_, attacks)| attacks);
@@ -354,17 +737,10 @@ fn default_attack_after_ms() -> f64 {
     3000.0
 }
 
-/// `[attack]` beyond what every cluster run is checked for: sim only, each protocol's
+/// `[attack]` beyond what every cluster run is checked for: each protocol's
 /// attacks known to it with the parameters they take, a window that makes sense, and
 /// malicious counts and starved replicas that leave honest ones.
 fn validate_attack(kind: &AttackKind, experiment: &Experiment, attack: &AttackSection) -> crate::Result<()> {
-    let f = &experiment.file;
-    if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
-        return Err(experiment.error_at(
-            &f.experiment.mode.span,
-            "attack experiments run in the simulator for now: mode = \"sim\"".into(),
-        ));
-    }
     crate::attack_spec::check_lists(experiment, "attack", &attack.per_protocol)?;
     if !(0.0 <= attack.from_ms && attack.from_ms < attack.until_ms && attack.after_ms > 0.0) {
         let key = if attack.after_ms <= 0.0 {
@@ -381,6 +757,29 @@ fn validate_attack(kind: &AttackKind, experiment: &Experiment, attack: &AttackSe
                 attack.from_ms, attack.until_ms, attack.after_ms
             ),
         ));
+    }
+    if attack.leader_fault.values.iter().any(|f| *f != LeaderFault::None) {
+        let (at, until) = attack.leader_fault_window(LeaderFault::Isolate).expect("a fault has a window");
+        let end = attack.until_ms + attack.after_ms;
+        if !(attack.from_ms <= at && at < attack.until_ms) {
+            return Err(experiment.error_at_key(
+                &["attack", "leader_fault_at_ms"],
+                format!(
+                    "the leader fault must start inside the attack window, {} <= leader_fault_at_ms < {}, got {at}",
+                    attack.from_ms, attack.until_ms
+                ),
+            ));
+        }
+        if !(until > at && until <= end) {
+            return Err(experiment.error_at_key(
+                &["attack", "leader_fault_for_ms"],
+                format!(
+                    "the leader fault must last more than 0 ms and end by the end of the run ({end} ms), \
+                     got {} ms from {at}",
+                    until - at
+                ),
+            ));
+        }
     }
     for point in &kind.points(experiment) {
         let (list, _) = attack.for_protocol(point.protocol);
@@ -441,9 +840,12 @@ impl ExperimentKind for AttackKind {
                 specs.into_iter().flat_map(move |spec| {
                     let counts = spec.malicious.map_or_else(|| attack.malicious.values.clone(), |m| vec![m]);
                     let point = point.clone();
-                    counts
-                        .into_iter()
-                        .map(move |malicious| point.clone().with_axes(AttackAxes { attack: spec.clone(), malicious }))
+                    counts.into_iter().flat_map(move |malicious| {
+                        let (point, spec) = (point.clone(), spec.clone());
+                        attack.leader_fault.values.clone().into_iter().map(move |leader_fault| {
+                            point.clone().with_axes(AttackAxes { attack: spec.clone(), malicious, leader_fault })
+                        })
+                    })
                 })
             })
             .collect()
@@ -452,14 +854,17 @@ impl ExperimentKind for AttackKind {
         crate::results::header_of::<AttackRow>()
     }
     fn run_trial(&self, trial: &Trial) -> TrialRecord {
-        let outcome = run_point(trial.experiment, trial.point, trial.seed, false);
-        let window = match attack_section(trial.experiment) {
-            Ok(file) => (file.attack.from_ms, file.attack.until_ms),
-            Err(_) => (f64::NAN, f64::NAN),
+        let (experiment, point, seed) = (trial.experiment, trial.point, trial.seed);
+        let outcome = match point.mode {
+            Mode::Sim => run_point(experiment, point, seed, false),
+            Mode::Quic => with_protocol!(point.protocol, P =>
+                run_trial_quic::<P>(experiment, point, seed, trial.node_binary))
+            .unwrap_or_else(|e| AttackTrial::failed(e.to_string())),
         };
+        let file = attack_section(trial.experiment).ok();
         let row = AttackRow::new(
             trial.point,
-            window,
+            file.as_ref().map(|f| &f.attack),
             trial.trial,
             trial.point_index,
             trial.seed,
@@ -477,8 +882,8 @@ impl ExperimentKind for AttackKind {
     fn summary_columns_shown(&self) -> &'static [&'static str] {
         &["protocol", "nodes", "attack", "malicious", "seeds", "unsafe", "not_recovered", "invariants", "verdict"]
     }
-    fn replays(&self, _mode: crate::config::Mode) -> bool {
-        true
+    fn replays(&self, mode: crate::config::Mode) -> bool {
+        mode == Mode::Sim
     }
     fn replay(&self, trial: &Trial) -> crate::Result<Replayed> {
         let point = trial.point;

@@ -3,6 +3,7 @@
 use crate::error::{LabError, Result};
 use crate::protocol_list::ProtocolName;
 use crate::protocols::LabProtocol;
+use qlab_core::adversary::{Faulty, FaultyConfig, MaliciousNode};
 use qlab_net::cluster::ClusterFile;
 use qlab_net::runtime::run_node;
 use std::path::Path;
@@ -26,8 +27,68 @@ pub fn node_main(cluster_path: &Path, id: u32) -> Result<()> {
             file.protocol
         )));
     };
-    with_protocol!(protocol, P => runtime.block_on(run_node::<P>(node_config::<P>(&file, base, id)?))?);
+    with_protocol!(protocol, P => run_replica::<P>(&runtime, cluster_path, &file, base, id)?);
     Ok(())
+}
+
+/// Run node `id` as the cluster file says: the honest protocol, or, if the file names
+/// it malicious, the honest code wrapped in its attack (the same wire messages, its own
+/// keys only).
+fn run_replica<P: LabProtocol>(
+    runtime: &tokio::runtime::Runtime,
+    cluster_path: &Path,
+    file: &ClusterFile,
+    base: &Path,
+    id: u32,
+) -> Result<()> {
+    let config = node_config::<P>(file, base, id)?;
+    match malicious_entry::<P>(cluster_path, file, id)? {
+        None => runtime.block_on(run_node::<P>(config))?,
+        Some(entry) => {
+            eprintln!(
+                "node {id}: malicious, running {:?} from {} ms to {}",
+                entry.attack,
+                entry.from_ns as f64 / 1e6,
+                entry.until_ns.map_or("the end".to_string(), |t| format!("{} ms", t as f64 / 1e6))
+            );
+            let honest = config.protocol.clone();
+            let faulty = config.with_protocol(FaultyConfig { honest, malicious: vec![entry] });
+            runtime.block_on(run_node::<Faulty<P, P::Attack>>(faulty))?
+        }
+    }
+    Ok(())
+}
+
+/// Node `id`'s entry among the cluster file's malicious replicas, read as `P`'s attack;
+/// an entry that is not one is an error naming the file and the entry.
+fn malicious_entry<P: LabProtocol>(
+    cluster_path: &Path,
+    file: &ClusterFile,
+    id: u32,
+) -> Result<Option<MaliciousNode<P::Attack>>> {
+    let mut mine = None;
+    for (index, value) in file.malicious.iter().enumerate() {
+        let entry: MaliciousNode<P::Attack> = value.clone().try_into().map_err(|e: toml::de::Error| {
+            LabError::Usage(format!(
+                "{}: malicious entry {index} is not a {} attack: {}",
+                cluster_path.display(),
+                P::NAME,
+                e.message()
+            ))
+        })?;
+        if entry.node.0 as usize >= file.nodes.len() {
+            return Err(LabError::Usage(format!(
+                "{}: malicious entry {index} names node {}, but the cluster has {} nodes",
+                cluster_path.display(),
+                entry.node.0,
+                file.nodes.len()
+            )));
+        }
+        if entry.node.0 == id {
+            mine = Some(entry);
+        }
+    }
+    Ok(mine)
 }
 
 /// Node `id`'s configuration, with its signing secret (if the file names one) put
@@ -205,6 +266,20 @@ pub fn start_cluster<P: LabProtocol>(
     seed: u64,
     node_binary: &Path,
 ) -> Result<LocalCluster> {
+    let mut cluster = create_cluster::<P>(experiment, point, seed, node_binary)?;
+    cluster.start_all()?;
+    Ok(cluster)
+}
+
+/// A fresh local cluster of protocol `P` for one trial, its files written and its
+/// processes not yet started (so the caller can name malicious replicas first). Cluster
+/// time starts now.
+pub fn create_cluster<P: LabProtocol>(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    node_binary: &Path,
+) -> Result<LocalCluster> {
     let dir = qlab_net::cluster::fresh_cluster_dir(experiment.name());
     let mut protocol_config = P::config(point, &experiment.file);
     let node_secrets = P::take_node_secrets(&mut protocol_config);
@@ -226,7 +301,6 @@ pub fn start_cluster<P: LabProtocol>(
     if !node_secrets.is_empty() {
         cluster.write_signing_keys(&node_secrets)?;
     }
-    cluster.start_all()?;
     Ok(cluster)
 }
 
@@ -614,5 +688,38 @@ mod tests {
         std::fs::write(dir.path().join("node-2.signing.key"), node_secret(7, 3)).unwrap();
         let error = node_config::<Pbft>(&file, dir.path(), 2).unwrap_err().to_string();
         assert!(error.contains("node-2.signing.key") && error.contains("not the secret of node 2"), "{error}");
+    }
+
+    /// The cluster file names each malicious replica with its attack; only that node
+    /// reads itself as malicious, and an entry that is not the protocol's attack, or
+    /// names a node the cluster lacks, is refused naming the file.
+    #[test]
+    fn malicious_entries_are_read_as_the_protocols_attacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = PbftConfig::with_keys(7, 4, 2);
+        Pbft::take_node_secrets(&mut config);
+        let value = toml::Value::try_from(&config).unwrap();
+        let mut cluster =
+            LocalCluster::create(dir.path(), Path::new("qlab"), "pbft", value, 4, StorageKind::Memory, 1).unwrap();
+        let entry = |text: &str| -> toml::Value { toml::from_str(text).unwrap() };
+        cluster
+            .set_malicious(vec![entry("node = 1\nattack = \"forge-signature\"\nfrom_ns = 5\nuntil_ns = 9")])
+            .unwrap();
+        let path = dir.path().join("cluster.toml");
+        let file = ClusterFile::load(&path).unwrap();
+        let mine = malicious_entry::<Pbft>(&path, &file, 1).unwrap().expect("node 1 is malicious");
+        assert_eq!(
+            (mine.attack, mine.from_ns, mine.until_ns),
+            (qlab_pbft::attacks::PbftAttack::ForgeSignature, 5, Some(9))
+        );
+        assert!(malicious_entry::<Pbft>(&path, &file, 2).unwrap().is_none(), "node 2 is honest");
+
+        let mut wrong = file.clone();
+        wrong.malicious = vec![entry("node = 0\nattack = \"forge-logs\"")];
+        let error = malicious_entry::<Pbft>(&path, &wrong, 0).unwrap_err().to_string();
+        assert!(error.contains("cluster.toml") && error.contains("entry 0 is not a pbft attack"), "{error}");
+        wrong.malicious = vec![entry("node = 4\nattack = \"forge-log\"")];
+        let error = malicious_entry::<Pbft>(&path, &wrong, 0).unwrap_err().to_string();
+        assert!(error.contains("names node 4, but the cluster has 4 nodes"), "{error}");
     }
 }

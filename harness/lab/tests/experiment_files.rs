@@ -255,8 +255,32 @@ fn an_unknown_attack_names_line_column_and_the_protocols_attacks() {
     assert!(e.contains("unknown raft attack \"forge-logs\"") && e.contains("lie-log-freshness"), "{e}");
     let e = error_of(&ATTACK.replace("pbft = \"equivocate\"\n", ""));
     assert!(e.contains("[attack] needs `pbft`") && e.contains("view-inflation"), "{e}");
-    let e = error_of(&ATTACK.replace("kind = \"attack\"", "kind = \"attack\"\nmode = \"quic\""));
-    assert!(e.contains("attack experiments run in the simulator"), "{e}");
+    // Real mode runs attacks too (issue 20).
+    parse(&ATTACK.replace("kind = \"attack\"", "kind = \"attack\"\nmode = [\"sim\", \"quic\"]")).unwrap();
+    // The leader fault starts inside the attack window and ends by the end of the run.
+    let faulted = ATTACK.replace("malicious = [1, 2]", "malicious = [1, 2]\nleader_fault = [\"none\", \"isolate\"]");
+    let e = error_of(&faulted.replace("leader_fault = ", "leader_fault_at_ms = 3500\nleader_fault = "));
+    assert!(e.starts_with("exp.toml:15:") && e.contains("inside the attack window"), "{e}");
+    let e = error_of(&faulted.replace("leader_fault = ", "leader_fault_for_ms = 9000\nleader_fault = "));
+    assert!(e.starts_with("exp.toml:15:") && e.contains("end by the end of the run (6000 ms)"), "{e}");
+    let e = error_of(&faulted.replace("\"isolate\"]", "\"isolated\"]"));
+    assert!(e.contains("isolated") && e.contains("isolate"), "{e}");
+    let points: Vec<(String, u32, String)> = parse(&faulted)
+        .unwrap()
+        .points()
+        .iter()
+        .filter(|p| p.protocol.name() == "raft" && attack::axes(p).attack.label() == "forge-log")
+        .map(|p| (attack::axes(p).attack.label(), attack::axes(p).malicious, attack::axes(p).leader_fault.to_string()))
+        .collect();
+    assert_eq!(
+        points,
+        [
+            ("forge-log".into(), 1, "none".into()),
+            ("forge-log".into(), 1, "isolate".into()),
+            ("forge-log".into(), 2, "none".into()),
+            ("forge-log".into(), 2, "isolate".into()),
+        ]
+    );
     let e = error_of(&ATTACK.replace("malicious = [1, 2]", "malicious = 3"));
     assert!(e.contains("malicious must be between 1 and nodes - 1"), "{e}");
     // The keys of [attack] besides the window and the count are the protocol list's names.

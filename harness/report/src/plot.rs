@@ -754,7 +754,14 @@ fn write_attack_matrix(run_dir: &Path, summary: &Table, spec: MatrixSpec) -> Res
         let number = |c: &str| summary.number(row, c).unwrap_or(0.0);
         let trials = number(spec.trials).max(1.0);
         rows.push(MatrixRow {
-            label: format!("{} ({} nodes): {} x{}", text("protocol"), text("nodes"), text("attack"), text("malicious")),
+            label: format!(
+                "{} ({} nodes): {} x{}{}",
+                text("protocol"),
+                text("nodes"),
+                text("attack"),
+                text("malicious"),
+                attack_setting(&text("leader_fault"), &text("mode"))
+            ),
             unsafe_share: number("unsafe") / trials,
             stalled_share: number(spec.stalled) / trials,
             verdict: text("verdict"),
@@ -1096,12 +1103,26 @@ fn plot_attack_timeline(
     let spec = TimelineSpec {
         stem: "attack_timeline",
         title: &title,
-        group_columns: &["protocol", "nodes", "attack", "malicious"],
-        panel_title: &|key| format!("{} n={}: {} x{}", key[0], key[1], key[2], key[3]),
+        group_columns: &["protocol", "nodes", "attack", "malicious", "leader_fault", "mode"],
+        panel_title: &|key| {
+            format!("{} n={}: {} x{}{}", key[0], key[1], key[2], key[3], attack_setting(&key[4], &key[5]))
+        },
         window_columns: ("attack_from_ms", "attack_until_ms"),
         protocols,
     };
     write_timeline(run_dir, table, &spec)
+}
+
+/// What sets an attack row apart besides the attack: the leader fault mid-attack (a
+/// calm window says nothing) and the mode (the simulator says nothing).
+fn attack_setting(leader_fault: &str, mode: &str) -> String {
+    let fault = match leader_fault {
+        "" | "none" => String::new(),
+        "isolate" => ", leader cut off".to_string(),
+        other => format!(", leader {other}"),
+    };
+    let mode = if mode.is_empty() || mode == "sim" { String::new() } else { format!(" [{mode}]") };
+    format!("{fault}{mode}")
 }
 
 /// What a timeline figure shows: its file stem and title, the columns a panel groups

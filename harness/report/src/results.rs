@@ -46,41 +46,68 @@ fn attack_outcome(
 }
 
 /// The attack matrix from an attack `trials.csv`: `summary.csv` with one row per
-/// (protocol, nodes, attack, malicious) — seeds, unsafe runs, runs that did not recover,
-/// runs in which a malicious replica was leading when the attack began, the first
-/// unsafe trial, the mean throughput before, during and after the attack window, and
-/// the verdict (`safe`, `violated in k of N`, `stalled in k of N`) — and the same as a
-/// Markdown table in `matrix.md`.
+/// (protocol, mode, nodes, attack, malicious, leader fault) — seeds, unsafe runs, runs
+/// that did not recover, runs in which a malicious replica was leading when the attack
+/// began, runs that could not run, the first unsafe trial, the mean throughput before,
+/// during and after the attack window, what the honest replicas and the transports
+/// refused, and the verdict (`safe`, `violated in k of N`, `stalled in k of N`) — and the
+/// same as a Markdown table in `matrix.md`. A real-mode row also says whether its
+/// verdict agrees with the simulated row of the same attack (`agrees_with_sim`: both
+/// safe in every seed, or both broken in some; empty without a simulated twin).
 pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
     let path = dir.join(SUMMARY_CSV);
     let file = File::create(&path).map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
     let mut writer = csv::Writer::from_writer(file);
     let csv_err = |e| ReportError::Csv { path: path.clone(), source: e };
-    let key = ["protocol", "nodes", "attack", "malicious"];
+    // Files written before the mode and leader-fault columns group as one mode, calm.
+    let key = ["protocol", "mode", "nodes", "attack", "malicious", "leader_fault"];
     writer
         .write_record(key.iter().copied().chain([
             "seeds",
             "unsafe",
             "not_recovered",
             "attacker_led",
+            "errors",
             "first_unsafe_trial",
             "invariants",
             "inconclusive",
             "ops_per_s_before_mean",
             "ops_per_s_during_mean",
             "ops_per_s_after_mean",
+            "forgeries_refused",
+            "malformed_frames",
+            "nodes_exited",
             "verdict",
+            "agrees_with_sim",
         ]))
         .map_err(csv_err)?;
     let mut markdown = String::from(
-        "| protocol | nodes | attack | malicious | attacker led | verdict | invariants broken |\n\
-         |---|---:|---|---:|---:|---|---|\n",
+        "| protocol | mode | nodes | attack | malicious | leader fault | attacker led | verdict | invariants broken | \
+         agrees with sim |\n|---|---|---:|---|---:|---|---:|---|---|---|\n",
     );
-    for (values, rows) in table.group_by(&key) {
+    let groups = table.group_by(&key);
+    // Whether some seed of a group broke safety, by the group's key without its mode.
+    let broken_by_key: Vec<(Vec<String>, bool)> = groups
+        .iter()
+        .map(|(values, rows)| (values.clone(), rows.iter().any(|r| table.verdict(r).is_some_and(|v| v.is_unsafe()))))
+        .collect();
+    let sim_twin_broken = |values: &[String]| -> Option<bool> {
+        broken_by_key
+            .iter()
+            .find(|(other, _)| {
+                other[1] == "sim" && other.iter().zip(values).enumerate().all(|(i, (a, b))| i == 1 || a == b)
+            })
+            .map(|(_, broken)| *broken)
+    };
+    for (values, rows) in &groups {
         let unsafe_rows: Vec<&&Vec<String>> =
             rows.iter().filter(|r| table.verdict(r).is_some_and(|v| v.is_unsafe())).collect();
-        let inconclusive = table.inconclusive_count(&rows);
-        let not_recovered = rows.iter().filter(|r| table.get(r, "recovered") == Some("false")).count();
+        let inconclusive = table.inconclusive_count(rows);
+        let errors = rows.iter().filter(|r| table.get(r, "safety") == Some("error")).count();
+        let not_recovered = rows
+            .iter()
+            .filter(|r| table.get(r, "recovered") == Some("false") && table.get(r, "safety") != Some("error"))
+            .count();
         // Seeds in which the attack began with a malicious replica leading (replicas
         // 0..malicious are the malicious ones).
         let attacker_led = rows
@@ -91,7 +118,7 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             })
             .count();
         let n = rows.len();
-        let (invariants, verdict) = attack_outcome(
+        let (invariants, mut verdict) = attack_outcome(
             table,
             n,
             &unsafe_rows,
@@ -99,7 +126,14 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
             inconclusive,
             ("violated", "safe".to_string()),
         );
-        let first = unsafe_rows.first().and_then(|r| table.get(r, "trial")).unwrap_or("").to_string();
+        if errors > 0 {
+            verdict.push_str(&format!("; could not run in {errors}"));
+        }
+        let first = unsafe_rows
+            .iter()
+            .filter_map(|r| table.get(r, "trial").and_then(|t| t.parse::<u64>().ok()))
+            .min()
+            .map_or(String::new(), |t| t.to_string());
         let mean_of = |column: &str| {
             let values: Vec<f64> = rows.iter().filter_map(|r| table.number(r, column)).collect();
             if values.is_empty() {
@@ -108,27 +142,47 @@ pub fn summarize_attack(table: &Table, dir: &Path) -> Result<()> {
                 format!("{:.3}", values.iter().sum::<f64>() / values.len() as f64)
             }
         };
+        let sum_of = |column: &str| {
+            let values: Vec<f64> = rows.iter().filter_map(|r| table.number(r, column)).collect();
+            if values.is_empty() { String::new() } else { format!("{}", values.iter().sum::<f64>()) }
+        };
+        // A real row none of whose trials ran says nothing about agreement.
+        let agrees = if values[1] == "sim" || values[1].is_empty() || errors == n {
+            String::new()
+        } else {
+            sim_twin_broken(values).map_or(String::new(), |sim_broken| {
+                let real_broken = !unsafe_rows.is_empty();
+                if sim_broken == real_broken { "yes".into() } else { "no".into() }
+            })
+        };
         let mut record = values.clone();
         record.extend([
             n.to_string(),
             unsafe_rows.len().to_string(),
             not_recovered.to_string(),
             attacker_led.to_string(),
+            errors.to_string(),
             first,
             invariants.clone(),
             inconclusive.to_string(),
             mean_of("ops_per_s_before"),
             mean_of("ops_per_s_during"),
             mean_of("ops_per_s_after"),
+            sum_of("forgeries_refused"),
+            sum_of("malformed_frames"),
+            sum_of("nodes_exited"),
             verdict.clone(),
+            agrees.clone(),
         ]);
         writer.write_record(&record).map_err(csv_err)?;
         markdown.push_str(&format!(
-            "| {} | {} | {} | {} | {attacker_led} of {n} | {verdict} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {attacker_led} of {n} | {verdict} | {} | {agrees} |\n",
             values[0],
             values[1],
             values[2],
             values[3],
+            values[4],
+            values[5],
             invariants.replace(' ', ", ")
         ));
     }
@@ -974,6 +1028,47 @@ mod tests {
         assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
         assert_eq!(utc_timestamp(t), "2026-11-18T11:06:40Z");
+    }
+
+    /// A real-mode attack row agrees with its simulated twin when both are safe in every
+    /// seed or both broken in some, whatever the counts; rows of other attacks or
+    /// windows are not its twin.
+    #[test]
+    fn an_attack_summary_says_whether_each_real_row_agrees_with_the_simulated_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let trials = "protocol,mode,nodes,attack,malicious,leader_fault,trial,recovered,leader_at_attack,safety,invariant\n\
+            raft,sim,3,forge-log,1,none,0,true,0,state-machine-safety,state-machine-safety\n\
+            raft,sim,3,forge-log,1,none,1,true,1,ok,\n\
+            raft,quic,3,forge-log,1,none,2,true,0,state-machine-safety,state-machine-safety\n\
+            raft,sim,3,forge-log,1,isolate,3,true,0,ok,\n\
+            raft,quic,3,forge-log,1,isolate,4,true,1,leader-completeness,leader-completeness\n\
+            raft,sim,3,silent,1,none,5,true,0,ok,\n\
+            raft,quic,3,silent,1,none,6,false,0,error,\n";
+        let path = dir.path().join("trials.csv");
+        std::fs::write(&path, trials).unwrap();
+        summarize_attack(&Table::read(&path).unwrap(), dir.path()).unwrap();
+        let summary = Table::read(&dir.path().join(SUMMARY_CSV)).unwrap();
+        let cell = |mode: &str, attack: &str, fault: &str, column: &str| {
+            let row = summary
+                .rows
+                .iter()
+                .find(|r| {
+                    summary.get(r, "mode") == Some(mode)
+                        && summary.get(r, "attack") == Some(attack)
+                        && summary.get(r, "leader_fault") == Some(fault)
+                })
+                .unwrap_or_else(|| panic!("no row {mode} {attack} {fault}"));
+            summary.get(row, column).unwrap().to_string()
+        };
+        assert_eq!(cell("quic", "forge-log", "none", "agrees_with_sim"), "yes");
+        assert_eq!(cell("quic", "forge-log", "isolate", "agrees_with_sim"), "no");
+        assert_eq!(cell("sim", "forge-log", "none", "agrees_with_sim"), "");
+        assert_eq!(cell("sim", "forge-log", "none", "verdict"), "violated in 1 of 2");
+        // A trial that could not run is counted as such, not as "not recovered".
+        assert_eq!(cell("quic", "silent", "none", "errors"), "1");
+        assert_eq!(cell("quic", "silent", "none", "not_recovered"), "0");
+        assert!(cell("quic", "silent", "none", "verdict").contains("could not run in 1"));
+        assert_eq!(cell("quic", "silent", "none", "agrees_with_sim"), "", "nothing ran, nothing to agree");
     }
 
     #[test]

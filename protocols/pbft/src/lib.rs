@@ -364,6 +364,7 @@ impl Protocol for Pbft {
                 if vote.signer == from {
                     self.handle_prepare(vote, ctx)
                 } else {
+                    self.stats.votes_not_from_signer += 1;
                     ctx.ignored(|| format!("ignored prepare from {from}: signed by {}", vote.signer));
                 }
             }
@@ -371,6 +372,7 @@ impl Protocol for Pbft {
                 if vote.signer == from {
                     self.handle_commit(vote, ctx)
                 } else {
+                    self.stats.votes_not_from_signer += 1;
                     ctx.ignored(|| format!("ignored commit from {from}: signed by {}", vote.signer));
                 }
             }
@@ -378,6 +380,8 @@ impl Protocol for Pbft {
                 if vote.signer == from {
                     self.handle_checkpoint(vote, ctx)
                 } else {
+                    // Not counted as a forgery: an honest replica helping a laggard
+                    // relays the checkpoint votes of its stable proof (`help_laggard`).
                     ctx.ignored(|| format!("ignored checkpoint from {from}: signed by {}", vote.signer));
                 }
             }
@@ -385,6 +389,7 @@ impl Protocol for Pbft {
                 if vc.signer == from {
                     self.handle_view_change(vc, ctx)
                 } else {
+                    self.stats.votes_not_from_signer += 1;
                     ctx.ignored(|| format!("ignored view_change from {from}: signed by {}", vc.signer));
                 }
             }
@@ -461,6 +466,7 @@ impl Protocol for Pbft {
             ("signatures_made", self.stats.signatures_made),
             ("signatures_verified", self.stats.signatures_verified),
             ("bad_signatures", self.stats.bad_signatures),
+            ("votes_not_from_signer", self.stats.votes_not_from_signer),
             ("view_changes", self.stats.view_changes),
         ]
     }

@@ -282,6 +282,12 @@ pub struct PbftStats {
     pub signatures_verified: u64,
     /// Messages or requests dropped because a signature did not verify.
     pub bad_signatures: u64,
+    /// Prepares, commits and view-changes whose claimed signer is not the replica that
+    /// sent them: such a vote is its signer's own to send and no honest replica relays
+    /// one, so one that names another is a forgery, dropped unread. (Checkpoint votes
+    /// relayed by another are dropped too but not counted: an honest replica helping a
+    /// laggard sends its stable proof's.)
+    pub votes_not_from_signer: u64,
     pub view_changes: u64,
     pub requests_executed: u64,
     pub state_transfers: u64,
