@@ -470,23 +470,12 @@ async fn measure_quic<P: LabProtocol>(
         let bin = ((t / bin_ns) as usize).min(completions_per_bin.len() - 1);
         completions_per_bin[bin] += 1;
     };
-    let mut nothing_scheduled = std::collections::VecDeque::new();
     let leader_fault = axes(point).leader_fault;
     let malicious = axes(point).malicious;
     let mut leader_fault_node = None;
     if let Some((at_ms, until_ms)) = attack.leader_fault_window(leader_fault) {
         let (fault_at, fault_until) = (ns(at_ms), ns(until_ms).min(end));
-        crate::real::run_segment(
-            &mut driver,
-            &mut workload,
-            cluster,
-            &mut faults,
-            &mut nothing_scheduled,
-            0,
-            fault_at,
-            &mut on_done,
-        )
-        .await?;
+        run_to(&mut driver, &mut workload, cluster, &mut faults, fault_at, &mut on_done).await?;
         let observations = crate::real::observations_for_checkers(&driver);
         leader_fault_node = acknowledged_leader(&observations, driver.now_ns());
         if let Some(hit) = leader_fault_node {
@@ -512,33 +501,13 @@ async fn measure_quic<P: LabProtocol>(
             for fault in &start {
                 faults.apply(fault, &mut driver, cluster)?;
             }
-            crate::real::run_segment(
-                &mut driver,
-                &mut workload,
-                cluster,
-                &mut faults,
-                &mut nothing_scheduled,
-                0,
-                fault_until,
-                &mut on_done,
-            )
-            .await?;
+            run_to(&mut driver, &mut workload, cluster, &mut faults, fault_until, &mut on_done).await?;
             for fault in &stop {
                 faults.apply(fault, &mut driver, cluster)?;
             }
         }
     }
-    crate::real::run_segment(
-        &mut driver,
-        &mut workload,
-        cluster,
-        &mut faults,
-        &mut nothing_scheduled,
-        0,
-        end,
-        &mut on_done,
-    )
-    .await?;
+    run_to(&mut driver, &mut workload, cluster, &mut faults, end, &mut on_done).await?;
     workload.stop();
     let tag = driver.request_counters();
     let settle = driver.now_ns() + 1_000_000_000;
@@ -569,6 +538,20 @@ async fn measure_quic<P: LabProtocol>(
         transport: Some(crate::real::TransportTrouble::of(&counters)),
         nodes_exited: Some(nodes_exited),
     })
+}
+
+/// The workload run to cluster time `until` with nothing scheduled: the leader fault is
+/// applied by hand, since whom it hits is known only when it falls due.
+async fn run_to<M: crate::real::Wired, C: qlab_core::Client>(
+    driver: &mut qlab_net::drive::Driver<M, C>,
+    workload: &mut Workload,
+    cluster: &mut qlab_net::cluster::LocalCluster,
+    faults: &mut crate::real::RealFaults,
+    until: Nanos,
+    on_done: &mut dyn FnMut(&qlab_net::drive::Done),
+) -> crate::Result<()> {
+    let mut nothing_scheduled = std::collections::VecDeque::new();
+    crate::real::run_segment(driver, workload, cluster, faults, &mut nothing_scheduled, 0, until, on_done).await
 }
 
 /// An attack point's own axes: the attack (its `trials.csv` column is the label) and
