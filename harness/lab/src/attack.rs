@@ -145,23 +145,8 @@ pub fn run_trial<Q: LabProtocol>(
     }
     let mut workload = Workload::new(crate::trial::workload_config(experiment, point), seed);
     workload.start_all_at(0);
-    // Completions by phase: before, during, after (first half), after (second half).
-    let mut done = [0u64; 4];
-    let recovery_from = until + (end - until) / 2;
-    let bin_ns = (TIMELINE_BIN_MS * 1e6) as Nanos;
-    let mut completions_per_bin = vec![0u64; end.div_ceil(bin_ns) as usize];
-    let mut on_completion = |_: &Sim<Q, Q::Client>, completion: &qlab_sim::Completion| {
-        let phase = match completion.time {
-            t if t < from => 0,
-            t if t < until => 1,
-            t if t < recovery_from => 2,
-            _ => 3,
-        };
-        done[phase] += 1;
-        // A completion at exactly `end` counts in the after phase, so in the last bin.
-        let bin = ((completion.time / bin_ns) as usize).min(completions_per_bin.len() - 1);
-        completions_per_bin[bin] += 1;
-    };
+    let mut phases = Phases::new(from, until, end);
+    let mut on_completion = |_: &Sim<Q, Q::Client>, completion: &qlab_sim::Completion| phases.record(completion.time);
     let window = attack.attack.leader_fault_window(axes(point).leader_fault);
     let mut leader_fault_node = None;
     if let Some((fault_at_ms, fault_until_ms)) = window {
@@ -189,15 +174,15 @@ pub fn run_trial<Q: LabProtocol>(
                 .unwrap_or_default()
         })
         .collect();
-    let per_s = |ops: u64, span: Nanos| if span == 0 { 0.0 } else { ops as f64 / (span as f64 / 1e9) };
+    let (ops_per_s_before, ops_per_s_during, ops_per_s_after) = phases.rates(0);
     AttackTrial {
-        ops_per_s_before: per_s(done[0], from),
-        ops_per_s_during: per_s(done[1], until - from),
-        ops_per_s_after: per_s(done[2] + done[3], end - until),
-        recovered: done[3] > 0,
+        ops_per_s_before,
+        ops_per_s_during,
+        ops_per_s_after,
+        recovered: phases.recovered(),
         leader_at_attack,
         leader_fault_node,
-        completions_per_bin,
+        completions_per_bin: phases.completions_per_bin,
         safety: verdict,
         invariant: violations.first().map(|v| v.invariant),
         violated_at_ms: violations.first().map(|v| qlab_core::nanos_to_ms(v.time)),
@@ -206,6 +191,52 @@ pub fn run_trial<Q: LabProtocol>(
         forgeries_refused: honest_counters(&counters, axes(point).malicious, &FORGERY_COUNTERS),
         transport: None,
         nodes_exited: None,
+    }
+}
+
+/// Completions of one trial by phase (before, during, first and second half of after
+/// the attack) and by timeline bin, from their times on the run's clock.
+struct Phases {
+    from: Nanos,
+    until: Nanos,
+    end: Nanos,
+    done: [u64; 4],
+    completions_per_bin: Vec<u64>,
+}
+
+impl Phases {
+    fn new(from: Nanos, until: Nanos, end: Nanos) -> Self {
+        let bin_ns = (TIMELINE_BIN_MS * 1e6) as Nanos;
+        Phases { from, until, end, done: [0; 4], completions_per_bin: vec![0; end.div_ceil(bin_ns) as usize] }
+    }
+
+    fn record(&mut self, time: Nanos) {
+        let recovery_from = self.until + (self.end - self.until) / 2;
+        let phase = match time {
+            t if t < self.from => 0,
+            t if t < self.until => 1,
+            t if t < recovery_from => 2,
+            _ => 3,
+        };
+        self.done[phase] += 1;
+        // A completion at exactly `end` counts in the after phase, so in the last bin.
+        let bin = ((time / (TIMELINE_BIN_MS * 1e6) as Nanos) as usize).min(self.completions_per_bin.len() - 1);
+        self.completions_per_bin[bin] += 1;
+    }
+
+    /// Operations per second before (from `clients_started`), during and after the attack.
+    fn rates(&self, clients_started: Nanos) -> (f64, f64, f64) {
+        let per_s = |ops: u64, span: Nanos| if span == 0 { 0.0 } else { ops as f64 / (span as f64 / 1e9) };
+        (
+            per_s(self.done[0], self.from - clients_started),
+            per_s(self.done[1], self.until - self.from),
+            per_s(self.done[2] + self.done[3], self.end - self.until),
+        )
+    }
+
+    /// Whether clients were served in the second half of the after phase.
+    fn recovered(&self) -> bool {
+        self.done[3] > 0
     }
 }
 
@@ -454,22 +485,8 @@ async fn measure_quic<P: LabProtocol>(
     }
     let mut workload = Workload::new(crate::trial::workload_config(experiment, point), seed);
     workload.start_all_at(clients_started);
-    let mut done = [0u64; 4];
-    let recovery_from = until + (end - until) / 2;
-    let bin_ns = (TIMELINE_BIN_MS * 1e6) as Nanos;
-    let mut completions_per_bin = vec![0u64; end.div_ceil(bin_ns) as usize];
-    let mut on_done = |completion: &qlab_net::drive::Done| {
-        let t = completion.time_ns;
-        let phase = match t {
-            t if t < from => 0,
-            t if t < until => 1,
-            t if t < recovery_from => 2,
-            _ => 3,
-        };
-        done[phase] += 1;
-        let bin = ((t / bin_ns) as usize).min(completions_per_bin.len() - 1);
-        completions_per_bin[bin] += 1;
-    };
+    let mut phases = Phases::new(from, until, end);
+    let mut on_done = |completion: &qlab_net::drive::Done| phases.record(completion.time_ns);
     let leader_fault = axes(point).leader_fault;
     let malicious = axes(point).malicious;
     let mut leader_fault_node = None;
@@ -518,17 +535,16 @@ async fn measure_quic<P: LabProtocol>(
     let observations = crate::real::observations_for_checkers(&driver);
     let qlab_check::Judgement { verdict, violations, details } =
         qlab_check::judge_run(&observations, &workload.history, driver.now_ns());
-    let per_s = |ops: u64, span: Nanos| if span == 0 { 0.0 } else { ops as f64 / (span as f64 / 1e9) };
     let protocol_counters: Vec<Vec<(String, u64)>> = counters.iter().map(|c| c.protocol.clone()).collect();
+    let (ops_per_s_before, ops_per_s_during, ops_per_s_after) = phases.rates(clients_started);
     Ok(AttackTrial {
-        // From when the clients started (the simulator's start at 0).
-        ops_per_s_before: per_s(done[0], from - clients_started),
-        ops_per_s_during: per_s(done[1], until - from),
-        ops_per_s_after: per_s(done[2] + done[3], end - until),
-        recovered: done[3] > 0,
+        ops_per_s_before,
+        ops_per_s_during,
+        ops_per_s_after,
+        recovered: phases.recovered(),
         leader_at_attack: acknowledged_leader(&observations, from),
         leader_fault_node,
-        completions_per_bin,
+        completions_per_bin: phases.completions_per_bin,
         safety: verdict,
         invariant: violations.first().map(|v| v.invariant),
         violated_at_ms: violations.first().map(|v| qlab_core::nanos_to_ms(v.time)),
