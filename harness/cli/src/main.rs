@@ -339,7 +339,9 @@ fn print_summary(run_dir: &std::path::Path, kinds: &Registry) -> qlab_lab::Resul
         Ok((kind, _)) if !kind.summary_columns_shown().is_empty() => kind.summary_columns_shown().to_vec(),
         _ => table.columns.iter().map(String::as_str).collect(),
     };
-    let columns: Vec<&str> = shown.iter().copied().filter(|c| table.column(c).is_some()).collect();
+    // A column no row fills (open-loop columns in a closed-loop run) says nothing.
+    let filled = |c: &str| table.rows.iter().any(|row| table.get(row, c).is_some_and(|v| !v.is_empty()));
+    let columns: Vec<&str> = shown.iter().copied().filter(|c| table.column(c).is_some() && filled(c)).collect();
     let mut lines = vec![columns.iter().map(|c| c.to_string()).collect::<Vec<_>>()];
     for row in &table.rows {
         lines.push(columns.iter().map(|c| table.get(row, c).unwrap_or("").to_string()).collect());

@@ -575,6 +575,7 @@ pub fn run_chaos<P: LabProtocol>(
             read_ratio: 0.3,
             cas_ratio: 0.3,
             readers: config.readers,
+            arrival_rate_per_s: None,
         },
         seed,
     );

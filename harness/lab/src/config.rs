@@ -487,8 +487,17 @@ fn no_lagging() -> toml::Spanned<u32> {
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSection {
     /// Sweep: closed-loop clients (election: 0 means no client and no `unavailable_ms`).
+    /// With `arrival = "poisson"`, the client sessions the arrivals are handed to: each
+    /// holds one request at a time, so this bounds the requests outstanding.
     #[serde(default = "default_clients")]
     pub clients: Sweep<u32>,
+    /// How requests arrive: each client issues its next when the last returns
+    /// (`closed`), or at Poisson arrival times whether or not earlier ones returned.
+    #[serde(default)]
+    pub arrival: Arrival,
+    /// Sweep, with `arrival = "poisson"`: requests offered per second.
+    #[serde(default)]
+    pub rate_per_s: Option<Sweep<f64>>,
     /// Pause between a client's operations.
     #[serde(default)]
     pub think_ms: f64,
@@ -512,12 +521,36 @@ impl Default for WorkloadSection {
     fn default() -> Self {
         WorkloadSection {
             clients: default_clients(),
+            arrival: Arrival::default(),
+            rate_per_s: None,
             think_ms: 0.0,
             value_bytes: default_value_bytes(),
             read_ratio: 0.0,
             keys: default_keys(),
             warmup_ms: default_warmup_ms(),
             duration_ms: default_duration_ms(),
+        }
+    }
+}
+
+/// `[workload] arrival`: where a client's next request comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrival {
+    /// Each client issues its next request when the last returns (after `think_ms`):
+    /// the load adapts to the system, so a slow server is offered less.
+    #[default]
+    Closed,
+    /// Requests arrive at exponentially spaced times at `rate_per_s` (open loop): a slow
+    /// server is offered as much as a fast one, and latency counts from the arrival.
+    Poisson,
+}
+
+impl Arrival {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arrival::Closed => "closed",
+            Arrival::Poisson => "poisson",
         }
     }
 }
@@ -710,6 +743,8 @@ pub struct Point {
     pub duplicate: f64,
     pub reorder: f64,
     pub clients: u32,
+    /// Open-loop load: requests offered per second (`None`: closed-loop clients).
+    pub rate_per_s: Option<f64>,
     pub value_bytes: usize,
     pub batch_delay_ms: f64,
     /// How Raft and Multi-Paxos serve reads.
@@ -789,6 +824,7 @@ impl Point {
             duplicate: 0.0,
             reorder: 0.0,
             clients: 0,
+            rate_per_s: None,
             value_bytes: 0,
             batch_delay_ms: 0.0,
             read_mode: ReadMode::Log,
@@ -1238,6 +1274,7 @@ impl Experiment {
         if f.workload.think_ms < 0.0 {
             return Err(self.error_at_key(&["workload", "think_ms"], "think_ms must be >= 0".into()));
         }
+        self.validate_arrival()?;
         if f.limits.max_election_ms <= 0.0 {
             return Err(self.error_at_key(&["limits", "max_election_ms"], "max_election_ms must be > 0".into()));
         }
@@ -1310,6 +1347,36 @@ impl Experiment {
             .map(|(at, line)| at..at + line.len())
             .next()
             .unwrap_or(0..0)
+    }
+
+    /// Open-loop load needs its rates and has no think time; closed-loop load has no rate.
+    fn validate_arrival(&self) -> Result<(), LabError> {
+        let w = &self.file.workload;
+        match (w.arrival, &w.rate_per_s) {
+            (Arrival::Poisson, None) => Err(self.error_at_key(
+                &["workload", "arrival"],
+                "arrival = \"poisson\" needs rate_per_s (requests offered per second, a sweep)".into(),
+            )),
+            (Arrival::Closed, Some(rates)) => Err(self.error_at(
+                &rates.span,
+                "rate_per_s is the offered load of arrival = \"poisson\"; closed-loop clients \
+                 (the default arrival) issue their next request when the last returns"
+                    .into(),
+            )),
+            (Arrival::Poisson, Some(rates)) => {
+                if let Some(bad) = rates.values.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+                    return Err(self.error_at(&rates.span, format!("rate_per_s must be > 0, got {bad}")));
+                }
+                if w.think_ms > 0.0 {
+                    return Err(self.error_at_key(
+                        &["workload", "think_ms"],
+                        "think_ms is a closed-loop client's pause; open-loop arrivals come at rate_per_s".into(),
+                    ));
+                }
+                Ok(())
+            }
+            (Arrival::Closed, None) => Ok(()),
+        }
     }
 
     fn validate_faults(&self, faults: &FaultsSection) -> Result<(), LabError> {
@@ -1487,6 +1554,10 @@ impl Experiment {
         let points = expand(points, &f.network.duplicate.values, |p, v| p.duplicate = *v);
         let points = expand(points, &f.network.reorder.values, |p, v| p.reorder = *v);
         let points = expand(points, &f.workload.clients.values, |p, v| p.clients = *v);
+        let points = match (&f.workload.arrival, &f.workload.rate_per_s) {
+            (Arrival::Poisson, Some(rates)) => expand(points, &rates.values, |p, v| p.rate_per_s = Some(*v)),
+            _ => points,
+        };
         expand(points, &f.workload.value_bytes.values, |p, v| p.value_bytes = *v)
     }
 }

@@ -45,6 +45,7 @@ fn probe_workload(experiment: &Experiment, point: &Point, seed: u64) -> Workload
         read_ratio: 0.0,
         cas_ratio: 0.0,
         readers: 0,
+        arrival_rate_per_s: None,
     };
     Workload::new(config, seed)
 }

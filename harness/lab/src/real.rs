@@ -425,8 +425,9 @@ pub async fn drive_workload<M: Wired, C: Client>(
         let now = driver.now_ns();
         for client in workload.due(now) {
             if !driver.is_busy(client) {
+                let arrived_ns = workload.latency_origin(client, now);
                 let request = workload.issue(client, now);
-                driver.submit(client, request);
+                driver.submit_arrived(client, request, arrived_ns);
             }
         }
         let now = driver.now_ns();

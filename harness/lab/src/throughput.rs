@@ -8,9 +8,17 @@
 //! Then the clients stop, the cluster settles, and the checkers judge the whole run.
 //! In `quic` mode the same happens with one `qlab node` process per replica, and CPU
 //! time per node is measured too.
+//!
+//! With `[workload] arrival = "poisson"` the load is open: requests arrive at
+//! `rate_per_s` whatever the cluster does, `clients` bounds how many are outstanding
+//! (an arrival finding every client busy is dropped and counted), and latency counts
+//! from each request's arrival. The row then has the offered rate, the rate that
+//! arrived in the window, the achieved rate (`ops_per_s`) and the drops: below the
+//! cluster's capacity achieved equals offered; past it, latency climbs and requests
+//! are dropped (see [`crate::workload`]).
 
 use crate::compare::Aggregate;
-use crate::config::{ClusterRules, Experiment, KeysRead, Mode, Point};
+use crate::config::{Arrival, ClusterRules, Experiment, KeysRead, Mode, Point};
 use crate::kind::{ExperimentKind, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use crate::results::cell;
@@ -27,6 +35,10 @@ use std::path::{Path, PathBuf};
 pub struct ThroughputTrial {
     pub ops: u64,
     pub ops_per_s: f64,
+    /// Open loop: requests that arrived in the window per second (the offered load as
+    /// drawn), and those of them dropped because every client was busy.
+    pub arrivals_per_s: Option<f64>,
+    pub dropped_ops: Option<u64>,
     pub latency_ms_p50: f64,
     pub latency_ms_p90: f64,
     pub latency_ms_p99: f64,
@@ -69,6 +81,8 @@ struct Window<'a> {
     latencies: &'a Histogram<u64>,
     ops: u64,
     window_ns: Nanos,
+    /// Open loop: (arrivals, drops) in the window.
+    arrivals: Option<(u64, u64)>,
     messages: u64,
     bytes: u64,
     cpu_s_per_node: Option<f64>,
@@ -88,6 +102,8 @@ impl ThroughputTrial {
         ThroughputTrial {
             ops: 0,
             ops_per_s: f64::NAN,
+            arrivals_per_s: None,
+            dropped_ops: None,
             latency_ms_p50: f64::NAN,
             latency_ms_p90: f64::NAN,
             latency_ms_p99: f64::NAN,
@@ -112,9 +128,12 @@ impl ThroughputTrial {
         let ops = window.ops;
         let per_op = |v: u64| if ops == 0 { f64::NAN } else { v as f64 / ops as f64 };
         let quantile = |q: f64| if ops == 0 { f64::NAN } else { window.latencies.value_at_quantile(q) as f64 / 1000.0 };
+        let window_s = window.window_ns as f64 / 1e9;
         ThroughputTrial {
             ops,
-            ops_per_s: ops as f64 / (window.window_ns as f64 / 1e9),
+            ops_per_s: ops as f64 / window_s,
+            arrivals_per_s: window.arrivals.map(|(arrived, _)| arrived as f64 / window_s),
+            dropped_ops: window.arrivals.map(|(_, dropped)| dropped),
             latency_ms_p50: quantile(0.5),
             latency_ms_p90: quantile(0.9),
             latency_ms_p99: quantile(0.99),
@@ -182,6 +201,7 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
     );
     let (messages_before, bytes_before) = (sim.stats.messages_sent, sim.stats.bytes_sent);
     let protocol_before = sim_protocol_counters(&sim, point.nodes);
+    let arrivals_before = workload.arrivals_and_drops();
     let mut latencies = histogram();
     let mut ops = 0u64;
     run_sim_segment(
@@ -198,6 +218,7 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
     );
     let (messages, bytes) = (sim.stats.messages_sent - messages_before, sim.stats.bytes_sent - bytes_before);
     let protocol = protocol_deltas(&protocol_before, &sim_protocol_counters(&sim, point.nodes));
+    let arrivals = arrivals_in_window(arrivals_before, workload.arrivals_and_drops());
     workload.stop();
     let settle = sim.now() + 4 * heartbeat_ns;
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
@@ -207,6 +228,7 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
         latencies: &latencies,
         ops,
         window_ns,
+        arrivals,
         messages,
         bytes,
         cpu_s_per_node: None,
@@ -217,6 +239,12 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
         transport: None,
     };
     ThroughputTrial::from_window(window, safety, violations)
+}
+
+/// Open loop: the arrivals and drops between two snapshots of the workload's counts.
+fn arrivals_in_window(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    let ((arrived_0, dropped_0), (arrived_1, dropped_1)) = (before?, after?);
+    Some((arrived_1 - arrived_0, dropped_1 - dropped_0))
 }
 
 /// From (time, node, bytes) samples: the largest node's first sample in `[from, to]`
@@ -286,6 +314,7 @@ async fn measure_quic<P: LabProtocol>(
     let harness_cpu_before = qlab_net::runtime::process_cpu_ns();
     let window_start = driver.now_ns();
     let window_end = window_start + (file.workload.duration_ms * 1e6) as Nanos;
+    let arrivals_before = workload.arrivals_and_drops();
     let mut latencies = histogram();
     let mut ops = 0u64;
     harness_rss_bytes = 0;
@@ -306,6 +335,7 @@ async fn measure_quic<P: LabProtocol>(
     )
     .await?;
     let window_ns = driver.now_ns() - window_start;
+    let arrivals = arrivals_in_window(arrivals_before, workload.arrivals_and_drops());
     let rss_mb = rss_in_window(&driver.rss_samples, window_start, window_start + window_ns);
     let harness_cpu_ns = qlab_net::runtime::process_cpu_ns().saturating_sub(harness_cpu_before);
     let after = driver.request_counters();
@@ -338,6 +368,7 @@ async fn measure_quic<P: LabProtocol>(
         latencies: &latencies,
         ops,
         window_ns,
+        arrivals,
         messages,
         bytes,
         cpu_s_per_node: Some(cpu_s),
@@ -359,7 +390,14 @@ pub struct ThroughputRow {
     pub protocol: &'static str,
     pub mode: &'static str,
     pub nodes: u32,
+    /// Closed loop: the clients. Open loop: the client sessions arrivals are handed to,
+    /// which bound the requests outstanding.
     pub clients: u32,
+    /// `closed` or `poisson` ([`crate::config::Arrival`]).
+    pub arrival: &'static str,
+    /// Open loop: the offered load, requests per second. Empty in closed loop.
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub rate_per_s: Option<f64>,
     pub value_bytes: usize,
     #[serde(serialize_with = "cell::display")]
     pub batch_delay_ms: f64,
@@ -373,6 +411,13 @@ pub struct ThroughputRow {
     pub ops: u64,
     #[serde(serialize_with = "cell::metric")]
     pub ops_per_s: f64,
+    /// Open loop: requests that arrived per second in the window (the drawn offered
+    /// load), and how many of them found every client busy and were dropped.
+    #[serde(serialize_with = "cell::metric_or_empty")]
+    pub arrivals_per_s: Option<f64>,
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub dropped_ops: Option<u64>,
+    /// Submit (closed loop) or arrival (open loop) to answer.
     #[serde(serialize_with = "cell::metric")]
     pub latency_ms_p50: f64,
     #[serde(serialize_with = "cell::metric")]
@@ -434,6 +479,8 @@ impl ThroughputRow {
             mode: point.mode.name(),
             nodes: point.nodes,
             clients: point.clients,
+            arrival: if point.rate_per_s.is_some() { Arrival::Poisson.name() } else { Arrival::Closed.name() },
+            rate_per_s: point.rate_per_s,
             value_bytes: point.value_bytes,
             batch_delay_ms: point.batch_delay_ms,
             latency_ms_mean: point.latency.mean_ms(),
@@ -443,6 +490,8 @@ impl ThroughputRow {
             seed,
             ops: outcome.ops,
             ops_per_s: outcome.ops_per_s,
+            arrivals_per_s: outcome.arrivals_per_s,
+            dropped_ops: outcome.dropped_ops,
             latency_ms_p50: outcome.latency_ms_p50,
             latency_ms_p90: outcome.latency_ms_p90,
             latency_ms_p99: outcome.latency_ms_p99,
@@ -520,10 +569,13 @@ impl ExperimentKind for ThroughputKind {
             "mode",
             "nodes",
             "clients",
+            "rate_per_s",
             "value_bytes",
             "batch_delay_ms",
             "trials",
+            "arrivals_per_s",
             "ops_per_s",
+            "dropped_ops",
             "latency_ms_p50",
             "latency_ms_p99",
             "msgs_per_op",

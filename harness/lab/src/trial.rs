@@ -22,6 +22,7 @@ pub fn workload_config(experiment: &Experiment, point: &Point) -> WorkloadConfig
         read_ratio: w.read_ratio,
         cas_ratio: 0.0,
         readers: 0,
+        arrival_rate_per_s: point.rate_per_s,
     }
 }
 

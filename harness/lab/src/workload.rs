@@ -1,10 +1,20 @@
-//! Closed-loop client workloads and the client history they leave.
+//! Client workloads, closed- or open-loop, and the client history they leave.
 //!
-//! Each client keeps one operation outstanding; when it completes, the client thinks
-//! for `think_ns` and issues the next. Written values are unique (client id and
-//! sequence number, padded to `value_bytes`), which is what lets the linearizability
-//! checker tell every write apart. Every invocation and completion is recorded in
-//! [`Workload::history`] with the virtual time the client saw it.
+//! Each client keeps one operation outstanding. Closed loop: when it completes, the
+//! client thinks for `think_ns` and issues the next, so a slow system is offered less
+//! load. Open loop (`arrival_rate_per_s`): requests arrive at exponentially spaced
+//! times (a Poisson process) whatever the system does, and each is handed to a free
+//! client; an arrival that finds every client busy is dropped and counted, so the
+//! clients bound what is outstanding and an overloaded system cannot exhaust memory.
+//! An open-loop request's latency counts from its arrival time, not from when it was
+//! handed over, so a harness that falls behind cannot hide a stall (no coordinated
+//! omission); its history interval still starts when it was handed over, which is
+//! when the system could first see it.
+//!
+//! Written values are unique (client id and sequence number, padded to
+//! `value_bytes`), which is what lets the linearizability checker tell every write
+//! apart. Every invocation and completion is recorded in [`Workload::history`] with the
+//! virtual time the client saw it.
 
 use qlab_check::linearizability::{HistoryChecker, HistoryOp, LinCheck, OpHandle, check_history};
 use qlab_core::{Client, ClientId, Nanos, Op, OpResult, Protocol, Request};
@@ -25,6 +35,33 @@ pub struct WorkloadConfig {
     /// They stay with whichever replica answers their reads, which is what exposes a
     /// replica answering from stale state.
     pub readers: u32,
+    /// Open loop: requests arriving per second, handed to whichever client is free
+    /// (`None`: closed loop).
+    pub arrival_rate_per_s: Option<f64>,
+}
+
+/// Open-loop arrivals: a Poisson process on its own random stream, so the arrival
+/// times do not depend on which operations are drawn.
+struct Arrivals {
+    rate_per_ns: f64,
+    rng: ChaCha8Rng,
+    /// The next arrival (`None`: not started, or stopped).
+    next_at: Option<Nanos>,
+    /// Clients without an open operation, in the order they became free.
+    free: std::collections::VecDeque<usize>,
+    /// Per client: the arrival time of its open operation (the latency origin).
+    arrived_at: Vec<Nanos>,
+    /// Arrivals so far, and those dropped because every client was busy.
+    count: u64,
+    dropped: u64,
+}
+
+impl Arrivals {
+    fn gap_ns(&mut self) -> Nanos {
+        // Inverse transform of the exponential distribution; 1 - u is in (0, 1].
+        let u: f64 = self.rng.random();
+        ((-(1.0 - u).ln() / self.rate_per_ns).round() as Nanos).max(1)
+    }
 }
 
 pub struct Workload {
@@ -41,6 +78,7 @@ pub struct Workload {
     pub history: Vec<HistoryOp>,
     checker: Option<HistoryChecker>,
     stopped: bool,
+    arrivals: Option<Arrivals>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +93,15 @@ impl Workload {
     /// Clients `0..clients` must already be added to the simulator in that order.
     pub fn new(config: WorkloadConfig, seed: u64) -> Self {
         let n = config.clients as usize;
+        let arrivals = config.arrival_rate_per_s.map(|rate_per_s| Arrivals {
+            rate_per_ns: rate_per_s / 1e9,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0a11_1e5c_0000_0002),
+            next_at: None,
+            free: (0..n).collect(),
+            arrived_at: vec![0; n],
+            count: 0,
+            dropped: 0,
+        });
         Workload {
             config,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c11e_0000_0001),
@@ -65,7 +112,20 @@ impl Workload {
             history: Vec::new(),
             checker: None,
             stopped: false,
+            arrivals,
         }
+    }
+
+    /// Open loop: requests that have arrived so far, and how many of them were dropped
+    /// because every client was busy. `None` for closed-loop clients.
+    pub fn arrivals_and_drops(&self) -> Option<(u64, u64)> {
+        self.arrivals.as_ref().map(|a| (a.count, a.dropped))
+    }
+
+    /// Where client `client`'s open operation's latency counts from, handed over at
+    /// `now`: its arrival time in open loop, `now` in closed loop.
+    pub fn latency_origin(&self, client: usize, now: Nanos) -> Nanos {
+        self.arrivals.as_ref().map_or(now, |a| a.arrived_at[client].min(now))
     }
 
     /// Check linearizability as operations happen instead of keeping the history: for
@@ -89,8 +149,13 @@ impl Workload {
         self.checker.as_ref().map_or(0, HistoryChecker::operations_held)
     }
 
-    /// Every client will start at `at`.
+    /// Every client will start at `at` (open loop: the first arrival is one drawn gap
+    /// after `at`).
     pub fn start_all_at(&mut self, at: Nanos) {
+        if let Some(arrivals) = &mut self.arrivals {
+            arrivals.next_at = Some(at + arrivals.gap_ns());
+            return;
+        }
         for ready in &mut self.ready_at {
             *ready = Some(at);
         }
@@ -100,6 +165,9 @@ impl Workload {
     pub fn stop(&mut self) {
         self.stopped = true;
         self.ready_at.iter_mut().for_each(|r| *r = None);
+        if let Some(arrivals) = &mut self.arrivals {
+            arrivals.next_at = None;
+        }
     }
 
     fn value(&mut self, client: usize, seq: u64) -> Vec<u8> {
@@ -175,19 +243,41 @@ impl Workload {
                 self.last_seen[client].insert(key, found.clone());
             }
         }
-        if !self.stopped {
+        if let Some(arrivals) = &mut self.arrivals {
+            arrivals.free.push_back(client);
+        } else if !self.stopped {
             self.ready_at[client] = Some(time + self.config.think_ns);
         }
     }
 
-    /// Clients whose next operation is due at or before `now`.
-    pub fn due(&self, now: Nanos) -> Vec<usize> {
-        (0..self.ready_at.len()).filter(|c| self.ready_at[*c].is_some_and(|t| t <= now)).collect()
+    /// Clients whose next operation is due at or before `now`; the caller issues each.
+    /// Open loop: every arrival up to `now` is handed to a free client or, with none
+    /// free, dropped (without a scan over the clients, so a large pool costs nothing).
+    pub fn due(&mut self, now: Nanos) -> Vec<usize> {
+        let Some(arrivals) = &mut self.arrivals else {
+            return (0..self.ready_at.len()).filter(|c| self.ready_at[*c].is_some_and(|t| t <= now)).collect();
+        };
+        let mut due = Vec::new();
+        while let Some(at) = arrivals.next_at.filter(|at| *at <= now) {
+            arrivals.count += 1;
+            match arrivals.free.pop_front() {
+                Some(client) => {
+                    arrivals.arrived_at[client] = at;
+                    due.push(client);
+                }
+                None => arrivals.dropped += 1,
+            }
+            arrivals.next_at = Some(at + arrivals.gap_ns());
+        }
+        due
     }
 
-    /// When the next client becomes ready, if any is waiting.
+    /// When the next client becomes ready (open loop: the next request arrives).
     pub fn next_ready(&self) -> Option<Nanos> {
-        self.ready_at.iter().flatten().copied().min()
+        match &self.arrivals {
+            Some(arrivals) => arrivals.next_at,
+            None => self.ready_at.iter().flatten().copied().min(),
+        }
     }
 
     /// Run the simulator to `deadline`, driving the clients, calling `on_completion`
@@ -201,12 +291,13 @@ impl Workload {
         mut until: impl FnMut(&Sim<P, C>) -> bool,
     ) -> bool {
         loop {
-            for client in 0..self.ready_at.len() {
-                if self.ready_at[client].is_some_and(|t| t <= sim.now()) {
-                    self.submit(sim, client);
-                }
+            for client in self.due(sim.now()) {
+                // The simulator wakes at every arrival, so an open-loop request is
+                // handed over exactly when it arrives.
+                debug_assert_eq!(self.latency_origin(client, sim.now()), sim.now());
+                self.submit(sim, client);
             }
-            let wake = self.ready_at.iter().flatten().copied().min().unwrap_or(Nanos::MAX).min(deadline);
+            let wake = self.next_ready().unwrap_or(Nanos::MAX).min(deadline);
             match sim.step(wake) {
                 Step::Idle => {
                     if sim.now() >= deadline {
@@ -223,5 +314,91 @@ impl Workload {
                 return true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_loop(clients: u32, rate_per_s: f64) -> Workload {
+        let config = WorkloadConfig {
+            clients,
+            keys: 10,
+            value_bytes: 16,
+            think_ns: 0,
+            read_ratio: 0.0,
+            cas_ratio: 0.0,
+            readers: 0,
+            arrival_rate_per_s: Some(rate_per_s),
+        };
+        Workload::new(config, 3)
+    }
+
+    /// Arrivals come at the configured rate whether or not anything completes: over
+    /// 100 s at 1000/s the count is within 1% of 100,000 (a Poisson count's standard
+    /// deviation there is about 316, so 1% is three of them).
+    #[test]
+    fn open_loop_arrivals_come_at_the_offered_rate() {
+        let mut workload = open_loop(64, 1000.0);
+        workload.start_all_at(0);
+        let mut now = 0;
+        while now < 100_000_000_000 {
+            now += 1_000_000;
+            for client in workload.due(now) {
+                let request = workload.issue(client, now);
+                workload.record_completion(client, now, &request, &OpResult::Ok);
+            }
+        }
+        let (arrived, dropped) = workload.arrivals_and_drops().unwrap();
+        assert!((99_000..=101_000).contains(&arrived), "{arrived} arrivals in 100 s at 1000/s");
+        assert_eq!(dropped, 0);
+    }
+
+    /// With every client busy, an arrival is dropped and counted; once a client is free
+    /// again the next arrival takes it, and its latency counts from its own arrival
+    /// time, not from when the harness got round to handing it over.
+    #[test]
+    fn open_loop_drops_when_every_client_is_busy_and_charges_latency_from_arrival() {
+        let mut workload = open_loop(2, 1000.0);
+        workload.start_all_at(0);
+        let mut issued = Vec::new();
+        let mut now = 0;
+        while issued.len() < 2 {
+            now += 100_000;
+            for client in workload.due(now) {
+                let origin = workload.latency_origin(client, now);
+                issued.push((client, workload.issue(client, now), origin));
+            }
+        }
+        assert!(issued.iter().all(|(_, _, origin)| *origin <= now));
+        // Both clients busy: the next arrivals are dropped.
+        let later = now + 50_000_000;
+        assert!(workload.due(later).is_empty());
+        let (arrived, dropped) = workload.arrivals_and_drops().unwrap();
+        assert!(dropped > 0 && arrived == dropped + 2, "{arrived} arrived, {dropped} dropped");
+        // One completes; the next arrival after that takes its client, and is charged
+        // from when it arrived even though the harness looks only much later.
+        let (client, request, _) = issued[0].clone();
+        workload.record_completion(client, later, &request, &OpResult::Ok);
+        let much_later = later + 50_000_000;
+        let due = workload.due(much_later);
+        assert_eq!(due, vec![client]);
+        let origin = workload.latency_origin(client, much_later);
+        assert!(origin > later && origin < much_later, "arrival {origin} between {later} and {much_later}");
+        let (_, dropped_after) = workload.arrivals_and_drops().unwrap();
+        assert!(dropped_after > dropped, "arrivals after the first free slot was taken are dropped again");
+    }
+
+    /// Closed-loop clients are unchanged: latency counts from the hand-over, and no
+    /// arrival counts exist.
+    #[test]
+    fn closed_loop_latency_counts_from_the_hand_over() {
+        let config = WorkloadConfig { arrival_rate_per_s: None, ..open_loop(1, 1.0).config.clone() };
+        let mut workload = Workload::new(config, 3);
+        workload.start_all_at(5);
+        assert_eq!(workload.due(10), vec![0]);
+        assert_eq!(workload.latency_origin(0, 10), 10);
+        assert!(workload.arrivals_and_drops().is_none());
     }
 }

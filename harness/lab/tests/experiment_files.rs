@@ -626,3 +626,45 @@ fn attacks_with_parameters_are_tables_and_label_their_rows() {
     let e = error_of(&file.replace("\"equivocate\", {", "3, {"));
     assert!(e.contains("an attack is a name"), "{e}");
 }
+
+const OPEN_LOOP: &str = r#"
+[experiment]
+name = "open"
+kind = "throughput"
+trials = 1
+
+[cluster]
+protocol = "raft"
+nodes = 3
+
+[workload]
+arrival = "poisson"
+rate_per_s = [1000, 2000, 4000]
+clients = 64
+"#;
+
+/// Open-loop load (issue 20, item 5): `rate_per_s` is a sweep axis, `clients` bounds
+/// what is outstanding; the file is refused at the right key when the two arrival
+/// models' keys are mixed, and by every kind but throughput.
+#[test]
+fn open_loop_load_sweeps_its_rate_and_refuses_what_does_not_belong_to_it() {
+    let rates: Vec<Option<f64>> = parse(OPEN_LOOP).unwrap().points().iter().map(|p| p.rate_per_s).collect();
+    assert_eq!(rates, vec![Some(1000.0), Some(2000.0), Some(4000.0)]);
+    let closed = parse(&OPEN_LOOP.replace("arrival = \"poisson\"\nrate_per_s = [1000, 2000, 4000]\n", "")).unwrap();
+    assert!(closed.points().iter().all(|p| p.rate_per_s.is_none()));
+
+    let e = error_of(&OPEN_LOOP.replace("rate_per_s = [1000, 2000, 4000]\n", ""));
+    assert!(e.starts_with("exp.toml:12:") && e.contains("needs rate_per_s"), "{e}");
+    let e = error_of(&OPEN_LOOP.replace("arrival = \"poisson\"\n", ""));
+    assert!(e.starts_with("exp.toml:12:") && e.contains("rate_per_s is the offered load"), "{e}");
+    let e = error_of(&OPEN_LOOP.replace("2000", "0"));
+    assert!(e.starts_with("exp.toml:13:") && e.contains("rate_per_s must be > 0, got 0"), "{e}");
+    let e = error_of(&OPEN_LOOP.replace("clients = 64", "clients = 64\nthink_ms = 5"));
+    assert!(e.starts_with("exp.toml:15:") && e.contains("think_ms is a closed-loop client's pause"), "{e}");
+    let e = error_of(&OPEN_LOOP.replace("poisson", "uniform"));
+    assert!(e.starts_with("exp.toml:12:") && e.contains("closed") && e.contains("poisson"), "{e}");
+    // An election's clients write until the crash; it would ignore the arrival model.
+    let election = GOOD.to_string() + "\n[workload]\nclients = 2\narrival = \"poisson\"\nrate_per_s = 100\n";
+    let e = error_of(&election);
+    assert!(e.contains("arrival"), "{e}");
+}

@@ -276,6 +276,7 @@ fn isolated_leader_scenario(read_mode: ReadMode, leader_rate: f64, follower_rate
             read_ratio: 0.0,
             cas_ratio: 0.0,
             readers: 1,
+            arrival_rate_per_s: None,
         },
         7,
     );

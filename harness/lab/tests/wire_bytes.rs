@@ -54,6 +54,7 @@ fn exercise<P: LabProtocol>(config: P::Config, nodes: u32, seed: u64) -> Seen {
             read_ratio: 0.3,
             cas_ratio: 0.1,
             readers: 0,
+            arrival_rate_per_s: None,
         },
         seed,
     );

@@ -22,7 +22,9 @@ pub struct Done {
     pub request: Request,
     pub result: OpResult,
     pub from: u32,
-    /// When the client was handed the operation, in cluster time.
+    /// Where the operation's latency counts from, in cluster time: when the client was
+    /// handed it, or for an open-loop request the earlier time it arrived
+    /// ([`Driver::submit_arrived`]).
     pub submitted_ns: u64,
     /// When the answer arrived: nanoseconds since the cluster's start.
     pub time_ns: u64,
@@ -119,10 +121,18 @@ where
     }
 
     pub fn submit(&mut self, client: usize, request: Request) {
-        assert!(self.outstanding[client].is_none(), "client {client} already busy");
-        self.outstanding[client] = Some((request.clone(), self.now_ns()));
-        let mut out = ClientOutbox::default();
         let now = self.now_ns();
+        self.submit_arrived(client, request, now);
+    }
+
+    /// Hand `request` to `client` now, its latency counting from `arrived_ns` (cluster
+    /// time, at most now): an open-loop request that arrived while the harness was busy
+    /// is charged the wait, as its user would have been.
+    pub fn submit_arrived(&mut self, client: usize, request: Request, arrived_ns: u64) {
+        assert!(self.outstanding[client].is_none(), "client {client} already busy");
+        let now = self.now_ns();
+        self.outstanding[client] = Some((request.clone(), arrived_ns.min(now)));
+        let mut out = ClientOutbox::default();
         self.clients[client].submit(now, request, &mut out);
         self.carry_out(client, out);
     }

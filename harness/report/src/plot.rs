@@ -583,6 +583,9 @@ pub fn plot_throughput(run_dir: &Path, experiment_name: &str) -> Result<Vec<Path
     use crate::results::{mean, summarize_throughput};
     let table = Table::read(&run_dir.join(TRIALS_CSV))?;
     summarize_throughput(&table, &run_dir.join(SUMMARY_CSV))?;
+    if table.rows.iter().any(|row| table.number(row, "rate_per_s").is_some()) {
+        return plot_open_loop(run_dir, experiment_name, &table);
+    }
     let series_columns: Vec<&str> = table.point_columns().into_iter().filter(|c| *c != "clients").collect();
     let groups = table.group_by(&series_columns);
     let varies: Vec<bool> =
@@ -666,6 +669,138 @@ pub fn plot_throughput(run_dir: &Path, experiment_name: &str) -> Result<Vec<Path
         },
     )?);
     written.extend(plot_message_growth(run_dir, experiment_name, &table)?);
+    Ok(written)
+}
+
+/// Where an open-loop run's knees go, beside `summary.csv`.
+pub const KNEE_CSV: &str = "knee.csv";
+
+fn write_csv(path: &Path, records: &[Vec<String>]) -> Result<()> {
+    let csv_err = |e| ReportError::Csv { path: path.to_path_buf(), source: e };
+    let mut writer = csv::Writer::from_path(path).map_err(csv_err)?;
+    for record in records {
+        writer.write_record(record).map_err(csv_err)?;
+    }
+    writer.flush().map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })
+}
+
+/// The fraction of the offered load a point must carry, with nothing dropped, to be
+/// below the knee.
+pub const KNEE_CARRIED_FRACTION: f64 = 0.95;
+
+/// An open-loop run's figures: achieved against offered load (with the line where they
+/// are equal) and p50 and p99 latency against offered load, one line per protocol,
+/// mode and whatever else varies besides the rate. The knee of each line, the highest
+/// offered rate it carried (achieved at least [`KNEE_CARRIED_FRACTION`] of offered, no
+/// request dropped), goes to `knee.csv` and into the legend.
+fn plot_open_loop(run_dir: &Path, experiment_name: &str, table: &Table) -> Result<Vec<PathBuf>> {
+    use crate::results::{fmt_metric, mean};
+    let series_columns: Vec<&str> =
+        table.point_columns().into_iter().filter(|c| !matches!(*c, "rate_per_s" | "arrival")).collect();
+    let groups = table.group_by(&series_columns);
+    let varies: Vec<bool> =
+        (0..series_columns.len()).map(|i| groups.iter().any(|(k, _)| k[i] != groups[0].0[i])).collect();
+    let label = |key: &[String]| -> String {
+        let parts: Vec<String> = series_columns
+            .iter()
+            .enumerate()
+            .filter(|(i, column)| varies[*i] || matches!(**column, "protocol" | "nodes"))
+            .map(|(i, column)| match *column {
+                "protocol" | "mode" => key[i].clone(),
+                "nodes" => format!("{} nodes", key[i]),
+                other => format!("{other} {}", key[i]),
+            })
+            .collect();
+        parts.join(", ")
+    };
+    let knee_header = ["knee_rate_per_s", "latency_ms_p99_at_knee", "rates_carried", "rates"];
+    let mut knees: Vec<Vec<String>> = vec![series_columns.iter().chain(&knee_header).map(|c| c.to_string()).collect()];
+    let (mut achieved_series, mut latency_series) = (Vec::new(), Vec::new());
+    let mut offered_max = 0.0f64;
+    for (color, (key, rows)) in groups.iter().enumerate() {
+        let mut by_rate: std::collections::BTreeMap<u64, Vec<&Vec<String>>> = Default::default();
+        for row in rows {
+            if let Some(rate) = table.number(row, "rate_per_s") {
+                by_rate.entry(rate.to_bits()).or_default().push(row);
+            }
+        }
+        let mut points: Vec<(f64, f64, f64, f64, f64)> = by_rate
+            .values()
+            .map(|rows| {
+                let values =
+                    |column: &str| mean(&rows.iter().filter_map(|r| table.number(r, column)).collect::<Vec<_>>());
+                let rate = values("rate_per_s");
+                (rate, values("ops_per_s"), values("dropped_ops"), values("latency_ms_p50"), values("latency_ms_p99"))
+            })
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        offered_max = points.iter().map(|p| p.0).fold(offered_max, f64::max);
+        let carried = |p: &(f64, f64, f64, f64, f64)| p.1 >= KNEE_CARRIED_FRACTION * p.0 && p.2 == 0.0;
+        let knee = points.iter().take_while(|p| carried(p)).last();
+        let knee_text = knee.map_or("below the lowest rate".to_string(), |k| format!("knee {}/s", format_tick(k.0)));
+        knees.push(
+            [
+                key.clone(),
+                vec![
+                    knee.map_or(String::new(), |k| fmt_metric(k.0)),
+                    knee.map_or(String::new(), |k| fmt_metric(k.4)),
+                    points.iter().filter(|p| carried(p)).count().to_string(),
+                    points.len().to_string(),
+                ],
+            ]
+            .concat(),
+        );
+        let name = label(key);
+        achieved_series.push(XySeries {
+            label: format!("{name} ({knee_text})"),
+            points: points.iter().map(|p| (p.0, p.1)).collect(),
+            color,
+            fitted: false,
+            error_bars: Vec::new(),
+        });
+        latency_series.push(XySeries {
+            label: format!("{name}, p99 ({knee_text})"),
+            points: points.iter().map(|p| (p.0, p.4)).collect(),
+            color,
+            fitted: false,
+            error_bars: Vec::new(),
+        });
+        latency_series.push(XySeries {
+            label: format!("{name}, p50"),
+            points: points.iter().map(|p| (p.0, p.3)).collect(),
+            color,
+            fitted: true,
+            error_bars: Vec::new(),
+        });
+    }
+    write_csv(&run_dir.join(KNEE_CSV), &knees)?;
+    achieved_series.push(XySeries {
+        label: "achieved = offered".into(),
+        points: vec![(0.0, 0.0), (offered_max, offered_max)],
+        color: groups.len(),
+        fitted: true,
+        error_bars: Vec::new(),
+    });
+    let mut written = write_xy(
+        run_dir,
+        "achieved_vs_offered",
+        &XyFigure {
+            title: format!("{experiment_name}: operations completed against operations offered per second"),
+            x_label: "offered load (Poisson arrivals per s)".into(),
+            y_label: "achieved (ops/s)".into(),
+            series: achieved_series,
+        },
+    )?;
+    written.extend(write_xy(
+        run_dir,
+        "latency_vs_offered_load",
+        &XyFigure {
+            title: format!("{experiment_name}: latency from arrival against offered load (p99 solid, p50 dashed)"),
+            x_label: "offered load (Poisson arrivals per s)".into(),
+            y_label: "latency from arrival (ms)".into(),
+            series: latency_series,
+        },
+    )?);
     Ok(written)
 }
 

@@ -504,6 +504,10 @@ pub fn summarize_throughput(table: &Table, path: &Path) -> Result<()> {
     ]
     .into_iter()
     .filter(|column| table.column(column).is_some())
+    // Open-loop columns only where some trial was open-loop.
+    .chain(["arrivals_per_s", "dropped_ops"].into_iter().filter(|column| {
+        table.column(column).is_some() && table.rows.iter().any(|row| table.number(row, column).is_some())
+    }))
     .collect();
     let mut header: Vec<&str> = table.point_columns();
     header.push("trials");
