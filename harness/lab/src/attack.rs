@@ -819,6 +819,7 @@ impl ExperimentKind for AttackKind {
             needs_clients: true,
             read_modes: false,
             fsync_column: false,
+            leader_placement: false,
             faults: FaultsRule::Refused("an attack experiment takes no [faults]: its fault is the attack"),
         }
     }

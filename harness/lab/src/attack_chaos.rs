@@ -296,6 +296,7 @@ impl ExperimentKind for AttackChaosKind {
             needs_clients: true,
             read_modes: false,
             fsync_column: false,
+            leader_placement: false,
             faults: FaultsRule::Refused(
                 "an attack-chaos experiment takes no [faults]: its faults are the seed's and the attack",
             ),

@@ -209,6 +209,48 @@ pub struct NetworkSection {
     pub netem: bool,
     #[serde(default)]
     pub netem_jitter_ms: f64,
+    /// Wide-area placement ([`crate::regions`]): node `i` in `regions[i % len]`, each
+    /// link delayed by half the round trip between its regions (built-in names, or
+    /// the rows of `rtt_ms_matrix`). Replaces `latency_ms`.
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+    /// Round trips between `regions`, ms (row: from, column: to).
+    #[serde(default)]
+    pub rtt_ms_matrix: Option<Vec<Vec<f64>>>,
+    /// Round trip between two nodes of one region, ms.
+    #[serde(default = "default_intra_region_rtt_ms")]
+    pub intra_region_rtt_ms: f64,
+    /// Where the clients are (default: the first of `regions`).
+    #[serde(default)]
+    pub client_region: Option<String>,
+    /// Standard deviation of each message's one-way delay on every link, ms.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Sweep (throughput): once the cluster has elected, the placement turns so the
+    /// leader (PBFT: the primary) is in this region; the others follow in list order.
+    #[serde(default)]
+    pub leader_region: Option<Sweep<String>>,
+}
+
+fn default_intra_region_rtt_ms() -> f64 {
+    1.0
+}
+
+impl NetworkSection {
+    /// The regions the file places nodes and clients in, if it does. The keys were
+    /// checked when the file was read ([`Experiment::validate_cluster_run`]), so this
+    /// cannot fail for a file that ran.
+    pub fn region_map(&self) -> Option<crate::regions::RegionMap> {
+        let regions = self.regions.as_ref()?;
+        let map = crate::regions::RegionMap::new(
+            regions,
+            self.rtt_ms_matrix.as_deref(),
+            self.intra_region_rtt_ms,
+            self.client_region.as_deref(),
+            self.jitter_ms,
+        );
+        Some(map.expect("[network] regions were checked when the file was read"))
+    }
 }
 
 impl Default for NetworkSection {
@@ -223,6 +265,12 @@ impl Default for NetworkSection {
             netns: false,
             netem: false,
             netem_jitter_ms: 0.0,
+            regions: None,
+            rtt_ms_matrix: None,
+            intra_region_rtt_ms: default_intra_region_rtt_ms(),
+            client_region: None,
+            jitter_ms: 0.0,
+            leader_region: None,
         }
     }
 }
@@ -699,6 +747,8 @@ pub struct ClusterRules {
     /// The kind's rows carry `fsync_ms_mean`, so `[storage] fsync_ms` may be a list
     /// (elsewhere one value: two points differing only in it would share a summary row).
     pub fsync_column: bool,
+    /// The kind places the leader in `[network] leader_region` once it is elected.
+    pub leader_placement: bool,
     pub faults: FaultsRule,
 }
 
@@ -722,6 +772,7 @@ impl Default for ClusterRules {
             needs_clients: false,
             read_modes: false,
             fsync_column: false,
+            leader_placement: false,
             faults: FaultsRule::Optional,
         }
     }
@@ -745,6 +796,8 @@ pub struct Point {
     pub clients: u32,
     /// Open-loop load: requests offered per second (`None`: closed-loop clients).
     pub rate_per_s: Option<f64>,
+    /// Wide-area placement: the region the leader is moved to once elected.
+    pub leader_region: Option<String>,
     pub value_bytes: usize,
     pub batch_delay_ms: f64,
     /// How Raft and Multi-Paxos serve reads.
@@ -825,6 +878,7 @@ impl Point {
             reorder: 0.0,
             clients: 0,
             rate_per_s: None,
+            leader_region: None,
             value_bytes: 0,
             batch_delay_ms: 0.0,
             read_mode: ReadMode::Log,
@@ -851,6 +905,30 @@ impl Point {
     pub fn timeout_ns_min(&self) -> Nanos {
         (self.election_timeout_ms_min * 1e6).round() as Nanos
     }
+    /// Delay every link of `sim` as `map` places its nodes and clients.
+    pub fn place_sim<P: qlab_core::Protocol, C: qlab_core::Client>(
+        &self,
+        sim: &mut qlab_sim::Sim<P, C>,
+        map: &crate::regions::RegionMap,
+    ) {
+        let latency = |one_way_ms: f64| match map.jitter_ms {
+            0.0 => LatencyMs::Constant { value: one_way_ms },
+            stddev => LatencyMs::Normal { mean: one_way_ms, stddev },
+        };
+        for from in 0..self.nodes {
+            for to in (0..self.nodes).filter(|to| *to != from) {
+                let one_way = latency(map.node_to_node_ms(from, to)).to_latency();
+                sim.set_link_latency(qlab_core::NodeId(from), qlab_core::NodeId(to), one_way);
+            }
+            let (to_node, from_node) = map.client_legs_ms(from);
+            sim.set_client_latency(
+                qlab_core::NodeId(from),
+                latency(to_node).to_latency(),
+                latency(from_node).to_latency(),
+            );
+        }
+    }
+
     /// A simulated cluster of this point: its size, network and disk, replicas starting
     /// at seed-drawn times within one minimum timeout (as real processes do).
     pub fn sim<P: qlab_core::Protocol, C: qlab_core::Client>(
@@ -859,14 +937,18 @@ impl Point {
         config: P::Config,
         seed: u64,
     ) -> qlab_sim::Sim<P, C> {
-        qlab_sim::Sim::build(
+        let mut sim = qlab_sim::Sim::build(
             config,
             self.nodes,
             self.network_config(network),
             seed,
             self.timeout_ns_min(),
             Some(self.fsync.to_latency()),
-        )
+        );
+        if let Some(map) = network.region_map() {
+            self.place_sim(&mut sim, &map);
+        }
+        sim
     }
     pub fn network_config(&self, section: &NetworkSection) -> NetworkConfig {
         NetworkConfig {
@@ -1275,6 +1357,25 @@ impl Experiment {
             return Err(self.error_at_key(&["workload", "think_ms"], "think_ms must be >= 0".into()));
         }
         self.validate_arrival()?;
+        self.validate_regions()?;
+        if let Some(leader_region) = &f.network.leader_region {
+            if !rules.leader_placement {
+                return Err(self.error_at(
+                    &leader_region.span,
+                    format!(
+                        "leader_region places the elected leader; {} experiments do not place one (throughput does)",
+                        f.experiment.kind.as_str()
+                    ),
+                ));
+            }
+            let regions = f.network.regions.as_deref().unwrap_or_default();
+            if let Some(unknown) = leader_region.values.iter().find(|r| !regions.contains(r)) {
+                return Err(self.error_at(
+                    &leader_region.span,
+                    format!("leader_region {unknown:?} is not one of the regions ({})", regions.join(", ")),
+                ));
+            }
+        }
         if f.limits.max_election_ms <= 0.0 {
             return Err(self.error_at_key(&["limits", "max_election_ms"], "max_election_ms must be > 0".into()));
         }
@@ -1347,6 +1448,48 @@ impl Experiment {
             .map(|(at, line)| at..at + line.len())
             .next()
             .unwrap_or(0..0)
+    }
+
+    /// `regions` with its companions, or none of them; with it, no other latency source.
+    fn validate_regions(&self) -> Result<(), LabError> {
+        let network = &self.file.network;
+        let written = |key: &str| value_span(&self.source, &["network", key]).is_some();
+        let Some(regions) = &network.regions else {
+            for key in ["rtt_ms_matrix", "intra_region_rtt_ms", "client_region", "jitter_ms"] {
+                if written(key) {
+                    return Err(self.error_at_key(
+                        &["network", key],
+                        format!("{key} places nodes in regions; it needs `regions` (a list of region names)"),
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        if let Err(message) = crate::regions::RegionMap::new(
+            regions,
+            network.rtt_ms_matrix.as_deref(),
+            network.intra_region_rtt_ms,
+            network.client_region.as_deref(),
+            network.jitter_ms,
+        ) {
+            let key = ["intra_region_rtt_ms", "jitter_ms", "client_region", "rtt_ms_matrix"]
+                .into_iter()
+                .find(|key| message.starts_with(key))
+                .unwrap_or("regions");
+            return Err(self.error_at_key(&["network", key], message));
+        }
+        for key in ["latency_ms", "quic_delay_ms", "netem", "netem_jitter_ms"] {
+            if written(key) {
+                return Err(self.error_at_key(
+                    &["network", key],
+                    format!(
+                        "{key} and `regions` both set link delays; with regions every link's delay comes from the \
+                         round trips between regions (and `jitter_ms`)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Open-loop load needs its rates and has no think time; closed-loop load has no rate.
@@ -1557,6 +1700,10 @@ impl Experiment {
         let points = match (&f.workload.arrival, &f.workload.rate_per_s) {
             (Arrival::Poisson, Some(rates)) => expand(points, &rates.values, |p, v| p.rate_per_s = Some(*v)),
             _ => points,
+        };
+        let points = match &f.network.leader_region {
+            Some(regions) => expand(points, &regions.values, |p, v| p.leader_region = Some(v.clone())),
+            None => points,
         };
         expand(points, &f.workload.value_bytes.values, |p, v| p.value_bytes = *v)
     }

@@ -338,6 +338,7 @@ impl ExperimentKind for DisruptionKind {
             needs_clients: true,
             read_modes: false,
             fsync_column: false,
+            leader_placement: false,
             faults: FaultsRule::Refused(
                 "a disruption experiment takes no [faults]: its faults are each [[disruption.scenario]]'s schedule",
             ),

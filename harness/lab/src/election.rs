@@ -161,6 +161,7 @@ impl ExperimentKind for ElectionKind {
             needs_clients: false,
             read_modes: false,
             fsync_column: true,
+            leader_placement: false,
             faults: FaultsRule::Required(
                 "an election experiment needs [faults] with crash = { who = \"leader\", at = \"random-in-heartbeat\" }",
             ),

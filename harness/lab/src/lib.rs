@@ -36,6 +36,7 @@ pub mod kind;
 pub mod protocols;
 pub mod reads;
 pub mod real;
+pub mod regions;
 pub mod registry;
 pub mod run;
 pub mod throughput;

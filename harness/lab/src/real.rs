@@ -375,14 +375,12 @@ fn transport_loss_and_delay_ns(point: &Point, network: &NetworkSection) -> (f64,
     if network.netem { (0.0, 0) } else { (point.loss, (network.quic_delay_ms * 1e6) as u64) }
 }
 
-/// `loss` and `quic_delay_ms`, applied by every node's transport to what it sends.
+/// `loss`, `quic_delay_ms` and the regions' delays, applied by every node's transport to
+/// what it sends.
 pub fn apply_network_faults<M: Wired, C: Client>(driver: &Driver<M, C>, point: &Point, network: &NetworkSection) {
-    let (loss, delay_ns) = transport_loss_and_delay_ns(point, network);
-    let faults = LinkFaults { blocked_to: vec![], loss, delay_ns };
-    if faults != LinkFaults::default() {
-        for node in 0..point.nodes {
-            driver.harness().send(node, &Wire::Control(Control::Faults(faults.clone())));
-        }
+    let faults = RealFaults::new(point, network);
+    if faults.shapes_the_network() {
+        faults.send_all(driver);
     }
 }
 
@@ -496,6 +494,9 @@ pub struct RealFaults {
     blocked: Vec<BTreeSet<u32>>,
     loss: f64,
     delay_ns: u64,
+    /// Wide-area placement: where each node and the clients are.
+    regions: Option<crate::regions::RegionMap>,
+    nodes: u32,
     crashed_leader: Option<u32>,
     /// The replica a `crash` of `"follower"` hit, which a `restart` of `"follower"` means.
     crashed_follower: Option<u32>,
@@ -509,6 +510,8 @@ impl RealFaults {
             blocked: vec![BTreeSet::new(); point.nodes as usize],
             loss,
             delay_ns,
+            regions: network.region_map(),
+            nodes: point.nodes,
             crashed_leader: None,
             crashed_follower: None,
             awaiting_ready: Vec::new(),
@@ -516,11 +519,35 @@ impl RealFaults {
     }
 
     fn faults_of(&self, node: u32) -> LinkFaults {
+        let ns = |ms: f64| (ms * 1e6).round() as u64;
+        let (delay_ns_to, reply_delay_ns, jitter_ns) = match &self.regions {
+            Some(map) => {
+                let (to_node, from_node) = map.client_legs_ms(node);
+                let delays = (0..self.nodes).map(|to| ns(map.node_to_node_ms(node, to))).collect();
+                (delays, ns(to_node + from_node), ns(map.jitter_ms))
+            }
+            None => (Vec::new(), 0, 0),
+        };
         LinkFaults {
             blocked_to: self.blocked[node as usize].iter().copied().collect(),
             loss: self.loss,
             delay_ns: self.delay_ns,
+            delay_ns_to,
+            jitter_ns,
+            reply_delay_ns,
         }
+    }
+
+    /// Turn the wide-area placement so that `leader` is in `region`, and tell every node.
+    pub fn place_leader<M: Wired, C: Client>(&mut self, driver: &Driver<M, C>, leader: u32, region: &str) {
+        self.regions = self.regions.take().and_then(|map| map.with_leader_in(leader, region));
+        self.send_all(driver);
+    }
+
+    /// Whether the nodes must be told anything before the first fault: loss, delay or
+    /// regions.
+    pub fn shapes_the_network(&self) -> bool {
+        self.loss > 0.0 || self.delay_ns > 0 || self.regions.is_some()
     }
 
     fn send<M: Wired, C: Client>(&self, driver: &Driver<M, C>, node: u32) {

@@ -183,6 +183,10 @@ pub fn run_trial_sim<P: LabProtocol>(experiment: &Experiment, point: &Point, see
     let file = &experiment.file;
     let heartbeat_ns = point.heartbeat_ns();
     let mut sim = cluster_with_leader::<P>(experiment, point, seed, false);
+    if let (Some(region), Some(leader), Some(map)) = (&point.leader_region, sim.leader(), file.network.region_map()) {
+        let map = map.with_leader_in(leader.0, region).expect("leader_region was checked against regions");
+        point.place_sim(&mut sim, &map);
+    }
     let mut workload = Workload::new(workload_config(experiment, point), seed);
     let clients_started = sim.now();
     workload.start_all_at(clients_started);
@@ -284,10 +288,13 @@ async fn measure_quic<P: LabProtocol>(
     let file = &experiment.file;
     let mut driver = crate::real::driver::<P>(cluster, point, &P::config(point, file))?;
     let mut faults = crate::real::RealFaults::new(point, &file.network);
-    if point.loss > 0.0 || file.network.quic_delay_ms > 0.0 {
+    if faults.shapes_the_network() {
         faults.send_all(&driver);
     }
-    crate::real::wait_for_leader(&mut driver, point.nodes).await?;
+    let (leader, _) = crate::real::wait_for_leader(&mut driver, point.nodes).await?;
+    if let Some(region) = &point.leader_region {
+        faults.place_leader(&driver, leader, region);
+    }
     // Checked as the run goes, so a run of any length fits in memory.
     let mut workload = Workload::new(workload_config(experiment, point), seed).check_as_it_goes();
     let mut stream = qlab_check::SafetyStream::new(qlab_check::SafetyChecker::new().with_nodes(point.nodes));
@@ -398,6 +405,9 @@ pub struct ThroughputRow {
     /// Open loop: the offered load, requests per second. Empty in closed loop.
     #[serde(serialize_with = "cell::display_or_empty")]
     pub rate_per_s: Option<f64>,
+    /// Wide-area placement: the region the leader was moved to once elected.
+    #[serde(serialize_with = "cell::display_or_empty")]
+    pub leader_region: Option<String>,
     pub value_bytes: usize,
     #[serde(serialize_with = "cell::display")]
     pub batch_delay_ms: f64,
@@ -481,6 +491,7 @@ impl ThroughputRow {
             clients: point.clients,
             arrival: if point.rate_per_s.is_some() { Arrival::Poisson.name() } else { Arrival::Closed.name() },
             rate_per_s: point.rate_per_s,
+            leader_region: point.leader_region.clone(),
             value_bytes: point.value_bytes,
             batch_delay_ms: point.batch_delay_ms,
             latency_ms_mean: point.latency.mean_ms(),
@@ -534,7 +545,7 @@ impl ExperimentKind for ThroughputKind {
     }
     /// Any cluster, the one-server baseline included, under load.
     fn cluster_rules(&self) -> ClusterRules {
-        ClusterRules { needs_clients: true, ..ClusterRules::default() }
+        ClusterRules { needs_clients: true, leader_placement: true, ..ClusterRules::default() }
     }
     fn trial_columns(&self) -> Vec<String> {
         crate::results::header_of::<ThroughputRow>()
@@ -570,6 +581,7 @@ impl ExperimentKind for ThroughputKind {
             "nodes",
             "clients",
             "rate_per_s",
+            "leader_region",
             "value_bytes",
             "batch_delay_ms",
             "trials",

@@ -668,3 +668,47 @@ fn open_loop_load_sweeps_its_rate_and_refuses_what_does_not_belong_to_it() {
     let e = error_of(&election);
     assert!(e.contains("arrival"), "{e}");
 }
+
+/// Wide-area placement (issue 20, item 4): `regions` with the built-in table or a
+/// matrix of its own; its companions need it, it refuses other delay sources, and
+/// `leader_region` is a throughput sweep over the listed regions.
+#[test]
+fn regions_place_nodes_and_refuse_what_would_contradict_them() {
+    let wan = OPEN_LOOP.replace(
+        "[workload]",
+        "[network]\nregions = [\"east-us\", \"west-europe\", \"japan-east\"]\nleader_region = [\"east-us\", \"japan-east\"]\n\n[workload]",
+    );
+    let parsed = parse(&wan).unwrap();
+    let placed: Vec<Option<String>> = parsed.points().iter().map(|p| p.leader_region.clone()).collect();
+    assert_eq!(placed.len(), 6, "3 rates × 2 leader regions");
+    assert!(placed.contains(&Some("japan-east".into())));
+    let map = parsed.file.network.region_map().unwrap();
+    assert_eq!(map.node_to_node_ms(0, 1), 44.5);
+
+    let e = error_of(&wan.replace("\"japan-east\"]\nleader", "\"mars\"]\nleader"));
+    assert!(e.starts_with("exp.toml:12:") && e.contains("unknown region \"mars\""), "{e}");
+    let e = error_of(&wan.replace("leader_region = [\"east-us\", \"japan-east\"]", "leader_region = \"west-us\""));
+    assert!(e.starts_with("exp.toml:13:") && e.contains("\"west-us\" is not one of the regions"), "{e}");
+    let e = error_of(&wan.replace("[network]\n", "[network]\nlatency_ms = { dist = \"constant\", value = 5.0 }\n"));
+    assert!(e.contains("latency_ms and `regions` both set link delays"), "{e}");
+    let e = error_of(&OPEN_LOOP.replace("[workload]", "[network]\njitter_ms = 2.0\n\n[workload]"));
+    assert!(e.contains("jitter_ms places nodes in regions; it needs `regions`"), "{e}");
+    let matrix = wan
+        .replace(
+            "\"east-us\", \"west-europe\", \"japan-east\"]",
+            "\"a\", \"b\", \"c\"]\nrtt_ms_matrix = [[0, 10, 20], [10, 0, 30]]",
+        )
+        .replace("leader_region = [\"east-us\", \"japan-east\"]", "leader_region = \"c\"");
+    let e = error_of(&matrix);
+    assert!(e.contains("rtt_ms_matrix must be 3 × 3"), "{e}");
+    let map =
+        parse(&matrix.replace("[10, 0, 30]]", "[10, 0, 30], [20, 30, 0]]")).unwrap().file.network.region_map().unwrap();
+    assert_eq!(map.node_to_node_ms(1, 2), 15.0);
+    // An election cannot place its leader: it measures losing one.
+    let election = GOOD.replace(
+        "[faults]",
+        "[network]\nregions = [\"east-us\", \"west-us\"]\nleader_region = \"east-us\"\n\n[faults]",
+    );
+    let e = error_of(&election);
+    assert!(e.contains("election experiments do not place one (throughput does)"), "{e}");
+}

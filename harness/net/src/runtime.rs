@@ -81,6 +81,28 @@ pub struct LinkFaults {
     pub loss: f64,
     /// Extra one-way delay added to every message.
     pub delay_ns: u64,
+    /// Per destination node, the one-way delay to it instead of `delay_ns` (wide-area
+    /// placement: each peer in its region); empty when every link has `delay_ns`.
+    pub delay_ns_to: Vec<u64>,
+    /// Standard deviation of each message's delay (normal, never below zero).
+    pub jitter_ns: u64,
+    /// Held before each answer to a client leaves: the client's whole round trip to
+    /// this node when the clients are in another region.
+    pub reply_delay_ns: u64,
+}
+
+impl LinkFaults {
+    /// How long a message to `to` is held: its link's delay, with jitter drawn.
+    fn delay_to(&self, to: u32, rng: &mut ChaCha8Rng) -> u64 {
+        let base = self.delay_ns_to.get(to as usize).copied().unwrap_or(self.delay_ns);
+        if self.jitter_ns == 0 {
+            return base;
+        }
+        // Box–Muller: one standard normal draw from two uniform ones.
+        let (u1, u2): (f64, f64) = (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
+        let normal = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        (base as f64 + normal * self.jitter_ns as f64).max(0.0) as u64
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -383,7 +405,17 @@ where
                     Action::Reply { reply } => {
                         let mut frame = Vec::new();
                         encode(&Wire::<P::Message>::Reply(reply), &mut frame);
-                        let _ = report_tx.send(frame);
+                        if faults.reply_delay_ns > 0 {
+                            // The client is a region away: its answer arrives a round
+                            // trip later, without holding up anything else.
+                            let (report_tx, delay) = (report_tx.clone(), Duration::from_nanos(faults.reply_delay_ns));
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let _ = report_tx.send(frame);
+                            });
+                        } else {
+                            let _ = report_tx.send(frame);
+                        }
                     }
                     Action::Observe { event } => events.push(event),
                     // Real mode does not explain (its contexts are not `explaining`).
@@ -515,7 +547,8 @@ fn send_peer<M: Serialize>(
         stats.dropped_sends.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let not_before = (faults.delay_ns > 0).then(|| Instant::now() + Duration::from_nanos(faults.delay_ns));
+    let delay_ns = faults.delay_to(to, rng);
+    let not_before = (delay_ns > 0).then(|| Instant::now() + Duration::from_nanos(delay_ns));
     if queue.try_send(Outgoing { frame, not_before }).is_err() {
         // Queue full (peer slow or down): shed load instead of blocking the protocol.
         stats.dropped_sends.fetch_add(1, Ordering::Relaxed);

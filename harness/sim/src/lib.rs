@@ -361,6 +361,9 @@ pub struct Sim<P: Protocol, C: Client> {
     clients: Vec<ClientSlot<C>>,
     network: NetworkConfig,
     link_latency: HashMap<(NodeId, NodeId), Latency>,
+    /// Per node: (client to node, node to client) latency, where it differs from the
+    /// network's (clients in one region, nodes in others).
+    client_latency: HashMap<NodeId, (Latency, Latency)>,
     /// `blocked[from * n + to]`: the directed link is cut.
     blocked: Vec<bool>,
     filter: Option<MessageFilter<P>>,
@@ -428,6 +431,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             clients: Vec::new(),
             network,
             link_latency: HashMap::new(),
+            client_latency: HashMap::new(),
             blocked: vec![false; (nodes * nodes) as usize],
             filter: None,
             net_rng: ChaCha8Rng::seed_from_u64(seed),
@@ -568,6 +572,10 @@ impl<P: Protocol, C: Client> Sim<P, C> {
 
     pub fn set_link_latency(&mut self, from: NodeId, to: NodeId, latency: Latency) {
         self.link_latency.insert((from, to), latency);
+    }
+    /// The latency of every client's messages to `node` and of `node`'s answers.
+    pub fn set_client_latency(&mut self, node: NodeId, to_node: Latency, from_node: Latency) {
+        self.client_latency.insert(node, (to_node, from_node));
     }
     pub fn set_network(&mut self, network: NetworkConfig) {
         self.network = network;
@@ -1118,7 +1126,10 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             Action::Reply { reply } => {
                 let client = reply.client.0 as usize;
                 if client < self.clients.len() {
-                    let delay = self.network.latency.sample(&mut self.net_rng);
+                    let delay = match self.client_latency.get(&id) {
+                        Some((_, from_node)) => from_node.sample(&mut self.net_rng),
+                        None => self.network.latency.sample(&mut self.net_rng),
+                    };
                     self.schedule(self.now + delay, Work::Reply { from: id, client, reply });
                 }
             }
@@ -1143,7 +1154,10 @@ impl<P: Protocol, C: Client> Sim<P, C> {
         for action in out.actions.drain(..) {
             match action {
                 ClientAction::Send { to, request } => {
-                    let delay = self.network.latency.sample(&mut self.net_rng);
+                    let delay = match self.client_latency.get(&to) {
+                        Some((to_node, _)) => to_node.sample(&mut self.net_rng),
+                        None => self.network.latency.sample(&mut self.net_rng),
+                    };
                     self.schedule(self.now + delay, Work::Request { client: index, to, request });
                 }
                 ClientAction::SetTimer { timer, after } => {
