@@ -23,6 +23,14 @@ fn committed_headers() -> Vec<(String, Vec<String>, PathBuf)> {
     found
 }
 
+/// Point columns added to a kind after some of its references were committed: open-loop
+/// load and wide-area placement (issue 20) gave throughput rows `arrival` (`closed`
+/// before), `rate_per_s` and `leader_region` (empty before). References measured
+/// before them, on real processes over minutes, are kept rather than re-measured for
+/// three constant columns.
+const POINT_COLUMNS_ADDED_SINCE: &[(&str, &str)] =
+    &[("throughput", "arrival"), ("throughput", "rate_per_s"), ("throughput", "leader_region")];
+
 /// Each kind's row type writes the header of a committed reference run, and the point
 /// columns of all of them, so what the run writes today is what `qlab plot`, the
 /// summaries and the notebooks read there.
@@ -37,9 +45,18 @@ fn every_kind_writes_the_header_of_its_committed_references() {
             committed.iter().filter(|(k, ..)| k == kind.name()).collect();
         assert!(!of_kind.is_empty(), "no committed reference of kind {}", kind.name());
         let points = kind.point_columns();
-        // Older references may lack trial columns added since; their points are the same.
+        // Older references may lack trial columns added since; their points are the same,
+        // but for the point columns a kind added later (which every reader looks up by
+        // name, and which have one value throughout such a run).
         for (_, committed, reference) in &of_kind {
-            assert_eq!(&committed[..points.len()], &points[..], "{}: point columns", reference.display());
+            let committed_points: Vec<&String> = committed.iter().take_while(|c| *c != "trial").collect();
+            let current: Vec<&String> = points
+                .iter()
+                .filter(|c| {
+                    committed_points.contains(c) || !POINT_COLUMNS_ADDED_SINCE.contains(&(kind.name(), c.as_str()))
+                })
+                .collect();
+            assert_eq!(committed_points, current, "{}: point columns", reference.display());
         }
         assert!(
             of_kind.iter().any(|(_, committed, _)| *committed == header),

@@ -560,6 +560,8 @@ async fn peer_sender(endpoint: quinn::Endpoint, peer: u32, addr: SocketAddr, mut
     let name = Principal::Node(peer).server_name();
     let mut backoff = Duration::from_millis(20);
     let mut batch = Vec::with_capacity(64 * 1024);
+    // A frame taken from the queue that is not yet due (see the coalescing below).
+    let mut held: Option<Outgoing> = None;
     loop {
         let stream = async {
             let connection = endpoint.connect(addr, &name).ok()?.await.ok()?;
@@ -573,21 +575,29 @@ async fn peer_sender(endpoint: quinn::Endpoint, peer: u32, addr: SocketAddr, mut
         };
         backoff = Duration::from_millis(20);
         loop {
-            let Some(first) = queue.recv().await else { return };
+            let first = match held.take() {
+                Some(frame) => frame,
+                None => match queue.recv().await {
+                    Some(frame) => frame,
+                    None => return,
+                },
+            };
             if let Some(at) = first.not_before {
                 tokio::time::sleep_until(at).await;
             }
             batch.clear();
             batch.extend_from_slice(&first.frame);
-            // Coalesce what is already queued into one write.
+            // Coalesce what is already queued and already due into one write. A frame
+            // still held for its delay ends the batch and starts the next: waiting for
+            // it here would hold everything before it past its own time, and under
+            // steady traffic the batch would never be written.
             while batch.len() < 64 * 1024 {
                 match queue.try_recv() {
-                    Ok(next) => {
-                        if let Some(at) = next.not_before {
-                            tokio::time::sleep_until(at).await;
-                        }
-                        batch.extend_from_slice(&next.frame);
+                    Ok(next) if next.not_before.is_some_and(|at| at > Instant::now()) => {
+                        held = Some(next);
+                        break;
                     }
+                    Ok(next) => batch.extend_from_slice(&next.frame),
                     Err(_) => break,
                 }
             }
