@@ -911,6 +911,8 @@ impl Point {
         sim: &mut qlab_sim::Sim<P, C>,
         map: &crate::regions::RegionMap,
     ) {
+        // One QUIC stream per link delivers in order, jitter or not; so does the model.
+        sim.set_fifo_links(true);
         let latency = |one_way_ms: f64| match map.jitter_ms {
             0.0 => LatencyMs::Constant { value: one_way_ms },
             stddev => LatencyMs::Normal { mean: one_way_ms, stddev },

@@ -281,7 +281,7 @@ pub fn run_trial_quic<P: LabProtocol>(
     let runtime = real::runtime()?;
     let outcome = runtime.block_on(async {
         let mut driver = real::driver::<P>(&cluster, point, &P::config(point, file))?;
-        real::apply_network_faults(&driver, point, &file.network);
+        real::apply_network_faults(&mut driver, point, &file.network);
         let (_, _) = real::wait_for_leader(&mut driver, point.nodes).await?;
         let mut workload = probe_workload(experiment, point, seed);
         workload.start_all_at(driver.now_ns());

@@ -377,10 +377,11 @@ fn transport_loss_and_delay_ns(point: &Point, network: &NetworkSection) -> (f64,
 
 /// `loss`, `quic_delay_ms` and the regions' delays, applied by every node's transport to
 /// what it sends.
-pub fn apply_network_faults<M: Wired, C: Client>(driver: &Driver<M, C>, point: &Point, network: &NetworkSection) {
+pub fn apply_network_faults<M: Wired, C: Client>(driver: &mut Driver<M, C>, point: &Point, network: &NetworkSection) {
     let faults = RealFaults::new(point, network);
     if faults.shapes_the_network() {
         faults.send_all(driver);
+        driver.set_request_delays(faults.request_delays_ns());
     }
 }
 
@@ -522,9 +523,8 @@ impl RealFaults {
         let ns = |ms: f64| (ms * 1e6).round() as u64;
         let (delay_ns_to, reply_delay_ns, jitter_ns) = match &self.regions {
             Some(map) => {
-                let (to_node, from_node) = map.client_legs_ms(node);
                 let delays = (0..self.nodes).map(|to| ns(map.node_to_node_ms(node, to))).collect();
-                (delays, ns(to_node + from_node), ns(map.jitter_ms))
+                (delays, ns(map.client_legs_ms(node).1), ns(map.jitter_ms))
             }
             None => (Vec::new(), 0, 0),
         };
@@ -539,9 +539,17 @@ impl RealFaults {
     }
 
     /// Turn the wide-area placement so that `leader` is in `region`, and tell every node.
-    pub fn place_leader<M: Wired, C: Client>(&mut self, driver: &Driver<M, C>, leader: u32, region: &str) {
+    pub fn place_leader<M: Wired, C: Client>(&mut self, driver: &mut Driver<M, C>, leader: u32, region: &str) {
         self.regions = self.regions.take().and_then(|map| map.with_leader_in(leader, region));
         self.send_all(driver);
+        driver.set_request_delays(self.request_delays_ns());
+    }
+
+    /// Per node, how long the harness holds a client's request to it: the clients'
+    /// one-way delay to the node's region (empty without regions).
+    pub fn request_delays_ns(&self) -> Vec<u64> {
+        let Some(map) = &self.regions else { return Vec::new() };
+        (0..self.nodes).map(|node| (map.client_legs_ms(node).0 * 1e6).round() as u64).collect()
     }
 
     /// Whether the nodes must be told anything before the first fault: loss, delay or

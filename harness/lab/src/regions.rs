@@ -10,9 +10,10 @@
 //! measurements; `jitter_ms` draws each message's delay from a normal distribution of
 //! that spread around it (never below 10 µs), and nodes of one region are
 //! `intra_region_rtt_ms` apart. The same delays apply in the simulator (exactly, per
-//! message) and in real mode (each node's transport holds what it sends to a peer for
-//! that peer's one-way delay; a client's whole round trip is charged to the node's
-//! answer, as the harness's client requests reach the node at once).
+//! message, in order on each link as on a QUIC stream) and in real mode (each node's
+//! transport holds what it sends to a peer for that peer's one-way delay, the harness
+//! holds each client request for the clients' one-way delay to the node, and the node
+//! holds each answer for the way back).
 //!
 //! The built-in table is [`AZURE_P95_RTT_MS`]; `rtt_ms_matrix` gives any other matrix,
 //! its rows and columns named by `regions` in order.

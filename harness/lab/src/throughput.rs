@@ -290,10 +290,11 @@ async fn measure_quic<P: LabProtocol>(
     let mut faults = crate::real::RealFaults::new(point, &file.network);
     if faults.shapes_the_network() {
         faults.send_all(&driver);
+        driver.set_request_delays(faults.request_delays_ns());
     }
     let (leader, _) = crate::real::wait_for_leader(&mut driver, point.nodes).await?;
     if let Some(region) = &point.leader_region {
-        faults.place_leader(&driver, leader, region);
+        faults.place_leader(&mut driver, leader, region);
     }
     // Checked as the run goes, so a run of any length fits in memory.
     let mut workload = Workload::new(workload_config(experiment, point), seed).check_as_it_goes();

@@ -65,6 +65,9 @@ pub struct Driver<M, C: Client> {
     next_tag: u64,
     /// Nodes that reported `Ready` (cleared by [`Driver::forget_ready`]).
     pub ready: HashSet<u32>,
+    /// Per node: how long a client request takes to reach it (clients a region away);
+    /// empty: at once.
+    request_delay_ns: Vec<u64>,
 }
 
 impl<M, C> Driver<M, C>
@@ -100,6 +103,7 @@ where
             tagged: HashMap::new(),
             next_tag: 1,
             ready: HashSet::new(),
+            request_delay_ns: Vec::new(),
         }
     }
 
@@ -115,6 +119,11 @@ where
     }
     pub fn is_busy(&self, client: usize) -> bool {
         self.outstanding[client].is_some()
+    }
+    /// Delay every client request to node `n` by `delays_ns[n]` (wide-area placement:
+    /// the clients' one-way delay to each node; the node delays its answers).
+    pub fn set_request_delays(&mut self, delays_ns: Vec<u64>) {
+        self.request_delay_ns = delays_ns;
     }
     pub fn forget_ready(&mut self) {
         self.ready.clear();
@@ -140,7 +149,12 @@ where
     fn carry_out(&mut self, client: usize, mut out: ClientOutbox<C::Timer>) {
         for action in out.actions.drain(..) {
             match action {
-                ClientAction::Send { to, request } => self.harness.send(to.0, &Wire::Request(request)),
+                ClientAction::Send { to, request } => match self.request_delay_ns.get(to.0 as usize) {
+                    Some(delay) if *delay > 0 => {
+                        self.harness.send_after(to.0, &Wire::Request(request), std::time::Duration::from_nanos(*delay))
+                    }
+                    _ => self.harness.send(to.0, &Wire::Request(request)),
+                },
                 ClientAction::SetTimer { timer, after } => {
                     self.cancel_timer(client, timer);
                     self.timer_seq += 1;

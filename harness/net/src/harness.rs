@@ -78,6 +78,19 @@ where
         }
     }
 
+    /// Send to one node after `delay` (a client a region away), without holding up
+    /// anything sent meanwhile.
+    pub fn send_after(&self, node: u32, wire: &Wire<M>, delay: Duration) {
+        let mut frame = Vec::new();
+        encode(wire, &mut frame);
+        if let Some(link) = self.links.get(node as usize).cloned() {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = link.send(frame);
+            });
+        }
+    }
+
     pub fn nodes(&self) -> u32 {
         self.links.len() as u32
     }

@@ -86,8 +86,8 @@ pub struct LinkFaults {
     pub delay_ns_to: Vec<u64>,
     /// Standard deviation of each message's delay (normal, never below zero).
     pub jitter_ns: u64,
-    /// Held before each answer to a client leaves: the client's whole round trip to
-    /// this node when the clients are in another region.
+    /// Held before each answer to a client leaves: the one-way delay to the clients'
+    /// region (the harness holds their requests for the other way).
     pub reply_delay_ns: u64,
 }
 
@@ -406,8 +406,8 @@ where
                         let mut frame = Vec::new();
                         encode(&Wire::<P::Message>::Reply(reply), &mut frame);
                         if faults.reply_delay_ns > 0 {
-                            // The client is a region away: its answer arrives a round
-                            // trip later, without holding up anything else.
+                            // The clients are a region away: the answer takes that long,
+                            // without holding up anything else.
                             let (report_tx, delay) = (report_tx.clone(), Duration::from_nanos(faults.reply_delay_ns));
                             tokio::spawn(async move {
                                 tokio::time::sleep(delay).await;

@@ -364,6 +364,9 @@ pub struct Sim<P: Protocol, C: Client> {
     /// Per node: (client to node, node to client) latency, where it differs from the
     /// network's (clients in one region, nodes in others).
     client_latency: HashMap<NodeId, (Latency, Latency)>,
+    /// When set, a message never overtakes an earlier one on its link (as on one QUIC
+    /// stream), whatever the drawn delays: the latest arrival per link.
+    fifo_link_arrivals: Option<HashMap<(NodeId, NodeId), Nanos>>,
     /// `blocked[from * n + to]`: the directed link is cut.
     blocked: Vec<bool>,
     filter: Option<MessageFilter<P>>,
@@ -432,6 +435,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             network,
             link_latency: HashMap::new(),
             client_latency: HashMap::new(),
+            fifo_link_arrivals: None,
             blocked: vec![false; (nodes * nodes) as usize],
             filter: None,
             net_rng: ChaCha8Rng::seed_from_u64(seed),
@@ -573,6 +577,12 @@ impl<P: Protocol, C: Client> Sim<P, C> {
     pub fn set_link_latency(&mut self, from: NodeId, to: NodeId, latency: Latency) {
         self.link_latency.insert((from, to), latency);
     }
+    /// Deliver each link's messages in the order they were sent (jittered delays then
+    /// never reorder them; the `reorder` knob still does).
+    pub fn set_fifo_links(&mut self, fifo: bool) {
+        self.fifo_link_arrivals = fifo.then(HashMap::new);
+    }
+
     /// The latency of every client's messages to `node` and of `node`'s answers.
     pub fn set_client_latency(&mut self, node: NodeId, to_node: Latency, from_node: Latency) {
         self.client_latency.insert(node, (to_node, from_node));
@@ -943,6 +953,11 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             Some(latency) => latency.sample(&mut self.net_rng),
             None => self.network.latency.sample(&mut self.net_rng),
         };
+        if let Some(last_arrivals) = &mut self.fifo_link_arrivals {
+            let last = last_arrivals.entry((from, to)).or_insert(0);
+            *last = (*last).max(self.now + delay);
+            delay = *last - self.now;
+        }
         if self.network.reorder > 0.0 && self.net_rng.random_bool(self.network.reorder) {
             delay += self.net_rng.random_range(0..=self.network.reorder_delay_ns_max);
         }
