@@ -141,7 +141,8 @@ pub fn run_trial<Q: LabProtocol>(
         sim.enable_trace();
     }
     for c in 0..point.clients {
-        sim.add_client(Q::client(sim.config(), ClientId(c as u64), point.nodes, qlab_core::ms(100)));
+        let retry_ns = point.client_retry_ns.unwrap_or(qlab_core::ms(100));
+        sim.add_client(Q::client(sim.config(), ClientId(c as u64), point.nodes, retry_ns));
     }
     let mut workload = Workload::new(crate::trial::workload_config(experiment, point), seed);
     workload.start_all_at(0);

@@ -798,6 +798,10 @@ pub struct Point {
     pub rate_per_s: Option<f64>,
     /// Wide-area placement: the region the leader is moved to once elected.
     pub leader_region: Option<String>,
+    /// How long a client waits before retrying, where the network says (regions:
+    /// [`crate::regions::RegionMap::client_retry_timeout_ms`]); `None`: the kind's own.
+    #[serde(skip)]
+    pub client_retry_ns: Option<Nanos>,
     pub value_bytes: usize,
     pub batch_delay_ms: f64,
     /// How Raft and Multi-Paxos serve reads.
@@ -879,6 +883,7 @@ impl Point {
             clients: 0,
             rate_per_s: None,
             leader_region: None,
+            client_retry_ns: None,
             value_bytes: 0,
             batch_delay_ms: 0.0,
             read_mode: ReadMode::Log,
@@ -1703,6 +1708,18 @@ impl Experiment {
             (Arrival::Poisson, Some(rates)) => expand(points, &rates.values, |p, v| p.rate_per_s = Some(*v)),
             _ => points,
         };
+        let retry = f.network.regions.as_ref().and_then(|regions| {
+            let network = &f.network;
+            let map = crate::regions::RegionMap::new(
+                regions,
+                network.rtt_ms_matrix.as_deref(),
+                network.intra_region_rtt_ms,
+                network.client_region.as_deref(),
+                network.jitter_ms,
+            );
+            map.ok().map(|map| (map.client_retry_timeout_ms() * 1e6).round() as Nanos)
+        });
+        let points = expand(points, &[retry], |p, v| p.client_retry_ns = *v);
         let points = match &f.network.leader_region {
             Some(regions) => expand(points, &regions.values, |p, v| p.leader_region = Some(v.clone())),
             None => points,

@@ -71,7 +71,8 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
     for c in 0..clients {
         // Retry a silent replica after a few round trips, not a fixed 100 ms, so the
         // unavailability measure is not dominated by the client's own timeout.
-        let retry_timeout_ns = (point.latency.mean_ms() * 1e6 * 8.0).max(20e6) as Nanos;
+        let retry_timeout_ns =
+            point.client_retry_ns.unwrap_or((point.latency.mean_ms() * 1e6 * 8.0).max(20e6) as Nanos);
         sim.add_client(P::client(sim.config(), ClientId(c as u64), nodes, retry_timeout_ns));
     }
     let mut workload = probe_workload(experiment, point, seed);

@@ -360,7 +360,8 @@ pub fn driver<P: LabProtocol>(
     let start = cluster.file.start_unix_ns;
     let (harness, from_nodes) =
         Harness::<P::Message>::connect(endpoint, &cluster.file.addrs(), start, cluster.file.max_frame_bytes);
-    let clients = clients::<P>(config, point.clients as usize, point.nodes, qlab_core::ms(200));
+    let retry_ns = point.client_retry_ns.unwrap_or(qlab_core::ms(200));
+    let clients = clients::<P>(config, point.clients as usize, point.nodes, retry_ns);
     Ok(Driver::new(harness, from_nodes, clients, start))
 }
 

@@ -166,6 +166,13 @@ impl RegionMap {
         Some(self)
     }
 
+    /// How long a client waits before retrying (PBFT: before it suspects the primary):
+    /// three times the longest round trip in the map, so no placement of leader or
+    /// clients retries a request that is merely crossing the world.
+    pub fn client_retry_timeout_ms(&self) -> f64 {
+        3.0 * self.rtt_ms.iter().flatten().copied().fold(0.0, f64::max)
+    }
+
     /// The region index of node `node`.
     pub fn region_of(&self, node: u32) -> usize {
         (node as usize + self.shift) % self.names.len()

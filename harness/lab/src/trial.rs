@@ -136,7 +136,8 @@ pub fn cluster_with_leader<P: LabProtocol>(
         sim.enable_trace();
     }
     for c in 0..point.clients {
-        sim.add_client(P::client(sim.config(), ClientId(c as u64), point.nodes, qlab_core::ms(100)));
+        let retry_ns = point.client_retry_ns.unwrap_or(qlab_core::ms(100));
+        sim.add_client(P::client(sim.config(), ClientId(c as u64), point.nodes, retry_ns));
     }
     let mut deadline = 0;
     while sim.leader().is_none() && deadline < qlab_core::ms(60_000) {
