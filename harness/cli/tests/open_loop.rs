@@ -89,3 +89,63 @@ fn a_stalled_server_shows_in_open_loop_latency_and_hides_from_closed_loop_client
         assert!(achieved > 0.9 * arrived && achieved <= arrived * 1.05, "{mode}: {achieved} of {arrived}/s");
     }
 }
+
+/// docs/real-mode.md: in the simulator, which charges no CPU time, the knee is where a
+/// bottleneck the model has saturates. Raft on a simulated disk that does one 2 ms
+/// write at a time, unbatched, carries about 500 writes/s; offered more, it completes
+/// that many, drops what the bounded clients cannot hold, and `knee.csv` names the
+/// highest offered rate it carried.
+#[test]
+fn a_simulated_disk_puts_the_knee_where_its_writes_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("disk-knee.toml");
+    std::fs::write(
+        &path,
+        r#"[experiment]
+name = "disk-knee"
+kind = "throughput"
+mode = "sim"
+trials = 1
+seed = 1
+
+[cluster]
+protocol = "raft"
+nodes = 3
+
+[storage]
+fsync_ms = { dist = "constant", value = 2.0 }
+
+[workload]
+arrival = "poisson"
+rate_per_s = [250, 400, 1000, 2000]
+clients = 256
+value_bytes = 128
+warmup_ms = 500
+duration_ms = 4000
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    run_ok(qlab().arg("run").arg(&path).arg("--out").arg(&out));
+    let mut reader = csv::Reader::from_path(out.join("trials.csv")).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows: Vec<Row> = reader
+        .records()
+        .map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect())
+        .collect();
+    for row in &rows {
+        let (offered, achieved) = (number(row, "rate_per_s"), number(row, "ops_per_s"));
+        if offered <= 400.0 {
+            assert!(achieved > 0.95 * offered && number(row, "dropped_ops") == 0.0, "{row:?}");
+        } else {
+            assert!((450.0..=550.0).contains(&achieved), "offered {offered}/s, achieved {achieved}/s");
+            assert!(number(row, "dropped_ops") > 0.0, "{row:?}");
+        }
+    }
+    let knee = std::fs::read_to_string(out.join("knee.csv")).unwrap();
+    let mut knee = csv::Reader::from_reader(knee.as_bytes());
+    let columns = knee.headers().unwrap().clone();
+    let record = knee.records().next().unwrap().unwrap();
+    let at = |name: &str| record.get(columns.iter().position(|c| c == name).unwrap()).unwrap().to_string();
+    assert_eq!((at("knee_rate_per_s").as_str(), at("rates_carried").as_str()), ("400.000", "2"));
+}

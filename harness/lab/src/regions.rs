@@ -261,6 +261,27 @@ mod tests {
         assert_eq!(following.client_legs_ms(0), (0.5, 0.5), "the clients moved with the leader");
     }
 
+    /// The claim of experiments/wan-5-regions.toml and docs/real-mode.md: of the five
+    /// regions, a leader in East US reaches a majority (two others) within a 90 ms round
+    /// trip, one in West Europe within 152 ms, the most of any (both directions' mean).
+    #[test]
+    fn east_us_is_the_best_leader_region_of_the_five_and_west_europe_the_worst() {
+        let five = names(&["east-us", "west-us", "west-europe", "japan-east", "australia-east"]);
+        let map = RegionMap::new(&five, None, 1.0, None, 0.0).unwrap();
+        let quorum_rtt_ms = |leader: u32| {
+            let mut rtts: Vec<f64> = (0..5)
+                .filter(|n| *n != leader)
+                .map(|n| (map.rtt_ms[leader as usize][n as usize] + map.rtt_ms[n as usize][leader as usize]) / 2.0)
+                .collect();
+            rtts.sort_by(f64::total_cmp);
+            rtts[1]
+        };
+        let by_region: Vec<f64> = (0..5).map(quorum_rtt_ms).collect();
+        assert_eq!(by_region[0], 90.0);
+        assert_eq!(by_region[2], 152.0);
+        assert!(by_region.iter().all(|r| (90.0..=152.0).contains(r)), "{by_region:?}");
+    }
+
     #[test]
     fn bad_maps_are_refused_with_what_is_wrong() {
         let e = RegionMap::new(&names(&["east-us", "mars"]), None, 1.0, None, 0.0).unwrap_err();
