@@ -129,10 +129,8 @@ duration_ms = 4000
     run_ok(qlab().arg("run").arg(&path).arg("--out").arg(&out));
     let mut reader = csv::Reader::from_path(out.join("trials.csv")).unwrap();
     let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    let rows: Vec<Row> = reader
-        .records()
-        .map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect())
-        .collect();
+    let rows: Vec<Row> =
+        reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect()).collect();
     for row in &rows {
         let (offered, achieved) = (number(row, "rate_per_s"), number(row, "ops_per_s"));
         if offered <= 400.0 {

@@ -759,4 +759,31 @@ mod tests {
         let error = malicious_entry::<Pbft>(&path, &wrong, 0).unwrap_err().to_string();
         assert!(error.contains("names node 4, but the cluster has 4 nodes"), "{error}");
     }
+
+    /// A node reads its own clock skew from the cluster file; a rate that is not
+    /// positive, or a node listed twice, is refused naming the cluster file.
+    #[test]
+    fn clock_skew_is_read_from_the_cluster_file_and_checked() {
+        use qlab_net::cluster::NodeClock;
+        use qlab_net::runtime::SkewedClock;
+        let dir = tempfile::tempdir().unwrap();
+        let config = toml::Value::try_from(qlab_raft::RaftConfig::default()).unwrap();
+        let mut cluster =
+            LocalCluster::create(dir.path(), Path::new("qlab"), "raft", config, 3, StorageKind::Memory, 1).unwrap();
+        let fast = NodeClock { node: 1, rate: 1.0002, offset_ns: -3_000_000 };
+        cluster.set_clocks(vec![fast]).unwrap();
+        let file = ClusterFile::load(&dir.path().join("cluster.toml")).unwrap();
+        let node = node_config::<qlab_raft::Raft>(&file, dir.path(), 1).unwrap();
+        assert_eq!(node.clock, SkewedClock { rate: 1.0002, offset_ns: -3_000_000 });
+        assert_eq!(node_config::<qlab_raft::Raft>(&file, dir.path(), 0).unwrap().clock, SkewedClock::TRUE);
+        for (clocks, expected) in [
+            (vec![NodeClock { rate: 0.0, ..fast }], "node 1's rate must be > 0, got 0"),
+            (vec![fast, fast], "node 1 is listed twice"),
+        ] {
+            cluster.set_clocks(clocks).unwrap();
+            let file = ClusterFile::load(&dir.path().join("cluster.toml")).unwrap();
+            let error = node_config::<qlab_raft::Raft>(&file, dir.path(), 1).unwrap_err().to_string();
+            assert!(error.contains(expected) && error.contains(&dir.path().display().to_string()), "{error}");
+        }
+    }
 }

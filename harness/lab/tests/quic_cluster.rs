@@ -44,6 +44,7 @@ async fn raft_over_quic_survives_a_leader_kill_and_restart() {
     let start_unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let config = |id: u32| NodeConfig {
         id,
+        clock: qlab_net::runtime::SkewedClock::TRUE,
         addrs: addrs.clone(),
         identity: identities[id as usize].clone(),
         pinned: pinned.clone(),

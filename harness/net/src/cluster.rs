@@ -94,7 +94,23 @@ pub struct ClusterFile {
     /// the honest protocol and never reads this. Empty for an honest cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub malicious: Vec<toml::Value>,
+    /// Nodes whose clock is skewed: its rate against true time and its offset. A node
+    /// not listed keeps true cluster time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clocks: Vec<NodeClock>,
     pub nodes: Vec<NodeEntry>,
+}
+
+/// A node's skewed clock ([`crate::runtime::SkewedClock`]): it reads `offset_ns +
+/// rate × cluster time`, and a timer it sets for `d` of its own time fires after
+/// `d / rate` of true time.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeClock {
+    pub node: u32,
+    pub rate: f64,
+    #[serde(default)]
+    pub offset_ns: i64,
 }
 
 fn default_max_frame_bytes() -> usize {
@@ -223,8 +239,19 @@ impl ClusterFile {
         {
             std::fs::create_dir_all(dir).map_err(|source| ClusterError::Io { path: dir.into(), source })?;
         }
+        let mut clock = crate::runtime::SkewedClock::TRUE;
+        for entry in self.clocks.iter().filter(|c| c.node == id) {
+            if !(entry.rate.is_finite() && entry.rate > 0.0) {
+                return Err(invalid(format!("clocks: node {id}'s rate must be > 0, got {}", entry.rate)));
+            }
+            if clock != crate::runtime::SkewedClock::TRUE {
+                return Err(invalid(format!("clocks: node {id} is listed twice")));
+            }
+            clock = crate::runtime::SkewedClock { rate: entry.rate, offset_ns: entry.offset_ns };
+        }
         Ok(NodeConfig {
             id,
+            clock,
             addrs: self.addrs(),
             identity,
             pinned: self.pinned(base)?,
@@ -401,6 +428,7 @@ impl LocalCluster {
             orphan_timeout_ms: default_orphan_timeout_ms(),
             protocol_config,
             malicious: Vec::new(),
+            clocks: Vec::new(),
             nodes: entries,
         };
         let file_path = dir.join("cluster.toml");
@@ -439,6 +467,12 @@ impl LocalCluster {
     /// the nodes start.
     pub fn set_malicious(&mut self, entries: Vec<toml::Value>) -> Result<(), ClusterError> {
         self.file.malicious = entries;
+        self.file.save(&self.file_path)
+    }
+
+    /// Skew the named nodes' clocks (before they start: a node reads its clock once).
+    pub fn set_clocks(&mut self, clocks: Vec<NodeClock>) -> Result<(), ClusterError> {
+        self.file.clocks = clocks;
         self.file.save(&self.file_path)
     }
 

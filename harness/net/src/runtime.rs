@@ -155,6 +155,8 @@ pub enum Storage {
 #[derive(Clone, Debug)]
 pub struct NodeConfig<C> {
     pub id: u32,
+    /// The node's clock against true cluster time (skewed clocks, for lease tests).
+    pub clock: SkewedClock,
     /// Every node's address, indexed by id.
     pub addrs: Vec<SocketAddr>,
     pub identity: Identity,
@@ -178,6 +180,7 @@ impl<C> NodeConfig<C> {
     pub fn with_protocol<D>(self, protocol: D) -> NodeConfig<D> {
         NodeConfig {
             id: self.id,
+            clock: self.clock,
             addrs: self.addrs,
             identity: self.identity,
             pinned: self.pinned,
@@ -189,6 +192,37 @@ impl<C> NodeConfig<C> {
             send_queue_messages: self.send_queue_messages,
             orphan_timeout_ms: self.orphan_timeout_ms,
         }
+    }
+}
+
+/// A node's clock as the protocol sees it: `offset_ns + rate × cluster time`, and a timer
+/// of `d` in its time fires after `d / rate` of true time, as the simulator's
+/// `set_clock_rate` does. A fast clock (rate > 1) thinks more time has passed than has,
+/// so its leases and timeouts end early; a slow one holds them too long.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SkewedClock {
+    pub rate: f64,
+    pub offset_ns: i64,
+}
+
+impl SkewedClock {
+    /// True time.
+    pub const TRUE: SkewedClock = SkewedClock { rate: 1.0, offset_ns: 0 };
+
+    /// What the node reads at true cluster time `cluster_ns` (never below zero).
+    pub fn local_ns(&self, cluster_ns: u64) -> u64 {
+        if *self == SkewedClock::TRUE {
+            return cluster_ns;
+        }
+        (self.offset_ns as f64 + self.rate * cluster_ns as f64).max(0.0) as u64
+    }
+
+    /// The true time a timer of `after_ns` on this clock takes.
+    pub fn true_duration(&self, after_ns: u64) -> Duration {
+        if self.rate == 1.0 {
+            return Duration::from_nanos(after_ns);
+        }
+        Duration::from_nanos((after_ns as f64 / self.rate) as u64)
     }
 }
 
@@ -354,7 +388,7 @@ where
     // One step: run the handler, then carry out its outbox in contract order.
     macro_rules! step {
         ($handler:expr) => {{
-            let now_ns = clock_base_ns + started.elapsed().as_nanos() as u64;
+            let now_ns = config.clock.local_ns(clock_base_ns + started.elapsed().as_nanos() as u64);
             {
                 let mut ctx = Context::new(now_ns, &mut rng, &mut outbox);
                 #[allow(clippy::redundant_closure_call)]
@@ -393,7 +427,7 @@ where
                             timers.remove(&old);
                         }
                         timer_seq += 1;
-                        let key = (Instant::now() + Duration::from_nanos(after), timer_seq);
+                        let key = (Instant::now() + config.clock.true_duration(after), timer_seq);
                         timers.insert(key, timer);
                         timer_keys.insert(timer, key);
                     }
@@ -758,5 +792,22 @@ async fn write_reports(
         if send.write_all(&batch).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod skewed_clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_skewed_clock_reads_offset_plus_rate_times_true_time_and_stretches_its_timers() {
+        assert_eq!(SkewedClock::TRUE.local_ns(1_234), 1_234);
+        let fast = SkewedClock { rate: 1.5, offset_ns: 10 };
+        assert_eq!(fast.local_ns(1_000), 1_510);
+        assert_eq!(fast.true_duration(300), Duration::from_nanos(200));
+        let behind = SkewedClock { rate: 1.0, offset_ns: -5_000 };
+        assert_eq!(behind.local_ns(1_000), 0, "a clock behind the cluster's start reads zero, not a wrapped number");
+        assert_eq!(behind.local_ns(9_000), 4_000);
+        assert_eq!(behind.true_duration(300), Duration::from_nanos(300));
     }
 }

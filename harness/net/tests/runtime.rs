@@ -24,6 +24,7 @@ async fn malformed_frames_are_counted_and_the_sender_cut_off() {
     let start_unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let config = NodeConfig {
         id: 0,
+        clock: qlab_net::runtime::SkewedClock::TRUE,
         addrs: addrs.clone(),
         identity: node,
         pinned: pinned.clone(),
