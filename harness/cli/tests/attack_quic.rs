@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{qlab, run_ok};
+use common::{Row, csv_rows, qlab, run_ok};
 
 fn experiment(dir: &Path) -> PathBuf {
     let path = dir.join("attack-quic.toml");
@@ -43,12 +43,8 @@ think_ms = 5
     path
 }
 
-type Row = std::collections::HashMap<String, String>;
-
 fn rows(run: &Path) -> Vec<Row> {
-    let mut reader = csv::Reader::from_path(run.join("trials.csv")).unwrap();
-    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect()).collect()
+    csv_rows(&run.join("trials.csv"))
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{qlab, run_ok};
+use common::{Row, csv_rows, qlab, run_ok};
 
 /// The one-server baseline, stalled for `STALL_MS` in the middle of a 4 s window.
 const STALL_MS: f64 = 1000.0;
@@ -48,14 +48,10 @@ duration_ms = 4000
     path
 }
 
-type Row = std::collections::HashMap<String, String>;
-
 fn run(dir: &Path, name: &str, workload: &str) -> Vec<Row> {
     let out = dir.join(format!("{name}-run"));
     run_ok(qlab().arg("run").arg(experiment(dir, name, workload)).arg("--out").arg(&out));
-    let mut reader = csv::Reader::from_path(out.join("trials.csv")).unwrap();
-    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect()).collect()
+    csv_rows(&out.join("trials.csv"))
 }
 
 fn number(row: &Row, column: &str) -> f64 {
@@ -127,11 +123,7 @@ duration_ms = 4000
     .unwrap();
     let out = tmp.path().join("run");
     run_ok(qlab().arg("run").arg(&path).arg("--out").arg(&out));
-    let mut reader = csv::Reader::from_path(out.join("trials.csv")).unwrap();
-    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    let rows: Vec<Row> =
-        reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect()).collect();
-    for row in &rows {
+    for row in &csv_rows(&out.join("trials.csv")) {
         let (offered, achieved) = (number(row, "rate_per_s"), number(row, "ops_per_s"));
         if offered <= 400.0 {
             assert!(achieved > 0.95 * offered && number(row, "dropped_ops") == 0.0, "{row:?}");
@@ -140,10 +132,6 @@ duration_ms = 4000
             assert!(number(row, "dropped_ops") > 0.0, "{row:?}");
         }
     }
-    let knee = std::fs::read_to_string(out.join("knee.csv")).unwrap();
-    let mut knee = csv::Reader::from_reader(knee.as_bytes());
-    let columns = knee.headers().unwrap().clone();
-    let record = knee.records().next().unwrap().unwrap();
-    let at = |name: &str| record.get(columns.iter().position(|c| c == name).unwrap()).unwrap().to_string();
-    assert_eq!((at("knee_rate_per_s").as_str(), at("rates_carried").as_str()), ("400.000", "2"));
+    let knee = &csv_rows(&out.join("knee.csv"))[0];
+    assert_eq!((knee["knee_rate_per_s"].as_str(), knee["rates_carried"].as_str()), ("400.000", "2"));
 }

@@ -241,15 +241,20 @@ impl NetworkSection {
     /// checked when the file was read ([`Experiment::validate_cluster_run`]), so this
     /// cannot fail for a file that ran.
     pub fn region_map(&self) -> Option<crate::regions::RegionMap> {
+        self.try_region_map().map(|map| map.expect("[network] regions were checked when the file was read"))
+    }
+
+    /// The regions as the file gives them, or what is wrong with them (`None`: no
+    /// `regions`).
+    pub fn try_region_map(&self) -> Option<Result<crate::regions::RegionMap, String>> {
         let regions = self.regions.as_ref()?;
-        let map = crate::regions::RegionMap::new(
+        Some(crate::regions::RegionMap::new(
             regions,
             self.rtt_ms_matrix.as_deref(),
             self.intra_region_rtt_ms,
             self.client_region.as_deref(),
             self.jitter_ms,
-        );
-        Some(map.expect("[network] regions were checked when the file was read"))
+        ))
     }
 }
 
@@ -1461,7 +1466,7 @@ impl Experiment {
     fn validate_regions(&self) -> Result<(), LabError> {
         let network = &self.file.network;
         let written = |key: &str| value_span(&self.source, &["network", key]).is_some();
-        let Some(regions) = &network.regions else {
+        let Some(map) = network.try_region_map() else {
             for key in ["rtt_ms_matrix", "intra_region_rtt_ms", "client_region", "jitter_ms"] {
                 if written(key) {
                     return Err(self.error_at_key(
@@ -1472,13 +1477,7 @@ impl Experiment {
             }
             return Ok(());
         };
-        if let Err(message) = crate::regions::RegionMap::new(
-            regions,
-            network.rtt_ms_matrix.as_deref(),
-            network.intra_region_rtt_ms,
-            network.client_region.as_deref(),
-            network.jitter_ms,
-        ) {
+        if let Err(message) = map {
             let key = ["intra_region_rtt_ms", "jitter_ms", "client_region", "rtt_ms_matrix"]
                 .into_iter()
                 .find(|key| message.starts_with(key))
@@ -1708,17 +1707,12 @@ impl Experiment {
             (Arrival::Poisson, Some(rates)) => expand(points, &rates.values, |p, v| p.rate_per_s = Some(*v)),
             _ => points,
         };
-        let retry = f.network.regions.as_ref().and_then(|regions| {
-            let network = &f.network;
-            let map = crate::regions::RegionMap::new(
-                regions,
-                network.rtt_ms_matrix.as_deref(),
-                network.intra_region_rtt_ms,
-                network.client_region.as_deref(),
-                network.jitter_ms,
-            );
-            map.ok().map(|map| (map.client_retry_timeout_ms() * 1e6).round() as Nanos)
-        });
+        // An invalid map is refused by the file's checks; until then it sets no retry.
+        let retry = f
+            .network
+            .try_region_map()
+            .and_then(Result::ok)
+            .map(|map| (map.client_retry_timeout_ms() * 1e6).round() as Nanos);
         let points = expand(points, &[retry], |p, v| p.client_retry_ns = *v);
         let points = match &f.network.leader_region {
             Some(regions) => expand(points, &regions.values, |p, v| p.leader_region = Some(v.clone())),

@@ -14,10 +14,12 @@ use qlab_net::drive::Driver;
 use qlab_net::frame::DEFAULT_MAX_FRAME_BYTES;
 use qlab_net::harness::Harness;
 use qlab_net::runtime::{Control, NodeConfig, Storage, Wire, run_node};
-use qlab_net::tls::{self, Identity, Pinned, Principal};
+use qlab_net::tls;
 use qlab_raft::{Message, Raft, RaftConfig};
 use std::time::Duration;
 use tokio::time::Instant;
+
+mod in_process;
 
 const NODES: u32 = 3;
 const CLIENTS: usize = 4;
@@ -34,12 +36,7 @@ fn ask_to_transfer<C: qlab_core::Client>(driver: &Driver<Message, C>, target: u3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_over_quic_survives_a_leader_kill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let identities: Vec<Identity> = (0..NODES).map(|i| Identity::generate(Principal::Node(i))).collect();
-    let harness_identity = Identity::generate(Principal::Harness);
-    let mut pinned_entries: Vec<(Principal, Vec<u8>)> =
-        identities.iter().enumerate().map(|(i, id)| (Principal::Node(i as u32), id.cert_der.clone())).collect();
-    pinned_entries.push((Principal::Harness, harness_identity.cert_der.clone()));
-    let pinned = Pinned::new(pinned_entries);
+    let (identities, harness_identity, pinned) = in_process::keys(NODES);
     let addrs = qlab_net::cluster::free_loopback_addrs(NODES as usize).unwrap();
     let start_unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let config = |id: u32| NodeConfig {

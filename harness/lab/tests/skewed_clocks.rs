@@ -10,22 +10,19 @@ use qlab_net::drive::Driver;
 use qlab_net::frame::DEFAULT_MAX_FRAME_BYTES;
 use qlab_net::harness::Harness;
 use qlab_net::runtime::{NodeConfig, SkewedClock, Storage, run_node};
-use qlab_net::tls::{self, Identity, Pinned, Principal};
+use qlab_net::tls;
 use qlab_raft::{Message, Raft, RaftConfig};
 use std::time::Duration;
 use tokio::time::Instant;
+
+mod in_process;
 
 const NODES: u32 = 3;
 
 /// Messages the replicas of an idle cluster on `clock` send in two seconds, counted from
 /// one second after they start.
 async fn idle_messages_in_two_seconds(clock: SkewedClock) -> u64 {
-    let identities: Vec<Identity> = (0..NODES).map(|i| Identity::generate(Principal::Node(i))).collect();
-    let harness_identity = Identity::generate(Principal::Harness);
-    let mut pinned_entries: Vec<(Principal, Vec<u8>)> =
-        identities.iter().enumerate().map(|(i, id)| (Principal::Node(i as u32), id.cert_der.clone())).collect();
-    pinned_entries.push((Principal::Harness, harness_identity.cert_der.clone()));
-    let pinned = Pinned::new(pinned_entries);
+    let (identities, harness_identity, pinned) = in_process::keys(NODES);
     let addrs = qlab_net::cluster::free_loopback_addrs(NODES as usize).unwrap();
     let start_unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let nodes: Vec<tokio::task::JoinHandle<_>> = (0..NODES)

@@ -1,5 +1,5 @@
-//! What the CLI tests share: the binary, a run that must succeed, and the `qlab node`
-//! processes of a cluster as `/proc` shows them.
+//! What the CLI tests share: the binary, a run that must succeed, a CSV's rows by column
+//! name, and the `qlab node` processes of a cluster as `/proc` shows them.
 
 #![allow(dead_code)] // each test crate uses its own part
 
@@ -21,6 +21,16 @@ pub fn run_ok(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// One row of a CSV file, by column name.
+pub type Row = std::collections::HashMap<String, String>;
+
+/// The rows of the CSV file at `path` (a run's `trials.csv`, `summary.csv`, ...).
+pub fn csv_rows(path: &Path) -> Vec<Row> {
+    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect()).collect()
 }
 
 /// Process ids of `qlab node` processes whose command line names a path under `dir`.
