@@ -475,8 +475,7 @@ async fn measure_quic<P: LabProtocol>(
         let _ = driver.next(Instant::now() + Duration::from_millis(20)).await;
     }
     let mut faults = crate::real::RealFaults::new(point, &file.network);
-    faults.send_all(&driver);
-    driver.set_request_delays(faults.request_delays_ns());
+    faults.shape_network(&mut driver);
     let clients_started = driver.now_ns();
     if clients_started >= from {
         return Err(crate::LabError::Usage(format!(

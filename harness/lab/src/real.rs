@@ -381,8 +381,7 @@ fn transport_loss_and_delay_ns(point: &Point, network: &NetworkSection) -> (f64,
 pub fn apply_network_faults<M: Wired, C: Client>(driver: &mut Driver<M, C>, point: &Point, network: &NetworkSection) {
     let faults = RealFaults::new(point, network);
     if faults.shapes_the_network() {
-        faults.send_all(driver);
-        driver.set_request_delays(faults.request_delays_ns());
+        faults.shape_network(driver);
     }
 }
 
@@ -542,13 +541,19 @@ impl RealFaults {
     /// Turn the wide-area placement so that `leader` is in `region`, and tell every node.
     pub fn place_leader<M: Wired, C: Client>(&mut self, driver: &mut Driver<M, C>, leader: u32, region: &str) {
         self.regions = self.regions.take().and_then(|map| map.with_leader_in(leader, region));
+        self.shape_network(driver);
+    }
+
+    /// Tell every node its link faults and the harness how long to hold client requests
+    /// to each node.
+    pub fn shape_network<M: Wired, C: Client>(&self, driver: &mut Driver<M, C>) {
         self.send_all(driver);
         driver.set_request_delays(self.request_delays_ns());
     }
 
     /// Per node, how long the harness holds a client's request to it: the clients'
     /// one-way delay to the node's region (empty without regions).
-    pub fn request_delays_ns(&self) -> Vec<u64> {
+    fn request_delays_ns(&self) -> Vec<u64> {
         let Some(map) = &self.regions else { return Vec::new() };
         (0..self.nodes).map(|node| (map.client_legs_ms(node).0 * 1e6).round() as u64).collect()
     }

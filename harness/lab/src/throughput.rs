@@ -289,8 +289,7 @@ async fn measure_quic<P: LabProtocol>(
     let mut driver = crate::real::driver::<P>(cluster, point, &P::config(point, file))?;
     let mut faults = crate::real::RealFaults::new(point, &file.network);
     if faults.shapes_the_network() {
-        faults.send_all(&driver);
-        driver.set_request_delays(faults.request_delays_ns());
+        faults.shape_network(&mut driver);
     }
     let (leader, _) = crate::real::wait_for_leader(&mut driver, point.nodes).await?;
     if let Some(region) = &point.leader_region {
