@@ -173,11 +173,16 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                 );
             }
             if report.unsafe_trials > 0 {
+                // Real-mode trials do not replay: their rows are all there is.
+                let replay = if report.unsafe_trials_replayable > 0 {
+                    format!("; replay one with `qlab replay {} --trial K`", report.run_dir.display())
+                } else {
+                    String::new()
+                };
                 say!(
-                    "SAFETY: {} trial(s) violated an invariant; see the safety and violations columns of {}, and replay one with `qlab replay {} --trial K`",
+                    "SAFETY: {} trial(s) violated an invariant; see the safety and violations columns of {}{replay}",
                     report.unsafe_trials,
                     report.run_dir.join("trials.csv").display(),
-                    report.run_dir.display()
                 );
             } else if report.inconclusive_trials > 0 {
                 // A checker that gave up proved nothing: those trials are not called ok.

@@ -484,7 +484,7 @@ impl ChaosKnobs for Unreplicated {
 
 /// The run's generator, the network drawn from it, and the protocol's knobs drawn next:
 /// one seed, the same draws for every variant of a protocol's run.
-fn chaos_setup<P: ChaosKnobs>(seed: u64, config: &ChaosConfig) -> (P::Config, NetworkConfig, ChaCha8Rng) {
+pub fn chaos_setup<P: ChaosKnobs>(seed: u64, config: &ChaosConfig) -> (P::Config, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
     let network = chaos_network(&mut rng);
     let protocol = P::chaos_config(config, &mut rng);
@@ -532,6 +532,21 @@ pub fn each_running<A: Clone>(attack: &A, nodes: &[NodeId]) -> Vec<(NodeId, A)> 
     nodes.iter().map(|node| (*node, attack.clone())).collect()
 }
 
+/// A chaos run's clients: three keys, so operations collide; reads, writes and
+/// compare-and-sets; 5 ms between a client's operations; the last `readers` only read.
+pub fn chaos_workload(config: &ChaosConfig) -> WorkloadConfig {
+    WorkloadConfig {
+        clients: config.clients,
+        keys: 3,
+        value_bytes: 16,
+        think_ns: ms(5),
+        read_ratio: 0.3,
+        cas_ratio: 0.3,
+        readers: config.readers,
+        arrival_rate_per_s: None,
+    }
+}
+
 /// One chaos run of `P`; `rng` continues the seed's stream to draw the faults.
 pub fn run_chaos<P: LabProtocol>(
     seed: u64,
@@ -566,19 +581,7 @@ pub fn run_chaos<P: LabProtocol>(
             sim.set_clock_rate(id, 1.0 + rng.random_range(-skew..=skew));
         }
     }
-    let mut workload = Workload::new(
-        WorkloadConfig {
-            clients: config.clients,
-            keys: 3,
-            value_bytes: 16,
-            think_ns: ms(5),
-            read_ratio: 0.3,
-            cas_ratio: 0.3,
-            readers: config.readers,
-            arrival_rate_per_s: None,
-        },
-        seed,
-    );
+    let mut workload = Workload::new(chaos_workload(config), seed);
     workload.start_all_at(0);
     // Some seeds churn fast (a fault every ~60 ms), some let the cluster settle.
     let fault_gap_ns_max = [ms(100), ms(300), ms(1_000)][rng.random_range(0..3usize)];

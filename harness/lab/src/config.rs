@@ -504,7 +504,7 @@ pub enum ScheduledFault {
     /// Start a crashed node again from its storage.
     Restart { at_ms: f64, node: NodeRef },
     /// Tell the leader of the moment to hand leadership to node `to` (Raft thesis
-    /// §3.10; simulator only; protocols without the mechanism ignore it).
+    /// §3.10; protocols without the mechanism ignore it).
     TransferLeader { at_ms: f64, to: NodeRef },
     /// Pause `node` for `for_ms` (gray failure): in quic mode SIGSTOP, then SIGCONT; in
     /// the simulator nothing reaches it and it does nothing until it wakes, when all

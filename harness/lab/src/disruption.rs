@@ -12,6 +12,12 @@
 //! timeline of completions per `bin_ms`. The checkers judge every trial. The canonical
 //! use is PreVote: a replica cut off by a partition and healed forces the working
 //! leader out without it and not with it (`experiments/rejoin-disruption.toml`).
+//!
+//! In `mode = "quic"` the same scenario runs on real processes: the harness carries out
+//! each entry through the nodes' transports (partitions, isolation), `kill -9` and a
+//! restart from disk (crashes), or a command to the leader (transfers); elections are
+//! the `Elected` reports after the first fault, and the epochs each node's own report
+//! of its epoch at the first fault and at the end.
 
 use crate::compare::Aggregate;
 use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, KeysRead, Mode, Point, ScheduledFault, expand};
@@ -23,6 +29,7 @@ use crate::workload::Workload;
 use qlab_core::{Event, Nanos, NodeId};
 use qlab_sim::Sim;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 /// What one disruption trial measured.
@@ -47,10 +54,10 @@ pub struct DisruptionTrial {
     pub trace: Vec<String>,
 }
 
-pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> DisruptionTrial {
-    let file = &experiment.file;
+/// The point's scenario as a schedule sorted by time (ns from the clients' start), and
+/// the times of its first and last entries.
+fn scenario_schedule(experiment: &Experiment, point: &Point) -> (VecDeque<(Nanos, ScheduledFault)>, Nanos, Nanos) {
     let section = disruption_section(experiment).expect("[disruption] was read when the file was loaded");
-    let ns = |ms: f64| (ms * 1e6).round() as Nanos;
     let scenario = section
         .disruption
         .scenario
@@ -59,10 +66,33 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
         .find(|s| s.name == scenario(point))
         .expect("points name only the file's scenarios");
     let mut schedule: Vec<(Nanos, ScheduledFault)> =
-        scenario.schedule.iter().map(|f| (ns(f.at_ms()), f.clone())).collect();
+        scenario.schedule.iter().map(|f| (ms_to_ns(f.at_ms()), f.clone())).collect();
     schedule.sort_by_key(|(at, _)| *at);
     let (first_ns, last_ns) = (schedule.first().map_or(0, |f| f.0), schedule.last().map_or(0, |f| f.0));
-    let mut schedule: std::collections::VecDeque<_> = schedule.into();
+    (schedule.into(), first_ns, last_ns)
+}
+
+fn ms_to_ns(ms: f64) -> Nanos {
+    (ms * 1e6).round() as Nanos
+}
+
+/// Completions per `bin_ms` from `start` to `end`.
+fn timeline(completions: &[Nanos], start: Nanos, end: Nanos, bin_ms: f64) -> Vec<u64> {
+    let bin = ms_to_ns(bin_ms).max(1);
+    let mut per_bin = vec![0u64; (end - start).div_ceil(bin) as usize];
+    for t in completions.iter().filter(|t| **t >= start) {
+        if let Some(slot) = per_bin.get_mut(((t - start) / bin) as usize) {
+            *slot += 1;
+        }
+    }
+    per_bin
+}
+
+pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> DisruptionTrial {
+    let file = &experiment.file;
+    let section = disruption_section(experiment).expect("[disruption] was read when the file was loaded");
+    let ns = ms_to_ns;
+    let (mut schedule, first_ns, last_ns) = scenario_schedule(experiment, point);
 
     let mut sim = cluster_with_leader::<P>(experiment, point, seed, trace);
     let start = sim.now();
@@ -75,7 +105,7 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
     run_sim_segment(
         &mut sim,
         &mut workload,
-        &mut std::collections::VecDeque::new(),
+        &mut VecDeque::new(),
         start,
         start + first_ns,
         &mut crashed_leader,
@@ -100,14 +130,7 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
     let (safety, violations) = judge(&sim.observations, &workload, sim.now());
 
-    let bin = ns(section.disruption.bin_ms).max(1);
-    let bins = (end - start).div_ceil(bin) as usize;
-    let mut completions_per_bin = vec![0u64; bins];
-    for t in &completions {
-        if let Some(slot) = completions_per_bin.get_mut(((t - start) / bin) as usize) {
-            *slot += 1;
-        }
-    }
+    let completions_per_bin = timeline(&completions, start, end, section.disruption.bin_ms);
     DisruptionTrial {
         ops_per_s: completions.len() as f64 / ((end - start) as f64 / 1e9),
         unavailable_ms: longest_gap_ns(&completions, first_fault_at, end) as f64 / 1e6,
@@ -121,6 +144,85 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
         violations,
         trace: sim.trace().to_vec(),
     }
+}
+
+/// Real mode: the scenario on one process per replica on loopback.
+pub fn run_trial_quic<P: LabProtocol>(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    node_binary: &std::path::Path,
+) -> crate::Result<DisruptionTrial> {
+    let mut cluster = crate::real::start_cluster::<P>(experiment, point, seed, node_binary)?;
+    let runtime = crate::real::runtime()?;
+    let outcome = runtime.block_on(measure_quic::<P>(experiment, point, seed, &mut cluster));
+    cluster.stop_all();
+    outcome
+}
+
+async fn measure_quic<P: LabProtocol>(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    cluster: &mut qlab_net::cluster::LocalCluster,
+) -> crate::Result<DisruptionTrial> {
+    let file = &experiment.file;
+    let section = disruption_section(experiment)?;
+    let (mut schedule, first_ns, last_ns) = scenario_schedule(experiment, point);
+    let mut driver = crate::real::driver::<P>(cluster, point, &P::config(point, file))?;
+    let mut faults = crate::real::RealFaults::new(point, &file.network);
+    if faults.shapes_the_network() {
+        faults.shape_network(&mut driver);
+    }
+    crate::real::wait_for_leader(&mut driver, point.nodes).await?;
+    let mut workload = Workload::new(workload_config(experiment, point), seed);
+    let start = driver.now_ns();
+    let end = start + ms_to_ns(file.workload.duration_ms);
+    workload.start_all_at(start);
+    let mut completions: Vec<Nanos> = Vec::new();
+    let mut nothing = VecDeque::new();
+    let mut on_done = |done: &qlab_net::drive::Done| completions.push(done.time_ns);
+    crate::real::run_segment(
+        &mut driver,
+        &mut workload,
+        cluster,
+        &mut faults,
+        &mut nothing,
+        start,
+        start + first_ns,
+        &mut on_done,
+    )
+    .await?;
+    let first_fault_at = driver.now_ns();
+    let at_first_fault = driver.request_counters();
+    crate::real::run_segment(&mut driver, &mut workload, cluster, &mut faults, &mut schedule, start, end, &mut on_done)
+        .await?;
+    let at_end = driver.request_counters();
+    workload.stop();
+    let settle = driver.now_ns() + 4 * point.heartbeat_ns();
+    crate::real::drive_workload(&mut driver, &mut workload, settle, |_| {}).await;
+    // Each node's own epoch; a node down when asked does not answer and is left out.
+    let highest_epoch =
+        |tag: u64| (0..point.nodes).filter_map(|n| driver.counters_for_node(tag, n)).map(|c| c.epoch).max();
+    let epochs_advanced = highest_epoch(at_end).unwrap_or(0).saturating_sub(highest_epoch(at_first_fault).unwrap_or(0));
+    let observations = crate::real::observations_for_checkers(&driver);
+    let elections =
+        observations.iter().filter(|o| o.time >= first_fault_at && matches!(o.event, Event::Elected { .. })).count()
+            as u64;
+    let (safety, violations) = judge(&observations, &workload, driver.now_ns());
+    Ok(DisruptionTrial {
+        ops_per_s: completions.len() as f64 / ((end - start) as f64 / 1e9),
+        unavailable_ms: longest_gap_ns(&completions, first_fault_at, end) as f64 / 1e6,
+        elections,
+        epochs_advanced,
+        fault_from_ms: first_ns as f64 / 1e6,
+        fault_until_ms: last_ns as f64 / 1e6,
+        timeline_bin_ms: section.disruption.bin_ms,
+        completions_per_bin: timeline(&completions, start, end, section.disruption.bin_ms),
+        safety,
+        violations,
+        trace: Vec::new(),
+    })
 }
 
 /// The longest interval within `[from, to]` that holds no completion time.
@@ -140,6 +242,7 @@ fn longest_gap_ns(completions: &[Nanos], from: Nanos, to: Nanos) -> Nanos {
 #[derive(Debug, Default, serde::Serialize)]
 pub struct DisruptionRow {
     pub protocol: &'static str,
+    pub mode: &'static str,
     pub nodes: u32,
     pub scenario: String,
     pub pre_vote: bool,
@@ -182,6 +285,7 @@ impl DisruptionRow {
         let check_quorum = with_protocol!(point.protocol, P => P::check_quorum(&P::config(point, &experiment.file)));
         DisruptionRow {
             protocol: point.protocol.name(),
+            mode: point.mode.name(),
             nodes: point.nodes,
             scenario: scenario(point).to_string(),
             pre_vote: point.pre_vote,
@@ -257,10 +361,6 @@ pub struct Scenario {
 /// protocols, named scenarios whose schedules are valid and end inside the run.
 fn validate_disruption(experiment: &Experiment, d: &DisruptionSection) -> crate::Result<()> {
     let f = &experiment.file;
-    if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
-        return Err(experiment
-            .error_at(&f.experiment.mode.span, "disruption experiments run in the simulator: mode = \"sim\"".into()));
-    }
     if f.cluster.protocol.values.iter().any(|p| p.fault_model() == FaultModel::Byzantine) {
         return Err(experiment.error_at(
             &f.cluster.protocol.span,
@@ -359,9 +459,21 @@ impl ExperimentKind for DisruptionKind {
     }
     fn run_trial(&self, trial: &Trial) -> TrialRecord {
         let (experiment, point, seed) = (trial.experiment, trial.point, trial.seed);
-        let outcome = with_protocol!(point.protocol, P => run_trial::<P>(experiment, point, seed, false));
-        let row = DisruptionRow::new(experiment, point, trial.trial, trial.point_index, seed, &outcome);
-        TrialRecord::new(&row, outcome.safety)
+        let outcome = match point.mode {
+            Mode::Sim => Ok(with_protocol!(point.protocol, P => run_trial::<P>(experiment, point, seed, false))),
+            Mode::Quic => with_protocol!(point.protocol, P =>
+                run_trial_quic::<P>(experiment, point, seed, trial.node_binary)),
+        };
+        match outcome {
+            Ok(outcome) => {
+                let row = DisruptionRow::new(experiment, point, trial.trial, trial.point_index, seed, &outcome);
+                TrialRecord::new(&row, outcome.safety)
+            }
+            Err(e) => TrialRecord {
+                row: crate::kind::error_row(self, trial, &e.to_string()),
+                verdict: qlab_check::Verdict::Error,
+            },
+        }
     }
     fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
         Ok(crate::plot::plot_disruption(run_dir, experiment_name, crate::protocol_list::ProtocolName::NAMES)?)
@@ -369,8 +481,8 @@ impl ExperimentKind for DisruptionKind {
     fn compare_metrics(&self) -> &'static [(&'static str, Aggregate)] {
         &[("unavailable_ms", Aggregate::Median), ("elections", Aggregate::Mean)]
     }
-    fn replays(&self, _mode: crate::config::Mode) -> bool {
-        true
+    fn replays(&self, mode: crate::config::Mode) -> bool {
+        mode == Mode::Sim
     }
     fn replay(&self, trial: &Trial) -> crate::Result<Replayed> {
         let point = trial.point;

@@ -26,6 +26,7 @@ pub mod availability;
 pub mod availability_trial;
 pub mod case;
 pub mod chaos;
+pub mod chaos_quic;
 pub mod config;
 pub mod counterexample;
 pub mod disruption;

@@ -12,6 +12,10 @@
 //! them, which is what exposes a stale one). The linearizability checker judges the
 //! whole client history; the other checkers run too. A trial replays exactly from its
 //! seed with `qlab replay`, and is the same run the `read_modes` tests make.
+//!
+//! In `mode = "quic"` the trial is [`crate::chaos_quic`]'s: the same seed-drawn knobs,
+//! network and clients on real processes, each of the profile's faults held for a
+//! while, and the clocks skewed the way that hurts a lease most while it is held.
 
 use crate::chaos::{ChaosConfig, ChaosOutcome, FaultKinds, run_protocol_chaos};
 use crate::compare::Aggregate;
@@ -78,49 +82,68 @@ pub fn chaos_config(experiment: &Experiment, point: &Point, trace: bool) -> Chao
     }
 }
 
-pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool) -> ReadsTrial {
+/// One trial: a chaos run in the simulator, or on real processes started from
+/// `node_binary` ([`crate::chaos_quic`]).
+pub fn run_trial(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    trace: bool,
+    node_binary: &Path,
+) -> crate::Result<ReadsTrial> {
     let config = chaos_config(experiment, point, trace);
     // Validation keeps the protocols without read modes (PBFT, the baseline) out.
-    let outcome = with_protocol!(point.protocol, P => run_protocol_chaos::<P>(seed, &config));
-    let latencies = |reads: bool| -> Vec<f64> {
-        let mut ms: Vec<f64> = outcome
-            .history
-            .iter()
-            .filter(|op| op.op.is_write() != reads)
-            .filter_map(|op| op.completed.as_ref().map(|(at, _)| nanos_to_ms(at - op.invoked)))
-            .collect();
-        ms.sort_by(f64::total_cmp);
-        ms
+    let outcome = match point.mode {
+        Mode::Sim => with_protocol!(point.protocol, P => run_protocol_chaos::<P>(seed, &config)),
+        Mode::Quic => with_protocol!(point.protocol, P =>
+            crate::chaos_quic::run_chaos_quic::<P>(experiment, point, seed, &config, node_binary))?,
     };
-    let (read_ms, write_ms) = (latencies(true), latencies(false));
-    let completed = read_ms.len() + write_ms.len();
-    let linearizable = match outcome.linearizability {
-        LinCheck::Linearizable => "yes",
-        LinCheck::Violation { .. } => "no",
-        LinCheck::Inconclusive { .. } => "inconclusive",
-    };
-    let mut violations: Vec<String> = outcome.violations.iter().map(ToString::to_string).collect();
-    if let LinCheck::Violation { key, operations, from_ns } = outcome.linearizability {
-        violations.push(format!(
-            "linearizability: no order of {} on key {key} from {:.3} ms explains them",
-            qlab_check::linearizability::operations_phrase(operations),
-            qlab_core::nanos_to_ms(from_ns)
-        ));
-    }
-    let safety = outcome.verdict();
-    ReadsTrial {
-        reads: read_ms.len(),
-        writes: write_ms.len(),
-        read_latency_ms_p50: quantile(&read_ms, 0.5),
-        read_latency_ms_p99: quantile(&read_ms, 0.99),
-        write_latency_ms_p50: quantile(&write_ms, 0.5),
-        msgs_per_op: if completed == 0 { f64::NAN } else { outcome.messages_sent as f64 / completed as f64 },
-        faults_injected: outcome.faults_injected,
-        linearizable,
-        live_after_heal: outcome.live_after_heal,
-        safety,
-        violations,
-        outcome,
+    Ok(ReadsTrial::of(outcome))
+}
+
+impl ReadsTrial {
+    /// What a finished chaos run says about reads.
+    pub fn of(outcome: ChaosOutcome) -> Self {
+        let latencies = |reads: bool| -> Vec<f64> {
+            let mut ms: Vec<f64> = outcome
+                .history
+                .iter()
+                .filter(|op| op.op.is_write() != reads)
+                .filter_map(|op| op.completed.as_ref().map(|(at, _)| nanos_to_ms(at - op.invoked)))
+                .collect();
+            ms.sort_by(f64::total_cmp);
+            ms
+        };
+        let (read_ms, write_ms) = (latencies(true), latencies(false));
+        let completed = read_ms.len() + write_ms.len();
+        let linearizable = match outcome.linearizability {
+            LinCheck::Linearizable => "yes",
+            LinCheck::Violation { .. } => "no",
+            LinCheck::Inconclusive { .. } => "inconclusive",
+        };
+        let mut violations: Vec<String> = outcome.violations.iter().map(ToString::to_string).collect();
+        if let LinCheck::Violation { key, operations, from_ns } = outcome.linearizability {
+            violations.push(format!(
+                "linearizability: no order of {} on key {key} from {:.3} ms explains them",
+                qlab_check::linearizability::operations_phrase(operations),
+                qlab_core::nanos_to_ms(from_ns)
+            ));
+        }
+        let safety = outcome.verdict();
+        ReadsTrial {
+            reads: read_ms.len(),
+            writes: write_ms.len(),
+            read_latency_ms_p50: quantile(&read_ms, 0.5),
+            read_latency_ms_p99: quantile(&read_ms, 0.99),
+            write_latency_ms_p50: quantile(&write_ms, 0.5),
+            msgs_per_op: if completed == 0 { f64::NAN } else { outcome.messages_sent as f64 / completed as f64 },
+            faults_injected: outcome.faults_injected,
+            linearizable,
+            live_after_heal: outcome.live_after_heal,
+            safety,
+            violations,
+            outcome,
+        }
     }
 }
 
@@ -128,6 +151,7 @@ pub fn run_trial(experiment: &Experiment, point: &Point, seed: u64, trace: bool)
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ReadsRow {
     pub protocol: &'static str,
+    pub mode: &'static str,
     pub nodes: u32,
     pub read_mode: &'static str,
     pub fault_profile: &'static str,
@@ -169,6 +193,7 @@ impl ReadsRow {
     ) -> Self {
         ReadsRow {
             protocol: point.protocol.name(),
+            mode: point.mode.name(),
             nodes: point.nodes,
             read_mode: point.read_mode.name(),
             fault_profile: axes(point).fault_profile.name(),
@@ -189,7 +214,8 @@ impl ReadsRow {
             linearizable: outcome.linearizable,
             live_after_heal: outcome.live_after_heal,
             safety: outcome.safety.clone(),
-            replay: if outcome.safety.is_ok() { String::new() } else { replay.to_string() },
+            // A real trial does not replay.
+            replay: if outcome.safety.is_ok() || point.mode != Mode::Sim { String::new() } else { replay.to_string() },
             violations: crate::results::first_violations(&outcome.violations),
         }
     }
@@ -284,10 +310,6 @@ fn default_readers() -> u32 {
 /// checked for.
 fn validate_reads(experiment: &Experiment, reads: &ReadsSection) -> crate::Result<()> {
     let f = &experiment.file;
-    if f.experiment.mode.values.iter().any(|m| *m != Mode::Sim) {
-        return Err(experiment
-            .error_at(&f.experiment.mode.span, "reads experiments run in the simulator: mode = \"sim\"".into()));
-    }
     if f.cluster.protocol.values.iter().any(|p| p.fault_model() == FaultModel::Byzantine) {
         return Err(experiment.error_at(
             &f.cluster.protocol.span,
@@ -369,10 +391,40 @@ impl ExperimentKind for ReadsKind {
     }
     fn run_trial(&self, trial: &Trial) -> TrialRecord {
         let (experiment, point, seed) = (trial.experiment, trial.point, trial.seed);
-        let outcome = run_trial(experiment, point, seed, false);
-        let row =
-            ReadsRow::new(experiment, point, trial.trial, trial.point_index, seed, &outcome, &trial.replay_command());
-        TrialRecord::new(&row, outcome.safety)
+        match run_trial(experiment, point, seed, false, trial.node_binary) {
+            Ok(outcome) => {
+                let replay = trial.replay_command();
+                let row = ReadsRow::new(experiment, point, trial.trial, trial.point_index, seed, &outcome, &replay);
+                TrialRecord::new(&row, outcome.safety)
+            }
+            // A real cluster that did not start: the point's columns, the error, no numbers.
+            Err(e) => {
+                let row = ReadsRow {
+                    protocol: point.protocol.name(),
+                    mode: point.mode.name(),
+                    nodes: point.nodes,
+                    read_mode: point.read_mode.name(),
+                    fault_profile: axes(point).fault_profile.name(),
+                    clock_skew_ppm: axes(point).clock_skew_ppm,
+                    lease_drift_bound_ppm: experiment.file.raft.lease_drift_bound_ppm.get_ref().to_string(),
+                    clients: point.clients,
+                    readers: reads_section(experiment)
+                        .map_or_else(|_| String::new(), |file| file.reads.readers.to_string()),
+                    trial: trial.trial,
+                    point: trial.point_index,
+                    seed,
+                    read_latency_ms_p50: f64::NAN,
+                    read_latency_ms_p99: f64::NAN,
+                    write_latency_ms_p50: f64::NAN,
+                    msgs_per_op: f64::NAN,
+                    linearizable: "",
+                    safety: qlab_check::Verdict::Error,
+                    violations: e.to_string(),
+                    ..ReadsRow::default()
+                };
+                TrialRecord::new(&row, qlab_check::Verdict::Error)
+            }
+        }
     }
     fn summarize(&self, run_dir: &Path, experiment_name: &str) -> crate::Result<Vec<PathBuf>> {
         Ok(crate::plot::plot_reads(run_dir, experiment_name)?)
@@ -393,12 +445,12 @@ impl ExperimentKind for ReadsKind {
             "verdict",
         ]
     }
-    fn replays(&self, _mode: crate::config::Mode) -> bool {
-        true
+    fn replays(&self, mode: crate::config::Mode) -> bool {
+        mode == Mode::Sim
     }
     fn replay(&self, trial: &Trial) -> crate::Result<Replayed> {
         let point = trial.point;
-        let o = run_trial(trial.experiment, point, trial.seed, true);
+        let o = run_trial(trial.experiment, point, trial.seed, true, trial.node_binary)?;
         let mut story = vec!["faults:".to_string()];
         story.extend(o.outcome.fault_log.iter().cloned());
         story.push(format!(

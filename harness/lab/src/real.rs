@@ -280,8 +280,19 @@ pub fn create_cluster<P: LabProtocol>(
     seed: u64,
     node_binary: &Path,
 ) -> Result<LocalCluster> {
+    create_cluster_with::<P>(experiment, point, seed, node_binary, P::config(point, &experiment.file))
+}
+
+/// [`create_cluster`] with the replicas configured by `protocol_config` rather than by
+/// the point (a chaos run draws its knobs from the seed).
+pub fn create_cluster_with<P: LabProtocol>(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    node_binary: &Path,
+    mut protocol_config: P::Config,
+) -> Result<LocalCluster> {
     let dir = qlab_net::cluster::fresh_cluster_dir(experiment.name());
-    let mut protocol_config = P::config(point, &experiment.file);
     let node_secrets = P::take_node_secrets(&mut protocol_config);
     let config =
         toml::Value::try_from(protocol_config).map_err(|e| LabError::Usage(format!("{} config: {e}", P::NAME)))?;
@@ -502,6 +513,10 @@ pub struct RealFaults {
     /// The replica a `crash` of `"follower"` hit, which a `restart` of `"follower"` means.
     crashed_follower: Option<u32>,
     awaiting_ready: Vec<u32>,
+    /// Standard deviation of each message's delay, without regions (theirs is `jitter_ms`).
+    jitter_ns: u64,
+    /// Each node's clock rate as last set by [`RealFaults::set_clock_rate`] (1: true time).
+    clock_rates: Vec<f64>,
 }
 
 impl RealFaults {
@@ -516,7 +531,23 @@ impl RealFaults {
             crashed_leader: None,
             crashed_follower: None,
             awaiting_ready: Vec::new(),
+            jitter_ns: 0,
+            clock_rates: vec![1.0; point.nodes as usize],
         }
+    }
+
+    /// Every link's loss, one-way delay and jitter set to these (a chaos run's drawn
+    /// network) rather than to the file's.
+    pub fn with_links(mut self, loss: f64, delay_ns: u64, jitter_ns: u64) -> Self {
+        (self.loss, self.delay_ns, self.jitter_ns) = (loss, delay_ns, jitter_ns);
+        self
+    }
+
+    /// Node `node`'s clock runs at `rate` from now on ([`Control::ClockRate`]); a node
+    /// restarted later is told again once it is back.
+    pub fn set_clock_rate<M: Wired, C: Client>(&mut self, driver: &Driver<M, C>, node: u32, rate: f64) {
+        self.clock_rates[node as usize] = rate;
+        driver.harness().send(node, &Wire::Control(Control::ClockRate { rate }));
     }
 
     fn faults_of(&self, node: u32) -> LinkFaults {
@@ -526,7 +557,7 @@ impl RealFaults {
                 let delays = (0..self.nodes).map(|to| ns(map.node_to_node_ms(node, to))).collect();
                 (delays, ns(map.client_legs_ms(node).1), ns(map.jitter_ms))
             }
-            None => (Vec::new(), 0, 0),
+            None => (Vec::new(), 0, self.jitter_ns),
         };
         LinkFaults {
             blocked_to: self.blocked[node as usize].iter().copied().collect(),
@@ -561,7 +592,7 @@ impl RealFaults {
     /// Whether the nodes must be told anything before the first fault: loss, delay or
     /// regions.
     pub fn shapes_the_network(&self) -> bool {
-        self.loss > 0.0 || self.delay_ns > 0 || self.regions.is_some()
+        self.loss > 0.0 || self.delay_ns > 0 || self.jitter_ns > 0 || self.regions.is_some()
     }
 
     fn send<M: Wired, C: Client>(&self, driver: &Driver<M, C>, node: u32) {
@@ -666,6 +697,10 @@ impl RealFaults {
         let back: Vec<u32> = self.awaiting_ready.iter().copied().filter(|n| driver.ready.contains(n)).collect();
         for node in back {
             self.send(driver, node);
+            let rate = self.clock_rates[node as usize];
+            if rate != 1.0 {
+                driver.harness().send(node, &Wire::Control(Control::ClockRate { rate }));
+            }
             self.awaiting_ready.retain(|n| *n != node);
         }
     }

@@ -52,6 +52,8 @@ pub struct RunReport {
     /// Set when the run did not finish every trial: what its results cover.
     pub partial: Option<String>,
     pub unsafe_trials: u64,
+    /// Of the unsafe trials, those `qlab replay` can re-run (simulated ones).
+    pub unsafe_trials_replayable: u64,
     /// Trials that could not run (their rows say why).
     pub failed_trials: u64,
     /// Trials no checker found unsafe but some checker gave up on: neither ok nor unsafe.
@@ -258,9 +260,10 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     let clock = Instant::now();
     let next_trial = AtomicU64::new(0);
     let mut unsafe_trials = 0u64;
+    let mut unsafe_trials_replayable = 0u64;
     let mut failed_trials = 0u64;
     let mut inconclusive_trials = 0u64;
-    let (sender, receiver) = mpsc::channel::<(u64, Vec<String>, Verdict)>();
+    let (sender, receiver) = mpsc::channel::<(u64, Vec<String>, Verdict, bool)>();
     let mut write_error = None;
     let mut meta_written = Instant::now();
     std::thread::scope(|scope| {
@@ -297,16 +300,17 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
                         let message = format!("trial panicked: {message} ({})", trial.replay_command());
                         TrialRecord { row: crate::kind::error_row(kind, &trial, &message), verdict: Verdict::Error }
                     });
-                    let trial = trial.trial;
-                    if sender.send((trial, row, verdict)).is_err() {
+                    let replays = kind.replays(point.mode);
+                    if sender.send((trial.trial, row, verdict, replays)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(sender);
-        for (_, row, verdict) in receiver {
+        for (_, row, verdict, replays) in receiver {
             unsafe_trials += verdict.is_unsafe() as u64;
+            unsafe_trials_replayable += (verdict.is_unsafe() && replays) as u64;
             failed_trials += (verdict == Verdict::Error) as u64;
             inconclusive_trials += verdict.is_inconclusive() as u64;
             if write_error.is_none()
@@ -347,6 +351,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         trials: meta.trials_done,
         trials_planned: total,
         unsafe_trials,
+        unsafe_trials_replayable,
         failed_trials,
         inconclusive_trials,
         figures,

@@ -438,10 +438,19 @@ fn disruption_sweeps_scenarios_and_pre_vote_for_raft_only() {
     );
 }
 
+/// The scenarios run on real processes too: `mode = ["sim", "quic"]` gives each
+/// scenario a point per mode.
+#[test]
+fn disruption_scenarios_run_in_both_modes() {
+    let text = DISRUPTION.replace("kind = \"disruption\"", "kind = \"disruption\"\nmode = [\"sim\", \"quic\"]");
+    let points = parse(&text).unwrap().points();
+    let modes = |mode: Mode| points.iter().filter(|p| p.mode == mode).count();
+    assert_eq!((modes(Mode::Sim), modes(Mode::Quic)), (6, 6));
+}
+
 #[test]
 fn disruption_files_are_checked_with_line_and_column() {
     let cases = [
-        (DISRUPTION.replace("kind = \"disruption\"", "kind = \"disruption\"\nmode = \"quic\""), "run in the simulator"),
         (
             DISRUPTION.replace("[\"raft\", \"multipaxos\"]", "\"pbft\"\nf = 1").replace("nodes = 5\n", ""),
             "protocol is \"raft\"",

@@ -70,6 +70,11 @@ pub enum Control {
     ReportCounters { tag: u64 },
     /// An operator's command for the protocol (a leadership transfer).
     Admin(qlab_core::AdminCommand),
+    /// From now on the node's clock runs at `rate` against true time, going on from
+    /// what it reads now (no jump), and timers already set fire when the clock reaches
+    /// them at the new rate: the clock nemesis of Jepsen-style tests, applied while the
+    /// node runs (the cluster file's `clocks` set a clock from the start).
+    ClockRate { rate: f64 },
 }
 
 /// Faults applied to what this node sends.
@@ -141,6 +146,10 @@ pub struct Counters {
     /// The protocol's own counters ([`Protocol::counters`]).
     #[serde(default)]
     pub protocol: Vec<(String, u64)>,
+    /// The node's epoch (term, ballot, view) when the report was made, elections it
+    /// lost included: how far a fault pushed the epochs.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -223,6 +232,13 @@ impl SkewedClock {
             return Duration::from_nanos(after_ns);
         }
         Duration::from_nanos((after_ns as f64 / self.rate) as u64)
+    }
+
+    /// This clock running at `rate` from true time `cluster_ns` on: it reads there what
+    /// it read before, so it never jumps (backwards or forwards) when its rate changes.
+    pub fn at_rate_from(&self, cluster_ns: u64, rate: f64) -> SkewedClock {
+        let local = self.local_ns(cluster_ns) as f64;
+        SkewedClock { rate, offset_ns: (local - rate * cluster_ns as f64).round() as i64 }
     }
 }
 
@@ -377,6 +393,7 @@ where
     // monotonic one, so a wall-clock step never moves it backwards.
     let clock_base_ns = unix_ns().saturating_sub(config.start_unix_ns);
     let started = Instant::now();
+    let mut clock = config.clock;
     let mut timers: BTreeMap<(Instant, u64), P::Timer> = BTreeMap::new();
     let mut timer_keys: HashMap<P::Timer, (Instant, u64)> = HashMap::new();
     let mut timer_seq = 0u64;
@@ -388,7 +405,7 @@ where
     // One step: run the handler, then carry out its outbox in contract order.
     macro_rules! step {
         ($handler:expr) => {{
-            let now_ns = config.clock.local_ns(clock_base_ns + started.elapsed().as_nanos() as u64);
+            let now_ns = clock.local_ns(clock_base_ns + started.elapsed().as_nanos() as u64);
             {
                 let mut ctx = Context::new(now_ns, &mut rng, &mut outbox);
                 #[allow(clippy::redundant_closure_call)]
@@ -427,7 +444,7 @@ where
                             timers.remove(&old);
                         }
                         timer_seq += 1;
-                        let key = (Instant::now() + config.clock.true_duration(after), timer_seq);
+                        let key = (Instant::now() + clock.true_duration(after), timer_seq);
                         timers.insert(key, timer);
                         timer_keys.insert(timer, key);
                     }
@@ -480,6 +497,25 @@ where
                         step!(|p: &mut P, ctx: &mut Context<'_, P>| p.on_request(ctx, request));
                     }
                     Input::Control(Control::Faults(new_faults)) => faults = new_faults,
+                    Input::Control(Control::ClockRate { rate }) if rate.is_finite() && rate > 0.0 => {
+                        let now = Instant::now();
+                        let cluster_ns = clock_base_ns + started.elapsed().as_nanos() as u64;
+                        let old_rate = clock.rate;
+                        clock = clock.at_rate_from(cluster_ns, rate);
+                        // What is left of each timer in the clock's own time, at the new rate.
+                        timers = timers
+                            .into_iter()
+                            .map(|((due, seq), timer)| {
+                                let left = due.saturating_duration_since(now).mul_f64(old_rate / rate);
+                                ((now + left, seq), timer)
+                            })
+                            .collect();
+                        timer_keys = timers.iter().map(|(key, timer)| (*timer, *key)).collect();
+                    }
+                    // A rate that is not a positive number is refused, as a malformed frame is.
+                    Input::Control(Control::ClockRate { .. }) => {
+                        stats.malformed_frames.fetch_add(1, Ordering::Relaxed);
+                    }
                     Input::Control(Control::Shutdown) => break,
                     Input::Control(Control::Hello) => {}
                     Input::Control(Control::Admin(command)) => {
@@ -561,6 +597,7 @@ fn snapshot<P: Protocol>(node: u32, stats: &Stats, protocol: &P) -> Counters {
         refused_connections: stats.refused_connections.load(Ordering::Relaxed),
         cpu_ns: process_cpu_ns(),
         rss_bytes: process_rss_bytes(),
+        epoch: protocol.epoch(),
     }
 }
 
@@ -809,5 +846,18 @@ mod skewed_clock_tests {
         assert_eq!(behind.local_ns(1_000), 0, "a clock behind the cluster's start reads zero, not a wrapped number");
         assert_eq!(behind.local_ns(9_000), 4_000);
         assert_eq!(behind.true_duration(300), Duration::from_nanos(300));
+    }
+
+    /// A clock whose rate changes goes on from what it read: no step, then the new rate.
+    #[test]
+    fn a_clock_changing_rate_goes_on_from_where_it_was() {
+        let fast = SkewedClock { rate: 1.5, offset_ns: 10 };
+        let slowed = fast.at_rate_from(1_000, 0.5);
+        assert_eq!(slowed.local_ns(1_000), fast.local_ns(1_000));
+        assert_eq!(slowed.local_ns(3_000), 1_510 + 1_000);
+        let back = slowed.at_rate_from(3_000, 1.0);
+        assert_eq!(back.local_ns(3_000), 2_510);
+        assert_eq!(back.local_ns(4_000), 3_510);
+        assert_eq!(SkewedClock::TRUE.at_rate_from(5_000, 1.0), SkewedClock::TRUE);
     }
 }

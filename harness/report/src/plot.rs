@@ -1101,22 +1101,31 @@ pub fn plot_counterexamples(run_dir: &Path, describe: &dyn Fn(&str) -> String) -
 pub fn plot_reads(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
     let table = Table::read(&run_dir.join(TRIALS_CSV))?;
     crate::results::summarize_reads(&table, run_dir)?;
-    let rows: Vec<Vec<String>> = table.group_by(&["protocol", "read_mode"]).into_iter().map(|(k, _)| k).collect();
+    // A row per protocol and read mode, and per mode when a run has both (runs from
+    // before the `mode` column were all simulated).
+    let row_key: &[&str] = if table.column("mode").is_some() && table.group_by(&["mode"]).len() > 1 {
+        &["protocol", "mode", "read_mode"]
+    } else {
+        &["protocol", "read_mode"]
+    };
+    let rows: Vec<Vec<String>> = table.group_by(row_key).into_iter().map(|(k, _)| k).collect();
     let columns: Vec<Vec<String>> =
         table.group_by(&["fault_profile", "clock_skew_ppm"]).into_iter().map(|(k, _)| k).collect();
     if rows.is_empty() || columns.is_empty() {
         return Ok(Vec::new());
     }
     let mut cells = vec![vec![None; columns.len()]; rows.len()];
-    for (key, trials) in table.group_by(&["protocol", "read_mode", "fault_profile", "clock_skew_ppm"]) {
-        let r = rows.iter().position(|row| row[..] == key[..2]).expect("grouped from the same table");
-        let c = columns.iter().position(|column| column[..] == key[2..]).expect("grouped from the same table");
+    let cell_key: Vec<&str> = row_key.iter().copied().chain(["fault_profile", "clock_skew_ppm"]).collect();
+    for (key, trials) in table.group_by(&cell_key) {
+        let (row, column) = key.split_at(row_key.len());
+        let r = rows.iter().position(|r| r[..] == *row).expect("grouped from the same table");
+        let c = columns.iter().position(|c| c[..] == *column).expect("grouped from the same table");
         let stale = trials.iter().filter(|t| table.get(t, "linearizable") == Some("no")).count();
         cells[r][c] = Some((stale, trials.len()));
     }
     let figure = ReadsMatrix {
         title: format!("{experiment_name}: trials whose client history is not linearizable"),
-        row_labels: rows.iter().map(|r| format!("{} {}", r[0], r[1])).collect(),
+        row_labels: rows.iter().map(|r| r.join(" ")).collect(),
         column_groups: columns.iter().map(|c| c[0].clone()).collect(),
         column_labels: columns
             .iter()
@@ -1346,14 +1355,23 @@ pub fn plot_disruption(run_dir: &Path, experiment_name: &str, protocols: &[&str]
     let table = Table::read(&run_dir.join(TRIALS_CSV))?;
     crate::results::summarize_disruption(&table, &run_dir.join(SUMMARY_CSV))?;
     let title = format!("{experiment_name}: throughput over time (mean of seeds, 95% CI; faults' span shaded)");
+    // A panel per mode too when a run has both (runs from before the `mode` column
+    // were all simulated).
+    let both_modes = table.column("mode").is_some() && table.group_by(&["mode"]).len() > 1;
+    let group_columns: &[&str] = if both_modes {
+        &["protocol", "nodes", "scenario", "pre_vote", "check_quorum", "mode"]
+    } else {
+        &["protocol", "nodes", "scenario", "pre_vote", "check_quorum"]
+    };
     let spec = TimelineSpec {
         stem: "disruption_timeline",
         title: &title,
-        group_columns: &["protocol", "nodes", "scenario", "pre_vote", "check_quorum"],
+        group_columns,
         panel_title: &|key| {
             let pre_vote =
                 if key[0] == "raft" { if key[3] == "true" { ", pre-vote" } else { ", no pre-vote" } } else { "" };
-            format!("{} n={}: {}{pre_vote}", key[0], key[1], key[2])
+            let mode = key.get(5).map_or(String::new(), |mode| format!(" ({mode})"));
+            format!("{} n={}: {}{pre_vote}{mode}", key[0], key[1], key[2])
         },
         window_columns: ("fault_from_ms", "fault_until_ms"),
         protocols,

@@ -350,10 +350,15 @@ pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
         ]))
         .map_err(csv_err)?;
     let mut markdown = String::from(
-        "| protocol | n | read mode | faults | clock skew | trials | verdict | read p50 (ms) | write p50 (ms) | msgs/op |\n\
-         |---|---:|---|---|---:|---:|---|---:|---:|---:|\n",
+        "| protocol | mode | n | read mode | faults | clock skew | trials | verdict | read p50 (ms) | write p50 (ms) | \
+         msgs/op |\n|---|---|---:|---|---|---:|---:|---|---:|---:|---:|\n",
     );
-    for (values, rows) in table.group_by(&table.point_columns()) {
+    let point_columns = table.point_columns();
+    for (values, rows) in table.group_by(&point_columns) {
+        // By name: a column added to the row type moves the others. Runs from before
+        // the `mode` column were all simulated.
+        let point = |name: &str| point_columns.iter().position(|c| *c == name).map_or("", |i| values[i].as_str());
+        let mode = if table.column("mode").is_some() { point("mode") } else { "sim" };
         let median_of = |name: &str| -> f64 {
             let mut v: Vec<f64> = rows.iter().filter_map(|r| table.number(r, name)).collect();
             v.sort_by(f64::total_cmp);
@@ -397,13 +402,13 @@ pub fn summarize_reads(table: &Table, dir: &Path) -> Result<()> {
             verdict.clone(),
         ]);
         writer.write_record(&record).map_err(csv_err)?;
-        let skew_ppm: f64 = values[4].parse().unwrap_or(f64::NAN);
+        let skew_ppm: f64 = point("clock_skew_ppm").parse().unwrap_or(f64::NAN);
         markdown.push_str(&format!(
-            "| {} | {} | {} | {} | {}% | {n} | {verdict} | {} | {} | {} |\n",
-            values[0],
-            values[1],
-            values[2],
-            values[3],
+            "| {} | {mode} | {} | {} | {} | {}% | {n} | {verdict} | {} | {} | {} |\n",
+            point("protocol"),
+            point("nodes"),
+            point("read_mode"),
+            point("fault_profile"),
             skew_ppm / 1e4,
             fmt_metric(read_p50),
             fmt_metric(write_p50),

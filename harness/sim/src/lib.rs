@@ -74,6 +74,19 @@ pub enum Latency {
 }
 
 impl Latency {
+    /// The distribution's mean and standard deviation (what a real transport's delay
+    /// and jitter can reproduce of it).
+    pub fn mean_and_stddev_ns(&self) -> (f64, f64) {
+        match *self {
+            Latency::Constant { ns } => (ns as f64, 0.0),
+            Latency::Uniform { ns_min, ns_max } => {
+                ((ns_min + ns_max) as f64 / 2.0, (ns_max - ns_min) as f64 / 12f64.sqrt())
+            }
+            Latency::Normal { ns_mean, ns_stddev, .. } => (ns_mean, ns_stddev),
+            Latency::Exponential { ns_mean, ns_floor } => (ns_mean + ns_floor as f64, ns_mean),
+        }
+    }
+
     pub fn sample(&self, rng: &mut ChaCha8Rng) -> Nanos {
         match *self {
             Latency::Constant { ns } => ns,
