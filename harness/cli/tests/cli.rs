@@ -567,7 +567,7 @@ clients = 4
         assert_ne!(stale[&(protocol.to_string(), "follower-stale".to_string())], "0", "{stale:?}");
     }
     let table = std::fs::read_to_string(out.join("reads.md")).unwrap();
-    assert!(table.contains("| raft | 3 | read-index | all | 0% | 6 | linearizable in all 6 |"), "{table}");
+    assert!(table.contains("| raft | sim | 3 | read-index | all | 0% | 6 | linearizable in all 6 |"), "{table}");
     assert!(out.join("figures/read_modes_matrix.png").exists() && out.join("figures/read_modes_matrix.svg").exists());
     let rows = csv_rows(&out.join("trials.csv"));
     let stale_row = rows.iter().find(|r| r["linearizable"] == "no").expect("a stale trial");
