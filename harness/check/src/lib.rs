@@ -13,10 +13,12 @@
 //!   entry committed before that moment. The chain value at the highest committed slot
 //!   covers every earlier slot, so one comparison per election suffices. An election
 //!   observed after one of a higher epoch is a stale leader's (its announcement held
-//!   back, say, behind a slow disk write) and is not compared: the commits seen since
-//!   may belong to the later epochs, which the property says nothing about for `e`. A
-//!   stale leader cannot commit without a quorum that has not moved on, and anything it
-//!   did commit is judged by the three invariants above.
+//!   back, say, behind a slow disk write): the commits seen since the first epoch above
+//!   `e` appeared may belong to the later epochs, which the property says nothing about
+//!   for `e`, so it is compared with the highest commit seen *before* that epoch
+//!   appeared, which can only be of epochs up to `e`. A stale leader cannot commit
+//!   without a quorum that has not moved on, and anything it did commit is judged by
+//!   the three invariants above.
 //! - **Linearizability** of the client history against the KV model
 //!   ([`crate::linearizability`]).
 
@@ -269,7 +271,7 @@ struct CommittedSlot {
 
 /// References of consecutive slots `from ..`, held in a ring: slots are log indices,
 /// so they come nearly in order and a lookup is an index.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct SlotWindow {
     from: u64,
     slots: std::collections::VecDeque<Option<CommittedSlot>>,
@@ -329,10 +331,16 @@ pub const ANCHOR_EVERY_SLOTS: u64 = 1 << 12;
 /// `s`, so its next commit at a slot still held (at the latest the next anchor) reports
 /// the log-matching violation — a restarted node that reports old slots again included.
 /// Only the slot named in such a report is then the later one.
+///
+/// `Clone`, so that a state-space search can carry one along each path it explores.
+#[derive(Clone)]
 pub struct SafetyChecker {
     leaders: HashMap<u64, NodeId>,
     /// The highest epoch an election has been observed for.
     highest_epoch_elected: Option<u64>,
+    /// For each epoch that was the highest elected when it appeared, the highest commit
+    /// observed before it did: what a late announcement of a lower epoch is held to.
+    committed_before_epoch: std::collections::BTreeMap<u64, Option<(u64, Digest)>>,
     /// References for slots at or above the floor.
     recent: SlotWindow,
     /// References kept below the floor.
@@ -371,6 +379,7 @@ impl SafetyChecker {
         SafetyChecker {
             leaders: HashMap::new(),
             highest_epoch_elected: None,
+            committed_before_epoch: Default::default(),
             recent: Default::default(),
             anchors: Default::default(),
             highest_committed: None,
@@ -443,12 +452,20 @@ impl SafetyChecker {
                     }
                 }
                 let stale = self.highest_epoch_elected.is_some_and(|highest| *epoch < highest);
-                if in_order {
-                    self.highest_epoch_elected = Some(self.highest_epoch_elected.map_or(*epoch, |h| h.max(*epoch)));
+                if in_order && self.highest_epoch_elected.is_none_or(|highest| *epoch > highest) {
+                    self.highest_epoch_elected = Some(*epoch);
+                    self.committed_before_epoch.insert(*epoch, self.highest_committed);
                 }
-                if let Some((slot, prefix)) = self.highest_committed
+                // A stale announcement is held to what was committed before the first
+                // epoch above it appeared (the smallest such epoch recorded: they were
+                // recorded in increasing order).
+                let held_to = if stale {
+                    self.committed_before_epoch.range(epoch + 1..).next().and_then(|(_, commit)| *commit)
+                } else {
+                    self.highest_committed
+                };
+                if let Some((slot, prefix)) = held_to
                     && in_order
-                    && !stale
                     && slot >= *log_from_slot
                 {
                     let held = log_prefix_digests.get((slot - log_from_slot) as usize);
@@ -562,6 +579,39 @@ impl SafetyChecker {
     /// The violations found, in the order found.
     pub fn finish(self) -> Vec<Violation> {
         self.violations
+    }
+
+    /// The violations found so far.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// What the checker remembers of the run so far — leaders per epoch, the committed
+    /// references, each node's highest commit, what was reported — in one canonical
+    /// order, without times or counts. A state-space search keeps it beside the
+    /// replicas' states (as the TLA+ specification of Raft keeps its history
+    /// variables), so two runs that reach the same replica states with different
+    /// histories are not taken for one.
+    pub fn history_fingerprint(&self) -> String {
+        let mut leaders: Vec<(&u64, &NodeId)> = self.leaders.iter().collect();
+        leaders.sort();
+        let mut reported: Vec<&(Invariant, u64)> = self.reported.iter().collect();
+        reported.sort();
+        let reference = |r: &CommittedSlot| (r.digest, r.prefix_digest);
+        let recent: Vec<(u64, (Digest, Digest))> = (self.recent.from..)
+            .zip(self.recent.slots.iter())
+            .filter_map(|(slot, r)| r.as_ref().map(|r| (slot, reference(r))))
+            .collect();
+        let anchors: Vec<(u64, (Digest, Digest))> = self.anchors.iter().map(|(s, r)| (*s, reference(r))).collect();
+        format!(
+            "leaders {leaders:?} highest {:?} before {:?} committed {:?} recent {recent:?} anchors {anchors:?} \
+             below {} nodes {:?} reported {reported:?}",
+            self.highest_epoch_elected,
+            self.committed_before_epoch,
+            self.highest_committed,
+            self.dropped_below,
+            self.node_commits
+        )
     }
 }
 
@@ -725,6 +775,27 @@ mod tests {
         // A newer epoch's leader lacking the commit is still caught.
         let newer = [obs(1, 1, empty(3)), obs(2, 1, committed(1, b"a", b"p1")), obs(3, 0, empty(4))];
         assert_eq!(Verdict::of(&check_observations(&newer), false).to_string(), "leader-completeness");
+    }
+
+    /// Issue 42's blind spot: a late `Elected(2)` after `Elected(3)` is still held to
+    /// the commit seen before epoch 3 appeared (which can only be of epochs up to 2).
+    #[test]
+    fn a_late_announcement_is_held_to_the_commits_before_the_first_higher_epoch() {
+        let empty = |epoch| Event::Elected { epoch, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS] };
+        let has_x = Event::Elected { epoch: 3, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS, d(b"p1")] };
+        let sequence =
+            [obs(1, 0, empty(1)), obs(2, 0, committed(1, b"x", b"p1")), obs(3, 2, has_x), obs(4, 3, empty(2))];
+        let violations = check_observations(&sequence);
+        assert_eq!(Verdict::of(&violations, false).to_string(), "leader-completeness", "{violations:?}");
+        assert!(violations[0].detail.contains("leader of epoch 2"), "{violations:?}");
+        // Without the epoch-3 line it is the ordinary check, and the same violation.
+        let plain = [sequence[0].clone(), sequence[1].clone(), sequence[3].clone()];
+        assert_eq!(Verdict::of(&check_observations(&plain), false).to_string(), "leader-completeness");
+        // A late epoch-2 leader that has X is fine.
+        let has_x_2 =
+            Event::Elected { epoch: 2, log_from_slot: 0, log_prefix_digests: vec![Digest::GENESIS, d(b"p1")] };
+        let fine = [sequence[0].clone(), sequence[1].clone(), sequence[2].clone(), obs(4, 3, has_x_2)];
+        assert!(check_observations(&fine).is_empty());
     }
 
     /// Chain values of a log whose entry at `diverge_at` (if any) differs.

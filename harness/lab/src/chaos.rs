@@ -311,12 +311,20 @@ pub fn caught(
     let count = seeds.end - seeds.start;
     let mut first = None;
     let mut unsafe_runs = 0;
+    let mut panicked = Vec::new();
     for seed in seeds {
-        let outcome = run(seed);
-        if !outcome.is_safe() {
-            unsafe_runs += 1;
-            first.get_or_insert((seed, outcome));
+        match run_catching(|| run(seed)) {
+            Ok(outcome) if !outcome.is_safe() => {
+                unsafe_runs += 1;
+                first.get_or_insert((seed, outcome));
+            }
+            Ok(_) => {}
+            Err(panic) => panicked.push(format!("seed {seed} panicked: {panic}\n  replay: {}", replay_command(seed))),
         }
+    }
+    // A panic is an error, not a catch: it is reported whatever the other seeds found.
+    if !panicked.is_empty() {
+        return Err(format!("{} of {count} seeds ended in an error:\n{}", panicked.len(), panicked.join("\n")));
     }
     let (seed, outcome) = first.ok_or(format!("no violation in {count} seeds"))?;
     let replay = replay_command(seed);
@@ -765,19 +773,30 @@ pub fn sweep(
     let count = seeds.end - seeds.start;
     let mut failures = Vec::new();
     let mut operations = 0;
+    let replay = |seed: u64| {
+        format!(
+            "QLAB_CHAOS_SEED={seed} QLAB_CHAOS_NODES={} cargo test --release -p qlab-lab --test {test_binary} \
+             replay_one_seed -- --ignored --nocapture",
+            config.nodes
+        )
+    };
     for seed in seeds {
-        let outcome = run(seed, config);
+        let outcome = match run_catching(|| run(seed, config)) {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                failures.push(format!("seed {seed}: error: the run panicked: {panic}\n  replay: {}", replay(seed)));
+                continue;
+            }
+        };
         operations += outcome.operations_completed;
         if !outcome.passed() {
             let shown: Vec<String> = outcome.violations.iter().take(3).map(ToString::to_string).collect();
             failures.push(format!(
-                "seed {seed}: {} violation(s), first {shown:?}; linearizability {:?}; live after heal {}\n  replay: \
-                 QLAB_CHAOS_SEED={seed} QLAB_CHAOS_NODES={} cargo test --release -p qlab-lab --test {test_binary} \
-                 replay_one_seed -- --ignored --nocapture",
+                "seed {seed}: {} violation(s), first {shown:?}; linearizability {:?}; live after heal {}\n  replay: {}",
                 outcome.violations.len(),
                 outcome.linearizability,
                 outcome.live_after_heal,
-                config.nodes
+                replay(seed)
             ));
         }
     }
@@ -792,6 +811,19 @@ pub fn sweep(
             shown.join("\n")
         ))
     }
+}
+
+/// `run()`, or the message it panicked with: a seed that panics (an assertion in a
+/// protocol, an event storm) is a finding about that seed, and a sweep records it and
+/// goes on, keeping what the seeds before it found.
+pub fn run_catching<T>(run: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
 }
 
 /// The body of every chaos test binary's `replay_one_seed`: the seed and node count
@@ -861,5 +893,31 @@ pub fn shrink(
         if !removed_any || chunk > 1 {
             chunk = (chunk / 2).max(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 42: a seed that panics is reported as an error with its replay command,
+    /// and the sweep goes on to the seeds after it (here two of them panic).
+    #[test]
+    fn a_panicking_seed_is_an_error_and_the_sweep_goes_on() {
+        let config = ChaosConfig { faults: FaultKinds::NONE, ..ChaosConfig::new(3) };
+        let run = |seed: u64, config: &ChaosConfig| {
+            assert!(seed != 1 && seed != 3, "a protocol assertion at seed {seed}");
+            run_protocol_chaos::<Raft>(seed, config)
+        };
+        let report = sweep(run, &config, 0..4, "raft_chaos").unwrap_err();
+        assert!(report.starts_with("2 of 4 seeds failed"), "{report}");
+        for seed in [1, 3] {
+            assert!(
+                report.contains(&format!("seed {seed}: error: the run panicked: a protocol assertion at seed {seed}")),
+                "{report}"
+            );
+            assert!(report.contains(&format!("QLAB_CHAOS_SEED={seed} QLAB_CHAOS_NODES=3")), "{report}");
+        }
+        assert!(sweep(run, &config, 4..6, "raft_chaos").is_ok(), "the other seeds pass");
     }
 }
