@@ -33,6 +33,7 @@ pub mod disruption;
 pub mod election;
 pub mod election_trial;
 pub mod error;
+pub mod explore;
 pub mod kind;
 pub mod protocols;
 pub mod reads;

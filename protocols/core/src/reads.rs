@@ -97,7 +97,7 @@ pub fn lease_ns(election_timeout_ns_min: Nanos, drift_bound_ppm: u64) -> Nanos {
 }
 
 /// A read waiting for its index, its confirming round, or the apply point.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct PendingRead {
     request: Request,
     /// The commit index the read must see; `None` until the leader's term has started.
@@ -107,7 +107,7 @@ struct PendingRead {
 }
 
 /// The leader's bookkeeping for `read-index` and `lease` reads during one term.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LeaderReads {
     me: NodeId,
     nodes: u32,

@@ -121,7 +121,6 @@ use qlab_core::{
 };
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use client::{RaftClient, RaftClientTimer};
@@ -143,12 +142,17 @@ struct Progress {
 }
 
 /// A snapshot a follower is receiving.
+#[derive(Clone, Debug)]
 struct IncomingSnapshot {
     meta: SnapshotMeta,
     total_bytes: u64,
     data: Vec<u8>,
 }
 
+/// One replica's whole state. `Clone` so that a search can branch from any state, and
+/// `Debug` with every collection ordered (no hash maps), so that equal states print
+/// alike: the canonical form a search fingerprints.
+#[derive(Clone, Debug)]
 pub struct Raft {
     id: NodeId,
     nodes: u32,
@@ -186,7 +190,7 @@ pub struct Raft {
     progress: Vec<Progress>,
     /// Client → highest seq the leader appended this term, to not append a retry
     /// that is already in flight.
-    appended_requests: HashMap<qlab_core::ClientId, u64>,
+    appended_requests: std::collections::BTreeMap<qlab_core::ClientId, u64>,
     /// Leader: commands waiting for the batch to be appended.
     pending_commands: Vec<Arc<Request>>,
     /// Leader with read-index or lease reads: heartbeat rounds and waiting reads.
@@ -403,7 +407,7 @@ impl Protocol for Raft {
             leader_heard_at: None,
             transfer: None,
             progress: Vec::new(),
-            appended_requests: HashMap::new(),
+            appended_requests: Default::default(),
             pending_commands: Vec::new(),
             reads: None,
             vote_guard_until: 0,
