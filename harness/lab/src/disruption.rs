@@ -130,19 +130,54 @@ pub fn run_trial<P: LabProtocol>(experiment: &Experiment, point: &Point, seed: u
     workload.run(&mut sim, settle, |_, _| {}, |_| false);
     let (safety, violations) = judge(&sim.observations, &workload, sim.now());
 
-    let completions_per_bin = timeline(&completions, start, end, section.disruption.bin_ms);
-    DisruptionTrial {
-        ops_per_s: completions.len() as f64 / ((end - start) as f64 / 1e9),
-        unavailable_ms: longest_gap_ns(&completions, first_fault_at, end) as f64 / 1e6,
-        elections,
-        epochs_advanced,
-        fault_from_ms: first_ns as f64 / 1e6,
-        fault_until_ms: last_ns as f64 / 1e6,
-        timeline_bin_ms: section.disruption.bin_ms,
-        completions_per_bin,
-        safety,
-        violations,
-        trace: sim.trace().to_vec(),
+    DisruptionTrial::of_run(
+        &completions,
+        RunWindow { start, first_fault_at, end },
+        (first_ns, last_ns),
+        section.disruption.bin_ms,
+        (elections, epochs_advanced),
+        (safety, violations),
+    )
+    .with_trace(sim.trace().to_vec())
+}
+
+/// A disruption run's edges: the clients' start, the first fault, the end.
+struct RunWindow {
+    start: Nanos,
+    first_fault_at: Nanos,
+    end: Nanos,
+}
+
+impl DisruptionTrial {
+    /// What a run measured: its completions over `window`, the scenario's first and last
+    /// entries (ns from the start), the elections and epochs after the first fault, and
+    /// the checkers' verdict.
+    fn of_run(
+        completions: &[Nanos],
+        window: RunWindow,
+        (first_ns, last_ns): (Nanos, Nanos),
+        bin_ms: f64,
+        (elections, epochs_advanced): (u64, u64),
+        (safety, violations): (qlab_check::Verdict, Vec<String>),
+    ) -> Self {
+        let RunWindow { start, first_fault_at, end } = window;
+        DisruptionTrial {
+            ops_per_s: completions.len() as f64 / ((end - start) as f64 / 1e9),
+            unavailable_ms: longest_gap_ns(completions, first_fault_at, end) as f64 / 1e6,
+            elections,
+            epochs_advanced,
+            fault_from_ms: first_ns as f64 / 1e6,
+            fault_until_ms: last_ns as f64 / 1e6,
+            timeline_bin_ms: bin_ms,
+            completions_per_bin: timeline(completions, start, end, bin_ms),
+            safety,
+            violations,
+            trace: Vec::new(),
+        }
+    }
+
+    fn with_trace(self, trace: Vec<String>) -> Self {
+        DisruptionTrial { trace, ..self }
     }
 }
 
@@ -153,11 +188,9 @@ pub fn run_trial_quic<P: LabProtocol>(
     seed: u64,
     node_binary: &std::path::Path,
 ) -> crate::Result<DisruptionTrial> {
-    let mut cluster = crate::real::start_cluster::<P>(experiment, point, seed, node_binary)?;
-    let runtime = crate::real::runtime()?;
-    let outcome = runtime.block_on(measure_quic::<P>(experiment, point, seed, &mut cluster));
-    cluster.stop_all();
-    outcome
+    crate::real::on_fresh_cluster::<P, _>(experiment, point, seed, node_binary, async |cluster| {
+        measure_quic::<P>(experiment, point, seed, cluster).await
+    })
 }
 
 async fn measure_quic<P: LabProtocol>(
@@ -209,20 +242,14 @@ async fn measure_quic<P: LabProtocol>(
     let elections =
         observations.iter().filter(|o| o.time >= first_fault_at && matches!(o.event, Event::Elected { .. })).count()
             as u64;
-    let (safety, violations) = judge(&observations, &workload, driver.now_ns());
-    Ok(DisruptionTrial {
-        ops_per_s: completions.len() as f64 / ((end - start) as f64 / 1e9),
-        unavailable_ms: longest_gap_ns(&completions, first_fault_at, end) as f64 / 1e6,
-        elections,
-        epochs_advanced,
-        fault_from_ms: first_ns as f64 / 1e6,
-        fault_until_ms: last_ns as f64 / 1e6,
-        timeline_bin_ms: section.disruption.bin_ms,
-        completions_per_bin: timeline(&completions, start, end, section.disruption.bin_ms),
-        safety,
-        violations,
-        trace: Vec::new(),
-    })
+    Ok(DisruptionTrial::of_run(
+        &completions,
+        RunWindow { start, first_fault_at, end },
+        (first_ns, last_ns),
+        section.disruption.bin_ms,
+        (elections, epochs_advanced),
+        judge(&observations, &workload, driver.now_ns()),
+    ))
 }
 
 /// The longest interval within `[from, to]` that holds no completion time.

@@ -278,10 +278,8 @@ pub fn run_trial_quic<P: LabProtocol>(
     let file = &experiment.file;
     let heartbeat_ns = point.heartbeat_ns();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xe1ec_7100_0000_0001);
-    let mut cluster = real::start_cluster::<P>(experiment, point, seed, node_binary)?;
-    let runtime = real::runtime()?;
-    let outcome = runtime.block_on(async {
-        let mut driver = real::driver::<P>(&cluster, point, &P::config(point, file))?;
+    real::on_fresh_cluster::<P, _>(experiment, point, seed, node_binary, async |cluster| {
+        let mut driver = real::driver::<P>(cluster, point, &P::config(point, file))?;
         real::apply_network_faults(&mut driver, point, &file.network);
         let (_, _) = real::wait_for_leader(&mut driver, point.nodes).await?;
         let mut workload = probe_workload(experiment, point, seed);
@@ -351,9 +349,7 @@ pub fn run_trial_quic<P: LabProtocol>(
             transport: Some(crate::real::TransportTrouble::of(driver.counters.values())),
             trace: Vec::new(),
         })
-    });
-    cluster.stop_all();
-    outcome
+    })
 }
 
 /// When every live node had accepted one leader of an epoch after `crashed_term`:

@@ -156,6 +156,28 @@ pub struct Explorer<P: Protocol> {
     pub bounds: Bounds,
 }
 
+/// A protocol the search can drive: its state can be cloned and printed canonically,
+/// and everything in a state can cross the checker's threads.
+pub trait Explorable:
+    Protocol<Message: Send + Sync, Record: Debug + Send + Sync, Timer: Send + Sync, Config: Send + Sync>
+    + Clone
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<P> Explorable for P where
+    P: Protocol<Message: Send + Sync, Record: Debug + Send + Sync, Timer: Send + Sync, Config: Send + Sync>
+        + Clone
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Each timer firing moves the clock on by this much: more than any timeout.
 const CLOCK_STEP_NS: u64 = 100_000_000_000;
 
@@ -317,14 +339,7 @@ fn sort_flights<M: Debug>(flights: &mut [Flight<M>]) {
     flights.sort_by_cached_key(|f| format!("{} {} {:?}", f.from, f.to, f.msg));
 }
 
-impl<P> stateright::Model for Explorer<P>
-where
-    P: Protocol + Clone + Debug + Send + Sync + 'static,
-    P::Message: Send + Sync,
-    P::Record: Debug + Send + Sync,
-    P::Timer: Send + Sync,
-    P::Config: Send + Sync,
-{
+impl<P: Explorable> stateright::Model for Explorer<P> {
     type State = World<P>;
     type Action = Step<P::Timer>;
 
@@ -362,14 +377,7 @@ pub struct Exploration {
 }
 
 /// Search breadth-first to `explorer.bounds.max_depth`; stop at the first violation.
-pub fn explore<P>(explorer: Explorer<P>) -> Exploration
-where
-    P: Protocol + Clone + Debug + Send + Sync + 'static,
-    P::Message: Send + Sync,
-    P::Record: Debug + Send + Sync,
-    P::Timer: Send + Sync,
-    P::Config: Send + Sync,
-{
+pub fn explore<P: Explorable>(explorer: Explorer<P>) -> Exploration {
     use stateright::{Checker, Model};
     let started = std::time::Instant::now();
     let depth = explorer.bounds.max_depth;

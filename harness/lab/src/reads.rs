@@ -182,15 +182,8 @@ pub struct ReadsRow {
 }
 
 impl ReadsRow {
-    pub fn new(
-        experiment: &Experiment,
-        point: &Point,
-        trial: u64,
-        point_index: usize,
-        seed: u64,
-        outcome: &ReadsTrial,
-        replay: &str,
-    ) -> Self {
+    /// The row's point columns and the trial's numbers; every result column empty.
+    fn of_point(experiment: &Experiment, point: &Point, trial: u64, point_index: usize, seed: u64) -> Self {
         ReadsRow {
             protocol: point.protocol.name(),
             mode: point.mode.name(),
@@ -204,6 +197,24 @@ impl ReadsRow {
             trial,
             point: point_index,
             seed,
+            read_latency_ms_p50: f64::NAN,
+            read_latency_ms_p99: f64::NAN,
+            write_latency_ms_p50: f64::NAN,
+            msgs_per_op: f64::NAN,
+            ..ReadsRow::default()
+        }
+    }
+
+    pub fn new(
+        experiment: &Experiment,
+        point: &Point,
+        trial: u64,
+        point_index: usize,
+        seed: u64,
+        outcome: &ReadsTrial,
+        replay: &str,
+    ) -> Self {
+        ReadsRow {
             reads: outcome.reads,
             writes: outcome.writes,
             read_latency_ms_p50: outcome.read_latency_ms_p50,
@@ -217,6 +228,7 @@ impl ReadsRow {
             // A real trial does not replay.
             replay: if outcome.safety.is_ok() || point.mode != Mode::Sim { String::new() } else { replay.to_string() },
             violations: crate::results::first_violations(&outcome.violations),
+            ..ReadsRow::of_point(experiment, point, trial, point_index, seed)
         }
     }
 }
@@ -400,27 +412,9 @@ impl ExperimentKind for ReadsKind {
             // A real cluster that did not start: the point's columns, the error, no numbers.
             Err(e) => {
                 let row = ReadsRow {
-                    protocol: point.protocol.name(),
-                    mode: point.mode.name(),
-                    nodes: point.nodes,
-                    read_mode: point.read_mode.name(),
-                    fault_profile: axes(point).fault_profile.name(),
-                    clock_skew_ppm: axes(point).clock_skew_ppm,
-                    lease_drift_bound_ppm: experiment.file.raft.lease_drift_bound_ppm.get_ref().to_string(),
-                    clients: point.clients,
-                    readers: reads_section(experiment)
-                        .map_or_else(|_| String::new(), |file| file.reads.readers.to_string()),
-                    trial: trial.trial,
-                    point: trial.point_index,
-                    seed,
-                    read_latency_ms_p50: f64::NAN,
-                    read_latency_ms_p99: f64::NAN,
-                    write_latency_ms_p50: f64::NAN,
-                    msgs_per_op: f64::NAN,
-                    linearizable: "",
                     safety: qlab_check::Verdict::Error,
                     violations: e.to_string(),
-                    ..ReadsRow::default()
+                    ..ReadsRow::of_point(experiment, point, trial.trial, trial.point_index, seed)
                 };
                 TrialRecord::new(&row, qlab_check::Verdict::Error)
             }

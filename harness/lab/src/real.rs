@@ -271,6 +271,21 @@ pub fn start_cluster<P: LabProtocol>(
     Ok(cluster)
 }
 
+/// Start a fresh local cluster of `P` for one trial, run `measure` on it on the real-mode
+/// runtime, and stop every process it started, whatever `measure` returned.
+pub fn on_fresh_cluster<P: LabProtocol, T>(
+    experiment: &Experiment,
+    point: &Point,
+    seed: u64,
+    node_binary: &Path,
+    measure: impl AsyncFnOnce(&mut LocalCluster) -> Result<T>,
+) -> Result<T> {
+    let mut cluster = start_cluster::<P>(experiment, point, seed, node_binary)?;
+    let outcome = runtime()?.block_on(measure(&mut cluster));
+    cluster.stop_all();
+    outcome
+}
+
 /// A fresh local cluster of protocol `P` for one trial, its files written and its
 /// processes not yet started (so the caller can name malicious replicas first). Cluster
 /// time starts now.

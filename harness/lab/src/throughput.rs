@@ -272,11 +272,9 @@ pub fn run_trial_quic<P: LabProtocol>(
     seed: u64,
     node_binary: &std::path::Path,
 ) -> crate::Result<ThroughputTrial> {
-    let mut cluster = crate::real::start_cluster::<P>(experiment, point, seed, node_binary)?;
-    let runtime = crate::real::runtime()?;
-    let outcome = runtime.block_on(measure_quic::<P>(experiment, point, seed, &mut cluster));
-    cluster.stop_all();
-    outcome
+    crate::real::on_fresh_cluster::<P, _>(experiment, point, seed, node_binary, async |cluster| {
+        measure_quic::<P>(experiment, point, seed, cluster).await
+    })
 }
 
 async fn measure_quic<P: LabProtocol>(
