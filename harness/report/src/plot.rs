@@ -1133,8 +1133,10 @@ pub fn plot_reads(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>>
             .collect(),
         cells,
     };
+    // Wide enough for the cells and for the title (22 px type, at most 11 px a character).
     let size = (
-        READS_LABEL_PX + READS_CELL_PX.0 * figure.column_labels.len() as u32 + 20,
+        (READS_LABEL_PX + READS_CELL_PX.0 * figure.column_labels.len() as u32 + 20)
+            .max(40 + 11 * figure.title.chars().count() as u32),
         READS_TOP_PX + READS_CELL_PX.1 * figure.row_labels.len() as u32 + 20,
     );
     write_figure_sized(run_dir, "read_modes_matrix", &figure, size)
