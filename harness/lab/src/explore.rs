@@ -1,33 +1,52 @@
 //! Exhaustive search over the real protocol code (issue 42): every interleaving of
-//! message deliveries, drops, duplications, timer firings, crashes, restarts and client
-//! commands up to stated bounds, each explored state judged by the same safety checker
-//! as every trial, and the *shortest* run that breaks a rule found first.
+//! message deliveries, losses, reorderings, duplications, timer firings, crashes,
+//! restarts and client commands up to stated bounds, each explored state judged by the
+//! same safety checker as every trial, and the *shortest* run that breaks a rule found.
 //!
-//! The protocols are sans-IO state machines, so the search drives the replicas'
-//! own code, not a separate specification: a state of the search ([`World`]) is every
-//! replica's state (`None` while crashed), what each has persisted, the messages in
-//! flight (a multiset: any may be delivered next, dropped, or delivered twice), each
-//! replica's armed timers, what is left of each budget, and the checker that has read
-//! every event the run emitted — its history (leaders per epoch, committed entries),
-//! like the history variables of the Raft TLA+ specification, is part of the state.
+//! The protocols are sans-IO state machines, so the search drives the replicas' own
+//! code, not a separate specification: a state of the search ([`World`]) is every
+//! replica's state (`None` while crashed), what each has persisted, the messages on
+//! each link, each replica's armed timers, what is left of each budget, and the checker
+//! that has read every event the run emitted — its history (leaders per epoch,
+//! committed entries), like the history variables of the Raft TLA+ specification, is
+//! part of the state.
 //!
-//! The engine is the `stateright` crate's checker (breadth-first, so the first
-//! violation found is one of the shortest; states deduplicated by a 64-bit fingerprint
-//! of a canonical rendering of the state). Time is abstract: a timer may fire whenever
-//! it is armed, and each firing moves the replicas' clock on by more than any timeout,
-//! so every time-based guard (check-quorum's "heard from a leader recently") sees the
-//! steps as far apart. That over-approximates what timing can do, which is sound for
-//! the safety of log reads; lease reads, whose safety rests on timing, are out of scope.
-//! A crash loses nothing persisted: a replica persists before anything of a step
-//! leaves it (as the real runtime does), so a restart rebuilds it from its records.
+//! **The network** is a lossy FIFO link per ordered pair of replicas: delivering a
+//! message loses every message sent before it on that link, so losses cost no step of
+//! their own, and what is still on a link is always a suffix of what was sent. That
+//! keeps the number of distinct states far below an unordered pool's, where every
+//! subset of sent messages can be what is left. Reordering (a message overtakes earlier
+//! ones, which stay) and duplication (delivered and kept) are steps with budgets. A
+//! crash loses what was on the links into the crashed replica, as a process's
+//! connections do; what it sent before it crashed can still arrive.
+//!
+//! **Time is abstract.** A timer may fire whenever it is armed, and each firing moves
+//! the replicas' clock on by more than any timeout, so every time-based guard
+//! (check-quorum's "heard from a leader recently") sees the steps as far apart. That
+//! over-approximates what timing can do, which is sound for the safety of log reads;
+//! lease reads, whose safety rests on timing, are out of scope. A crash loses nothing
+//! persisted: a replica persists before anything of a step leaves it (as the real
+//! runtime does), so a restart rebuilds it from its records.
+//!
+//! **The search** is iterative deepening: a depth-first search bounded at depth 1, 2,
+//! 3, ... so the first bound at which a violation turns up is the length of the
+//! shortest one, with memory for a table of state fingerprints only (a breadth-first
+//! frontier of whole clusters does not fit in memory at the depths that matter). A
+//! state already expanded with at least as many steps left is not expanded again. The
+//! subtrees below the first few levels are shared out among threads; the table is
+//! shared. Why not the `stateright` crate (the first engine): its breadth-first checker
+//! finds the shortest path only single-threaded, and keeps whole states in its queue.
 
+use dashmap::DashMap;
 use qlab_check::SafetyChecker;
 use qlab_core::{Action, ClientId, Context, NodeId, Observation, Op, Outbox, Protocol, Request};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
-use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// How far the search goes: each budget bounds one kind of step over a whole run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +55,8 @@ pub struct Bounds {
     pub requests: u32,
     /// Crashes (each crashed replica may restart at any later step).
     pub crashes: u32,
-    /// Messages lost in flight.
-    pub drops: u32,
+    /// Messages delivered ahead of earlier ones on their link (which stay).
+    pub reorderings: u32,
     /// Messages delivered a second time.
     pub duplicates: u32,
     /// Timer firings (elections, heartbeats, retransmissions) over the whole run.
@@ -46,25 +65,17 @@ pub struct Bounds {
     pub max_depth: usize,
 }
 
-/// One message in flight.
-#[derive(Clone, Debug)]
-pub struct Flight<M> {
-    pub from: u32,
-    pub to: u32,
-    pub msg: M,
-}
-
 /// One state of the search: the whole cluster and what the checker has seen.
 #[derive(Clone)]
 pub struct World<P: Protocol> {
     pub replicas: Vec<Option<P>>,
     pub disks: Vec<Vec<P::Record>>,
-    /// Kept sorted by their printed form, so equal multisets are equal vectors.
-    pub in_flight: Vec<Flight<P::Message>>,
+    /// `links[from * nodes + to]`: what `from` sent `to` and is not yet delivered or lost, oldest first.
+    pub links: Vec<Vec<P::Message>>,
     pub timers: Vec<BTreeSet<P::Timer>>,
     pub requests_left: u32,
     pub crashes_left: u32,
-    pub drops_left: u32,
+    pub reorderings_left: u32,
     pub duplicates_left: u32,
     /// Timer firings so far: the abstract clock, and what the budget is held against.
     pub timer_firings: u32,
@@ -77,53 +88,46 @@ where
     P::Record: Debug,
 {
     /// The state printed in one canonical order (every collection in it is ordered).
-    fn canonical(&self) -> String {
-        format!(
+    fn write_canonical(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        write!(
+            out,
             "{:?}|{:?}|{:?}|{:?}|{} {} {} {} {}|{}",
             self.replicas,
             self.disks,
-            self.in_flight,
+            self.links,
             self.timers,
             self.requests_left,
             self.crashes_left,
-            self.drops_left,
+            self.reorderings_left,
             self.duplicates_left,
             self.timer_firings,
             self.checker.history_fingerprint()
         )
     }
 
+    /// A 64-bit fingerprint of the canonical rendering: BLAKE3 over the text, written
+    /// into one reused buffer per thread (hashing the text piece by piece as the
+    /// formatter produces it cost a third of the search's time).
+    pub fn fingerprint(&self) -> u64 {
+        thread_local! {
+            static RENDERING: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        RENDERING.with_borrow_mut(|text| {
+            text.clear();
+            self.write_canonical(text).expect("writing to a string cannot fail");
+            let hash = blake3::hash(text.as_bytes());
+            u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+        })
+    }
+
     /// Whether the checker has found anything.
     pub fn is_safe(&self) -> bool {
         self.checker.violations().is_empty()
     }
-}
 
-impl<P> Hash for World<P>
-where
-    P: Protocol + Debug,
-    P::Record: Debug,
-{
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.canonical().hash(state);
+    fn link(&self, from: u32, to: u32) -> &Vec<P::Message> {
+        &self.links[(from as usize) * self.replicas.len() + to as usize]
     }
-}
-
-impl<P> PartialEq for World<P>
-where
-    P: Protocol + Debug,
-    P::Record: Debug,
-{
-    fn eq(&self, other: &Self) -> bool {
-        self.canonical() == other.canonical()
-    }
-}
-
-impl<P> Eq for World<P>
-where
-    P: Protocol + Debug,
-    P::Record: Debug,
-{
 }
 
 impl<P> Debug for World<P>
@@ -132,21 +136,45 @@ where
     P::Record: Debug,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.canonical())
+        self.write_canonical(f)
     }
 }
 
-/// One step of a run. Messages are named by their place in the (sorted) flight list of
-/// the state the step is taken from; the printed form says which message it is.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// One step of a run. A message is named by its link and its place on the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Step<T> {
-    Deliver { index: usize, what: String },
-    Drop { index: usize, what: String },
-    Duplicate { index: usize, what: String },
-    Fire { node: u32, timer: T },
-    Crash { node: u32 },
-    Restart { node: u32 },
-    Submit { node: u32, seq: u64 },
+    /// Deliver the message; the ones sent before it on its link are lost.
+    Deliver {
+        from: u32,
+        to: u32,
+        position: usize,
+    },
+    /// Deliver the message ahead of earlier ones, which stay on the link.
+    Overtake {
+        from: u32,
+        to: u32,
+        position: usize,
+    },
+    /// Deliver the message and keep it on the link.
+    Duplicate {
+        from: u32,
+        to: u32,
+        position: usize,
+    },
+    Fire {
+        node: u32,
+        timer: T,
+    },
+    Crash {
+        node: u32,
+    },
+    Restart {
+        node: u32,
+    },
+    Submit {
+        node: u32,
+        seq: u64,
+    },
 }
 
 /// The search over protocol `P`: a cluster of `nodes` replicas configured by `config`.
@@ -157,7 +185,7 @@ pub struct Explorer<P: Protocol> {
 }
 
 /// A protocol the search can drive: its state can be cloned and printed canonically,
-/// and everything in a state can cross the checker's threads.
+/// and everything in a state can cross threads.
 pub trait Explorable:
     Protocol<Message: Send + Sync, Record: Debug + Send + Sync, Timer: Send + Sync, Config: Send + Sync>
     + Clone
@@ -204,10 +232,10 @@ where
                     }
                     disk.push(record);
                 }
-                Action::Send { to, msg } => world.in_flight.push(Flight { from: node, to: to.0, msg }),
+                Action::Send { to, msg } => world.links[(node * nodes + to.0) as usize].push(msg),
                 Action::Broadcast { msg } => {
                     for to in (0..nodes).filter(|to| *to != node) {
-                        world.in_flight.push(Flight { from: node, to, msg: msg.clone() });
+                        world.links[(node * nodes + to) as usize].push(msg.clone());
                     }
                 }
                 Action::SetTimer { timer, .. } => {
@@ -223,7 +251,6 @@ where
                 Action::Reply { .. } | Action::Ignored { .. } => {}
             }
         }
-        sort_flights(&mut world.in_flight);
     }
 
     /// The initial state: every replica started.
@@ -232,11 +259,11 @@ where
         let mut world = World {
             replicas: (0..self.nodes).map(|id| Some(P::new(&self.config, NodeId(id), self.nodes))).collect(),
             disks: vec![Vec::new(); n],
-            in_flight: Vec::new(),
+            links: vec![Vec::new(); n * n],
             timers: vec![BTreeSet::new(); n],
             requests_left: self.bounds.requests,
             crashes_left: self.bounds.crashes,
-            drops_left: self.bounds.drops,
+            reorderings_left: self.bounds.reorderings,
             duplicates_left: self.bounds.duplicates,
             timer_firings: 0,
             checker: SafetyChecker::new().with_nodes(self.nodes),
@@ -251,21 +278,18 @@ where
     pub fn steps(&self, world: &World<P>) -> Vec<Step<P::Timer>> {
         let mut steps = Vec::new();
         let up = |node: u32| world.replicas[node as usize].is_some();
-        let mut seen = BTreeSet::new();
-        for (index, flight) in world.in_flight.iter().enumerate() {
-            let what = format!("n{} -> n{}: {:?}", flight.from, flight.to, flight.msg);
-            // Equal messages on one link are one choice, not several.
-            if !seen.insert(what.clone()) {
-                continue;
-            }
-            if up(flight.to) {
-                steps.push(Step::Deliver { index, what: what.clone() });
-                if world.duplicates_left > 0 {
-                    steps.push(Step::Duplicate { index, what: what.clone() });
+        for from in 0..self.nodes {
+            for to in (0..self.nodes).filter(|to| up(*to)) {
+                let link = world.link(from, to);
+                for position in 0..link.len() {
+                    steps.push(Step::Deliver { from, to, position });
+                    if position > 0 && world.reorderings_left > 0 {
+                        steps.push(Step::Overtake { from, to, position });
+                    }
+                    if world.duplicates_left > 0 {
+                        steps.push(Step::Duplicate { from, to, position });
+                    }
                 }
-            }
-            if world.drops_left > 0 {
-                steps.push(Step::Drop { index, what });
             }
         }
         for node in 0..self.nodes {
@@ -290,121 +314,435 @@ where
     /// The state after `step`.
     pub fn apply(&self, world: &World<P>, step: &Step<P::Timer>) -> World<P> {
         let mut next = world.clone();
-        match step {
-            Step::Deliver { index, .. } => {
-                let Flight { from, to, msg } = next.in_flight.remove(*index);
+        let n = self.nodes;
+        match *step {
+            Step::Deliver { from, to, position } => {
+                let link = &mut next.links[(from * n + to) as usize];
+                let msg = link.drain(..=position).last().expect("a message at that position");
                 Self::step(&mut next, to, |p, ctx| p.on_message(ctx, NodeId(from), msg));
             }
-            Step::Duplicate { index, .. } => {
-                let Flight { from, to, msg } = next.in_flight[*index].clone();
+            Step::Overtake { from, to, position } => {
+                let msg = next.links[(from * n + to) as usize].remove(position);
+                next.reorderings_left -= 1;
+                Self::step(&mut next, to, |p, ctx| p.on_message(ctx, NodeId(from), msg));
+            }
+            Step::Duplicate { from, to, position } => {
+                let msg = next.links[(from * n + to) as usize][position].clone();
                 next.duplicates_left -= 1;
                 Self::step(&mut next, to, |p, ctx| p.on_message(ctx, NodeId(from), msg));
             }
-            Step::Drop { index, .. } => {
-                next.in_flight.remove(*index);
-                next.drops_left -= 1;
-            }
             Step::Fire { node, timer } => {
-                next.timers[*node as usize].remove(timer);
+                next.timers[node as usize].remove(&timer);
                 next.timer_firings += 1;
-                let timer = *timer;
-                Self::step(&mut next, *node, |p, ctx| p.on_timer(ctx, timer));
+                Self::step(&mut next, node, |p, ctx| p.on_timer(ctx, timer));
             }
             Step::Crash { node } => {
-                next.replicas[*node as usize] = None;
-                next.timers[*node as usize].clear();
+                next.replicas[node as usize] = None;
+                next.timers[node as usize].clear();
+                for from in 0..n {
+                    next.links[(from * n + node) as usize].clear();
+                }
                 next.crashes_left -= 1;
             }
             Step::Restart { node } => {
-                let replica = P::restore(&self.config, NodeId(*node), self.nodes, &next.disks[*node as usize]);
-                next.replicas[*node as usize] = Some(replica);
-                Self::step(&mut next, *node, |p, ctx| p.on_start(ctx));
+                let replica = P::restore(&self.config, NodeId(node), self.nodes, &next.disks[node as usize]);
+                next.replicas[node as usize] = Some(replica);
+                Self::step(&mut next, node, |p, ctx| p.on_start(ctx));
             }
             Step::Submit { node, seq } => {
                 next.requests_left -= 1;
                 let request = Request {
                     client: ClientId(0),
-                    seq: *seq,
-                    op: Op::Put { key: 1, value: vec![*seq as u8] },
+                    seq,
+                    op: Op::Put { key: 1, value: vec![seq as u8] },
                     signature: Vec::new(),
                 };
-                Self::step(&mut next, *node, |p, ctx| p.on_request(ctx, request));
+                Self::step(&mut next, node, |p, ctx| p.on_request(ctx, request));
             }
         }
         next
     }
-}
 
-fn sort_flights<M: Debug>(flights: &mut [Flight<M>]) {
-    flights.sort_by_cached_key(|f| format!("{} {} {:?}", f.from, f.to, f.msg));
-}
-
-impl<P: Explorable> stateright::Model for Explorer<P> {
-    type State = World<P>;
-    type Action = Step<P::Timer>;
-
-    fn init_states(&self) -> Vec<World<P>> {
-        vec![self.initial()]
-    }
-
-    fn actions(&self, world: &World<P>, actions: &mut Vec<Step<P::Timer>>) {
-        // A state that broke a rule is where its run ends: its path is the counterexample.
-        if world.is_safe() {
-            actions.extend(self.steps(world));
+    /// One step of a run taken from `world`, as a line a reader can follow.
+    pub fn describe(&self, world: &World<P>, step: &Step<P::Timer>) -> String {
+        let message = |from: u32, to: u32, position: usize| {
+            let lost = if position > 0 { format!(" ({position} sent before it lost)") } else { String::new() };
+            (format!("n{from} -> n{to}: {:?}", world.link(from, to)[position]), lost)
+        };
+        match *step {
+            Step::Deliver { from, to, position } => {
+                let (what, lost) = message(from, to, position);
+                format!("deliver {what}{lost}")
+            }
+            Step::Overtake { from, to, position } => {
+                format!("deliver ahead of earlier ones {}", message(from, to, position).0)
+            }
+            Step::Duplicate { from, to, position } => format!("deliver again {}", message(from, to, position).0),
+            Step::Fire { node, timer } => format!("n{node}: timer {timer:?} fires"),
+            Step::Crash { node } => format!("n{node} crashes"),
+            Step::Restart { node } => format!("n{node} restarts from its records"),
+            Step::Submit { node, seq } => format!("a client sends put #{seq} to n{node}"),
         }
-    }
-
-    fn next_state(&self, world: &World<P>, step: Step<P::Timer>) -> Option<World<P>> {
-        Some(self.apply(world, &step))
-    }
-
-    fn properties(&self) -> Vec<stateright::Property<Self>> {
-        vec![stateright::Property::always("safety", |_, world: &World<P>| world.is_safe())]
     }
 }
 
 /// What a search found.
 #[derive(Debug, PartialEq)]
 pub struct Exploration {
-    /// Distinct states visited, and all states generated.
+    /// Distinct states in the last (deepest) round's table.
     pub unique_states: usize,
+    /// States generated over every round.
     pub states: usize,
-    /// The deepest run explored.
+    /// The deepest bound searched completely (the violation's length when one was found).
     pub max_depth: usize,
     /// The shortest run that broke a rule: its steps, and the checker's violations at its end.
     pub counterexample: Option<(Vec<String>, Vec<String>)>,
+    /// Whether the time limit cut the search short: then nothing is claimed beyond `max_depth`.
+    pub timed_out: bool,
     pub seconds: f64,
 }
 
-/// Search breadth-first to `explorer.bounds.max_depth`; stop at the first violation.
-pub fn explore<P: Explorable>(explorer: Explorer<P>) -> Exploration {
-    use stateright::{Checker, Model};
-    let started = std::time::Instant::now();
-    let depth = explorer.bounds.max_depth;
-    let checker = explorer.checker().target_max_depth(depth).spawn_bfs().join();
-    let counterexample = checker.discovery("safety").map(|path| {
-        let steps: Vec<String> = path.clone().into_actions().iter().map(describe).collect();
-        let violations = path.last_state().checker.violations().iter().map(ToString::to_string).collect();
-        (steps, violations)
-    });
-    Exploration {
-        unique_states: checker.unique_state_count(),
-        states: checker.state_count(),
-        max_depth: checker.max_depth(),
-        counterexample,
-        seconds: started.elapsed().as_secs_f64(),
+/// How a search runs: on how many threads, and for how long at most.
+#[derive(Clone, Copy, Debug)]
+pub struct SearchLimits {
+    pub threads: usize,
+    pub time_limit: Duration,
+    /// Print each round's bound, states and time on standard error.
+    pub verbose: bool,
+    /// Random walks: how many violating walks are shrunk before the shortest is kept.
+    pub walks_kept: usize,
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            time_limit: Duration::from_secs(600),
+            verbose: false,
+            walks_kept: 32,
+        }
     }
 }
 
-/// One step of a counterexample, as a line a reader can follow.
-pub fn describe<T: Debug>(step: &Step<T>) -> String {
+/// Random runs, then the shortest of them made 1-minimal: the search for violations too
+/// deep for the exhaustive rounds to reach in the time there is. Each walk draws its own
+/// weights for the kinds of step (swarm testing: a walk that favours timer firings and
+/// one that favours deliveries reach different corners), then takes up to
+/// `bounds.max_depth` steps. The first `limits.walks_kept` violating walks are each shrunk by
+/// removing one step, then two, at a time for as long as the rest, replayed, still
+/// breaks a rule, and the shortest result is kept: a run no step or pair of steps of
+/// which can be left out, not necessarily the shortest run there is.
+pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: SearchLimits) -> Exploration {
+    use rand::RngExt;
+    let started = Instant::now();
+    let deadline = started + limits.time_limit;
+    let initial = explorer.initial();
+    let found: Mutex<Vec<Vec<Step<P::Timer>>>> = Mutex::new(Vec::new());
+    let generated = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for thread in 0..limits.threads.max(1) {
+            let (initial, found, generated, stop) = (&initial, &found, &generated, &stop);
+            scope.spawn(move || {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(thread as u64));
+                let mut walks = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    walks += 1;
+                    if walks.is_multiple_of(64) && Instant::now() >= deadline {
+                        break;
+                    }
+                    let weights: [f64; 7] = std::array::from_fn(|_| rng.random_range(0.05..1.0));
+                    let mut world = initial.clone();
+                    let mut path = Vec::new();
+                    while path.len() < explorer.bounds.max_depth && world.is_safe() {
+                        let steps = explorer.steps(&world);
+                        let total: f64 = steps.iter().map(|step| weights[kind(step)]).sum();
+                        if steps.is_empty() {
+                            break;
+                        }
+                        let mut pick = rng.random_range(0.0..total);
+                        let step = *steps
+                            .iter()
+                            .find(|step| {
+                                pick -= weights[kind(step)];
+                                pick < 0.0
+                            })
+                            .unwrap_or(steps.last().expect("not empty"));
+                        world = explorer.apply(&world, &step);
+                        path.push(step);
+                    }
+                    generated.fetch_add(path.len(), Ordering::Relaxed);
+                    if !world.is_safe() {
+                        let mut kept = found.lock().expect("unpoisoned");
+                        kept.push(path);
+                        if kept.len() >= limits.walks_kept.max(1) {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut result = Exploration {
+        unique_states: 0,
+        states: generated.into_inner(),
+        max_depth: explorer.bounds.max_depth,
+        counterexample: None,
+        timed_out: false,
+        seconds: 0.0,
+    };
+    let shortest = found
+        .into_inner()
+        .expect("no thread panicked holding it")
+        .into_iter()
+        .map(|path| shrink(explorer, &initial, path))
+        .min_by_key(Vec::len);
+    match shortest {
+        Some(path) => {
+            result.max_depth = path.len();
+            let (steps, end) = replay(explorer, &initial, &path).expect("a shrunk run replays");
+            let violations = end.checker.violations().iter().map(ToString::to_string).collect();
+            result.counterexample = Some((steps, violations));
+        }
+        None => result.timed_out = true,
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    result
+}
+
+/// Which weight of a random walk a step is drawn with.
+fn kind<T>(step: &Step<T>) -> usize {
     match step {
-        Step::Deliver { what, .. } => format!("deliver {what}"),
-        Step::Drop { what, .. } => format!("drop {what}"),
-        Step::Duplicate { what, .. } => format!("deliver again {what}"),
-        Step::Fire { node, timer } => format!("n{node}: timer {timer:?} fires"),
-        Step::Crash { node } => format!("n{node} crashes"),
-        Step::Restart { node } => format!("n{node} restarts from its records"),
-        Step::Submit { node, seq } => format!("a client sends put #{seq} to n{node}"),
+        Step::Deliver { .. } => 0,
+        Step::Overtake { .. } => 1,
+        Step::Duplicate { .. } => 2,
+        Step::Fire { .. } => 3,
+        Step::Crash { .. } => 4,
+        Step::Restart { .. } => 5,
+        Step::Submit { .. } => 6,
+    }
+}
+
+/// Replay `path` from `initial`, stopping at the first violation: each step's
+/// description and the state reached, or `None` when a step cannot be taken (its
+/// message, timer or replica is not there) or no rule is broken.
+pub fn replay<P: Explorable>(
+    explorer: &Explorer<P>,
+    initial: &World<P>,
+    path: &[Step<P::Timer>],
+) -> Option<(Vec<String>, World<P>)> {
+    let mut world = initial.clone();
+    let mut steps = Vec::new();
+    for step in path {
+        if !explorer.steps(&world).contains(step) {
+            return None;
+        }
+        steps.push(explorer.describe(&world, step));
+        world = explorer.apply(&world, step);
+        if !world.is_safe() {
+            return Some((steps, world));
+        }
+    }
+    None
+}
+
+/// Remove steps one at a time, then two at a time, while what is left still breaks a
+/// rule, until no step and no pair of steps can go.
+fn shrink<P: Explorable>(
+    explorer: &Explorer<P>,
+    initial: &World<P>,
+    mut path: Vec<Step<P::Timer>>,
+) -> Vec<Step<P::Timer>> {
+    let violates = |candidate: &[Step<P::Timer>]| replay(explorer, initial, candidate).map(|(steps, _)| steps.len());
+    'shorter: loop {
+        for i in 0..path.len() {
+            let mut candidate = path.clone();
+            candidate.remove(i);
+            if let Some(length) = violates(&candidate) {
+                candidate.truncate(length);
+                path = candidate;
+                continue 'shorter;
+            }
+        }
+        for i in 0..path.len() {
+            for j in i + 1..path.len() {
+                let mut candidate = path.clone();
+                candidate.remove(j);
+                candidate.remove(i);
+                if let Some(length) = violates(&candidate) {
+                    candidate.truncate(length);
+                    path = candidate;
+                    continue 'shorter;
+                }
+            }
+        }
+        return path;
+    }
+}
+
+/// One round's shared state: the fingerprint table (state → most steps left when it
+/// was expanded), the first counterexample, and the counters.
+struct Round<T> {
+    expanded: DashMap<u64, u16>,
+    found: Mutex<Option<Vec<Step<T>>>>,
+    stop: AtomicBool,
+    generated: AtomicUsize,
+    deadline: Instant,
+}
+
+/// Search by iterative deepening up to `explorer.bounds.max_depth`; stop at the first
+/// bound with a violation, whose run is then one of the shortest.
+pub fn explore<P: Explorable>(explorer: Explorer<P>) -> Exploration {
+    explore_with(&explorer, SearchLimits::default())
+}
+
+pub fn explore_with<P: Explorable>(explorer: &Explorer<P>, limits: SearchLimits) -> Exploration {
+    let started = Instant::now();
+    let initial = explorer.initial();
+    let mut states = 0;
+    let mut result =
+        Exploration { unique_states: 0, states: 0, max_depth: 0, counterexample: None, timed_out: false, seconds: 0.0 };
+    for bound in 1..=explorer.bounds.max_depth {
+        let round = Round {
+            expanded: DashMap::new(),
+            found: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            generated: AtomicUsize::new(0),
+            deadline: started + limits.time_limit,
+        };
+        search_round(explorer, &initial, bound, &round, limits.threads.max(1));
+        states += round.generated.load(Ordering::Relaxed);
+        result.unique_states = round.expanded.len();
+        result.states = states;
+        if limits.verbose {
+            eprintln!(
+                "depth {bound}: {} distinct states, {states} generated in all, {:.1} s",
+                result.unique_states,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if let Some(path) = round.found.into_inner().expect("no thread panicked holding it") {
+            let mut world = initial.clone();
+            let mut steps = Vec::new();
+            for step in &path {
+                steps.push(explorer.describe(&world, step));
+                world = explorer.apply(&world, step);
+            }
+            let violations = world.checker.violations().iter().map(ToString::to_string).collect();
+            result.max_depth = path.len();
+            result.counterexample = Some((steps, violations));
+            break;
+        }
+        if Instant::now() >= round.deadline {
+            result.timed_out = true;
+            break;
+        }
+        result.max_depth = bound;
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    result
+}
+
+/// A state and the run that reached it.
+type Subtree<P> = (World<P>, Vec<Step<<P as Protocol>::Timer>>);
+
+/// One bounded depth-first search. The first levels are expanded here until there are
+/// enough subtrees to share out; each thread then takes subtrees from a common list.
+fn search_round<P: Explorable>(
+    explorer: &Explorer<P>,
+    initial: &World<P>,
+    bound: usize,
+    round: &Round<P::Timer>,
+    threads: usize,
+) {
+    let mut subtrees: Vec<Subtree<P>> = vec![(initial.clone(), Vec::new())];
+    while subtrees.len() < threads * 16 && subtrees.iter().all(|(_, path)| path.len() < bound) {
+        let mut next = Vec::new();
+        for (world, path) in subtrees {
+            let left = (bound - path.len()) as u16;
+            if round.expanded.get(&world.fingerprint()).is_some_and(|seen| *seen >= left) {
+                continue;
+            }
+            round.expanded.insert(world.fingerprint(), left);
+            if !world.is_safe() {
+                round.found.lock().expect("unpoisoned").get_or_insert(path);
+                round.stop.store(true, Ordering::Relaxed);
+                return;
+            }
+            for step in explorer.steps(&world) {
+                let mut longer = path.clone();
+                longer.push(step);
+                next.push((explorer.apply(&world, &step), longer));
+            }
+        }
+        if next.is_empty() {
+            return;
+        }
+        subtrees = next;
+    }
+    // Violations at the shallowest level are found first: look before descending.
+    if let Some((_, path)) = subtrees.iter().find(|(world, _)| !world.is_safe()) {
+        round.found.lock().expect("unpoisoned").get_or_insert(path.clone());
+        return;
+    }
+    let queue = Mutex::new(subtrees);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while !round.stop.load(Ordering::Relaxed) {
+                    let Some((world, mut path)) = queue.lock().expect("unpoisoned").pop() else { break };
+                    dfs(explorer, &world, &mut path, bound, round);
+                }
+            });
+        }
+    });
+}
+
+fn dfs<P: Explorable>(
+    explorer: &Explorer<P>,
+    world: &World<P>,
+    path: &mut Vec<Step<P::Timer>>,
+    bound: usize,
+    round: &Round<P::Timer>,
+) {
+    if round.stop.load(Ordering::Relaxed) {
+        return;
+    }
+    if !world.is_safe() {
+        round.found.lock().expect("unpoisoned").get_or_insert_with(|| path.clone());
+        round.stop.store(true, Ordering::Relaxed);
+        return;
+    }
+    let left = bound - path.len();
+    if left == 0 {
+        return;
+    }
+    // Expanded before with at least as many steps left: nothing new below.
+    let fingerprint = world.fingerprint();
+    let left_u16 = left as u16;
+    match round.expanded.entry(fingerprint) {
+        dashmap::Entry::Occupied(mut seen) => {
+            if *seen.get() >= left_u16 {
+                return;
+            }
+            seen.insert(left_u16);
+        }
+        dashmap::Entry::Vacant(slot) => {
+            slot.insert(left_u16);
+        }
+    }
+    if round.generated.load(Ordering::Relaxed) % 4096 == 0 && Instant::now() >= round.deadline {
+        round.stop.store(true, Ordering::Relaxed);
+        return;
+    }
+    for step in explorer.steps(world) {
+        round.generated.fetch_add(1, Ordering::Relaxed);
+        let next = explorer.apply(world, &step);
+        path.push(step);
+        dfs(explorer, &next, path, bound, round);
+        path.pop();
+        if round.stop.load(Ordering::Relaxed) {
+            return;
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! rule switched off, breadth-first search finds the shortest run that does, and that
 //! run is the textbook one.
 
-use qlab_lab::explore::{Bounds, Exploration, Explorer, explore};
+use qlab_lab::explore::{Bounds, Exploration, Explorer, SearchLimits, explore, explore_with, random_walks};
 use qlab_raft::{Raft, RaftAblations, RaftConfig};
+use std::time::Duration;
 
 fn raft(ablation: Option<&str>) -> RaftConfig {
     let ablate = ablation.map_or(RaftAblations::default(), |name| RaftAblations::only(name).unwrap());
@@ -14,14 +15,19 @@ fn raft(ablation: Option<&str>) -> RaftConfig {
 fn search(ablation: Option<&str>, bounds: Bounds) -> Exploration {
     let found = explore(Explorer::<Raft> { config: raft(ablation), nodes: 3, bounds });
     println!(
-        "{ablation:?} {bounds:?}: {} states ({} distinct), depth {}, {:.1} s",
-        found.states, found.unique_states, found.max_depth, found.seconds
+        "{ablation:?} {bounds:?}: {} states generated ({} distinct in the last round), depth {}{}, {:.1} s",
+        found.states,
+        found.unique_states,
+        found.max_depth,
+        if found.timed_out { " (time limit)" } else { "" },
+        found.seconds
     );
     found
 }
 
 /// Two timer firings: enough for two candidates to compete for one term.
-const ELECTIONS: Bounds = Bounds { requests: 0, crashes: 0, drops: 0, duplicates: 0, timer_firings: 2, max_depth: 12 };
+const ELECTIONS: Bounds =
+    Bounds { requests: 0, crashes: 0, reorderings: 0, duplicates: 0, timer_firings: 2, max_depth: 12 };
 
 #[test]
 fn raft_elections_are_safe_in_every_interleaving_within_the_bounds() {
@@ -66,10 +72,68 @@ fn without_the_log_check_a_leader_lacking_a_commit_is_elected_in_eight_steps() {
     assert!(violations.iter().any(|v| v.contains("leader-completeness")), "{violations:?}");
 }
 
+/// One thread, so that a seed's walks are the same on every machine.
+fn walks(
+    ablation: &str,
+    config: RaftConfig,
+    bounds: Bounds,
+    seed: u64,
+    walks_kept: usize,
+    seconds: u64,
+) -> Exploration {
+    let limits = SearchLimits { threads: 1, time_limit: Duration::from_secs(seconds), verbose: false, walks_kept };
+    let found = random_walks(&Explorer::<Raft> { config, nodes: 3, bounds }, seed, limits);
+    println!("{ablation} {bounds:?}: {} steps walked, {:.1} s", found.states, found.seconds);
+    if let Some((steps, violations)) = &found.counterexample {
+        println!("{}\n{violations:?}", steps.join("\n"));
+    }
+    found
+}
+
+/// §5.3: without the prevLog check, a follower appends a new leader's entry behind an
+/// entry of another term at the slot before it. The exhaustive rounds show no run of 9
+/// steps or fewer does harm; random walks find one, shrunk to at most 20 steps.
+#[test]
+fn without_the_prev_log_check_logs_differ_before_a_matching_entry() {
+    let bounds = Bounds { timer_firings: 4, max_depth: 9, ..ELECTIONS };
+    let exhaustive = search(Some("skip_prev_log_check"), bounds);
+    assert_eq!((exhaustive.counterexample, exhaustive.max_depth), (None, 9));
+    let found =
+        walks("skip_prev_log_check", raft(Some("skip_prev_log_check")), Bounds { max_depth: 30, ..bounds }, 7, 4, 60);
+    let (steps, violations) = found.counterexample.expect("a follower accepted an entry after a mismatched one");
+    assert!(steps.len() <= 20 && steps.len() > 9, "{steps:#?}");
+    assert!(
+        violations.iter().any(|v| v.contains("log-matching") || v.contains("state-machine-safety")),
+        "{violations:?}"
+    );
+}
+
+/// §5.4.2, Figure 8: a leader that commits an entry of an earlier term by counting
+/// replicas lets a later leader, elected without it, overwrite it. With one entry per
+/// AppendEntries (a slow link's batching) three replicas suffice: random walks find it.
+#[test]
+fn committing_an_old_term_by_counting_is_the_figure_8_bug() {
+    let config = RaftConfig { max_entries_per_append: 1, ..raft(Some("commit_old_term_by_count")) };
+    let bounds = Bounds { timer_firings: 6, max_depth: 40, ..ELECTIONS };
+    let found = walks("commit_old_term_by_count", config, bounds, 1, 1, 60);
+    let (steps, violations) = found.counterexample.expect("a committed entry lost");
+    assert!(steps.len() <= 40, "{steps:#?}");
+    assert!(
+        violations.iter().any(|v| v.contains("leader-completeness") || v.contains("state-machine-safety")),
+        "{violations:?}"
+    );
+    // As many walks with the rule on break nothing.
+    let safe = walks("none", RaftConfig { max_entries_per_append: 1, ..raft(None) }, bounds, 1, 1, 10);
+    assert_eq!(safe.counterexample, None);
+    assert!(safe.states > found.states, "the rule-on walks went at least as far: {} steps", safe.states);
+}
+
 /// A tool, not a test: explore with the bounds in `QLAB_EXPLORE` ("ablation requests
 /// crashes drops timer_firings max_depth", the ablation `none` for every rule on) and
 /// print what was found, e.g.
 /// `QLAB_EXPLORE="commit_old_term_by_count 1 1 0 4 16" cargo test --release -p qlab-lab --test explore explore_from_env -- --ignored --nocapture`
+/// (fields: rule off, client commands, crashes, reorderings, timer firings, depth; then
+/// optional `max_entries_per_append=N`, `check_quorum=false`, `pre_vote=true`)`
 #[test]
 #[ignore = "a tool: set QLAB_EXPLORE"]
 fn explore_from_env() {
@@ -79,12 +143,34 @@ fn explore_from_env() {
     let bounds = Bounds {
         requests: number(1),
         crashes: number(2),
-        drops: number(3),
+        reorderings: number(3),
         duplicates: 0,
         timer_firings: number(4),
         max_depth: number(5) as usize,
     };
-    let found = search((fields[0] != "none").then_some(fields[0]), bounds);
+    let mut config = raft((fields[0] != "none").then_some(fields[0]));
+    for setting in &fields[6..] {
+        match setting.split_once('=') {
+            Some(("max_entries_per_append", n)) => config.max_entries_per_append = n.parse().expect("a number"),
+            Some(("check_quorum", on)) => config.check_quorum = on.parse().expect("true or false"),
+            Some(("pre_vote", on)) => config.pre_vote = on.parse().expect("true or false"),
+            _ => panic!("unknown setting {setting}"),
+        }
+    }
+    let limits = SearchLimits { verbose: true, ..SearchLimits::default() };
+    let explorer = Explorer::<Raft> { config, nodes: 3, bounds };
+    let found = match std::env::var("QLAB_EXPLORE_WALKS") {
+        Ok(seed) => random_walks(&explorer, seed.parse().expect("a seed"), limits),
+        Err(_) => explore_with(&explorer, limits),
+    };
+    println!(
+        "{spec}: {} states generated ({} distinct in the last round), depth {}{}, {:.1} s",
+        found.states,
+        found.unique_states,
+        found.max_depth,
+        if found.timed_out { " (time limit)" } else { "" },
+        found.seconds
+    );
     if let Some((steps, violations)) = &found.counterexample {
         println!("{}\n{violations:?}", steps.join("\n"));
     }
