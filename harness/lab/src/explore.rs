@@ -411,6 +411,9 @@ pub struct SearchLimits {
     pub verbose: bool,
     /// Random walks: how many violating walks are shrunk before the shortest is kept.
     pub walks_kept: usize,
+    /// Random walks: stop once this many steps were walked (a budget that, unlike
+    /// time, is the same on every machine).
+    pub walk_steps: Option<usize>,
 }
 
 impl Default for SearchLimits {
@@ -420,6 +423,7 @@ impl Default for SearchLimits {
             time_limit: Duration::from_secs(600),
             verbose: false,
             walks_kept: 32,
+            walk_steps: None,
         }
     }
 }
@@ -471,7 +475,10 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
                         world = explorer.apply(&world, &step);
                         path.push(step);
                     }
-                    generated.fetch_add(path.len(), Ordering::Relaxed);
+                    let walked = generated.fetch_add(path.len(), Ordering::Relaxed) + path.len();
+                    if limits.walk_steps.is_some_and(|budget| walked >= budget) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
                     if !world.is_safe() {
                         let mut kept = found.lock().expect("unpoisoned");
                         kept.push(path);
@@ -504,7 +511,8 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
             let violations = end.checker.violations().iter().map(ToString::to_string).collect();
             result.counterexample = Some((steps, violations));
         }
-        None => result.timed_out = true,
+        // Nothing found: cut short by the clock unless the step budget was spent.
+        None => result.timed_out = limits.walk_steps.is_none_or(|budget| result.states < budget),
     }
     result.seconds = started.elapsed().as_secs_f64();
     result
