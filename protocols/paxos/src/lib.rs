@@ -104,7 +104,7 @@ use qlab_core::{
 };
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use client::{PaxosClient, PaxosClientTimer};
@@ -120,6 +120,10 @@ struct InFlight {
     chosen: bool,
 }
 
+/// One replica's whole state. `Clone` so that a search can branch from any state, and
+/// `Debug` with every collection ordered (no hash maps), so that equal states print
+/// alike: the canonical form a search fingerprints.
+#[derive(Clone, Debug)]
 pub struct Paxos {
     id: NodeId,
     nodes: u32,
@@ -158,7 +162,7 @@ pub struct Paxos {
     in_flight: BTreeMap<Slot, InFlight>,
     next_slot: Slot,
     pending: Vec<Arc<Request>>,
-    proposed_requests: HashMap<ClientId, u64>,
+    proposed_requests: BTreeMap<ClientId, u64>,
     heard_from: Vec<bool>,
     flush_timer_armed: bool,
     /// Leader with read-index or lease reads: heartbeat rounds and waiting reads.
@@ -365,7 +369,7 @@ impl Protocol for Paxos {
             in_flight: BTreeMap::new(),
             next_slot: 1,
             pending: Vec::new(),
-            proposed_requests: HashMap::new(),
+            proposed_requests: BTreeMap::new(),
             heard_from: Vec::new(),
             flush_timer_armed: false,
             reads: None,
