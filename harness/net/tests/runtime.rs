@@ -1,10 +1,11 @@
 //! A node under a misbehaving (but authenticated) peer: garbage frames are counted and
-//! dropped, the peer's connection is closed once it keeps at it, and the node goes on.
+//! dropped, the peer's connection is closed once it keeps at it, and the node goes on;
+//! a clock rate that is not a positive number is refused and counted the same way.
 
 use qlab_net::drive::Driver;
 use qlab_net::frame::{DEFAULT_MAX_FRAME_BYTES, encode_frame};
 use qlab_net::harness::Harness;
-use qlab_net::runtime::{MALFORMED_FRAMES_BEFORE_CLOSE, NodeConfig, Storage, run_node};
+use qlab_net::runtime::{Control, MALFORMED_FRAMES_BEFORE_CLOSE, NodeConfig, Storage, Wire, run_node};
 use qlab_net::tls::{self, Identity, Pinned, Principal};
 use qlab_raft::{Message, Raft, RaftClient, RaftConfig};
 use std::time::Duration;
@@ -63,6 +64,52 @@ async fn malformed_frames_are_counted_and_the_sender_cut_off() {
     let counters = driver.counters_for_node(tag, 0).expect("the node still answers");
     assert!(counters.malformed_frames > MALFORMED_FRAMES_BEFORE_CLOSE, "{counters:?}");
     assert_eq!(counters.messages_received, 0, "nothing malformed reached the protocol");
+    assert!(!running.is_finished());
+    running.abort();
+}
+
+/// `Control::ClockRate` with a rate that is zero, negative or not a number would stop
+/// the node's clock or run it backwards: the node refuses it, counts it as a malformed
+/// frame, and keeps running; a positive rate is taken without a count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_rate_that_is_not_a_positive_number_is_refused_and_counted() {
+    let node = Identity::generate(Principal::Node(0));
+    let harness_identity = Identity::generate(Principal::Harness);
+    let pinned = Pinned::new(vec![
+        (Principal::Node(0), node.cert_der.clone()),
+        (Principal::Harness, harness_identity.cert_der.clone()),
+    ]);
+    let addrs = qlab_net::cluster::free_loopback_addrs(1).unwrap();
+    let start_unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let config = NodeConfig {
+        id: 0,
+        clock: qlab_net::runtime::SkewedClock::TRUE,
+        addrs: addrs.clone(),
+        identity: node,
+        pinned: pinned.clone(),
+        protocol: RaftConfig::default(),
+        storage: Storage::Memory,
+        seed: 1,
+        start_unix_ns,
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        send_queue_messages: 64,
+        orphan_timeout_ms: 0,
+    };
+    let running = tokio::spawn(run_node::<Raft>(config));
+    let endpoint = tls::endpoint("127.0.0.1:0".parse().unwrap(), &harness_identity, pinned).unwrap();
+    let (harness, from_nodes) =
+        Harness::<Message>::connect(endpoint, &addrs[..1], start_unix_ns, DEFAULT_MAX_FRAME_BYTES);
+    let mut driver: Driver<Message, RaftClient> = Driver::new(harness, from_nodes, Vec::new(), start_unix_ns);
+    for rate in [0.0, -1.0, f64::NAN, f64::INFINITY, 2.0] {
+        driver.harness().send(0, &Wire::Control(Control::ClockRate { rate }));
+    }
+    let tag = driver.request_counters();
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while driver.counters_for_node(tag, 0).is_none() && Instant::now() < give_up {
+        let _ = driver.next(Instant::now() + Duration::from_millis(20)).await;
+    }
+    let counters = driver.counters_for_node(tag, 0).expect("the node still answers");
+    assert_eq!(counters.malformed_frames, 4, "zero, negative, NaN and infinite refused; 2.0 taken: {counters:?}");
     assert!(!running.is_finished());
     running.abort();
 }
