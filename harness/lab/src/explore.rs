@@ -40,6 +40,7 @@
 use dashmap::DashMap;
 use qlab_check::SafetyChecker;
 use qlab_core::{Action, ClientId, Context, NodeId, Observation, Op, Outbox, Protocol, Request};
+use qlab_report::sequence::{Mark, SequenceChart, SequenceEvent};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
@@ -397,6 +398,8 @@ pub struct Exploration {
     pub max_depth: usize,
     /// The shortest run that broke a rule: its steps, and the checker's violations at its end.
     pub counterexample: Option<(Vec<String>, Vec<String>)>,
+    /// The same run as a message-sequence figure ([`qlab_report::sequence`]).
+    pub chart: Option<SequenceChart>,
     /// Whether the time limit cut the search short: then nothing is claimed beyond `max_depth`.
     pub timed_out: bool,
     pub seconds: f64,
@@ -495,6 +498,7 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
         states: generated.into_inner(),
         max_depth: explorer.bounds.max_depth,
         counterexample: None,
+        chart: None,
         timed_out: false,
         seconds: 0.0,
     };
@@ -510,12 +514,101 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
             let (steps, end) = replay(explorer, &initial, &path).expect("a shrunk run replays");
             let violations = end.checker.violations().iter().map(ToString::to_string).collect();
             result.counterexample = Some((steps, violations));
+            result.chart = Some(sequence_chart(explorer, &initial, &path));
         }
         // Nothing found: cut short by the clock unless the step budget was spent.
         None => result.timed_out = limits.walk_steps.is_none_or(|budget| result.states < budget),
     }
     result.seconds = started.elapsed().as_secs_f64();
     result
+}
+
+/// The longest message label a figure shows (the rest is cut with an ellipsis).
+const LABEL_CHARS: usize = 44;
+
+/// `path` replayed from `initial` as a message-sequence figure: each delivered message
+/// an arrow from the step that sent it (0: the replicas' start) to the step that
+/// delivered it, each replica's own event a mark, the checker's verdict at the end. The
+/// step each message was sent in is followed beside the links, as the links themselves
+/// are: appended on send, cut on delivery and on the receiver's crash.
+pub fn sequence_chart<P: Explorable>(
+    explorer: &Explorer<P>,
+    initial: &World<P>,
+    path: &[Step<P::Timer>],
+) -> SequenceChart {
+    let n = explorer.nodes;
+    let mut sent_at: Vec<Vec<usize>> = initial.links.iter().map(|link| vec![0; link.len()]).collect();
+    let mut world = initial.clone();
+    let mut events = Vec::new();
+    let label = |msg: &P::Message| {
+        let text = format!("{msg:?}");
+        match text.char_indices().nth(LABEL_CHARS) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text,
+        }
+    };
+    for (i, step) in path.iter().enumerate() {
+        let at = i + 1;
+        let mut kept: Vec<usize> = world.links.iter().map(Vec::len).collect();
+        match *step {
+            Step::Deliver { from, to, position }
+            | Step::Overtake { from, to, position }
+            | Step::Duplicate { from, to, position } => {
+                let l = (from * n + to) as usize;
+                let label = label(&world.links[l][position]);
+                events.push(SequenceEvent::Message {
+                    from,
+                    to,
+                    sent_at: sent_at[l][position],
+                    delivered_at: at,
+                    label,
+                });
+                match step {
+                    Step::Deliver { .. } => {
+                        sent_at[l].drain(..=position);
+                    }
+                    Step::Overtake { .. } => {
+                        sent_at[l].remove(position);
+                    }
+                    _ => {}
+                }
+                kept[l] = sent_at[l].len();
+            }
+            Step::Crash { node } => {
+                for from in 0..n {
+                    let l = (from * n + node) as usize;
+                    sent_at[l].clear();
+                    kept[l] = 0;
+                }
+                events.push(SequenceEvent::Local { node, at, label: "crashes".into(), mark: Mark::Crash });
+            }
+            Step::Fire { node, timer } => {
+                events.push(SequenceEvent::Local { node, at, label: format!("{timer:?} fires"), mark: Mark::Timer });
+            }
+            Step::Restart { node } => {
+                events.push(SequenceEvent::Local { node, at, label: "restarts".into(), mark: Mark::Restart });
+            }
+            Step::Submit { node, seq } => {
+                events.push(SequenceEvent::Local {
+                    node,
+                    at,
+                    label: format!("client: put #{seq}"),
+                    mark: Mark::Command,
+                });
+            }
+        }
+        world = explorer.apply(&world, step);
+        for (l, link) in world.links.iter().enumerate() {
+            sent_at[l].extend(std::iter::repeat_n(at, link.len() - kept[l]));
+        }
+    }
+    SequenceChart {
+        title: String::new(),
+        nodes: n,
+        steps: path.len(),
+        events,
+        violations: world.checker.violations().iter().map(ToString::to_string).collect(),
+    }
 }
 
 /// Which weight of a random walk a step is drawn with.
@@ -608,8 +701,15 @@ pub fn explore_with<P: Explorable>(explorer: &Explorer<P>, limits: SearchLimits)
     let started = Instant::now();
     let initial = explorer.initial();
     let mut states = 0;
-    let mut result =
-        Exploration { unique_states: 0, states: 0, max_depth: 0, counterexample: None, timed_out: false, seconds: 0.0 };
+    let mut result = Exploration {
+        unique_states: 0,
+        states: 0,
+        max_depth: 0,
+        counterexample: None,
+        chart: None,
+        timed_out: false,
+        seconds: 0.0,
+    };
     for bound in 1..=explorer.bounds.max_depth {
         let round = Round {
             expanded: DashMap::new(),
@@ -639,6 +739,7 @@ pub fn explore_with<P: Explorable>(explorer: &Explorer<P>, limits: SearchLimits)
             let violations = world.checker.violations().iter().map(ToString::to_string).collect();
             result.max_depth = path.len();
             result.counterexample = Some((steps, violations));
+            result.chart = Some(sequence_chart(explorer, &initial, &path));
             break;
         }
         if Instant::now() >= round.deadline {

@@ -3,7 +3,7 @@
 //! rule switched off, breadth-first search finds the shortest run that does, and that
 //! run is the textbook one.
 
-use qlab_lab::explore::{Bounds, Exploration, Explorer, SearchLimits, explore, explore_with, random_walks};
+use qlab_lab::explore::{Bounds, Exploration, Explorer, SearchLimits, explore_with, random_walks};
 use qlab_raft::{Raft, RaftAblations, RaftConfig};
 use std::time::Duration;
 
@@ -12,8 +12,12 @@ fn raft(ablation: Option<&str>) -> RaftConfig {
     RaftConfig { ablate, ..RaftConfig::default() }
 }
 
+/// One thread when a counterexample is drawn: the first of several shortest runs that
+/// a round finds depends on how threads interleave, one thread's search order does not.
 fn search(ablation: Option<&str>, bounds: Bounds) -> Exploration {
-    let found = explore(Explorer::<Raft> { config: raft(ablation), nodes: 3, bounds });
+    let threads = if ablation.is_some() { 1 } else { SearchLimits::default().threads };
+    let limits = SearchLimits { threads, ..SearchLimits::default() };
+    let found = explore_with(&Explorer::<Raft> { config: raft(ablation), nodes: 3, bounds }, limits);
     println!(
         "{ablation:?} {bounds:?}: {} states generated ({} distinct in the last round), depth {}{}, {:.1} s",
         found.states,
@@ -23,6 +27,25 @@ fn search(ablation: Option<&str>, bounds: Bounds) -> Exploration {
         found.seconds
     );
     found
+}
+
+/// The counterexample's message-sequence figure must be the one docs/model-checking.md
+/// shows (`docs/figures/model-checking/<stem>.svg`); `QLAB_BLESS=1` writes it instead.
+fn figure_matches_the_docs(found: &Exploration, stem: &str, title: &str) {
+    let mut chart = found.chart.clone().expect("a counterexample has a figure");
+    chart.title = title.to_string();
+    let drawn = tempfile::tempdir().unwrap();
+    let written = qlab_report::sequence::write_sequence(drawn.path(), stem, &chart).unwrap();
+    let svg = std::fs::read_to_string(&written[0]).unwrap();
+    let committed =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../docs/figures/model-checking/{stem}.svg"));
+    if std::env::var_os("QLAB_BLESS").is_some() {
+        std::fs::create_dir_all(committed.parent().unwrap()).unwrap();
+        std::fs::write(&committed, &svg).unwrap();
+        let _ = std::fs::copy(&written[1], std::env::temp_dir().join(format!("{stem}.png")));
+    }
+    let docs = std::fs::read_to_string(&committed).unwrap_or_default();
+    assert!(docs == svg, "{} is not this counterexample's figure (QLAB_BLESS=1 redraws it)", committed.display());
 }
 
 /// Two timer firings: enough for two candidates to compete for one term.
@@ -51,12 +74,13 @@ fn raft_with_a_command_and_a_crash_is_safe_in_every_interleaving_within_the_boun
 #[test]
 fn without_one_vote_per_term_the_shortest_run_has_two_leaders_in_a_term() {
     let found = search(Some("multiple_votes_per_term"), ELECTIONS);
-    let (steps, violations) = found.counterexample.expect("two leaders in one term");
+    let (steps, violations) = found.counterexample.clone().expect("two leaders in one term");
     println!("{}\n{violations:?}", steps.join("\n"));
     assert_eq!(steps.len(), 6, "{steps:#?}");
     assert_eq!(steps.iter().filter(|s| s.contains("timer Election fires")).count(), 2, "{steps:#?}");
     assert_eq!(steps.iter().filter(|s| s.contains("granted: true")).count(), 2, "{steps:#?}");
     assert!(violations.iter().any(|v| v.contains("election-safety") && v.contains("epoch 1")), "{violations:?}");
+    figure_matches_the_docs(&found, "raft-multiple-votes-per-term", "Raft without one vote per term (§5.2): 6 steps");
 }
 
 /// §5.4.1: without the up-to-date check the shortest violation is eight steps: a leader
@@ -66,10 +90,15 @@ fn without_one_vote_per_term_the_shortest_run_has_two_leaders_in_a_term() {
 fn without_the_log_check_a_leader_lacking_a_commit_is_elected_in_eight_steps() {
     let bounds = Bounds { max_depth: 10, ..ELECTIONS };
     let found = search(Some("vote_without_log_check"), bounds);
-    let (steps, violations) = found.counterexample.expect("a leader lacking a committed entry");
+    let (steps, violations) = found.counterexample.clone().expect("a leader lacking a committed entry");
     println!("{}\n{violations:?}", steps.join("\n"));
     assert_eq!(steps.len(), 8, "{steps:#?}");
     assert!(violations.iter().any(|v| v.contains("leader-completeness")), "{violations:?}");
+    figure_matches_the_docs(
+        &found,
+        "raft-vote-without-log-check",
+        "Raft without the up-to-date check (§5.4.1): 8 steps",
+    );
 }
 
 /// One thread, so that a seed's walks are the same on every machine.
@@ -101,11 +130,17 @@ fn without_the_prev_log_check_logs_differ_before_a_matching_entry() {
     assert_eq!((exhaustive.counterexample, exhaustive.max_depth), (None, 9));
     let found =
         walks("skip_prev_log_check", raft(Some("skip_prev_log_check")), Bounds { max_depth: 30, ..bounds }, 7, 4, None);
-    let (steps, violations) = found.counterexample.expect("a follower accepted an entry after a mismatched one");
+    let (steps, violations) =
+        found.counterexample.clone().expect("a follower accepted an entry after a mismatched one");
     assert_eq!(steps.len(), 18, "{steps:#?}");
     assert!(
         violations.iter().any(|v| v.contains("log-matching") || v.contains("state-machine-safety")),
         "{violations:?}"
+    );
+    figure_matches_the_docs(
+        &found,
+        "raft-skip-prev-log-check",
+        "Raft without the prevLog check (§5.3): 18 steps, shrunk",
     );
 }
 
@@ -118,11 +153,16 @@ fn committing_an_old_term_by_counting_is_the_figure_8_bug() {
     let config = RaftConfig { max_entries_per_append: 1, ..raft(Some("commit_old_term_by_count")) };
     let bounds = Bounds { timer_firings: 6, max_depth: 40, ..ELECTIONS };
     let found = walks("commit_old_term_by_count", config, bounds, 1, 1, None);
-    let (steps, violations) = found.counterexample.expect("a committed entry lost");
+    let (steps, violations) = found.counterexample.clone().expect("a committed entry lost");
     assert_eq!(steps.len(), 26, "{steps:#?}");
     assert!(
         violations.iter().any(|v| v.contains("leader-completeness") || v.contains("state-machine-safety")),
         "{violations:?}"
+    );
+    figure_matches_the_docs(
+        &found,
+        "raft-commit-old-term-by-count",
+        "Raft committing an old term's entry by counting (§5.4.2, Figure 8): 26 steps, shrunk",
     );
     // Twice as many steps of walks with the rule on break nothing.
     let budget = 2 * found.states;
@@ -188,7 +228,9 @@ fn paxos(skip_phase1_values: bool) -> PaxosConfig {
 }
 
 fn search_paxos(skip_phase1_values: bool, bounds: Bounds) -> Exploration {
-    let found = explore(Explorer::<Paxos> { config: paxos(skip_phase1_values), nodes: 3, bounds });
+    let threads = if skip_phase1_values { 1 } else { SearchLimits::default().threads };
+    let limits = SearchLimits { threads, ..SearchLimits::default() };
+    let found = explore_with(&Explorer::<Paxos> { config: paxos(skip_phase1_values), nodes: 3, bounds }, limits);
     println!(
         "paxos skip_phase1_values={skip_phase1_values} {bounds:?}: {} states generated ({} distinct in the last round), depth {}, {:.1} s",
         found.states, found.unique_states, found.max_depth, found.seconds
@@ -216,10 +258,11 @@ fn multi_paxos_is_safe_in_every_interleaving_within_the_bounds() {
 fn without_phase_1_values_a_new_leader_drops_a_chosen_value_in_nine_steps() {
     let bounds = Bounds { requests: 1, timer_firings: 2, max_depth: 10, ..ELECTIONS };
     let found = search_paxos(true, bounds);
-    let (steps, violations) = found.counterexample.expect("a chosen value dropped");
+    let (steps, violations) = found.counterexample.clone().expect("a chosen value dropped");
     assert_eq!(steps.len(), 9, "{steps:#?}");
     assert!(steps.iter().any(|s| s.contains("Promise") && s.contains("PromisedSlot")), "{steps:#?}");
     assert!(violations.iter().any(|v| v.contains("leader-completeness")), "{violations:?}");
+    figure_matches_the_docs(&found, "paxos-skip-phase1-values", "Multi-Paxos without phase 1's value rule: 9 steps");
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod gallery;
 pub mod plot;
 pub mod results;
+pub mod sequence;
 pub mod tables;
 
 pub use error::{ReportError, Result};
