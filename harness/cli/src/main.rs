@@ -91,6 +91,16 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         max_lines: usize,
     },
+    /// Search every interleaving (or seeded random walks) of a small cluster for a run
+    /// that breaks a safety rule, as a check file states (docs/model-checking.md); prints
+    /// the verdict and the counterexample, and fails when it is not what the file expects.
+    Check {
+        /// The check TOML file (checks/*.toml).
+        file: PathBuf,
+        /// Write trace.txt and the counterexample's sequence.svg/png into DIR (missing or empty).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Run one replica of a cluster file (real mode: QUIC with pinned mutual TLS).
     Node {
         /// The cluster file (see harness/net/src/cluster.rs for its fields).
@@ -296,6 +306,22 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                 say!("note: {note}");
             }
             print_summary(&run_dir, &kinds)?;
+            Ok(())
+        }
+        Command::Check { file, out } => {
+            let outcome = qlab_lab::check::run_check(&file, out.as_deref())?;
+            for line in &outcome.report {
+                say!("{line}");
+            }
+            for path in &outcome.written {
+                say!("wrote {}", path.display());
+            }
+            if !outcome.as_expected {
+                return Err(qlab_lab::LabError::Usage(format!(
+                    "{}: the search's outcome is not what the file expects",
+                    file.display()
+                )));
+            }
             Ok(())
         }
         Command::Replay { run_dir, trial, max_lines } => {

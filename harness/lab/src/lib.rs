@@ -27,6 +27,7 @@ pub mod availability_trial;
 pub mod case;
 pub mod chaos;
 pub mod chaos_quic;
+pub mod check;
 pub mod config;
 pub mod counterexample;
 pub mod disruption;

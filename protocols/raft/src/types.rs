@@ -101,15 +101,21 @@ impl RaftAblations {
     /// Only the ablation called `name` switched on.
     pub fn only(name: &str) -> Option<Self> {
         let mut ablate = RaftAblations::default();
+        ablate.switch_off_rule(name).then_some(ablate)
+    }
+
+    /// Switch on the ablation called `name` besides any already on; false for an
+    /// unknown name.
+    pub fn switch_off_rule(&mut self, name: &str) -> bool {
         match name {
-            "vote_without_log_check" => ablate.vote_without_log_check = true,
-            "multiple_votes_per_term" => ablate.multiple_votes_per_term = true,
-            "skip_prev_log_check" => ablate.skip_prev_log_check = true,
-            "commit_old_term_by_count" => ablate.commit_old_term_by_count = true,
-            "no_check_quorum" => ablate.no_check_quorum = true,
-            _ => return None,
+            "vote_without_log_check" => self.vote_without_log_check = true,
+            "multiple_votes_per_term" => self.multiple_votes_per_term = true,
+            "skip_prev_log_check" => self.skip_prev_log_check = true,
+            "commit_old_term_by_count" => self.commit_old_term_by_count = true,
+            "no_check_quorum" => self.no_check_quorum = true,
+            _ => return false,
         }
-        Some(ablate)
+        true
     }
 
     pub fn any(&self) -> bool {

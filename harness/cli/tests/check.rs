@@ -1,0 +1,82 @@
+//! `qlab check FILE` end to end (issue 42): a committed check file finds its
+//! counterexample and writes its trace and figure; a check whose outcome differs from
+//! what its file expects fails; a mistake in a file is an error at its line and column;
+//! `--out` never writes into a directory that holds anything.
+
+mod common;
+
+use common::{qlab, run_ok};
+
+#[test]
+fn a_check_file_finds_its_counterexample_and_draws_it() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("phase1");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output =
+        run_ok(qlab().arg("check").arg(root.join("checks/paxos-skip-phase1-values.toml")).arg("--out").arg(&dir));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("violation in 9 steps"), "{stdout}");
+    assert!(stdout.contains("violation: leader-completeness"), "{stdout}");
+    assert!(stdout.contains("as expected"), "{stdout}");
+    let trace = std::fs::read_to_string(dir.join("trace.txt")).unwrap();
+    assert_eq!(
+        trace
+            .lines()
+            .filter(|l| l.trim_start().split_once(". ").is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+            .count(),
+        9,
+        "{trace}"
+    );
+    let svg = std::fs::read_to_string(dir.join("sequence.svg")).unwrap();
+    assert!(svg.contains("Multi-Paxos, without skip_phase1_values: 9 steps"), "the figure carries its title");
+    assert!(dir.join("sequence.png").exists());
+
+    // The same directory again: refused, nothing touched.
+    let again = qlab()
+        .arg("check")
+        .arg(root.join("checks/paxos-skip-phase1-values.toml"))
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    assert_eq!(std::fs::read_to_string(dir.join("trace.txt")).unwrap(), trace);
+}
+
+#[test]
+fn a_check_that_finds_what_its_file_does_not_expect_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrong.toml");
+    // Every rule on, yet the file expects a violation within 8 steps.
+    std::fs::write(
+        &path,
+        "[check]\nprotocol = \"raft\"\nsearch = \"exhaustive\"\nexpect = \"violation\"\n\n[bounds]\ntimer_firings = 2\nmax_depth = 8\n",
+    )
+    .unwrap();
+    let output = qlab().arg("check").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("no violation in any run of up to 8 steps"), "{stdout}");
+    assert!(stdout.contains("NOT AS EXPECTED"), "{stdout}");
+}
+
+#[test]
+fn a_mistake_in_a_check_file_is_an_error_at_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    std::fs::write(&path, "[check]\nprotocol = \"raft\"\nsearch = \"exhaustive\"\nexpect = \"none\"\n\n[raft]\nablate = [\"skip_prevlog_check\"]\n")
+        .unwrap();
+    let output = qlab().arg("check").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:7:11: unknown Raft ablation `skip_prevlog_check`", path.display())),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "[check]\nprotocol = \"zab\"\nsearch = \"exhaustive\"\nexpect = \"none\"\n").unwrap();
+    let output = qlab().arg("check").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("{}:2:12:", path.display())) && stderr.contains("zab"), "{stderr}");
+}

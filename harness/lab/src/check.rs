@@ -1,0 +1,307 @@
+//! `qlab check FILE`: the exhaustive search and the random walks of [`crate::explore`]
+//! from a file, so a researcher states a protocol, its rules, the bounds and the search
+//! without writing Rust, and gets the verdict, the counterexample's steps and its
+//! message-sequence figure. A file says what it expects (`expect = "none"` for every
+//! rule on, `"violation"` for a rule switched off); a check whose outcome differs, or
+//! that ran out of time before deciding, is a failure the command's exit status carries.
+//!
+//! ```toml
+//! [check]
+//! protocol = "raft"            # "raft" or "multi-paxos"
+//! search = "walks"             # "exhaustive" (shortest first) or "walks" (seeded, shrunk)
+//! expect = "violation"         # "violation" or "none"
+//! seed = 1                     # walks only
+//! threads = 1                  # default: every core; one makes walks repeatable
+//! time_limit_s = 120
+//!
+//! [bounds]                     # each defaults to 0, max_depth to 12
+//! timer_firings = 6
+//! max_depth = 40
+//!
+//! [raft]                       # or [multi-paxos]: its ablate list only
+//! max_entries_per_append = 1
+//! ablate = ["commit_old_term_by_count"]
+//! ```
+
+use crate::error::{LabError, Result};
+use crate::explore::{Bounds, Exploration, Explorer, SearchLimits, explore_with, random_walks};
+use qlab_paxos::{Paxos, PaxosAblations, PaxosConfig};
+use qlab_raft::{Raft, RaftAblations, RaftConfig};
+use qlab_report::error::line_column;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckFile {
+    check: CheckSection,
+    #[serde(default)]
+    bounds: BoundsSection,
+    #[serde(default)]
+    raft: RaftSection,
+    #[serde(default, rename = "multi-paxos")]
+    paxos: PaxosSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckSection {
+    protocol: CheckedProtocol,
+    search: Search,
+    expect: Expect,
+    #[serde(default)]
+    seed: u64,
+    threads: Option<usize>,
+    #[serde(default = "default_time_limit_s")]
+    time_limit_s: u64,
+    #[serde(default = "default_walks_kept")]
+    walks_kept: usize,
+}
+
+fn default_time_limit_s() -> u64 {
+    600
+}
+
+fn default_walks_kept() -> usize {
+    32
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum CheckedProtocol {
+    Raft,
+    MultiPaxos,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Search {
+    Exhaustive,
+    Walks,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Expect {
+    Violation,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoundsSection {
+    #[serde(default)]
+    requests: u32,
+    #[serde(default)]
+    crashes: u32,
+    #[serde(default)]
+    reorderings: u32,
+    #[serde(default)]
+    duplicates: u32,
+    #[serde(default)]
+    timer_firings: u32,
+    #[serde(default = "default_max_depth")]
+    max_depth: usize,
+}
+
+fn default_max_depth() -> usize {
+    12
+}
+
+impl Default for BoundsSection {
+    fn default() -> Self {
+        Self {
+            requests: 0,
+            crashes: 0,
+            reorderings: 0,
+            duplicates: 0,
+            timer_firings: 0,
+            max_depth: default_max_depth(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RaftSection {
+    max_entries_per_append: Option<usize>,
+    check_quorum: Option<bool>,
+    pre_vote: Option<bool>,
+    #[serde(default)]
+    ablate: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaxosSection {
+    #[serde(default)]
+    ablate: Vec<String>,
+}
+
+/// What a check found, and whether that is what its file expected.
+#[derive(Debug)]
+pub struct CheckOutcome {
+    pub exploration: Exploration,
+    /// Printable lines: the search, the verdict, the counterexample's steps.
+    pub report: Vec<String>,
+    pub as_expected: bool,
+    /// The figure and trace written under `--out`.
+    pub written: Vec<PathBuf>,
+}
+
+/// An error at the text of `field` in the file (its first occurrence), else at the top.
+fn error_at(path: &Path, source: &str, field: &str, message: String) -> LabError {
+    let offset = source.find(field).unwrap_or(0);
+    let (line, column) = line_column(source, offset);
+    LabError::Config { path: path.to_path_buf(), line, column, message }
+}
+
+/// Run the check in `path`; with `out`, write `trace.txt` and `sequence.svg`/`.png`
+/// there (a missing or empty directory: a check never writes over anything).
+pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
+    let source = std::fs::read_to_string(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+    let file: CheckFile = toml::from_str(&source).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| line_column(&source, s.start));
+        LabError::Config { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+    })?;
+    if let Some(dir) = out
+        && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+    {
+        return Err(LabError::Usage(format!(
+            "--out {}: the directory is not empty; a check writes only into a missing or empty directory",
+            dir.display()
+        )));
+    }
+    let check = &file.check;
+    let b = &file.bounds;
+    let bounds = Bounds {
+        requests: b.requests,
+        crashes: b.crashes,
+        reorderings: b.reorderings,
+        duplicates: b.duplicates,
+        timer_firings: b.timer_firings,
+        max_depth: b.max_depth,
+    };
+    let mut limits = SearchLimits {
+        time_limit: Duration::from_secs(check.time_limit_s),
+        walks_kept: check.walks_kept,
+        ..SearchLimits::default()
+    };
+    if let Some(threads) = check.threads {
+        limits.threads = threads;
+    }
+    let (exploration, rules) = match check.protocol {
+        CheckedProtocol::Raft => {
+            let mut ablate = RaftAblations::default();
+            for name in &file.raft.ablate {
+                if !ablate.switch_off_rule(name) {
+                    return Err(error_at(
+                        path,
+                        &source,
+                        &format!("\"{name}\""),
+                        format!("unknown Raft ablation `{name}`, expected one of {}", RaftAblations::NAMES.join(", ")),
+                    ));
+                }
+            }
+            let defaults = RaftConfig::default();
+            let config = RaftConfig {
+                max_entries_per_append: file.raft.max_entries_per_append.unwrap_or(defaults.max_entries_per_append),
+                check_quorum: file.raft.check_quorum.unwrap_or(defaults.check_quorum),
+                pre_vote: file.raft.pre_vote.unwrap_or(defaults.pre_vote),
+                ablate,
+                ..defaults
+            };
+            let explorer = Explorer::<Raft> { config, nodes: 3, bounds };
+            let found = match check.search {
+                Search::Exhaustive => explore_with(&explorer, limits),
+                Search::Walks => random_walks(&explorer, check.seed, limits),
+            };
+            (found, &file.raft.ablate)
+        }
+        CheckedProtocol::MultiPaxos => {
+            let mut ablate = PaxosAblations::default();
+            for name in &file.paxos.ablate {
+                match name.as_str() {
+                    "skip_phase1_values" => ablate.skip_phase1_values = true,
+                    "no_check_quorum" => ablate.no_check_quorum = true,
+                    "ignore_promised_checkpoint" => ablate.ignore_promised_checkpoint = true,
+                    _ => {
+                        return Err(error_at(
+                            path,
+                            &source,
+                            &format!("\"{name}\""),
+                            format!(
+                                "unknown Multi-Paxos ablation `{name}`, expected one of skip_phase1_values, \
+                                 no_check_quorum, ignore_promised_checkpoint"
+                            ),
+                        ));
+                    }
+                }
+            }
+            let explorer =
+                Explorer::<Paxos> { config: PaxosConfig { ablate, ..PaxosConfig::default() }, nodes: 3, bounds };
+            let found = match check.search {
+                Search::Exhaustive => explore_with(&explorer, limits),
+                Search::Walks => random_walks(&explorer, check.seed, limits),
+            };
+            (found, &file.paxos.ablate)
+        }
+    };
+    let protocol = match check.protocol {
+        CheckedProtocol::Raft => "Raft",
+        CheckedProtocol::MultiPaxos => "Multi-Paxos",
+    };
+    let rules = if rules.is_empty() { "every rule on".to_string() } else { format!("without {}", rules.join(", ")) };
+    let search = match check.search {
+        Search::Exhaustive => "exhaustive search (shortest first)".to_string(),
+        Search::Walks => format!("random walks from seed {} (shrunk)", check.seed),
+    };
+    let mut report = vec![format!(
+        "{protocol}, 3 replicas, {rules}; {search} within {} client puts, {} crashes, {} reorderings, {} duplicates, \
+         {} timer firings, {} steps",
+        bounds.requests, bounds.crashes, bounds.reorderings, bounds.duplicates, bounds.timer_firings, bounds.max_depth
+    )];
+    report.push(format!(
+        "{} states generated, {:.1} s; {}",
+        exploration.states,
+        exploration.seconds,
+        match (&exploration.counterexample, check.search) {
+            (Some(_), _) => format!("violation in {} steps", exploration.max_depth),
+            (None, _) if exploration.timed_out => {
+                format!("inconclusive: the time limit came first (no violation within {} steps)", exploration.max_depth)
+            }
+            (None, Search::Exhaustive) => format!("no violation in any run of up to {} steps", exploration.max_depth),
+            (None, Search::Walks) => "no violation in the walks' step budget".to_string(),
+        }
+    ));
+    let found = exploration.counterexample.is_some();
+    let as_expected = match check.expect {
+        Expect::Violation => found,
+        Expect::None => !found && !exploration.timed_out,
+    };
+    if let Some((steps, violations)) = &exploration.counterexample {
+        report.extend(steps.iter().enumerate().map(|(i, step)| format!("{:>3}. {step}", i + 1)));
+        report.extend(violations.iter().map(|v| format!("violation: {v}")));
+    }
+    let expected = match check.expect {
+        Expect::Violation => "a violation",
+        Expect::None => "no violation",
+    };
+    report
+        .push(format!("the file expects {expected}: {}", if as_expected { "as expected" } else { "NOT AS EXPECTED" }));
+    let mut written = Vec::new();
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).map_err(|e| LabError::Io { path: dir.to_path_buf(), source: e })?;
+        let trace = dir.join("trace.txt");
+        std::fs::write(&trace, report.join("\n") + "\n")
+            .map_err(|e| LabError::Io { path: trace.clone(), source: e })?;
+        written.push(trace);
+        if let Some(chart) = &exploration.chart {
+            let mut chart = chart.clone();
+            chart.title = format!("{protocol}, {rules}: {} steps", exploration.max_depth);
+            written.extend(qlab_report::sequence::write_sequence(dir, "sequence", &chart)?);
+        }
+    }
+    Ok(CheckOutcome { exploration, report, as_expected, written })
+}
