@@ -11,6 +11,29 @@ use qlab_raft::{Message, Raft, RaftClient, RaftConfig};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Node 0 of `addrs`: Raft with its defaults, in memory.
+fn node_zero(
+    addrs: &[std::net::SocketAddr],
+    identity: Identity,
+    pinned: &Pinned,
+    start_unix_ns: u64,
+) -> NodeConfig<RaftConfig> {
+    NodeConfig {
+        id: 0,
+        clock: qlab_net::runtime::SkewedClock::TRUE,
+        addrs: addrs.to_vec(),
+        identity,
+        pinned: pinned.clone(),
+        protocol: RaftConfig::default(),
+        storage: Storage::Memory,
+        seed: 1,
+        start_unix_ns,
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        send_queue_messages: 64,
+        orphan_timeout_ms: 0,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_are_counted_and_the_sender_cut_off() {
     let node = Identity::generate(Principal::Node(0));
@@ -23,21 +46,7 @@ async fn malformed_frames_are_counted_and_the_sender_cut_off() {
     ]);
     let addrs = qlab_net::cluster::free_loopback_addrs(2).unwrap();
     let start_unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let config = NodeConfig {
-        id: 0,
-        clock: qlab_net::runtime::SkewedClock::TRUE,
-        addrs: addrs.clone(),
-        identity: node,
-        pinned: pinned.clone(),
-        protocol: RaftConfig::default(),
-        storage: Storage::Memory,
-        seed: 1,
-        start_unix_ns,
-        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-        send_queue_messages: 64,
-        orphan_timeout_ms: 0,
-    };
-    let running = tokio::spawn(run_node::<Raft>(config));
+    let running = tokio::spawn(run_node::<Raft>(node_zero(&addrs, node, &pinned, start_unix_ns)));
 
     // The peer holds a pinned certificate (authentication passes) but speaks garbage.
     let attacker = tls::endpoint("127.0.0.1:0".parse().unwrap(), &peer, pinned.clone()).unwrap();
@@ -81,21 +90,7 @@ async fn a_clock_rate_that_is_not_a_positive_number_is_refused_and_counted() {
     ]);
     let addrs = qlab_net::cluster::free_loopback_addrs(1).unwrap();
     let start_unix_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let config = NodeConfig {
-        id: 0,
-        clock: qlab_net::runtime::SkewedClock::TRUE,
-        addrs: addrs.clone(),
-        identity: node,
-        pinned: pinned.clone(),
-        protocol: RaftConfig::default(),
-        storage: Storage::Memory,
-        seed: 1,
-        start_unix_ns,
-        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-        send_queue_messages: 64,
-        orphan_timeout_ms: 0,
-    };
-    let running = tokio::spawn(run_node::<Raft>(config));
+    let running = tokio::spawn(run_node::<Raft>(node_zero(&addrs, node, &pinned, start_unix_ns)));
     let endpoint = tls::endpoint("127.0.0.1:0".parse().unwrap(), &harness_identity, pinned).unwrap();
     let (harness, from_nodes) =
         Harness::<Message>::connect(endpoint, &addrs[..1], start_unix_ns, DEFAULT_MAX_FRAME_BYTES);
