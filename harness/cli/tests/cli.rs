@@ -844,9 +844,12 @@ fn docs_tables_are_generated_from_committed_results() {
     std::fs::create_dir_all(tmp.path().join("results")).unwrap();
     std::fs::copy(repo_file("results/tables.toml"), tmp.path().join("results/tables.toml")).unwrap();
     link_reference_runs(tmp.path());
+    // The pages, not their figures' directory (docs/figures/).
     for doc in std::fs::read_dir(repo_file("docs")).unwrap() {
         let doc = doc.unwrap().path();
-        std::fs::copy(&doc, tmp.path().join("docs").join(doc.file_name().unwrap())).unwrap();
+        if doc.is_file() {
+            std::fs::copy(&doc, tmp.path().join("docs").join(doc.file_name().unwrap())).unwrap();
+        }
     }
     std::fs::copy(repo_file("README.md"), tmp.path().join("README.md")).unwrap();
     let protocols = tmp.path().join("docs/protocols.md");
