@@ -212,7 +212,7 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
                 ablate,
                 ..defaults
             };
-            let explorer = Explorer::<Raft> { config, nodes: 3, bounds };
+            let explorer = Explorer::<Raft>::new(config, 3, bounds);
             let found = match check.search {
                 Search::Exhaustive => explore_with(&explorer, limits),
                 Search::Walks => random_walks(&explorer, check.seed, limits),
@@ -239,8 +239,7 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
                     }
                 }
             }
-            let explorer =
-                Explorer::<Paxos> { config: PaxosConfig { ablate, ..PaxosConfig::default() }, nodes: 3, bounds };
+            let explorer = Explorer::<Paxos>::new(PaxosConfig { ablate, ..PaxosConfig::default() }, 3, bounds);
             let found = match check.search {
                 Search::Exhaustive => explore_with(&explorer, limits),
                 Search::Walks => random_walks(&explorer, check.seed, limits),

@@ -37,9 +37,12 @@
 //! shared. Why not the `stateright` crate (the first engine): its breadth-first checker
 //! finds the shortest path only single-threaded, and keeps whole states in its queue.
 
+use crate::protocols::LabProtocol;
 use dashmap::DashMap;
 use qlab_check::SafetyChecker;
-use qlab_core::{Action, ClientId, Context, NodeId, Observation, Op, Outbox, Protocol, Request};
+use qlab_core::{
+    Action, Client, ClientAction, ClientId, ClientOutbox, Context, NodeId, Observation, Op, Outbox, Protocol, Request,
+};
 use qlab_report::sequence::{Mark, SequenceChart, SequenceEvent};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -176,6 +179,13 @@ pub enum Step<T> {
         node: u32,
         seq: u64,
     },
+    /// Twins-style rounds ([`Explorer::with_waves`]): the replicas split into the groups
+    /// of `partition` (an index into [`Explorer::partitions`]); every message on a link
+    /// within a group is delivered, in link order, and every message on a link between
+    /// groups is lost. What the deliveries send waits for the next step.
+    Wave {
+        partition: usize,
+    },
 }
 
 /// The search over protocol `P`: a cluster of `nodes` replicas configured by `config`.
@@ -183,12 +193,78 @@ pub struct Explorer<P: Protocol> {
     pub config: P::Config,
     pub nodes: u32,
     pub bounds: Bounds,
+    /// Twins (Bano et al., "Twins: BFT Systems Made Robust", 2022): each identity here
+    /// runs as two replica instances with the same name and keys, each honest code, so
+    /// together they can say different things to different replicas (equivocate) and
+    /// answer for what only one of them saw. Instance `nodes + k` is the second copy of
+    /// `twins[k]`. A message to a twinned identity goes onto the links to both copies
+    /// (the search decides which arrive). A twinned identity is a faulty replica: the
+    /// checker reads neither copy's events.
+    pub twins: Vec<u32>,
+    /// Empty: messages are delivered one at a time. Otherwise the search delivers them
+    /// in waves, each under one of these partitions (a group number per instance): the
+    /// Twins paper's rounds, which reach a view change's worth of traffic in a dozen
+    /// steps where single deliveries need several dozen.
+    pub partitions: Vec<Vec<u8>>,
+    /// The timers the search may fire, if not all (a safety search can leave out
+    /// timers that only resend what was sent, like PBFT's retransmissions).
+    pub fire_only: Option<Vec<P::Timer>>,
+}
+
+impl<P: Protocol> Explorer<P> {
+    pub fn new(config: P::Config, nodes: u32, bounds: Bounds) -> Self {
+        Explorer { config, nodes, bounds, twins: Vec::new(), partitions: Vec::new(), fire_only: None }
+    }
+
+    /// The same search delivering messages in waves, under every split of the replica
+    /// instances into at most two groups (the whole cluster together included).
+    pub fn with_waves(mut self) -> Self {
+        let instances = self.instances();
+        // Instance 0 is always in group 0: each split is listed once.
+        self.partitions = (0..1u32 << (instances - 1))
+            .map(|mask| (0..instances).map(|i| if i == 0 { 0 } else { ((mask >> (i - 1)) & 1) as u8 }).collect())
+            .collect();
+        self
+    }
+
+    /// The same search firing only `timers`.
+    pub fn firing_only(mut self, timers: Vec<P::Timer>) -> Self {
+        self.fire_only = Some(timers);
+        self
+    }
+
+    /// The same search with `identities` twinned (each below `nodes`, each once).
+    pub fn with_twins(mut self, identities: &[u32]) -> Self {
+        for (i, identity) in identities.iter().enumerate() {
+            assert!(*identity < self.nodes, "twin of n{identity} in a cluster of {}", self.nodes);
+            assert!(!identities[..i].contains(identity), "n{identity} twinned twice");
+        }
+        self.twins = identities.to_vec();
+        self
+    }
+
+    /// Replica instances: one per identity and one more per twin.
+    pub fn instances(&self) -> u32 {
+        self.nodes + self.twins.len() as u32
+    }
+
+    /// The identity instance `instance` runs as.
+    pub fn identity(&self, instance: u32) -> u32 {
+        if instance < self.nodes { instance } else { self.twins[(instance - self.nodes) as usize] }
+    }
+
+    /// How a trace and a figure name instance `instance`: `n3`, and `n3′` for its twin.
+    pub fn name(&self, instance: u32) -> String {
+        if instance < self.nodes { format!("n{instance}") } else { format!("n{}′", self.identity(instance)) }
+    }
 }
 
 /// A protocol the search can drive: its state can be cloned and printed canonically,
-/// and everything in a state can cross threads.
+/// everything in a state can cross threads, and its lab client signs the commands the
+/// search submits (PBFT replicas refuse an unsigned request).
 pub trait Explorable:
-    Protocol<Message: Send + Sync, Record: Debug + Send + Sync, Timer: Send + Sync, Config: Send + Sync>
+    LabProtocol
+    + Protocol<Message: Send + Sync, Record: Debug + Send + Sync, Timer: Send + Sync, Config: Send + Sync>
     + Clone
     + Debug
     + Send
@@ -198,7 +274,8 @@ pub trait Explorable:
 }
 
 impl<P> Explorable for P where
-    P: Protocol<Message: Send + Sync, Record: Debug + Send + Sync, Timer: Send + Sync, Config: Send + Sync>
+    P: LabProtocol
+        + Protocol<Message: Send + Sync, Record: Debug + Send + Sync, Timer: Send + Sync, Config: Send + Sync>
         + Clone
         + Debug
         + Send
@@ -210,20 +287,17 @@ impl<P> Explorable for P where
 /// Each timer firing moves the clock on by this much: more than any timeout.
 const CLOCK_STEP_NS: u64 = 100_000_000_000;
 
-impl<P> Explorer<P>
-where
-    P: Protocol + Clone + Debug,
-    P::Record: Debug,
-{
-    /// Run one handler of `node` and carry out its actions on `world`.
-    fn step(world: &mut World<P>, node: u32, handler: impl FnOnce(&mut P, &mut Context<'_, P>)) {
+impl<P: Explorable> Explorer<P> {
+    /// Run one handler of instance `node` and carry out its actions on `world`.
+    fn step(&self, world: &mut World<P>, node: u32, handler: impl FnOnce(&mut P, &mut Context<'_, P>)) {
         let now = CLOCK_STEP_NS * (u64::from(world.timer_firings) + 1);
         let Some(replica) = world.replicas[node as usize].as_mut() else { return };
         let mut outbox: Outbox<P::Message, P::Timer, P::Record> = Outbox::default();
         // A fixed seed: the draws are timeouts' lengths, which abstract time ignores.
         let mut rng = ChaCha8Rng::seed_from_u64(u64::from(node));
         handler(replica, &mut Context::new(now, &mut rng, &mut outbox));
-        let nodes = world.replicas.len() as u32;
+        let instances = self.instances();
+        let identity = self.identity(node);
         for action in outbox.actions {
             match action {
                 Action::Persist { record } => {
@@ -233,10 +307,14 @@ where
                     }
                     disk.push(record);
                 }
-                Action::Send { to, msg } => world.links[(node * nodes + to.0) as usize].push(msg),
+                Action::Send { to, msg } => {
+                    for instance in (0..instances).filter(|i| self.identity(*i) == to.0) {
+                        world.links[(node * instances + instance) as usize].push(msg.clone());
+                    }
+                }
                 Action::Broadcast { msg } => {
-                    for to in (0..nodes).filter(|to| *to != node) {
-                        world.links[(node * nodes + to) as usize].push(msg.clone());
+                    for to in (0..instances).filter(|to| self.identity(*to) != identity) {
+                        world.links[(node * instances + to) as usize].push(msg.clone());
                     }
                 }
                 Action::SetTimer { timer, .. } => {
@@ -245,9 +323,11 @@ where
                 Action::CancelTimer { timer } => {
                     world.timers[node as usize].remove(&timer);
                 }
-                Action::Observe { event } => {
-                    world.checker.observe(&Observation { time: now, node: NodeId(node), event });
+                // A twinned identity is faulty: what it reports is not evidence.
+                Action::Observe { event } if !self.twins.contains(&identity) => {
+                    world.checker.observe(&Observation { time: now, node: NodeId(identity), event });
                 }
+                Action::Observe { .. } => {}
                 // No client waits in the search: replies and explanations go nowhere.
                 Action::Reply { .. } | Action::Ignored { .. } => {}
             }
@@ -256,9 +336,11 @@ where
 
     /// The initial state: every replica started.
     pub fn initial(&self) -> World<P> {
-        let n = self.nodes as usize;
+        let n = self.instances() as usize;
         let mut world = World {
-            replicas: (0..self.nodes).map(|id| Some(P::new(&self.config, NodeId(id), self.nodes))).collect(),
+            replicas: (0..self.instances())
+                .map(|i| Some(P::new(&self.config, NodeId(self.identity(i)), self.nodes)))
+                .collect(),
             disks: vec![Vec::new(); n],
             links: vec![Vec::new(); n * n],
             timers: vec![BTreeSet::new(); n],
@@ -269,8 +351,8 @@ where
             timer_firings: 0,
             checker: SafetyChecker::new().with_nodes(self.nodes),
         };
-        for node in 0..self.nodes {
-            Self::step(&mut world, node, |p, ctx| p.on_start(ctx));
+        for node in 0..self.instances() {
+            self.step(&mut world, node, |p, ctx| p.on_start(ctx));
         }
         world
     }
@@ -279,11 +361,16 @@ where
     pub fn steps(&self, world: &World<P>) -> Vec<Step<P::Timer>> {
         let mut steps = Vec::new();
         let up = |node: u32| world.replicas[node as usize].is_some();
-        for from in 0..self.nodes {
-            for to in (0..self.nodes).filter(|to| up(*to)) {
+        if world.links.iter().any(|link| !link.is_empty()) {
+            steps.extend((0..self.partitions.len()).map(|partition| Step::Wave { partition }));
+        }
+        for from in 0..self.instances() {
+            for to in (0..self.instances()).filter(|to| up(*to)) {
                 let link = world.link(from, to);
                 for position in 0..link.len() {
-                    steps.push(Step::Deliver { from, to, position });
+                    if self.partitions.is_empty() {
+                        steps.push(Step::Deliver { from, to, position });
+                    }
                     if position > 0 && world.reorderings_left > 0 {
                         steps.push(Step::Overtake { from, to, position });
                     }
@@ -293,10 +380,16 @@ where
                 }
             }
         }
-        for node in 0..self.nodes {
+        for node in 0..self.instances() {
             if up(node) {
                 if world.timer_firings < self.bounds.timer_firings {
-                    steps.extend(world.timers[node as usize].iter().map(|timer| Step::Fire { node, timer: *timer }));
+                    let fireable = |timer: &&P::Timer| self.fire_only.as_ref().is_none_or(|only| only.contains(timer));
+                    steps.extend(
+                        world.timers[node as usize]
+                            .iter()
+                            .filter(fireable)
+                            .map(|timer| Step::Fire { node, timer: *timer }),
+                    );
                 }
                 if world.crashes_left > 0 {
                     steps.push(Step::Crash { node });
@@ -315,27 +408,27 @@ where
     /// The state after `step`.
     pub fn apply(&self, world: &World<P>, step: &Step<P::Timer>) -> World<P> {
         let mut next = world.clone();
-        let n = self.nodes;
+        let n = self.instances();
         match *step {
             Step::Deliver { from, to, position } => {
                 let link = &mut next.links[(from * n + to) as usize];
                 let msg = link.drain(..=position).last().expect("a message at that position");
-                Self::step(&mut next, to, |p, ctx| p.on_message(ctx, NodeId(from), msg));
+                self.step(&mut next, to, |p, ctx| p.on_message(ctx, NodeId(self.identity(from)), msg));
             }
             Step::Overtake { from, to, position } => {
                 let msg = next.links[(from * n + to) as usize].remove(position);
                 next.reorderings_left -= 1;
-                Self::step(&mut next, to, |p, ctx| p.on_message(ctx, NodeId(from), msg));
+                self.step(&mut next, to, |p, ctx| p.on_message(ctx, NodeId(self.identity(from)), msg));
             }
             Step::Duplicate { from, to, position } => {
                 let msg = next.links[(from * n + to) as usize][position].clone();
                 next.duplicates_left -= 1;
-                Self::step(&mut next, to, |p, ctx| p.on_message(ctx, NodeId(from), msg));
+                self.step(&mut next, to, |p, ctx| p.on_message(ctx, NodeId(self.identity(from)), msg));
             }
             Step::Fire { node, timer } => {
                 next.timers[node as usize].remove(&timer);
                 next.timer_firings += 1;
-                Self::step(&mut next, node, |p, ctx| p.on_timer(ctx, timer));
+                self.step(&mut next, node, |p, ctx| p.on_timer(ctx, timer));
             }
             Step::Crash { node } => {
                 next.replicas[node as usize] = None;
@@ -346,29 +439,78 @@ where
                 next.crashes_left -= 1;
             }
             Step::Restart { node } => {
-                let replica = P::restore(&self.config, NodeId(node), self.nodes, &next.disks[node as usize]);
+                let identity = NodeId(self.identity(node));
+                let replica = P::restore(&self.config, identity, self.nodes, &next.disks[node as usize]);
                 next.replicas[node as usize] = Some(replica);
-                Self::step(&mut next, node, |p, ctx| p.on_start(ctx));
+                self.step(&mut next, node, |p, ctx| p.on_start(ctx));
+            }
+            Step::Wave { partition } => {
+                for (from, to, msg) in self.wave(&mut next, partition) {
+                    self.step(&mut next, to, |p, ctx| p.on_message(ctx, NodeId(self.identity(from)), msg));
+                }
             }
             Step::Submit { node, seq } => {
                 next.requests_left -= 1;
-                let request = Request {
-                    client: ClientId(0),
-                    seq,
-                    op: Op::Put { key: 1, value: vec![seq as u8] },
-                    signature: Vec::new(),
-                };
-                Self::step(&mut next, node, |p, ctx| p.on_request(ctx, request));
+                let request = self.signed_request(seq, next.timer_firings);
+                self.step(&mut next, node, |p, ctx| p.on_request(ctx, request));
             }
         }
         next
+    }
+
+    /// Take a wave's messages off `world`'s links: those within a group of `partition`
+    /// to a running replica, in link order, to deliver; the rest are lost.
+    fn wave(&self, world: &mut World<P>, partition: usize) -> Vec<(u32, u32, P::Message)> {
+        let groups = &self.partitions[partition];
+        let n = self.instances();
+        let mut delivered = Vec::new();
+        for from in 0..n {
+            for to in 0..n {
+                let link = std::mem::take(&mut world.links[(from * n + to) as usize]);
+                if groups[from as usize] == groups[to as usize] && world.replicas[to as usize].is_some() {
+                    delivered.extend(link.into_iter().map(|msg| (from, to, msg)));
+                }
+            }
+        }
+        delivered
+    }
+
+    /// A partition as text: `n0 n1 n2 | n3 n1′`.
+    fn partition_text(&self, partition: usize) -> String {
+        let groups = &self.partitions[partition];
+        let side = |g: u8| {
+            (0..self.instances())
+                .filter(|i| groups[*i as usize] == g)
+                .map(|i| self.name(i))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let other = side(1);
+        if other.is_empty() { side(0) } else { format!("{} | {other}", side(0)) }
+    }
+
+    /// Client command `seq` (a put of its own value to one key), as the protocol's lab
+    /// client sends it: signed, for a protocol whose replicas check client signatures.
+    fn signed_request(&self, seq: u64, timer_firings: u32) -> Request {
+        let request =
+            Request { client: ClientId(0), seq, op: Op::Put { key: 1, value: vec![seq as u8] }, signature: Vec::new() };
+        let mut client = P::client(&self.config, ClientId(0), self.nodes, CLOCK_STEP_NS);
+        let mut out = ClientOutbox::default();
+        client.submit(CLOCK_STEP_NS * (u64::from(timer_firings) + 1), request, &mut out);
+        out.actions
+            .into_iter()
+            .find_map(|action| match action {
+                ClientAction::Send { request, .. } => Some(request),
+                _ => None,
+            })
+            .expect("a client sends what it is given")
     }
 
     /// One step of a run taken from `world`, as a line a reader can follow.
     pub fn describe(&self, world: &World<P>, step: &Step<P::Timer>) -> String {
         let message = |from: u32, to: u32, position: usize| {
             let lost = if position > 0 { format!(" ({position} sent before it lost)") } else { String::new() };
-            (format!("n{from} -> n{to}: {:?}", world.link(from, to)[position]), lost)
+            (format!("{} -> {}: {:?}", self.name(from), self.name(to), world.link(from, to)[position]), lost)
         };
         match *step {
             Step::Deliver { from, to, position } => {
@@ -379,10 +521,25 @@ where
                 format!("deliver ahead of earlier ones {}", message(from, to, position).0)
             }
             Step::Duplicate { from, to, position } => format!("deliver again {}", message(from, to, position).0),
-            Step::Fire { node, timer } => format!("n{node}: timer {timer:?} fires"),
-            Step::Crash { node } => format!("n{node} crashes"),
-            Step::Restart { node } => format!("n{node} restarts from its records"),
-            Step::Submit { node, seq } => format!("a client sends put #{seq} to n{node}"),
+            Step::Fire { node, timer } => format!("{}: timer {timer:?} fires", self.name(node)),
+            Step::Crash { node } => format!("{} crashes", self.name(node)),
+            Step::Restart { node } => format!("{} restarts from its records", self.name(node)),
+            Step::Submit { node, seq } => format!("a client sends put #{seq} to {}", self.name(node)),
+            Step::Wave { partition } => {
+                let mut copy = world.clone();
+                let delivered = self.wave(&mut copy, partition);
+                let sent: usize = world.links.iter().map(Vec::len).sum();
+                let list: Vec<String> = delivered
+                    .iter()
+                    .map(|(from, to, msg)| format!("{}->{} {}", self.name(*from), self.name(*to), P::message_kind(msg)))
+                    .collect();
+                format!(
+                    "wave within {}: {}{}",
+                    self.partition_text(partition),
+                    if list.is_empty() { "nothing delivered".to_string() } else { list.join(", ") },
+                    if sent > delivered.len() { format!(" ({} lost)", sent - delivered.len()) } else { String::new() }
+                )
+            }
         }
     }
 }
@@ -536,7 +693,7 @@ pub fn sequence_chart<P: Explorable>(
     initial: &World<P>,
     path: &[Step<P::Timer>],
 ) -> SequenceChart {
-    let n = explorer.nodes;
+    let n = explorer.instances();
     let mut sent_at: Vec<Vec<usize>> = initial.links.iter().map(|link| vec![0; link.len()]).collect();
     let mut world = initial.clone();
     let mut events = Vec::new();
@@ -596,6 +753,28 @@ pub fn sequence_chart<P: Explorable>(
                     mark: Mark::Command,
                 });
             }
+            Step::Wave { partition } => {
+                let mut copy = world.clone();
+                let delivered = explorer.wave(&mut copy, partition);
+                // The wave takes every link's messages in order: match them up to their sends.
+                let mut taken = vec![0usize; sent_at.len()];
+                for (from, to, msg) in &delivered {
+                    let l = (from * n + to) as usize;
+                    events.push(SequenceEvent::Message {
+                        from: *from,
+                        to: *to,
+                        sent_at: sent_at[l][taken[l]],
+                        delivered_at: at,
+                        // A wave draws many arrows in one row: the kind of message only.
+                        label: P::message_kind(msg).to_string(),
+                    });
+                    taken[l] += 1;
+                }
+                for (l, sent) in sent_at.iter_mut().enumerate() {
+                    sent.clear();
+                    kept[l] = 0;
+                }
+            }
         }
         world = explorer.apply(&world, step);
         for (l, link) in world.links.iter().enumerate() {
@@ -604,7 +783,7 @@ pub fn sequence_chart<P: Explorable>(
     }
     SequenceChart {
         title: String::new(),
-        nodes: n,
+        columns: (0..n).map(|i| explorer.name(i)).collect(),
         steps: path.len(),
         events,
         violations: world.checker.violations().iter().map(ToString::to_string).collect(),
@@ -621,6 +800,7 @@ fn kind<T>(step: &Step<T>) -> usize {
         Step::Crash { .. } => 4,
         Step::Restart { .. } => 5,
         Step::Submit { .. } => 6,
+        Step::Wave { .. } => 0,
     }
 }
 

@@ -17,7 +17,7 @@ fn raft(ablation: Option<&str>) -> RaftConfig {
 fn search(ablation: Option<&str>, bounds: Bounds) -> Exploration {
     let threads = if ablation.is_some() { 1 } else { SearchLimits::default().threads };
     let limits = SearchLimits { threads, ..SearchLimits::default() };
-    let found = explore_with(&Explorer::<Raft> { config: raft(ablation), nodes: 3, bounds }, limits);
+    let found = explore_with(&Explorer::<Raft>::new(raft(ablation), 3, bounds), limits);
     println!(
         "{ablation:?} {bounds:?}: {} states generated ({} distinct in the last round), depth {}{}, {:.1} s",
         found.states,
@@ -112,7 +112,7 @@ fn walks(
 ) -> Exploration {
     let limits =
         SearchLimits { threads: 1, time_limit: Duration::from_secs(120), verbose: false, walks_kept, walk_steps };
-    let found = random_walks(&Explorer::<Raft> { config, nodes: 3, bounds }, seed, limits);
+    let found = random_walks(&Explorer::<Raft>::new(config, 3, bounds), seed, limits);
     println!("{ablation} {bounds:?}: {} steps walked, {:.1} s", found.states, found.seconds);
     if let Some((steps, violations)) = &found.counterexample {
         println!("{}\n{violations:?}", steps.join("\n"));
@@ -201,7 +201,7 @@ fn explore_from_env() {
         }
     }
     let limits = SearchLimits { verbose: true, ..SearchLimits::default() };
-    let explorer = Explorer::<Raft> { config, nodes: 3, bounds };
+    let explorer = Explorer::<Raft>::new(config, 3, bounds);
     let found = match std::env::var("QLAB_EXPLORE_WALKS") {
         Ok(seed) => random_walks(&explorer, seed.parse().expect("a seed"), limits),
         Err(_) => explore_with(&explorer, limits),
@@ -230,7 +230,7 @@ fn paxos(skip_phase1_values: bool) -> PaxosConfig {
 fn search_paxos(skip_phase1_values: bool, bounds: Bounds) -> Exploration {
     let threads = if skip_phase1_values { 1 } else { SearchLimits::default().threads };
     let limits = SearchLimits { threads, ..SearchLimits::default() };
-    let found = explore_with(&Explorer::<Paxos> { config: paxos(skip_phase1_values), nodes: 3, bounds }, limits);
+    let found = explore_with(&Explorer::<Paxos>::new(paxos(skip_phase1_values), 3, bounds), limits);
     println!(
         "paxos skip_phase1_values={skip_phase1_values} {bounds:?}: {} states generated ({} distinct in the last round), depth {}, {:.1} s",
         found.states, found.unique_states, found.max_depth, found.seconds
@@ -280,7 +280,7 @@ fn explore_paxos_from_env() {
         timer_firings: number(3),
         max_depth: number(4) as usize,
     };
-    let explorer = Explorer::<Paxos> { config: paxos(fields[0] == "skip"), nodes: 3, bounds };
+    let explorer = Explorer::<Paxos>::new(paxos(fields[0] == "skip"), 3, bounds);
     let limits = SearchLimits { verbose: true, ..SearchLimits::default() };
     let found = match fields.get(5) {
         Some(seed) => random_walks(&explorer, seed.parse().expect("a seed"), limits),

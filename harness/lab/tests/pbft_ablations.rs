@@ -27,7 +27,7 @@ fn malicious() -> Vec<(NodeId, PbftAttack)> {
 }
 
 fn ablated() -> PbftAblations {
-    PbftAblations { prepare_quorum_2f: true }
+    PbftAblations { prepare_quorum_2f: true, ..PbftAblations::default() }
 }
 
 /// Castro & Liskov §4.2: prepared(m, v, n, i) needs 2f prepares besides the

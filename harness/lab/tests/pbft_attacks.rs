@@ -84,6 +84,9 @@ survives! {
     a_silent_primary_is_replaced: "silent-primary", live within 30 s;
     a_silent_replica_is_tolerated: "silent", live within 30 s;
     a_crashed_replica_is_tolerated: "crash", live within 30 s;
+    // Votes to one replica and view-changes without certificates (issue 42): what breaks
+    // a replica committing on 2f commits, harmless against 2f + 1.
+    selective_commits_cannot_hide_a_committed_request: "selective-commit", live within 30 s;
     // f replicas asking for far-ahead views make every single honest timeout a full view
     // change (their stale VIEW-CHANGEs plus one honest one are the f + 1 that the join
     // rule waits for), and with 2 of 7 the cluster churns through views for a while after

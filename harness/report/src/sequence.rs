@@ -33,7 +33,8 @@ pub enum Mark {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SequenceChart {
     pub title: String,
-    pub nodes: u32,
+    /// One column per replica instance, by name (`n0`, ..., and `n3′` for a twin of n3).
+    pub columns: Vec<String>,
     pub steps: usize,
     pub events: Vec<SequenceEvent>,
     pub violations: Vec<String>,
@@ -52,7 +53,7 @@ const GREEN: RGBColor = RGBColor(0, 158, 115);
 
 impl SequenceChart {
     fn size(&self) -> (u32, u32) {
-        let width = LEFT_PX + COLUMN_PX * self.nodes as i32;
+        let width = LEFT_PX + COLUMN_PX * self.columns.len() as i32;
         let height = TOP_PX + ROW_PX * (self.steps as i32 + 1) + VERDICT_LINE_PX * (self.violations.len() as i32 + 1);
         (width as u32, height as u32)
     }
@@ -82,9 +83,9 @@ impl SequenceChart {
                 .map_err(fail)?;
         }
         let bottom = Self::y(self.steps + 1) - ROW_PX / 2;
-        for node in 0..self.nodes {
-            let x = Self::x(node);
-            root.draw(&Text::new(format!("n{node}"), (x - 10, TOP_PX - 40), text(16, &BLACK))).map_err(fail)?;
+        for (node, name) in self.columns.iter().enumerate() {
+            let x = Self::x(node as u32);
+            root.draw(&Text::new(name.as_str(), (x - 10, TOP_PX - 40), text(16, &BLACK))).map_err(fail)?;
             root.draw(&PathElement::new(vec![(x, TOP_PX - 15), (x, bottom)], grey.stroke_width(1))).map_err(fail)?;
         }
         for step in 1..=self.steps {
@@ -161,7 +162,7 @@ mod tests {
     fn a_run_is_drawn_with_its_messages_marks_and_verdict() {
         let chart = SequenceChart {
             title: "example".into(),
-            nodes: 2,
+            columns: vec!["n0".into(), "n1".into()],
             steps: 3,
             events: vec![
                 SequenceEvent::Local { node: 0, at: 1, label: "Election fires".into(), mark: Mark::Timer },

@@ -35,6 +35,13 @@
 //!   otherwise), so clients' requests go unordered until the backups' timers fire.
 //! - `view-inflation`: asks for a view far ahead on every timeout, to stall everyone in
 //!   view changes. A view change needs f + 1 replicas to join and 2f + 1 to complete.
+//! - `selective-commit`: sends its prepares and commits to one replica only (the
+//!   highest-numbered other one) and leaves every prepared certificate out of its
+//!   VIEW-CHANGEs, so a request can commit at that replica with the attacker's help
+//!   while the view change hears of it from as few replicas as possible. Against the
+//!   commit rule it is harmless: 2f + 1 commits include f + 1 honest replicas, each with
+//!   a prepared certificate, and any 2f + 1 view-changes include one of them. It is the
+//!   attack that breaks a replica committing on 2f commits (issue 42's mutant).
 //! - any [`GenericAttack`] (`crash`, `silent`, `selective-drop`, `delay`).
 
 use crate::{Message, Pbft, PbftTimer, PrePrepare, Signed, ViewChange, Vote, batch_digest};
@@ -66,6 +73,7 @@ pub enum PbftAttack {
     },
     SilentPrimary,
     ViewInflation,
+    SelectiveCommit,
     Generic(GenericAttack),
 }
 
@@ -82,6 +90,7 @@ impl PbftAttack {
         "replay",
         "silent-primary",
         "view-inflation",
+        "selective-commit",
         "crash",
         "silent",
         "selective-drop",
@@ -98,6 +107,7 @@ impl PbftAttack {
             "replay" => PbftAttack::Replay { sent: Vec::new() },
             "silent-primary" => PbftAttack::SilentPrimary,
             "view-inflation" => PbftAttack::ViewInflation,
+            "selective-commit" => PbftAttack::SelectiveCommit,
             _ => return GenericAttack::from_name(name, params).map(PbftAttack::Generic),
         })
     }
@@ -239,6 +249,17 @@ impl PbftAttack {
                 (PbftAttack::ForgeLog, Action::Broadcast { msg: Message::ViewChange(vc) }) => {
                     ctx.broadcast(Message::ViewChange(forged_view_change(honest, vc)));
                 }
+                (
+                    PbftAttack::SelectiveCommit,
+                    Action::Broadcast { msg: msg @ (Message::Prepare(_) | Message::Commit(_)) },
+                ) => {
+                    ctx.send(selective_target(honest), msg);
+                }
+                (PbftAttack::SelectiveCommit, Action::Broadcast { msg: Message::ViewChange(vc) }) => {
+                    let mut body = vc.body;
+                    body.prepared.clear();
+                    ctx.broadcast(Message::ViewChange(honest.sign(body)));
+                }
                 (PbftAttack::Replay { sent }, Action::Broadcast { msg }) => {
                     // Each broadcast also plays back the one of 16 broadcasts ago: stale
                     // views and sequence numbers, votes already counted.
@@ -252,6 +273,13 @@ impl PbftAttack {
             }
         }
     }
+}
+
+/// The one replica a `selective-commit` attacker votes to: the highest-numbered other
+/// one (the suite's malicious replicas are the lowest-numbered).
+fn selective_target(honest: &Pbft) -> NodeId {
+    let last = honest.nodes - 1;
+    NodeId(if honest.id.0 == last { last - 1 } else { last })
 }
 
 /// A second pre-prepare for the same (view, seq): the batch reversed, or without its

@@ -68,7 +68,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use qlab_core::{ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Protocol, Reply, ReplyBody, Request, ms};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub mod attacks;
@@ -96,6 +96,9 @@ struct Slot {
     committed: bool,
 }
 
+/// One replica. `Clone` and a canonical `Debug` (every collection ordered, caches and
+/// counters left out) let the explorer copy and fingerprint a cluster's state.
+#[derive(Clone)]
 pub struct Pbft {
     id: NodeId,
     nodes: u32,
@@ -134,7 +137,7 @@ pub struct Pbft {
     last_new_view: Option<Signed<NewView>>,
     new_view_fetch_at: Option<Nanos>,
     retransmit_armed: bool,
-    helped_at: HashMap<(NodeId, Seq), Nanos>,
+    helped_at: BTreeMap<(NodeId, Seq), Nanos>,
     /// Per replica, the highest view its normal-case messages carried: f + 1 of them
     /// ahead of ours mean the cluster changed views without us.
     later_view_of: Vec<View>,
@@ -144,9 +147,9 @@ pub struct Pbft {
     unverified: Vec<Arc<Request>>,
     /// Highest request seq per client already assigned a sequence number (primary) or
     /// seen (backup), to not propose or time out on a request twice.
-    assigned: HashMap<ClientId, u64>,
+    assigned: BTreeMap<ClientId, u64>,
     /// Requests waiting to execute: client -> seq (what the view-change timer guards).
-    waiting: HashMap<ClientId, u64>,
+    waiting: BTreeMap<ClientId, u64>,
     timer_running: bool,
     flush_armed: bool,
     state_fetch_sent: Option<(Seq, Nanos)>,
@@ -155,6 +158,46 @@ pub struct Pbft {
     /// do). Keyed by a digest of (signer, signed digest, signature); cleared when large.
     verified: std::collections::HashSet<[u8; 32]>,
     pub stats: PbftStats,
+}
+
+/// The replica's protocol state, in a fixed order: what two replicas must agree on to
+/// behave alike. Left out: the configuration and keys (the same in every state of a
+/// run), the cache of checked signatures (it saves work, never changes a decision)
+/// and the counters.
+impl std::fmt::Debug for Pbft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pbft")
+            .field("id", &self.id)
+            .field("view", &self.view)
+            .field("in_view_change", &self.in_view_change)
+            .field("view_change_attempts", &self.view_change_attempts)
+            .field("log", &self.log)
+            .field("prepared_certs", &self.prepared_certs)
+            .field("next_seq", &self.next_seq)
+            .field("last_executed", &self.last_executed)
+            .field("prefix_digest", &self.prefix_digest)
+            .field("kv", &self.kv)
+            .field("stable_seq", &self.stable_seq)
+            .field("stable_proof", &self.stable_proof)
+            .field("checkpoint_votes", &self.checkpoint_votes)
+            .field("own_checkpoints", &self.own_checkpoints)
+            .field("snapshots", &self.snapshots)
+            .field("view_changes", &self.view_changes)
+            .field("new_view_sent", &self.new_view_sent)
+            .field("last_new_view", &self.last_new_view)
+            .field("new_view_fetch_at", &self.new_view_fetch_at)
+            .field("retransmit_armed", &self.retransmit_armed)
+            .field("helped_at", &self.helped_at)
+            .field("later_view_of", &self.later_view_of)
+            .field("pending", &self.pending)
+            .field("unverified", &self.unverified)
+            .field("assigned", &self.assigned)
+            .field("waiting", &self.waiting)
+            .field("timer_running", &self.timer_running)
+            .field("flush_armed", &self.flush_armed)
+            .field("state_fetch_sent", &self.state_fetch_sent)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pbft {
@@ -249,12 +292,12 @@ impl Protocol for Pbft {
             last_new_view: None,
             new_view_fetch_at: None,
             retransmit_armed: false,
-            helped_at: HashMap::new(),
+            helped_at: BTreeMap::new(),
             later_view_of: vec![0; nodes as usize],
             pending: Vec::new(),
             unverified: Vec::new(),
-            assigned: HashMap::new(),
-            waiting: HashMap::new(),
+            assigned: BTreeMap::new(),
+            waiting: BTreeMap::new(),
             timer_running: false,
             flush_armed: false,
             state_fetch_sent: None,

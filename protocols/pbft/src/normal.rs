@@ -246,7 +246,7 @@ impl Pbft {
 
     /// Committed-local: prepared and `2f + 1` matching commits.
     pub(crate) fn check_committed(&mut self, seq: Seq, ctx: &mut Context<'_, Self>) {
-        let quorum = self.quorum();
+        let quorum = if self.config.ablate.mutant_commit_quorum_2f { 2 * self.f as usize } else { self.quorum() };
         let Some(slot) = self.log.get_mut(&seq) else { return };
         let Some(pp) = slot.pre_prepare.as_ref() else { return };
         if !slot.prepared || slot.committed {

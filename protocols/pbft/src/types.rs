@@ -47,6 +47,16 @@ pub struct PbftConfig {
 pub struct PbftAblations {
     /// Prepared on 2f statements (the pre-prepare and 2f − 1 prepares) instead of 2f + 1.
     pub prepare_quorum_2f: bool,
+    /// Test-only mutant (issue 42), not an ablation a file can ask for: committed-local
+    /// on 2f matching COMMITs instead of 2f + 1. Safe under crash faults; one Byzantine
+    /// backup that commits with a single honest replica and leaves its certificate out
+    /// of its VIEW-CHANGE gets another request committed at the same sequence number.
+    #[serde(skip)]
+    pub mutant_commit_quorum_2f: bool,
+    /// Test-only mutant: the NEW-VIEW's O set keeps, for a sequence number prepared in
+    /// two views, the certificate of the *lower* view (PBFT takes the highest).
+    #[serde(skip)]
+    pub mutant_new_view_keeps_lower_view: bool,
 }
 
 impl PbftAblations {

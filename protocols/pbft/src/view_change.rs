@@ -154,8 +154,8 @@ impl Pbft {
 
     /// The O set of a NEW-VIEW from its V set: for every seq between the highest stable
     /// checkpoint and the highest prepared seq, the digest prepared in the highest view,
-    /// or a null request.
-    pub(crate) fn compute_o(view: View, vcs: &[Signed<ViewChange>]) -> (Seq, Vec<PrePrepare>) {
+    /// or a null request. (`keep_lower_view` is the test-only NEW-VIEW mutant.)
+    pub(crate) fn compute_o(view: View, vcs: &[Signed<ViewChange>], keep_lower_view: bool) -> (Seq, Vec<PrePrepare>) {
         let min_s = vcs.iter().map(|vc| vc.body.stable_seq).max().unwrap_or(0);
         let mut best: BTreeMap<Seq, &PrePrepare> = BTreeMap::new();
         for vc in vcs {
@@ -164,7 +164,7 @@ impl Pbft {
                 if pp.seq <= min_s {
                     continue;
                 }
-                if best.get(&pp.seq).is_none_or(|b| pp.view > b.view) {
+                if best.get(&pp.seq).is_none_or(|b| if keep_lower_view { pp.view < b.view } else { pp.view > b.view }) {
                     best.insert(pp.seq, pp);
                 }
             }
@@ -191,7 +191,7 @@ impl Pbft {
             return;
         }
         let vcs: Vec<Signed<ViewChange>> = vcs.values().take(self.quorum()).cloned().collect();
-        let (_, o) = Self::compute_o(view, &vcs);
+        let (_, o) = Self::compute_o(view, &vcs, self.config.ablate.mutant_new_view_keeps_lower_view);
         let pre_prepares: Vec<Signed<PrePrepare>> = o.into_iter().map(|pp| self.sign(pp)).collect();
         let nv = self.sign(NewView { view, view_changes: vcs, pre_prepares });
         self.new_view_sent.insert(view);
@@ -238,7 +238,8 @@ impl Pbft {
             return;
         }
         // Recompute O: a primary that dropped or changed a prepared request is caught here.
-        let (_, expected) = Self::compute_o(view, &nv.body.view_changes);
+        let (_, expected) =
+            Self::compute_o(view, &nv.body.view_changes, self.config.ablate.mutant_new_view_keeps_lower_view);
         if expected.len() != nv.body.pre_prepares.len() {
             ctx.ignored(|| {
                 let (want, got) = (expected.len(), nv.body.pre_prepares.len());
@@ -266,7 +267,8 @@ impl Pbft {
 
     pub(crate) fn enter_new_view(&mut self, nv: Signed<NewView>, ctx: &mut Context<'_, Self>) {
         let view = nv.body.view;
-        let (min_s, _) = Self::compute_o(view, &nv.body.view_changes);
+        let (min_s, _) =
+            Self::compute_o(view, &nv.body.view_changes, self.config.ablate.mutant_new_view_keeps_lower_view);
         self.in_view_change = false;
         self.view_changes = self.view_changes.split_off(&(view + 1));
         // Fresh per-view state: only this view's messages count from now on.
