@@ -3,6 +3,8 @@
 //! rule switched off, breadth-first search finds the shortest run that does, and that
 //! run is the textbook one.
 
+mod explorer_common;
+use explorer_common::{bounds_from_fields, figure_matches_the_docs, report};
 use qlab_lab::explore::{Bounds, Exploration, Explorer, SearchLimits, explore_with, random_walks};
 use qlab_raft::{Raft, RaftAblations, RaftConfig};
 use std::time::Duration;
@@ -27,25 +29,6 @@ fn search(ablation: Option<&str>, bounds: Bounds) -> Exploration {
         found.seconds
     );
     found
-}
-
-/// The counterexample's message-sequence figure must be the one docs/model-checking.md
-/// shows (`docs/figures/model-checking/<stem>.svg`); `QLAB_BLESS=1` writes it instead.
-fn figure_matches_the_docs(found: &Exploration, stem: &str, title: &str) {
-    let mut chart = found.chart.clone().expect("a counterexample has a figure");
-    chart.title = title.to_string();
-    let drawn = tempfile::tempdir().unwrap();
-    let written = qlab_report::sequence::write_sequence(drawn.path(), stem, &chart).unwrap();
-    let svg = std::fs::read_to_string(&written[0]).unwrap();
-    let committed =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../docs/figures/model-checking/{stem}.svg"));
-    if std::env::var_os("QLAB_BLESS").is_some() {
-        std::fs::create_dir_all(committed.parent().unwrap()).unwrap();
-        std::fs::write(&committed, &svg).unwrap();
-        let _ = std::fs::copy(&written[1], std::env::temp_dir().join(format!("{stem}.png")));
-    }
-    let docs = std::fs::read_to_string(&committed).unwrap_or_default();
-    assert!(docs == svg, "{} is not this counterexample's figure (QLAB_BLESS=1 redraws it)", committed.display());
 }
 
 /// Two timer firings: enough for two candidates to compete for one term.
@@ -206,17 +189,7 @@ fn explore_from_env() {
         Ok(seed) => random_walks(&explorer, seed.parse().expect("a seed"), limits),
         Err(_) => explore_with(&explorer, limits),
     };
-    println!(
-        "{spec}: {} states generated ({} distinct in the last round), depth {}{}, {:.1} s",
-        found.states,
-        found.unique_states,
-        found.max_depth,
-        if found.timed_out { " (time limit)" } else { "" },
-        found.seconds
-    );
-    if let Some((steps, violations)) = &found.counterexample {
-        println!("{}\n{violations:?}", steps.join("\n"));
-    }
+    report(&spec, &found);
 }
 
 // ---- Multi-Paxos, 3 replicas ----
@@ -271,15 +244,7 @@ fn explore_paxos_from_env() {
     let spec = std::env::var("QLAB_EXPLORE_PAXOS")
         .expect("QLAB_EXPLORE_PAXOS=\"skip|none requests crashes timers depth [seed]\"");
     let fields: Vec<&str> = spec.split_whitespace().collect();
-    let number = |i: usize| fields[i].parse::<u32>().expect("a number");
-    let bounds = Bounds {
-        requests: number(1),
-        crashes: number(2),
-        reorderings: 0,
-        duplicates: 0,
-        timer_firings: number(3),
-        max_depth: number(4) as usize,
-    };
+    let bounds = bounds_from_fields(&fields);
     let explorer = Explorer::<Paxos>::new(paxos(fields[0] == "skip"), 3, bounds);
     let limits = SearchLimits { verbose: true, ..SearchLimits::default() };
     let found = match fields.get(5) {

@@ -4,26 +4,14 @@
 //! run as twins (two honest copies that together equivocate, Bano et al. 2022); with a
 //! quorum rule weakened, the search finds the run that breaks agreement.
 
-use qlab_lab::explore::{Bounds, Exploration, Explorer, SearchLimits, explore_with, random_walks};
+mod explorer_common;
+use explorer_common::{bounds_from_fields, figure_matches_the_docs, report};
+use qlab_lab::explore::{Bounds, Explorer, SearchLimits, explore_with, random_walks};
 use qlab_lab::protocols::PBFT_KEY_SEED;
 use qlab_pbft::{Pbft, PbftAblations, PbftConfig, PbftTimer};
 
 fn pbft(ablate: PbftAblations) -> PbftConfig {
     PbftConfig { ablate, ..PbftConfig::with_keys(PBFT_KEY_SEED, 4, 1) }
-}
-
-fn report(what: &str, found: &Exploration) {
-    println!(
-        "{what}: {} states generated ({} distinct in the last round), depth {}{}, {:.1} s",
-        found.states,
-        found.unique_states,
-        found.max_depth,
-        if found.timed_out { " (time limit)" } else { "" },
-        found.seconds
-    );
-    if let Some((steps, violations)) = &found.counterexample {
-        println!("{}\n{violations:?}", steps.join("\n"));
-    }
 }
 
 /// What a mutant or ablation name in `QLAB_EXPLORE_PBFT` switches on.
@@ -46,15 +34,7 @@ fn explore_pbft_from_env() {
         "QLAB_EXPLORE_PBFT=\"none|prepare_quorum_2f|commit_quorum_2f|new_view_keeps_lower_view requests crashes timers depth [twins=0,3] [waves] [view_change_timers] [walks=SEED] [kept=N] [steps=N] [threads=N]\"",
     );
     let fields: Vec<&str> = spec.split_whitespace().collect();
-    let number = |i: usize| fields[i].parse::<u32>().expect("a number");
-    let bounds = Bounds {
-        requests: number(1),
-        crashes: number(2),
-        reorderings: 0,
-        duplicates: 0,
-        timer_firings: number(3),
-        max_depth: number(4) as usize,
-    };
+    let bounds = bounds_from_fields(&fields);
     let option = |name: &str| fields.iter().find_map(|f| f.strip_prefix(&format!("{name}=")[..]));
     let twins: Vec<u32> =
         option("twins").map(|t| t.split(',').map(|n| n.parse().expect("a node")).collect()).unwrap_or_default();
@@ -78,23 +58,6 @@ fn explore_pbft_from_env() {
         None => explore_with(&explorer, limits),
     };
     report(&spec, &found);
-}
-
-/// The counterexample's figure must be the committed one (`QLAB_BLESS=1` redraws it).
-fn figure_matches_the_docs(found: &Exploration, stem: &str, title: &str) {
-    let mut chart = found.chart.clone().expect("a counterexample has a figure");
-    chart.title = title.to_string();
-    let drawn = tempfile::tempdir().unwrap();
-    let written = qlab_report::sequence::write_sequence(drawn.path(), stem, &chart).unwrap();
-    let svg = std::fs::read_to_string(&written[0]).unwrap();
-    let committed =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../docs/figures/model-checking/{stem}.svg"));
-    if std::env::var_os("QLAB_BLESS").is_some() {
-        std::fs::write(&committed, &svg).unwrap();
-        let _ = std::fs::copy(&written[1], std::env::temp_dir().join(format!("{stem}.png")));
-    }
-    let docs = std::fs::read_to_string(&committed).unwrap_or_default();
-    assert!(docs == svg, "{} is not this counterexample's figure (QLAB_BLESS=1 redraws it)", committed.display());
 }
 
 /// A client's command and a timer firing, one message at a time: the normal case and
