@@ -80,3 +80,26 @@ fn a_mistake_in_a_check_file_is_an_error_at_its_line_and_column() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("{}:2:12:", path.display())) && stderr.contains("zab"), "{stderr}");
 }
+
+/// PBFT from a file: twins of the primary and waves find `prepare_quorum_2f`'s lost
+/// commit (the same run as `explore_pbft.rs`'s); twins outside the cluster are refused
+/// at their line.
+#[test]
+fn a_pbft_check_with_twins_finds_the_weakened_prepare_rule() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = run_ok(qlab().arg("check").arg(root.join("checks/pbft-prepare-quorum-2f.toml")));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("PBFT, 4 replicas, twins of n0, messages in waves, without prepare_quorum_2f"), "{stdout}");
+    assert!(stdout.contains("violation in 11 steps"), "{stdout}");
+    assert!(stdout.contains("violation: leader-completeness"), "{stdout}");
+    assert!(stdout.contains("n0′"), "a step names the twin: {stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("twins.toml");
+    std::fs::write(&path, "[check]\nprotocol = \"pbft\"\nsearch = \"walks\"\nexpect = \"none\"\ntwins = [4]\n")
+        .unwrap();
+    let output = qlab().arg("check").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("twins.toml:5:1") && stderr.contains("n4 is not one of the 4 replicas"), "{stderr}");
+}

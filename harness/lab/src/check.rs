@@ -7,25 +7,31 @@
 //!
 //! ```toml
 //! [check]
-//! protocol = "raft"            # "raft" or "multi-paxos"
+//! protocol = "raft"            # "raft", "multi-paxos" or "pbft"
 //! search = "walks"             # "exhaustive" (shortest first) or "walks" (seeded, shrunk)
 //! expect = "violation"         # "violation" or "none"
 //! seed = 1                     # walks only
 //! threads = 1                  # default: every core; one makes walks repeatable
 //! time_limit_s = 120
+//! walk_steps = 400000          # walks only: a step budget (the same on every machine)
+//! twins = [1]                  # identities run as two honest instances (Byzantine)
+//! waves = true                 # deliver in waves under two-sided partitions
 //!
 //! [bounds]                     # each defaults to 0, max_depth to 12
 //! timer_firings = 6
 //! max_depth = 40
 //!
-//! [raft]                       # or [multi-paxos]: its ablate list only
+//! [raft]                       # [multi-paxos]: its ablate list only; [pbft]: ablate,
+//!                              # and view_change_timers_only = true
 //! max_entries_per_append = 1
 //! ablate = ["commit_old_term_by_count"]
 //! ```
 
 use crate::error::{LabError, Result};
-use crate::explore::{Bounds, Exploration, Explorer, SearchLimits, explore_with, random_walks};
+use crate::explore::{Bounds, Explorable, Exploration, Explorer, SearchLimits, explore_with, random_walks};
+use crate::protocols::PBFT_KEY_SEED;
 use qlab_paxos::{Paxos, PaxosAblations, PaxosConfig};
+use qlab_pbft::{Pbft, PbftAblations, PbftConfig, PbftTimer};
 use qlab_raft::{Raft, RaftAblations, RaftConfig};
 use qlab_report::error::line_column;
 use serde::Deserialize;
@@ -42,6 +48,8 @@ struct CheckFile {
     raft: RaftSection,
     #[serde(default, rename = "multi-paxos")]
     paxos: PaxosSection,
+    #[serde(default)]
+    pbft: PbftSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +65,11 @@ struct CheckSection {
     time_limit_s: u64,
     #[serde(default = "default_walks_kept")]
     walks_kept: usize,
+    walk_steps: Option<usize>,
+    #[serde(default)]
+    twins: Vec<u32>,
+    #[serde(default)]
+    waves: bool,
 }
 
 fn default_time_limit_s() -> u64 {
@@ -72,6 +85,7 @@ fn default_walks_kept() -> usize {
 enum CheckedProtocol {
     Raft,
     MultiPaxos,
+    Pbft,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -139,6 +153,29 @@ struct PaxosSection {
     ablate: Vec<String>,
 }
 
+/// PBFT's rule switch (`prepare_quorum_2f`; the mutants are for tests only) and
+/// whether the search fires only view-change timers (retransmissions only resend).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PbftSection {
+    #[serde(default)]
+    ablate: Vec<String>,
+    #[serde(default)]
+    view_change_timers_only: bool,
+}
+
+/// `explorer` with the file's twins and waves, searched as the file says.
+fn search<P: Explorable>(explorer: Explorer<P>, check: &CheckSection, limits: SearchLimits) -> Exploration {
+    let mut explorer = explorer.with_twins(&check.twins);
+    if check.waves {
+        explorer = explorer.with_waves();
+    }
+    match check.search {
+        Search::Exhaustive => explore_with(&explorer, limits),
+        Search::Walks => random_walks(&explorer, check.seed, limits),
+    }
+}
+
 /// What a check found, and whether that is what its file expected.
 #[derive(Debug)]
 pub struct CheckOutcome {
@@ -186,8 +223,16 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
     let mut limits = SearchLimits {
         time_limit: Duration::from_secs(check.time_limit_s),
         walks_kept: check.walks_kept,
+        walk_steps: check.walk_steps,
         ..SearchLimits::default()
     };
+    let nodes = if check.protocol == CheckedProtocol::Pbft { 4 } else { 3 };
+    for (i, twin) in check.twins.iter().enumerate() {
+        if *twin >= nodes || check.twins[..i].contains(twin) {
+            let why = if *twin >= nodes { format!("is not one of the {nodes} replicas") } else { "twice".to_string() };
+            return Err(error_at(path, &source, "twins", format!("twins: n{twin} {why}")));
+        }
+    }
     if let Some(threads) = check.threads {
         limits.threads = threads;
     }
@@ -212,12 +257,7 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
                 ablate,
                 ..defaults
             };
-            let explorer = Explorer::<Raft>::new(config, 3, bounds);
-            let found = match check.search {
-                Search::Exhaustive => explore_with(&explorer, limits),
-                Search::Walks => random_walks(&explorer, check.seed, limits),
-            };
-            (found, &file.raft.ablate)
+            (search(Explorer::<Raft>::new(config, nodes, bounds), check, limits), &file.raft.ablate)
         }
         CheckedProtocol::MultiPaxos => {
             let mut ablate = PaxosAblations::default();
@@ -239,25 +279,50 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
                     }
                 }
             }
-            let explorer = Explorer::<Paxos>::new(PaxosConfig { ablate, ..PaxosConfig::default() }, 3, bounds);
-            let found = match check.search {
-                Search::Exhaustive => explore_with(&explorer, limits),
-                Search::Walks => random_walks(&explorer, check.seed, limits),
-            };
-            (found, &file.paxos.ablate)
+            let config = PaxosConfig { ablate, ..PaxosConfig::default() };
+            (search(Explorer::<Paxos>::new(config, nodes, bounds), check, limits), &file.paxos.ablate)
+        }
+        CheckedProtocol::Pbft => {
+            let mut ablate = PbftAblations::default();
+            for name in &file.pbft.ablate {
+                match name.as_str() {
+                    "prepare_quorum_2f" => ablate.prepare_quorum_2f = true,
+                    _ => {
+                        return Err(error_at(
+                            path,
+                            &source,
+                            &format!("\"{name}\""),
+                            format!("unknown PBFT ablation `{name}`, expected prepare_quorum_2f"),
+                        ));
+                    }
+                }
+            }
+            let config = PbftConfig { ablate, ..PbftConfig::with_keys(PBFT_KEY_SEED, nodes, 1) };
+            let mut explorer = Explorer::<Pbft>::new(config, nodes, bounds);
+            if file.pbft.view_change_timers_only {
+                explorer = explorer.firing_only(vec![PbftTimer::ViewChange]);
+            }
+            (search(explorer, check, limits), &file.pbft.ablate)
         }
     };
     let protocol = match check.protocol {
         CheckedProtocol::Raft => "Raft",
         CheckedProtocol::MultiPaxos => "Multi-Paxos",
+        CheckedProtocol::Pbft => "PBFT",
     };
+    let twins = if check.twins.is_empty() {
+        String::new()
+    } else {
+        format!(", twins of {}", check.twins.iter().map(|t| format!("n{t}")).collect::<Vec<_>>().join(" and "))
+    };
+    let waves = if check.waves { ", messages in waves" } else { "" };
     let rules = if rules.is_empty() { "every rule on".to_string() } else { format!("without {}", rules.join(", ")) };
     let search = match check.search {
         Search::Exhaustive => "exhaustive search (shortest first)".to_string(),
         Search::Walks => format!("random walks from seed {} (shrunk)", check.seed),
     };
     let mut report = vec![format!(
-        "{protocol}, 3 replicas, {rules}; {search} within {} client puts, {} crashes, {} reorderings, {} duplicates, \
+        "{protocol}, {nodes} replicas{twins}{waves}, {rules}; {search} within {} client puts, {} crashes, {} reorderings, {} duplicates, \
          {} timer firings, {} steps",
         bounds.requests, bounds.crashes, bounds.reorderings, bounds.duplicates, bounds.timer_firings, bounds.max_depth
     )];
