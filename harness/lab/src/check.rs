@@ -164,6 +164,27 @@ struct PbftSection {
     view_change_timers_only: bool,
 }
 
+/// Switch off each rule `names` lists with `switch`, which says whether it knows the
+/// name; an unknown one is an error at its place in the file, listing `known`.
+fn switch_off(
+    path: &Path,
+    source: &str,
+    protocol: &str,
+    names: &[String],
+    known: &str,
+    mut switch: impl FnMut(&str) -> bool,
+) -> Result<()> {
+    match names.iter().find(|name| !switch(name)) {
+        Some(name) => Err(error_at(
+            path,
+            source,
+            &format!("\"{name}\""),
+            format!("unknown {protocol} ablation `{name}`, expected one of {known}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `explorer` with the file's twins and waves, searched as the file says.
 fn search<P: Explorable>(explorer: Explorer<P>, check: &CheckSection, limits: SearchLimits) -> Exploration {
     let mut explorer = explorer.with_twins(&check.twins);
@@ -239,16 +260,8 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
     let (exploration, rules) = match check.protocol {
         CheckedProtocol::Raft => {
             let mut ablate = RaftAblations::default();
-            for name in &file.raft.ablate {
-                if !ablate.switch_off_rule(name) {
-                    return Err(error_at(
-                        path,
-                        &source,
-                        &format!("\"{name}\""),
-                        format!("unknown Raft ablation `{name}`, expected one of {}", RaftAblations::NAMES.join(", ")),
-                    ));
-                }
-            }
+            let known = RaftAblations::NAMES.join(", ");
+            switch_off(path, &source, "Raft", &file.raft.ablate, &known, |name| ablate.switch_off_rule(name))?;
             let defaults = RaftConfig::default();
             let config = RaftConfig {
                 max_entries_per_append: file.raft.max_entries_per_append.unwrap_or(defaults.max_entries_per_append),
@@ -261,42 +274,27 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
         }
         CheckedProtocol::MultiPaxos => {
             let mut ablate = PaxosAblations::default();
-            for name in &file.paxos.ablate {
-                match name.as_str() {
-                    "skip_phase1_values" => ablate.skip_phase1_values = true,
-                    "no_check_quorum" => ablate.no_check_quorum = true,
-                    "ignore_promised_checkpoint" => ablate.ignore_promised_checkpoint = true,
-                    _ => {
-                        return Err(error_at(
-                            path,
-                            &source,
-                            &format!("\"{name}\""),
-                            format!(
-                                "unknown Multi-Paxos ablation `{name}`, expected one of skip_phase1_values, \
-                                 no_check_quorum, ignore_promised_checkpoint"
-                            ),
-                        ));
-                    }
-                }
-            }
+            let known = "skip_phase1_values, no_check_quorum, ignore_promised_checkpoint";
+            switch_off(path, &source, "Multi-Paxos", &file.paxos.ablate, known, |name| {
+                let rule = match name {
+                    "skip_phase1_values" => &mut ablate.skip_phase1_values,
+                    "no_check_quorum" => &mut ablate.no_check_quorum,
+                    "ignore_promised_checkpoint" => &mut ablate.ignore_promised_checkpoint,
+                    _ => return false,
+                };
+                *rule = true;
+                true
+            })?;
             let config = PaxosConfig { ablate, ..PaxosConfig::default() };
             (search(Explorer::<Paxos>::new(config, nodes, bounds), check, limits), &file.paxos.ablate)
         }
         CheckedProtocol::Pbft => {
             let mut ablate = PbftAblations::default();
-            for name in &file.pbft.ablate {
-                match name.as_str() {
-                    "prepare_quorum_2f" => ablate.prepare_quorum_2f = true,
-                    _ => {
-                        return Err(error_at(
-                            path,
-                            &source,
-                            &format!("\"{name}\""),
-                            format!("unknown PBFT ablation `{name}`, expected prepare_quorum_2f"),
-                        ));
-                    }
-                }
-            }
+            // The test-only mutants are not among the names a file may give.
+            switch_off(path, &source, "PBFT", &file.pbft.ablate, "prepare_quorum_2f", |name| {
+                ablate.prepare_quorum_2f |= name == "prepare_quorum_2f";
+                name == "prepare_quorum_2f"
+            })?;
             let config = PbftConfig { ablate, ..PbftConfig::with_keys(PBFT_KEY_SEED, nodes, 1) };
             let mut explorer = Explorer::<Pbft>::new(config, nodes, bounds);
             if file.pbft.view_change_timers_only {
