@@ -18,6 +18,10 @@ fn a_check_file_finds_its_counterexample_and_draws_it() {
     assert!(stdout.contains("violation in 9 steps"), "{stdout}");
     assert!(stdout.contains("violation: leader-completeness"), "{stdout}");
     assert!(stdout.contains("as expected"), "{stdout}");
+    // Without the value rule no new leader adopts a promised value: a zero that shows.
+    assert!(stdout.contains("reached each): paxos.preempted"), "{stdout}");
+    assert!(stdout.contains("never reached: paxos.checkpoint_from_promise"), "{stdout}");
+    assert!(stdout.contains("paxos.value_adopted_from_promise"), "{stdout}");
     let trace = std::fs::read_to_string(dir.join("trace.txt")).unwrap();
     assert_eq!(
         trace

@@ -23,6 +23,7 @@ use qlab_sim::{DiskFault, Latency, NetworkConfig, Sim};
 use qlab_unreplicated::{Unreplicated, UnreplicatedConfig};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
 pub struct ChaosConfig {
@@ -151,6 +152,29 @@ pub struct ChaosOutcome {
     pub observations: Vec<qlab_sim::Observation>,
     /// What the disks went through (all zero without [`DiskFaults`]).
     pub disk: qlab_sim::DiskStats,
+    /// How often the replicas reached each of the protocol's coverage marks (every
+    /// mark listed; empty where the driver does not count them, as in real mode).
+    pub coverage: BTreeMap<&'static str, u64>,
+}
+
+/// What a sweep of chaos seeds adds up to when every seed passed.
+#[derive(Debug, Default)]
+pub struct SweepTotals {
+    pub operations: usize,
+    /// For each coverage mark, how many seeds reached it at least once.
+    pub seeds_reaching: BTreeMap<&'static str, u64>,
+}
+
+impl SweepTotals {
+    /// The marks no seed reached: situations this sweep's fault mix leaves untested.
+    pub fn gaps(&self) -> Vec<&'static str> {
+        self.seeds_reaching.iter().filter(|(_, seeds)| **seeds == 0).map(|(name, _)| *name).collect()
+    }
+
+    /// One line per mark: how many seeds reached it.
+    pub fn coverage_report(&self) -> String {
+        self.seeds_reaching.iter().map(|(name, seeds)| format!("{name}: {seeds} seeds\n")).collect()
+    }
 }
 
 impl ChaosOutcome {
@@ -757,6 +781,10 @@ pub fn run_chaos<P: LabProtocol>(
         sent_by_kind: sim.stats.sent_by_kind.clone(),
         observations: std::mem::take(&mut sim.observations),
         disk: sim.disk_stats.clone(),
+        coverage: P::coverage_marks()
+            .iter()
+            .map(|mark| (mark.name, sim.coverage.get(mark.name).copied().unwrap_or(0)))
+            .collect(),
     }
 }
 
@@ -769,10 +797,10 @@ pub fn sweep(
     config: &ChaosConfig,
     seeds: std::ops::Range<u64>,
     test_binary: &str,
-) -> Result<usize, String> {
+) -> Result<SweepTotals, String> {
     let count = seeds.end - seeds.start;
     let mut failures = Vec::new();
-    let mut operations = 0;
+    let mut totals = SweepTotals::default();
     let replay = |seed: u64| {
         format!(
             "QLAB_CHAOS_SEED={seed} QLAB_CHAOS_NODES={} cargo test --release -p qlab-lab --test {test_binary} \
@@ -788,7 +816,10 @@ pub fn sweep(
                 continue;
             }
         };
-        operations += outcome.operations_completed;
+        totals.operations += outcome.operations_completed;
+        for (name, times) in &outcome.coverage {
+            *totals.seeds_reaching.entry(name).or_default() += u64::from(*times > 0);
+        }
         if !outcome.passed() {
             let shown: Vec<String> = outcome.violations.iter().take(3).map(ToString::to_string).collect();
             failures.push(format!(
@@ -801,7 +832,7 @@ pub fn sweep(
         }
     }
     if failures.is_empty() {
-        Ok(operations)
+        Ok(totals)
     } else {
         let shown: Vec<&str> = failures.iter().take(10).map(String::as_str).collect();
         Err(format!(

@@ -238,6 +238,7 @@ async fn run<P: ChaosKnobs>(
         sent_by_kind: Vec::new(),
         observations,
         disk: Default::default(),
+        coverage: std::collections::BTreeMap::new(),
     })
 }
 

@@ -14,6 +14,7 @@
 //! threads = 1                  # default: every core; one makes walks repeatable
 //! time_limit_s = 120
 //! walk_steps = 400000          # walks only: a step budget (the same on every machine)
+//! guided = true                # walks only: set out from runs that reached new coverage marks
 //! twins = [1]                  # identities run as two honest instances (Byzantine)
 //! waves = true                 # deliver in waves under two-sided partitions
 //!
@@ -70,6 +71,8 @@ struct CheckSection {
     twins: Vec<u32>,
     #[serde(default)]
     waves: bool,
+    #[serde(default)]
+    guided: bool,
 }
 
 fn default_time_limit_s() -> u64 {
@@ -245,6 +248,7 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
         time_limit: Duration::from_secs(check.time_limit_s),
         walks_kept: check.walks_kept,
         walk_steps: check.walk_steps,
+        guided: check.guided,
         ..SearchLimits::default()
     };
     let nodes = if check.protocol == CheckedProtocol::Pbft { 4 } else { 3 };
@@ -317,6 +321,9 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
     let rules = if rules.is_empty() { "every rule on".to_string() } else { format!("without {}", rules.join(", ")) };
     let search = match check.search {
         Search::Exhaustive => "exhaustive search (shortest first)".to_string(),
+        Search::Walks if check.guided => {
+            format!("random walks guided by coverage marks from seed {} (shrunk)", check.seed)
+        }
         Search::Walks => format!("random walks from seed {} (shrunk)", check.seed),
     };
     let mut report = vec![format!(
@@ -336,6 +343,14 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
             (None, Search::Exhaustive) => format!("no violation in any run of up to {} steps", exploration.max_depth),
             (None, Search::Walks) => "no violation in the walks' step budget".to_string(),
         }
+    ));
+    let reached: Vec<String> =
+        exploration.coverage.iter().filter(|(_, n)| **n > 0).map(|(name, n)| format!("{name} {n}")).collect();
+    let missed: Vec<&str> = exploration.coverage.iter().filter(|(_, n)| **n == 0).map(|(name, _)| *name).collect();
+    report.push(format!(
+        "coverage marks (steps that reached each): {}; never reached: {}",
+        if reached.is_empty() { "none".to_string() } else { reached.join(", ") },
+        if missed.is_empty() { "none".to_string() } else { missed.join(", ") }
     ));
     let found = exploration.counterexample.is_some();
     let as_expected = match check.expect {

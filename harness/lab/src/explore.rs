@@ -40,13 +40,14 @@
 use crate::protocols::LabProtocol;
 use dashmap::DashMap;
 use qlab_check::SafetyChecker;
+use qlab_core::Mark as CoverageMark;
 use qlab_core::{
     Action, Client, ClientAction, ClientId, ClientOutbox, Context, NodeId, Observation, Op, Outbox, Protocol, Request,
 };
 use qlab_report::sequence::{Mark, SequenceChart, SequenceEvent};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -84,6 +85,9 @@ pub struct World<P: Protocol> {
     /// Timer firings so far: the abstract clock, and what the budget is held against.
     pub timer_firings: u32,
     pub checker: SafetyChecker,
+    /// The coverage marks the step that led here reached (not part of the state: two
+    /// runs into one state may have passed different marks on the way).
+    pub reached: Vec<&'static CoverageMark>,
 }
 
 impl<P> World<P>
@@ -330,6 +334,7 @@ impl<P: Explorable> Explorer<P> {
                 Action::Observe { .. } => {}
                 // No client waits in the search: replies and explanations go nowhere.
                 Action::Reply { .. } | Action::Ignored { .. } => {}
+                Action::Reached { mark } => world.reached.push(mark),
             }
         }
     }
@@ -350,6 +355,7 @@ impl<P: Explorable> Explorer<P> {
             duplicates_left: self.bounds.duplicates,
             timer_firings: 0,
             checker: SafetyChecker::new().with_nodes(self.nodes),
+            reached: Vec::new(),
         };
         for node in 0..self.instances() {
             self.step(&mut world, node, |p, ctx| p.on_start(ctx));
@@ -408,6 +414,7 @@ impl<P: Explorable> Explorer<P> {
     /// The state after `step`.
     pub fn apply(&self, world: &World<P>, step: &Step<P::Timer>) -> World<P> {
         let mut next = world.clone();
+        next.reached.clear();
         let n = self.instances();
         match *step {
             Step::Deliver { from, to, position } => {
@@ -560,6 +567,21 @@ pub struct Exploration {
     /// Whether the time limit cut the search short: then nothing is claimed beyond `max_depth`.
     pub timed_out: bool,
     pub seconds: f64,
+    /// How many of the steps taken reached each of the protocol's coverage marks
+    /// (every mark listed, so one never reached shows as a zero).
+    pub coverage: BTreeMap<&'static str, u64>,
+}
+
+/// Every coverage mark of `P` at zero.
+fn no_coverage<P: Protocol>() -> BTreeMap<&'static str, u64> {
+    P::coverage_marks().iter().map(|mark| (mark.name, 0)).collect()
+}
+
+/// Add what `world`'s last step reached to `coverage`.
+fn count_marks<P: Protocol>(coverage: &mut BTreeMap<&'static str, u64>, world: &World<P>) {
+    for mark in &world.reached {
+        *coverage.entry(mark.name).or_default() += 1;
+    }
 }
 
 /// How a search runs: on how many threads, and for how long at most.
@@ -574,6 +596,11 @@ pub struct SearchLimits {
     /// Random walks: stop once this many steps were walked (a budget that, unlike
     /// time, is the same on every machine).
     pub walk_steps: Option<usize>,
+    /// Random walks guided by the coverage marks: a run that reaches a combination of
+    /// marks no run reached before is kept, and later walks set out from the states of
+    /// the kept runs (as a coverage-guided fuzzer keeps inputs), so a deep situation is
+    /// reached in stages, each stage a short walk from the last.
+    pub guided: bool,
 }
 
 impl Default for SearchLimits {
@@ -584,6 +611,7 @@ impl Default for SearchLimits {
             verbose: false,
             walks_kept: 32,
             walk_steps: None,
+            guided: false,
         }
     }
 }
@@ -604,20 +632,35 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
     let found: Mutex<Vec<Vec<Step<P::Timer>>>> = Mutex::new(Vec::new());
     let generated = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
+    let coverage = Mutex::new(no_coverage::<P>());
+    // Guided walks: the runs kept for reaching a new combination of marks, and the
+    // combinations seen (each mark with how often the run reached it, up to twice).
+    let kept: Mutex<Vec<Kept<P>>> = Mutex::new(vec![(initial.clone(), Vec::new(), BTreeMap::new())]);
+    let combinations: Mutex<BTreeSet<MarkCounts>> = Mutex::new(BTreeSet::from([BTreeMap::new()]));
     std::thread::scope(|scope| {
         for thread in 0..limits.threads.max(1) {
             let (initial, found, generated, stop) = (&initial, &found, &generated, &stop);
+            let (coverage, kept, combinations) = (&coverage, &kept, &combinations);
             scope.spawn(move || {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(thread as u64));
                 let mut walks = 0u64;
+                let mut reached = no_coverage::<P>();
                 while !stop.load(Ordering::Relaxed) {
                     walks += 1;
                     if walks.is_multiple_of(64) && Instant::now() >= deadline {
                         break;
                     }
                     let weights: [f64; 7] = std::array::from_fn(|_| rng.random_range(0.05..1.0));
-                    let mut world = initial.clone();
-                    let mut path = Vec::new();
+                    let (mut world, mut path, mut marks) = if limits.guided {
+                        // Uniformly among the kept runs: favouring the rarest marks'
+                        // runs (a fuzzer's energy schedule) found the NEW-VIEW mutant
+                        // from none of six seeds, uniform choice from one.
+                        let kept = kept.lock().expect("unpoisoned");
+                        kept[rng.random_range(0..kept.len())].clone()
+                    } else {
+                        (initial.clone(), Vec::new(), BTreeMap::new())
+                    };
+                    let walk_start = path.len();
                     while path.len() < explorer.bounds.max_depth && world.is_safe() {
                         let steps = explorer.steps(&world);
                         let total: f64 = steps.iter().map(|step| weights[kind(step)]).sum();
@@ -634,8 +677,22 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
                             .unwrap_or(steps.last().expect("not empty"));
                         world = explorer.apply(&world, &step);
                         path.push(step);
+                        count_marks(&mut reached, &world);
+                        if limits.guided && !world.reached.is_empty() {
+                            for mark in &world.reached {
+                                let count = marks.entry(mark.name).or_insert(0u8);
+                                *count = (*count + 1).min(2);
+                            }
+                            if world.is_safe() && combinations.lock().expect("unpoisoned").insert(marks.clone()) {
+                                let mut kept = kept.lock().expect("unpoisoned");
+                                if kept.len() < MAX_KEPT_RUNS {
+                                    kept.push((world.clone(), path.clone(), marks.clone()));
+                                }
+                            }
+                        }
                     }
-                    let walked = generated.fetch_add(path.len(), Ordering::Relaxed) + path.len();
+                    let walked = path.len() - walk_start;
+                    let walked = generated.fetch_add(walked, Ordering::Relaxed) + walked;
                     if limits.walk_steps.is_some_and(|budget| walked >= budget) {
                         stop.store(true, Ordering::Relaxed);
                     }
@@ -646,6 +703,10 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
                             stop.store(true, Ordering::Relaxed);
                         }
                     }
+                }
+                let mut coverage = coverage.lock().expect("unpoisoned");
+                for (name, count) in reached {
+                    *coverage.entry(name).or_default() += count;
                 }
             });
         }
@@ -658,6 +719,7 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
         chart: None,
         timed_out: false,
         seconds: 0.0,
+        coverage: coverage.into_inner().expect("no thread panicked holding it"),
     };
     let shortest = found
         .into_inner()
@@ -679,6 +741,16 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
     result.seconds = started.elapsed().as_secs_f64();
     result
 }
+
+/// How often a run reached each coverage mark, counted up to twice.
+type MarkCounts = BTreeMap<&'static str, u8>;
+
+/// A run kept by a guided search: the state it reached, its steps, and its marks.
+type Kept<P> = (World<P>, Vec<Step<<P as Protocol>::Timer>>, MarkCounts);
+
+/// At most this many runs are kept for guided walks to set out from (each holds a
+/// whole cluster's state).
+const MAX_KEPT_RUNS: usize = 20_000;
 
 /// The longest message label a figure shows (the rest is cut with an ellipsis).
 const LABEL_CHARS: usize = 44;
@@ -829,7 +901,7 @@ pub fn replay<P: Explorable>(
 
 /// Remove steps one at a time, then two at a time, while what is left still breaks a
 /// rule, until no step and no pair of steps can go.
-fn shrink<P: Explorable>(
+pub fn shrink<P: Explorable>(
     explorer: &Explorer<P>,
     initial: &World<P>,
     mut path: Vec<Step<P::Timer>>,
@@ -869,6 +941,8 @@ struct Round<T> {
     stop: AtomicBool,
     generated: AtomicUsize,
     deadline: Instant,
+    /// Steps of this round that reached each coverage mark.
+    coverage: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Search by iterative deepening up to `explorer.bounds.max_depth`; stop at the first
@@ -889,6 +963,7 @@ pub fn explore_with<P: Explorable>(explorer: &Explorer<P>, limits: SearchLimits)
         chart: None,
         timed_out: false,
         seconds: 0.0,
+        coverage: no_coverage::<P>(),
     };
     for bound in 1..=explorer.bounds.max_depth {
         let round = Round {
@@ -897,9 +972,12 @@ pub fn explore_with<P: Explorable>(explorer: &Explorer<P>, limits: SearchLimits)
             stop: AtomicBool::new(false),
             generated: AtomicUsize::new(0),
             deadline: started + limits.time_limit,
+            coverage: Mutex::new(no_coverage::<P>()),
         };
         search_round(explorer, &initial, bound, &round, limits.threads.max(1));
         states += round.generated.load(Ordering::Relaxed);
+        // The deepest round's counts: every shallower round's steps are among its own.
+        result.coverage = round.coverage.into_inner().expect("no thread panicked holding it");
         result.unique_states = round.expanded.len();
         result.states = states;
         if limits.verbose {
@@ -961,7 +1039,9 @@ fn search_round<P: Explorable>(
             for step in explorer.steps(&world) {
                 let mut longer = path.clone();
                 longer.push(step);
-                next.push((explorer.apply(&world, &step), longer));
+                let reached = explorer.apply(&world, &step);
+                count_marks(&mut round.coverage.lock().expect("unpoisoned"), &reached);
+                next.push((reached, longer));
             }
         }
         if next.is_empty() {
@@ -1027,6 +1107,9 @@ fn dfs<P: Explorable>(
     for step in explorer.steps(world) {
         round.generated.fetch_add(1, Ordering::Relaxed);
         let next = explorer.apply(world, &step);
+        if !next.reached.is_empty() {
+            count_marks(&mut round.coverage.lock().expect("unpoisoned"), &next);
+        }
         path.push(step);
         dfs(explorer, &next, path, bound, round);
         path.pop();

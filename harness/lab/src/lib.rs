@@ -30,6 +30,7 @@ pub mod chaos_quic;
 pub mod check;
 pub mod config;
 pub mod counterexample;
+pub mod coverage;
 pub mod disruption;
 pub mod election;
 pub mod election_trial;

@@ -93,8 +93,14 @@ fn walks(
     walks_kept: usize,
     walk_steps: Option<usize>,
 ) -> Exploration {
-    let limits =
-        SearchLimits { threads: 1, time_limit: Duration::from_secs(120), verbose: false, walks_kept, walk_steps };
+    let limits = SearchLimits {
+        threads: 1,
+        time_limit: Duration::from_secs(120),
+        verbose: false,
+        walks_kept,
+        walk_steps,
+        guided: false,
+    };
     let found = random_walks(&Explorer::<Raft>::new(config, 3, bounds), seed, limits);
     println!("{ablation} {bounds:?}: {} steps walked, {:.1} s", found.states, found.seconds);
     if let Some((steps, violations)) = &found.counterexample {

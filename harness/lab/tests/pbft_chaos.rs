@@ -4,6 +4,7 @@
 //! heal. A failing seed is printed with the command that replays it.
 
 use qlab_lab::chaos::{ChaosConfig, nodes_from_env, replay_from_env, run_protocol_chaos, sweep};
+use qlab_lab::coverage::{PBFT_CHAOS_GAPS, check_gaps};
 use qlab_pbft::Pbft;
 
 const SEEDS: u64 = 1_000;
@@ -23,8 +24,15 @@ fn pbft_chaos_config(nodes: u32) -> ChaosConfig {
 
 fn check(nodes: u32, seeds: std::ops::Range<u64>) {
     let count = seeds.end - seeds.start;
-    let operations = sweep(run_protocol_chaos::<Pbft>, &pbft_chaos_config(nodes), seeds, "pbft_chaos")
+    let totals = sweep(run_protocol_chaos::<Pbft>, &pbft_chaos_config(nodes), seeds, "pbft_chaos")
         .unwrap_or_else(|e| panic!("{e}"));
+    println!("{}", totals.coverage_report());
+    // The gap list is the smallest cluster's (the larger ones reach the rarest marks in
+    // a seed or two, or none).
+    if nodes == 4 {
+        check_gaps(&totals, PBFT_CHAOS_GAPS).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let operations = totals.operations;
     assert!(operations as u64 > count * 50, "the load should be real: {operations} operations");
 }
 

@@ -113,7 +113,7 @@ fn replay_variables(proto: Proto, config: &ChaosConfig, no_check_quorum: bool) -
 
 /// Every seed passes: safe, linearizable, and live after healing.
 fn linearizable_under_chaos(proto: Proto, config: ChaosConfig) {
-    let operations = sweep(|seed, config| run(proto, seed, config, false), &config, 0..SWEEP_SEEDS, "read_modes")
+    let totals = sweep(|seed, config| run(proto, seed, config, false), &config, 0..SWEEP_SEEDS, "read_modes")
         .unwrap_or_else(|e| {
             panic!(
                 "{} {} reads: {e}\n  (add {} to the replay command)",
@@ -122,6 +122,7 @@ fn linearizable_under_chaos(proto: Proto, config: ChaosConfig) {
                 replay_variables(proto, &config, false)
             )
         });
+    let operations = totals.operations;
     eprintln!(
         "{} {} reads, n = {}, skew {} ppm, {} faults: {SWEEP_SEEDS} seeds, {operations} operations",
         proto.name(),

@@ -471,6 +471,9 @@ where
                     Action::Observe { event } => events.push(event),
                     // Real mode does not explain (its contexts are not `explaining`).
                     Action::Ignored { .. } => {}
+                    // Coverage marks are counted by the simulator and the explorer;
+                    // real mode's reports do not carry them yet.
+                    Action::Reached { .. } => {}
                 }
             }
             if !events.is_empty() {

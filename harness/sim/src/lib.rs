@@ -39,7 +39,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 mod rounds;
 mod storage;
@@ -388,6 +388,8 @@ pub struct Sim<P: Protocol, C: Client> {
     outbox: Outbox<P::Message, P::Timer, P::Record>,
     client_outbox: ClientOutbox<C::Timer>,
     pub observations: Vec<Observation>,
+    /// How often the replicas' code reached each of its coverage marks, by name.
+    pub coverage: BTreeMap<&'static str, u64>,
     pub stats: NetStats,
     pub disk_stats: DiskStats,
     trace: Option<Vec<String>>,
@@ -456,6 +458,7 @@ impl<P: Protocol, C: Client> Sim<P, C> {
             outbox: Outbox::default(),
             client_outbox: ClientOutbox::default(),
             observations: Vec::new(),
+            coverage: BTreeMap::new(),
             stats: NetStats::default(),
             disk_stats: DiskStats::default(),
             trace: None,
@@ -1047,9 +1050,10 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 let mut held = Vec::new();
                 for action in outbox.actions.drain(..) {
                     match action {
-                        Action::SetTimer { .. } | Action::CancelTimer { .. } | Action::Ignored { .. } => {
-                            self.carry_out(id, incarnation, action, &mut StepTags::default())
-                        }
+                        Action::SetTimer { .. }
+                        | Action::CancelTimer { .. }
+                        | Action::Ignored { .. }
+                        | Action::Reached { .. } => self.carry_out(id, incarnation, action, &mut StepTags::default()),
                         action => held.push(action),
                     }
                 }
@@ -1168,6 +1172,10 @@ impl<P: Protocol, C: Client> Sim<P, C> {
                 self.observations.push(Observation { time: self.now, node: id, event });
             }
             Action::Ignored { why } => self.log_trace(|| format!("{id} {why}")),
+            Action::Reached { mark } => {
+                self.log_trace(|| format!("{id} reached {}", mark.name));
+                *self.coverage.entry(mark.name).or_default() += 1;
+            }
         }
     }
 

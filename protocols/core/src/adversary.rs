@@ -302,6 +302,10 @@ impl<P: Protocol, A: Adversary<P>> Protocol for Faulty<P, A> {
         self.honest.epoch()
     }
 
+    fn coverage_marks() -> &'static [&'static crate::Mark] {
+        P::coverage_marks()
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         self.honest.counters()
     }

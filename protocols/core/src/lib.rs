@@ -215,6 +215,23 @@ pub enum Action<M, T, R> {
     Ignored {
         why: String,
     },
+    /// The step reached one of the protocol's named rare situations ([`Mark`]).
+    Reached {
+        mark: &'static Mark,
+    },
+}
+
+/// A rare situation a protocol names so that runs can count how often they reach it
+/// (a response from an older term, a conflicting certificate in a view change): a
+/// rule whose situation no run reaches is untested by those runs, and the count says
+/// so instead of silence. Each protocol lists its marks in
+/// [`Protocol::coverage_marks`], so a mark never reached still shows, as a zero.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mark {
+    /// Stable, `protocol.situation`: the key in every report.
+    pub name: &'static str,
+    /// The situation in a sentence, for reports and docs.
+    pub situation: &'static str,
 }
 
 /// Outputs of one step, drained by the driver. Kept separate from [`Context`] so a
@@ -287,6 +304,11 @@ impl<'a, P: Protocol> Context<'a, P> {
     pub fn observe(&mut self, event: Event) {
         self.outbox.actions.push(Action::Observe { event });
     }
+    /// This step reached the rare situation `mark`. Always recorded (it allocates
+    /// nothing), so every driver can count it.
+    pub fn reached(&mut self, mark: &'static Mark) {
+        self.outbox.actions.push(Action::Reached { mark });
+    }
     /// Emit an action as it is (an adversary re-emitting what it captured).
     pub fn push(&mut self, action: Action<P::Message, P::Timer, P::Record>) {
         self.outbox.actions.push(action);
@@ -356,6 +378,11 @@ pub trait Protocol: Sized {
     /// protocol has something to count that the driver cannot see.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+    /// The rare situations this protocol's code marks with [`Context::reached`], so a
+    /// report lists each one, reached or not.
+    fn coverage_marks() -> &'static [&'static Mark] {
+        &[]
     }
 }
 

@@ -80,6 +80,9 @@ impl Paxos {
         debug_assert_eq!(ballot, self.promised);
         let accepted = self.promised_slots_above(commit);
         let checkpoint = (commit < self.base()).then(|| self.checkpoint.clone());
+        if !accepted.is_empty() {
+            ctx.reached(&marks::PROMISE_CARRIES_ACCEPTED);
+        }
         ctx.send(from, Message::Promise { ballot, accepted, checkpoint });
     }
 

@@ -94,6 +94,7 @@ pub mod attacks;
 mod checkpoint;
 pub mod client;
 mod learner;
+pub mod marks;
 mod proposer;
 mod reads;
 mod types;
@@ -217,6 +218,9 @@ impl Paxos {
 
     /// Follow whoever leads `ballot` (or nobody yet, during its phase 1).
     fn become_follower(&mut self, ctx: &mut Context<'_, Self>) {
+        if self.role != Role::Follower {
+            ctx.reached(&marks::PREEMPTED);
+        }
         if self.role == Role::Leader {
             ctx.cancel_timer(PaxosTimer::Heartbeat);
             ctx.cancel_timer(PaxosTimer::CheckQuorum);
@@ -287,6 +291,7 @@ impl Paxos {
                 }
                 if ballot < promised || (ballot == promised && ballot.node != from) {
                     ctx.ignored(|| format!("refused {kind} from {from} for ballot {ballot}: we promised {promised}"));
+                    ctx.reached(&marks::PREPARE_OR_ACCEPT_REFUSED);
                     ctx.send(from, Message::Nack { ballot, promised });
                     return false;
                 }
@@ -541,6 +546,10 @@ impl Protocol for Paxos {
 
     fn supersedes_earlier_records(record: &Record) -> bool {
         matches!(record, Record::Checkpointed { .. })
+    }
+
+    fn coverage_marks() -> &'static [&'static qlab_core::Mark] {
+        &marks::ALL
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

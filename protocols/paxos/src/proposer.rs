@@ -47,7 +47,12 @@ impl Paxos {
                 }
                 let replace = match merged.get(&slot) {
                     None => true,
-                    Some((known_chosen, known_ballot, _)) => !known_chosen && (chosen || ballot > *known_ballot),
+                    Some((known_chosen, known_ballot, known)) => {
+                        if *known != value {
+                            ctx.reached(&marks::CONFLICTING_ACCEPTED_VALUES);
+                        }
+                        !known_chosen && (chosen || ballot > *known_ballot)
+                    }
                 };
                 if replace {
                     merged.insert(slot, (chosen, ballot, value));
@@ -65,8 +70,18 @@ impl Paxos {
         let commit = self.commit_index();
         let last = merged.keys().next_back().copied().unwrap_or(commit).max(commit);
         // Re-propose every slot above the commit point in our ballot; gaps get no-ops.
-        let values: Vec<Value> =
-            (commit + 1..=last).map(|slot| merged.remove(&slot).map_or(Value::Noop, |(_, _, v)| v)).collect();
+        let values: Vec<Value> = (commit + 1..=last)
+            .map(|slot| match merged.remove(&slot) {
+                Some((_, _, value)) => {
+                    ctx.reached(&marks::VALUE_ADOPTED_FROM_PROMISE);
+                    value
+                }
+                None => {
+                    ctx.reached(&marks::GAP_FILLED_WITH_NOOP);
+                    Value::Noop
+                }
+            })
+            .collect();
         let mut digests = vec![self.prefix_digest_at(commit)];
         for (i, value) in values.iter().enumerate() {
             let next = digests.last().expect("non-empty").chain(commit + 1 + i as Slot, &value.digest());
@@ -206,6 +221,7 @@ impl Paxos {
         }
         if let Some(checkpoint) = checkpoint.filter(|_| !self.config.ablate.ignore_promised_checkpoint) {
             // The slots up to it are chosen; without it we would fill them with no-ops.
+            ctx.reached(&marks::CHECKPOINT_FROM_PROMISE);
             self.install_checkpoint(checkpoint, ctx);
         }
         self.promises[from.0 as usize] = Some(accepted);

@@ -100,6 +100,7 @@ impl Pbft {
             return; // a state that does not match its certificate: ignore the sender
         }
         self.stats.state_transfers += 1;
+        ctx.reached(&marks::STATE_TRANSFERRED);
         ctx.persist(Record::Installed { seq, prefix_digest, kv: kv.clone() });
         self.install_state(seq, prefix_digest, kv);
         if seq > self.stable_seq {

@@ -75,6 +75,7 @@ pub mod attacks;
 mod checkpoint;
 pub mod client;
 mod crypto;
+pub mod marks;
 mod normal;
 mod types;
 mod view_change;
@@ -502,6 +503,10 @@ impl Protocol for Pbft {
 
     fn epoch(&self) -> u64 {
         self.view
+    }
+
+    fn coverage_marks() -> &'static [&'static qlab_core::Mark] {
+        &marks::ALL
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

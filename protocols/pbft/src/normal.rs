@@ -217,6 +217,11 @@ impl Pbft {
             return;
         }
         let cert = PreparedCert { pre_prepare: pp.clone(), prepares: matching };
+        if self.prepared_certs.get(&seq).is_some_and(|earlier| {
+            earlier.pre_prepare.body.view < pp.body.view && earlier.pre_prepare.body.digest != pp.body.digest
+        }) {
+            ctx.reached(&marks::PREPARED_OVER_LOWER_VIEW);
+        }
         let vote = Vote { view: pp.body.view, seq, digest: pp.body.digest };
         self.log.get_mut(&seq).expect("slot").prepared = true;
         ctx.persist(Record::Prepared { cert: cert.clone() });

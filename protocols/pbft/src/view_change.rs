@@ -54,6 +54,7 @@ impl Pbft {
         views.sort_unstable_by(|a, b| b.cmp(a));
         let vouched = views[self.f as usize];
         if vouched > self.view {
+            ctx.reached(&marks::JOINED_LATER_VIEW);
             self.start_view_change(vouched, ctx);
         }
     }
@@ -68,6 +69,7 @@ impl Pbft {
             return;
         }
         self.new_view_fetch_at = Some(now);
+        ctx.reached(&marks::NEW_VIEW_FETCHED);
         ctx.send(self.primary_of(view), Message::FetchNewView { view });
     }
 
@@ -88,6 +90,9 @@ impl Pbft {
         self.unverified.clear();
         let prepared: Vec<PreparedCert> =
             self.prepared_certs.range(self.stable_seq + 1..).map(|(_, c)| c.clone()).collect();
+        if !prepared.is_empty() {
+            ctx.reached(&marks::VIEW_CHANGE_CARRIES_CERTIFICATE);
+        }
         let vc = self.sign(ViewChange {
             new_view,
             stable_seq: self.stable_seq,
@@ -146,6 +151,7 @@ impl Pbft {
             let smallest =
                 self.view_changes.range(self.view + 1..).map(|(v, _)| *v).next().expect("a higher view was seen");
             if smallest > self.view || !self.in_view_change {
+                ctx.reached(&marks::JOINED_ON_F_PLUS_ONE);
                 self.start_view_change(smallest, ctx);
             }
         }
@@ -192,6 +198,17 @@ impl Pbft {
         }
         let vcs: Vec<Signed<ViewChange>> = vcs.values().take(self.quorum()).cloned().collect();
         let (_, o) = Self::compute_o(view, &vcs, self.config.ablate.mutant_new_view_keeps_lower_view);
+        let mut digests: BTreeMap<Seq, Digest> = BTreeMap::new();
+        let conflicting = vcs.iter().flat_map(|vc| &vc.body.prepared).any(|cert| {
+            let pp = &cert.pre_prepare.body;
+            *digests.entry(pp.seq).or_insert(pp.digest) != pp.digest
+        });
+        if conflicting {
+            ctx.reached(&marks::NEW_VIEW_CONFLICTING_CERTIFICATES);
+        }
+        if o.iter().any(|pp| pp.batch.is_empty()) {
+            ctx.reached(&marks::NEW_VIEW_NULL_REQUEST);
+        }
         let pre_prepares: Vec<Signed<PrePrepare>> = o.into_iter().map(|pp| self.sign(pp)).collect();
         let nv = self.sign(NewView { view, view_changes: vcs, pre_prepares });
         self.new_view_sent.insert(view);
@@ -241,6 +258,7 @@ impl Pbft {
         let (_, expected) =
             Self::compute_o(view, &nv.body.view_changes, self.config.ablate.mutant_new_view_keeps_lower_view);
         if expected.len() != nv.body.pre_prepares.len() {
+            ctx.reached(&marks::NEW_VIEW_REJECTED);
             ctx.ignored(|| {
                 let (want, got) = (expected.len(), nv.body.pre_prepares.len());
                 format!("rejected new_view {view} from {from}: O holds {got} pre-prepares, V implies {want}")
@@ -249,6 +267,7 @@ impl Pbft {
         }
         for (want, got) in expected.iter().zip(nv.body.pre_prepares.clone()) {
             if got.body != *want || got.signer != from || !self.verify(&got) {
+                ctx.reached(&marks::NEW_VIEW_REJECTED);
                 ctx.ignored(|| {
                     format!(
                         "rejected new_view {view} from {from}: its pre-prepare for seq {} is not what V implies",
@@ -289,6 +308,9 @@ impl Pbft {
         let mut max_s = min_s;
         for pp in nv.body.pre_prepares {
             max_s = max_s.max(pp.body.seq);
+            if pp.body.seq <= self.last_executed && !pp.body.batch.is_empty() {
+                ctx.reached(&marks::EXECUTED_BATCH_REPROPOSED);
+            }
             // Batches we already executed need no new round, but keep the slot so the
             // sequence stays contiguous for those that have not.
             self.accept_pre_prepare(pp, ctx);

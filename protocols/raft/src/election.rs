@@ -193,6 +193,9 @@ impl Raft {
         let up_to_date = self.is_up_to_date(last_log_index, last_log_term) || self.config.ablate.vote_without_log_check;
         let free_to_vote = self.voted_for.is_none_or(|v| v == from) || self.config.ablate.multiple_votes_per_term;
         let granted = term == self.current_term && free_to_vote && up_to_date;
+        if term == self.current_term && free_to_vote && !up_to_date {
+            ctx.reached(&marks::VOTE_REFUSED_LOG_BEHIND);
+        }
         if !granted {
             ctx.ignored(|| {
                 let why = if term < self.current_term {

@@ -109,6 +109,7 @@ pub mod attacks;
 pub mod client;
 mod election;
 mod log;
+pub mod marks;
 mod reads;
 mod replication;
 mod snapshot;
@@ -335,6 +336,9 @@ impl Raft {
                 let role = if self.role == Role::Follower { "" } else { ", stepping down" };
                 format!("moves to term {term} (ours {ours}) on {kind} from {from}{role}")
             });
+            if self.role != Role::Follower {
+                ctx.reached(&marks::STEPPED_DOWN_HIGHER_TERM);
+            }
             self.become_follower(term, from_leader.then_some(from), ctx);
             return true;
         }
@@ -345,11 +349,13 @@ impl Raft {
             Message::RequestVote { .. } | Message::PreVoteResponse { .. } => true, // refused by the handler
             Message::AppendEntries { .. } => {
                 ctx.ignored(|| format!("rejected {kind} from {from}: stale term {term} below ours {ours}"));
+                ctx.reached(&marks::STALE_LEADER_ANSWERED);
                 self.reject_append(from, ours, None, 0, ctx);
                 false
             }
             Message::Heartbeat { .. } => {
                 ctx.ignored(|| format!("rejected {kind} from {from}: stale term {term} below ours {ours}"));
+                ctx.reached(&marks::STALE_LEADER_ANSWERED);
                 ctx.send(
                     from,
                     Message::HeartbeatResponse { term: ours, last_log_index: self.last_index(), read_round: 0 },
@@ -358,6 +364,7 @@ impl Raft {
             }
             Message::InstallSnapshot { meta, .. } => {
                 ctx.ignored(|| format!("rejected {kind} from {from}: stale term {term} below ours {ours}"));
+                ctx.reached(&marks::STALE_LEADER_ANSWERED);
                 let last_included_index = meta.last_included_index;
                 ctx.send(
                     from,
@@ -367,6 +374,7 @@ impl Raft {
             }
             _ => {
                 ctx.ignored(|| format!("ignored {kind} from {from}: stale term {term} below ours {ours}"));
+                ctx.reached(&marks::STALE_RESPONSE_IGNORED);
                 false
             }
         }
@@ -526,6 +534,7 @@ impl Protocol for Raft {
                 let active =
                     self.progress.iter().enumerate().filter(|(i, p)| *i == me || p.recently_active).count() as u32;
                 if active < majority(self.nodes) {
+                    ctx.reached(&marks::CHECK_QUORUM_STEP_DOWN);
                     let term = self.current_term;
                     self.become_follower(term, None, ctx);
                     return;
@@ -599,6 +608,10 @@ impl Protocol for Raft {
 
     fn supersedes_earlier_records(record: &Record) -> bool {
         matches!(record, Record::Snapshot { .. })
+    }
+
+    fn coverage_marks() -> &'static [&'static qlab_core::Mark] {
+        &marks::ALL
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

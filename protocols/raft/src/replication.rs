@@ -78,6 +78,9 @@ impl Raft {
         let Some(candidate) = quorum_value(matched, majority(self.nodes)) else { return };
         let own_term = self.term_at(candidate) == Some(self.current_term);
         if candidate > self.commit_index && (own_term || self.config.ablate.commit_old_term_by_count) {
+            if self.term_at(self.commit_index + 1).is_some_and(|term| term < self.current_term) {
+                ctx.reached(&marks::OLD_TERM_COMMITTED_INDIRECTLY);
+            }
             self.advance_commit(candidate, ctx);
         }
     }
@@ -205,6 +208,7 @@ impl Raft {
                 ctx.ignored(|| {
                     format!("rejected append_entries from {from}: prev {prev_log_index}@{prev_log_term} but ours is {prev_log_index}@{t}")
                 });
+                ctx.reached(&marks::PREV_LOG_MISMATCH);
                 let first_of_term = self.log.iter().find(|e| e.term == t).map_or(prev_log_index, |e| e.index);
                 self.reject_append(from, term, Some(t), first_of_term, ctx);
                 return;
@@ -218,6 +222,7 @@ impl Raft {
             match self.term_at(entry.index) {
                 Some(existing) if existing == entry.term => continue,
                 Some(_) => {
+                    ctx.reached(&marks::FOLLOWER_LOG_TRUNCATED);
                     self.truncate_local(entry.index, ctx);
                     to_append.push(entry);
                 }

@@ -95,6 +95,9 @@ impl Raft {
         ctx: &mut Context<'_, Self>,
     ) {
         let index = meta.last_included_index;
+        if self.role == Role::Candidate {
+            ctx.reached(&marks::SNAPSHOT_DURING_ELECTION);
+        }
         if !self.accept_leader(from, term, ctx) {
             return;
         }

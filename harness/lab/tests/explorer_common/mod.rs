@@ -1,11 +1,16 @@
 //! Helpers shared by the explorer's tests (`explore.rs`, `explore_pbft.rs`).
 
 use qlab_lab::explore::{Bounds, Exploration};
+use qlab_report::sequence::SequenceChart;
 
 /// The counterexample's message-sequence figure must be the one docs/model-checking.md
 /// shows (`docs/figures/model-checking/<stem>.svg`); `QLAB_BLESS=1` writes it instead.
 pub fn figure_matches_the_docs(found: &Exploration, stem: &str, title: &str) {
-    let mut chart = found.chart.clone().expect("a counterexample has a figure");
+    chart_matches_the_docs(found.chart.clone().expect("a counterexample has a figure"), stem, title);
+}
+
+/// [`figure_matches_the_docs`] for a figure drawn from a run given step by step.
+pub fn chart_matches_the_docs(mut chart: SequenceChart, stem: &str, title: &str) {
     chart.title = title.to_string();
     let drawn = tempfile::tempdir().unwrap();
     let written = qlab_report::sequence::write_sequence(drawn.path(), stem, &chart).unwrap();
@@ -46,6 +51,8 @@ pub fn report(what: &str, found: &Exploration) {
         if found.timed_out { " (time limit)" } else { "" },
         found.seconds
     );
+    let marks: Vec<String> = found.coverage.iter().map(|(name, count)| format!("{name} {count}")).collect();
+    println!("coverage marks reached: {}", marks.join(", "));
     if let Some((steps, violations)) = &found.counterexample {
         println!("{}\n{violations:?}", steps.join("\n"));
     }
