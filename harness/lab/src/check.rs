@@ -22,8 +22,8 @@
 //! timer_firings = 6
 //! max_depth = 40
 //!
-//! [raft]                       # [multi-paxos]: its ablate list only; [pbft]: ablate,
-//!                              # and view_change_timers_only = true
+//! [raft]                       # [multi-paxos]: ablate and checkpoint_every_slots;
+//!                              # [pbft]: ablate, and view_change_timers_only = true
 //! max_entries_per_append = 1
 //! ablate = ["commit_old_term_by_count"]
 //! ```
@@ -154,6 +154,9 @@ struct RaftSection {
 struct PaxosSection {
     #[serde(default)]
     ablate: Vec<String>,
+    /// A checkpoint every this many applied slots (default: none), so that promises
+    /// can carry one (what `ignore_promised_checkpoint` is about).
+    checkpoint_every_slots: Option<u64>,
 }
 
 /// PBFT's rule switch (`prepare_quorum_2f`; the mutants are for tests only) and
@@ -289,7 +292,9 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
                 *rule = true;
                 true
             })?;
-            let config = PaxosConfig { ablate, ..PaxosConfig::default() };
+            let defaults = PaxosConfig::default();
+            let checkpoint_every_slots = file.paxos.checkpoint_every_slots.unwrap_or(defaults.checkpoint_every_slots);
+            let config = PaxosConfig { ablate, checkpoint_every_slots, ..defaults };
             (search(Explorer::<Paxos>::new(config, nodes, bounds), check, limits), &file.paxos.ablate)
         }
         CheckedProtocol::Pbft => {
