@@ -36,6 +36,11 @@
 //! subtrees below the first few levels are shared out among threads; the table is
 //! shared. Why not the `stateright` crate (the first engine): its breadth-first checker
 //! finds the shortest path only single-threaded, and keeps whole states in its queue.
+//!
+//! **Random walks** reach deeper runs than the exhaustive rounds; **guided** walks set
+//! out from runs that reached a new combination of the protocols' coverage marks. With
+//! **liveness** on, the last state of every run must also settle once the faults stop
+//! ([`Explorer::settles`]).
 
 use crate::protocols::LabProtocol;
 use dashmap::DashMap;
@@ -213,11 +218,34 @@ pub struct Explorer<P: Protocol> {
     /// The timers the search may fire, if not all (a safety search can leave out
     /// timers that only resend what was sent, like PBFT's retransmissions).
     pub fire_only: Option<Vec<P::Timer>>,
+    /// Bounded liveness ([`Explorer::with_liveness`]): every run's last state must
+    /// settle within this many rounds once the faults stop.
+    pub liveness_rounds: Option<usize>,
 }
 
 impl<P: Protocol> Explorer<P> {
     pub fn new(config: P::Config, nodes: u32, bounds: Bounds) -> Self {
-        Explorer { config, nodes, bounds, twins: Vec::new(), partitions: Vec::new(), fire_only: None }
+        Explorer {
+            config,
+            nodes,
+            bounds,
+            twins: Vec::new(),
+            partitions: Vec::new(),
+            fire_only: None,
+            liveness_rounds: None,
+        }
+    }
+
+    /// The same search judging liveness too (TigerBeetle's VOPR: a safety phase, then a
+    /// liveness phase): from the last state of every run — each leaf of the exhaustive
+    /// rounds, the end of each walk — the faults stop ([`Explorer::settles`]) and a
+    /// leader that a majority follows must emerge within `rounds` rounds.
+    /// Not with twins: a twinned identity is faulty for good, and PBFT's liveness with a
+    /// faulty replica rests on timing the abstract clock does not have.
+    pub fn with_liveness(mut self, rounds: usize) -> Self {
+        assert!(self.twins.is_empty(), "liveness is judged without twins");
+        self.liveness_rounds = Some(rounds);
+        self
     }
 
     /// The same search delivering messages in waves, under every split of the replica
@@ -239,6 +267,7 @@ impl<P: Protocol> Explorer<P> {
 
     /// The same search with `identities` twinned (each below `nodes`, each once).
     pub fn with_twins(mut self, identities: &[u32]) -> Self {
+        assert!(self.liveness_rounds.is_none() || identities.is_empty(), "liveness is judged without twins");
         for (i, identity) in identities.iter().enumerate() {
             assert!(*identity < self.nodes, "twin of n{identity} in a cluster of {}", self.nodes);
             assert!(!identities[..i].contains(identity), "n{identity} twinned twice");
@@ -513,6 +542,85 @@ impl<P: Explorable> Explorer<P> {
             .expect("a client sends what it is given")
     }
 
+    /// Whether some running replica leads and more than half of the replicas, itself
+    /// included, are in its epoch: enough to commit (for PBFT's 4 replicas, 3 = 2f + 1).
+    /// A replica left alone in a higher epoch does not count against it: PBFT's backup
+    /// that suspected a primary no one else suspects stays there until traffic it can
+    /// see moves it, and the cluster serves clients meanwhile.
+    fn led(&self, world: &World<P>) -> bool {
+        let running: Vec<&P> = world.replicas.iter().flatten().collect();
+        running.iter().any(|leader| {
+            leader.is_leader()
+                && running.iter().filter(|r| r.epoch() == leader.epoch()).count() * 2 > self.instances() as usize
+        })
+    }
+
+    /// The liveness phase from `world`: the faults stop — every crashed replica
+    /// restarts, and nothing in flight is lost any more — and the cluster runs under a
+    /// fair schedule of rounds. A round delivers every message in flight, in link order;
+    /// a round with none in flight fires every armed timer of the next replica in turn
+    /// that has one. Returns the rounds until some replica leads with more than half of
+    /// the replicas in its epoch, or why that did not happen within `rounds`.
+    pub fn settles(&self, world: &World<P>, rounds: usize) -> Result<usize, String> {
+        let mut world = world.clone();
+        for node in 0..self.instances() {
+            if world.replicas[node as usize].is_none() {
+                world = self.apply(&world, &Step::Restart { node });
+            }
+        }
+        let n = self.instances();
+        let mut turn = 0;
+        for round in 0..rounds {
+            if !world.is_safe() {
+                let broken: Vec<String> = world.checker.violations().iter().map(ToString::to_string).collect();
+                return Err(format!("after the faults stopped: {}", broken.join("; ")));
+            }
+            if self.led(&world) {
+                return Ok(round);
+            }
+            if world.links.iter().any(|link| !link.is_empty()) {
+                let mut in_flight = Vec::new();
+                for from in 0..n {
+                    for to in 0..n {
+                        let link = std::mem::take(&mut world.links[(from * n + to) as usize]);
+                        in_flight.extend(link.into_iter().map(|msg| (from, to, msg)));
+                    }
+                }
+                for (from, to, msg) in in_flight {
+                    self.step(&mut world, to, |p, ctx| p.on_message(ctx, NodeId(self.identity(from)), msg));
+                }
+                continue;
+            }
+            let fireable = |timer: &P::Timer| self.fire_only.as_ref().is_none_or(|only| only.contains(timer));
+            let Some(node) =
+                (0..n).map(|i| (turn + i) % n).find(|node| world.timers[*node as usize].iter().any(fireable))
+            else {
+                return Err(format!(
+                    "after the faults stopped, round {round}: no message in flight and no timer armed"
+                ));
+            };
+            turn = node + 1;
+            let timers: Vec<P::Timer> = world.timers[node as usize].iter().copied().filter(|t| fireable(t)).collect();
+            for timer in timers {
+                world = self.apply(&world, &Step::Fire { node, timer });
+            }
+        }
+        Err(format!("liveness: no replica led a majority within {rounds} rounds after the faults stopped"))
+    }
+
+    /// What is wrong with `world` as the last state of a run: the checker's safety
+    /// violations, or else, when liveness is judged, why the cluster did not settle.
+    pub fn judge(&self, world: &World<P>) -> Vec<String> {
+        let broken: Vec<String> = world.checker.violations().iter().map(ToString::to_string).collect();
+        if !broken.is_empty() {
+            return broken;
+        }
+        match self.liveness_rounds.map(|rounds| self.settles(world, rounds)) {
+            Some(Err(why)) => vec![why],
+            _ => Vec::new(),
+        }
+    }
+
     /// One step of a run taken from `world`, as a line a reader can follow.
     pub fn describe(&self, world: &World<P>, step: &Step<P::Timer>) -> String {
         let message = |from: u32, to: u32, position: usize| {
@@ -696,7 +804,7 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
                     if limits.walk_steps.is_some_and(|budget| walked >= budget) {
                         stop.store(true, Ordering::Relaxed);
                     }
-                    if !world.is_safe() {
+                    if !world.is_safe() || (explorer.liveness_rounds.is_some() && !explorer.judge(&world).is_empty()) {
                         let mut kept = found.lock().expect("unpoisoned");
                         kept.push(path);
                         if kept.len() >= limits.walks_kept.max(1) {
@@ -731,7 +839,7 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
         Some(path) => {
             result.max_depth = path.len();
             let (steps, end) = replay(explorer, &initial, &path).expect("a shrunk run replays");
-            let violations = end.checker.violations().iter().map(ToString::to_string).collect();
+            let violations = explorer.judge(&end);
             result.counterexample = Some((steps, violations));
             result.chart = Some(sequence_chart(explorer, &initial, &path));
         }
@@ -896,7 +1004,8 @@ pub fn replay<P: Explorable>(
             return Some((steps, world));
         }
     }
-    None
+    // A run that ends safe may still fail to settle.
+    (explorer.liveness_rounds.is_some() && !explorer.judge(&world).is_empty()).then_some((steps, world))
 }
 
 /// Remove steps one at a time, then two at a time, while what is left still breaks a
@@ -994,7 +1103,7 @@ pub fn explore_with<P: Explorable>(explorer: &Explorer<P>, limits: SearchLimits)
                 steps.push(explorer.describe(&world, step));
                 world = explorer.apply(&world, step);
             }
-            let violations = world.checker.violations().iter().map(ToString::to_string).collect();
+            let violations = explorer.judge(&world);
             result.max_depth = path.len();
             result.counterexample = Some((steps, violations));
             result.chart = Some(sequence_chart(explorer, &initial, &path));
@@ -1084,6 +1193,19 @@ fn dfs<P: Explorable>(
     }
     let left = bound - path.len();
     if left == 0 {
+        // Each state is judged once, at the shallowest depth it was found (the
+        // earlier rounds' bounds); a state seen before is not judged again.
+        let unseen = || match round.expanded.entry(world.fingerprint()) {
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(0);
+                true
+            }
+            dashmap::Entry::Occupied(_) => false,
+        };
+        if explorer.liveness_rounds.is_some() && unseen() && !explorer.judge(world).is_empty() {
+            round.found.lock().expect("unpoisoned").get_or_insert_with(|| path.clone());
+            round.stop.store(true, Ordering::Relaxed);
+        }
         return;
     }
     // Expanded before with at least as many steps left: nothing new below.

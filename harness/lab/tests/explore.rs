@@ -262,3 +262,42 @@ fn explore_paxos_from_env() {
         println!("{}\n{violations:?}", steps.join("\n"));
     }
 }
+
+/// One command, one crash and restart, two timer firings, 8 steps: the bounds of the
+/// liveness searches below.
+const SETTLING: Bounds =
+    Bounds { requests: 1, crashes: 1, reorderings: 0, duplicates: 0, timer_firings: 2, max_depth: 8 };
+
+/// Bounded liveness (issue 42 item 3): from the last state of every run within the
+/// bounds, once the faults stop (crashed replicas restart, nothing more is lost) and
+/// the cluster runs under a fair schedule, a leader that every replica follows emerges
+/// within 12 rounds; 11 are not enough for one of the 8-step runs, which the search
+/// finds at its own length. One thread: the same state count everywhere.
+#[test]
+fn raft_settles_within_12_rounds_after_the_faults_stop() {
+    let limits = SearchLimits { threads: 1, ..SearchLimits::default() };
+    let live = explore_with(&Explorer::<Raft>::new(raft(None), 3, SETTLING).with_liveness(12), limits);
+    report("raft, liveness within 12 rounds", &live);
+    assert_eq!((&live.counterexample, live.max_depth, live.timed_out), (&None, 8, false));
+    assert_eq!(live.unique_states, 86_569, "docs/model-checking.md's liveness table");
+    let short = explore_with(&Explorer::<Raft>::new(raft(None), 3, SETTLING).with_liveness(11), limits);
+    report("raft, liveness within 11 rounds", &short);
+    let (steps, why) = short.counterexample.expect("11 rounds are too few for some run");
+    assert_eq!(steps.len(), 8);
+    assert!(why[0].starts_with("liveness: no replica led a majority"), "{why:?}");
+}
+
+/// The same for Multi-Paxos: 11 rounds, and 10 are too few for an 8-step run.
+#[test]
+fn multi_paxos_settles_within_11_rounds_after_the_faults_stop() {
+    let limits = SearchLimits { threads: 1, ..SearchLimits::default() };
+    let live = explore_with(&Explorer::<Paxos>::new(paxos(false), 3, SETTLING).with_liveness(11), limits);
+    report("multi-paxos, liveness within 11 rounds", &live);
+    assert_eq!((&live.counterexample, live.max_depth, live.timed_out), (&None, 8, false));
+    assert_eq!(live.unique_states, 27_727, "docs/model-checking.md's liveness table");
+    let short = explore_with(&Explorer::<Paxos>::new(paxos(false), 3, SETTLING).with_liveness(10), limits);
+    report("multi-paxos, liveness within 10 rounds", &short);
+    let (steps, why) = short.counterexample.expect("10 rounds are too few for some run");
+    assert_eq!(steps.len(), 8);
+    assert!(why[0].starts_with("liveness: no replica led a majority"), "{why:?}");
+}
