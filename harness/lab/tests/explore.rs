@@ -5,7 +5,7 @@
 
 mod explorer_common;
 use explorer_common::{bounds_from_fields, figure_matches_the_docs, report};
-use qlab_lab::explore::{Bounds, Exploration, Explorer, SearchLimits, explore_with, random_walks};
+use qlab_lab::explore::{Bounds, Explorable, Exploration, Explorer, SearchLimits, explore_with, random_walks};
 use qlab_raft::{Raft, RaftAblations, RaftConfig};
 use std::time::Duration;
 
@@ -270,34 +270,30 @@ const SETTLING: Bounds =
 
 /// Bounded liveness (issue 42 item 3): from the last state of every run within the
 /// bounds, once the faults stop (crashed replicas restart, nothing more is lost) and
-/// the cluster runs under a fair schedule, a leader that every replica follows emerges
-/// within 12 rounds; 11 are not enough for one of the 8-step runs, which the search
-/// finds at its own length. One thread: the same state count everywhere.
-#[test]
-fn raft_settles_within_12_rounds_after_the_faults_stop() {
+/// the cluster runs under a fair schedule, a leader that a majority follows emerges
+/// within `rounds` rounds (`states` distinct states at the last depth, the number
+/// docs/model-checking.md's table gives); `rounds - 1` are not enough for one of the
+/// 8-step runs, which the search finds at its own length. One thread: the same state
+/// count everywhere.
+fn assert_settles_within<P: Explorable>(what: &str, explorer: impl Fn() -> Explorer<P>, rounds: usize, states: usize) {
     let limits = SearchLimits { threads: 1, ..SearchLimits::default() };
-    let live = explore_with(&Explorer::<Raft>::new(raft(None), 3, SETTLING).with_liveness(12), limits);
-    report("raft, liveness within 12 rounds", &live);
+    let live = explore_with(&explorer().with_liveness(rounds), limits);
+    report(&format!("{what}, liveness within {rounds} rounds"), &live);
     assert_eq!((&live.counterexample, live.max_depth, live.timed_out), (&None, 8, false));
-    assert_eq!(live.unique_states, 86_569, "docs/model-checking.md's liveness table");
-    let short = explore_with(&Explorer::<Raft>::new(raft(None), 3, SETTLING).with_liveness(11), limits);
-    report("raft, liveness within 11 rounds", &short);
-    let (steps, why) = short.counterexample.expect("11 rounds are too few for some run");
+    assert_eq!(live.unique_states, states, "docs/model-checking.md's liveness table");
+    let short = explore_with(&explorer().with_liveness(rounds - 1), limits);
+    report(&format!("{what}, liveness within {} rounds", rounds - 1), &short);
+    let (steps, why) = short.counterexample.expect("one round fewer is too few for some run");
     assert_eq!(steps.len(), 8);
     assert!(why[0].starts_with("liveness: no replica led a majority"), "{why:?}");
 }
 
-/// The same for Multi-Paxos: 11 rounds, and 10 are too few for an 8-step run.
+#[test]
+fn raft_settles_within_12_rounds_after_the_faults_stop() {
+    assert_settles_within("raft", || Explorer::<Raft>::new(raft(None), 3, SETTLING), 12, 86_569);
+}
+
 #[test]
 fn multi_paxos_settles_within_11_rounds_after_the_faults_stop() {
-    let limits = SearchLimits { threads: 1, ..SearchLimits::default() };
-    let live = explore_with(&Explorer::<Paxos>::new(paxos(false), 3, SETTLING).with_liveness(11), limits);
-    report("multi-paxos, liveness within 11 rounds", &live);
-    assert_eq!((&live.counterexample, live.max_depth, live.timed_out), (&None, 8, false));
-    assert_eq!(live.unique_states, 27_727, "docs/model-checking.md's liveness table");
-    let short = explore_with(&Explorer::<Paxos>::new(paxos(false), 3, SETTLING).with_liveness(10), limits);
-    report("multi-paxos, liveness within 10 rounds", &short);
-    let (steps, why) = short.counterexample.expect("10 rounds are too few for some run");
-    assert_eq!(steps.len(), 8);
-    assert!(why[0].starts_with("liveness: no replica led a majority"), "{why:?}");
+    assert_settles_within("multi-paxos", || Explorer::<Paxos>::new(paxos(false), 3, SETTLING), 11, 27_727);
 }
