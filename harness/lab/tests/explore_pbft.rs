@@ -118,30 +118,6 @@ fn pbft_with_twins_keeps_agreement_with_every_rule_on() {
     assert!(!found.timed_out && found.states >= 400_000, "the whole budget was walked: {found:?}");
 }
 
-/// The prepare rule (`prepare_quorum_2f`, the ablation experiment files can ask for):
-/// twins of the primary n0 pre-prepare two different requests at one sequence number,
-/// each prepares on the pre-prepare and one prepare, and the view change's O set takes
-/// the certificate of the request that did not commit: the new primary lacks a
-/// committed request (Leader Completeness).
-#[test]
-fn pbft_preparing_on_2f_statements_loses_a_committed_request_with_twins() {
-    let ablate = PbftAblations { prepare_quorum_2f: true, ..PbftAblations::default() };
-    let bounds = Bounds { requests: 2, crashes: 0, reorderings: 0, duplicates: 0, timer_firings: 3, max_depth: 16 };
-    let explorer = Explorer::<Pbft>::new(pbft(ablate), 4, bounds)
-        .with_twins(&[0])
-        .with_waves()
-        .firing_only(vec![PbftTimer::ViewChange]);
-    let found = random_walks(&explorer, 1, walks(400_000));
-    report("pbft, 2f prepare statements, twins of n0", &found);
-    let (steps, violations) = found.counterexample.clone().expect("a committed request lost");
-    assert!(violations.iter().any(|v| v.contains("leader-completeness") || v.contains("state-machine-safety")));
-    figure_matches_the_docs(
-        &found,
-        "pbft-prepare-quorum-2f",
-        &format!("PBFT preparing on 2f statements, twins of n0: {} steps", steps.len()),
-    );
-}
-
 /// Twins of n3, waves, view-change timers, six client commands: the bounds in which
 /// the guided walks look for the NEW-VIEW mutant (below).
 fn guided_search(ablate: PbftAblations) -> Explorer<Pbft> {

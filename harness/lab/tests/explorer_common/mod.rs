@@ -42,6 +42,7 @@ pub fn bounds_from_fields(fields: &[&str]) -> Bounds {
 }
 
 /// A search's size and time, and its counterexample if it found one, on standard output.
+#[allow(dead_code, reason = "each test binary uses what it needs")]
 pub fn report(what: &str, found: &Exploration) {
     println!(
         "{what}: {} states generated ({} distinct in the last round), depth {}{}, {:.1} s",
