@@ -593,8 +593,18 @@ impl SafetyChecker {
     /// variables), so two runs that reach the same replica states with different
     /// histories are not taken for one.
     pub fn history_fingerprint(&self) -> String {
-        let mut leaders: Vec<(&u64, &NodeId)> = self.leaders.iter().collect();
+        self.history_fingerprint_renamed(None)
+    }
+
+    /// [`SafetyChecker::history_fingerprint`] of the same history with every replica
+    /// renamed by `renaming` ([`qlab_core::symmetry`]), for a search that reduces by
+    /// symmetry: the histories of two renamed runs print alike.
+    pub fn history_fingerprint_renamed(&self, renaming: Option<&qlab_core::symmetry::Renaming>) -> String {
+        let rename = |node: NodeId| renaming.map_or(node, |r| r.of(node));
+        let mut leaders: Vec<(u64, NodeId)> =
+            self.leaders.iter().map(|(epoch, node)| (*epoch, rename(*node))).collect();
         leaders.sort();
+        let node_commits = renaming.map_or_else(|| self.node_commits.clone(), |r| r.table(&self.node_commits));
         let mut reported: Vec<&(Invariant, u64)> = self.reported.iter().collect();
         reported.sort();
         let reference = |r: &CommittedSlot| (r.digest, r.prefix_digest);
@@ -610,7 +620,7 @@ impl SafetyChecker {
             self.committed_before_epoch,
             self.highest_committed,
             self.dropped_below,
-            self.node_commits
+            node_commits
         )
     }
 }

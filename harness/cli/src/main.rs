@@ -100,6 +100,9 @@ enum Command {
         /// Write trace.txt and the counterexample's sequence.svg/png into DIR (missing or empty).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Replay this run (a steps.json that --out wrote, perhaps edited) instead of searching.
+        #[arg(long, value_name = "STEPS")]
+        replay: Option<PathBuf>,
     },
     /// Run one replica of a cluster file (real mode: QUIC with pinned mutual TLS).
     Node {
@@ -308,8 +311,8 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
             print_summary(&run_dir, &kinds)?;
             Ok(())
         }
-        Command::Check { file, out } => {
-            let outcome = qlab_lab::check::run_check(&file, out.as_deref())?;
+        Command::Check { file, out, replay } => {
+            let outcome = qlab_lab::check::run_check(&file, out.as_deref(), replay.as_deref())?;
             for line in &outcome.report {
                 say!("{line}");
             }

@@ -35,6 +35,39 @@ fn a_check_file_finds_its_counterexample_and_draws_it() {
     assert!(svg.contains("Multi-Paxos, without skip_phase1_values: 9 steps"), "the figure carries its title");
     assert!(dir.join("sequence.png").exists());
 
+    // The run, replayed from the steps.json it wrote: the same 9 steps, the same violation.
+    let check_file = root.join("checks/paxos-skip-phase1-values.toml");
+    let steps = dir.join("steps.json");
+    let replayed = run_ok(qlab().arg("check").arg(&check_file).arg("--replay").arg(&steps));
+    let replayed = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.contains("a replay of") && replayed.contains("violation in 9 steps"), "{replayed}");
+    let numbered = |text: &str| -> Vec<String> {
+        let is_step = |l: &&str| l.trim_start().split_once(". ").is_some_and(|(n, _)| n.parse::<u32>().is_ok());
+        text.lines().filter(is_step).map(String::from).collect()
+    };
+    assert_eq!(numbered(&replayed), numbered(&stdout), "the replay takes the search's steps");
+    assert_eq!(numbered(&stdout).len(), 9);
+    // Edited: without its last step the run breaks nothing, which the file did not expect.
+    let text = std::fs::read_to_string(&steps).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 11, "[, nine steps, ]: {text}");
+    lines.remove(9);
+    let shorter = out.path().join("shorter.json");
+    std::fs::write(&shorter, lines.join("\n").replace(",\n]", "\n]")).unwrap();
+    let output = qlab().arg("check").arg(&check_file).arg("--replay").arg(&shorter).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stdout_short = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout_short.contains("no violation in the 8 steps replayed"), "{stdout_short}");
+    // A step that the run cannot take is named.
+    let impossible = out.path().join("impossible.json");
+    std::fs::write(&impossible, "[{\"restart\":{\"node\":1}}]").unwrap();
+    let output = qlab().arg("check").arg(&check_file).arg("--replay").arg(&impossible).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("step 1 (Restart { node: 1 }) cannot be taken"),
+        "{output:?}"
+    );
+
     // The same directory again: refused, nothing touched.
     let again = qlab()
         .arg("check")
@@ -83,6 +116,17 @@ fn a_mistake_in_a_check_file_is_an_error_at_its_line_and_column() {
     let output = qlab().arg("check").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("{}:2:12:", path.display())) && stderr.contains("zab"), "{stderr}");
+
+    // Symmetry reduction where the protocol is not symmetric: refused at the setting.
+    std::fs::write(
+        &path,
+        "[check]\nprotocol = \"multi-paxos\"\nsearch = \"exhaustive\"\nexpect = \"none\"\nsymmetry = true\n",
+    )
+    .unwrap();
+    let output = qlab().arg("check").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("{}:5:1: symmetry: not here: Multi-Paxos orders", path.display())), "{stderr}");
 }
 
 /// PBFT from a file: twins of two replicas (f + 1) and waves break agreement with every

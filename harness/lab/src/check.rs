@@ -4,6 +4,8 @@
 //! message-sequence figure. A file says what it expects (`expect = "none"` for every
 //! rule on, `"violation"` for a rule switched off); a check whose outcome differs, or
 //! that ran out of time before deciding, is a failure the command's exit status carries.
+//! `--out` writes the run as `steps.json` too; `--replay` runs such a file's steps (as
+//! written, or edited) on the file's protocol and settings instead of searching.
 //!
 //! ```toml
 //! [check]
@@ -17,6 +19,7 @@
 //! guided = true                # walks only: set out from runs that reached new coverage marks
 //! twins = [1]                  # identities run as two honest instances (Byzantine)
 //! waves = true                 # deliver in waves under two-sided partitions
+//! symmetry = true              # exhaustive, Raft only: renamed states are one state
 //!
 //! [bounds]                     # each defaults to 0, max_depth to 12
 //! timer_firings = 6
@@ -29,7 +32,9 @@
 //! ```
 
 use crate::error::{LabError, Result};
-use crate::explore::{Bounds, Explorable, Exploration, Explorer, SearchLimits, explore_with, random_walks};
+use crate::explore::{
+    Bounds, Explorable, Exploration, Explorer, SearchLimits, Step, explore_with, random_walks, replay_run,
+};
 use crate::protocols::PBFT_KEY_SEED;
 use qlab_paxos::{Paxos, PaxosAblations, PaxosConfig};
 use qlab_pbft::{Pbft, PbftAblations, PbftConfig, PbftTimer};
@@ -73,6 +78,8 @@ struct CheckSection {
     waves: bool,
     #[serde(default)]
     guided: bool,
+    #[serde(default)]
+    symmetry: bool,
 }
 
 fn default_time_limit_s() -> u64 {
@@ -191,16 +198,42 @@ fn switch_off(
     }
 }
 
-/// `explorer` with the file's twins and waves, searched as the file says.
-fn search<P: Explorable>(explorer: Explorer<P>, check: &CheckSection, limits: SearchLimits) -> Exploration {
+/// A run to replay instead of a search: the steps file and its text.
+struct ReplayFile<'a> {
+    path: &'a Path,
+    text: String,
+}
+
+/// `explorer` with the file's twins and waves, searched as the file says, or the run
+/// in `replay` replayed.
+fn search<P: Explorable>(
+    explorer: Explorer<P>,
+    check: &CheckSection,
+    limits: SearchLimits,
+    replay: Option<&ReplayFile>,
+) -> Result<Exploration> {
     let mut explorer = explorer.with_twins(&check.twins);
     if check.waves {
         explorer = explorer.with_waves();
     }
-    match check.search {
+    if let Some(replay) = replay {
+        let steps: Vec<Step<P::Timer>> = serde_json::from_str(&replay.text).map_err(|e| LabError::Config {
+            path: replay.path.to_path_buf(),
+            line: e.line(),
+            // serde_json counts the column of an error at a line's end as 0.
+            column: e.column().max(1),
+            message: format!("not a run of {} steps: {e}", P::NAME),
+        })?;
+        return replay_run(&explorer, &steps)
+            .map_err(|why| LabError::Usage(format!("{}: {why}", replay.path.display())));
+    }
+    if check.symmetry {
+        explorer = explorer.with_symmetry();
+    }
+    Ok(match check.search {
         Search::Exhaustive => explore_with(&explorer, limits),
         Search::Walks => random_walks(&explorer, check.seed, limits),
-    }
+    })
 }
 
 /// What a check found, and whether that is what its file expected.
@@ -221,10 +254,20 @@ fn error_at(path: &Path, source: &str, field: &str, message: String) -> LabError
     LabError::Config { path: path.to_path_buf(), line, column, message }
 }
 
-/// Run the check in `path`; with `out`, write `trace.txt` and `sequence.svg`/`.png`
-/// there (a missing or empty directory: a check never writes over anything).
-pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
+/// Run the check in `path`; with `out`, write `trace.txt`, `steps.json` and
+/// `sequence.svg`/`.png` there (a missing or empty directory: a check never writes over
+/// anything). With `replay`, a `steps.json` (as `--out` wrote it, or edited), replay
+/// that run on the file's protocol and settings instead of searching.
+pub fn run_check(path: &Path, out: Option<&Path>, replay: Option<&Path>) -> Result<CheckOutcome> {
     let source = std::fs::read_to_string(path).map_err(|e| LabError::Io { path: path.to_path_buf(), source: e })?;
+    let replay = match replay {
+        Some(steps) => Some(ReplayFile {
+            path: steps,
+            text: std::fs::read_to_string(steps).map_err(|e| LabError::Io { path: steps.to_path_buf(), source: e })?,
+        }),
+        None => None,
+    };
+    let replay = replay.as_ref();
     let file: CheckFile = toml::from_str(&source).map_err(|e| {
         let (line, column) = e.span().map_or((1, 1), |s| line_column(&source, s.start));
         LabError::Config { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
@@ -261,6 +304,23 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
             return Err(error_at(path, &source, "twins", format!("twins: n{twin} {why}")));
         }
     }
+    if check.symmetry {
+        // Checked here, where the file's place can be named, not by the explorer's asserts.
+        let why = match (check.protocol, check.search) {
+            (CheckedProtocol::MultiPaxos, _) => {
+                Some("Multi-Paxos orders two proposers' ballots of one round by their ids")
+            }
+            (CheckedProtocol::Pbft, _) => {
+                Some("PBFT's primary of view v is replica v mod n, and its messages are signed")
+            }
+            (_, Search::Walks) => Some("only the exhaustive search keeps a table of states to reduce"),
+            _ if !check.twins.is_empty() => Some("a twinned replica is not like the others"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(error_at(path, &source, "symmetry", format!("symmetry: not here: {why}")));
+        }
+    }
     if let Some(threads) = check.threads {
         limits.threads = threads;
     }
@@ -277,7 +337,7 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
                 ablate,
                 ..defaults
             };
-            (search(Explorer::<Raft>::new(config, nodes, bounds), check, limits), &file.raft.ablate)
+            (search(Explorer::<Raft>::new(config, nodes, bounds), check, limits, replay)?, &file.raft.ablate)
         }
         CheckedProtocol::MultiPaxos => {
             let mut ablate = PaxosAblations::default();
@@ -295,7 +355,7 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
             let defaults = PaxosConfig::default();
             let checkpoint_every_slots = file.paxos.checkpoint_every_slots.unwrap_or(defaults.checkpoint_every_slots);
             let config = PaxosConfig { ablate, checkpoint_every_slots, ..defaults };
-            (search(Explorer::<Paxos>::new(config, nodes, bounds), check, limits), &file.paxos.ablate)
+            (search(Explorer::<Paxos>::new(config, nodes, bounds), check, limits, replay)?, &file.paxos.ablate)
         }
         CheckedProtocol::Pbft => {
             let mut ablate = PbftAblations::default();
@@ -309,7 +369,7 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
             if file.pbft.view_change_timers_only {
                 explorer = explorer.firing_only(vec![PbftTimer::ViewChange]);
             }
-            (search(explorer, check, limits), &file.pbft.ablate)
+            (search(explorer, check, limits, replay)?, &file.pbft.ablate)
         }
     };
     let protocol = match check.protocol {
@@ -323,8 +383,12 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
         format!(", twins of {}", check.twins.iter().map(|t| format!("n{t}")).collect::<Vec<_>>().join(" and "))
     };
     let waves = if check.waves { ", messages in waves" } else { "" };
+    let symmetry = if check.symmetry { ", states up to renaming of replicas" } else { "" };
     let rules = if rules.is_empty() { "every rule on".to_string() } else { format!("without {}", rules.join(", ")) };
     let search = match check.search {
+        _ if replay.is_some() => {
+            format!("a replay of {}", replay.map(|r| r.path.display().to_string()).unwrap_or_default())
+        }
         Search::Exhaustive => "exhaustive search (shortest first)".to_string(),
         Search::Walks if check.guided => {
             format!("random walks guided by coverage marks from seed {} (shrunk)", check.seed)
@@ -332,16 +396,24 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
         Search::Walks => format!("random walks from seed {} (shrunk)", check.seed),
     };
     let mut report = vec![format!(
-        "{protocol}, {nodes} replicas{twins}{waves}, {rules}; {search} within {} client puts, {} crashes, {} reorderings, {} duplicates, \
+        "{protocol}, {nodes} replicas{twins}{waves}{symmetry}, {rules}; {search} within {} client puts, {} crashes, {} reorderings, {} duplicates, \
          {} timer firings, {} steps",
         bounds.requests, bounds.crashes, bounds.reorderings, bounds.duplicates, bounds.timer_firings, bounds.max_depth
     )];
+    let distinct = match check.search {
+        Search::Exhaustive if replay.is_none() => {
+            format!("{} distinct states at the last bound, ", exploration.unique_states)
+        }
+        _ => String::new(),
+    };
+    let generated = if replay.is_some() { "steps replayed" } else { "states generated" };
     report.push(format!(
-        "{} states generated, {:.1} s; {}",
+        "{distinct}{} {generated}, {:.1} s; {}",
         exploration.states,
         exploration.seconds,
         match (&exploration.counterexample, check.search) {
             (Some(_), _) => format!("violation in {} steps", exploration.max_depth),
+            (None, _) if replay.is_some() => format!("no violation in the {} steps replayed", exploration.max_depth),
             (None, _) if exploration.timed_out => {
                 format!("inconclusive: the time limit came first (no violation within {} steps)", exploration.max_depth)
             }
@@ -379,6 +451,11 @@ pub fn run_check(path: &Path, out: Option<&Path>) -> Result<CheckOutcome> {
         std::fs::write(&trace, report.join("\n") + "\n")
             .map_err(|e| LabError::Io { path: trace.clone(), source: e })?;
         written.push(trace);
+        if let Some(run) = &exploration.run {
+            let steps = dir.join("steps.json");
+            std::fs::write(&steps, run).map_err(|e| LabError::Io { path: steps.clone(), source: e })?;
+            written.push(steps);
+        }
         if let Some(chart) = &exploration.chart {
             let mut chart = chart.clone();
             chart.title = format!("{protocol}, {rules}: {} steps", exploration.max_depth);

@@ -46,12 +46,14 @@ use crate::protocols::LabProtocol;
 use dashmap::DashMap;
 use qlab_check::SafetyChecker;
 use qlab_core::Mark as CoverageMark;
+use qlab_core::symmetry::{Renaming, Symmetry};
 use qlab_core::{
     Action, Client, ClientAction, ClientId, ClientOutbox, Context, NodeId, Observation, Op, Outbox, Protocol, Request,
 };
 use qlab_report::sequence::{Mark, SequenceChart, SequenceEvent};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::Mutex;
@@ -102,19 +104,59 @@ where
 {
     /// The state printed in one canonical order (every collection in it is ordered).
     fn write_canonical(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        self.write_parts(
+            out,
+            &self.replicas,
+            &self.disks,
+            &self.links,
+            &self.timers,
+            &self.checker.history_fingerprint(),
+        )
+    }
+
+    /// The state with every replica renamed by `renaming`, printed as
+    /// [`World::write_canonical`] prints a state. Replica `i`'s state, disk, timers and
+    /// links move to its new name, and everything in them that names a replica is
+    /// renamed by the protocol's `symmetry`.
+    fn write_renamed(
+        &self,
+        out: &mut impl std::fmt::Write,
+        symmetry: &Symmetry<P>,
+        renaming: &Renaming,
+    ) -> std::fmt::Result {
+        let n = self.replicas.len();
+        let at = |i: usize| renaming.of(NodeId(i as u32)).0 as usize;
+        // Built, not `vec![x; n]`: the states need not be `Clone` here.
+        let mut replicas: Vec<Option<P>> = (0..n).map(|_| None).collect();
+        let mut disks: Vec<Vec<P::Record>> = (0..n).map(|_| Vec::new()).collect();
+        let mut timers: Vec<BTreeSet<P::Timer>> = (0..n).map(|_| BTreeSet::new()).collect();
+        let mut links: Vec<Vec<P::Message>> = (0..n * n).map(|_| Vec::new()).collect();
+        for i in 0..n {
+            replicas[at(i)] = self.replicas[i].as_ref().map(|replica| (symmetry.replica)(replica, renaming));
+            disks[at(i)] = self.disks[i].iter().map(|record| (symmetry.record)(record, renaming)).collect();
+            timers[at(i)] = self.timers[i].clone();
+            for to in 0..n {
+                links[at(i) * n + at(to)] =
+                    self.links[i * n + to].iter().map(|message| (symmetry.message)(message, renaming)).collect();
+            }
+        }
+        let history = self.checker.history_fingerprint_renamed(Some(renaming));
+        self.write_parts(out, &replicas, &disks, &links, &timers, &history)
+    }
+
+    fn write_parts(
+        &self,
+        out: &mut impl std::fmt::Write,
+        replicas: &[Option<P>],
+        disks: &[Vec<P::Record>],
+        links: &[Vec<P::Message>],
+        timers: &[BTreeSet<P::Timer>],
+        history: &str,
+    ) -> std::fmt::Result {
         write!(
             out,
-            "{:?}|{:?}|{:?}|{:?}|{} {} {} {} {}|{}",
-            self.replicas,
-            self.disks,
-            self.links,
-            self.timers,
-            self.requests_left,
-            self.crashes_left,
-            self.reorderings_left,
-            self.duplicates_left,
-            self.timer_firings,
-            self.checker.history_fingerprint()
+            "{replicas:?}|{disks:?}|{links:?}|{timers:?}|{} {} {} {} {}|{history}",
+            self.requests_left, self.crashes_left, self.reorderings_left, self.duplicates_left, self.timer_firings,
         )
     }
 
@@ -122,12 +164,21 @@ where
     /// into one reused buffer per thread (hashing the text piece by piece as the
     /// formatter produces it cost a third of the search's time).
     pub fn fingerprint(&self) -> u64 {
+        Self::hash_rendering(|text| self.write_canonical(text))
+    }
+
+    /// The fingerprint of the state with its replicas renamed by `renaming`.
+    pub fn renamed_fingerprint(&self, symmetry: &Symmetry<P>, renaming: &Renaming) -> u64 {
+        Self::hash_rendering(|text| self.write_renamed(text, symmetry, renaming))
+    }
+
+    fn hash_rendering(render: impl FnOnce(&mut String) -> std::fmt::Result) -> u64 {
         thread_local! {
             static RENDERING: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
         RENDERING.with_borrow_mut(|text| {
             text.clear();
-            self.write_canonical(text).expect("writing to a string cannot fail");
+            render(text).expect("writing to a string cannot fail");
             let hash = blake3::hash(text.as_bytes());
             u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
         })
@@ -153,8 +204,11 @@ where
     }
 }
 
-/// One step of a run. A message is named by its link and its place on the link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// One step of a run. A message is named by its link and its place on the link. A run
+/// is written as a JSON list of steps (`steps.json`, [`Exploration::run`]), which
+/// `qlab check FILE --replay` replays: a reader may edit it to ask "and without this step?".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Step<T> {
     /// Deliver the message; the ones sent before it on its link are lost.
     Deliver {
@@ -221,6 +275,9 @@ pub struct Explorer<P: Protocol> {
     /// Bounded liveness ([`Explorer::with_liveness`]): every run's last state must
     /// settle within this many rounds once the faults stop.
     pub liveness_rounds: Option<usize>,
+    /// Symmetry reduction ([`Explorer::with_symmetry`]): the protocol's renaming and
+    /// every renaming of the cluster (the identity first).
+    pub symmetry: Option<(Symmetry<P>, Vec<Renaming>)>,
 }
 
 impl<P: Protocol> Explorer<P> {
@@ -233,6 +290,7 @@ impl<P: Protocol> Explorer<P> {
             partitions: Vec::new(),
             fire_only: None,
             liveness_rounds: None,
+            symmetry: None,
         }
     }
 
@@ -244,6 +302,7 @@ impl<P: Protocol> Explorer<P> {
     /// faulty replica rests on timing the abstract clock does not have.
     pub fn with_liveness(mut self, rounds: usize) -> Self {
         assert!(self.twins.is_empty(), "liveness is judged without twins");
+        assert!(self.symmetry.is_none(), "liveness is judged without symmetry reduction");
         self.liveness_rounds = Some(rounds);
         self
     }
@@ -268,6 +327,7 @@ impl<P: Protocol> Explorer<P> {
     /// The same search with `identities` twinned (each below `nodes`, each once).
     pub fn with_twins(mut self, identities: &[u32]) -> Self {
         assert!(self.liveness_rounds.is_none() || identities.is_empty(), "liveness is judged without twins");
+        assert!(self.symmetry.is_none() || identities.is_empty(), "twins break the symmetry between replicas");
         for (i, identity) in identities.iter().enumerate() {
             assert!(*identity < self.nodes, "twin of n{identity} in a cluster of {}", self.nodes);
             assert!(!identities[..i].contains(identity), "n{identity} twinned twice");
@@ -297,8 +357,12 @@ impl<P: Protocol> Explorer<P> {
 /// search submits (PBFT replicas refuse an unsigned request).
 pub trait Explorable:
     LabProtocol
-    + Protocol<Message: Send + Sync, Record: Debug + Send + Sync, Timer: Send + Sync, Config: Send + Sync>
-    + Clone
+    + Protocol<
+        Message: Send + Sync,
+        Record: Debug + Send + Sync,
+        Timer: Send + Sync + Serialize + serde::de::DeserializeOwned,
+        Config: Send + Sync,
+    > + Clone
     + Debug
     + Send
     + Sync
@@ -308,13 +372,49 @@ pub trait Explorable:
 
 impl<P> Explorable for P where
     P: LabProtocol
-        + Protocol<Message: Send + Sync, Record: Debug + Send + Sync, Timer: Send + Sync, Config: Send + Sync>
-        + Clone
+        + Protocol<
+            Message: Send + Sync,
+            Record: Debug + Send + Sync,
+            Timer: Send + Sync + Serialize + serde::de::DeserializeOwned,
+            Config: Send + Sync,
+        > + Clone
         + Debug
         + Send
         + Sync
         + 'static
 {
+}
+
+impl<P: Explorable> Explorer<P> {
+    /// The same search reducing by symmetry ([`qlab_core::symmetry`]): two states that
+    /// differ only in the replicas' names are one state, so the exhaustive rounds expand
+    /// one state of each class (up to `n!` fewer). A state's fingerprint is the least of
+    /// its renamings' fingerprints. The runs the search reports are still real runs
+    /// (each step taken as the search took it); only the table of states seen is
+    /// shared between renamed states, so the shortest counterexample keeps its length.
+    /// Only for a protocol that offers a renaming ([`LabProtocol::symmetry`]), and not
+    /// with twins (a twinned replica is not like the others) or with liveness (the fair
+    /// rounds of [`Explorer::settles`] visit replicas in the order of their names).
+    pub fn with_symmetry(mut self) -> Self {
+        let symmetry = P::symmetry().unwrap_or_else(|| panic!("{} offers no renaming of its replicas", P::NAME));
+        assert!(self.twins.is_empty(), "twins break the symmetry between replicas");
+        assert!(self.liveness_rounds.is_none(), "liveness is judged without symmetry reduction");
+        self.symmetry = Some((symmetry, Renaming::all(self.nodes)));
+        self
+    }
+
+    /// The key of `world` in the table of states seen: its fingerprint, or with
+    /// symmetry reduction the least fingerprint of its renamings.
+    pub fn fingerprint(&self, world: &World<P>) -> u64 {
+        match &self.symmetry {
+            None => world.fingerprint(),
+            Some((symmetry, renamings)) => renamings
+                .iter()
+                .map(|renaming| world.renamed_fingerprint(symmetry, renaming))
+                .min()
+                .expect("at least the identity"),
+        }
+    }
 }
 
 /// Each timer firing moves the clock on by this much: more than any timeout.
@@ -672,6 +772,9 @@ pub struct Exploration {
     pub counterexample: Option<(Vec<String>, Vec<String>)>,
     /// The same run as a message-sequence figure ([`qlab_report::sequence`]).
     pub chart: Option<SequenceChart>,
+    /// The same run as a JSON list of [`Step`]s, one per line: what `qlab check
+    /// --replay` takes.
+    pub run: Option<String>,
     /// Whether the time limit cut the search short: then nothing is claimed beyond `max_depth`.
     pub timed_out: bool,
     pub seconds: f64,
@@ -825,6 +928,7 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
         max_depth: explorer.bounds.max_depth,
         counterexample: None,
         chart: None,
+        run: None,
         timed_out: false,
         seconds: 0.0,
         coverage: coverage.into_inner().expect("no thread panicked holding it"),
@@ -842,6 +946,7 @@ pub fn random_walks<P: Explorable>(explorer: &Explorer<P>, seed: u64, limits: Se
             let violations = explorer.judge(&end);
             result.counterexample = Some((steps, violations));
             result.chart = Some(sequence_chart(explorer, &initial, &path));
+            result.run = Some(run_json(&path));
         }
         // Nothing found: cut short by the clock unless the step budget was spent.
         None => result.timed_out = limits.walk_steps.is_none_or(|budget| result.states < budget),
@@ -984,6 +1089,12 @@ fn kind<T>(step: &Step<T>) -> usize {
     }
 }
 
+/// A run as JSON, one step per line (so a reader can delete a line to drop a step).
+pub fn run_json<T: Serialize>(path: &[Step<T>]) -> String {
+    let lines: Vec<String> = path.iter().map(|step| serde_json::to_string(step).expect("a step serializes")).collect();
+    format!("[\n{}\n]\n", lines.join(",\n"))
+}
+
 /// Replay `path` from `initial`, stopping at the first violation: each step's
 /// description and the state reached, or `None` when a step cannot be taken (its
 /// message, timer or replica is not there) or no rule is broken.
@@ -1006,6 +1117,46 @@ pub fn replay<P: Explorable>(
     }
     // A run that ends safe may still fail to settle.
     (explorer.liveness_rounds.is_some() && !explorer.judge(&world).is_empty()).then_some((steps, world))
+}
+
+/// Replay a run given step by step (a `steps.json`, perhaps edited) from the initial
+/// state, as the search would have taken it: the run's outcome as an [`Exploration`]
+/// of one run, or which step cannot be taken (its message, timer or replica is not
+/// there in the state the steps before it reached). The run stops at the first
+/// violation, as a run of the search does; steps after it are an error too.
+pub fn replay_run<P: Explorable>(explorer: &Explorer<P>, path: &[Step<P::Timer>]) -> Result<Exploration, String> {
+    let started = Instant::now();
+    let initial = explorer.initial();
+    let mut world = initial.clone();
+    let mut steps = Vec::new();
+    let mut coverage = no_coverage::<P>();
+    for (i, step) in path.iter().enumerate() {
+        if !world.is_safe() {
+            return Err(format!("step {} comes after the run already broke a rule at step {i}", i + 1));
+        }
+        if !explorer.steps(&world).contains(step) {
+            return Err(format!(
+                "step {} ({step:?}) cannot be taken: not possible in the state the steps before it reached",
+                i + 1
+            ));
+        }
+        steps.push(explorer.describe(&world, step));
+        world = explorer.apply(&world, step);
+        count_marks(&mut coverage, &world);
+    }
+    let violations = explorer.judge(&world);
+    let broken = !violations.is_empty();
+    Ok(Exploration {
+        unique_states: 0,
+        states: path.len(),
+        max_depth: path.len(),
+        counterexample: broken.then_some((steps, violations)),
+        chart: broken.then(|| sequence_chart(explorer, &initial, path)),
+        run: broken.then(|| run_json(path)),
+        timed_out: false,
+        seconds: started.elapsed().as_secs_f64(),
+        coverage,
+    })
 }
 
 /// Remove steps one at a time, then two at a time, while what is left still breaks a
@@ -1070,6 +1221,7 @@ pub fn explore_with<P: Explorable>(explorer: &Explorer<P>, limits: SearchLimits)
         max_depth: 0,
         counterexample: None,
         chart: None,
+        run: None,
         timed_out: false,
         seconds: 0.0,
         coverage: no_coverage::<P>(),
@@ -1107,6 +1259,7 @@ pub fn explore_with<P: Explorable>(explorer: &Explorer<P>, limits: SearchLimits)
             result.max_depth = path.len();
             result.counterexample = Some((steps, violations));
             result.chart = Some(sequence_chart(explorer, &initial, &path));
+            result.run = Some(run_json(&path));
             break;
         }
         if Instant::now() >= round.deadline {
@@ -1136,10 +1289,11 @@ fn search_round<P: Explorable>(
         let mut next = Vec::new();
         for (world, path) in subtrees {
             let left = (bound - path.len()) as u16;
-            if round.expanded.get(&world.fingerprint()).is_some_and(|seen| *seen >= left) {
+            let fingerprint = explorer.fingerprint(&world);
+            if round.expanded.get(&fingerprint).is_some_and(|seen| *seen >= left) {
                 continue;
             }
-            round.expanded.insert(world.fingerprint(), left);
+            round.expanded.insert(fingerprint, left);
             if !world.is_safe() {
                 round.found.lock().expect("unpoisoned").get_or_insert(path);
                 round.stop.store(true, Ordering::Relaxed);
@@ -1195,7 +1349,7 @@ fn dfs<P: Explorable>(
     if left == 0 {
         // Each state is judged once, at the shallowest depth it was found (the
         // earlier rounds' bounds); a state seen before is not judged again.
-        let unseen = || match round.expanded.entry(world.fingerprint()) {
+        let unseen = || match round.expanded.entry(explorer.fingerprint(world)) {
             dashmap::Entry::Vacant(slot) => {
                 slot.insert(0);
                 true
@@ -1209,7 +1363,7 @@ fn dfs<P: Explorable>(
         return;
     }
     // Expanded before with at least as many steps left: nothing new below.
-    let fingerprint = world.fingerprint();
+    let fingerprint = explorer.fingerprint(world);
     let left_u16 = left as u16;
     match round.expanded.entry(fingerprint) {
         dashmap::Entry::Occupied(mut seen) => {

@@ -8,6 +8,7 @@ use crate::config::{DEFAULT_BATCH, Experiment, ExperimentFile, Point};
 use qlab_core::adversary::{Adversary, AttackParams, GenericAttack};
 use qlab_core::leader_client::LeaderClient;
 use qlab_core::reads::ReadMode;
+use qlab_core::symmetry::Symmetry;
 use qlab_core::{Client, ClientId, Nanos, Protocol};
 use qlab_paxos::{Paxos, PaxosConfig, PaxosTimer};
 use qlab_pbft::{Pbft, PbftClient, PbftConfig};
@@ -89,6 +90,13 @@ pub trait LabProtocol:
     fn install_node_secret(_config: &mut Self::Config, id: u32, _secret: &[u8]) -> std::result::Result<(), String> {
         Err(format!("{} uses no signing key, but node {id} has one", Self::NAME))
     }
+    /// How to rename its replicas, if renaming them changes nothing but their names
+    /// ([`qlab_core::symmetry`]): what lets the explorer reduce by symmetry. `None` for a
+    /// protocol whose rules tell replicas apart (ballots ordered by proposer id, a
+    /// primary chosen by number, signed messages).
+    fn symmetry() -> Option<Symmetry<Self>> {
+        None
+    }
 }
 
 /// `P`'s own sections of `file`, as [`read_sections`] read them (the defaults for a
@@ -135,6 +143,16 @@ impl LabProtocol for Raft {
 
     fn attack(name: &str, params: &AttackParams) -> Option<Self::Attack> {
         qlab_raft::attacks::RaftAttack::from_name(name, params)
+    }
+
+    /// Raft never compares replicas' ids, and its messages name no replica (the
+    /// sender is the link's).
+    fn symmetry() -> Option<Symmetry<Self>> {
+        Some(Symmetry {
+            replica: Raft::renamed,
+            record: qlab_raft::Record::renamed,
+            message: |message, _| message.clone(),
+        })
     }
 
     /// The point's timing and batching; `[raft]`'s knobs.

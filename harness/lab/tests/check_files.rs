@@ -30,7 +30,7 @@ fn every_check_file_finds_what_it_expects() {
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
         assert!(docs.contains(&format!("`checks/{name}`")), "docs/model-checking.md's table lacks {name}");
-        let outcome = run_check(file, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let outcome = run_check(file, None, None).unwrap_or_else(|e| panic!("{name}: {e}"));
         println!("{name}:\n  {}", outcome.report.join("\n  "));
         if !outcome.as_expected {
             failed.push(name.clone());

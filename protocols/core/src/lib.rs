@@ -21,7 +21,8 @@
 //! the leader-based protocols offer besides reading through the log ([`reads`]), and the
 //! quorum arithmetic every leader counts acknowledgements with ([`quorum`]), and the rule
 //! by which a restart keeps or refuses a damaged log, which both drivers follow
-//! ([`durability`]).
+//! ([`durability`]), and the renaming of replicas a state-space search reduces by
+//! ([`symmetry`]).
 
 pub mod adversary;
 pub mod digest;
@@ -30,6 +31,7 @@ pub mod kv;
 pub mod leader_client;
 pub mod quorum;
 pub mod reads;
+pub mod symmetry;
 pub mod wire;
 
 use rand_chacha::ChaCha8Rng;

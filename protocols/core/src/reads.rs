@@ -129,6 +129,11 @@ pub struct LeaderReads {
 }
 
 impl LeaderReads {
+    /// The same reads held by the leader renamed by `renaming` ([`crate::symmetry`]).
+    pub fn renamed(&self, renaming: &crate::symmetry::Renaming) -> Self {
+        LeaderReads { me: renaming.of(self.me), acked: renaming.table(&self.acked), ..self.clone() }
+    }
+
     /// A new term: reads wait until `term_start_index` is committed.
     pub fn new(me: NodeId, nodes: u32, lease_ns: Nanos, term_start_index: u64) -> Self {
         LeaderReads {

@@ -278,7 +278,7 @@ pub enum Record {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PaxosTimer {
     /// Follower or candidate: no leader heard from; start (another) phase 1.
     LeaderTimeout,

@@ -254,7 +254,7 @@ pub enum Record {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PbftTimer {
     /// Waiting for a request to execute, or for a new view to arrive.
     ViewChange,

@@ -117,6 +117,7 @@ mod types;
 
 use qlab_core::quorum::quorum_value;
 use qlab_core::reads::{LeaderReads, ReadMode, lease_ns, local_read};
+use qlab_core::symmetry::Renaming;
 use qlab_core::{
     AdminCommand, Context, Digest, Event, KvStore, Nanos, NodeId, Op, Protocol, Reply, ReplyBody, Request, majority, ms,
 };
@@ -130,7 +131,7 @@ pub use types::*;
 use snapshot::decode_state;
 
 /// Per-follower replication progress, kept by the leader.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Progress {
     next_index: Index,
     match_index: Index,
@@ -202,6 +203,74 @@ pub struct Raft {
 }
 
 impl Raft {
+    /// This replica as it would be had every replica `i` of the cluster been named
+    /// `renaming.of(i)` ([`qlab_core::symmetry`]): Raft's rules never compare node ids,
+    /// so the renamed cluster runs exactly as this one, renamed. Every field is named
+    /// here, so a field added later cannot be forgotten.
+    pub fn renamed(&self, renaming: &Renaming) -> Raft {
+        let Raft {
+            id,
+            nodes,
+            config,
+            role,
+            current_term,
+            voted_for,
+            log,
+            prefix_digests,
+            entry_digests,
+            snapshot,
+            snapshot_state,
+            applied_bytes_since_snapshot,
+            incoming_snapshot,
+            snapshots_taken,
+            snapshots_installed,
+            commit_index,
+            last_applied,
+            kv,
+            leader,
+            leader_known_term,
+            votes_granted,
+            leader_heard_at,
+            transfer,
+            progress,
+            appended_requests,
+            pending_commands,
+            reads,
+            vote_guard_until,
+        } = self;
+        let rename = |node: &NodeId| renaming.of(*node);
+        Raft {
+            id: rename(id),
+            nodes: *nodes,
+            config: config.clone(),
+            role: *role,
+            current_term: *current_term,
+            voted_for: voted_for.as_ref().map(rename),
+            log: log.clone(),
+            prefix_digests: prefix_digests.clone(),
+            entry_digests: entry_digests.clone(),
+            snapshot: *snapshot,
+            snapshot_state: snapshot_state.clone(),
+            applied_bytes_since_snapshot: *applied_bytes_since_snapshot,
+            incoming_snapshot: incoming_snapshot.clone(),
+            snapshots_taken: *snapshots_taken,
+            snapshots_installed: *snapshots_installed,
+            commit_index: *commit_index,
+            last_applied: *last_applied,
+            kv: kv.clone(),
+            leader: leader.as_ref().map(rename),
+            leader_known_term: *leader_known_term,
+            votes_granted: renaming.table(votes_granted),
+            leader_heard_at: *leader_heard_at,
+            transfer: transfer.map(|(to, until)| (rename(&to), until)),
+            progress: renaming.table(progress),
+            appended_requests: appended_requests.clone(),
+            pending_commands: pending_commands.clone(),
+            reads: reads.as_ref().map(|reads| reads.renamed(renaming)),
+            vote_guard_until: *vote_guard_until,
+        }
+    }
+
     pub fn role(&self) -> Role {
         self.role
     }

@@ -343,7 +343,27 @@ pub enum Record {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+impl Record {
+    /// The record as the replica renamed by `renaming` would have written it
+    /// ([`Raft::renamed`](crate::Raft::renamed)); only a vote names a replica.
+    pub fn renamed(&self, renaming: &qlab_core::symmetry::Renaming) -> Record {
+        match self {
+            Record::HardState { term, voted_for } => {
+                Record::HardState { term: *term, voted_for: voted_for.map(|node| renaming.of(node)) }
+            }
+            Record::Snapshot { term, voted_for, meta, state, entries } => Record::Snapshot {
+                term: *term,
+                voted_for: voted_for.map(|node| renaming.of(node)),
+                meta: *meta,
+                state: state.clone(),
+                entries: entries.clone(),
+            },
+            Record::Append { .. } | Record::Truncate { .. } => self.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum RaftTimer {
     Election,
     Heartbeat,
