@@ -10,7 +10,7 @@ use qlab_pbft::Pbft;
 const SEEDS: u64 = 1_000;
 /// Fewer at n = 7, where a seed costs about three times as much (its signatures grow
 /// with n²): the CI budget is 25 minutes on 2 cores, and these sweeps are most of it.
-const SEEDS_7: u64 = 600;
+const SEEDS_7: u64 = 400;
 
 /// At most f replicas faulty at a time (what PBFT assumes). PBFT's liveness rests on
 /// eventual synchrony with view-change timeouts that double while no view makes
@@ -43,12 +43,12 @@ fn pbft_4_nodes_survives_1000_chaos_seeds() {
 
 /// The 7-node sweep is split in two so the test runner spreads it over both cores.
 #[test]
-fn pbft_7_nodes_survives_600_chaos_seeds_first_half() {
+fn pbft_7_nodes_survives_400_chaos_seeds_first_half() {
     check(7, 0..SEEDS_7 / 2);
 }
 
 #[test]
-fn pbft_7_nodes_survives_600_chaos_seeds_second_half() {
+fn pbft_7_nodes_survives_400_chaos_seeds_second_half() {
     check(7, SEEDS_7 / 2..SEEDS_7);
 }
 
