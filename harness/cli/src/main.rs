@@ -18,8 +18,17 @@ struct Cli {
 enum Command {
     /// Run an experiment file; writes results/<experiment>/<run-id>/ (or --out DIR).
     Run {
-        /// The experiment TOML file.
-        file: PathBuf,
+        /// The experiment TOML file (not with --resume, which reads the run's own copy).
+        #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+        file: Option<PathBuf>,
+        /// Run only every N-th trial from K (trial numbers and seeds unchanged), for
+        /// `qlab merge` to join with the other shards.
+        #[arg(long, value_name = "K/N", conflicts_with = "resume")]
+        shard: Option<String>,
+        /// Take up an interrupted or killed run: run only the trials its trials.csv has
+        /// no row for, and append theirs.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "seed"])]
+        resume: Option<PathBuf>,
         /// Use DIR as the run directory (missing or empty, unless --force).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -33,6 +42,15 @@ enum Command {
         /// Trials run in parallel (default: number of cores).
         #[arg(long, value_name = "N")]
         jobs: Option<usize>,
+    },
+    /// Join the shards of one run (`qlab run --shard K/N`) into one run directory.
+    Merge {
+        /// The shards' run directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the merged run goes (missing or empty; default results/<experiment>/<run-id>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Redraw every figure of a run (and its summary) from its trials.csv alone.
     Plot {
@@ -147,7 +165,7 @@ macro_rules! say {
 
 fn execute(command: Command) -> qlab_lab::Result<()> {
     match command {
-        Command::Run { file, out, force, seed, jobs } => {
+        Command::Run { file, shard, resume, out, force, seed, jobs } => {
             ctrlc::set_handler(|| {
                 if run::on_stop_signal() {
                     eprintln!(
@@ -170,54 +188,36 @@ fn execute(command: Command) -> qlab_lab::Result<()> {
                 command: std::env::args().collect(),
                 node_binary: None,
                 kinds: Registry::builtin(),
+                shard: shard
+                    .as_deref()
+                    .map(qlab_lab::results::Shard::parse)
+                    .transpose()
+                    .map_err(qlab_lab::LabError::Usage)?,
             };
-            let report = run::run_experiment(&file, &options)?;
+            let report = match (&file, &resume) {
+                (_, Some(dir)) => run::resume_run(dir, &options)?,
+                (Some(file), None) => run::run_experiment(file, &options)?,
+                (None, None) => unreachable!("clap requires a file or --resume"),
+            };
             say!("{} trials in {:.1} s -> {}", report.trials, report.wall_seconds, report.run_dir.display());
-            print_summary(&report.run_dir, &Registry::builtin())?;
-            for figure in &report.figures {
-                say!("figure: {}", figure.display());
+            if let Some(shard) = &options.shard {
+                say!("shard {shard} of the run: `qlab merge` joins it with the other shards");
             }
-            if report.failed_trials > 0 {
+            report_run(&report)
+        }
+        Command::Merge { dirs, out } => {
+            let merged = run::merge_runs(&dirs, out.as_deref(), &Registry::builtin(), std::env::args().collect())?;
+            let report = &merged.report;
+            say!("{} trials from {} runs -> {}", report.trials, dirs.len(), report.run_dir.display());
+            if !merged.missing.is_empty() {
                 say!(
-                    "{} of {} trial(s) could not run; their rows in {} say why (violations column)",
-                    report.failed_trials,
-                    report.trials,
-                    report.run_dir.join("trials.csv").display()
+                    "MISSING: {} of {} trials are in none of these runs: {}",
+                    merged.missing.len(),
+                    report.trials_planned,
+                    ranges(&merged.missing)
                 );
             }
-            if report.unsafe_trials > 0 {
-                // Real-mode trials do not replay: their rows are all there is.
-                let replay = if report.unsafe_trials_replayable > 0 {
-                    format!("; replay one with `qlab replay {} --trial K`", report.run_dir.display())
-                } else {
-                    String::new()
-                };
-                say!(
-                    "SAFETY: {} trial(s) violated an invariant; see the safety and violations columns of {}{replay}",
-                    report.unsafe_trials,
-                    report.run_dir.join("trials.csv").display(),
-                );
-            } else if report.inconclusive_trials > 0 {
-                // A checker that gave up proved nothing: those trials are not called ok.
-                say!(
-                    "safety: no violation found, but {} trial(s) inconclusive (a checker gave up; safety column \
-                     `inconclusive` in {})",
-                    report.inconclusive_trials,
-                    report.run_dir.join("trials.csv").display()
-                );
-            } else if report.failed_trials == 0 {
-                say!("safety: every trial ok");
-            } else if report.failed_trials < report.trials {
-                say!("safety: every trial that ran was ok");
-            }
-            if let Some(partial) = &report.partial {
-                say!("PARTIAL: {partial} (meta.json says so; `qlab plot` and `qlab compare` will too)");
-                std::process::exit(130);
-            }
-            if report.failed_trials == report.trials && report.trials > 0 {
-                return Err(qlab_lab::LabError::Usage("no trial could run".into()));
-            }
-            Ok(())
+            report_run(report)
         }
         Command::Compare { a, b, out } => {
             let out = out.unwrap_or_else(|| {
@@ -386,4 +386,74 @@ fn print_summary(run_dir: &std::path::Path, kinds: &Registry) -> qlab_lab::Resul
         say!("{}", cells.join("  "));
     }
     Ok(())
+}
+
+/// What `qlab run` and `qlab merge` print about a run: its summary, figures, failed,
+/// unsafe and inconclusive trials, and whether it is partial (exit status 130).
+fn report_run(report: &run::RunReport) -> qlab_lab::Result<()> {
+    print_summary(&report.run_dir, &Registry::builtin())?;
+    for figure in &report.figures {
+        say!("figure: {}", figure.display());
+    }
+    if report.failed_trials > 0 {
+        say!(
+            "{} of {} trial(s) could not run; their rows in {} say why (violations column)",
+            report.failed_trials,
+            report.trials,
+            report.run_dir.join("trials.csv").display()
+        );
+    }
+    if report.unsafe_trials > 0 {
+        // Real-mode trials do not replay: their rows are all there is.
+        let replay = if report.unsafe_trials_replayable > 0 {
+            format!("; replay one with `qlab replay {} --trial K`", report.run_dir.display())
+        } else {
+            String::new()
+        };
+        say!(
+            "SAFETY: {} trial(s) violated an invariant; see the safety and violations columns of {}{replay}",
+            report.unsafe_trials,
+            report.run_dir.join("trials.csv").display(),
+        );
+    } else if report.inconclusive_trials > 0 {
+        // A checker that gave up proved nothing: those trials are not called ok.
+        say!(
+            "safety: no violation found, but {} trial(s) inconclusive (a checker gave up; safety column \
+             `inconclusive` in {})",
+            report.inconclusive_trials,
+            report.run_dir.join("trials.csv").display()
+        );
+    } else if report.failed_trials == 0 {
+        say!("safety: every trial ok");
+    } else if report.failed_trials < report.trials {
+        say!("safety: every trial that ran was ok");
+    }
+    if let Some(partial) = &report.partial {
+        let resume = if report.trials < report.trials_planned {
+            format!("; `qlab run --resume {}` runs the rest", report.run_dir.display())
+        } else {
+            String::new()
+        };
+        say!("PARTIAL: {partial} (meta.json says so; `qlab plot` and `qlab compare` will too){resume}");
+        std::process::exit(130);
+    }
+    if report.failed_trials == report.trials && report.trials > 0 {
+        return Err(qlab_lab::LabError::Usage("no trial could run".into()));
+    }
+    Ok(())
+}
+
+/// Trial numbers as ranges: `3, 7-9, 12`.
+fn ranges(trials: &[u64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < trials.len() {
+        let mut j = i;
+        while j + 1 < trials.len() && trials[j + 1] == trials[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j { trials[i].to_string() } else { format!("{}-{}", trials[i], trials[j]) });
+        i = j + 1;
+    }
+    parts.join(", ")
 }

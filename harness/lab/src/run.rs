@@ -5,11 +5,11 @@
 //! indexes the point, and the seed is derived from the experiment seed and `k` — so
 //! `qlab replay RUN_DIR --trial K` re-runs exactly that trial, whatever `--jobs` was.
 
-use crate::config::{Mode, Point};
+use crate::config::{Experiment, Mode, Point};
 use crate::error::{LabError, Result};
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::registry::Registry;
-use crate::results::{self, EXPERIMENT_TOML, Meta, TRIALS_CSV, TrialWriter};
+use crate::results::{self, EXPERIMENT_TOML, Meta, Shard, TRIALS_CSV, TrialWriter};
 use indicatif::{ProgressBar, ProgressStyle};
 use qlab_check::Verdict;
 use qlab_net::netns::{Netem, NetnsHosts};
@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub node_binary: Option<PathBuf>,
     /// The experiment kinds this run may use (default: the lab's own).
     pub kinds: Registry,
+    /// Run only this shard's trials (`--shard K/N`).
+    pub shard: Option<Shard>,
 }
 
 #[derive(Clone, Debug)]
@@ -174,21 +176,21 @@ fn update_latest(run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
-    // Everything that can be wrong with the file is found before anything is written.
-    let (experiment, kind) = options.kinds.load(path)?;
-    let seed = options.seed.unwrap_or(experiment.file.experiment.seed);
+/// Real-mode trials measure the machine: they run one at a time.
+fn jobs_for(experiment: &Experiment, options: &RunOptions) -> Result<usize> {
     if options.jobs == Some(0) {
         return Err(LabError::Usage("--jobs must be at least 1".into()));
     }
-    // Real-mode trials measure the machine: they run one at a time.
     let real_mode = experiment.file.experiment.mode.values.contains(&Mode::Quic);
-    let jobs = if real_mode {
+    Ok(if real_mode {
         1
     } else {
         options.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
-    };
-    // A machine that cannot give what the file asks for is told so before any trial.
+    })
+}
+
+/// A machine that cannot give what the file asks for is told so before any trial.
+fn check_machine(path: &Path, experiment: &Experiment) -> Result<()> {
     let network = &experiment.file.network;
     if network.netem {
         let probe = NetnsHosts::create(1, Some(Netem { delay_ms: 1.0, jitter_ms: 0.0, loss: 0.0 }));
@@ -196,16 +198,72 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     } else if network.netns {
         qlab_net::netns::available().map_err(|e| LabError::Usage(format!("{}: {e}", path.display())))?;
     }
-    if real_mode {
+    if experiment.file.experiment.mode.values.contains(&Mode::Quic) {
         // A harness killed before its clusters' destructors ran left their keys behind.
         for dir in qlab_net::cluster::remove_stale_cluster_dirs() {
             eprintln!("removed {}, left by a run that was killed", dir.display());
         }
     }
-    let node_binary = match &options.node_binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe().map_err(|e| LabError::Usage(format!("locating the qlab binary: {e}")))?,
-    };
+    Ok(())
+}
+
+fn node_binary(options: &RunOptions) -> Result<PathBuf> {
+    match &options.node_binary {
+        Some(path) => Ok(path.clone()),
+        None => std::env::current_exe().map_err(|e| LabError::Usage(format!("locating the qlab binary: {e}"))),
+    }
+}
+
+/// Everything running a run's trials needs, however the run began (new or resumed).
+struct Session<'a> {
+    experiment: &'a Experiment,
+    kind: &'static dyn ExperimentKind,
+    points: Vec<Point>,
+    trials_per_point: u64,
+    seed: u64,
+    jobs: usize,
+    node_binary: PathBuf,
+    run_dir: PathBuf,
+    progress: bool,
+}
+
+/// The verdicts of a run's rows, as a [`RunReport`] counts them.
+#[derive(Default)]
+struct Counts {
+    unsafe_trials: u64,
+    unsafe_trials_replayable: u64,
+    failed_trials: u64,
+    inconclusive_trials: u64,
+}
+
+impl Counts {
+    fn add(&mut self, verdict: &Verdict, replays: bool) {
+        self.unsafe_trials += verdict.is_unsafe() as u64;
+        self.unsafe_trials_replayable += (verdict.is_unsafe() && replays) as u64;
+        self.failed_trials += (*verdict == Verdict::Error) as u64;
+        self.inconclusive_trials += verdict.is_inconclusive() as u64;
+    }
+
+    /// The counts of rows already in a `trials.csv` (a resumed or merged run's).
+    fn of_table(table: &results::Table, session: &Session) -> Counts {
+        let mut counts = Counts::default();
+        for row in &table.rows {
+            let Some(trial) = table.get(row, "trial").and_then(|t| t.parse::<u64>().ok()) else { continue };
+            let mode = session.points.get((trial / session.trials_per_point) as usize).map(|p| p.mode);
+            let verdict = table.verdict(row).unwrap_or(Verdict::Error);
+            counts.add(&verdict, mode.is_some_and(|mode| session.kind.replays(mode)));
+        }
+        counts
+    }
+}
+
+pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
+    // Everything that can be wrong with the file is found before anything is written.
+    let (experiment, kind) = options.kinds.load(path)?;
+    let seed = options.seed.unwrap_or(experiment.file.experiment.seed);
+    let jobs = jobs_for(&experiment, options)?;
+    check_machine(path, &experiment)?;
+    let node_binary = node_binary(options)?;
     let default_root = PathBuf::from("results");
     let (run_dir, is_default_location) = match &options.out {
         Some(dir) => {
@@ -225,6 +283,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     let points = kind.points(&experiment);
     let trials_per_point = experiment.trials();
     let total = points.len() as u64 * trials_per_point;
+    let todo: Vec<u64> = (0..total).filter(|t| options.shard.is_none_or(|shard| shard.holds(*t))).collect();
     let (git_commit, git_dirty) = results::git_state();
     let started = SystemTime::now();
     let mut meta = Meta {
@@ -234,7 +293,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         git_commit,
         git_dirty,
         seed,
-        trials_planned: total,
+        trials_planned: todo.len() as u64,
         trials_done: 0,
         jobs,
         command: options.command.clone(),
@@ -243,46 +302,152 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         finished_at: None,
         wall_seconds: None,
         interrupted: false,
+        shard: options.shard,
+        resumed_at: Vec::new(),
+        merged_from: Vec::new(),
     };
     results::write_meta(&run_dir, &meta)?;
     if is_default_location {
         update_latest(&run_dir)?;
     }
+    let writer = TrialWriter::create(&run_dir.join(TRIALS_CSV), &kind.trial_columns())?;
+    let session = Session {
+        experiment: &experiment,
+        kind,
+        points,
+        trials_per_point,
+        seed,
+        jobs,
+        node_binary,
+        run_dir,
+        progress: options.progress,
+    };
+    run_trials(&session, todo, writer, &mut meta, Counts::default())
+}
 
-    let mut writer = TrialWriter::create(&run_dir.join(TRIALS_CSV), &kind.trial_columns())?;
-    let progress = if options.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+/// Take up a run that was interrupted or killed (`qlab run --resume DIR`): the trials
+/// its `trials.csv` has no row for run now, with the seeds they always had, and their
+/// rows are appended; a row a killed writer left half-written is cut off first. A run
+/// made by another commit is refused (its rows and the new ones would be two versions'
+/// results), as is one with nothing left to run.
+pub fn resume_run(run_dir: &Path, options: &RunOptions) -> Result<RunReport> {
+    let mut meta = results::read_meta(run_dir)?;
+    let toml_path = run_dir.join(EXPERIMENT_TOML);
+    let (experiment, kind) = options.kinds.load(&toml_path)?;
+    if kind.name() != meta.kind {
+        return Err(LabError::Usage(format!(
+            "{}: meta.json says a {} run, experiment.toml a {} one",
+            run_dir.display(),
+            meta.kind,
+            kind.name()
+        )));
+    }
+    let (git_commit, git_dirty) = results::git_state();
+    if git_commit != meta.git_commit {
+        return Err(LabError::Usage(format!(
+            "{}: the run was made by commit {}, this qlab is built from {git_commit}; its rows and the new ones \
+             would be two versions' results (check out {} to resume it, or start a new run)",
+            run_dir.display(),
+            meta.git_commit,
+            meta.git_commit
+        )));
+    }
+    let jobs = jobs_for(&experiment, options)?;
+    check_machine(&toml_path, &experiment)?;
+    let node_binary = node_binary(options)?;
+    let trials_path = run_dir.join(TRIALS_CSV);
+    let table = results::Table::read(&trials_path)?;
+    if table.columns != kind.trial_columns() {
+        return Err(LabError::Usage(format!(
+            "{}: its columns are not those this qlab writes for a {} run",
+            trials_path.display(),
+            kind.name()
+        )));
+    }
+    if table.torn_last_row_bytes > 0 {
+        let bytes = std::fs::metadata(&trials_path).map_err(io_error(&trials_path))?.len();
+        let file = std::fs::OpenOptions::new().write(true).open(&trials_path).map_err(io_error(&trials_path))?;
+        file.set_len(bytes - table.torn_last_row_bytes as u64).map_err(io_error(&trials_path))?;
+        eprintln!(
+            "{}: cut off a last row a killed run left half-written ({} bytes); that trial runs again",
+            trials_path.display(),
+            table.torn_last_row_bytes
+        );
+    }
+    let points = kind.points(&experiment);
+    let trials_per_point = experiment.trials();
+    let total = points.len() as u64 * trials_per_point;
+    let done: std::collections::BTreeSet<u64> =
+        table.rows.iter().filter_map(|row| table.get(row, "trial")?.parse().ok()).collect();
+    let todo: Vec<u64> =
+        (0..total).filter(|t| meta.shard.is_none_or(|shard| shard.holds(*t))).filter(|t| !done.contains(t)).collect();
+    if todo.is_empty() {
+        return Err(LabError::Usage(format!(
+            "{}: every one of its {} trials has a row; nothing to resume",
+            run_dir.display(),
+            meta.trials_planned
+        )));
+    }
+    let session = Session {
+        experiment: &experiment,
+        kind,
+        points,
+        trials_per_point,
+        seed: meta.seed,
+        jobs,
+        node_binary,
+        run_dir: run_dir.to_path_buf(),
+        progress: options.progress,
+    };
+    let counts = Counts::of_table(&table, &session);
+    meta.trials_done = done.len() as u64;
+    meta.interrupted = false;
+    meta.finished_at = None;
+    meta.git_dirty |= git_dirty;
+    meta.jobs = jobs;
+    meta.resumed_at.push(results::utc_timestamp(SystemTime::now()));
+    results::write_meta(run_dir, &meta)?;
+    let writer = TrialWriter::reopen(&trials_path)?;
+    run_trials(&session, todo, writer, &mut meta, counts)
+}
+
+/// Run the trials `todo` of a session, appending each row as it finishes, then write
+/// the summary and figures of every row the run has.
+fn run_trials(
+    session: &Session,
+    todo: Vec<u64>,
+    mut writer: TrialWriter,
+    meta: &mut Meta,
+    mut counts: Counts,
+) -> Result<RunReport> {
+    let Session { experiment, kind, points, trials_per_point, seed, jobs, node_binary, run_dir, .. } = session;
+    let (kind, trials_per_point, seed) = (*kind, *trials_per_point, *seed);
+    let progress = if session.progress { ProgressBar::new(meta.trials_planned) } else { ProgressBar::hidden() };
     progress.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} trials, {elapsed} elapsed, eta {eta}")
             .expect("valid template")
             .progress_chars("=> "),
     );
     progress.set_message(experiment.name().to_string());
+    progress.set_position(meta.trials_done);
     let clock = Instant::now();
-    let next_trial = AtomicU64::new(0);
-    let mut unsafe_trials = 0u64;
-    let mut unsafe_trials_replayable = 0u64;
-    let mut failed_trials = 0u64;
-    let mut inconclusive_trials = 0u64;
+    let next = AtomicU64::new(0);
+    let count = todo.len() as u64;
     let (sender, receiver) = mpsc::channel::<(u64, Vec<String>, Verdict, bool)>();
     let mut write_error = None;
     let mut meta_written = Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(total.max(1) as usize) {
+        for _ in 0..(*jobs).min(todo.len().max(1)) {
             let sender = sender.clone();
-            let experiment = &experiment;
-            let points = &points;
-            let next_trial = &next_trial;
-            let node_binary = &node_binary;
-            let run_dir = &run_dir;
+            let next = &next;
+            let todo = &todo;
             scope.spawn(move || {
                 loop {
                     if INTERRUPTED.load(Ordering::Relaxed) {
                         break;
                     }
-                    let trial = next_trial.fetch_add(1, Ordering::Relaxed);
-                    if trial >= total {
-                        break;
-                    }
+                    let at = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&trial) = todo.get(at as usize) else { break };
                     let point_index = (trial / trials_per_point) as usize;
                     let trial_seed = trial_seed(seed, trial);
                     let point = &points[point_index];
@@ -309,15 +474,12 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
         }
         drop(sender);
         for (_, row, verdict, replays) in receiver {
-            unsafe_trials += verdict.is_unsafe() as u64;
-            unsafe_trials_replayable += (verdict.is_unsafe() && replays) as u64;
-            failed_trials += (verdict == Verdict::Error) as u64;
-            inconclusive_trials += verdict.is_inconclusive() as u64;
+            counts.add(&verdict, replays);
             if write_error.is_none()
                 && let Err(e) = writer.append(&row)
             {
                 // Stop handing out trials; finished rows are already on disk.
-                next_trial.store(total, Ordering::Relaxed);
+                next.store(count, Ordering::Relaxed);
                 write_error = Some(e);
             }
             if write_error.is_none() {
@@ -326,38 +488,196 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
             progress.inc(1);
             if meta_written.elapsed() >= META_EVERY {
                 // Best effort: the rows are what matters, and they are on disk.
-                let _ = results::write_meta(&run_dir, &meta);
+                let _ = results::write_meta(run_dir, meta);
                 meta_written = Instant::now();
             }
         }
     });
     progress.finish_and_clear();
-    let interrupted = INTERRUPTED.load(Ordering::Relaxed) && meta.trials_done < total;
+    let interrupted = INTERRUPTED.load(Ordering::Relaxed) && meta.trials_done < meta.trials_planned;
     if let Some(e) = write_error {
         // What was written stays, and meta.json says how much of it there is.
         meta.interrupted = true;
-        let _ = results::write_meta(&run_dir, &meta);
+        let _ = results::write_meta(run_dir, meta);
         return Err(e.into());
     }
     // An interrupted run still gets the summary and figures of what it finished.
-    let figures = if meta.trials_done > 0 { kind.summarize(&run_dir, experiment.name())? } else { Vec::new() };
+    let figures = if meta.trials_done > 0 { kind.summarize(run_dir, experiment.name())? } else { Vec::new() };
     let wall_seconds = clock.elapsed().as_secs_f64();
     meta.finished_at = Some(results::utc_timestamp(SystemTime::now()));
-    meta.wall_seconds = Some((wall_seconds * 1000.0).round() / 1000.0);
+    // A resumed run's wall time is every session's.
+    meta.wall_seconds = Some(((meta.wall_seconds.unwrap_or(0.0) + wall_seconds) * 1000.0).round() / 1000.0);
     meta.interrupted = interrupted;
-    results::write_meta(&run_dir, &meta)?;
+    results::write_meta(run_dir, meta)?;
     Ok(RunReport {
-        run_dir,
+        run_dir: run_dir.clone(),
         trials: meta.trials_done,
-        trials_planned: total,
-        unsafe_trials,
-        unsafe_trials_replayable,
-        failed_trials,
-        inconclusive_trials,
+        trials_planned: meta.trials_planned,
+        unsafe_trials: counts.unsafe_trials,
+        unsafe_trials_replayable: counts.unsafe_trials_replayable,
+        failed_trials: counts.failed_trials,
+        inconclusive_trials: counts.inconclusive_trials,
         figures,
         wall_seconds,
         partial: meta.partial(),
     })
+}
+
+/// What `qlab merge` made: the joined run, and the trials none of the shards had.
+pub struct Merged {
+    pub report: RunReport,
+    pub missing: Vec<u64>,
+}
+
+/// Join the shards (or any runs) of one experiment into one run (`qlab merge`): every
+/// row of every shard, in trial order, with the summary and figures of the whole. The
+/// shards must be of the same experiment file, seed, commit and columns, and no trial
+/// may have a row in two of them (a shard merged with itself, or two runs of one
+/// shard); trials no shard has are reported, and the merged run is then partial.
+pub fn merge_runs(dirs: &[PathBuf], out: Option<&Path>, kinds: &Registry, command: Vec<String>) -> Result<Merged> {
+    let Some(first) = dirs.first() else {
+        return Err(LabError::Usage("qlab merge: name the run directories to join".into()));
+    };
+    struct Part {
+        dir: PathBuf,
+        meta: Meta,
+        source: String,
+        table: results::Table,
+    }
+    let mut parts = Vec::new();
+    for dir in dirs {
+        let meta = results::read_meta(dir)?;
+        let toml_path = dir.join(EXPERIMENT_TOML);
+        let text = std::fs::read_to_string(&toml_path).map_err(io_error(&toml_path))?;
+        // The first line says how the run was made (its seed, perhaps from --seed); the
+        // file is the rest.
+        let source = text.split_once('\n').map_or(String::new(), |(_, rest)| rest.to_string());
+        let table = results::Table::read(&dir.join(TRIALS_CSV))?;
+        parts.push(Part { dir: dir.clone(), meta, source, table });
+    }
+    let base = &parts[0];
+    for part in &parts[1..] {
+        let differs = |what: &str, a: &str, b: &str| {
+            LabError::Usage(format!(
+                "{} and {} are not shards of one run: their {what} differ ({a} and {b})",
+                base.dir.display(),
+                part.dir.display()
+            ))
+        };
+        if part.source != base.source {
+            return Err(differs("experiment files", "experiment.toml", "another experiment.toml"));
+        }
+        if part.meta.seed != base.meta.seed {
+            return Err(differs("seeds", &base.meta.seed.to_string(), &part.meta.seed.to_string()));
+        }
+        if part.meta.git_commit != base.meta.git_commit {
+            return Err(differs("commits", &base.meta.git_commit, &part.meta.git_commit));
+        }
+        if part.table.columns != base.table.columns {
+            return Err(differs("trials.csv columns", "one header", "another"));
+        }
+    }
+    let (experiment, kind) = kinds.load(&first.join(EXPERIMENT_TOML))?;
+    let points = kind.points(&experiment);
+    let trials_per_point = experiment.trials();
+    let total = points.len() as u64 * trials_per_point;
+    let mut owner: std::collections::BTreeMap<u64, &Path> = Default::default();
+    let mut duplicated = Vec::new();
+    let mut rows = Vec::new();
+    for part in &parts {
+        for row in &part.table.rows {
+            let trial: u64 = part.table.get(row, "trial").and_then(|t| t.parse().ok()).ok_or_else(|| {
+                LabError::Usage(format!("{}: a row without a trial number", part.dir.join(TRIALS_CSV).display()))
+            })?;
+            if let Some(other) = owner.insert(trial, &part.dir) {
+                duplicated.push(format!("trial {trial} in {} and {}", other.display(), part.dir.display()));
+            }
+            rows.push((trial, row));
+        }
+    }
+    if !duplicated.is_empty() {
+        let shown = duplicated.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+        return Err(LabError::Usage(format!(
+            "{} trial(s) have rows in two places, so these are not distinct shards of one run: {shown}{}",
+            duplicated.len(),
+            if duplicated.len() > 5 { "; ..." } else { "" }
+        )));
+    }
+    rows.sort_by_key(|(trial, _)| *trial);
+    let missing: Vec<u64> = (0..total).filter(|t| !owner.contains_key(t)).collect();
+
+    let run_dir = match out {
+        Some(dir) => {
+            claim_out_dir(dir, false)?;
+            dir.to_path_buf()
+        }
+        None => new_run_dir(Path::new("results"), experiment.name())?,
+    };
+    let toml_path = run_dir.join(EXPERIMENT_TOML);
+    let text = std::fs::read_to_string(first.join(EXPERIMENT_TOML)).map_err(io_error(first))?;
+    std::fs::write(&toml_path, text).map_err(io_error(&toml_path))?;
+    let mut writer = TrialWriter::create(&run_dir.join(TRIALS_CSV), &base.table.columns)?;
+    for (trial, row) in &rows {
+        // A row's replay command names its shard's directory; the merged run replays
+        // the same trial with the same seed, so it names the merged one.
+        let from = format!("qlab replay {} --trial", owner[trial].display());
+        let to = format!("qlab replay {} --trial", run_dir.display());
+        let row: Vec<String> = row.iter().map(|cell| cell.replace(&from, &to)).collect();
+        writer.append(&row)?;
+    }
+    drop(writer);
+    let describe = |part: &Part| match part.meta.shard {
+        Some(shard) => format!("{} (shard {shard}, {} trials)", part.dir.display(), part.table.rows.len()),
+        None => format!("{} ({} trials)", part.dir.display(), part.table.rows.len()),
+    };
+    let meta = Meta {
+        experiment: base.meta.experiment.clone(),
+        kind: base.meta.kind.clone(),
+        qlab_version: base.meta.qlab_version.clone(),
+        git_commit: base.meta.git_commit.clone(),
+        git_dirty: parts.iter().any(|p| p.meta.git_dirty),
+        seed: base.meta.seed,
+        trials_planned: total,
+        trials_done: rows.len() as u64,
+        jobs: parts.iter().map(|p| p.meta.jobs).max().unwrap_or(1),
+        command,
+        machine: base.meta.machine.clone(),
+        started_at: parts.iter().map(|p| p.meta.started_at.clone()).min().unwrap_or_default(),
+        finished_at: Some(results::utc_timestamp(SystemTime::now())),
+        // The shards' wall times added: what the run cost, not how long anyone waited.
+        wall_seconds: Some(parts.iter().filter_map(|p| p.meta.wall_seconds).sum()),
+        interrupted: false,
+        shard: None,
+        resumed_at: Vec::new(),
+        merged_from: parts.iter().map(describe).collect(),
+    };
+    results::write_meta(&run_dir, &meta)?;
+    let figures = if rows.is_empty() { Vec::new() } else { kind.summarize(&run_dir, experiment.name())? };
+    let session = Session {
+        experiment: &experiment,
+        kind,
+        points,
+        trials_per_point,
+        seed: meta.seed,
+        jobs: meta.jobs,
+        node_binary: PathBuf::new(),
+        run_dir: run_dir.clone(),
+        progress: false,
+    };
+    let counts = Counts::of_table(&results::Table::read(&run_dir.join(TRIALS_CSV))?, &session);
+    let report = RunReport {
+        run_dir,
+        trials: meta.trials_done,
+        trials_planned: total,
+        unsafe_trials: counts.unsafe_trials,
+        unsafe_trials_replayable: counts.unsafe_trials_replayable,
+        failed_trials: counts.failed_trials,
+        inconclusive_trials: counts.inconclusive_trials,
+        figures,
+        wall_seconds: meta.wall_seconds.unwrap_or(0.0),
+        partial: meta.partial(),
+    };
+    Ok(Merged { report, missing })
 }
 
 /// Redraw the figures (and summary) of a finished or interrupted run from its CSV.

@@ -554,6 +554,16 @@ impl TrialWriter {
         Ok(w)
     }
 
+    /// Append to the `trials.csv` of a run taken up again (`qlab run --resume`): its
+    /// header is there, and a torn last row has already been cut off.
+    pub fn reopen(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| ReportError::Io { path: path.to_path_buf(), source: e })?;
+        Ok(TrialWriter { path: path.to_path_buf(), writer: csv::Writer::from_writer(file) })
+    }
+
     pub fn append(&mut self, row: &[String]) -> Result<()> {
         self.writer.write_record(row).map_err(|e| ReportError::Csv { path: self.path.clone(), source: e })?;
         self.flush()
@@ -601,9 +611,21 @@ impl Table {
         for record in reader.records() {
             rows.push(record.map_err(csv_error)?.iter().map(str::to_string).collect::<Vec<String>>());
         }
-        let table = Table { columns, rows, torn_last_row_bytes };
+        let mut table = Table { columns, rows, torn_last_row_bytes };
         table.refuse_holes(path)?;
+        table.sort_by_trial();
         Ok(table)
+    }
+
+    /// Rows in the order of their `trial` column, where there is one: a run with several
+    /// jobs appends rows as trials finish, and shards of one run are merged in any order,
+    /// but every summary and figure is to be the same as one run's in trial order.
+    fn sort_by_trial(&mut self) {
+        let Some(at) = self.column("trial") else { return };
+        let number = |row: &Vec<String>| row.get(at).and_then(|cell| cell.parse::<u64>().ok());
+        if self.rows.iter().all(|row| number(row).is_some()) {
+            self.rows.sort_by_key(|row| number(row));
+        }
     }
 
     /// Refuse a column that mixes numbers with other text (line numbers count the header
@@ -847,6 +869,48 @@ pub struct Meta {
     /// rows are in `trials.csv`, and its summary covers those alone.
     #[serde(default)]
     pub interrupted: bool,
+    /// A shard of a larger run (`qlab run --shard K/N`): it runs the trials whose
+    /// number is K modulo N, and `trials_planned` counts those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    /// When `qlab run --resume` took the run up again, each time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_at: Vec<String>,
+    /// The run directories `qlab merge` joined into this one, with their shards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
+}
+
+/// Shard `index` of `count`: the trials whose number is `index` modulo `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// `K/N` as the command line gives it, with `K < N`.
+    pub fn parse(text: &str) -> std::result::Result<Shard, String> {
+        let (index, count) = text.split_once('/').ok_or_else(|| format!("--shard {text}: expected K/N, like 0/4"))?;
+        let number =
+            |part: &str| part.trim().parse::<u64>().map_err(|_| format!("--shard {text}: {part:?} is not a number"));
+        let shard = Shard { index: number(index)?, count: number(count)? };
+        if shard.count == 0 || shard.index >= shard.count {
+            return Err(format!("--shard {text}: K must be below N (shards 0/N to {}/N)", shard.count.max(1) - 1));
+        }
+        Ok(shard)
+    }
+
+    /// Whether trial `trial` is this shard's.
+    pub fn holds(&self, trial: u64) -> bool {
+        trial % self.count == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 impl Meta {
