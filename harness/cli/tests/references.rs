@@ -24,6 +24,7 @@ const FAST: &[&str] = &[
     "rejoin-disruption",
     "leader-transfer",
     "attack-chaos-cft",
+    "fsync-lies",
 ];
 
 fn repo() -> PathBuf {

@@ -21,6 +21,8 @@ pub enum Case {
     SixVsFive,
     FollowerStaleReads,
     MinorityLeaderRollback,
+    FsyncLies,
+    FsyncHonest,
 }
 
 impl Case {
@@ -35,6 +37,8 @@ impl Case {
         Case::SixVsFive,
         Case::FollowerStaleReads,
         Case::MinorityLeaderRollback,
+        Case::FsyncLies,
+        Case::FsyncHonest,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +53,8 @@ impl Case {
             Case::SixVsFive => "six-vs-five",
             Case::FollowerStaleReads => "follower-stale-reads",
             Case::MinorityLeaderRollback => "minority-leader-rollback",
+            Case::FsyncLies => "fsync-lies",
+            Case::FsyncHonest => "fsync-honest",
         }
     }
 
@@ -85,6 +91,12 @@ impl Case {
             Case::MinorityLeaderRollback => {
                 "Raft, 5 nodes; the leader and one follower cut off while a client writes to it, healed after the majority moved on: shows when the old leader steps down and drops its uncommitted entries (every checker must still pass)"
             }
+            Case::FsyncLies => {
+                "Raft, 3 nodes, chaos; every crash loses the last 1-3 records the disk had acknowledged (an fsync that lies, Alagappan et al., FAST 2018): a vote cast twice in a term, or an acknowledged entry lost from a majority"
+            }
+            Case::FsyncHonest => {
+                "the same chaos with honest disks (the contrast): slow writes, stalls, torn and damaged records, but nothing acknowledged is lost; shows if anything breaks"
+            }
         }
     }
 
@@ -101,7 +113,17 @@ impl Case {
             Case::NoUpToDateCheck => Some((only("vote_without_log_check"), ReadMode::Log)),
             Case::NoPrevLogCheck => Some((only("skip_prev_log_check"), ReadMode::Log)),
             Case::FollowerStaleReads => Some((RaftAblations::default(), ReadMode::FollowerStale)),
+            Case::FsyncLies | Case::FsyncHonest => Some((RaftAblations::default(), ReadMode::Log)),
             _ => None,
+        }
+    }
+
+    /// What the disks of a chaos-based case do.
+    pub(crate) fn disk(self) -> crate::chaos::DiskFaults {
+        match self {
+            Case::FsyncLies => crate::chaos::DiskFaults::LYING,
+            Case::FsyncHonest => crate::chaos::DiskFaults::HONEST,
+            _ => crate::chaos::DiskFaults::NONE,
         }
     }
 }

@@ -46,9 +46,22 @@ pub struct CaseTrial {
     pub schedule: Option<ChaosSchedule>,
 }
 
-fn chaos_config(read_mode: ReadMode, trace: bool) -> ChaosConfig {
+fn chaos_config(case: Case, trace: bool) -> ChaosConfig {
+    let (_, read_mode) = case.chaos().expect("a chaos case");
     let readers = if read_mode == ReadMode::FollowerStale { 2 } else { 0 };
-    ChaosConfig { clients: 3 + readers, readers, read_mode, trace, ..ChaosConfig::new(3) }
+    ChaosConfig { clients: 3 + readers, readers, read_mode, disk: case.disk(), trace, ..ChaosConfig::new(3) }
+}
+
+/// Which premise of Raft's proof an fsync that lies took away, by what broke: a vote
+/// is durable (else a replica votes twice in a term: two leaders), and an entry a
+/// majority acknowledged stays on a majority (else a leader is elected without it).
+fn lost_premise(invariant: Invariant) -> &'static str {
+    match invariant {
+        Invariant::ElectionSafety => {
+            "premise lost: a durable vote (a replica forgot its vote and voted again in the term)"
+        }
+        _ => "premise lost: durable acknowledged entries (an entry a majority had acknowledged is gone from it)",
+    }
 }
 
 fn run_chaos_case(case: Case, seed: u64, config: &ChaosConfig) -> ChaosOutcome {
@@ -88,11 +101,17 @@ fn chaos_trial(case: Case, outcome: ChaosOutcome) -> CaseTrial {
         invariant: broken.as_ref().map_or(String::new(), |(i, _)| i.name().to_string()),
         detail: broken.map_or_else(
             || format!("{} operations, every checker passed", outcome.operations_completed),
-            |(_, detail)| detail,
+            |(invariant, detail)| match case {
+                Case::FsyncLies => format!("{}; {detail}", lost_premise(invariant)),
+                _ => detail,
+            },
         ),
         faults: outcome.faults_injected,
-        // What the case explains is its showing, not a verdict against the run.
-        safety: if unexplained {
+        // What the case explains is its showing, not a verdict against the run; honest
+        // disks explain nothing, so there every checker's verdict stands.
+        safety: if case == Case::FsyncHonest {
+            outcome.verdict()
+        } else if unexplained {
             Verdict::of(&outcome.violations, false)
         } else if outcome.verdict().is_inconclusive() {
             Verdict::Inconclusive
@@ -262,10 +281,12 @@ fn rollback_case(seed: u64, trace: bool) -> CaseTrial {
 
 pub fn run_trial(case: Case, seed: u64, trace: bool) -> CaseTrial {
     match case {
-        Case::MultipleVotesPerTerm | Case::NoUpToDateCheck | Case::NoPrevLogCheck | Case::FollowerStaleReads => {
-            let (_, read_mode) = case.chaos().expect("a chaos case");
-            chaos_trial(case, run_chaos_case(case, seed, &chaos_config(read_mode, trace)))
-        }
+        Case::MultipleVotesPerTerm
+        | Case::NoUpToDateCheck
+        | Case::NoPrevLogCheck
+        | Case::FollowerStaleReads
+        | Case::FsyncLies
+        | Case::FsyncHonest => chaos_trial(case, run_chaos_case(case, seed, &chaos_config(case, trace))),
         Case::FixedTimeout | Case::RandomizedTimeout => election_case(case, seed, trace),
         Case::TwoNodes | Case::FourVsThree | Case::SixVsFive => availability_case(case, seed),
         Case::MinorityLeaderRollback => rollback_case(seed, trace),
@@ -284,8 +305,8 @@ pub struct Shrunk {
 /// Shrink trial `seed` of a chaos case whose failure showed; `None` for other cases or
 /// when nothing showed.
 pub fn shrink_trial(case: Case, seed: u64) -> Option<Shrunk> {
-    let (_, read_mode) = case.chaos()?;
-    let config = chaos_config(read_mode, false);
+    case.chaos()?;
+    let config = chaos_config(case, false);
     let original = run_chaos_case(case, seed, &config);
     let (invariant, _) = first_broken(&original)?;
     let with = |schedule: &ChaosSchedule| ChaosConfig { schedule: Some(schedule.clone()), ..config.clone() };
