@@ -214,7 +214,7 @@ fn replay_reproduces_a_trial_with_a_readable_trace() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&refused.stderr)
-            .contains("re-runs simulated election, attack, attack-chaos, reads, counterexample and disruption trials")
+            .contains("re-runs simulated election, attack, attack-chaos, chaos, reads, counterexample and disruption trials")
     );
     let output = qlab().arg("replay").arg(&out).args(["--trial", "99"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));

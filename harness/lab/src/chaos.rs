@@ -52,7 +52,24 @@ pub struct ChaosConfig {
     pub disk: DiskFaults,
     /// Inject these faults instead of drawing them from the seed.
     pub schedule: Option<ChaosSchedule>,
+    /// Which of the seed-drawn network faults the run keeps (all, unless a `chaos`
+    /// experiment's seed drew a mix without some).
+    pub network: NetworkMix,
     pub trace: bool,
+}
+
+/// The network faults a chaos run keeps of those its seed draws. The rates are drawn
+/// whatever the mix (so a seed's later draws do not move), and a fault left out is
+/// then set to zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkMix {
+    pub loss: bool,
+    pub duplication: bool,
+    pub reordering: bool,
+}
+
+impl NetworkMix {
+    pub const ALL: NetworkMix = NetworkMix { loss: true, duplication: true, reordering: true };
 }
 
 /// The storage faults a chaos run draws, after Alagappan et al., "Protocol-Aware
@@ -124,6 +141,7 @@ impl ChaosConfig {
             lease_drift_bound_ppm: qlab_raft::DEFAULT_DRIFT_BOUND_PPM,
             disk: DiskFaults::NONE,
             schedule: None,
+            network: NetworkMix::ALL,
             trace: false,
         }
     }
@@ -427,9 +445,17 @@ pub trait ChaosKnobs: LabProtocol {
     fn compact(config: &mut Self::Config, seed: u64) {
         let _ = (config, seed);
     }
+
+    /// Give the drawn configuration the safety rules `file` switches off (its
+    /// `ablate`), so a `chaos` experiment can show a rule's absence under the same draws.
+    fn keep_rules_of(drawn: &mut Self::Config, file: &Self::Config);
 }
 
 impl ChaosKnobs for Raft {
+    fn keep_rules_of(drawn: &mut RaftConfig, file: &RaftConfig) {
+        drawn.ablate = file.ablate;
+    }
+
     /// Seed-chosen batching: small append batches make acknowledgements cover old-term
     /// entries without the new leader's no-op, the window in which the Figure 8 rule
     /// matters.
@@ -464,6 +490,10 @@ impl ChaosKnobs for Raft {
 }
 
 impl ChaosKnobs for Paxos {
+    fn keep_rules_of(drawn: &mut PaxosConfig, file: &PaxosConfig) {
+        drawn.ablate = file.ablate;
+    }
+
     /// Seed-chosen window, batching and message sizes: a window of 1 serializes slots;
     /// wider ones leave gaps for a new leader to fill.
     fn chaos_config(config: &ChaosConfig, rng: &mut ChaCha8Rng) -> PaxosConfig {
@@ -493,6 +523,10 @@ impl ChaosKnobs for Paxos {
 }
 
 impl ChaosKnobs for Pbft {
+    fn keep_rules_of(drawn: &mut PbftConfig, file: &PbftConfig) {
+        drawn.ablate = file.ablate;
+    }
+
     /// Checkpoints every 4 or 8 sequence numbers, so garbage collection, watermarks and
     /// state transfer happen many times per run; seed-chosen batching. (PBFT always
     /// checkpoints: its compaction is part of the protocol.)
@@ -508,6 +542,9 @@ impl ChaosKnobs for Pbft {
 }
 
 impl ChaosKnobs for Unreplicated {
+    /// No rules to switch off.
+    fn keep_rules_of(_drawn: &mut UnreplicatedConfig, _file: &UnreplicatedConfig) {}
+
     /// Nothing to draw: the baseline has no knobs.
     fn chaos_config(_config: &ChaosConfig, _rng: &mut ChaCha8Rng) -> UnreplicatedConfig {
         UnreplicatedConfig::default()
@@ -518,7 +555,17 @@ impl ChaosKnobs for Unreplicated {
 /// one seed, the same draws for every variant of a protocol's run.
 pub fn chaos_setup<P: ChaosKnobs>(seed: u64, config: &ChaosConfig) -> (P::Config, NetworkConfig, ChaCha8Rng) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc4a0_5000_0000_0000);
-    let network = chaos_network(&mut rng);
+    let mut network = chaos_network(&mut rng);
+    let mix = config.network;
+    if !mix.loss {
+        network.loss = 0.0;
+    }
+    if !mix.duplication {
+        network.duplicate = 0.0;
+    }
+    if !mix.reordering {
+        network.reorder = 0.0;
+    }
     let protocol = P::chaos_config(config, &mut rng);
     (protocol, network, rng)
 }

@@ -26,6 +26,7 @@ pub mod availability;
 pub mod availability_trial;
 pub mod case;
 pub mod chaos;
+pub mod chaos_kind;
 pub mod chaos_quic;
 pub mod check;
 pub mod config;

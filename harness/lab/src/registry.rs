@@ -32,6 +32,7 @@ impl Registry {
                 &crate::throughput::ThroughputKind,
                 &crate::attack::AttackKind,
                 &crate::attack_chaos::AttackChaosKind,
+                &crate::chaos_kind::ChaosKind,
                 &crate::availability::AvailabilityKind,
                 &crate::reads::ReadsKind,
                 &crate::counterexample::CounterexampleKind,

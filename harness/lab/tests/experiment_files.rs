@@ -384,7 +384,7 @@ fn each_kinds_own_section_in_the_docs_parses_and_belongs_to_its_kind_only() {
         );
     }
     kinds.sort_unstable();
-    assert_eq!(kinds, ["attack", "attack-chaos", "availability", "counterexample", "disruption", "reads"]);
+    assert_eq!(kinds, ["attack", "attack-chaos", "availability", "chaos", "counterexample", "disruption", "reads"]);
 }
 
 const DISRUPTION: &str = r#"

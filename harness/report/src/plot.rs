@@ -880,6 +880,23 @@ struct MatrixSpec<'a> {
     trials: &'a str,
     stalled: &'a str,
     stalled_heading: &'static str,
+    /// A row's label, from its summary columns by name.
+    label: RowLabel,
+}
+
+/// How a heat map names a row, given the row's summary columns by name.
+type RowLabel = fn(&dyn Fn(&str) -> String) -> String;
+
+/// An attack summary row's label: protocol, size, attack, how many run it, and where.
+fn attack_label(text: &dyn Fn(&str) -> String) -> String {
+    format!(
+        "{} ({} nodes): {} x{}{}",
+        text("protocol"),
+        text("nodes"),
+        text("attack"),
+        text("malicious"),
+        attack_setting(&text("leader_fault"), &text("mode"))
+    )
 }
 
 fn write_attack_matrix(run_dir: &Path, summary: &Table, spec: MatrixSpec) -> Result<Vec<PathBuf>> {
@@ -889,14 +906,7 @@ fn write_attack_matrix(run_dir: &Path, summary: &Table, spec: MatrixSpec) -> Res
         let number = |c: &str| summary.number(row, c).unwrap_or(0.0);
         let trials = number(spec.trials).max(1.0);
         rows.push(MatrixRow {
-            label: format!(
-                "{} ({} nodes): {} x{}{}",
-                text("protocol"),
-                text("nodes"),
-                text("attack"),
-                text("malicious"),
-                attack_setting(&text("leader_fault"), &text("mode"))
-            ),
+            label: (spec.label)(&text),
             unsafe_share: number("unsafe") / trials,
             stalled_share: number(spec.stalled) / trials,
             verdict: text("verdict"),
@@ -932,6 +942,7 @@ pub fn plot_attack(run_dir: &Path, experiment_name: &str, protocols: &[&str]) ->
             trials: "seeds",
             stalled: "not_recovered",
             stalled_heading: "runs not recovered",
+            label: attack_label,
         },
     )?;
     figures.extend(plot_attack_timeline(run_dir, experiment_name, &table, protocols)?);
@@ -953,6 +964,31 @@ pub fn plot_attack_chaos(run_dir: &Path, experiment_name: &str) -> Result<Vec<Pa
             trials: "trials",
             stalled: "not_live",
             stalled_heading: "runs not live after the heal",
+            label: attack_label,
+        },
+    )
+}
+
+/// A chaos run: `summary.csv` (verdicts per protocol and size, and per protocol over
+/// every size), `coverage.csv` (seeds reaching each coverage mark) and the heat map
+/// `figures/chaos_matrix` of unsafe and not-live shares.
+pub fn plot_chaos(run_dir: &Path, experiment_name: &str) -> Result<Vec<PathBuf>> {
+    let table = Table::read(&run_dir.join(TRIALS_CSV))?;
+    crate::results::summarize_chaos(&table, run_dir)?;
+    let summary = Table::read(&run_dir.join(SUMMARY_CSV))?;
+    write_attack_matrix(
+        run_dir,
+        &summary,
+        MatrixSpec {
+            name: "chaos_matrix",
+            title: format!("{experiment_name}: safety and liveness over seeds"),
+            trials: "seeds",
+            stalled: "not_live",
+            stalled_heading: "runs not live after the heal",
+            label: |text| match text("nodes").as_str() {
+                "" => format!("{} (every size)", text("protocol")),
+                nodes => format!("{} ({nodes} nodes)", text("protocol")),
+            },
         },
     )
 }

@@ -254,6 +254,132 @@ pub fn summarize_attack_chaos(table: &Table, dir: &Path) -> Result<()> {
     writer.flush().map_err(|e| ReportError::Io { path: path.clone(), source: e })
 }
 
+/// Write `summary.csv` and `coverage.csv` from a chaos `trials.csv`: per protocol and
+/// cluster size (and per protocol over every size, `nodes` empty) the seeds, how many
+/// were ok, unsafe, not live after the heal and inconclusive, the invariants broken, the
+/// lowest failing trial and its seed (what to replay first), and a verdict; per
+/// protocol and coverage mark the seeds that reached it.
+pub fn summarize_chaos(table: &Table, dir: &Path) -> Result<()> {
+    #[derive(Serialize)]
+    struct Row {
+        protocol: String,
+        nodes: String,
+        seeds: usize,
+        ok: usize,
+        #[serde(rename = "unsafe")]
+        unsafe_seeds: usize,
+        not_live: usize,
+        inconclusive: usize,
+        errors: usize,
+        invariants: String,
+        first_failing_trial: String,
+        first_failing_seed: String,
+        verdict: String,
+    }
+    let path = dir.join(SUMMARY_CSV);
+    let csv_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| ReportError::Csv { path: path.clone(), source: e }
+    };
+    let mut writer = csv::Writer::from_path(&path).map_err(csv_error(&path))?;
+    let word = |row: &Vec<String>| table.get(row, "verdict").unwrap_or("").to_string();
+    let mut groups = Vec::new();
+    for (key, rows) in table.group_by(&["protocol"]) {
+        let mut by_size: Vec<(String, Vec<&Vec<String>>)> = Vec::new();
+        for row in &rows {
+            let nodes = table.get(row, "nodes").unwrap_or("").to_string();
+            if nodes.is_empty() {
+                // A trial that could not run drew no size its row records: it counts
+                // in the protocol's total alone.
+                continue;
+            }
+            match by_size.iter_mut().find(|(n, _)| *n == nodes) {
+                Some((_, list)) => list.push(row),
+                None => by_size.push((nodes, vec![row])),
+            }
+        }
+        by_size.sort_by_key(|(n, _)| n.parse::<u64>().unwrap_or(u64::MAX));
+        for (nodes, list) in by_size {
+            groups.push((key[0].clone(), nodes, list));
+        }
+        // Every size together: `nodes` empty (the column holds numbers).
+        groups.push((key[0].clone(), String::new(), rows));
+    }
+    for (protocol, nodes, rows) in groups {
+        let count = |w: &str| rows.iter().filter(|r| word(r) == w).count();
+        let errors = rows.iter().filter(|r| table.get(r, "safety") == Some("error")).count();
+        let failing: Vec<&&Vec<String>> = rows.iter().filter(|r| word(r) != "ok").collect();
+        let first = failing
+            .iter()
+            .filter_map(|r| Some((table.get(r, "trial")?.parse::<u64>().ok()?, table.get(r, "seed")?.to_string())))
+            .min();
+        let mut invariants: Vec<&str> =
+            rows.iter().filter_map(|r| table.get(r, "invariant")).filter(|i| !i.is_empty()).collect();
+        invariants.sort();
+        invariants.dedup();
+        let (unsafe_seeds, not_live, inconclusive) = (count("unsafe"), count("not-live"), count("inconclusive"));
+        let n = rows.len();
+        let verdict = if unsafe_seeds > 0 {
+            format!("UNSAFE in {unsafe_seeds} of {n}")
+        } else if errors > 0 {
+            format!("{errors} of {n} could not run")
+        } else if not_live > 0 {
+            format!("safe; not live in {not_live} of {n}")
+        } else if inconclusive > 0 {
+            format!("no violation; {inconclusive} of {n} inconclusive")
+        } else {
+            format!("safe and live in all {n}")
+        };
+        let row = Row {
+            protocol,
+            nodes,
+            seeds: n,
+            ok: count("ok"),
+            unsafe_seeds,
+            not_live,
+            inconclusive,
+            errors,
+            invariants: invariants.join("; "),
+            first_failing_trial: first.as_ref().map_or(String::new(), |(t, _)| t.to_string()),
+            first_failing_seed: first.map_or(String::new(), |(_, s)| s),
+            verdict,
+        };
+        writer.serialize(&row).map_err(csv_error(&path))?;
+    }
+    writer.flush().map_err(|e| ReportError::Io { path: path.clone(), source: e })?;
+
+    let coverage = dir.join("coverage.csv");
+    let mut writer = csv::Writer::from_path(&coverage).map_err(csv_error(&coverage))?;
+    writer.write_record(["protocol", "mark", "seeds", "seeds_reaching", "share"]).map_err(csv_error(&coverage))?;
+    for (key, rows) in table.group_by(&["protocol"]) {
+        let names = |row: &Vec<String>, column: &str| -> Vec<String> {
+            table
+                .get(row, column)
+                .unwrap_or("")
+                .split("; ")
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut marks: BTreeMap<String, usize> = BTreeMap::new();
+        for row in &rows {
+            for name in names(row, "marks_missed") {
+                marks.entry(name).or_default();
+            }
+            for name in names(row, "marks_reached") {
+                *marks.entry(name).or_default() += 1;
+            }
+        }
+        for (mark, reaching) in marks {
+            let share = format!("{:.3}", reaching as f64 / rows.len().max(1) as f64);
+            writer
+                .write_record([key[0].as_str(), &mark, &rows.len().to_string(), &reaching.to_string(), &share])
+                .map_err(csv_error(&coverage))?;
+        }
+    }
+    writer.flush().map_err(|e| ReportError::Io { path: coverage, source: e })
+}
+
 /// Write `summary.csv` from a disruption `trials.csv`: per point, the trials, mean
 /// throughput, median and worst client-visible outage, mean elections and epochs
 /// advanced, and the unsafe trials.
