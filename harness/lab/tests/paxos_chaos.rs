@@ -37,3 +37,22 @@ fn multipaxos_5_nodes_survives_1000_chaos_seeds() {
 fn replay_one_seed() {
     replay_from_env(run_protocol_chaos::<Paxos>, ChaosConfig::new(nodes_from_env(5)));
 }
+
+/// The soak's one Multi-Paxos seed that stayed stuck after the heal (trial 9483 of
+/// `experiments/soak-multipaxos.toml`, before the fix): a new leader learned from a
+/// peer's Learn that the slot it was re-proposing had been chosen, its commit point moved
+/// past the slot, and the slot's in-flight entry then stood before every later one, so
+/// nothing committed again. Drawn by the `chaos` kind: 3 replicas, partitions isolating
+/// the leader, loss, slow disks, checkpoints every few slots.
+#[test]
+fn a_slot_learned_chosen_while_in_flight_does_not_stop_the_leader() {
+    let registry = qlab_lab::registry::Registry::builtin();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/soak-multipaxos.toml");
+    let (experiment, kind) = registry.load(&path).unwrap();
+    let point = kind.points(&experiment).remove(0);
+    let seed = qlab_lab::run::trial_seed(experiment.file.experiment.seed, 9483);
+    let (scenario, outcome) = qlab_lab::chaos_kind::run_trial(&experiment, &point, seed, false);
+    assert_eq!((scenario.nodes, scenario.faults.partitions, scenario.compaction), (3, true, true));
+    assert!(outcome.is_safe(), "{:?}", outcome.violations);
+    assert!(outcome.live_after_heal, "every client served again after the heal");
+}

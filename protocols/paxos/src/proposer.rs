@@ -138,8 +138,19 @@ impl Paxos {
 
     /// Commit the chosen in-flight slots that follow the commit point, in order.
     pub(crate) fn advance_leader_commit(&mut self, ctx: &mut Context<'_, Self>) {
+        // Slots the leader learned were chosen another way (a peer's Learn that saw the
+        // choice first, a checkpoint) are committed already; left in flight, the first
+        // of them would stand before `next` and stop the commit point for good (the
+        // chaos soak's Multi-Paxos seed that was not live after the heal, issue 40).
+        let committed = self.commit_index();
+        while let Some(entry) = self.in_flight.first_entry() {
+            if *entry.key() > committed {
+                break;
+            }
+            entry.remove();
+        }
         let mut advanced = false;
-        let mut next = self.commit_index() + 1;
+        let mut next = committed + 1;
         while let Some(entry) = self.in_flight.first_entry() {
             if *entry.key() != next || !entry.get().chosen {
                 break;
