@@ -212,10 +212,9 @@ fn replay_reproduces_a_trial_with_a_readable_trace() {
     run_ok(qlab().arg("run").arg(&tp).arg("--out").arg(&tp_out));
     let refused = qlab().arg("replay").arg(&tp_out).args(["--trial", "0"]).output().unwrap();
     assert_eq!(refused.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&refused.stderr)
-            .contains("re-runs simulated election, attack, attack-chaos, chaos, reads, counterexample and disruption trials")
-    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains(
+        "re-runs simulated election, attack, attack-chaos, chaos, reads, counterexample and disruption trials"
+    ));
     let output = qlab().arg("replay").arg(&out).args(["--trial", "99"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("trials 0..7"));
