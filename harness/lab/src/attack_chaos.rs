@@ -23,7 +23,6 @@ use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, KeysRead, 
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use qlab_check::Verdict;
-use qlab_check::linearizability::LinCheck;
 use qlab_core::{NodeId, ms};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -217,17 +216,9 @@ impl AttackChaosRow {
             seed: trial.seed,
             faults_injected: outcome.faults_injected,
             operations: outcome.operations_completed,
-            linearizable: match outcome.linearizability {
-                LinCheck::Linearizable => "yes",
-                LinCheck::Violation { .. } => "no",
-                LinCheck::Inconclusive { .. } => "inconclusive",
-            },
+            linearizable: outcome.linearizable_word(),
             live_after_heal: outcome.live_after_heal,
-            invariant: match (outcome.violations.first(), &outcome.linearizability) {
-                (Some(first), _) => first.invariant.name(),
-                (None, LinCheck::Violation { .. }) => qlab_check::Invariant::Linearizability.name(),
-                (None, _) => "",
-            },
+            invariant: outcome.first_invariant(),
             replay: if safety.is_ok() && outcome.live_after_heal { String::new() } else { trial.replay_command() },
             violations: crate::results::first_violations(
                 &outcome.violations.iter().map(ToString::to_string).collect::<Vec<_>>(),

@@ -196,6 +196,26 @@ impl SweepTotals {
 }
 
 impl ChaosOutcome {
+    /// The linearizability verdict as a row writes it: `yes`, `no` or `inconclusive`
+    /// (the search ran out of budget).
+    pub fn linearizable_word(&self) -> &'static str {
+        match self.linearizability {
+            LinCheck::Linearizable => "yes",
+            LinCheck::Violation { .. } => "no",
+            LinCheck::Inconclusive { .. } => "inconclusive",
+        }
+    }
+
+    /// The name of the first invariant broken, a replica's or linearizability; empty
+    /// when none was.
+    pub fn first_invariant(&self) -> &'static str {
+        match (self.violations.first(), &self.linearizability) {
+            (Some(first), _) => first.invariant.name(),
+            (None, LinCheck::Violation { .. }) => qlab_check::Invariant::Linearizability.name(),
+            (None, _) => "",
+        }
+    }
+
     /// Messages of `kind` the replicas sent.
     pub fn sent(&self, kind: &str) -> u64 {
         self.sent_by_kind.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)

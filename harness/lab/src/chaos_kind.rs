@@ -31,7 +31,6 @@ use crate::config::{ClusterRules, Experiment, FaultModel, FaultsRule, KeysRead, 
 use crate::kind::{ExperimentKind, Replayed, Trial, TrialRecord};
 use crate::protocols::LabProtocol;
 use qlab_check::Verdict;
-use qlab_check::linearizability::LinCheck;
 use qlab_core::ms;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -233,18 +232,10 @@ impl ChaosRow {
             compaction: scenario.compaction,
             faults_injected: outcome.faults_injected,
             operations: outcome.operations_completed,
-            linearizable: match outcome.linearizability {
-                LinCheck::Linearizable => "yes",
-                LinCheck::Violation { .. } => "no",
-                LinCheck::Inconclusive { .. } => "inconclusive",
-            },
+            linearizable: outcome.linearizable_word(),
             live_after_heal: outcome.live_after_heal,
             verdict,
-            invariant: match (outcome.violations.first(), &outcome.linearizability) {
-                (Some(first), _) => first.invariant.name(),
-                (None, LinCheck::Violation { .. }) => qlab_check::Invariant::Linearizability.name(),
-                (None, _) => "",
-            },
+            invariant: outcome.first_invariant(),
             marks_reached: marks(true),
             marks_missed: marks(false),
             replay: if verdict == "ok" { String::new() } else { trial.replay_command() },
