@@ -7,7 +7,8 @@
 //! ```
 //!
 //! (about 16 minutes on 2 cores, 939 s of test on 2026-12-04; most of it the 1,350-trial
-//! attack matrix and the 2,432 PBFT attack-chaos runs). Real-mode
+//! attack matrix and the 2,432 PBFT attack-chaos runs; since 2026-12-07 the 10,000-seed
+//! soaks add about half an hour, nearly all of it `soak-pbft`). Real-mode
 //! references are not deterministic and are not compared here.
 
 use std::collections::BTreeMap;
