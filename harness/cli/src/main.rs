@@ -139,6 +139,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    qlab_lab::results::set_build(qlab_lab::results::Build {
+        commit: env!("QLAB_BUILD_COMMIT").to_string(),
+        dirty: env!("QLAB_BUILD_DIRTY") == "true",
+        profile: env!("QLAB_BUILD_PROFILE").to_string(),
+        debug_assertions: cfg!(debug_assertions),
+    });
     let cli = Cli::parse();
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

@@ -97,6 +97,14 @@ fn default_run_directory_and_latest_link() {
     let latest = tmp.path().join("results/small/latest");
     assert!(latest.join("trials.csv").exists(), "results/small/latest/trials.csv");
     assert_eq!(data_rows(&latest.join("trials.csv")).len(), 6);
+    // Provenance is the binary's, not the working directory's: this run's directory is
+    // no git checkout, yet meta.json names the commit and profile qlab was built from.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(latest.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["git_commit"], env!("QLAB_BUILD_COMMIT"), "the build's commit");
+    assert_ne!(meta["git_commit"], "unknown", "built from a checkout, so the commit is known");
+    assert_eq!(meta["build_profile"], env!("QLAB_BUILD_PROFILE"));
+    assert_eq!(meta["debug_assertions"], cfg!(debug_assertions));
     let _ = file;
 }
 

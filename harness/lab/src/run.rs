@@ -284,14 +284,16 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunReport> {
     let trials_per_point = experiment.trials();
     let total = points.len() as u64 * trials_per_point;
     let todo: Vec<u64> = (0..total).filter(|t| options.shard.is_none_or(|shard| shard.holds(*t))).collect();
-    let (git_commit, git_dirty) = results::git_state();
+    let build = results::build();
     let started = SystemTime::now();
     let mut meta = Meta {
         experiment: experiment.name().to_string(),
         kind: kind.name().into(),
         qlab_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_commit,
-        git_dirty,
+        git_commit: build.commit,
+        git_dirty: build.dirty,
+        build_profile: build.profile,
+        debug_assertions: Some(build.debug_assertions),
         seed,
         trials_planned: todo.len() as u64,
         trials_done: 0,
@@ -342,7 +344,18 @@ pub fn resume_run(run_dir: &Path, options: &RunOptions) -> Result<RunReport> {
             kind.name()
         )));
     }
-    let (git_commit, git_dirty) = results::git_state();
+    let build = results::build();
+    let git_commit = build.commit.clone();
+    if !meta.build_profile.is_empty() && meta.build_profile != build.profile {
+        return Err(LabError::Usage(format!(
+            "{}: the run was made by a qlab built with the {} profile, this one is built with {}; \
+             its measurements and the new ones would not be comparable (build with --profile {} to resume it)",
+            run_dir.display(),
+            meta.build_profile,
+            build.profile,
+            meta.build_profile
+        )));
+    }
     if git_commit != meta.git_commit {
         return Err(LabError::Usage(format!(
             "{}: the run was made by commit {}, this qlab is built from {git_commit}; its rows and the new ones \
@@ -403,7 +416,7 @@ pub fn resume_run(run_dir: &Path, options: &RunOptions) -> Result<RunReport> {
     meta.trials_done = done.len() as u64;
     meta.interrupted = false;
     meta.finished_at = None;
-    meta.git_dirty |= git_dirty;
+    meta.git_dirty |= build.dirty;
     meta.jobs = jobs;
     meta.resumed_at.push(results::utc_timestamp(SystemTime::now()));
     results::write_meta(run_dir, &meta)?;
@@ -573,6 +586,9 @@ pub fn merge_runs(dirs: &[PathBuf], out: Option<&Path>, kinds: &Registry, comman
         if part.meta.git_commit != base.meta.git_commit {
             return Err(differs("commits", &base.meta.git_commit, &part.meta.git_commit));
         }
+        if part.meta.build_profile != base.meta.build_profile {
+            return Err(differs("build profiles", &base.meta.build_profile, &part.meta.build_profile));
+        }
         if part.table.columns != base.table.columns {
             return Err(differs("trials.csv columns", "one header", "another"));
         }
@@ -636,6 +652,8 @@ pub fn merge_runs(dirs: &[PathBuf], out: Option<&Path>, kinds: &Registry, comman
         qlab_version: base.meta.qlab_version.clone(),
         git_commit: base.meta.git_commit.clone(),
         git_dirty: parts.iter().any(|p| p.meta.git_dirty),
+        build_profile: base.meta.build_profile.clone(),
+        debug_assertions: base.meta.debug_assertions,
         seed: base.meta.seed,
         trials_planned: total,
         trials_done: rows.len() as u64,

@@ -982,6 +982,12 @@ pub struct Meta {
     pub qlab_version: String,
     pub git_commit: String,
     pub git_dirty: bool,
+    /// The cargo profile the binary was built with (`release` keeps debug assertions
+    /// and overflow checks; `perf` drops them); empty in runs made before it was kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub build_profile: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_assertions: Option<bool>,
     pub seed: u64,
     pub trials_planned: u64,
     pub trials_done: u64,
@@ -1086,6 +1092,38 @@ impl Machine {
             memory_gib,
         }
     }
+}
+
+/// What built the running binary: its commit, whether its source tree had uncommitted
+/// changes, and the cargo profile (which says whether debug assertions and overflow
+/// checks were on). A result records this, not the checkout's state when it ran: a run
+/// made by a binary built yesterday from another commit says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Build {
+    pub commit: String,
+    pub dirty: bool,
+    pub profile: String,
+    pub debug_assertions: bool,
+}
+
+static BUILD: std::sync::OnceLock<Build> = std::sync::OnceLock::new();
+
+/// The binary declares what built it (the `qlab` command does, from its build script)
+/// before any run starts; a second call is ignored.
+pub fn set_build(build: Build) {
+    let _ = BUILD.set(build);
+}
+
+/// What built this binary, as declared by [`set_build`]; a program that declared
+/// nothing (a test calling the lab as a library) gets the checkout's commit and the
+/// profile this crate was compiled with.
+pub fn build() -> Build {
+    BUILD
+        .get_or_init(|| {
+            let (commit, dirty) = git_state();
+            Build { commit, dirty, profile: env!("QLAB_PROFILE").to_string(), debug_assertions: cfg!(debug_assertions) }
+        })
+        .clone()
 }
 
 /// The commit of the source tree (`unknown` outside a git checkout), and whether it
