@@ -471,6 +471,12 @@ pub trait ChaosKnobs: LabProtocol {
     fn keep_rules_of(drawn: &mut Self::Config, file: &Self::Config);
 }
 
+/// Chaos runs send each command at once where the seed drew no batch delay
+/// (`max_batches_in_flight = 0`), as they did before adaptive batching, so every seed
+/// of the chaos tests, the soaks and the attack runs replays as it was recorded; the
+/// `batching_chaos` sweep runs adaptive batching under the same faults.
+const UNBATCHED: usize = 0;
+
 impl ChaosKnobs for Raft {
     fn keep_rules_of(drawn: &mut RaftConfig, file: &RaftConfig) {
         drawn.ablate = file.ablate;
@@ -488,6 +494,7 @@ impl ChaosKnobs for Raft {
             check_quorum: true,
             // Half the seeds batch commands (exercising the leader's flush path).
             batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
+            max_batches_in_flight: UNBATCHED,
             read_mode: config.read_mode,
             lease_drift_bound_ppm: config.lease_drift_bound_ppm,
             ..RaftConfig::default()
@@ -526,6 +533,7 @@ impl ChaosKnobs for Paxos {
             max_values_per_message: [1, 2, 16][rng.random_range(0..3usize)],
             check_quorum: true,
             batch_delay_ns: [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)],
+            max_batches_in_flight: UNBATCHED,
             read_mode: config.read_mode,
             lease_drift_bound_ppm: config.lease_drift_bound_ppm,
             ..PaxosConfig::default()
@@ -557,6 +565,7 @@ impl ChaosKnobs for Pbft {
         pbft.log_window = pbft.checkpoint_interval * [2, 4][rng.random_range(0..2usize)];
         pbft.max_batch = [1, 4, 16][rng.random_range(0..3usize)];
         pbft.batch_delay_ns = [0, 0, ms(1), ms(3)][rng.random_range(0..4usize)];
+        pbft.max_batches_in_flight = UNBATCHED;
         pbft
     }
 }

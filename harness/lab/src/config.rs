@@ -343,6 +343,14 @@ pub struct RaftSection {
     /// Sweep: how long the leader collects commands into one batch (0: no batching).
     #[serde(default = "zero_sweep")]
     pub batch_delay_ms: Sweep<f64>,
+    /// Sweep: adaptive batching's bound on a leader's uncommitted batches, for every
+    /// protocol, where `batch_delay_ms` is 0 ([`qlab_core::batching`]; 0: no batching,
+    /// each command its own round).
+    #[serde(default = "default_batches_in_flight")]
+    pub max_batches_in_flight: Sweep<usize>,
+    /// A batch's commands take at most this many encoded bytes, for every protocol.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
     /// Sweep: how Raft and Multi-Paxos serve reads: `"log"`, `"read-index"`, `"lease"`
     /// or `"follower-stale"` (`kind = "reads"` only; elsewhere reads go through the log).
     #[serde(default = "log_reads")]
@@ -365,6 +373,14 @@ pub struct RaftSection {
     /// `[raft.ablate]`: Raft's safety rules switched off, to show what each prevents.
     #[serde(default)]
     pub ablate: Option<toml::Spanned<qlab_raft::RaftAblations>>,
+}
+
+fn default_batches_in_flight() -> Sweep<usize> {
+    Sweep::one(qlab_core::batching::DEFAULT_MAX_BATCHES_IN_FLIGHT)
+}
+
+fn default_max_batch_bytes() -> usize {
+    qlab_core::batching::DEFAULT_MAX_BATCH_BYTES
 }
 
 fn no_pre_vote() -> Sweep<bool> {
@@ -390,6 +406,8 @@ impl Default for RaftSection {
             check_quorum: true,
             max_entries_per_append: default_batch(),
             batch_delay_ms: zero_sweep(),
+            max_batches_in_flight: default_batches_in_flight(),
+            max_batch_bytes: default_max_batch_bytes(),
             read_mode: log_reads(),
             lease_drift_bound_ppm: default_drift_bound_ppm(),
             pre_vote: no_pre_vote(),
@@ -809,6 +827,8 @@ pub struct Point {
     pub client_retry_ns: Option<Nanos>,
     pub value_bytes: usize,
     pub batch_delay_ms: f64,
+    /// Adaptive batching's bound on uncommitted batches (with `batch_delay_ms` 0).
+    pub max_batches_in_flight: usize,
     /// How Raft and Multi-Paxos serve reads.
     pub read_mode: ReadMode,
     /// Raft: PreVote on.
@@ -891,6 +911,7 @@ impl Point {
             client_retry_ns: None,
             value_bytes: 0,
             batch_delay_ms: 0.0,
+            max_batches_in_flight: qlab_core::batching::DEFAULT_MAX_BATCHES_IN_FLIGHT,
             read_mode: ReadMode::Log,
             pre_vote: false,
             axes: Axes::default(),
@@ -1678,6 +1699,19 @@ impl Experiment {
             };
         });
         let points = expand(points, &f.raft.batch_delay_ms.values, |p, v| p.batch_delay_ms = *v);
+        // The in-flight bound only matters without a batch delay: a delayed point gets
+        // one point, not one per bound.
+        let points: Vec<Point> = points
+            .into_iter()
+            .flat_map(|point| {
+                let values = if point.batch_delay_ms > 0.0 {
+                    vec![f.raft.max_batches_in_flight.values[0]]
+                } else {
+                    f.raft.max_batches_in_flight.values.clone()
+                };
+                values.into_iter().map(move |v| Point { max_batches_in_flight: v, ..point.clone() })
+            })
+            .collect();
         let points = expand(points, &f.raft.read_mode.values, |p, v| p.read_mode = *v);
         // PreVote is Raft's: the other protocols get one point, not one per value.
         let points: Vec<Point> = points

@@ -165,6 +165,8 @@ impl LabProtocol for Raft {
             max_entries_per_append: file.raft.max_entries_per_append,
             check_quorum: file.raft.check_quorum,
             batch_delay_ns: ns(point.batch_delay_ms),
+            max_batches_in_flight: point.max_batches_in_flight,
+            max_batch_bytes: file.raft.max_batch_bytes,
             read_mode: point.read_mode,
             lease_drift_bound_ppm: *file.raft.lease_drift_bound_ppm.get_ref(),
             pre_vote: point.pre_vote,
@@ -227,6 +229,8 @@ impl LabProtocol for Paxos {
             max_values_per_message: file.raft.max_entries_per_append,
             check_quorum: paxos.check_quorum,
             batch_delay_ns: ns(point.batch_delay_ms),
+            max_batches_in_flight: point.max_batches_in_flight,
+            max_batch_bytes: file.raft.max_batch_bytes,
             read_mode: point.read_mode,
             lease_drift_bound_ppm: *file.raft.lease_drift_bound_ppm.get_ref(),
             checkpoint_every_slots: paxos.checkpoint_every_slots,
@@ -300,6 +304,8 @@ impl LabProtocol for Pbft {
         config.log_window = pbft.log_window;
         config.max_batch = pbft.max_batch;
         config.batch_delay_ns = (point.batch_delay_ms * 1e6).round() as Nanos;
+        config.max_batches_in_flight = point.max_batches_in_flight;
+        config.max_batch_bytes = file.raft.max_batch_bytes;
         config.ablate = pbft.ablate.as_ref().map(|a| *a.get_ref()).unwrap_or_default();
         config
     }

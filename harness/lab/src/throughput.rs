@@ -409,6 +409,8 @@ pub struct ThroughputRow {
     pub value_bytes: usize,
     #[serde(serialize_with = "cell::display")]
     pub batch_delay_ms: f64,
+    /// Adaptive batching's bound (0: none); not used where `batch_delay_ms` > 0.
+    pub max_batches_in_flight: usize,
     #[serde(serialize_with = "cell::display")]
     pub latency_ms_mean: f64,
     #[serde(serialize_with = "cell::display")]
@@ -492,6 +494,7 @@ impl ThroughputRow {
             leader_region: point.leader_region.clone(),
             value_bytes: point.value_bytes,
             batch_delay_ms: point.batch_delay_ms,
+            max_batches_in_flight: point.max_batches_in_flight,
             latency_ms_mean: point.latency.mean_ms(),
             loss: point.loss,
             trial,
@@ -582,6 +585,7 @@ impl ExperimentKind for ThroughputKind {
             "leader_region",
             "value_bytes",
             "batch_delay_ms",
+            "max_batches_in_flight",
             "trials",
             "arrivals_per_s",
             "ops_per_s",

@@ -27,9 +27,15 @@ fn committed_headers() -> Vec<(String, Vec<String>, PathBuf)> {
 /// load and wide-area placement (issue 20) gave throughput rows `arrival` (`closed`
 /// before), `rate_per_s` and `leader_region` (empty before). References measured
 /// before them, on real processes over minutes, are kept rather than re-measured for
-/// three constant columns.
-const POINT_COLUMNS_ADDED_SINCE: &[(&str, &str)] =
-    &[("throughput", "arrival"), ("throughput", "rate_per_s"), ("throughput", "leader_region")];
+/// three constant columns. Adaptive batching (issue 22) added `max_batches_in_flight`:
+/// a reference without it was made before adaptive batching existed, when
+/// `batch_delay_ms = 0` meant unbatched (what `max_batches_in_flight = 0` means now).
+const POINT_COLUMNS_ADDED_SINCE: &[(&str, &str)] = &[
+    ("throughput", "arrival"),
+    ("throughput", "rate_per_s"),
+    ("throughput", "leader_region"),
+    ("throughput", "max_batches_in_flight"),
+];
 
 /// Each kind's row type writes the header of a committed reference run, and the point
 /// columns of all of them, so what the run writes today is what `qlab plot`, the

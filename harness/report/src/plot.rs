@@ -602,6 +602,8 @@ pub fn plot_throughput(run_dir: &Path, experiment_name: &str) -> Result<Vec<Path
                 "nodes" => format!("{} nodes", key[i]),
                 "value_bytes" => format!("{} B", key[i]),
                 "batch_delay_ms" => format!("batch {} ms", key[i]),
+                "max_batches_in_flight" if key[i] == "0" => "unbatched".to_string(),
+                "max_batches_in_flight" => format!("{} in flight", key[i]),
                 "latency_ms_mean" => format!("latency {} ms", key[i]),
                 "loss" => format!("loss {}", key[i]),
                 other => format!("{other} {}", key[i]),

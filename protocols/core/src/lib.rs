@@ -25,6 +25,7 @@
 //! ([`symmetry`]).
 
 pub mod adversary;
+pub mod batching;
 pub mod digest;
 pub mod durability;
 pub mod kv;

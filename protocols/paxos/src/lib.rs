@@ -99,6 +99,7 @@ mod proposer;
 mod reads;
 mod types;
 
+use qlab_core::batching::{pipeline_has_room, take_batch};
 use qlab_core::reads::{LeaderReads, ReadMode, lease_ns, local_read};
 use qlab_core::{
     ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Op, Protocol, Reply, ReplyBody, Request, majority, ms,
@@ -162,6 +163,9 @@ pub struct Paxos {
     // ---- leader ----
     in_flight: BTreeMap<Slot, InFlight>,
     next_slot: Slot,
+    /// Leader: the first slot it proposed for new commands (those below re-propose what
+    /// phase 1 found); adaptive batching counts only its own slots as in flight.
+    first_fresh_slot: Slot,
     pending: Vec<Arc<Request>>,
     proposed_requests: BTreeMap<ClientId, u64>,
     heard_from: Vec<bool>,
@@ -373,6 +377,7 @@ impl Protocol for Paxos {
             promises: Vec::new(),
             in_flight: BTreeMap::new(),
             next_slot: 1,
+            first_fresh_slot: 1,
             pending: Vec::new(),
             proposed_requests: BTreeMap::new(),
             heard_from: Vec::new(),

@@ -27,7 +27,12 @@ pub static PREPARE_OR_ACCEPT_REFUSED: Mark = Mark {
 pub static PREEMPTED: Mark =
     Mark { name: "paxos.preempted", situation: "a leader or candidate gives way to a higher ballot" };
 
-pub static ALL: [&Mark; 7] = [
+pub static BATCH_HELD_FOR_PIPELINE: Mark = Mark {
+    name: "paxos.batch_held_for_pipeline",
+    situation: "adaptive batching holds commands back: the leader's pipeline of uncommitted batches is full",
+};
+
+pub static ALL: [&Mark; 8] = [
     &PROMISE_CARRIES_ACCEPTED,
     &VALUE_ADOPTED_FROM_PROMISE,
     &CONFLICTING_ACCEPTED_VALUES,
@@ -35,4 +40,5 @@ pub static ALL: [&Mark; 7] = [
     &CHECKPOINT_FROM_PROMISE,
     &PREPARE_OR_ACCEPT_REFUSED,
     &PREEMPTED,
+    &BATCH_HELD_FOR_PIPELINE,
 ];

@@ -103,6 +103,7 @@ impl Paxos {
         for value in values {
             self.propose(value, ctx);
         }
+        self.first_fresh_slot = self.next_slot;
         ctx.set_timer(PaxosTimer::Heartbeat, self.config.heartbeat_interval_ns);
         if self.config.check_quorum_on() {
             ctx.set_timer(PaxosTimer::CheckQuorum, self.config.leader_timeout_ns_min);
@@ -123,17 +124,38 @@ impl Paxos {
         ctx.broadcast(Message::Accept { ballot, first_slot: slot, values: vec![value], commit });
     }
 
-    /// Propose collected commands while the window has room.
+    /// Propose collected commands while the window has room: with a batch delay, as
+    /// full slots; batching adaptively ([`qlab_core::batching`]), only while fewer than
+    /// `max_batches_in_flight` slots await commitment, each slot taking what waited (at
+    /// most `max_commands_per_slot` commands and `max_batch_bytes`). What does not fit
+    /// goes when a slot commits ([`Paxos::advance_leader_commit`] calls this again).
     pub(crate) fn flush(&mut self, ctx: &mut Context<'_, Self>) {
         if self.role != Role::Leader {
             self.pending.clear();
             return;
         }
-        while !self.pending.is_empty() && self.in_flight.len() < self.config.window_slots {
-            let take = self.pending.len().min(self.config.max_commands_per_slot);
-            let commands: Vec<Arc<Request>> = self.pending.drain(..take).collect();
+        let adaptive = self.config.batch_delay_ns == 0;
+        while !self.pending.is_empty()
+            && self.in_flight.len() < self.config.window_slots
+            && (!adaptive || pipeline_has_room(self.config.max_batches_in_flight, self.fresh_slots_in_flight()))
+        {
+            let commands: Vec<Arc<Request>> = if adaptive {
+                take_batch(&mut self.pending, self.config.max_commands_per_slot, self.config.max_batch_bytes)
+            } else {
+                let take = self.pending.len().min(self.config.max_commands_per_slot);
+                self.pending.drain(..take).collect()
+            };
             self.propose(Value::Commands(commands), ctx);
         }
+        if adaptive && !self.pending.is_empty() && self.in_flight.len() < self.config.window_slots {
+            ctx.reached(&marks::BATCH_HELD_FOR_PIPELINE);
+        }
+    }
+
+    /// Slots this leader proposed for new commands that are not yet committed (what
+    /// adaptive batching bounds; the slots phase 1 re-proposed are not its batches).
+    fn fresh_slots_in_flight(&self) -> usize {
+        self.in_flight.range(self.first_fresh_slot..).count()
     }
 
     /// Commit the chosen in-flight slots that follow the commit point, in order.

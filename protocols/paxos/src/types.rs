@@ -48,10 +48,19 @@ pub struct PaxosConfig {
     pub max_values_per_message: usize,
     pub check_quorum: bool,
     /// Client commands are collected for up to this long (or until a full slot) and
-    /// proposed as one value. 0 proposes each command at once (in its own slot, when the
-    /// window has room).
+    /// proposed as one value. 0: adaptive batching (`max_batches_in_flight`).
     #[serde(default)]
     pub batch_delay_ns: Nanos,
+    /// Adaptive batching ([`qlab_core::batching`]), with no batch delay: commands are
+    /// proposed at once while fewer than this many slots await commitment, and otherwise
+    /// together when one commits. 0 proposes each command at once in its own slot
+    /// (within `window_slots`).
+    #[serde(default = "default_max_batches_in_flight")]
+    pub max_batches_in_flight: usize,
+    /// A slot's commands take at most this many encoded bytes (a single larger one goes
+    /// alone).
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
     /// How `get`s are served; see [`qlab_core::reads`].
     #[serde(default)]
     pub read_mode: ReadMode,
@@ -104,6 +113,14 @@ impl PaxosAblations {
     }
 }
 
+fn default_max_batches_in_flight() -> usize {
+    qlab_core::batching::DEFAULT_MAX_BATCHES_IN_FLIGHT
+}
+
+fn default_max_batch_bytes() -> usize {
+    qlab_core::batching::DEFAULT_MAX_BATCH_BYTES
+}
+
 impl Default for PaxosConfig {
     fn default() -> Self {
         PaxosConfig {
@@ -115,6 +132,8 @@ impl Default for PaxosConfig {
             max_values_per_message: 64,
             check_quorum: true,
             batch_delay_ns: 0,
+            max_batches_in_flight: default_max_batches_in_flight(),
+            max_batch_bytes: default_max_batch_bytes(),
             read_mode: ReadMode::Log,
             lease_drift_bound_ppm: DEFAULT_DRIFT_BOUND_PPM,
             checkpoint_every_slots: 0,

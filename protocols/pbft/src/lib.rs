@@ -66,6 +66,7 @@
 //! a single Byzantine replica could otherwise drive it into any view.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use qlab_core::batching::{pipeline_has_room, take_batch};
 use qlab_core::{ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Protocol, Reply, ReplyBody, Request, ms};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -118,6 +119,10 @@ pub struct Pbft {
     prepared_certs: BTreeMap<Seq, PreparedCert>,
     /// Accepted pre-prepares across views: what this replica signed prepares for.
     next_seq: Seq,
+    /// Primary: the first sequence number it proposed new requests under in this view
+    /// (those below carry the NEW-VIEW's re-proposals or came before a restart);
+    /// adaptive batching counts only its own batches as in flight.
+    own_from_seq: Seq,
     last_executed: Seq,
     prefix_digest: Digest,
     kv: KvStore,
@@ -175,6 +180,7 @@ impl std::fmt::Debug for Pbft {
             .field("log", &self.log)
             .field("prepared_certs", &self.prepared_certs)
             .field("next_seq", &self.next_seq)
+            .field("own_from_seq", &self.own_from_seq)
             .field("last_executed", &self.last_executed)
             .field("prefix_digest", &self.prefix_digest)
             .field("kv", &self.kv)
@@ -280,6 +286,7 @@ impl Protocol for Pbft {
             log: BTreeMap::new(),
             prepared_certs: BTreeMap::new(),
             next_seq: 1,
+            own_from_seq: 1,
             last_executed: 0,
             prefix_digest: Digest::GENESIS,
             kv: KvStore::default(),
@@ -366,6 +373,7 @@ impl Protocol for Pbft {
         }
         pbft.next_seq =
             pbft.log.keys().next_back().copied().unwrap_or(0).max(pbft.last_executed).max(pbft.stable_seq) + 1;
+        pbft.own_from_seq = pbft.next_seq;
         // A replica restarted in a view it may not have seen the NEW-VIEW of does not
         // take part in that view; it rejoins at the next view change (or catches up
         // through checkpoints meanwhile).

@@ -43,7 +43,12 @@ pub static EXECUTED_BATCH_REPROPOSED: Mark = Mark {
     situation: "a NEW-VIEW re-proposes a batch this replica executed already",
 };
 
-pub static ALL: [&Mark; 10] = [
+pub static BATCH_HELD_FOR_PIPELINE: Mark = Mark {
+    name: "pbft.batch_held_for_pipeline",
+    situation: "adaptive batching holds commands back: the primary's pipeline of uncommitted batches is full",
+};
+
+pub static ALL: [&Mark; 11] = [
     &VIEW_CHANGE_CARRIES_CERTIFICATE,
     &NEW_VIEW_CONFLICTING_CERTIFICATES,
     &NEW_VIEW_NULL_REQUEST,
@@ -54,4 +59,5 @@ pub static ALL: [&Mark; 10] = [
     &NEW_VIEW_REJECTED,
     &STATE_TRANSFERRED,
     &EXECUTED_BATCH_REPROPOSED,
+    &BATCH_HELD_FOR_PIPELINE,
 ];

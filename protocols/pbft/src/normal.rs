@@ -12,19 +12,43 @@ impl Pbft {
         seq > self.stable_seq && seq <= self.stable_seq + self.config.log_window
     }
 
-    /// Primary: propose collected requests while the window has room.
+    /// Whether the primary, batching adaptively, may propose another batch now: fewer
+    /// than `max_batches_in_flight` of its batches are unexecuted (always, with a batch
+    /// delay).
+    pub(crate) fn pipeline_has_room(&self) -> bool {
+        // Its own batches: above what it executed, what is stable, and what the view's
+        // NEW-VIEW re-proposed (those are the old view's, not this primary's batches).
+        let below = self.last_executed.max(self.stable_seq).max(self.own_from_seq - 1);
+        let in_flight = self.next_seq.saturating_sub(1).saturating_sub(below) as usize;
+        self.config.batch_delay_ns > 0 || pipeline_has_room(self.config.max_batches_in_flight, in_flight)
+    }
+
+    /// Primary: propose collected requests while the window (and, batching adaptively,
+    /// the pipeline) has room; [`Pbft::execute_ready`] calls this again as batches
+    /// execute.
     pub(crate) fn flush(&mut self, ctx: &mut Context<'_, Self>) {
         if self.primary() != self.id || self.in_view_change {
             return;
         }
-        while !self.pending.is_empty() && self.in_window(self.next_seq) {
-            let take = self.pending.len().min(self.config.max_batch);
-            let batch: Vec<Arc<Request>> = self.pending.drain(..take).collect();
+        if self.config.batch_delay_ns == 0 && !self.unverified.is_empty() && self.pipeline_has_room() {
+            // Requests that waited for the pipeline: their signatures checked together.
+            self.admit_unverified(ctx);
+        }
+        while !self.pending.is_empty() && self.in_window(self.next_seq) && self.pipeline_has_room() {
+            let batch: Vec<Arc<Request>> = if self.config.batch_delay_ns == 0 {
+                take_batch(&mut self.pending, self.config.max_batch, self.config.max_batch_bytes)
+            } else {
+                let take = self.pending.len().min(self.config.max_batch);
+                self.pending.drain(..take).collect()
+            };
             let seq = self.next_seq;
             self.next_seq += 1;
             let pp = self.sign(PrePrepare { view: self.view, seq, digest: batch_digest(&batch), batch });
             self.accept_pre_prepare(pp.clone(), ctx);
             ctx.broadcast(Message::PrePrepare(pp));
+        }
+        if self.config.batch_delay_ns == 0 && !self.pipeline_has_room() && !self.unverified.is_empty() {
+            ctx.reached(&marks::BATCH_HELD_FOR_PIPELINE);
         }
     }
 
@@ -342,6 +366,14 @@ impl Pbft {
             }
             return;
         }
+        if self.primary() == self.id && !self.in_view_change {
+            // Batching adaptively: the request joins the next batch, whose signatures
+            // are checked together when it goes: now if the pipeline has room, else
+            // when a batch executes.
+            self.unverified.push(request);
+            self.flush(ctx);
+            return;
+        }
         if self.verify_request(&request) {
             self.take_request(request, ctx);
         }
@@ -353,12 +385,23 @@ impl Pbft {
         let valid = self.check_requests(&requests);
         for (request, ok) in requests.into_iter().zip(valid) {
             if ok {
-                self.take_request(request, ctx);
+                self.queue_request(request, ctx);
             }
         }
     }
 
+    /// A request whose signature holds: queued for the next batch at the primary
+    /// (proposed now if the pipeline has room), forwarded by a backup.
     pub(crate) fn take_request(&mut self, request: Arc<Request>, ctx: &mut Context<'_, Self>) {
+        if self.queue_request(request, ctx) && self.config.batch_delay_ns == 0 {
+            self.flush(ctx);
+        }
+    }
+
+    /// [`Pbft::take_request`] short of proposing adaptively: true when the request
+    /// joined the primary's pending batch with no batch delay, so the caller decides
+    /// when to flush (once for a whole admitted batch).
+    fn queue_request(&mut self, request: Arc<Request>, ctx: &mut Context<'_, Self>) -> bool {
         let applied = self.kv.last_applied_seq(request.client);
         if request.seq <= applied {
             // Executed already: answer again from the session table (the reply may
@@ -366,16 +409,18 @@ impl Pbft {
             if let Some(result) = self.kv.apply(&request) {
                 ctx.reply(Reply { client: request.client, seq: request.seq, body: ReplyBody::Done(result) });
             }
-            return;
+            return false;
         }
         if self.assigned.get(&request.client).is_some_and(|s| *s >= request.seq) && self.primary() == self.id {
-            return; // already proposed; its execution will answer it
+            return false; // already proposed; its execution will answer it
         }
         if self.primary() == self.id && !self.in_view_change {
             self.assigned.insert(request.client, request.seq);
             self.pending.push(request);
-            let full = self.pending.len() >= self.config.max_batch;
-            if self.config.batch_delay_ns == 0 || full {
+            if self.config.batch_delay_ns == 0 {
+                return true;
+            }
+            if self.pending.len() >= self.config.max_batch {
                 if self.flush_armed {
                     self.flush_armed = false;
                     ctx.cancel_timer(PbftTimer::Flush);
@@ -396,5 +441,6 @@ impl Pbft {
             }
             self.start_timer(ctx);
         }
+        false
     }
 }

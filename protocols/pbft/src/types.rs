@@ -26,8 +26,19 @@ pub struct PbftConfig {
     /// Requests in one pre-prepare, at most.
     pub max_batch: usize,
     /// The primary collects requests this long before proposing a partial batch
-    /// (0: propose at once).
+    /// (0: adaptive batching, `max_batches_in_flight`).
     pub batch_delay_ns: Nanos,
+    /// Adaptive batching ([`qlab_core::batching`]), with no batch delay: the primary
+    /// proposes at once while fewer than this many of its batches are not yet executed,
+    /// and otherwise proposes what waited when one executes; requests that wait have
+    /// their client signatures checked together, as one batch. 0 proposes each request
+    /// at once (within the watermarks).
+    #[serde(default = "default_max_batches_in_flight")]
+    pub max_batches_in_flight: usize,
+    /// A batch's requests take at most this many encoded bytes (a single larger one
+    /// goes alone).
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
     /// Public keys of the replicas, by node id.
     pub node_public_keys: Vec<[u8; 32]>,
     /// Public keys of the clients, by client id.
@@ -76,12 +87,22 @@ impl PbftConfig {
             log_window: 128,
             max_batch: 64,
             batch_delay_ns: 0,
+            max_batches_in_flight: default_max_batches_in_flight(),
+            max_batch_bytes: default_max_batch_bytes(),
             node_public_keys: node_secret_keys.iter().map(public_of).collect(),
             client_public_keys: (0..clients).map(|c| public_of(&client_secret(key_seed, c))).collect(),
             node_secret_keys,
             ablate: PbftAblations::default(),
         }
     }
+}
+
+fn default_max_batches_in_flight() -> usize {
+    qlab_core::batching::DEFAULT_MAX_BATCHES_IN_FLIGHT
+}
+
+fn default_max_batch_bytes() -> usize {
+    qlab_core::batching::DEFAULT_MAX_BATCH_BYTES
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

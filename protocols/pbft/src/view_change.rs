@@ -317,6 +317,7 @@ impl Pbft {
         }
         drop(old_log);
         self.next_seq = max_s.max(self.last_executed).max(self.stable_seq) + 1;
+        self.own_from_seq = self.next_seq;
         self.timer_running = false;
         ctx.cancel_timer(PbftTimer::ViewChange);
         if !self.waiting.is_empty() {

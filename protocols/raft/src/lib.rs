@@ -115,6 +115,7 @@ mod replication;
 mod snapshot;
 mod types;
 
+use qlab_core::batching::{pipeline_has_room, take_batch};
 use qlab_core::quorum::quorum_value;
 use qlab_core::reads::{LeaderReads, ReadMode, lease_ns, local_read};
 use qlab_core::symmetry::Renaming;
@@ -195,6 +196,9 @@ pub struct Raft {
     appended_requests: std::collections::BTreeMap<qlab_core::ClientId, u64>,
     /// Leader: commands waiting for the batch to be appended.
     pending_commands: Vec<Arc<Request>>,
+    /// Leader: the last index of each batch it appended this term that is not yet
+    /// committed, oldest first (adaptive batching's pipeline).
+    batches_in_flight: std::collections::VecDeque<Index>,
     /// Leader with read-index or lease reads: heartbeat rounds and waiting reads.
     reads: Option<LeaderReads>,
     /// Lease reads: refuse votes before this local time (a minimum election timeout
@@ -235,6 +239,7 @@ impl Raft {
             progress,
             appended_requests,
             pending_commands,
+            batches_in_flight,
             reads,
             vote_guard_until,
         } = self;
@@ -266,6 +271,7 @@ impl Raft {
             progress: renaming.table(progress),
             appended_requests: appended_requests.clone(),
             pending_commands: pending_commands.clone(),
+            batches_in_flight: batches_in_flight.clone(),
             reads: reads.as_ref().map(|reads| reads.renamed(renaming)),
             vote_guard_until: *vote_guard_until,
         }
@@ -355,6 +361,7 @@ impl Raft {
             ctx.cancel_timer(RaftTimer::Flush);
             // Never appended, so never promised: their clients retry elsewhere.
             self.pending_commands.clear();
+            self.batches_in_flight.clear();
             self.reads = None;
             self.transfer = None;
             // A leader has no election timer running; a follower or candidate keeps
@@ -486,6 +493,7 @@ impl Protocol for Raft {
             progress: Vec::new(),
             appended_requests: Default::default(),
             pending_commands: Vec::new(),
+            batches_in_flight: Default::default(),
             reads: None,
             vote_guard_until: 0,
         }
@@ -644,8 +652,12 @@ impl Protocol for Raft {
         }
         self.appended_requests.insert(request.client, request.seq);
         self.pending_commands.push(Arc::new(request));
-        let full = self.pending_commands.len() >= self.config.max_entries_per_append;
-        if self.config.batch_delay_ns == 0 || full {
+        if self.config.batch_delay_ns == 0 {
+            // Adaptive: goes now if the pipeline has room, else when a batch commits.
+            self.flush_commands(ctx);
+            return;
+        }
+        if self.pending_commands.len() >= self.config.max_entries_per_append {
             ctx.cancel_timer(RaftTimer::Flush);
             self.flush_commands(ctx);
         } else if self.pending_commands.len() == 1 {

@@ -41,7 +41,12 @@ pub static CHECK_QUORUM_STEP_DOWN: Mark = Mark {
     situation: "a leader that has not heard from a majority steps down (check-quorum)",
 };
 
-pub static ALL: [&Mark; 9] = [
+pub static BATCH_HELD_FOR_PIPELINE: Mark = Mark {
+    name: "raft.batch_held_for_pipeline",
+    situation: "adaptive batching holds commands back: the leader's pipeline of uncommitted batches is full",
+};
+
+pub static ALL: [&Mark; 10] = [
     &STALE_LEADER_ANSWERED,
     &STALE_RESPONSE_IGNORED,
     &STEPPED_DOWN_HIGHER_TERM,
@@ -51,4 +56,5 @@ pub static ALL: [&Mark; 9] = [
     &OLD_TERM_COMMITTED_INDIRECTLY,
     &SNAPSHOT_DURING_ELECTION,
     &CHECK_QUORUM_STEP_DOWN,
+    &BATCH_HELD_FOR_PIPELINE,
 ];

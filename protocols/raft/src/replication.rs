@@ -33,34 +33,56 @@ impl Raft {
         );
     }
 
-    /// Append the collected commands as one batch and send them to every follower that
-    /// was caught up (the others get them when they ask for more).
+    /// Append the collected commands and send them to every follower that was caught
+    /// up (the others get them when they ask for more): as one batch when a batch delay
+    /// closed it, or, batching adaptively, as batches of at most `max_entries_per_append`
+    /// commands and `max_batch_bytes` while the pipeline has room; what does not fit
+    /// waits for a batch to commit ([`Raft::advance_commit`] calls this again).
     pub(crate) fn flush_commands(&mut self, ctx: &mut Context<'_, Self>) {
         if self.role != Role::Leader || self.pending_commands.is_empty() {
             self.pending_commands.clear();
             return;
         }
-        let first_new = self.last_index() + 1;
-        let entries: Vec<Entry> = self
-            .pending_commands
-            .drain(..)
-            .enumerate()
-            .map(|(i, command)| Entry {
-                term: self.current_term,
-                index: first_new + i as u64,
-                payload: Payload::Command(command),
-            })
-            .collect();
-        self.append_local(entries, ctx);
-        let me = self.id.0 as usize;
-        self.progress[me].match_index = self.last_index();
-        for peer in self.peers() {
-            // Only followers not already waiting on a pipelined batch get a new one.
-            if self.progress[peer.0 as usize].next_index == first_new {
-                self.send_append(peer, ctx);
+        let adaptive = self.config.batch_delay_ns == 0;
+        let mut appended = false;
+        while !self.pending_commands.is_empty()
+            && (!adaptive || pipeline_has_room(self.config.max_batches_in_flight, self.batches_in_flight.len()))
+        {
+            let commands = if adaptive {
+                take_batch(&mut self.pending_commands, self.config.max_entries_per_append, self.config.max_batch_bytes)
+            } else {
+                std::mem::take(&mut self.pending_commands)
+            };
+            let first_new = self.last_index() + 1;
+            let entries: Vec<Entry> = commands
+                .into_iter()
+                .enumerate()
+                .map(|(i, command)| Entry {
+                    term: self.current_term,
+                    index: first_new + i as u64,
+                    payload: Payload::Command(command),
+                })
+                .collect();
+            self.append_local(entries, ctx);
+            let me = self.id.0 as usize;
+            self.progress[me].match_index = self.last_index();
+            if adaptive {
+                self.batches_in_flight.push_back(self.last_index());
             }
+            for peer in self.peers() {
+                // Only followers not already waiting on a pipelined batch get a new one.
+                if self.progress[peer.0 as usize].next_index == first_new {
+                    self.send_append(peer, ctx);
+                }
+            }
+            appended = true;
         }
-        self.maybe_commit(ctx);
+        if !self.pending_commands.is_empty() {
+            ctx.reached(&marks::BATCH_HELD_FOR_PIPELINE);
+        }
+        if appended {
+            self.maybe_commit(ctx);
+        }
     }
 
     pub(crate) fn broadcast_heartbeats(&mut self, ctx: &mut Context<'_, Self>) {
@@ -99,6 +121,13 @@ impl Raft {
         }
         self.commit_index = new_commit;
         self.apply_committed(ctx);
+        // A round came back: its batches leave the pipeline, and what waited goes out.
+        while self.batches_in_flight.front().is_some_and(|end| *end <= self.commit_index) {
+            self.batches_in_flight.pop_front();
+        }
+        if self.role == Role::Leader && !self.pending_commands.is_empty() && self.config.batch_delay_ns == 0 {
+            self.flush_commands(ctx);
+        }
     }
 
     pub(crate) fn apply_committed(&mut self, ctx: &mut Context<'_, Self>) {

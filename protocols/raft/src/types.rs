@@ -21,9 +21,20 @@ pub struct RaftConfig {
     pub check_quorum: bool,
     /// Client commands are collected for up to this long (or until a full
     /// `max_entries_per_append`) and appended as one batch: one record, one fsync and
-    /// one AppendEntries per follower for the lot. 0 appends each command at once.
+    /// one AppendEntries per follower for the lot. 0: adaptive batching
+    /// (`max_batches_in_flight`).
     #[serde(default)]
     pub batch_delay_ns: Nanos,
+    /// Adaptive batching ([`qlab_core::batching`]), with no batch delay: commands are
+    /// appended at once while fewer than this many of the leader's batches await
+    /// commitment, and otherwise together when one commits. 0 appends each command at
+    /// once in its own batch.
+    #[serde(default = "default_max_batches_in_flight")]
+    pub max_batches_in_flight: usize,
+    /// A batch's commands take at most this many encoded bytes (a single larger one
+    /// goes alone).
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
     /// How `get`s are served (§6.4); see [`qlab_core::reads`].
     #[serde(default)]
     pub read_mode: ReadMode,
@@ -48,6 +59,14 @@ pub struct RaftConfig {
     /// Safety rules switched off, for counterexamples; all false is Raft.
     #[serde(default)]
     pub ablate: RaftAblations,
+}
+
+fn default_max_batches_in_flight() -> usize {
+    qlab_core::batching::DEFAULT_MAX_BATCHES_IN_FLIGHT
+}
+
+fn default_max_batch_bytes() -> usize {
+    qlab_core::batching::DEFAULT_MAX_BATCH_BYTES
 }
 
 /// 64 KiB: a chunk crosses a LAN in well under a millisecond and never nears a frame limit.
@@ -132,6 +151,8 @@ impl Default for RaftConfig {
             max_entries_per_append: 64,
             check_quorum: true,
             batch_delay_ns: 0,
+            max_batches_in_flight: default_max_batches_in_flight(),
+            max_batch_bytes: default_max_batch_bytes(),
             read_mode: ReadMode::Log,
             lease_drift_bound_ppm: DEFAULT_DRIFT_BOUND_PPM,
             pre_vote: false,
