@@ -51,12 +51,7 @@ fn config(nodes: u32) -> ChaosConfig {
     config
 }
 
-fn check(
-    run: fn(u64, &ChaosConfig) -> qlab_lab::chaos::ChaosOutcome,
-    nodes: u32,
-    mark: &str,
-    test_binary: &str,
-) {
+fn check(run: fn(u64, &ChaosConfig) -> qlab_lab::chaos::ChaosOutcome, nodes: u32, mark: &str, test_binary: &str) {
     let totals = sweep(run, &config(nodes), 0..SEEDS, test_binary).unwrap_or_else(|e| panic!("{e}"));
     let held = totals.seeds_reaching.get(mark).copied().unwrap_or(0);
     assert!(held * 2 > SEEDS, "{mark}: only {held} of {SEEDS} seeds held a batch back; the sweep tests little");
