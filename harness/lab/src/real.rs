@@ -477,7 +477,7 @@ pub const REPORT_LAG_NS: u64 = 1_000_000_000;
 /// Move the observations that arrived into `stream`, and check those older than
 /// [`REPORT_LAG_NS`].
 pub fn feed_safety_stream<M: Wired, C: Client>(driver: &mut Driver<M, C>, stream: &mut qlab_check::SafetyStream) {
-    for o in driver.take_observations() {
+    for o in driver.drain_observations() {
         stream.push(Observation { time: o.time_ns, node: NodeId(o.node), event: o.event });
     }
     stream.release(driver.now_ns().saturating_sub(REPORT_LAG_NS));

@@ -112,6 +112,7 @@ async fn link<M: DeserializeOwned>(
 ) {
     let name = Principal::Node(node).server_name();
     let mut buffer = vec![0u8; 64 * 1024];
+    let mut batch = Vec::with_capacity(64 * 1024);
     loop {
         let streams = async {
             let connection = endpoint.connect(addr, &name).ok()?.await.ok()?;
@@ -134,7 +135,18 @@ async fn link<M: DeserializeOwned>(
             tokio::select! {
                 frame = outgoing.recv() => {
                     let Some(frame) = frame else { return };
-                    if send.write_all(&frame).await.is_err() {
+                    // Coalesce what else is already queued into one write: under load
+                    // the clients hand this link many small requests at a time, and a
+                    // write per frame costs the stream a wake-up and often a packet each.
+                    batch.clear();
+                    batch.extend_from_slice(&frame);
+                    while batch.len() < 64 * 1024 {
+                        match outgoing.try_recv() {
+                            Ok(next) => batch.extend_from_slice(&next),
+                            Err(_) => break,
+                        }
+                    }
+                    if send.write_all(&batch).await.is_err() {
                         break;
                     }
                 }
@@ -144,14 +156,15 @@ async fn link<M: DeserializeOwned>(
                         _ => break,
                     };
                     decoder.push(&buffer[..n]);
+                    // Everything in one read arrived together: one clock reading for all.
+                    let received_ns = since_start(start_unix_ns);
                     loop {
                         match decoder.next_frame() {
                             Ok(Some(payload)) => {
-                                if let Ok(wire) = decode::<Wire<M>>(&payload) {
-                                    let received_ns = since_start(start_unix_ns);
-                                    if from_nodes.send(FromNode { node, wire, received_ns }).is_err() {
-                                        return;
-                                    }
+                                if let Ok(wire) = decode::<Wire<M>>(&payload)
+                                    && from_nodes.send(FromNode { node, wire, received_ns }).is_err()
+                                {
+                                    return;
                                 }
                             }
                             Ok(None) => break,
