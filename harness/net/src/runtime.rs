@@ -310,6 +310,11 @@ pub fn process_cpu_ns() -> u64 {
 
 /// Run one replica until it is told to shut down or its future is dropped (which
 /// aborts every task it started: dropping it is how in-process tests "kill" a node).
+/// How many steps in a row may leave work for [`Protocol::on_input_drained`] while
+/// input keeps arriving: then one step runs as if the queue were empty, so a leader
+/// under a queue that never empties still sends (a batch of at most this many inputs).
+const MAX_STEPS_DEFERRING: u32 = 256;
+
 pub async fn run_node<P>(config: NodeConfig<P::Config>) -> Result<(), NetError>
 where
     P: Protocol + Send + 'static,
@@ -401,13 +406,18 @@ where
     let mut counters_due = Instant::now() + Duration::from_millis(500);
     let mut harness_links = 0u32;
     let mut orphaned_since = Some(Instant::now());
+    // Whether more input is queued behind the step about to run, and whether a step
+    // ran so since the queue was last empty ([`Protocol::on_input_drained`] is due).
+    let mut input_waiting = false;
+    let mut drained_due = false;
+    let mut steps_deferring = 0u32;
 
     // One step: run the handler, then carry out its outbox in contract order.
     macro_rules! step {
         ($handler:expr) => {{
             let now_ns = clock.local_ns(clock_base_ns + started.elapsed().as_nanos() as u64);
             {
-                let mut ctx = Context::new(now_ns, &mut rng, &mut outbox);
+                let mut ctx = Context::new(now_ns, &mut rng, &mut outbox).with_input_waiting(input_waiting);
                 #[allow(clippy::redundant_closure_call)]
                 ($handler)(&mut protocol, &mut ctx);
             }
@@ -492,6 +502,10 @@ where
         tokio::select! {
             input = inbox.recv() => {
                 let Some(input) = input else { break };
+                // A burst is bounded so that a queue that never empties still sends.
+                input_waiting = !inbox.is_empty() && steps_deferring < MAX_STEPS_DEFERRING;
+                steps_deferring = if input_waiting { steps_deferring + 1 } else { 0 };
+                drained_due |= input_waiting;
                 match input {
                     Input::Peer { from, msg } => {
                         step!(|p: &mut P, ctx: &mut Context<'_, P>| p.on_message(ctx, NodeId(from), msg));
@@ -544,6 +558,11 @@ where
                         encode(&Wire::<P::Message>::Report(Report::Ready { node: me, restored_records }), &mut frame);
                         let _ = report_tx.send(frame);
                     }
+                }
+                input_waiting = false;
+                if drained_due && inbox.is_empty() {
+                    drained_due = false;
+                    step!(|p: &mut P, ctx: &mut Context<'_, P>| p.on_input_drained(ctx));
                 }
             }
             _ = tokio::time::sleep_until(wake) => {

@@ -286,6 +286,11 @@ impl<P: Protocol, A: Adversary<P>> Protocol for Faulty<P, A> {
         self.step(ctx, |_, honest, c| honest.on_admin(c, command))
     }
 
+    fn on_input_drained(&mut self, ctx: &mut Context<'_, Self>) {
+        // What the honest code left waiting goes out through the attack's filters.
+        self.step(ctx, |_, honest, c| honest.on_input_drained(c))
+    }
+
     fn message_kind(msg: &Self::Message) -> &'static str {
         P::message_kind(msg)
     }

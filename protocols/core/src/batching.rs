@@ -26,6 +26,16 @@ pub const DEFAULT_MAX_BATCHES_IN_FLIGHT: usize = 4;
 /// per follower, and a frame must stay well below the transport's frame limit).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 1 << 20;
 
+/// Whether an adaptive leader leaves its waiting commands for
+/// [`crate::Protocol::on_input_drained`]: more input is queued behind this step (real
+/// mode's runtime says so, [`crate::Context::input_waiting`]) and batching is bounded
+/// (`max_batches_in_flight` > 0; 0 is the unbatched policy, every command at once). A
+/// step of one request at a time otherwise finds the pipeline free on a fast network and
+/// sends every command as its own batch, paying a round per command under load.
+pub fn defer_to_drained_input(max_batches_in_flight: usize, input_waiting: bool) -> bool {
+    max_batches_in_flight > 0 && input_waiting
+}
+
 /// Whether a leader with `in_flight` uncommitted batches sends another now, under a
 /// bound of `max_batches_in_flight` (0: no bound, every command goes at once in its own
 /// batch, so each command is one round).

@@ -256,11 +256,26 @@ pub struct Context<'a, P: Protocol> {
     rng: &'a mut ChaCha8Rng,
     outbox: &'a mut Outbox<P::Message, P::Timer, P::Record>,
     explain: bool,
+    input_waiting: bool,
 }
 
 impl<'a, P: Protocol> Context<'a, P> {
     pub fn new(now: Nanos, rng: &'a mut ChaCha8Rng, outbox: &'a mut Outbox<P::Message, P::Timer, P::Record>) -> Self {
-        Self { now, rng, outbox, explain: false }
+        Self { now, rng, outbox, explain: false, input_waiting: false }
+    }
+    /// This context telling the step that more input is already queued behind it, and
+    /// that the driver will call [`Protocol::on_input_drained`] once the queue is
+    /// empty. A leader batching adaptively then leaves its commands waiting for that
+    /// call instead of sending them one round each: what arrived together goes out
+    /// together, as etcd's raft sends what accumulated while it was busy as one `Ready`.
+    /// The simulator delivers one event per step and never sets it.
+    pub fn with_input_waiting(mut self, input_waiting: bool) -> Self {
+        self.input_waiting = input_waiting;
+        self
+    }
+    /// Whether more input is queued behind this step (see [`Context::with_input_waiting`]).
+    pub fn input_waiting(&self) -> bool {
+        self.input_waiting
     }
     /// This context with [`Context::ignored`] recording its reasons: a tracing driver
     /// asks for them; a measuring one does not pay for formatting them.
@@ -322,7 +337,13 @@ impl<'a, P: Protocol> Context<'a, P> {
     where
         Q: Protocol<Message = P::Message, Timer = P::Timer, Record = P::Record>,
     {
-        Context { now: self.now, rng: self.rng, outbox: self.outbox, explain: self.explain }
+        Context {
+            now: self.now,
+            rng: self.rng,
+            outbox: self.outbox,
+            explain: self.explain,
+            input_waiting: self.input_waiting,
+        }
     }
     /// Run `step` with this context's clock and randomness but its actions collected
     /// apart and returned, not emitted: what an adversary inspects and rewrites.
@@ -331,7 +352,13 @@ impl<'a, P: Protocol> Context<'a, P> {
         Q: Protocol<Message = P::Message, Timer = P::Timer, Record = P::Record>,
     {
         let mut outbox = Outbox::default();
-        step(&mut Context { now: self.now, rng: self.rng, outbox: &mut outbox, explain: self.explain });
+        step(&mut Context {
+            now: self.now,
+            rng: self.rng,
+            outbox: &mut outbox,
+            explain: self.explain,
+            input_waiting: self.input_waiting,
+        });
         outbox.actions
     }
 }
@@ -359,6 +386,13 @@ pub trait Protocol: Sized {
     /// An operator's command (see [`AdminCommand`]); ignored unless a protocol has it.
     fn on_admin(&mut self, ctx: &mut Context<'_, Self>, command: AdminCommand) {
         let _ = (ctx, command);
+    }
+
+    /// The driver's input queue emptied after steps that ran with
+    /// [`Context::input_waiting`] set: send what those steps left waiting. A protocol
+    /// that never defers work on that flag needs nothing here.
+    fn on_input_drained(&mut self, ctx: &mut Context<'_, Self>) {
+        let _ = ctx;
     }
 
     /// A short stable name of a message's kind, for per-kind counters and for

@@ -99,7 +99,7 @@ mod proposer;
 mod reads;
 mod types;
 
-use qlab_core::batching::{pipeline_has_room, take_batch};
+use qlab_core::batching::{defer_to_drained_input, pipeline_has_room, take_batch};
 use qlab_core::reads::{LeaderReads, ReadMode, lease_ns, local_read};
 use qlab_core::{
     ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Op, Protocol, Reply, ReplyBody, Request, majority, ms,
@@ -503,6 +503,13 @@ impl Protocol for Paxos {
                 self.heard_from.iter_mut().for_each(|h| *h = false);
                 ctx.set_timer(PaxosTimer::CheckQuorum, self.config.leader_timeout_ns_min);
             }
+        }
+    }
+
+    fn on_input_drained(&mut self, ctx: &mut Context<'_, Self>) {
+        // Only adaptive batching defers to this call; a batch delay keeps its timer.
+        if self.config.batch_delay_ns == 0 {
+            self.flush(ctx);
         }
     }
 

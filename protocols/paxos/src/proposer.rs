@@ -135,6 +135,9 @@ impl Paxos {
             return;
         }
         let adaptive = self.config.batch_delay_ns == 0;
+        if adaptive && defer_to_drained_input(self.config.max_batches_in_flight, ctx.input_waiting()) {
+            return; // more requests are queued behind this step: they go together
+        }
         while !self.pending.is_empty()
             && self.in_flight.len() < self.config.window_slots
             && (!adaptive || pipeline_has_room(self.config.max_batches_in_flight, self.fresh_slots_in_flight()))

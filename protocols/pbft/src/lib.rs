@@ -66,7 +66,7 @@
 //! a single Byzantine replica could otherwise drive it into any view.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use qlab_core::batching::{pipeline_has_room, take_batch};
+use qlab_core::batching::{defer_to_drained_input, pipeline_has_room, take_batch};
 use qlab_core::{ClientId, Context, Digest, Event, KvStore, Nanos, NodeId, Protocol, Reply, ReplyBody, Request, ms};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -474,6 +474,13 @@ impl Protocol for Pbft {
                 self.flush(ctx);
             }
             PbftTimer::Retransmit => self.retransmit(ctx),
+        }
+    }
+
+    fn on_input_drained(&mut self, ctx: &mut Context<'_, Self>) {
+        // Only adaptive batching defers to this call; a batch delay keeps its timer.
+        if self.config.batch_delay_ns == 0 {
+            self.flush(ctx);
         }
     }
 

@@ -30,6 +30,11 @@ impl Pbft {
         if self.primary() != self.id || self.in_view_change {
             return;
         }
+        if self.config.batch_delay_ns == 0
+            && defer_to_drained_input(self.config.max_batches_in_flight, ctx.input_waiting())
+        {
+            return; // more requests are queued behind this step: verified and sent together
+        }
         if self.config.batch_delay_ns == 0 && !self.unverified.is_empty() && self.pipeline_has_room() {
             // Requests that waited for the pipeline: their signatures checked together.
             self.admit_unverified(ctx);

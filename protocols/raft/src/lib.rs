@@ -115,7 +115,7 @@ mod replication;
 mod snapshot;
 mod types;
 
-use qlab_core::batching::{pipeline_has_room, take_batch};
+use qlab_core::batching::{defer_to_drained_input, pipeline_has_room, take_batch};
 use qlab_core::quorum::quorum_value;
 use qlab_core::reads::{LeaderReads, ReadMode, lease_ns, local_read};
 use qlab_core::symmetry::Renaming;
@@ -621,6 +621,13 @@ impl Protocol for Raft {
                 }
                 ctx.set_timer(RaftTimer::CheckQuorum, self.config.election_timeout_ns_min);
             }
+        }
+    }
+
+    fn on_input_drained(&mut self, ctx: &mut Context<'_, Self>) {
+        // Only adaptive batching defers to this call; a batch delay keeps its timer.
+        if self.config.batch_delay_ns == 0 {
+            self.flush_commands(ctx);
         }
     }
 

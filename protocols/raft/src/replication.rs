@@ -44,6 +44,9 @@ impl Raft {
             return;
         }
         let adaptive = self.config.batch_delay_ns == 0;
+        if adaptive && defer_to_drained_input(self.config.max_batches_in_flight, ctx.input_waiting()) {
+            return; // more requests are queued behind this step: they go together
+        }
         let mut appended = false;
         while !self.pending_commands.is_empty()
             && (!adaptive || pipeline_has_room(self.config.max_batches_in_flight, self.batches_in_flight.len()))

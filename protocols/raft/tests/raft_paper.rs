@@ -501,3 +501,40 @@ fn check_quorum_leader_steps_down_without_a_majority() {
     h.call(|r, ctx| r.on_timer(ctx, RaftTimer::CheckQuorum));
     assert_eq!(h.raft.role(), Role::Leader);
 }
+
+/// Adaptive batching in real mode (`Context::input_waiting`, `Protocol::on_input_drained`):
+/// requests that reach a leader together leave as one AppendEntries. With more input
+/// queued behind each step, three writes wait; when the queue empties they go in one
+/// batch to each follower. The same write with nothing queued behind goes at once.
+#[test]
+fn adaptive_leader_sends_requests_that_arrived_together_as_one_append() {
+    let mut h = Harness::new(0, 3);
+    h.timeout();
+    h.deliver(1, Message::VoteResponse { term: 1, granted: true });
+    assert_eq!(h.raft.role(), Role::Leader);
+    let put = |seq: u64| Request {
+        client: ClientId(seq),
+        seq: 1,
+        op: Op::Put { key: seq, value: vec![seq as u8; 8] },
+        signature: Vec::new(),
+    };
+    let appended = |out: &Out| -> Vec<usize> {
+        sent(out)
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                Message::AppendEntries { entries, .. } if !entries.is_empty() => Some(entries.len()),
+                _ => None,
+            })
+            .collect()
+    };
+    for seq in 1..=3 {
+        let mut out = Out::default();
+        let mut ctx = Context::new(h.now, &mut h.rng, &mut out).with_input_waiting(true);
+        h.raft.on_request(&mut ctx, put(seq));
+        assert!(appended(&out).is_empty(), "request {seq} waits while more input is queued: {:?}", sent(&out));
+    }
+    let out = h.call(|r, ctx| r.on_input_drained(ctx));
+    assert_eq!(appended(&out), vec![3, 3], "one AppendEntries of all three writes to each follower");
+    let out = h.call(|r, ctx| r.on_request(ctx, put(4)));
+    assert_eq!(appended(&out), vec![1, 1], "with nothing queued behind it a write goes at once");
+}
