@@ -39,6 +39,8 @@ struct Cluster {
     now: u64,
     /// Drop what this returns true for.
     filter: Option<Filter>,
+    /// Tell each step that more input is queued behind it (real mode's runtime does).
+    input_waiting: bool,
 }
 
 impl Cluster {
@@ -59,6 +61,7 @@ impl Cluster {
             reasons: Vec::new(),
             now: 0,
             filter: None,
+            input_waiting: false,
         };
         for id in 0..nodes {
             cluster.call(id, |p, ctx| p.on_start(ctx));
@@ -73,7 +76,8 @@ impl Cluster {
         }
         let mut out = Out::default();
         // Explaining, as `qlab replay` does: the reasons must not change what a step does.
-        let mut ctx = Context::new(self.now, &mut replica.rng, &mut out).explaining(true);
+        let mut ctx =
+            Context::new(self.now, &mut replica.rng, &mut out).explaining(true).with_input_waiting(self.input_waiting);
         f(&mut replica.pbft, &mut ctx);
         let nodes = self.replicas.len() as u32;
         for action in out.actions {
@@ -456,4 +460,34 @@ fn a_bad_signature_is_refused_before_it_changes_anything_for_every_message_type(
         assert!(tried.contains(kind), "no {kind} was seen to tamper with; tried {tried:?}");
     }
     assert!(c.replicas.iter().all(|r| r.pbft.view() == 1 && !r.pbft.in_view_change()), "the view change completed");
+}
+
+/// Adaptive batching in real mode: requests that reach the primary while more input is
+/// queued behind them wait, and when the runtime's queue empties
+/// (`Protocol::on_input_drained`) their signatures are checked together and they go
+/// out as one pre-prepare, which commits everywhere like any other.
+#[test]
+fn requests_that_arrived_together_go_out_as_one_pre_prepare() {
+    let mut c = Cluster::new(4, config(4));
+    c.input_waiting = true;
+    for client in 0..3 {
+        c.request(0, client, 1, put(client, 1));
+    }
+    let pre_prepares = |c: &Cluster| -> Vec<usize> {
+        c.queue
+            .iter()
+            .filter_map(|(_, _, m)| match m {
+                Message::PrePrepare(pp) => Some(pp.body.batch.len()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(pre_prepares(&c).is_empty(), "the primary waits while more input is queued");
+    c.input_waiting = false;
+    c.call(0, |p, ctx| p.on_input_drained(ctx));
+    assert_eq!(pre_prepares(&c), vec![3, 3, 3], "one pre-prepare of all three to each backup");
+    c.deliver_all();
+    for client in 0..3 {
+        assert_eq!(c.answers(client, 1), 4, "client {client}'s write executes at every replica");
+    }
 }
