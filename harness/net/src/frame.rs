@@ -45,6 +45,24 @@ pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
     out[header..header + 4].copy_from_slice(&len.to_le_bytes());
 }
 
+/// At most this many bytes of queued frames go out as one stream write.
+pub const COALESCED_WRITE_BYTES: usize = 64 * 1024;
+
+/// `first` and whatever else is already queued behind it (up to
+/// [`COALESCED_WRITE_BYTES`]) into `batch`, for one stream write: under load many small
+/// frames are queued at a time, and a write per frame costs the stream a wake-up and
+/// often a packet each.
+pub fn coalesce_queued(batch: &mut Vec<u8>, first: &[u8], queue: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    batch.clear();
+    batch.extend_from_slice(first);
+    while batch.len() < COALESCED_WRITE_BYTES {
+        match queue.try_recv() {
+            Ok(next) => batch.extend_from_slice(&next),
+            Err(_) => break,
+        }
+    }
+}
+
 /// Decode a payload produced by [`encode`].
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     postcard::from_bytes(payload).map_err(|e| FrameError::Malformed { len: payload.len(), reason: e.to_string() })

@@ -8,7 +8,7 @@
 //! picked up again without the experiment doing anything. What is sent to a node while
 //! its link is down is lost, as it would be on a network; clients retry.
 
-use crate::frame::{FrameDecoder, decode, encode};
+use crate::frame::{COALESCED_WRITE_BYTES, FrameDecoder, coalesce_queued, decode, encode};
 use crate::runtime::Wire;
 use crate::tls::Principal;
 use serde::Serialize;
@@ -112,7 +112,7 @@ async fn link<M: DeserializeOwned>(
 ) {
     let name = Principal::Node(node).server_name();
     let mut buffer = vec![0u8; 64 * 1024];
-    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut batch = Vec::with_capacity(COALESCED_WRITE_BYTES);
     loop {
         let streams = async {
             let connection = endpoint.connect(addr, &name).ok()?.await.ok()?;
@@ -135,17 +135,8 @@ async fn link<M: DeserializeOwned>(
             tokio::select! {
                 frame = outgoing.recv() => {
                     let Some(frame) = frame else { return };
-                    // Coalesce what else is already queued into one write: under load
-                    // the clients hand this link many small requests at a time, and a
-                    // write per frame costs the stream a wake-up and often a packet each.
-                    batch.clear();
-                    batch.extend_from_slice(&frame);
-                    while batch.len() < 64 * 1024 {
-                        match outgoing.try_recv() {
-                            Ok(next) => batch.extend_from_slice(&next),
-                            Err(_) => break,
-                        }
-                    }
+                    // Under load the clients hand this link many requests at a time.
+                    coalesce_queued(&mut batch, &frame, &mut outgoing);
                     if send.write_all(&batch).await.is_err() {
                         break;
                     }

@@ -838,16 +838,9 @@ async fn write_reports(
     reports: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>,
 ) {
     let mut reports = reports.lock().await;
-    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut batch = Vec::with_capacity(crate::frame::COALESCED_WRITE_BYTES);
     while let Some(first) = reports.recv().await {
-        batch.clear();
-        batch.extend_from_slice(&first);
-        while batch.len() < 64 * 1024 {
-            match reports.try_recv() {
-                Ok(next) => batch.extend_from_slice(&next),
-                Err(_) => break,
-            }
-        }
+        crate::frame::coalesce_queued(&mut batch, &first, &mut reports);
         if send.write_all(&batch).await.is_err() {
             return;
         }

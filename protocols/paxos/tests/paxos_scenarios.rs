@@ -280,3 +280,30 @@ fn a_duplicated_learn_does_not_breed_catch_up_requests() {
     assert_eq!(asks(&c.deliver(0, learn)), 0, "the duplicate taught nothing");
     assert_eq!(c.paxos.commit_index(), 1);
 }
+
+/// Adaptive batching in real mode: commands that reach the proposer while more input
+/// is queued behind them wait, and when the runtime's queue empties
+/// (`Protocol::on_input_drained`) they fill one slot together; a command with nothing
+/// queued behind it takes a slot of its own at once.
+#[test]
+fn commands_that_arrived_together_fill_one_slot() {
+    let (mut a, mut b) = (Replica::new(0, 3), Replica::new(1, 3));
+    elect(&mut a, &mut [&mut b]);
+    for seq in 1..=3 {
+        let mut out = Out::default();
+        let mut ctx = Context::new(a.now, &mut a.rng, &mut out).with_input_waiting(true);
+        a.paxos.on_request(&mut ctx, command(seq, &[seq as u8]));
+        assert!(accepts(&out).is_empty(), "command {seq} waits while more input is queued");
+    }
+    let batches: Vec<usize> = accepts(&a.call(|p, ctx| p.on_input_drained(ctx)))
+        .into_iter()
+        .flat_map(|(_, values)| values)
+        .map(|value| match value {
+            Value::Commands(commands) => commands.len(),
+            Value::Noop => 0,
+        })
+        .collect();
+    assert_eq!(batches, vec![3], "all three in one slot's value");
+    let accept = accepts(&a.request(command(4, b"4")));
+    assert_eq!(accept.len(), 1, "with nothing queued behind it a command goes at once");
+}
