@@ -311,8 +311,9 @@ pub fn process_cpu_ns() -> u64 {
 /// Run one replica until it is told to shut down or its future is dropped (which
 /// aborts every task it started: dropping it is how in-process tests "kill" a node).
 /// How many steps in a row may leave work for [`Protocol::on_input_drained`] while
-/// input keeps arriving: then one step runs as if the queue were empty, so a leader
-/// under a queue that never empties still sends (a batch of at most this many inputs).
+/// input keeps arriving: then one step runs as if the queue were empty and
+/// [`Protocol::on_input_drained`] follows it, so a leader under a queue that never
+/// empties still sends (a batch of at most this many inputs).
 const MAX_STEPS_DEFERRING: u32 = 256;
 
 pub async fn run_node<P>(config: NodeConfig<P::Config>) -> Result<(), NetError>
@@ -502,8 +503,11 @@ where
         tokio::select! {
             input = inbox.recv() => {
                 let Some(input) = input else { break };
-                // A burst is bounded so that a queue that never empties still sends.
-                input_waiting = !inbox.is_empty() && steps_deferring < MAX_STEPS_DEFERRING;
+                // A burst is bounded so that a queue that never empties still sends:
+                // at the bound the step runs as if the queue were empty and what waited
+                // is sent after it, whatever kind of input the step was.
+                let burst_full = steps_deferring >= MAX_STEPS_DEFERRING;
+                input_waiting = !inbox.is_empty() && !burst_full;
                 steps_deferring = if input_waiting { steps_deferring + 1 } else { 0 };
                 drained_due |= input_waiting;
                 match input {
@@ -560,7 +564,7 @@ where
                     }
                 }
                 input_waiting = false;
-                if drained_due && inbox.is_empty() {
+                if drained_due && (inbox.is_empty() || burst_full) {
                     drained_due = false;
                     step!(|p: &mut P, ctx: &mut Context<'_, P>| p.on_input_drained(ctx));
                 }
